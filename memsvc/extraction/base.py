@@ -1,0 +1,78 @@
+"""What an extractor sees and what it returns.
+
+Extractors are pure: they turn a batch of conversation turns into facts, entities and
+relations, each pointing at the exact messages that state it. They touch neither the
+database nor the embedding model, so ingest can run them anywhere and test them alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+FactKind = Literal["fact", "preference", "plan", "event"]
+EntityType = Literal["person", "place", "organization", "thing", "event", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a conversation, as ingest hands it to an extractor."""
+
+    message_id: str
+    role: str  # "user", "assistant", "system", "tool"
+    speaker: str  # the name to use in third-person sentences ("Caroline"); the role when no name was given
+    text: str
+    event_at: datetime  # timezone-aware; relative dates in the text resolve against it
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedFact:
+    """A self-contained sentence, speaker name resolved: "Caroline went to an LGBTQ support group"."""
+
+    content: str
+    kind: FactKind
+    subject: str  # the entity the fact is about, usually a person's name
+    source_message_ids: tuple[str, ...]  # exactly the turns that state it, never a whole session
+    valid_from: datetime | None = (
+        None  # when it became true / happened, resolved from the text or the turn time
+    )
+    confidence: float = 0.7
+    importance: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedEntity:
+    name: str  # canonical surface form ("Caroline", "LGBTQ support group")
+    type: EntityType
+    source_message_ids: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedRelation:
+    subject: str  # entity name, as in ExtractedEntity.name
+    predicate: str  # short snake_case verb phrase: "went_to", "works_at", "likes"
+    object: str  # entity name
+    fact: str  # the sentence that states it
+    source_message_ids: tuple[str, ...]
+    valid_from: datetime | None = None
+
+
+@dataclass(slots=True)
+class Extraction:
+    facts: list[ExtractedFact] = field(default_factory=list)
+    entities: list[ExtractedEntity] = field(default_factory=list)
+    relations: list[ExtractedRelation] = field(default_factory=list)
+    extractor: str = ""  # which extractor produced this ("rules", "llm", "llm→rules")
+    notes: list[str] = field(default_factory=list)  # e.g. why the LLM extractor fell back
+
+
+class Extractor(Protocol):
+    """Turns a batch of turns (in time order, usually one session) into semantic and graph memories."""
+
+    name: str
+
+    def extract(self, turns: Sequence[Turn]) -> Extraction: ...

@@ -1,0 +1,536 @@
+"""Ingest: one batch of messages becomes turns, session episodes, facts, entities and relations.
+
+Everything a batch produces is embedded in one batched call and written in one transaction
+with multi-row inserts, so a crash leaves either nothing or everything of the batch, and a
+retry completes it. Ids are derived from content (uuid5), so re-sending the same messages
+(same client ids, or same content and time without ids) creates nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from memsvc.embedding import Embedder
+from memsvc.extraction.base import Extraction, Extractor, Turn
+from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
+from memsvc.schemas import AddRequest, AddResult, Message
+
+log = logging.getLogger(__name__)
+
+_NAMESPACE = uuid.UUID("6f1c5a52-4c1e-4b0e-9a55-1b9b0e1e7a11")
+DIGEST_TURNS = 6  # a session digest quotes this many of its most informative turns
+ENTITY_MERGE_COSINE = 0.92  # entities of one type this close in meaning are the same thing
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """A stable id from the parts that make a memory what it is: the root of idempotency."""
+    return uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts))
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()
+
+
+def normalize_name(name: str) -> str:
+    """Entity key: case, spacing, leading articles and possessives do not make a new entity."""
+    words = name.lower().replace("’", "'").split()
+    while words and words[0] in ("the", "a", "an", "my", "our", "his", "her", "their"):
+        words = words[1:]
+    text = " ".join(words)
+    return text[:-2] if text.endswith("'s") else text
+
+
+def turn_embedding_text(speaker: str, text: str) -> str:
+    """What a turn is embedded as: the speaker's name carries meaning for "what did X say" questions."""
+    return f"{speaker}: {text}"
+
+
+@dataclass(slots=True)
+class PreparedTurn:
+    id: uuid.UUID
+    turn: Turn
+    agent_id: str | None
+    position: int
+    metadata: dict[str, Any]
+
+
+def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
+    """Give every message its id, speaker, time and session; the same input always gives the same ids."""
+    prepared = []
+    for position, message in enumerate(request.messages):
+        event_at = message.created_at or received_at
+        message_id = message.id or _server_message_id(request, message)
+        session_id = request.session_id or f"auto-{event_at.astimezone(UTC).date().isoformat()}"
+        turn = Turn(
+            message_id=message_id,
+            role=message.role,
+            speaker=message.name or message.role,
+            text=message.content,
+            event_at=event_at,
+            session_id=session_id,
+        )
+        prepared.append(
+            PreparedTurn(
+                id=derived_id(tenant_id, request.user_id, "turn", message_id),
+                turn=turn,
+                agent_id=request.agent_id,
+                position=position,
+                metadata=dict(request.metadata or {}),
+            )
+        )
+    return prepared
+
+
+def _server_message_id(request: AddRequest, message: Message) -> str:
+    # Without a client id a message is known by what it says and when; with no time given,
+    # by what it says within its session, so a plain re-send is still recognised.
+    when = message.created_at.isoformat() if message.created_at else f"session:{request.session_id or ''}"
+    digest = hashlib.sha256("\x1f".join([message.role, message.name or "", message.content, when]).encode())
+    return "m_" + digest.hexdigest()[:24]
+
+
+@dataclass(slots=True)
+class _Rows:
+    memories: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Ingestor:
+    """Turns an `AddRequest` into stored memories. Knows nothing of HTTP or the queue."""
+
+    def __init__(self, embedder: Embedder, extractor: Extractor) -> None:
+        self.embedder = embedder
+        self.extractor = extractor
+
+    def ingest(
+        self, session: Session, tenant_id: uuid.UUID, request: AddRequest, received_at: datetime, actor: str
+    ) -> AddResult:
+        """Store one batch in the caller's transaction. Safe to call again with the same batch."""
+        timings: dict[str, float] = defaultdict(float)
+        started = time.perf_counter()
+        user_id = request.user_id
+        turns = prepare_turns(tenant_id, request, received_at)
+
+        # Which messages are new: re-sent ones are skipped before any work is done on them.
+        ids = [t.id for t in turns]
+        existing = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
+        new_turns = [t for t in turns if t.id not in existing]
+        timings["database"] += time.perf_counter() - started
+        if not new_turns:
+            return AddResult(duplicates=len(turns), extractor=self.extractor.name)
+
+        t0 = time.perf_counter()
+        extraction = self.extractor.extract([t.turn for t in new_turns])
+        timings["extraction"] += time.perf_counter() - t0
+
+        rows = _Rows()
+        turn_id_by_message = {t.turn.message_id: t.id for t in turns}
+        self._turn_rows(rows, tenant_id, user_id, new_turns, actor)
+        fact_rows = self._fact_rows(rows, tenant_id, user_id, request, extraction, turn_id_by_message, actor)
+
+        # Entities need the user's existing graph to merge with; read it before embedding.
+        t0 = time.perf_counter()
+        known_entities = self._known_entities(session, tenant_id, user_id)
+        timings["database"] += time.perf_counter() - t0
+
+        # One batched embedding call for everything this batch made.
+        entity_names = [e.name for e in extraction.entities]
+        texts = [m.pop("_embed_text") for m in rows.memories] + entity_names
+        t0 = time.perf_counter()
+        vectors = self.embedder.embed(texts)
+        timings["embedding"] += time.perf_counter() - t0
+        for row, vector in zip(rows.memories, vectors, strict=False):
+            row["embedding"] = vector
+        entity_vectors = vectors[len(rows.memories) :]
+
+        t0 = time.perf_counter()
+        created: dict[str, int] = defaultdict(int)
+        if rows.memories:
+            stmt = (
+                insert(Memory).on_conflict_do_nothing(index_elements=["id"]).returning(Memory.id, Memory.kind)
+            )
+            for memory_id, kind in session.execute(stmt, rows.memories).all():
+                created[kind] += 1
+                del memory_id
+        # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
+        sessions = self._upsert_sessions(session, tenant_id, user_id, new_turns, actor)
+        created["session"] += sessions
+        if rows.sources:
+            session.execute(insert(MemorySource).on_conflict_do_nothing(), rows.sources)
+        n_entities, n_relations = self._write_graph(
+            session,
+            tenant_id,
+            user_id,
+            extraction,
+            entity_vectors,
+            known_entities,
+            turn_id_by_message,
+            fact_rows,
+        )
+        created["entity"] += n_entities
+        created["relation"] += n_relations
+        if rows.history:
+            session.execute(insert(HistoryEvent), rows.history)
+        timings["database"] += time.perf_counter() - t0
+
+        return AddResult(
+            memory_ids=[m["id"] for m in rows.memories],
+            created=dict(created),
+            duplicates=len(turns) - len(new_turns),
+            extractor=extraction.extractor or self.extractor.name,
+            notes=[
+                *extraction.notes,
+                "timings_ms " + ",".join(f"{k}={v * 1000:.1f}" for k, v in timings.items()),
+            ],
+        )
+
+    # -- rows -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _turn_rows(
+        rows: _Rows, tenant_id: uuid.UUID, user_id: str, turns: Sequence[PreparedTurn], actor: str
+    ) -> None:
+        for prepared in turns:
+            turn = prepared.turn
+            rows.memories.append(
+                {
+                    "id": prepared.id,
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "agent_id": prepared.agent_id,
+                    "session_id": turn.session_id,
+                    "type": "episodic",
+                    "kind": "turn",
+                    "content": turn.text,
+                    "content_hash": content_hash(turn.text),
+                    "role": turn.role,
+                    "speaker": turn.speaker,
+                    "message_id": turn.message_id,
+                    "position": prepared.position,
+                    "event_at": turn.event_at,
+                    "valid_from": turn.event_at,
+                    "metadata": prepared.metadata,
+                    "_embed_text": turn_embedding_text(turn.speaker, turn.text),
+                }
+            )
+            rows.sources.append(_source(prepared.id, turn.message_id, prepared.id, tenant_id, user_id))
+            rows.history.append(_created(tenant_id, user_id, prepared.id, actor, "turn", turn.text))
+
+    @staticmethod
+    def _fact_rows(
+        rows: _Rows,
+        tenant_id: uuid.UUID,
+        user_id: str,
+        request: AddRequest,
+        extraction: Extraction,
+        turn_id_by_message: dict[str, uuid.UUID],
+        actor: str,
+    ) -> dict[str, uuid.UUID]:
+        """Semantic memories; returns fact content → id so relations can point at their fact."""
+        event_at_by_message = {m["message_id"]: m["event_at"] for m in rows.memories}
+        session_by_message = {m["message_id"]: m["session_id"] for m in rows.memories}
+        by_content: dict[str, uuid.UUID] = {}
+        for fact in extraction.facts:
+            sources = tuple(s for s in fact.source_message_ids if s in turn_id_by_message)
+            if not sources or fact.content in by_content:
+                continue
+            memory_id = derived_id(tenant_id, user_id, "fact", fact.kind, fact.content, *sorted(sources))
+            by_content[fact.content] = memory_id
+            stated_at = max(event_at_by_message.get(s, fact.valid_from) or fact.valid_from for s in sources)
+            rows.memories.append(
+                {
+                    "id": memory_id,
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "agent_id": request.agent_id,
+                    "session_id": session_by_message.get(sources[0]),
+                    "type": "semantic",
+                    "kind": fact.kind,
+                    "content": fact.content,
+                    "content_hash": content_hash(fact.content),
+                    "subject": fact.subject,
+                    "event_at": stated_at,
+                    "valid_from": fact.valid_from or stated_at,
+                    "importance": fact.importance,
+                    "confidence": fact.confidence,
+                    "metadata": dict(request.metadata or {}),
+                    "_embed_text": fact.content,
+                }
+            )
+            for message_id in sources:
+                rows.sources.append(
+                    _source(memory_id, message_id, turn_id_by_message[message_id], tenant_id, user_id)
+                )
+            rows.history.append(_created(tenant_id, user_id, memory_id, actor, fact.kind, fact.content))
+        return by_content
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _upsert_sessions(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        user_id: str,
+        new_turns: Sequence[PreparedTurn],
+        actor: str,
+    ) -> int:
+        session_ids = sorted({t.turn.session_id for t in new_turns if t.turn.session_id})
+        if not session_ids:
+            return 0
+        turn_rows = session.execute(
+            select(
+                Memory.session_id,
+                Memory.speaker,
+                Memory.content,
+                Memory.event_at,
+                Memory.message_id,
+                Memory.id,
+            )
+            .where(
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.kind == "turn",
+                Memory.session_id.in_(session_ids),
+            )
+            .order_by(Memory.session_id, Memory.event_at, Memory.position)
+        ).all()
+        by_session: dict[str, list[Any]] = defaultdict(list)
+        for row in turn_rows:
+            by_session[row.session_id].append(row)
+        digests = []
+        for session_id, rows in by_session.items():
+            digest = session_digest([(r.speaker or "", r.content) for r in rows])
+            start, end = rows[0].event_at, rows[-1].event_at
+            digests.append((session_id, rows, digest, start, end))
+        vectors = self.embedder.embed([d[2] for d in digests])
+        values = []
+        sources = []
+        for (session_id, rows, digest, start, end), vector in zip(digests, vectors, strict=True):
+            memory_id = derived_id(tenant_id, user_id, "session", session_id)
+            values.append(
+                {
+                    "id": memory_id,
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "session_id": session_id,
+                    "type": "episodic",
+                    "kind": "session",
+                    "content": digest,
+                    "content_hash": content_hash(digest),
+                    "event_at": start,
+                    "event_end_at": end,
+                    "valid_from": start,
+                    "importance": 0.3,
+                    "metadata": {"turns": len(rows)},
+                    "embedding": vector,
+                }
+            )
+            sources.extend(_source(memory_id, r.message_id, r.id, tenant_id, user_id) for r in rows)
+        stmt = insert(Memory)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "content": stmt.excluded.content,
+                "content_hash": stmt.excluded.content_hash,
+                "event_end_at": stmt.excluded.event_end_at,
+                "metadata": stmt.excluded.metadata,
+                "embedding": stmt.excluded.embedding,
+                "updated_at": func.now(),
+            },
+        )
+        session.execute(stmt, values)
+        session.execute(insert(MemorySource).on_conflict_do_nothing(), sources)
+        return len(values)
+
+    # -- graph ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _known_entities(session: Session, tenant_id: uuid.UUID, user_id: str) -> list[Any]:
+        return list(
+            session.execute(
+                select(Entity.id, Entity.normalized_name, Entity.entity_type, Entity.embedding).where(
+                    Entity.tenant_id == tenant_id, Entity.user_id == user_id
+                )
+            ).all()
+        )
+
+    def _write_graph(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        user_id: str,
+        extraction: Extraction,
+        vectors: np.ndarray[Any, Any],
+        known: list[Any],
+        turn_id_by_message: dict[str, uuid.UUID],
+        fact_ids: dict[str, uuid.UUID],
+    ) -> tuple[int, int]:
+        if not extraction.entities:
+            return 0, 0
+        by_key = {row.normalized_name: row.id for row in known}
+        known_vectors = [
+            (row.id, row.entity_type, np.asarray(row.embedding.to_list())) for row in known if row.embedding
+        ]
+        entity_values: dict[uuid.UUID, dict[str, Any]] = {}
+        id_by_name: dict[str, uuid.UUID] = {}
+        mentions: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        for entity, vector in zip(extraction.entities, vectors, strict=True):
+            key = normalize_name(entity.name)
+            if not key:
+                continue
+            entity_id = (
+                by_key.get(key)
+                or _closest(known_vectors, entity.type, vector)
+                or derived_id(tenant_id, user_id, "entity", key)
+            )
+            by_key.setdefault(key, entity_id)
+            id_by_name[entity.name] = entity_id
+            value = entity_values.setdefault(
+                entity_id,
+                {
+                    "id": entity_id,
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "name": entity.name,
+                    "normalized_name": key,
+                    "entity_type": entity.type,
+                    "aliases": [],
+                    "mention_count": 0,
+                    "embedding": vector,
+                },
+            )
+            if entity.name != value["name"] and entity.name not in value["aliases"]:
+                value["aliases"].append(entity.name)
+            value["aliases"].extend(a for a in entity.aliases if a not in value["aliases"])
+            value["mention_count"] += len(entity.source_message_ids)
+            known_vectors.append((entity_id, entity.type, vector))
+            mentions.update(
+                (entity_id, turn_id_by_message[m])
+                for m in entity.source_message_ids
+                if m in turn_id_by_message
+            )
+        stmt = insert(Entity)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "mention_count": Entity.mention_count + stmt.excluded.mention_count,
+                "aliases": func.array_cat(Entity.aliases, stmt.excluded.aliases),
+                "updated_at": func.now(),
+            },
+        )
+        session.execute(stmt, _keep_known_keys(list(entity_values.values()), known))
+        relation_values = []
+        for relation in extraction.relations:
+            subject_id, object_id = id_by_name.get(relation.subject), id_by_name.get(relation.object)
+            sources = [m for m in relation.source_message_ids if m in turn_id_by_message]
+            if not subject_id or not object_id or not sources:
+                continue
+            relation_values.append(
+                {
+                    "id": derived_id(
+                        tenant_id,
+                        user_id,
+                        "relation",
+                        subject_id,
+                        relation.predicate,
+                        object_id,
+                        relation.fact,
+                    ),
+                    "tenant_id": tenant_id,
+                    "user_id": user_id,
+                    "subject_id": subject_id,
+                    "predicate": relation.predicate,
+                    "object_id": object_id,
+                    "fact": relation.fact,
+                    "memory_id": fact_ids.get(relation.fact),
+                    "valid_from": relation.valid_from,
+                    "source_message_ids": sources,
+                }
+            )
+        if relation_values:
+            session.execute(insert(Relation).on_conflict_do_nothing(index_elements=["id"]), relation_values)
+        if mentions:
+            session.execute(
+                insert(EntityMention).on_conflict_do_nothing(),
+                [
+                    {"entity_id": e, "memory_id": m, "tenant_id": tenant_id, "user_id": user_id}
+                    for e, m in sorted(mentions)
+                ],
+            )
+        return len(entity_values), len(relation_values)
+
+
+def _keep_known_keys(rows: list[dict[str, Any]], known: list[Any]) -> list[dict[str, Any]]:
+    """A spelling merged into an existing entity by meaning becomes an alias; the row keeps its key."""
+    known_ids = {r.id: r.normalized_name for r in known}
+    for row in rows:
+        if row["id"] in known_ids:
+            row["normalized_name"] = known_ids[row["id"]]
+    return rows
+
+
+def _closest(
+    candidates: list[tuple[uuid.UUID, str, np.ndarray[Any, Any]]],
+    entity_type: str,
+    vector: np.ndarray[Any, Any],
+) -> uuid.UUID | None:
+    best, best_score = None, ENTITY_MERGE_COSINE
+    for entity_id, other_type, other in candidates:
+        if other_type != entity_type:
+            continue
+        score = float(np.dot(vector, other))
+        if score >= best_score:
+            best, best_score = entity_id, score
+    return best
+
+
+def session_digest(turns: Iterable[tuple[str, str]]) -> str:
+    """A compact extractive digest: the longest few turns, in order, shortened to one line each."""
+    items = list(turns)
+    ranked = sorted(range(len(items)), key=lambda i: -len(items[i][1]))[:DIGEST_TURNS]
+    lines = []
+    for i in sorted(ranked):
+        speaker, text = items[i]
+        first = text.split(". ")[0].strip()
+        lines.append(f"{speaker}: {first[:160]}")
+    return " | ".join(lines)
+
+
+def _source(
+    memory_id: uuid.UUID, message_id: str, turn_id: uuid.UUID, tenant_id: uuid.UUID, user_id: str
+) -> dict[str, Any]:
+    return {
+        "memory_id": memory_id,
+        "message_id": message_id,
+        "turn_id": turn_id,
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+    }
+
+
+def _created(
+    tenant_id: uuid.UUID, user_id: str, memory_id: uuid.UUID, actor: str, kind: str, content: str
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "memory_id": memory_id,
+        "op": "create",
+        "actor": actor,
+        "before": None,
+        "after": {"kind": kind, "content": content},
+    }

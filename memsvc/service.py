@@ -1,0 +1,258 @@
+"""The memory service: the one object `api/`, `workers/` and the CLI call into.
+
+It owns the database, the embedder and the extractor, and exposes the operations of the
+public contract. It knows nothing of HTTP or of the job queue: ingest requests are stored as
+`jobs` rows, and whoever drives the queue calls `run_ingest_job()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from memsvc import store
+from memsvc.config import Settings
+from memsvc.database import Database
+from memsvc.embedding import Embedder, get_embedder
+from memsvc.errors import InvalidInput, NotFound
+from memsvc.extraction import make_extractor
+from memsvc.extraction.base import Extractor
+from memsvc.ingest import Ingestor, content_hash
+from memsvc.models import Job, Memory
+from memsvc.schemas import (
+    AddRequest,
+    AddResult,
+    ContextRequest,
+    ContextResponse,
+    GraphResponse,
+    HistoryEventOut,
+    JobOut,
+    MemoryList,
+    MemoryOut,
+    SearchRequest,
+    UpdateRequest,
+)
+from memsvc.search import SearchEngine
+from memsvc.tenants import TenantContext, authenticate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    job_id: uuid.UUID
+    status: str
+    result: AddResult | None = None
+    error: str | None = None
+
+
+def _user_lock(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
+    """Serialise ingest and erasure of one user: an erased user is never half re-created."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{tenant_id}/{user_id}"}
+    )
+
+
+class MemoryService:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        embedder: Embedder | None = None,
+        extractor: Extractor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = database
+        self.embedder = embedder or get_embedder(
+            settings.embedding_model,
+            device=settings.embedding_device,
+            batch_size=settings.embedding_batch_size,
+        )
+        if self.embedder.dim != settings.embedding_dim:
+            raise InvalidInput(
+                f"model {self.embedder.model_name} makes {self.embedder.dim}-d vectors but "
+                f"MEMSVC_EMBEDDING_DIM is {settings.embedding_dim}"
+            )
+        self.extractor = extractor or make_extractor(
+            settings.extractor,
+            llm_base_url=settings.llm_base_url,
+            llm_model=settings.llm_model,
+            llm_api_key=settings.llm_api_key,
+            llm_timeout_s=settings.llm_timeout_s,
+        )
+        self.ingestor = Ingestor(self.embedder, self.extractor)
+        self.search_engine = SearchEngine(self.embedder)
+
+    # -- auth -------------------------------------------------------------------------------
+
+    def authenticate(self, key: str) -> TenantContext:
+        with self.db.session() as session:
+            return authenticate(session, key)
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def _check_add(self, request: AddRequest) -> None:
+        if len(request.messages) > self.settings.max_messages_per_request:
+            raise InvalidInput(f"at most {self.settings.max_messages_per_request} messages per request")
+        for i, message in enumerate(request.messages):
+            if len(message.content) > self.settings.max_content_chars:
+                raise InvalidInput(
+                    f"messages[{i}].content has {len(message.content)} characters; "
+                    f"the limit is {self.settings.max_content_chars}"
+                )
+            if not message.content.strip():
+                raise InvalidInput(f"messages[{i}].content is blank")
+
+    def submit_ingest(self, ctx: TenantContext, request: AddRequest) -> uuid.UUID:
+        """Validate and durably record an ingest request; the queue runs it. Returns the job id."""
+        self._check_add(request)
+        payload = request.model_dump(mode="json", exclude={"wait"})
+        payload["received_at"] = datetime.now(UTC).isoformat()
+        with self.db.session() as session:
+            job = Job(tenant_id=ctx.tenant_id, user_id=request.user_id, kind="ingest", payload=payload)
+            job.id = uuid.uuid4()
+            session.add(job)
+        return job.id
+
+    def run_ingest_job(self, job_id: uuid.UUID) -> IngestOutcome:
+        """Do the work of one ingest job, exactly once in effect: the memories and the job's
+        success commit together, so a crash before commit leaves nothing and a retry redoes it."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return IngestOutcome(job_id, "failed", error="job no longer exists (user erased?)")
+            if job.status == "succeeded":
+                return IngestOutcome(job_id, job.status, AddResult.model_validate(job.result))
+            _user_lock(session, job.tenant_id, job.user_id or "")
+            session.refresh(job)
+            request = AddRequest.model_validate({k: v for k, v in job.payload.items() if k != "received_at"})
+            received_at = datetime.fromisoformat(job.payload["received_at"])
+            actor = f"job:{job.id}"
+            result = self.ingestor.ingest(session, job.tenant_id, request, received_at, actor)
+            job.status, job.result, job.error = "succeeded", result.model_dump(mode="json"), None
+            job.attempts += 1
+            job.updated_at = func.now()
+        return IngestOutcome(job_id, "succeeded", result)
+
+    def mark_job_failed(self, job_id: uuid.UUID, error: str, *, final: bool) -> None:
+        """Record a failed attempt; `final` when no retry will follow."""
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status != "succeeded")
+                .values(
+                    status="failed" if final else "queued",
+                    error=error[:4000],
+                    attempts=Job.attempts + 1,
+                    updated_at=func.now(),
+                )
+            )
+
+    def mark_job_running(self, job_id: uuid.UUID) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="running", updated_at=func.now())
+            )
+
+    def job(self, ctx: TenantContext, job_id: uuid.UUID) -> JobOut:
+        with self.db.session() as session:
+            job = store.get_job(session, ctx, job_id)
+            return JobOut(job_id=job.id, status=job.status, kind=job.kind, error=job.error, result=job.result)  # type: ignore[arg-type]
+
+    def queued_jobs(self, older_than_s: float) -> list[uuid.UUID]:
+        """Jobs accepted but never picked up (e.g. the queue was down when they came): to re-defer."""
+        with self.db.session() as session:
+            return list(
+                session.execute(
+                    select(Job.id).where(
+                        Job.status == "queued",
+                        Job.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
+                    )
+                ).scalars()
+            )
+
+    # -- read -------------------------------------------------------------------------------
+
+    def search(self, ctx: TenantContext, request: SearchRequest) -> list[MemoryOut]:
+        with self.db.session() as session:
+            return self.search_engine.search(session, ctx, request)
+
+    def context(self, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
+        with self.db.session() as session:
+            return self.search_engine.context(session, ctx, request)
+
+    def get(self, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:
+        with self.db.session() as session:
+            return store.get_memory(session, ctx, memory_id)
+
+    def list(
+        self, ctx: TenantContext, user_id: str, *, memory_type: str | None, limit: int, cursor: str | None
+    ) -> MemoryList:
+        with self.db.session() as session:
+            return store.list_memories(
+                session, ctx, user_id, memory_type=memory_type, limit=limit, cursor=cursor
+            )
+
+    def update(self, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> MemoryOut:
+        with self.db.session() as session:
+            memory = store.update_memory(session, ctx, memory_id, patch)
+            if patch.content is not None:
+                memory.content_hash = content_hash(patch.content)
+                memory.embedding = self.embedder.embed([patch.content])[0]
+            session.flush()
+            return store.memory_out(memory, store.sources_of(session, [memory.id]).get(memory.id, []))
+
+    def delete(self, ctx: TenantContext, memory_id: uuid.UUID) -> None:
+        with self.db.session() as session:
+            store.delete_memory(session, ctx, memory_id)
+
+    def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> list[HistoryEventOut]:
+        with self.db.session() as session:
+            return store.history(session, ctx, memory_id)
+
+    def graph(self, ctx: TenantContext, user_id: str, *, entity: str | None, depth: int) -> GraphResponse:
+        with self.db.session() as session:
+            return store.graph(session, ctx, user_id, entity=entity, depth=depth)
+
+    def delete_user(self, ctx: TenantContext, user_id: str) -> None:
+        with self.db.session() as session:
+            _user_lock(session, ctx.tenant_id, user_id)
+            store.delete_user(session, ctx, user_id)
+
+    def user_exists(self, ctx: TenantContext, user_id: str) -> bool:
+        with self.db.session() as session:
+            return (
+                session.execute(
+                    select(Memory.id)
+                    .where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user_id)
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
+    def ready(self) -> dict[str, str]:
+        """Readiness of each dependency: the database answers and the model embeds."""
+        status = {}
+        try:
+            with self.db.session() as session:
+                session.execute(text("SELECT 1"))
+            status["database"] = "ok"
+        except Exception as exc:  # readiness reports any failure, whatever it is
+            status["database"] = f"error: {type(exc).__name__}"
+        try:
+            self.embedder.embed(["ready"])
+            status["model"] = "ok"
+        except Exception as exc:
+            status["model"] = f"error: {type(exc).__name__}"
+        return status
+
+
+__all__ = ["IngestOutcome", "MemoryService", "NotFound"]

@@ -1,0 +1,294 @@
+"""Reading and changing stored memories. Every query is filtered by tenant here, not in handlers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, tuple_
+from sqlalchemy.orm import Session, aliased
+
+from memsvc.errors import InvalidInput, NotFound
+from memsvc.models import Entity, EntityMention, HistoryEvent, Job, Memory, MemorySource, Relation
+from memsvc.schemas import (
+    EntityOut,
+    GraphResponse,
+    HistoryEventOut,
+    MemoryList,
+    MemoryOut,
+    RelationOut,
+    UpdateRequest,
+)
+from memsvc.tenants import TenantContext
+
+MAX_LIST_LIMIT = 500
+
+
+def sources_of(session: Session, memory_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """Provenance: the client message ids each memory came from."""
+    ids = list(memory_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(MemorySource.memory_id, MemorySource.message_id)
+        .where(MemorySource.memory_id.in_(ids))
+        .order_by(MemorySource.memory_id, MemorySource.message_id)
+    ).all()
+    out: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for memory_id, message_id in rows:
+        out[memory_id].append(message_id)
+    return out
+
+
+def memory_out(memory: Memory, sources: Sequence[str], score: float | None = None) -> MemoryOut:
+    return MemoryOut(
+        id=memory.id,
+        type=memory.type,  # type: ignore[arg-type]
+        kind=memory.kind,
+        content=memory.content,
+        score=score,
+        user_id=memory.user_id,
+        agent_id=memory.agent_id,
+        session_id=memory.session_id,
+        speaker=memory.speaker,
+        role=memory.role,
+        created_at=memory.created_at,
+        event_at=memory.event_at,
+        valid_from=memory.valid_from,
+        valid_to=memory.valid_to,
+        status=memory.status,
+        pinned=memory.pinned,
+        source_message_ids=list(sources),
+        metadata=memory.metadata_ or {},
+    )
+
+
+def _snapshot(memory: Memory) -> dict[str, Any]:
+    return {
+        "content": memory.content,
+        "metadata": memory.metadata_,
+        "pinned": memory.pinned,
+        "status": memory.status,
+        "valid_to": memory.valid_to.isoformat() if memory.valid_to else None,
+    }
+
+
+def _load(session: Session, ctx: TenantContext, memory_id: uuid.UUID, *, lock: bool = False) -> Memory:
+    stmt = select(Memory).where(Memory.id == memory_id, Memory.tenant_id == ctx.tenant_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    memory = session.execute(stmt).scalar_one_or_none()
+    if memory is None:
+        raise NotFound(f"memory {memory_id} not found")
+    return memory
+
+
+def get_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:
+    memory = _load(session, ctx, memory_id)
+    return memory_out(memory, sources_of(session, [memory.id]).get(memory.id, []))
+
+
+def _encode_cursor(created_at: datetime, memory_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), str(memory_id)]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), uuid.UUID(memory_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor is not one this server issued") from exc
+
+
+def list_memories(
+    session: Session,
+    ctx: TenantContext,
+    user_id: str,
+    *,
+    memory_type: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> MemoryList:
+    """A user's memories, newest first, one page at a time."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    if memory_type not in (None, "episodic", "semantic"):
+        raise InvalidInput(
+            "type must be 'episodic' or 'semantic' (see GET /v1/graph for entities and relations)"
+        )
+    stmt = select(Memory).where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user_id)
+    if memory_type:
+        stmt = stmt.where(Memory.type == memory_type)
+    if cursor:
+        created_at, last_id = _decode_cursor(cursor)
+        stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))
+    rows = list(
+        session.execute(stmt.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1)).scalars()
+    )
+    page, more = rows[:limit], len(rows) > limit
+    sources = sources_of(session, [m.id for m in page])
+    return MemoryList(
+        items=[memory_out(m, sources.get(m.id, [])) for m in page],
+        next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+    )
+
+
+def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> Memory:
+    """Apply a PATCH and record it in history. Returns the memory (re-embed if content changed)."""
+    memory = _load(session, ctx, memory_id, lock=True)
+    before = _snapshot(memory)
+    if patch.content is not None:
+        memory.content = patch.content
+    if patch.metadata is not None:
+        memory.metadata_ = patch.metadata
+    if patch.pinned is not None:
+        memory.pinned = patch.pinned
+    memory.updated_at = func.now()
+    session.add(
+        HistoryEvent(
+            tenant_id=ctx.tenant_id,
+            user_id=memory.user_id,
+            memory_id=memory.id,
+            op="update",
+            actor=ctx.actor,
+            before=before,
+            after=_snapshot(memory),
+        )
+    )
+    return memory
+
+
+def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> None:
+    memory = _load(session, ctx, memory_id, lock=True)
+    session.add(
+        HistoryEvent(
+            tenant_id=ctx.tenant_id,
+            user_id=memory.user_id,
+            memory_id=memory.id,
+            op="delete",
+            actor=ctx.actor,
+            before=_snapshot(memory),
+            after=None,
+        )
+    )
+    session.delete(memory)
+
+
+def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[HistoryEventOut]:
+    rows = list(
+        session.execute(
+            select(HistoryEvent)
+            .where(HistoryEvent.tenant_id == ctx.tenant_id, HistoryEvent.memory_id == memory_id)
+            .order_by(HistoryEvent.id)
+        ).scalars()
+    )
+    if not rows:
+        raise NotFound(f"memory {memory_id} not found")
+    return [HistoryEventOut(op=r.op, at=r.at, actor=r.actor, before=r.before, after=r.after) for r in rows]
+
+
+def delete_user(session: Session, ctx: TenantContext, user_id: str) -> int:
+    """Erase every row of one user of one tenant, and nothing else. Returns memories removed."""
+    scope = {"tenant_id": ctx.tenant_id, "user_id": user_id}
+    # Children first keeps this independent of cascade settings.
+    for table in (EntityMention, MemorySource, Relation, HistoryEvent, Job):
+        session.execute(delete(table).filter_by(**scope))
+    session.execute(delete(Entity).filter_by(**scope))
+    result = session.execute(delete(Memory).filter_by(**scope))
+    return int(result.rowcount or 0)
+
+
+def graph(
+    session: Session, ctx: TenantContext, user_id: str, *, entity: str | None = None, depth: int = 1
+) -> GraphResponse:
+    """A user's graph, or the neighbourhood of `entity` up to `depth` hops."""
+    if not 0 <= depth <= 3:
+        raise InvalidInput("depth must be between 0 and 3")
+    scope = and_(Entity.tenant_id == ctx.tenant_id, Entity.user_id == user_id)
+    relation_scope = and_(Relation.tenant_id == ctx.tenant_id, Relation.user_id == user_id)
+    if entity is None:
+        entity_ids = set(session.execute(select(Entity.id).where(scope).limit(5000)).scalars())
+    else:
+        from memsvc.ingest import normalize_name
+
+        key = normalize_name(entity)
+        seeds = set(
+            session.execute(
+                select(Entity.id).where(scope, or_(Entity.normalized_name == key, Entity.aliases.any(entity)))
+            ).scalars()
+        )
+        if not seeds:
+            raise NotFound(f"entity {entity!r} not found for user {user_id!r}")
+        entity_ids, frontier = set(seeds), set(seeds)
+        for _ in range(depth):
+            edges = session.execute(
+                select(Relation.subject_id, Relation.object_id).where(
+                    relation_scope, or_(Relation.subject_id.in_(frontier), Relation.object_id.in_(frontier))
+                )
+            ).all()
+            frontier = {n for edge in edges for n in edge} - entity_ids
+            entity_ids |= frontier
+    entities = list(session.execute(select(Entity).where(scope, Entity.id.in_(entity_ids))).scalars())
+    subject, obj = aliased(Entity), aliased(Entity)
+    relations = session.execute(
+        select(Relation, subject.name, obj.name)
+        .join(subject, Relation.subject_id == subject.id)
+        .join(obj, Relation.object_id == obj.id)
+        .where(relation_scope, Relation.subject_id.in_(entity_ids), Relation.object_id.in_(entity_ids))
+    ).all()
+    mention_sources = _entity_sources(session, [e.id for e in entities])
+    return GraphResponse(
+        entities=[
+            EntityOut(
+                id=e.id,
+                name=e.name,
+                type=e.entity_type,
+                aliases=list(e.aliases or []),
+                mention_count=e.mention_count,
+                source_message_ids=mention_sources.get(e.id, []),
+            )
+            for e in entities
+        ],
+        relations=[
+            RelationOut(
+                id=r.id,
+                subject=s,
+                predicate=r.predicate,
+                object=o,
+                fact=r.fact,
+                valid_from=r.valid_from,
+                valid_to=r.valid_to,
+                source_message_ids=list(r.source_message_ids or []),
+            )
+            for r, s, o in relations
+        ],
+    )
+
+
+def _entity_sources(session: Session, entity_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    if not entity_ids:
+        return {}
+    rows = session.execute(
+        select(EntityMention.entity_id, Memory.message_id)
+        .join(Memory, Memory.id == EntityMention.memory_id)
+        .where(EntityMention.entity_id.in_(entity_ids), Memory.message_id.is_not(None))
+        .order_by(EntityMention.entity_id, Memory.message_id)
+    ).all()
+    out: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for entity_id, message_id in rows:
+        out[entity_id].append(message_id)
+    return out
+
+
+def get_job(session: Session, ctx: TenantContext, job_id: uuid.UUID) -> Job:
+    job = session.execute(
+        select(Job).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id)
+    ).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job

@@ -1,0 +1,1 @@
+"""Queue adapter: turns procrastinate jobs into calls on `memsvc.service.MemoryService`."""
