@@ -1,0 +1,256 @@
+"""The public contract through real HTTP, the SDK and a real database."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from memsvc.client import AuthenticationError, BadRequest, MemoryClient, NotFoundError
+
+CONVERSATION = [
+    {
+        "role": "user",
+        "name": "Caroline",
+        "id": "c1",
+        "created_at": "2023-05-08T13:56:00+00:00",
+        "content": "I went to a LGBTQ support group yesterday and it was so powerful.",
+    },
+    {
+        "role": "user",
+        "name": "Melanie",
+        "id": "c2",
+        "created_at": "2023-05-08T13:57:00+00:00",
+        "content": "Wow, that's cool, Caroline! I painted a lake sunrise last year, it's special to me.",
+    },
+    {
+        "role": "user",
+        "name": "Caroline",
+        "id": "c3",
+        "created_at": "2023-05-08T13:58:00+00:00",
+        "content": "I'm thinking of studying counseling so I can help people who went through what I did.",
+    },
+]
+
+
+def _rows_of_user(sql: psycopg.Connection, tenant_id: uuid.UUID, user_id: str) -> dict[str, int]:
+    tables = [
+        r[0]
+        for r in sql.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'user_id'"
+        ).fetchall()
+    ]
+    assert {
+        "memories",
+        "memory_sources",
+        "entities",
+        "relations",
+        "entity_mentions",
+        "history",
+        "jobs",
+    } <= set(tables)
+    return {
+        t: sql.execute(
+            f"SELECT count(*) FROM {t} WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
+        ).fetchone()[0]
+        for t in tables
+    }
+
+
+def _total_rows(sql: psycopg.Connection) -> int:
+    return sum(
+        sql.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("memories", "memory_sources", "entities", "relations", "history", "jobs")
+    )
+
+
+def test_add_then_search_returns_the_turn_first_with_its_message_id(client: MemoryClient) -> None:
+    added = client.add(CONVERSATION, user_id="alice", session_id="s1", wait=True)
+    assert added.status == "succeeded" and added.result is not None
+    assert added.result.created["turn"] == 3
+
+    for message in CONVERSATION:
+        results = client.search(message["content"], user_id="alice", types=["episodic"])
+        top = results[0]
+        assert top.content == message["content"]
+        assert top.source_message_ids == [message["id"]]
+        assert top.type == "episodic" and top.kind == "turn"
+        assert top.event_at is not None and top.event_at.isoformat().startswith("2023-05-08")
+
+
+def test_add_is_idempotent(client: MemoryClient) -> None:
+    first = client.add(CONVERSATION, user_id="bob", wait=True)
+    again = client.add(CONVERSATION, user_id="bob", wait=True)
+    assert first.result and again.result
+    assert again.result.duplicates == 3 and again.result.created == {}
+    assert len(client.list("bob", type="episodic", limit=500).items) == len(
+        client.list("bob", type="episodic").items
+    )
+    turns = [m for m in client.list("bob", type="episodic").items if m.kind == "turn"]
+    assert sorted(m.source_message_ids[0] for m in turns) == ["c1", "c2", "c3"]
+
+
+def test_search_never_crosses_tenants_or_users(
+    live_server: str, client: MemoryClient, tenant, database
+) -> None:
+    from memsvc.tenants import create_api_key
+
+    secret = "My bank PIN is hidden under the blue vase in the hallway."
+    client.add([{"role": "user", "content": secret, "id": "s1"}], user_id="owner", wait=True)
+    with database.session() as session:
+        other_key = create_api_key(session, f"other-{uuid.uuid4().hex[:8]}")
+    with MemoryClient(live_server, other_key) as other:
+        other.add([{"role": "user", "content": "I like tea.", "id": "o1"}], user_id="owner", wait=True)
+        results = other.search(secret, user_id="owner", limit=100)
+        assert results and all(secret != r.content for r in results)
+        assert all(r.source_message_ids == ["o1"] or "tea" in r.content for r in results)
+    # Same tenant, other user.
+    client.add([{"role": "user", "content": "I like coffee.", "id": "x1"}], user_id="neighbour", wait=True)
+    results = client.search(secret, user_id="neighbour", limit=100)
+    assert results and all("PIN" not in r.content for r in results)
+    # And the owner does find it.
+    assert client.search(secret, user_id="owner")[0].content == secret
+
+
+def test_update_delete_and_history(client: MemoryClient) -> None:
+    added = client.add(CONVERSATION[:1], user_id="carol", wait=True)
+    assert added.result
+    turn_id = added.result.memory_ids[0]
+    updated = client.update(
+        turn_id, content="I went to a support group on Sunday.", metadata={"edited": True}, pinned=True
+    )
+    assert (
+        updated.content == "I went to a support group on Sunday."
+        and updated.pinned
+        and updated.metadata == {"edited": True}
+    )
+    # The new content is what search finds now (it was re-embedded).
+    assert client.search("support group on Sunday", "carol")[0].id == turn_id
+
+    client.delete(turn_id)
+    with pytest.raises(NotFoundError):
+        client.get(turn_id)
+    events = client.history(turn_id)
+    assert [e.op for e in events] == ["create", "update", "delete"]
+    assert events[1].before and events[1].before["content"] == CONVERSATION[0]["content"]
+    assert events[1].after and events[1].after["pinned"] is True
+    assert events[2].after is None
+
+
+def test_delete_user_erases_exactly_that_user(client: MemoryClient, tenant, sql) -> None:
+    ctx, _ = tenant
+    client.add(CONVERSATION, user_id="erase-me", session_id="s", wait=True)
+    client.add(CONVERSATION, user_id="keep-me", session_id="s", wait=True)
+    before = _rows_of_user(sql, ctx.tenant_id, "erase-me")
+    assert (
+        before["memories"] > 0
+        and before["memory_sources"] > 0
+        and before["history"] > 0
+        and before["jobs"] > 0
+    )
+    kept_before = _rows_of_user(sql, ctx.tenant_id, "keep-me")
+
+    client.delete_user("erase-me")
+
+    assert all(n == 0 for n in _rows_of_user(sql, ctx.tenant_id, "erase-me").values())
+    assert _rows_of_user(sql, ctx.tenant_id, "keep-me") == kept_before
+    assert client.search("support group", "erase-me") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "user_id"),
+        ({"messages": [], "user_id": "u"}, "messages"),
+        ({"messages": "hello", "user_id": "u"}, "messages"),
+        ({"messages": [{"role": "user", "content": 5}], "user_id": "u"}, "content"),
+        ({"messages": [{"role": "robot", "content": "hi"}], "user_id": "u"}, "role"),
+        ({"messages": [{"role": "user", "content": "x" * 40_000}], "user_id": "u"}, "limit"),
+        ({"messages": [{"role": "user", "content": "   "}], "user_id": "u"}, "blank"),
+        (
+            {"messages": [{"role": "user", "content": "hi", "created_at": "yesterday"}], "user_id": "u"},
+            "created_at",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi", "created_at": "2024-01-01T00:00:00"}],
+                "user_id": "u",
+            },
+            "timezone",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "user_id": ""}, "user_id"),
+    ],
+)
+def test_bad_add_gets_problem_json_and_writes_nothing(live_server: str, tenant, sql, body, fragment) -> None:
+    before = _total_rows(sql)
+    response = httpx.post(
+        f"{live_server}/v1/memories", json=body, headers={"Authorization": f"Bearer {tenant[1]}"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == 422 and problem["code"] == "invalid_input"
+    assert fragment in problem["detail"].lower() or fragment in str(problem.get("errors", "")).lower()
+    assert _total_rows(sql) == before
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer msk_" + "a" * 40, "Basic abc"])
+def test_bad_key_is_401_problem(live_server: str, sql, header) -> None:
+    before = _total_rows(sql)
+    headers = {"Authorization": header} if header else {}
+    response = httpx.post(
+        f"{live_server}/v1/memories",
+        json={"messages": [{"role": "user", "content": "hi"}], "user_id": "u"},
+        headers=headers,
+    )
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 401
+    assert _total_rows(sql) == before
+
+
+def test_sdk_raises_typed_errors(live_server: str, client: MemoryClient) -> None:
+    with pytest.raises(AuthenticationError):
+        MemoryClient(live_server, "msk_wrong").search("x", "u")
+    with pytest.raises(NotFoundError):
+        client.get(uuid.uuid4())
+    with pytest.raises(BadRequest) as info:
+        client.search("", "u")
+    assert info.value.status_code == 422
+    with pytest.raises(BadRequest):
+        client.search("x", "u", filters={"colour": "red"})
+
+
+def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    cases = [
+        ("GET", "/v1/memories/not-a-uuid", None),
+        ("GET", "/v1/memories?user_id=u&cursor=garbage", None),
+        ("GET", "/v1/memories?user_id=u&limit=0", None),
+        ("GET", "/v1/memories", None),
+        ("POST", "/v1/search", {"query": "x"}),
+        ("POST", "/v1/search", {"query": "x", "user_id": "u", "limit": 1000}),
+        ("POST", "/v1/search", {"query": "x", "user_id": "u", "as_of": "not a date"}),
+        ("PATCH", f"/v1/memories/{uuid.uuid4()}", {"content": "x"}),
+        ("PATCH", f"/v1/memories/{uuid.uuid4()}", {"colour": "x"}),
+        ("GET", f"/v1/jobs/{uuid.uuid4()}", None),
+        ("GET", "/v1/graph?user_id=u&depth=9", None),
+    ]
+    for method, path, body in cases:
+        response = httpx.request(method, f"{live_server}{path}", json=body, headers=auth)
+        assert 400 <= response.status_code < 500, (method, path, response.status_code, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json"), (method, path)
+
+
+def test_health_ready_metrics_docs(live_server: str) -> None:
+    assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{live_server}/readyz")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["model"] == "ok"
+    assert "memsvc_http_requests_total" in httpx.get(f"{live_server}/metrics").text
+    assert httpx.get(f"{live_server}/docs").status_code == 200
+    spec = httpx.get(f"{live_server}/openapi.json").json()
+    assert {"/v1/memories", "/v1/search", "/v1/context", "/v1/users/{user_id}", "/v1/jobs/{job_id}"} <= set(
+        spec["paths"]
+    )
