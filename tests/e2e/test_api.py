@@ -39,7 +39,8 @@ def _rows_of_user(sql: psycopg.Connection, tenant_id: uuid.UUID, user_id: str) -
     tables = [
         r[0]
         for r in sql.execute(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'user_id'"
+            "SELECT table_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND column_name = 'user_id'"
         ).fetchall()
     ]
     assert {
