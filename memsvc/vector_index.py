@@ -1,0 +1,283 @@
+"""A device-resident copy of the memories' embeddings, kept in sync with Postgres.
+
+At start it loads every active memory's embedding onto the device (a GPU when there is one),
+grouped by (tenant, user) so a query of one user scans only that user's rows. Afterwards it
+replays `memory_changes` (appended by a trigger on `memories`, woken by LISTEN/NOTIFY, and
+polled as a fallback) so inserts, edits, supersessions and deletions reach it within
+`max_lag_s`. Search hydrates results from Postgres by id, so even a change not yet replayed
+can never surface a deleted memory. Compaction reclaims deleted rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+import torch
+
+from kernels import fused_topk
+
+log = logging.getLogger(__name__)
+
+GAP_TIMEOUT_S = 5.0  # a seq missing this long belongs to a rolled-back transaction
+COMPACT_FRACTION = 0.25  # rebuild when this share of rows is dead
+REPLAY_ON_LOAD = 1000  # changes re-applied after a load, to cover transactions in flight during it
+
+
+@dataclass(frozen=True, slots=True)
+class DenseHit:
+    memory_id: uuid.UUID
+    score: float
+
+
+def _vector_from_text(text: str) -> np.ndarray:  # halfvec's text form: "[0.1,0.2,...]"
+    return np.array(text[1:-1].split(","), dtype=np.float32)
+
+
+class VectorIndex:
+    """Embeddings of all active memories on `device`, searched with `kernels.fused_topk`."""
+
+    def __init__(self, conninfo: str, dim: int, *, device: str = "cpu", max_lag_s: float = 0.2) -> None:
+        self.conninfo = conninfo
+        self.dim = dim
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.max_lag_s = max_lag_s
+        self._lock = threading.RLock()
+        self._partitions: dict[tuple[uuid.UUID, str], int] = {}
+        self._row_of: dict[uuid.UUID, int] = {}
+        self._ids: list[uuid.UUID] = []
+        self._segments: dict[int, list[tuple[int, int]]] = {}  # partition → row ranges [start, end)
+        self._corpus = torch.empty((0, dim), dtype=self.dtype, device=self.device)
+        self._partition_of_row = torch.empty(0, dtype=torch.int32, device=self.device)
+        self._valid = torch.empty(0, dtype=torch.bool, device=self.device)
+        self._size = 0
+        self._dead = 0
+        self._watermark = 0  # every change with seq <= watermark is applied
+        self._applied_above: set[int] = set()
+        self._gap_seen_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading and syncing -----------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)build from the database: every active memory, grouped by (tenant, user)."""
+        with psycopg.connect(self.conninfo) as conn:
+            seq_row = conn.execute("SELECT coalesce(max(seq), 0) FROM memory_changes").fetchone()
+            watermark = int(seq_row[0]) if seq_row else 0
+            rows = conn.execute(
+                "SELECT id, tenant_id, user_id, embedding::text FROM memories WHERE status = 'active'"
+                " ORDER BY tenant_id, user_id"
+            ).fetchall()
+        with self._lock:
+            self._rebuild([(r[0], r[1], r[2], _vector_from_text(r[3])) for r in rows])
+            # Changes that commit out of order around our read are replayed; replaying is idempotent
+            # (each change re-reads the row's current state).
+            self._watermark = max(0, watermark - REPLAY_ON_LOAD)
+            self._applied_above.clear()
+        self.sync()
+
+    def _rebuild(self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, str, np.ndarray]]) -> None:
+        partitions: dict[tuple[uuid.UUID, str], int] = {}
+        part_ids = np.empty(len(rows), dtype=np.int32)
+        for i, (_, tenant_id, user_id, _) in enumerate(rows):
+            part_ids[i] = partitions.setdefault((tenant_id, user_id), len(partitions))
+        matrix = np.stack([r[3] for r in rows]) if rows else np.zeros((0, self.dim), dtype=np.float32)
+        capacity = max(1024, int(len(rows) * 1.25))
+        self._corpus = torch.zeros((capacity, self.dim), dtype=self.dtype, device=self.device)
+        self._corpus[: len(rows)] = torch.from_numpy(matrix).to(self.device, self.dtype)
+        self._partition_of_row = torch.full((capacity,), -1, dtype=torch.int32, device=self.device)
+        self._partition_of_row[: len(rows)] = torch.from_numpy(part_ids).to(self.device)
+        self._valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        self._valid[: len(rows)] = True
+        self._ids = [r[0] for r in rows]
+        self._row_of = {memory_id: i for i, memory_id in enumerate(self._ids)}
+        self._partitions = partitions
+        self._segments = {}
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or part_ids[i] != part_ids[start]:
+                self._segments.setdefault(int(part_ids[start]), []).append((start, i))
+                start = i
+        self._size, self._dead = len(rows), 0
+
+    def sync(self) -> int:
+        """Apply every committed change not yet applied; returns how many were applied."""
+        with psycopg.connect(self.conninfo) as conn:
+            changes = conn.execute(
+                "SELECT seq, memory_id, op FROM memory_changes WHERE seq > %s ORDER BY seq",
+                (self._watermark,),
+            ).fetchall()
+            fresh = [c for c in changes if c[0] not in self._applied_above]
+            upserts = list({c[1] for c in fresh if c[2] != "D"})
+            rows = (
+                conn.execute(
+                    "SELECT id, tenant_id, user_id, embedding::text, status FROM memories WHERE id = ANY(%s)",
+                    (upserts,),
+                ).fetchall()
+                if upserts
+                else []
+            )
+        current = {r[0]: r for r in rows}
+        with self._lock:
+            for _seq, memory_id, op in fresh:
+                row = current.get(memory_id)
+                if op == "D" or row is None or row[4] != "active":
+                    self._remove(memory_id)
+                else:
+                    self._upsert(memory_id, row[1], row[2], _vector_from_text(row[3]))
+            self._advance_watermark([c[0] for c in changes])
+            if self._size and self._dead / self._size > COMPACT_FRACTION:
+                self.compact()
+        return len(fresh)
+
+    def _advance_watermark(self, seen: list[int]) -> None:
+        # Sequence values commit out of order: a gap may still fill. Advance only over
+        # contiguous applied seqs, or over a gap that stayed open past GAP_TIMEOUT_S.
+        self._applied_above.update(seen)
+        now = time.monotonic()
+        while True:
+            nxt = self._watermark + 1
+            if nxt in self._applied_above:
+                self._applied_above.discard(nxt)
+                self._watermark = nxt
+            elif self._applied_above and now - self._gap_seen_at.setdefault(nxt, now) > GAP_TIMEOUT_S:
+                self._gap_seen_at.pop(nxt, None)
+                self._watermark = nxt
+            else:
+                break
+
+    def _upsert(self, memory_id: uuid.UUID, tenant_id: uuid.UUID, user_id: str, vector: np.ndarray) -> None:
+        tensor = torch.from_numpy(vector).to(self.device, self.dtype)
+        row = self._row_of.get(memory_id)
+        if row is not None:
+            self._corpus[row] = tensor
+            self._valid[row] = True
+            return
+        if self._size == self._corpus.shape[0]:
+            self._grow()
+        row = self._size
+        partition = self._partitions.setdefault((tenant_id, user_id), len(self._partitions))
+        self._corpus[row] = tensor
+        self._partition_of_row[row] = partition
+        self._valid[row] = True
+        self._ids.append(memory_id)
+        self._row_of[memory_id] = row
+        ranges = self._segments.setdefault(partition, [])
+        if ranges and ranges[-1][1] == row:
+            ranges[-1] = (ranges[-1][0], row + 1)
+        else:
+            ranges.append((row, row + 1))
+        self._size += 1
+
+    def _remove(self, memory_id: uuid.UUID) -> None:
+        row = self._row_of.pop(memory_id, None)
+        if row is not None and bool(self._valid[row]):
+            self._valid[row] = False
+            self._dead += 1
+
+    def _grow(self) -> None:
+        capacity = self._corpus.shape[0] * 2
+        corpus = torch.zeros((capacity, self.dim), dtype=self.dtype, device=self.device)
+        corpus[: self._size] = self._corpus[: self._size]
+        partition = torch.full((capacity,), -1, dtype=torch.int32, device=self.device)
+        partition[: self._size] = self._partition_of_row[: self._size]
+        valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        valid[: self._size] = self._valid[: self._size]
+        self._corpus, self._partition_of_row, self._valid = corpus, partition, valid
+
+    def compact(self) -> None:
+        """Drop dead rows and regroup rows by partition (one contiguous range per user again)."""
+        with self._lock:
+            live = [i for i in range(self._size) if bool(self._valid[i])]
+            partition_key = {v: k for k, v in self._partitions.items()}
+            rows = []
+            for i in sorted(live, key=lambda i: int(self._partition_of_row[i])):
+                tenant_id, user_id = partition_key[int(self._partition_of_row[i])]
+                rows.append((self._ids[i], tenant_id, user_id, self._corpus[i].float().cpu().numpy()))
+            self._rebuild(rows)
+
+    def start(self) -> None:
+        """Follow the change feed in a background thread: LISTEN wakes it, polling backs it up."""
+        self._thread = threading.Thread(target=self._follow, name="vector-index-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute("LISTEN memsvc_memory_changes")
+                    while not self._stop.is_set():
+                        self.sync()
+                        # Returns at the first notification or after the poll interval.
+                        for _ in conn.notifies(timeout=self.max_lag_s, stop_after=1):
+                            pass
+            except psycopg.Error as exc:
+                log.warning("vector index sync lost its connection (%s); reconnecting", exc)
+                self._stop.wait(1.0)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def partition(self, tenant_id: uuid.UUID, user_id: str) -> int | None:
+        return self._partitions.get((tenant_id, user_id))
+
+    def search(self, queries: np.ndarray, partitions: Sequence[int | None], k: int) -> list[list[DenseHit]]:
+        """Top-`k` memories for each query vector, each query only within its own partition."""
+        with self._lock:
+            if not len(queries):
+                return []
+            known = [p if p is not None else -2 for p in partitions]
+            q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device, self.dtype)
+            k = max(1, min(k, 128))
+            if len(set(known)) == 1:
+                # One user: scan only that user's row ranges.
+                ranges = self._segments.get(known[0], [])
+                return self._search_ranges(q, ranges, k)
+            n = self._size
+            scores, index = fused_topk(
+                q,
+                self._corpus[:n],
+                k,
+                row_partition=self._partition_of_row[:n],
+                query_partition=torch.tensor(known, dtype=torch.int32, device=self.device),
+                valid=self._valid[:n],
+            )
+            return self._hits(scores, index, offset_map=None)
+
+    def _search_ranges(self, q: torch.Tensor, ranges: list[tuple[int, int]], k: int) -> list[list[DenseHit]]:
+        if not ranges:
+            return [[] for _ in range(q.shape[0])]
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            scores, index = fused_topk(q, self._corpus[start:end], k, valid=self._valid[start:end])
+            return self._hits(scores, index + start * (index >= 0), offset_map=None)
+        rows = torch.cat([torch.arange(s, e, device=self.device) for s, e in ranges])
+        scores, index = fused_topk(q, self._corpus[rows], k, valid=self._valid[rows])
+        return self._hits(scores, index, offset_map=rows)
+
+    def _hits(
+        self, scores: torch.Tensor, index: torch.Tensor, offset_map: torch.Tensor | None
+    ) -> list[list[DenseHit]]:
+        if offset_map is not None:
+            index = torch.where(index >= 0, offset_map[index.clamp(min=0)], index)
+        scores_list, index_list = scores.cpu().tolist(), index.cpu().tolist()
+        return [
+            [DenseHit(self._ids[i], s) for s, i in zip(srow, irow, strict=True) if i >= 0]
+            for srow, irow in zip(scores_list, index_list, strict=True)
+        ]
+
+    @property
+    def size(self) -> int:
+        return self._size - self._dead

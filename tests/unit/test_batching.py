@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from memsvc.batching import DynamicBatcher
+
+
+def test_concurrent_requests_are_coalesced_and_answered_in_order() -> None:
+    sizes: list[int] = []
+
+    def square_all(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        time.sleep(0.01)  # the device call: while it runs, more requests queue up
+        return [i * i for i in items]
+
+    batcher = DynamicBatcher(square_all, max_wait_s=0.005, max_size=64)
+    results: dict[int, int] = {}
+
+    def client(i: int) -> None:
+        results[i] = batcher(i)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert results == {i: i * i for i in range(200)}
+    assert sum(sizes) == 200
+    assert max(sizes) <= 64
+    assert len(sizes) < 50  # coalesced, not one call per request
+
+
+def test_single_request_waits_no_longer_than_the_bound() -> None:
+    batcher = DynamicBatcher(lambda items: list(items), max_wait_s=0.02, max_size=8)
+    started = time.perf_counter()
+    assert batcher("x") == "x"
+    elapsed = time.perf_counter() - started
+    batcher.close()
+    assert elapsed < 0.02 + 0.2  # bounded wait plus scheduling slack
+
+
+def test_errors_reach_every_caller() -> None:
+    def fail(items: Sequence[int]) -> list[int]:
+        raise ValueError("device fell over")
+
+    batcher = DynamicBatcher(fail, max_wait_s=0.001)
+    with pytest.raises(ValueError, match="device fell over"):
+        batcher(1)
+    batcher.close()
