@@ -50,9 +50,16 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     llm_api_key: str | None = None
     llm_timeout_s: float = 30.0
+    llm_max_retries: int = Field(
+        default=2, description="retries of a failed LLM call before the rules fallback"
+    )
     max_messages_per_request: int = 1000
     max_content_chars: int = 32_000
     worker_concurrency: int = 1
+    worker_heartbeat_s: float = Field(default=5.0, description="how often a worker says it is alive")
+    worker_stalled_after_s: float = Field(
+        default=30.0, description="a worker silent this long is dead: its running jobs are retried"
+    )
 
     # Read path
     search_backend: Literal["auto", "postgres", "gpu"] = Field(

@@ -160,15 +160,13 @@ class Ingestor:
         t0 = time.perf_counter()
         created: dict[str, int] = defaultdict(int)
         if rows.memories:
-            stmt = (
-                insert(Memory).on_conflict_do_nothing(index_elements=["id"]).returning(Memory.id, Memory.kind)
-            )
-            for memory_id, kind in session.execute(stmt, rows.memories).all():
+            stmt = insert(Memory).on_conflict_do_nothing(index_elements=["id"]).returning(Memory.kind)
+            for (kind,) in session.execute(stmt, rows.memories).all():
                 created[kind] += 1
-                del memory_id
+        timings["database"] += time.perf_counter() - t0
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
-        sessions = self._upsert_sessions(session, tenant_id, user_id, new_turns, actor)
-        created["session"] += sessions
+        created["session"] += self._upsert_sessions(session, tenant_id, user_id, new_turns, timings)
+        t0 = time.perf_counter()
         if rows.sources:
             session.execute(insert(MemorySource).on_conflict_do_nothing(), rows.sources)
         n_entities, n_relations = self._write_graph(
@@ -286,11 +284,12 @@ class Ingestor:
         tenant_id: uuid.UUID,
         user_id: str,
         new_turns: Sequence[PreparedTurn],
-        actor: str,
+        timings: dict[str, float],
     ) -> int:
         session_ids = sorted({t.turn.session_id for t in new_turns if t.turn.session_id})
         if not session_ids:
             return 0
+        t0 = time.perf_counter()
         turn_rows = session.execute(
             select(
                 Memory.session_id,
@@ -308,6 +307,7 @@ class Ingestor:
             )
             .order_by(Memory.session_id, Memory.event_at, Memory.position)
         ).all()
+        timings["database"] += time.perf_counter() - t0
         by_session: dict[str, list[Any]] = defaultdict(list)
         for row in turn_rows:
             by_session[row.session_id].append(row)
@@ -316,7 +316,9 @@ class Ingestor:
             digest = session_digest([(r.speaker or "", r.content) for r in rows])
             start, end = rows[0].event_at, rows[-1].event_at
             digests.append((session_id, rows, digest, start, end))
+        t0 = time.perf_counter()
         vectors = self.embedder.embed([d[2] for d in digests])
+        timings["embedding"] += time.perf_counter() - t0
         values = []
         sources = []
         for (session_id, rows, digest, start, end), vector in zip(digests, vectors, strict=True):
@@ -352,8 +354,10 @@ class Ingestor:
                 "updated_at": func.now(),
             },
         )
+        t0 = time.perf_counter()
         session.execute(stmt, values)
         session.execute(insert(MemorySource).on_conflict_do_nothing(), sources)
+        timings["database"] += time.perf_counter() - t0
         return len(values)
 
     # -- graph ----------------------------------------------------------------------------
@@ -383,7 +387,9 @@ class Ingestor:
             return 0, 0
         by_key = {row.normalized_name: row.id for row in known}
         known_vectors = [
-            (row.id, row.entity_type, np.asarray(row.embedding.to_list())) for row in known if row.embedding
+            (row.id, row.entity_type, np.asarray(row.embedding, dtype=np.float32))
+            for row in known
+            if row.embedding
         ]
         entity_values: dict[uuid.UUID, dict[str, Any]] = {}
         id_by_name: dict[str, uuid.UUID] = {}

@@ -49,6 +49,9 @@ class AddResult(BaseModel):
     duplicates: int = Field(default=0, description="messages already stored (idempotent re-send)")
     extractor: str | None = None
     notes: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="where the time went: extraction, embedding, database"
+    )
 
 
 class AddResponse(BaseModel):

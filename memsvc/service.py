@@ -85,6 +85,7 @@ class MemoryService:
             llm_model=settings.llm_model,
             llm_api_key=settings.llm_api_key,
             llm_timeout_s=settings.llm_timeout_s,
+            llm_max_retries=settings.llm_max_retries,
         )
         self.ingestor = Ingestor(self.embedder, self.extractor)
         self.search_engine = SearchEngine(self.embedder)

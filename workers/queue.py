@@ -30,9 +30,9 @@ RETRY = RetryStrategy(max_attempts=MAX_ATTEMPTS, exponential_wait=2)
 STALE_QUEUED_S = 120.0
 
 
-def build_app(service: MemoryService, conninfo: str) -> App:
+def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgConnector) -> App:
     """A procrastinate app whose tasks call `service`."""
-    app = App(connector=PsycopgConnector(conninfo=conninfo))
+    app = App(connector=connector)
 
     @app.task(name="memsvc.ingest", queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
     def ingest(context: JobContext, job_id: str) -> dict[str, Any]:
@@ -46,13 +46,22 @@ def build_app(service: MemoryService, conninfo: str) -> App:
             raise
         return {"status": outcome.status}
 
-    @app.periodic(cron="* * * * *", periodic_id="memsvc.redefer")
-    @app.task(name="memsvc.redefer", queue=INGEST_QUEUE, queueing_lock="memsvc.redefer")
-    def redefer(timestamp: int) -> None:
-        for job_id in service.queued_jobs(STALE_QUEUED_S):
-            _defer(app, job_id)
+    @app.periodic(cron="* * * * *", periodic_id="memsvc.recover")
+    @app.task(name="memsvc.recover", queue=INGEST_QUEUE, queueing_lock="memsvc.recover")
+    async def recover(timestamp: int) -> None:
+        await recover_jobs(app, service)
 
     return app
+
+
+async def recover_jobs(app: App, service: MemoryService) -> None:
+    """Retry jobs whose worker died mid-job, and defer jobs accepted while the queue was away."""
+    stalled_after = service.settings.worker_stalled_after_s
+    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+        log.warning("retrying job %s of a worker that stopped answering", job.id)
+        await app.job_manager.retry_job(job)
+    for job_id in await asyncio.to_thread(service.queued_jobs, STALE_QUEUED_S):
+        await asyncio.to_thread(_defer, app, job_id)
 
 
 def _defer(app: App, job_id: uuid.UUID) -> None:
@@ -67,9 +76,9 @@ class ProcrastinateQueue:
         self, service: MemoryService, conninfo: str, *, run_worker: bool = True, concurrency: int = 1
     ) -> None:
         self.service = service
-        self.app = build_app(service, conninfo)
-        # Deferring happens from request threads: a synchronous connector of its own.
-        self._defer_app = self.app.with_connector(SyncPsycopgConnector(conninfo=conninfo))
+        self.app = build_app(service, PsycopgConnector(conninfo=conninfo))
+        # Deferring happens from request threads: an app of its own on a synchronous connector.
+        self._defer_app = build_app(service, SyncPsycopgConnector(conninfo=conninfo))
         self._defer_app.open()
         self.run_worker = run_worker
         self.concurrency = concurrency
@@ -89,18 +98,24 @@ class ProcrastinateQueue:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
+    def _worker_options(self) -> dict[str, Any]:
+        settings = self.service.settings
+        return {
+            "queues": [INGEST_QUEUE],
+            "concurrency": self.concurrency,
+            "delete_jobs": "successful",
+            "fetch_job_polling_interval": 1.0,
+            "update_heartbeat_interval": settings.worker_heartbeat_s,
+            "stalled_worker_timeout": settings.worker_stalled_after_s,
+        }
+
     async def start(self) -> None:
         if not self.run_worker:
             return
         await self.app.open_async()
+        await recover_jobs(self.app, self.service)
         self._worker = asyncio.create_task(
-            self.app.run_worker_async(
-                queues=[INGEST_QUEUE],
-                concurrency=self.concurrency,
-                install_signal_handlers=False,
-                delete_jobs="successful",
-                fetch_job_polling_interval=1.0,
-            )
+            self.app.run_worker_async(install_signal_handlers=False, **self._worker_options())
         )
 
     async def stop(self) -> None:
@@ -109,8 +124,17 @@ class ProcrastinateQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             await self.app.close_async()
+        self.close()
+
+    def close(self) -> None:
         self._defer_app.close()
 
     def run_forever(self) -> None:
         """`memsvc worker`: a standalone worker; run as many as you like against one database."""
-        self.app.run_worker(queues=[INGEST_QUEUE], concurrency=self.concurrency, delete_jobs="successful")
+
+        async def work() -> None:
+            async with self.app.open_async():
+                await recover_jobs(self.app, self.service)
+                await self.app.run_worker_async(**self._worker_options())
+
+        asyncio.run(work())

@@ -70,7 +70,7 @@ def _total_rows(sql: psycopg.Connection) -> int:
 def test_add_then_search_returns_the_turn_first_with_its_message_id(client: MemoryClient) -> None:
     added = client.add(CONVERSATION, user_id="alice", session_id="s1", wait=True)
     assert added.status == "succeeded" and added.result is not None
-    assert added.result.created["turn"] == 3
+    assert added.result.created["turn"] == 3, added
 
     for message in CONVERSATION:
         results = client.search(message["content"], user_id="alice", types=["episodic"])

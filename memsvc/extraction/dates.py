@@ -1,0 +1,421 @@
+"""Relative-date resolution: "last Saturday" said on 8 May 2023 is 6 May 2023.
+
+Finding date phrases is a cheap trigger regex, so sentences without one cost almost nothing
+(dateparser's `search_dates` takes about a millisecond a sentence and misreads "may" the verb).
+Resolving a found phrase is dateparser's job; it is cached per (phrase, base, tense).
+dateparser gets a few chat phrases wrong or not at all ("last weekend", "two weekends ago",
+"the week before", "this past Friday", "this Monday" in the past tense, "last May"): those are
+done here with dateutil's weekday arithmetic.
+
+Every resolved date is the *start* of the period it names, with its granularity: "next month"
+said on 8 May 2023 is 1 June 2023 at month granularity; "last week" is the Monday of that week.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Literal
+
+from dateparser.date import DateDataParser
+from dateutil.relativedelta import FR, MO, SA, SU, TH, TU, WE, relativedelta
+
+Granularity = Literal["day", "week", "month", "year"]
+Prefer = Literal["past", "future"]
+
+__all__ = [
+    "Granularity",
+    "ResolvedDate",
+    "has_trigger",
+    "main_date",
+    "resolve_dates",
+    "rewrite_relative",
+    "tense_of",
+    "valid_from",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedDate:
+    """A date phrase found in a text and what it means against the base time."""
+
+    span: str  # the phrase as written ("last Saturday", "on Friday")
+    start: int  # character offsets of `span` in the text
+    end: int
+    value: datetime  # start of the period named, in the base's timezone
+    granularity: Granularity
+    label: str  # "6 May 2023", "the week of 1 May 2023", "the weekend of 6 May 2023", "June 2023", "2022"
+    relative: bool  # only meaningful against the base ("yesterday"); such spans get rewritten in facts
+    approximate: bool = False  # "a few years ago"
+
+    @property
+    def phrase(self) -> str:
+        """The label with a preposition, to put in place of a relative span: "on 6 May 2023"."""
+        if self.approximate:
+            return f"around {self.label}"
+        if self.granularity == "day" or self.label.startswith("the weekend"):
+            return f"on {self.label}"
+        return f"in {self.label}"
+
+
+# -- finding candidate spans ------------------------------------------------------------------------
+
+_NUM = (
+    r"(?:\d{1,2}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty"
+    r"|a\s+few|few|a\s+couple(?:\s+of)?|couple(?:\s+of)?|several)"
+)
+_WD = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_WD_ABBR = r"(?:mon|tues|tue|wed|thurs|thur|thu|fri|sat|sun)\b\.?"
+_MONTH = r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
+_MON_ABBR = r"(?:jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\b\.?"
+_ORD = r"\d{1,2}(?:st|nd|rd|th)?"
+_YEAR = r"(?:19|20)\d{2}"
+_PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
+
+# One alternation, longest forms first; the group that matched says how to resolve the span.
+_TRIGGER = re.compile(
+    "|".join(
+        [
+            rf"(?P<ago>\b{_NUM}\s+(?:day|week|weekend|month|year)s?\s+ago\b)",
+            # Anchored ones ("the week before my birthday") are left alone: their anchor is unknown.
+            r"(?P<before>\bthe\s+(?:day|week|weekend|month|year)\s+before\s+last\b"
+            r"|\bthe\s+(?:day|week|weekend|month|year)\s+before\b(?=\s*(?:[.,;:!?)\-–—]|$|and\b|but\b|so\b)))",
+            r"(?P<deictic>\bthe\s+day\s+before\s+yesterday\b|\bthe\s+day\s+after\s+tomorrow\b|\byesterday\b"
+            r"|\btoday\b|\btonight\b|\btomorrow\b|\blast\s+night\b|\bthis\s+(?:morning|afternoon|evening)\b)",
+            r"(?P<rel>(?<!\bthe\s)\b(?:this\s+past|this\s+coming|the\s+past|the\s+coming|the\s+following|past|last"
+            rf"|next|this|coming)\s+(?:weekend|week|month|year|{_WD}|{_WD_ABBR}|{_MONTH})\b)",
+            rf"(?P<inn>\bin\s+{_NUM}\s+(?:day|week|month|year)s?\b)",
+            r"(?P<wkend>\b(?:on|over|during|at)\s+the\s+weekend\b)",
+            rf"(?P<dmy>\b(?:on\s+)?(?:the\s+)?{_ORD}(?:\s+of)?\s+(?:{_MONTH}|{_MON_ABBR})(?:,?\s+{_YEAR})?)",
+            rf"(?P<mdy>\b(?:on\s+)?(?:{_MONTH}|{_MON_ABBR})\s+{_ORD}\b(?:,?\s+{_YEAR}\b)?)",
+            rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b{_PREP}\s+{_MONTH}\b)",
+            rf"(?P<year>\b{_PREP}\s+{_YEAR}\b(?!s))",
+            rf"(?P<wd>\b(?:on\s+)?{_WD}\b(?!s))",
+        ]
+    ),
+    re.IGNORECASE,
+)
+
+# Words without which no span above can match: a set lookup on a sentence's words is ten times
+# cheaper than running the alternation, and three sentences in four have none of them.
+_TRIGGER_TEXT = (
+    "yesterday today tonight tomorrow ago day days week weeks weekend weekends month months year years night "
+    "morning afternoon evening monday tuesday wednesday thursday friday saturday sunday mon tue tues wed "
+    "thu thur thurs fri sat sun january february march april may june july august september october "
+    "november december jan feb mar apr jun jul aug sep sept oct nov dec"
+)
+_TRIGGER_WORDS = frozenset(_TRIGGER_TEXT.split(" "))
+_WORD = re.compile(r"[a-z]+|(?:19|20)\d\d")
+# "may" the verb and "march" the verb are months only when capitalised.
+_AMBIGUOUS_MONTH = re.compile(r"\b(?:may|march)\b")
+_FUTURE = re.compile(
+    r"\b(?:will|going to|gonna|plan|plans|planning|next|tomorrow|tonight|upcoming|coming up|can't wait"
+    r"|cannot wait|looking forward|hope to|hoping to|want to|wanna|intend|about to|soon)\b|'ll\b"
+    r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b",
+    re.IGNORECASE,
+)
+
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_RD_WEEKDAYS = (MO, TU, WE, TH, FR, SA, SU)
+_MONTH_NAMES = "january february march april may june july august september october november december"
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES.split(" "))}
+_VAGUE_NUM = re.compile(r"\b(?:a\s+few|few|several)\b", re.IGNORECASE)
+_COUPLE = re.compile(r"\b(?:a\s+)?couple(?:\s+of)?\b", re.IGNORECASE)
+_LEADING_PREP = re.compile(rf"^(?:{_PREP}|on|the)\s+", re.IGNORECASE)
+_NUM_WORDS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
+}  # fmt: skip
+
+
+def has_trigger(text: str) -> bool:
+    """Whether `text` has a word that a date phrase needs; cheap enough to run on every sentence."""
+    return any(word in _TRIGGER_WORDS or word[0].isdigit() for word in _WORD.findall(text.lower()))
+
+
+def tense_of(text: str) -> Prefer:
+    """Whether a sentence talks about the future ("I'm going camping on Friday") or, by default, the past."""
+    return "future" if _FUTURE.search(text) else "past"
+
+
+def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) -> list[ResolvedDate]:
+    """Find the date phrases in `text` and resolve each against `base` (the time the text was said).
+
+    `prefer` says how to read phrases that could go either way ("on Friday", "in June"); by default it
+    comes from the text's tense. Phrases that cannot be pinned down ("a while ago") are left out.
+    """
+    found: list[ResolvedDate] = []
+    if not has_trigger(text):
+        return found
+    tense: Prefer | None = prefer
+    for m in _TRIGGER.finditer(text):
+        kind = m.lastgroup
+        span = m.group(0)
+        if kind is None or _rejects_month(span):
+            continue
+        if tense is None:
+            tense = tense_of(text)
+        resolved = _resolve(kind, span, base, tense)
+        if resolved is None:
+            continue
+        value, granularity, label, relative, approximate = resolved
+        found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))
+    return found
+
+
+def main_date(dates: list[ResolvedDate]) -> ResolvedDate | None:
+    """The date a sentence is about: its first relative phrase, else its first date, else None.
+
+    A relative phrase ("yesterday") is what the speaker dates the statement by; an absolute one in
+    the same sentence is more often background ("I've painted since 2016, and yesterday I ...").
+    """
+    for d in dates:
+        if d.relative:
+            return d
+    return dates[0] if dates else None
+
+
+def valid_from(text: str, base: datetime) -> datetime | None:
+    """When a sentence says its content happened: its main date phrase resolved against `base`, or None."""
+    d = main_date(resolve_dates(text, base))
+    return d.value if d else None
+
+
+def rewrite_relative(text: str, dates: list[ResolvedDate]) -> str:
+    """Put absolute dates in place of relative phrases, so the text stays true when read later.
+
+    "I went there yesterday" said on 8 May 2023 becomes "I went there on 7 May 2023".
+    """
+    out: list[str] = []
+    pos = 0
+    for d in dates:
+        if not d.relative or d.start < pos:
+            continue
+        out.append(text[pos : d.start])
+        out.append(d.phrase)
+        pos = d.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# -- resolving one span -----------------------------------------------------------------------------
+
+_Resolved = tuple[datetime, Granularity, str, bool, bool]
+
+
+def _rejects_month(span: str) -> bool:
+    # "I may go" is not May; a real month in chat is capitalised often enough to rely on it.
+    return any(not span[m.start()].isupper() for m in _AMBIGUOUS_MONTH.finditer(span.lower()))
+
+
+def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved | None:
+    s = " ".join(span.lower().split())
+    if kind == "rel":
+        return _resolve_rel(s, base, tense)
+    if kind == "wkend":
+        return _weekend(base, "this", tense, 1)
+    if kind == "wd":
+        return _weekday(base, s.removeprefix("on "), "bare", tense)
+    if kind == "before":
+        # Without an anchor, "the week before" is the one before the time of speaking.
+        unit = s.split()[1]
+        n = 2 if s.endswith("before last") else 1
+        if unit == "weekend":
+            return _weekend(base, "last", tense, n)
+        if n == 2:
+            return _via_dateparser(f"2 {unit}s ago", base, tense, relative=True, shift=True)
+        if unit == "day":
+            return _via_dateparser("yesterday", base, tense, relative=True, shift=True)
+        return _via_dateparser(f"last {unit}", base, tense, relative=True, shift=True)
+    if kind == "ago":
+        approximate = bool(_VAGUE_NUM.search(s) or _COUPLE.search(s))
+        phrase = _COUPLE.sub("2", _VAGUE_NUM.sub("3", s))
+        if "weekend" in phrase:
+            weekends = _count(phrase.split()[0])
+            if weekends is None:
+                return None
+            return _weekend(base, "last", tense, weekends, approximate=approximate)
+        return _via_dateparser(phrase, base, tense, relative=True, approximate=approximate, shift=True)
+    if kind == "inn":
+        approximate = bool(_VAGUE_NUM.search(s) or _COUPLE.search(s))
+        phrase = _COUPLE.sub("2", _VAGUE_NUM.sub("3", s))
+        return _via_dateparser(phrase, base, "future", relative=True, approximate=approximate, shift=True)
+    if kind == "deictic":
+        phrase = {"last night": "yesterday"}.get(s, s)
+        if phrase.startswith("this "):
+            phrase = "today"
+        return _via_dateparser(phrase, base, tense, relative=True, shift=True, granularity="day")
+    # Absolute dates: strip prepositions dateparser does not read ("since 2016", "back in May").
+    phrase = s
+    while True:
+        stripped = _LEADING_PREP.sub("", phrase)
+        if stripped == phrase:
+            break
+        phrase = stripped
+    return _via_dateparser(
+        phrase, base, tense, relative=False, approximate=s.startswith(("early", "late", "mid"))
+    )
+
+
+def _resolve_rel(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
+    words = s.split()
+    unit = words[-1].rstrip(".")
+    modifier = " ".join(words[:-1])
+    # "this past Friday" = "last Friday"; "this coming Friday", "the following week" = "next ...".
+    mode = {
+        "last": "last", "past": "last", "this past": "last", "the past": "last",
+        "next": "next", "coming": "next", "this coming": "next", "the coming": "next",
+        "the following": "next", "this": "this",
+    }.get(modifier, "this")  # fmt: skip
+    if unit == "weekend":
+        return _weekend(base, mode, tense, 1)
+    if unit != "month" and unit[:3] in _WEEKDAYS:
+        return _weekday(base, unit, mode, tense)
+    if unit in _MONTHS:
+        return _named_month(base, _MONTHS[unit], mode)
+    return _via_dateparser(f"{mode} {unit}", base, tense, relative=True, shift=True)
+
+
+def _weekday(base: datetime, name: str, mode: str, tense: Prefer) -> _Resolved:
+    wd = _RD_WEEKDAYS[_WEEKDAYS[name[:3]]]
+    day = base.date()
+    if mode == "last":
+        d = day + relativedelta(days=-1, weekday=wd(-1))
+    elif mode == "next":
+        d = day + relativedelta(days=+1, weekday=wd(+1))
+    elif mode == "this":
+        # "this Monday" counts today; its direction is the sentence's tense, which dateparser ignores.
+        d = day + relativedelta(weekday=wd(-1) if tense == "past" else wd(+1))
+    else:
+        d = day + (
+            relativedelta(days=-1, weekday=wd(-1))
+            if tense == "past"
+            else relativedelta(days=+1, weekday=wd(+1))
+        )
+    return _at(base, d), "day", _day_label(d), True, False
+
+
+def _weekend(base: datetime, mode: str, tense: Prefer, n: int, *, approximate: bool = False) -> _Resolved:
+    """The Saturday of the weekend meant. "Last weekend" said on a weekend is the one before."""
+    day = base.date()
+    in_weekend = day.weekday() >= 5
+    current = day - timedelta(days=day.weekday() - 5) if in_weekend else None
+    previous = current - timedelta(days=7) if current else day + relativedelta(weekday=SA(-1))
+    upcoming = current + timedelta(days=7) if current else day + relativedelta(weekday=SA(+1))
+    if mode == "last":
+        sat = previous - timedelta(days=7 * (n - 1))
+    elif mode == "next":
+        sat = upcoming
+    else:
+        sat = current or (previous if tense == "past" else upcoming)
+    return _at(base, sat), "week", f"the weekend of {_day_label(sat)}", True, approximate
+
+
+def _named_month(base: datetime, month: int, mode: str) -> _Resolved:
+    year = base.year
+    if mode == "last" and month >= base.month:
+        year -= 1
+    elif mode == "next" and month <= base.month:
+        year += 1
+    d = date(year, month, 1)
+    return _at(base, d), "month", f"{d:%B %Y}", True, False
+
+
+def _count(word: str) -> int | None:
+    if word.isdigit():
+        return int(word)
+    return _NUM_WORDS.get(word)
+
+
+def _via_dateparser(
+    phrase: str,
+    base: datetime,
+    tense: Prefer,
+    *,
+    relative: bool,
+    approximate: bool = False,
+    shift: bool = False,
+    granularity: Granularity | None = None,
+) -> _Resolved | None:
+    """Resolve with dateparser, then round down to the start of the period named.
+
+    `shift` marks phrases that mean a fixed calendar offset from the base ("2 weeks ago", "next
+    month"): dateparser reads them once against a reference day and the offset is cached, since
+    every session brings a new base and parsing costs about a millisecond.
+    """
+    if shift:
+        offset = _offset(phrase, tense)
+        if offset is None:
+            return None
+        delta, parsed_granularity = offset
+        d = base.date() + delta
+    else:
+        parsed = _dateparse(phrase, _naive(base), tense)
+        if parsed is None:
+            return None
+        d, parsed_granularity = parsed[0].date(), parsed[1]
+    granularity = granularity or parsed_granularity
+    if granularity == "week":
+        d -= timedelta(days=d.weekday())
+        label = f"the week of {_day_label(d)}"
+    elif granularity == "month":
+        d = d.replace(day=1)
+        label = f"{d:%B %Y}"
+    elif granularity == "year":
+        d = d.replace(month=1, day=1)
+        label = str(d.year)
+    else:
+        label = _day_label(d)
+    return _at(base, d), granularity, label, relative, approximate
+
+
+_REFERENCE = datetime(2001, 6, 13, 12, 0)  # a mid-month, mid-week day
+
+
+@lru_cache(maxsize=1024)
+def _offset(phrase: str, tense: Prefer) -> tuple[relativedelta, Granularity] | None:
+    parsed = _dateparse(phrase, _REFERENCE, tense)
+    if parsed is None:
+        return None
+    value, granularity = parsed
+    ref, d = _REFERENCE.date(), value.date()
+    if granularity == "month":
+        return relativedelta(months=(d.year - ref.year) * 12 + d.month - ref.month), granularity
+    if granularity == "year":
+        return relativedelta(years=d.year - ref.year), granularity
+    return relativedelta(days=(d - ref).days), granularity
+
+
+@lru_cache(maxsize=64)
+def _parser(base: datetime, tense: Prefer) -> DateDataParser:
+    # Building a parser is cheap, but its settings are fixed at construction, hence one per (base, tense).
+    return DateDataParser(
+        languages=["en"],
+        settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": tense, "RETURN_TIME_AS_PERIOD": False},
+    )
+
+
+@lru_cache(maxsize=8192)
+def _dateparse(phrase: str, base: datetime, tense: Prefer) -> tuple[datetime, Granularity] | None:
+    data = _parser(base, tense).get_date_data(phrase)
+    value = data.date_obj
+    if not isinstance(value, datetime):
+        return None
+    period = data.period
+    granularity: Granularity = period if period in ("day", "week", "month", "year") else "day"
+    return value, granularity
+
+
+def _naive(base: datetime) -> datetime:
+    # dateparser works in naive local time; the base's own wall clock is what "yesterday" refers to.
+    return base.replace(tzinfo=None, microsecond=0)
+
+
+def _at(base: datetime, d: date) -> datetime:
+    return datetime.combine(d, time(0), tzinfo=base.tzinfo)
+
+
+def _day_label(d: date) -> str:
+    return f"{d.day} {d:%B %Y}"

@@ -1,0 +1,383 @@
+"""The LLM extractor: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp).
+
+One request per batch, with a strict JSON schema as `response_format` and temperature 0. The answer
+is validated item by item; items that cite message ids outside the batch are dropped, since
+provenance is what search results are judged by. When the endpoint fails (HTTP error, timeout,
+unparseable answer) the request is retried a few times with a short backoff, then the batch goes
+to `RulesExtractor`, so ingest never stops because a model server is down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import date, datetime
+from datetime import time as dtime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memsvc.extraction.base import (
+    ExtractedEntity,
+    ExtractedFact,
+    ExtractedRelation,
+    Extraction,
+    Extractor,
+    Turn,
+)
+from memsvc.extraction.rules import RulesExtractor
+
+__all__ = ["SYSTEM_PROMPT", "LLMExtractor", "response_schema"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = """\
+You extract long-term memories from a conversation for a memory service.
+
+You get the conversation's turns as JSON lines, each with its message_id, speaker, time and text.
+Return JSON that matches the given schema:
+- facts: self-contained statements about the people in the conversation, in the third person with \
+names resolved ("I went to a support group yesterday" said by Caroline on 8 May 2023 becomes \
+"Caroline went to a support group on 7 May 2023"). Resolve relative dates against the time of the \
+turn that says them and write absolute dates. Questions, greetings and small talk state no fact. \
+kind is "preference" (likes, dislikes, favourites), "plan" (intentions, future events), "event" \
+(something that happened) or "fact" (anything else). subject is the person the fact is about. \
+valid_from is when it happened or became true (ISO 8601 date), or null.
+- entities: people, places, organizations, things and events mentioned, with a canonical name and \
+any aliases used in the text.
+- relations: (subject, predicate, object) triples between entity names, with a short snake_case \
+predicate ("went_to", "works_at", "likes") and the sentence that states it.
+Every item lists source_message_ids: exactly the message_ids of the turns that state it (usually \
+one; two when an answer only makes sense with its question). Never cite a message_id that is not \
+in the input, and never cite a whole conversation.
+confidence and importance are between 0 and 1.
+"""
+
+_Kind = Literal["fact", "preference", "plan", "event"]
+_EntityKind = Literal["person", "place", "organization", "thing", "event", "other"]
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class _Fact(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    content: str = Field(min_length=1)
+    kind: _Kind
+    subject: str = Field(min_length=1)
+    source_message_ids: list[str] = Field(min_length=1)
+    valid_from: str | None = None
+    confidence: float = 0.7
+    importance: float = 0.5
+
+
+class _Entity(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    type: _EntityKind
+    source_message_ids: list[str] = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class _Relation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    subject: str = Field(min_length=1)
+    predicate: str = Field(min_length=1)
+    object: str = Field(min_length=1)
+    fact: str = Field(min_length=1)
+    source_message_ids: list[str] = Field(min_length=1)
+    valid_from: str | None = None
+
+
+class _Answer(BaseModel):
+    # Items are validated one by one below, so one malformed item does not cost the whole answer.
+    model_config = ConfigDict(extra="ignore")
+    facts: list[Any]
+    entities: list[Any] = Field(default_factory=list)
+    relations: list[Any] = Field(default_factory=list)
+
+
+class _Unusable(Exception):
+    """The endpoint answered, but not with something we can use. `retry` says whether to try again."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+def response_schema() -> dict[str, Any]:
+    """The JSON schema sent as `response_format` (OpenAI strict mode: every field required, no extras)."""
+    ids = {"type": "array", "items": {"type": "string"}}
+    nullable_date = {"type": ["string", "null"], "description": "ISO 8601 date, or null"}
+
+    def obj(properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+            "additionalProperties": False,
+        }
+
+    fact = obj(
+        {
+            "content": {"type": "string"},
+            "kind": {"type": "string", "enum": ["fact", "preference", "plan", "event"]},
+            "subject": {"type": "string"},
+            "source_message_ids": ids,
+            "valid_from": nullable_date,
+            "confidence": {"type": "number"},
+            "importance": {"type": "number"},
+        }
+    )
+    entity = obj(
+        {
+            "name": {"type": "string"},
+            "type": {
+                "type": "string",
+                "enum": ["person", "place", "organization", "thing", "event", "other"],
+            },
+            "source_message_ids": ids,
+            "aliases": {"type": "array", "items": {"type": "string"}},
+        }
+    )
+    relation = obj(
+        {
+            "subject": {"type": "string"},
+            "predicate": {"type": "string"},
+            "object": {"type": "string"},
+            "fact": {"type": "string"},
+            "source_message_ids": ids,
+            "valid_from": nullable_date,
+        }
+    )
+    return obj(
+        {
+            "facts": {"type": "array", "items": fact},
+            "entities": {"type": "array", "items": entity},
+            "relations": {"type": "array", "items": relation},
+        }
+    )
+
+
+class LLMExtractor:
+    """Extracts with a chat-completions model; falls back to `RulesExtractor` when the model fails."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        fallback: Extractor | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.max_retries = max(0, max_retries)
+        self.backoff_s = backoff_s
+        self.fallback: Extractor = fallback or RulesExtractor()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers)
+        self._schema = response_schema()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def extract(self, turns: Sequence[Turn]) -> Extraction:
+        """Extract with the model; on repeated failure, extract with the fallback and say why in `notes`."""
+        if not turns:
+            return Extraction(extractor=self.name)
+        body = self.request_body(turns)
+        reason = ""
+        attempts = 0
+        for attempt in range(self.max_retries + 1):
+            attempts = attempt + 1
+            try:
+                return self._convert(self._call(body), turns)
+            except _Unusable as e:
+                reason = str(e)
+                if not e.retry:
+                    break
+            if attempt < self.max_retries:
+                time.sleep(min(self.backoff_s * 2**attempt, 5.0))
+        log.warning(
+            "LLM extraction failed after %d attempt(s): %s; using %s", attempts, reason, self.fallback.name
+        )
+        result = self.fallback.extract(turns)
+        result.extractor = f"{self.name}→{self.fallback.name}"
+        result.notes.append(f"llm extraction failed after {attempts} attempt(s): {reason}")
+        return result
+
+    def request_body(self, turns: Sequence[Turn]) -> dict[str, Any]:
+        """The chat-completions request for a batch (public so tests and debugging can see it)."""
+        speakers = ", ".join(dict.fromkeys(t.speaker for t in turns))
+        lines = "\n".join(
+            json.dumps(
+                {
+                    "message_id": t.message_id,
+                    "speaker": t.speaker,
+                    "role": t.role,
+                    "time": t.event_at.isoformat(),
+                    "text": t.text,
+                },
+                ensure_ascii=False,
+            )
+            for t in turns
+        )
+        return {
+            "model": self.model,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": f"Participants: {speakers}\nTurns:\n{lines}"},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "memory_extraction", "strict": True, "schema": self._schema},
+            },
+        }
+
+    def _call(self, body: dict[str, Any]) -> _Answer:
+        try:
+            response = self._client.post(self.url, json=body)
+        except httpx.TimeoutException as e:
+            raise _Unusable(f"timeout ({type(e).__name__})", retry=True) from e
+        except httpx.TransportError as e:
+            raise _Unusable(f"connection error ({type(e).__name__}: {e})", retry=True) from e
+        if response.status_code >= 400:
+            # A 400 or 401 will not get better by asking again; overload and server errors may.
+            raise _Unusable(
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                retry=response.status_code in _RETRY_STATUS,
+            )
+        try:
+            message = response.json()["choices"][0]["message"]
+            if message.get("refusal"):
+                raise _Unusable(f"model refused: {message['refusal'][:200]}", retry=False)
+            content = _strip_fences(message["content"])
+            return _Answer.model_validate_json(content)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            # ValidationError is a ValueError: wrong shape and invalid JSON both land here.
+            raise _Unusable(f"invalid response ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
+
+    def _convert(self, answer: _Answer, turns: Sequence[Turn]) -> Extraction:
+        known = {t.message_id: t for t in turns}
+        dropped_ids = dropped_invalid = 0
+        out = Extraction(extractor=self.name)
+
+        def valid_ids(ids: list[str]) -> tuple[str, ...] | None:
+            nonlocal dropped_ids
+            cleaned = tuple(dict.fromkeys(i.strip() for i in ids))
+            if not cleaned or any(i not in known for i in cleaned):
+                dropped_ids += 1  # a made-up id means the item's provenance cannot be trusted
+                return None
+            return cleaned
+
+        for raw in answer.facts:
+            try:
+                f = _Fact.model_validate(raw)
+            except ValidationError:
+                dropped_invalid += 1
+                continue
+            ids = valid_ids(f.source_message_ids)
+            if ids is None:
+                continue
+            out.facts.append(
+                ExtractedFact(
+                    content=f.content.strip(),
+                    kind=f.kind,
+                    subject=f.subject.strip(),
+                    source_message_ids=ids,
+                    valid_from=_parse_when(f.valid_from, known[ids[0]].event_at),
+                    confidence=_unit(f.confidence),
+                    importance=_unit(f.importance),
+                )
+            )
+        names: dict[str, ExtractedEntity] = {}
+        for raw in answer.entities:
+            try:
+                e = _Entity.model_validate(raw)
+            except ValidationError:
+                dropped_invalid += 1
+                continue
+            ids = valid_ids(e.source_message_ids)
+            if ids is None:
+                continue
+            entity = ExtractedEntity(
+                name=e.name.strip(),
+                type=e.type,
+                source_message_ids=ids,
+                aliases=tuple(a.strip() for a in e.aliases if a.strip() and a.strip() != e.name.strip()),
+            )
+            names.setdefault(entity.name.lower(), entity)
+        for raw in answer.relations:
+            try:
+                r = _Relation.model_validate(raw)
+            except ValidationError:
+                dropped_invalid += 1
+                continue
+            ids = valid_ids(r.source_message_ids)
+            if ids is None:
+                continue
+            subject, obj = r.subject.strip(), r.object.strip()
+            # Relations name entities; one the model forgot to list is added so the graph stays whole.
+            for name in (subject, obj):
+                names.setdefault(
+                    name.lower(), ExtractedEntity(name=name, type="other", source_message_ids=ids)
+                )
+            out.relations.append(
+                ExtractedRelation(
+                    subject=names[subject.lower()].name,
+                    predicate=_snake(r.predicate),
+                    object=names[obj.lower()].name,
+                    fact=r.fact.strip(),
+                    source_message_ids=ids,
+                    valid_from=_parse_when(r.valid_from, known[ids[0]].event_at),
+                )
+            )
+        out.entities = list(names.values())
+        if dropped_ids:
+            out.notes.append(f"dropped {dropped_ids} item(s) citing message ids outside the batch")
+        if dropped_invalid:
+            out.notes.append(f"dropped {dropped_invalid} malformed item(s)")
+        return out
+
+
+def _strip_fences(content: Any) -> str:
+    # Servers without structured output (some Ollama and llama.cpp builds) wrap JSON in ``` fences.
+    if not isinstance(content, str):
+        raise TypeError(f"message content is {type(content).__name__}, not a string")
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text
+
+
+def _parse_when(value: str | None, at: datetime) -> datetime | None:
+    """An ISO date or datetime from the model, in the turn's timezone when it has none; None if unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(value.strip()[:10]), dtime(0))
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=at.tzinfo)
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))
+
+
+def _snake(predicate: str) -> str:
+    return "_".join(predicate.strip().lower().replace("-", " ").split()) or "related_to"

@@ -1,0 +1,1021 @@
+"""The default extractor: offline, deterministic and fast (regular expressions, no model).
+
+What it does to a batch of turns, in order:
+1. splits each turn into sentences and clauses, and drops questions, greetings and filler;
+2. keeps first-person statements ("I went to ..."), subjectless ones ("Gonna continue my edu"),
+   statements about a named person, and, in a two-person chat, statements about "you";
+3. rewrites each kept statement into a self-contained third-person sentence with names and
+   absolute dates ("I went there yesterday" by Caroline on 8 May 2023 -> "Caroline went there on
+   7 May 2023"), and gives it a kind, a subject and a `valid_from`;
+4. pulls entities (speakers, capitalised names, objects of "went to / joined / bought ...") and
+   relations (subject, predicate, object) out of the rewritten sentences;
+5. turns a bare "Yes, I did!" into a fact built from the question before it, citing both turns.
+
+Everything is regex work on short strings, so a turn costs tens of microseconds; only sentences
+with a date phrase pay for date parsing (see `dates.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from memsvc.extraction.base import (
+    EntityType,
+    ExtractedEntity,
+    ExtractedFact,
+    ExtractedRelation,
+    Extraction,
+    FactKind,
+    Turn,
+)
+from memsvc.extraction.dates import ResolvedDate, main_date, resolve_dates, rewrite_relative, tense_of
+
+__all__ = ["RulesExtractor"]
+
+# -- word lists -------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_IRREGULAR_PAST = {
+    "be": "was", "become": "became", "begin": "began", "break": "broke", "bring": "brought", "build": "built",
+    "buy": "bought", "catch": "caught", "choose": "chose", "come": "came", "cut": "cut", "do": "did",
+    "draw": "drew", "drink": "drank", "drive": "drove", "eat": "ate", "fall": "fell", "feed": "fed",
+    "feel": "felt", "find": "found", "fly": "flew", "forget": "forgot", "get": "got", "give": "gave",
+    "go": "went", "grow": "grew", "have": "had", "hear": "heard", "hide": "hid", "hit": "hit", "hold": "held",
+    "hurt": "hurt", "keep": "kept", "know": "knew", "lead": "led", "leave": "left", "lose": "lost",
+    "make": "made", "meet": "met", "pay": "paid", "put": "put", "quit": "quit", "read": "read",
+    "ride": "rode", "run": "ran", "say": "said", "see": "saw", "sell": "sold", "send": "sent", "set": "set",
+    "shoot": "shot",
+    "sing": "sang", "sit": "sat", "sleep": "slept", "speak": "spoke", "spend": "spent", "stand": "stood",
+    "swim": "swam", "take": "took", "teach": "taught", "tell": "told", "think": "thought", "throw": "threw",
+    "understand": "understood", "wake": "woke", "wear": "wore", "win": "won", "write": "wrote",
+}  # fmt: skip
+_PAST_FORMS = frozenset(_IRREGULAR_PAST.values()) | {
+    "was", "were", "been", "gone", "done", "seen", "taken", "given", "eaten", "written", "known", "used",
+}  # fmt: skip
+_MODALS = _words(
+    "can could will would should might must may shall can't couldn't won't wouldn't shouldn't didn't "
+    "wasn't weren't haven't hadn't mustn't gotta used ought"
+)
+_ADVERBS = (
+    r"really|also|just|still|always|never|usually|totally|actually|definitely|often|sometimes|even|kinda"
+    r"|truly|absolutely|recently|finally|already|especially|currently|personally|genuinely|honestly"
+    r"|seriously|literally|only|mostly|ever|now|then|too|so|all|both|both|sort of|kind of|\w+ly"
+)
+# Verbs that "you" is the subject of when it is not at the start of a clause ("I know you love it").
+_COMMON_VERBS = _words(
+    "love like have do go want need know think feel get make take enjoy look seem deserve mean play paint "
+    "work live say see try keep find hate prefer miss remember run read write teach help use sound inspire "
+    "care believe rock amaze"
+)
+# Sentence openers that are greetings, reactions or discourse markers, stripped before anything else.
+_FILLER_WORDS = _words(
+    "hey hi hello oh ooh wow woah whoa yeah yea yep yes yup no nope nah ok okay well so haha hahaha lol ah "
+    "aw aww omg thanks cool great nice awesome sure totally definitely absolutely honestly actually btw "
+    "anyway also plus and but hmm um uh true right exactly indeed man dude gosh ha hah yay woo phew ugh "
+    "wowza yikes"
+)
+_FILLER_PHRASES = ("by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man")
+_FIRST_WORD = re.compile(r"([A-Za-z']+)(?![-\w])(\s*[,!.…]+)?\s*")
+_TRAILING_WORD = re.compile(r",\s*([A-Za-z]+)\s*[.!]*$")
+_SPLIT_WORDS = re.compile(r"\s(?:and|but|so)\s", re.IGNORECASE)
+# Whole clauses that are conversational glue, not facts about anyone.
+_FILLER = re.compile(
+    r"^(?:i\s+(?:totally |completely |really |so |definitely |fully |truly |just |also )*"
+    r"(?:agree|know|understand|see|guess|bet|hope so|think so|feel you|hear you|appreciate|feel the same"
+    r"|can imagine|can relate|can't wait to (?:see|hear)|am here for you|'m here for you)\b"
+    r"|i(?:'m| am)\s+(?:so |really |very |super |truly |just )*(?:glad|happy|proud|sorry|sure|thrilled"
+    r"|stoked|excited|thankful|grateful|here)\s+(?:for you|of you|to hear|that you|you|about that|about it)\b"
+    r"|i(?:'m| am)\s+(?:so |really |very |super )*"
+    r"(?:glad|happy|proud|sorry|thrilled|excited|thankful|grateful)\s*(?:too|as well)?$"
+    r"|i\s+(?:love|like)\s+(?:it|that|this|those|them)\s*(?:too)?$"
+    r"|i'll (?:let you know|keep you posted|talk to you)|talk (?:to you )?soon|take care|see you"
+    r"|good to (?:see|hear)|nice to (?:see|hear|meet)|sorry to hear|me too$|for (?:\w+ing|the|your|all)\b)",
+    re.IGNORECASE,
+)
+_IMPERATIVE = _words(
+    "check look take let's lets let come try keep don't see tell remember imagine chase enjoy go give stay "
+    "make say be please congrats congratulations thanks thank sorry good great nice hope wish cheers "
+    "here's here what's how's"
+)
+_FRAGMENT_ADJ = _words(
+    "glad happy excited thrilled proud sad stoked pumped grateful thankful busy swamped keen ready "
+    "lucky blessed tired exhausted"
+)
+_FRAGMENT_ADVERBS = _words(
+    "even also just finally recently actually then really totally still already lately"
+)
+_NOT_GERUND = _words(
+    "thing nothing something anything everything morning evening king spring string ring wedding "
+    "building painting meeting feeling ceiling sing bring swing wing sibling darling amazing interesting "
+    "exciting inspiring relaxing refreshing thrilling stunning charming boring annoying surprising touching "
+    "heartwarming outstanding encouraging fascinating rewarding satisfying calming amusing disappointing "
+    "frustrating terrifying welcoming loving caring"
+)
+_STOP = _words(
+    "a an the and or but so to of in on at for with from by about as is are was were be been being am "
+    "has have had do does did will would can could should might must may it its it's this that these "
+    "those there here they them their he she his her him we our us you your i me my mine myself "
+    "themselves not no yes very really just also too so such much many more most some any all both "
+    "great good nice cool awesome amazing fun happy glad excited thing things stuff lot lots way bit "
+    "gonna going get got make made like love well now then when what which who how why than off up out "
+    "again still always never ever even only new other same can't cannot wait lucky sure best doing proud "
+    "grateful thankful sweet kind tough hard true right thanks thank sorry okay ok yes yeah"
+)
+_PERSON_STOP = _words(
+    "I I'm I've I'll I'd OK Okay TV God Mom Dad Mum Hey Hi Wow Yes Yeah No Thanks LOL BTW Oh Well So "
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July "
+    "August September October November December Mon Tue Tues Wed Thu Thur Thurs Fri Sat Sun Jan Feb Mar "
+    "Apr Jun Jul Aug Sep Sept Oct Nov Dec Christmas Easter Halloween Thanksgiving Internet "
+    "English Spanish French American Congrats Congratulations Haha Anyway Sure Cool Awesome Great Nice "
+    "Good Sorry Aww Omg Ooh Woah Whoa Yep Yup Nope Btw Also Plus And But"
+)
+_VOCATIVE_WORDS = _words("buddy dude man girl friend pal mate bro sis guys everyone")
+_KIN = (
+    r"friend|best friend|sister|brother|mom|mother|dad|father|husband|wife|partner|son|daughter|boyfriend"
+    r"|girlfriend|cousin|aunt|uncle|grandma|grandmother|grandpa|grandfather|boss|colleague|coworker"
+    r"|co-worker|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
+    r"|bird|hamster|fish|snake"
+)
+_ANIMALS = _words("dog cat puppy kitten pet bunny rabbit horse turtle bird hamster fish snake")
+_PLACE_HEADS = _words(
+    "park beach museum cafe café restaurant city town village lake mountain mountains store shop mall gym "
+    "library church school center centre hospital home house office farm zoo studio theater theatre "
+    "stadium campground camp island river forest trail bar pub hotel country state street road avenue "
+    "garden gallery aquarium market coast falls canyon valley shelter clinic university college"
+)
+_ORG_HEADS = _words(
+    "group club agency agencies team company organization organisation charity band program programme "
+    "foundation association society network council committee inc llc corp corporation firm startup "
+    "business nonprofit non-profit community crew league union"
+)
+_EVENT_HEADS = _words(
+    "conference parade festival race party concert wedding meeting workshop class classes trip tournament "
+    "show game event fundraiser marathon session competition comp performance audition interview "
+    "ceremony celebration camping hike retreat seminar lecture talk"
+)
+_GENERIC_NP = _words(
+    "it them one some something lot time thing things stuff place way bit kind part day week weekend "
+    "month year this that these those everything anything nothing all lots fun home idea chance "
+    "opportunity moment feeling reminder"
+)
+_NP_DETERMINERS = _words(
+    "such a an the some this that these those his her their its our your my one another any all every"
+)
+_NP_ADJ_SKIP = _words(
+    "new old local nearby great cool awesome amazing beautiful nice little big small first second few "
+    "couple lot bunch whole own special really super very pretty"
+)
+_NP_STOP = _words(
+    "and but or with for at in on to from by about of into onto over under after before since while "
+    "when where which that who whom because so as like than it is was are were has had will would can "
+    "could yesterday today tonight tomorrow last next this around during until with together again "
+    "recently too also there here and, i"
+)
+_NON_VERB_START = _words(
+    "go see get do make have be check visit meet watch try help find take buy play learn start talk hang "
+    "grab work spend"
+)
+
+# "X went to / joined / bought ..." -> predicate. Only inflected forms: "wants to visit Paris" is no visit.
+_REL_VERBS: dict[str, str] = {
+    "went to": "went_to", "has been to": "went_to", "had been to": "went_to", "is going to": "going_to",
+    "visited": "visited", "visits": "visited", "traveled to": "went_to", "travelled to": "went_to",
+    "flew to": "went_to", "drove to": "went_to", "moved to": "moved_to", "joined": "joined",
+    "joins": "joined",
+    "bought": "bought", "buys": "bought", "adopted": "adopted", "adopts": "adopted", "works at": "works_at",
+    "worked at": "works_at", "works for": "works_at", "worked for": "works_at", "is working at": "works_at",
+    "lives in": "lives_in", "lived in": "lives_in", "plays": "plays", "played": "plays",
+    "is playing": "plays", "reads": "reads", "is reading": "reads", "attended": "attended",
+    "attends": "attended", "loves": "likes", "loved": "likes", "likes": "likes", "liked": "likes",
+    "enjoys": "likes", "enjoyed": "likes", "started": "started", "starts": "started",
+    "is starting": "started", "painted": "made", "made": "made", "built": "built", "created": "made",
+    "wrote": "wrote", "baked": "made", "has a": "has", "has an": "has", "has two": "has",
+    "has three": "has", "signed up for": "signed_up_for", "volunteers at": "volunteers_at",
+    "volunteered at": "volunteers_at", "studies": "studies", "studied": "studies", "is studying": "studies",
+    "watched": "watched", "met": "met", "learned": "learning", "is learning": "learning", "won": "won",
+    "lost": "lost", "is from": "from", "comes from": "from", "teaches": "teaches", "taught": "teaches",
+    "ran": "ran", "runs": "runs", "took": "took", "participated in": "participated_in",
+    "finished": "finished", "owns": "owns", "got": "got", "received": "received", "found": "found",
+}  # fmt: skip
+_REL_PLACE = frozenset({"went_to", "going_to", "visited", "moved_to", "lives_in", "from"})
+_ARTICLE_WORDS = frozenset({"a", "an", "the"})
+
+# -- patterns -------------------------------------------------------------------------------------
+
+_PHOTO = re.compile(r"\s*\[(?:photo|image|picture)\s*:\s*(.*?)\]\s*", re.IGNORECASE | re.DOTALL)
+_CAPTION_PREFIX = re.compile(
+    r"^(?:(?:a|an|the)\s+)?(?:close[- ]?up\s+)?(?:photo(?:graph)?y?|picture|image|pic|snapshot)\s+of\s+",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')\]])\s+|\n+")
+_ABBREV_END = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|approx)\.$")
+# Clause boundaries: dashes, semicolons, and "and/but/so" when a new subject follows.
+_CLAUSE_SPLIT = re.compile(
+    r"\s*;\s*|\s+[-–—]+\s+|\s*[–—]\s*|,?\s+(?:and|but|so)\s+(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've"
+    r"|it|it's|that|he|she|they|this|you|you're)\b)",
+    re.IGNORECASE,
+)
+_LAST_PHRASE = re.compile(r",|\band\b")
+_CONTINUATION = re.compile(
+    r"^(?:it|it's|that|that's|this|which|they|they're|there|he|she|these|those|who|as|because|'cause)\b",
+    re.IGNORECASE,
+)
+_FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'll|i'd|my)\b", re.IGNORECASE)
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b(?!-)", re.IGNORECASE)
+_WE_START = re.compile(r"^(?:we|we're|we've|we'll|we'd|our)\b", re.IGNORECASE)
+_YOU_START = re.compile(r"^(?:you|you're|you've|you'll|you'd|your)\b", re.IGNORECASE)
+_QUESTION_YN = re.compile(
+    r"^(?:so\s+|and\s+|but\s+)?(did|do|have|are|were|will|can|could|would)\s+you\s+(.+?)\s*\?+$",
+    re.IGNORECASE,
+)
+_ALTERNATIVE = re.compile(r"\bor\b", re.IGNORECASE)
+_ANY = re.compile(r"\bany\b")
+_ANSWER_YES = re.compile(r"^(?:yes|yeah|yep|yup|sure|definitely|absolutely|of course|totally|indeed)\b", re.I)
+_ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+)*\b")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
+_KIN_NAME = re.compile(rf"\b(?:my|[A-Z][a-z]+'s)\s+({_KIN})\s+(?:named\s+|called\s+)?([A-Z][a-z]+)\b")
+_NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+([A-Z][a-z]+)\b")
+_EMOJI_TAIL = re.compile(r"[\s:;)(<3^_\-\u2600-\u27bf\U0001f000-\U0001faff]+$")
+_PLAN = re.compile(
+    r"\b(?:going to|gonna|will|plan|plans|planning|planned to|want to|wanna|wants to|hope to|hoping to"
+    r"|intend|thinking (?:about|of)|looking forward|can't wait|cannot wait|about to|aiming to|aim to"
+    r"|would love to|would like to|(?:goal|dream|plan) is to|next|tomorrow|tonight|soon|upcoming"
+    r"|considering|excited to|aspire)\b"
+    r"|'ll\b|'d (?:love|like) to\b",
+    re.IGNORECASE,
+)
+# Run on rewritten third-person text, so "I love" is already "Caroline loves" and "love" the noun is no verb.
+_PREFERENCE = re.compile(
+    r"\b(?:loves|loved|likes|liked|enjoys|enjoyed|enjoying|adores|prefers|preferred|hates|hated"
+    r"|favou?rite|fave|fav|can't stand|fan of|passionate about|fond of|keen on|obsessed with"
+    r"|and others (?:love|like|enjoy|prefer|hate))\b"
+    r"|\b(?:am|is|are|been|really|so)\s+(?:into|loving)\b",
+    re.IGNORECASE,
+)
+_PAST_ACTION = re.compile(
+    r"\b(?:went|visited|joined|bought|adopted|ran|made|took|got|painted|finished|started|attended|met|saw"
+    r"|watched|played|won|lost|moved|traveled|travelled|did|spent|tried|learned|signed|gave|received|found"
+    r"|built|wrote|baked|cooked|hiked|camped|drew|sang|danced|volunteered|celebrated|graduated|passed"
+    r"|applied|completed|created|launched|opened|hosted|organized|organised|performed|taught|read|flew"
+    r"|drove|swam|fell|broke|hurt|quit|picked|threw|raised|donated|participated|explored|tried|\w+ed)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(slots=True)
+class _EntityAcc:
+    name: str
+    type: EntityType
+    ids: dict[str, None] = field(default_factory=dict)  # an ordered set
+    aliases: dict[str, None] = field(default_factory=dict)
+    sure: bool = False  # the type came from "my dog Oliver", not from a guess on capitalisation
+
+
+@dataclass(slots=True)
+class _Statement:
+    text: str  # the rewritten, self-contained sentence
+    kind: FactKind
+    subject: str
+    ids: tuple[str, ...]
+    valid_from: datetime | None
+    confidence: float
+    importance: float
+
+
+class RulesExtractor:
+    """Offline, deterministic extractor built on regular expressions. See the module docstring."""
+
+    name = "rules"
+
+    def extract(self, turns: Sequence[Turn]) -> Extraction:
+        """Extract facts, entities and relations from a batch of turns (in time order)."""
+        return _Batch(turns).run()
+
+
+class _Batch:
+    """The state of one `extract` call: who speaks, which names are known, what was found so far."""
+
+    def __init__(self, turns: Sequence[Turn]) -> None:
+        self.turns = [t for t in turns if t.role not in ("system", "tool")]
+        speakers = list(dict.fromkeys(t.speaker for t in self.turns))
+        self.speakers = set(speakers)
+        # "you" is only known in a two-person chat; in a group it could be anyone.
+        self.other: dict[str, str] = (
+            {speakers[0]: speakers[1], speakers[1]: speakers[0]} if len(speakers) == 2 else {}
+        )
+        self.vocatives = {s.lower() for s in speakers} | _VOCATIVE_WORDS
+        self.names: set[str] = set(self.speakers)
+        self.entities: dict[str, _EntityAcc] = {}
+        self.statements: list[_Statement] = []
+        self.relations: list[tuple[str, str, str, _Statement]] = []
+
+    # -- driver ----------------------------------------------------------------------------------
+
+    def run(self) -> Extraction:
+        texts = [_normalise(t.text) for t in self.turns]
+        split: list[tuple[list[str], list[str]]] = []
+        for text in texts:
+            captions = _PHOTO.findall(text) if "[" in text else []
+            body = _PHOTO.sub(" ", text).strip() if captions else text
+            sentences = _sentences(body)
+            split.append((sentences, captions))
+            self._collect_names(sentences)
+        for speaker in self.speakers:
+            if not _is_role_name(speaker):
+                self._add_entity(speaker, "person", ())
+        previous: tuple[Turn, list[str]] | None = None
+        for turn, (sentences, captions) in zip(self.turns, split, strict=True):
+            if not _is_unnamed_assistant(turn):
+                if previous is not None and previous[0].speaker != turn.speaker and sentences:
+                    self._answer(previous[0], previous[1], turn, sentences[0])
+                self._turn(turn, sentences)
+                for caption in captions:
+                    self._photo(turn, caption)
+            self._mentions(turn, sentences)
+            previous = (turn, sentences)
+        return self._finish(texts)
+
+    def _turn(self, turn: Turn, sentences: list[str]) -> None:
+        # A subjectless "-ing" clause is the speaker's own news when it opens the turn ("Researching
+        # adoption agencies") or follows their own statement; after a reaction it is mostly about the
+        # other person ("Wow! Taking in kids in need - you're so kind").
+        opening = True
+        for sentence in sentences:
+            if sentence.endswith("?"):
+                opening = False
+                continue  # a question states no fact
+            groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
+            narrating = False
+            for group in groups:
+                stmt = self._statement(group, turn)
+                if stmt is not None:
+                    self._add_statement(stmt)
+                    narrating = narrating or stmt.subject == turn.speaker
+            opening = narrating or (opening and not had_content)
+
+    # -- sentences and clauses --------------------------------------------------------------------
+
+    def _clause_groups(
+        self, sentence: str, speaker: str, opening: bool
+    ) -> tuple[list[tuple[str, bool]], bool]:
+        """Clauses that carry their own subject, each with the subjectless clauses that follow it.
+
+        Returns the groups, each with whether it may be read as a gerund fragment, and whether the
+        sentence had any content at all once greetings and filler were stripped.
+        """
+        groups: list[tuple[str, bool]] = []
+        had_content = False
+        pos = 0
+        pieces: list[tuple[str, str]] = []
+        splittable = any(c in sentence for c in ";-–—") or _SPLIT_WORDS.search(sentence)
+        for m in _CLAUSE_SPLIT.finditer(sentence) if splittable else ():
+            if (
+                m.group(0).strip(" ,").isalpha()
+                and len(_LAST_PHRASE.split(sentence[pos : m.start()])[-1].split()) < 3
+            ):
+                continue  # "my teammates and I were thrilled" is one subject, not two clauses
+            pieces.append((sentence[pos : m.start()], m.group(0)))
+            pos = m.end()
+        pieces.append((sentence[pos:], ""))
+        sep_before = ""
+        for raw, sep_after in pieces:
+            clause = self._clean(raw)
+            if clause:
+                gerund_ok = opening and not had_content
+                had_content = True
+                if self._subject(clause, speaker, gerund_ok) is not None and (
+                    not groups or self._subject_at_start(clause, speaker)
+                ):
+                    groups.append((clause, gerund_ok))
+                elif groups:
+                    # No subject of its own: it elaborates on the clause before ("- it was rewarding").
+                    joiner = sep_before.strip()
+                    joiner = (
+                        f", {joiner} " if joiner.isalpha() else " - " if joiner not in ("", ";") else "; "
+                    )
+                    groups[-1] = (groups[-1][0] + joiner + clause, groups[-1][1])
+            sep_before = sep_after
+        return groups, had_content
+
+    def _clean(self, clause: str) -> str:
+        """Strip greetings, reactions and the addressee: "Wow, Caroline! Yeah, I went" -> "I went"."""
+        c = clause.strip()
+        while c:
+            m = _FIRST_WORD.match(c)
+            if m is None:
+                break
+            word = m.group(1)
+            low = c[:12].lower()
+            two = next((p for p in _FILLER_PHRASES if low.startswith(p)), None)
+            if two is not None and (len(c) == len(two) or not c[len(two)].isalnum()):
+                c = c[len(two) :].lstrip(" ,!.…")
+            elif word.lower() in _FILLER_WORDS:
+                c = c[m.end() :]
+            elif m.group(2) and self._is_vocative(word):
+                c = c[m.end() :]  # "Caroline, I ..."
+            else:
+                break
+        if "," in c:
+            m = _TRAILING_WORD.search(c)
+            if m and self._is_vocative(m.group(1)):
+                c = c[: m.start()]  # "..., Mel!"
+        c = c.rstrip(" .!…,")
+        if c and not c[-1].isalnum():
+            c = _EMOJI_TAIL.sub("", c).rstrip(" .!…,")
+        return c
+
+    def _is_vocative(self, word: str) -> bool:
+        w = word.lower()
+        if w in self.vocatives:
+            return True
+        # "Mel" for "Melanie": good enough to strip a greeting, never to merge entities.
+        return len(w) >= 3 and any(s.lower().startswith(w) for s in self.speakers)
+
+    def _subject(self, clause: str, speaker: str, gerund_ok: bool) -> tuple[str, str, float] | None:
+        """Who a clause is about, the words to put before it, and how sure that is; None to skip it."""
+        first = clause.split(maxsplit=1)[0].lower().rstrip(",!.")
+        if first in _IMPERATIVE or _FILLER.match(clause):
+            return None
+        named = self._named_subject(clause)
+        if named:
+            return named, "", 0.7
+        if _FIRST_PERSON_START.match(clause) or _WE_START.match(clause):
+            return speaker, "", 0.7
+        other = self.other.get(speaker)
+        if other and _YOU_START.match(clause):
+            return other, "", 0.5
+        prefix = _fragment_prefix(clause, gerund_ok)
+        if prefix is not None:
+            return speaker, prefix.replace("S", speaker, 1), 0.6
+        if _FIRST_PERSON.search(clause):
+            return speaker, "", 0.7
+        return None
+
+    def _subject_at_start(self, clause: str, speaker: str) -> bool:
+        return bool(
+            _FIRST_PERSON_START.match(clause)
+            or _WE_START.match(clause)
+            or (self.other.get(speaker) and _YOU_START.match(clause))
+            or self._named_subject(clause)
+        )
+
+    def _named_subject(self, clause: str) -> str | None:
+        m = re.match(r"^([A-Z][a-z]+)(?:'s)?\s+[a-z]", clause)
+        if m and m.group(1) in self.names and m.group(1) not in _PERSON_STOP:
+            return m.group(1)
+        return None
+
+    # -- statements -------------------------------------------------------------------------------
+
+    def _statement(self, group: tuple[str, bool], turn: Turn) -> _Statement | None:
+        clause, gerund_ok = group
+        speaker = turn.speaker
+        other = self.other.get(speaker)
+        found = self._subject(clause, speaker, gerund_ok)
+        if found is None:
+            return None
+        subject, prefix, confidence = found
+        importance = 0.3 if subject == other else 0.5
+        if prefix:
+            clause = prefix + clause[0].lower() + clause[1:]
+        tense = tense_of(clause)
+        dates = resolve_dates(clause, turn.event_at, prefer=tense)
+        date = main_date(dates)
+        text = rewrite_relative(clause, dates)
+        text = _third_person(text, speaker, other)
+        text = _polish(text)
+        kind = _kind(text, subject, date, turn.event_at)
+        if not _has_content(text, subject):
+            return None
+        if date is not None:
+            valid_from: datetime | None = date.value
+            importance += 0.1
+        else:
+            valid_from = None if kind == "plan" else turn.event_at
+        if kind in ("plan", "event", "preference"):
+            importance += 0.1
+        return _Statement(
+            text, kind, subject, (turn.message_id,), valid_from, confidence, round(min(importance, 1.0), 2)
+        )
+
+    def _answer(self, q_turn: Turn, q_sentences: list[str], a_turn: Turn, a_first: str) -> None:
+        """A bare "Yes, I did!" states the question's content; the fact cites both turns."""
+        if not q_sentences or not q_sentences[-1].endswith("?"):
+            return
+        m = _QUESTION_YN.match(q_sentences[-1])
+        if m is None:
+            return
+        a = a_first
+        yes = bool(_ANSWER_YES.match(a))
+        if not yes and not _ANSWER_NO.match(a):
+            return
+        aux, rest = m.group(1).lower(), m.group(2)
+        if _ALTERNATIVE.search(rest):
+            return  # "Do you have X, or know Y?": a yes does not say which
+        if yes:
+            rest = _ANY.sub("some", rest)
+        who = a_turn.speaker
+        words = rest.split()
+        if not words:
+            return
+        if aux == "did":
+            verb = words[0].lower()
+            head = _past(verb) if yes else f"did not {verb}"
+            body = " ".join([head, *words[1:]])
+        elif aux == "do":
+            verb = words[0].lower()
+            head = _third_singular(verb) if yes else f"does not {verb}"
+            body = " ".join([head, *words[1:]])
+        else:
+            aux3 = {"have": "has", "are": "is", "were": "was", "can": "can", "could": "could"}.get(aux, aux)
+            body = f"{aux3} {rest}" if yes else f"{aux3} not {rest}"
+        # In the question, "you" is the one answering and "I/my" the one asking.
+        sentence = _third_person(f"{who} {body}", q_turn.speaker, None)
+        sentence = re.sub(r"\byour\b", f"{who}'s", sentence, flags=re.IGNORECASE)
+        sentence = re.sub(r"\byou\b", who, sentence, flags=re.IGNORECASE)
+        sentence = re.sub(r"\byourself\b", "themselves", sentence, flags=re.IGNORECASE)
+        dates = resolve_dates(rest, q_turn.event_at)
+        sentence = _polish(rewrite_relative(sentence, resolve_dates(sentence, q_turn.event_at)))
+        if not _has_content(sentence, who):
+            return
+        date = main_date(dates)
+        kind = _kind(sentence, who, date, q_turn.event_at)
+        valid_from = date.value if date else (None if kind == "plan" else a_turn.event_at)
+        self._add_statement(
+            _Statement(sentence, kind, who, (q_turn.message_id, a_turn.message_id), valid_from, 0.6, 0.5)
+        )
+
+    def _photo(self, turn: Turn, caption: str) -> None:
+        what = _CAPTION_PREFIX.sub("", caption.strip().rstrip("."))
+        if not what:
+            return
+        text = f"{turn.speaker} shared a photo of {what}"
+        self._add_statement(
+            _Statement(text, "event", turn.speaker, (turn.message_id,), turn.event_at, 0.6, 0.3)
+        )
+
+    def _add_statement(self, stmt: _Statement) -> None:
+        self.statements.append(stmt)
+        if stmt.subject in self.speakers:
+            self._add_entity(stmt.subject, "person", stmt.ids)
+        elif stmt.subject in self.names:
+            self._add_entity(stmt.subject, "other", stmt.ids)
+        for predicate, obj, etype in _relations(stmt.text, stmt.subject, self.names):
+            self._add_entity(obj, etype, stmt.ids)
+            self.relations.append((stmt.subject, predicate, obj, stmt))
+        for kin, name in _KIN_NAME.findall(stmt.text) + _NAMED.findall(stmt.text):
+            if name in _PERSON_STOP:
+                continue
+            kin = kin.lower()
+            self._add_entity(name, "other" if kin in _ANIMALS else "person", stmt.ids, sure=True)
+            self.relations.append(
+                (stmt.subject, "has_" + kin.replace(" ", "_").replace("-", "_"), name, stmt)
+            )
+
+    # -- entities -----------------------------------------------------------------------------------
+
+    def _collect_names(self, sentences: list[str]) -> None:
+        """Capitalised words not at the start of a sentence are name candidates for the whole batch."""
+        for sentence in sentences:
+            for m in _CAPITALISED.finditer(sentence):
+                if m.start() == 0 or sentence[: m.start()].strip() in ('"', "'", "(", "“"):
+                    continue
+                name = m.group(0)
+                if " " not in name and name not in _PERSON_STOP:
+                    self.names.add(name)
+
+    def _mentions(self, turn: Turn, sentences: list[str]) -> None:
+        """Named things a turn mentions, even in a question: people, places, organisations, titles."""
+        for sentence in sentences:
+            for m in _CAPITALISED.finditer(sentence):
+                name = m.group(0)
+                words = name.split()
+                while words and words[0] in _PERSON_STOP:
+                    words.pop(0)
+                if not words:
+                    continue
+                name = " ".join(words)
+                start_of_sentence = m.start() == 0 and len(words) == len(m.group(0).split())
+                if start_of_sentence and name not in self.names:
+                    continue
+                before = sentence[max(0, m.start() - 12) : m.start()].lower()
+                self._add_entity(
+                    name, _name_type(name, before, self.names, self.speakers), (turn.message_id,)
+                )
+            for title in _QUOTED.findall(sentence) if '"' in sentence or "“" in sentence else ():
+                if len(title.split()) <= 8:
+                    self._add_entity(title.strip(" .,!"), "thing", (turn.message_id,))
+
+    def _add_entity(self, name: str, etype: EntityType, ids: Sequence[str], *, sure: bool = False) -> None:
+        key = _entity_key(name)
+        if not key:
+            return
+        surface = _strip_article(name)
+        acc = self.entities.get(key)
+        if acc is None:
+            acc = self.entities[key] = _EntityAcc(surface, etype)
+        elif surface != acc.name:
+            acc.aliases[surface] = None
+        if sure or (not acc.sure and acc.type in ("other", "thing") and etype not in ("other", "thing")):
+            acc.type = etype
+            acc.sure = acc.sure or sure
+        for i in ids:
+            acc.ids[i] = None
+
+    def _finish(self, texts: list[str]) -> Extraction:
+        # Provenance of an entity is every turn that mentions it, not only where a pattern caught it.
+        lowered = [t.lower() for t in texts]
+        for key, acc in self.entities.items():
+            needles = {key, *(_entity_key(a) for a in acc.aliases)}
+            for turn, low in zip(self.turns, lowered, strict=True):
+                if turn.message_id in acc.ids:
+                    continue
+                for needle in needles:
+                    i = low.find(needle)
+                    if i >= 0 and _word_at(low, i, len(needle)):
+                        acc.ids[turn.message_id] = None
+                        break
+        facts: dict[str, ExtractedFact] = {}
+        for s in self.statements:
+            fkey = s.text.lower()
+            prior = facts.get(fkey)
+            ids = s.ids if prior is None else tuple(dict.fromkeys(prior.source_message_ids + s.ids))[:3]
+            facts[fkey] = ExtractedFact(
+                content=s.text,
+                kind=s.kind,
+                subject=s.subject,
+                source_message_ids=ids,
+                valid_from=s.valid_from if prior is None else prior.valid_from,
+                confidence=s.confidence,
+                importance=s.importance,
+            )
+        entities = [
+            ExtractedEntity(a.name, a.type, tuple(a.ids), tuple(x for x in a.aliases if x != a.name))
+            for a in self.entities.values()
+            if a.ids
+        ]
+        canonical = {k: a.name for k, a in self.entities.items()}
+        relations: dict[tuple[str, str, str], ExtractedRelation] = {}
+        for subj, pred, obj, stmt in self.relations:
+            s_name = canonical.get(_entity_key(subj), subj)
+            o_name = canonical.get(_entity_key(obj), obj)
+            if s_name == o_name:
+                continue
+            rkey = (s_name, pred, o_name.lower())
+            if rkey not in relations:
+                relations[rkey] = ExtractedRelation(
+                    s_name, pred, o_name, stmt.text, stmt.ids, stmt.valid_from
+                )
+        return Extraction(
+            facts=list(facts.values()),
+            entities=entities,
+            relations=list(relations.values()),
+            extractor="rules",
+        )
+
+
+# -- text helpers ---------------------------------------------------------------------------------
+
+
+def _normalise(text: str) -> str:
+    return text.replace("’", "'").replace("‘", "'").replace("`", "'")
+
+
+def _sentences(text: str) -> list[str]:
+    out: list[str] = []
+    for piece in _SENTENCE_END.split(text):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if out and _ABBREV_END.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
+
+
+_GERUND_SUBJECT = re.compile(r"\b(?:is|are|was|were|'s|can|makes|helps|gives|has)\b", re.IGNORECASE)
+_VERB_S = re.compile(r"[a-z]+[^s]s")
+_YOU_ANYWHERE = re.compile(r"\byou(?:r|'re|'ve|'ll)?\b", re.IGNORECASE)
+
+
+def _fragment_prefix(clause: str, gerund_ok: bool) -> str | None:
+    """The subject to put before a subjectless clause ("Gonna continue my edu"), as a template with S."""
+    words = clause.lower().split(maxsplit=3)
+    # "Even made a tattoo", "Just got back": look past a leading adverb, keep it in the sentence.
+    adverb = words[0] in _FRAGMENT_ADVERBS and len(words) > 1
+    first = words[1] if adverb else words[0]
+    gerund = first.endswith("ing") and len(first) > 4 and first not in _NOT_GERUND
+    if adverb and not (first in _PAST_FORMS or first.endswith("ed") or first in ("gonna", "been") or gerund):
+        return None
+    if first in ("gonna", "going"):
+        return "S is "
+    if first == "been":
+        return "S has "
+    if first in ("wanna", "can't", "cannot", "gotta"):
+        return "S "
+    if first in _FRAGMENT_ADJ:
+        return "S is "
+    if first in ("love", "hope", "need", "miss", "wish"):
+        return "S "  # conjugated later by _third_person's fragment pass
+    if first in _PAST_FORMS - {"was", "were", "been", "used"} or (first.endswith("ed") and len(first) > 4):
+        return "S "
+    if gerund and gerund_ok:
+        if _YOU_ANYWHERE.search(clause):
+            return None  # "Taking in kids in need - you're so kind" is about the other person
+        # "Taking care of ourselves is vital" is a gerund subject, not a fragment.
+        head = re.split(r"\s[-;]\s|,", clause, maxsplit=1)[0]
+        if _GERUND_SUBJECT.search(head) or (len(words) > 1 + adverb and _VERB_S.fullmatch(words[1 + adverb])):
+            return None  # "Networking plays a big role": the -ing word is the subject
+        return "S is "
+    return None
+
+
+def _kind(text: str, subject: str, date: ResolvedDate | None, at: datetime) -> FactKind:
+    """Plan, preference, event or fact, from a rewritten third-person sentence and its date."""
+    future_date = date is not None and date.value.date() > at.date()
+    past_date = date is not None and date.value.date() < at.date()
+    if future_date or (_PLAN.search(text) and not past_date):
+        return "plan"
+    if _PREFERENCE.search(text):
+        return "preference"
+    if (date is not None and _PAST_ACTION.search(text)) or _main_verb_is_past(text, subject):
+        return "event"
+    return "fact"
+
+
+_VERB_AFTER_SUBJECT = re.compile(rf"(?: and others)?\s+(?:(?:{_ADVERBS})\s+)*([a-z]+)", re.IGNORECASE)
+
+
+def _main_verb_is_past(text: str, subject: str) -> bool:
+    if not text.startswith(subject):
+        return False
+    m = _VERB_AFTER_SUBJECT.match(text, len(subject))
+    if m is None:
+        return False
+    word = m.group(1).lower()
+    if word in ("was", "were", "had", "felt", "thought", "knew", "need", "feed", "used"):
+        return False
+    return word in _PAST_FORMS or word.endswith("ed")
+
+
+def _third_singular(verb: str) -> str:
+    v = verb.lower()
+    special = {"have": "has", "do": "does", "go": "goes", "be": "is", "am": "is", "don't": "doesn't",
+               "wanna": "wants to", "gotta": "has to"}  # fmt: skip
+    if v in special:
+        return special[v]
+    if not v.isalpha() or v in _MODALS or v in _PAST_FORMS or v.endswith("ed"):
+        return verb
+    if v.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if len(v) > 2 and v.endswith("y") and v[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _past(verb: str) -> str:
+    v = verb.lower()
+    if v in _IRREGULAR_PAST:
+        return _IRREGULAR_PAST[v]
+    if v.endswith("e"):
+        return v + "d"
+    if len(v) > 2 and v.endswith("y") and v[-2] not in "aeiou":
+        return v[:-1] + "ied"
+    return v + "ed"
+
+
+_FIRST_PERSON_FORMS = {
+    "i'm": "S is", "i am": "S is", "i've": "S has", "i have": "S has", "i'll": "S will", "i'd": "S would",
+    "i was": "S was", "i don't": "S doesn't", "i do not": "S does not", "i wanna": "S wants to",
+    "i gotta": "S has to", "my": "S's", "mine": "S's", "me": "S", "myself": "themselves",
+}  # fmt: skip
+# One pass: fixed forms first, then "I (adverbs) verb" with the verb conjugated, then a bare "I".
+_FP_REWRITE = re.compile(
+    r"\b(?P<had>i'd)(?=\s+(?:been|had|gone|done|never|already|just|seen|made|taken|met|heard)\b)"
+    r"|\b(?P<fixed>i'm|i am|i've|i have|i'll|i'd|i was|i don't|i do not|i wanna|i gotta|my|mine|myself"
+    r"|me(?!-))\b"
+    rf"|\bi(?P<adv>(?:\s+(?:{_ADVERBS}))*)\s+(?P<verb>[a-z']+)|\bi\b",
+    re.IGNORECASE,
+)
+_WE_FORMS = {
+    "we're": "S and others are", "we've": "S and others have", "we'll": "S and others will",
+    "we'd": "S and others would", "we": "S and others", "ourselves": "themselves",
+}  # fmt: skip
+_WE_REWRITE = re.compile(r"\b(?:we're|we've|we'll|we'd|we|our|ours|us|ourselves)\b", re.IGNORECASE)
+_HAS_WE = re.compile(r"\bwe(?:'re|'ve|'ll|'d)?\b", re.IGNORECASE)
+_YOU_FORMS = {
+    "you're": "O is", "you are": "O is", "you've": "O has", "you have": "O has", "you'll": "O will",
+    "you'd": "O would", "you were": "O was", "your": "O's", "yours": "O's", "yourself": "themselves",
+}  # fmt: skip
+_YOU_REWRITE = re.compile(
+    r"\b(?P<fixed>you're|you are|you've|you have|you'll|you'd|you were|your|yours|yourself)\b"
+    rf"|\byou(?P<adv>(?:\s+(?:{_ADVERBS}))*)\s+(?P<verb>[a-z']+)|\byou\b",
+    re.IGNORECASE,
+)
+_FRAGMENT_VERB = re.compile(r"^(\S+)\s+(love|hope|need|miss|wish|wanna|gotta)\b")
+
+
+def _third_person(text: str, speaker: str, other: str | None) -> str:
+    """Rewrite first person to the speaker's name, and "you" to the other participant when known."""
+
+    def first_person(m: re.Match[str]) -> str:
+        if m.group("had"):
+            return f"{speaker} had"
+        fixed = m.group("fixed")
+        if fixed:
+            return _FIRST_PERSON_FORMS[" ".join(fixed.lower().split())].replace("S", speaker)
+        verb = m.group("verb")
+        if verb:
+            return f"{speaker}{m.group('adv')} {_third_singular(verb)}"
+        return speaker
+
+    text = _FP_REWRITE.sub(first_person, text)
+    low = text.lower()
+    if "we" in low or "our" in low or "us" in low:
+        # "We" is the speaker and people we cannot name; "our" reads as theirs once "we" is rewritten.
+        has_we = bool(_HAS_WE.search(text))
+
+        def first_plural(m: re.Match[str]) -> str:
+            word = m.group(0).lower()
+            if word in ("our", "ours"):
+                return ("their" if word == "our" else "theirs") if has_we else f"{speaker}'s"
+            if word == "us":
+                return "them" if has_we else speaker
+            return _WE_FORMS[word].replace("S", speaker)
+
+        text = _WE_REWRITE.sub(first_plural, text)
+    if other and "you" in low:
+
+        def second_person(m: re.Match[str]) -> str:
+            fixed = m.group("fixed")
+            if fixed:
+                return _YOU_FORMS[" ".join(fixed.lower().split())].replace("O", other)
+            verb = m.group("verb")
+            if verb:
+                # "you" is the subject at the start or before a common verb; else it is an object.
+                subject = m.start() == 0 or verb.lower() in _COMMON_VERBS
+                return f"{other}{m.group('adv')} {_third_singular(verb) if subject else verb}"
+            return other
+
+        text = _YOU_REWRITE.sub(second_person, text)
+    # Fragments like "Caroline love the tattoo" get their verb agreement here.
+    if text.startswith(speaker):
+        text = _FRAGMENT_VERB.sub(lambda m: f"{m.group(1)} {_third_singular(m.group(2))}", text, count=1)
+    return text
+
+
+def _polish(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip(" ,;:-–—")
+    text = re.sub(r"\s+([,.!?])", r"\1", text)
+    text = text.rstrip(" .!…,")
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _has_content(text: str, subject: str) -> bool:
+    """Whether a word says something beyond the subject, auxiliaries, feelings and praise."""
+    subject_words = set(subject.lower().split())
+    for w in _CONTENT_WORD.findall(text.lower()):
+        w = w.removesuffix("'s")
+        if w not in _STOP and w not in subject_words and w != "others":
+            return True
+    return False
+
+
+_CONTENT_WORD = re.compile(r"[a-z][a-z'+&-]*")
+
+
+def _is_role_name(speaker: str) -> bool:
+    return speaker.lower() in ("user", "assistant", "system", "tool")
+
+
+def _is_unnamed_assistant(turn: Turn) -> bool:
+    # What an unnamed assistant says about itself is no memory about anyone.
+    return turn.role == "assistant" and turn.speaker.lower() == "assistant"
+
+
+# -- entities and relations -----------------------------------------------------------------------
+
+_REL_PATTERN = re.compile(
+    r"(?P<verb>"
+    + "|".join(re.escape(v) for v in sorted(_REL_VERBS, key=len, reverse=True))
+    + r")\s+(?P<rest>[^.!?;]+)"
+)
+_AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|finally|and|then))*\s*$", re.I)
+
+
+def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str, EntityType]]:
+    """(predicate, object, object type) for each "subject VERB object" in a rewritten fact."""
+    out: list[tuple[str, str, EntityType]] = []
+    for m in _REL_PATTERN.finditer(text):
+        before = text[: m.start()]
+        # The verb must belong to the subject: right after it, or after "and" in the same sentence.
+        tail = before[len(subject) :] if before.startswith(subject) else None
+        if tail is None:
+            continue
+        if not (_AUX_ADV_CHAIN.match(tail) or re.search(r"\band\s*$", tail)):
+            continue
+        predicate = _REL_VERBS[m.group("verb")]
+        obj = _noun_phrase(m.group("rest"))
+        if obj is None:
+            continue
+        out.append((predicate, obj, _np_type(obj, predicate, names)))
+    return out
+
+
+def _noun_phrase(rest: str) -> str | None:
+    tokens = re.findall(r"[A-Za-z0-9][\w'+&-]*|[^\w\s]", rest)
+    i = 0
+    while i < len(tokens) and (
+        tokens[i].lower() in _NP_DETERMINERS
+        or tokens[i].lower() in _NP_ADJ_SKIP
+        or tokens[i].endswith("'s")
+        or tokens[i].lower() in ("of", "two", "three")
+    ):
+        i += 1
+    words: list[str] = []
+    for tok in tokens[i:]:
+        low = tok.lower()
+        if not tok[0].isalnum() or low in _NP_STOP or len(words) >= 5:
+            break
+        if words and (low in _NP_DETERMINERS or low.endswith("'s")):
+            break
+        words.append(tok)
+    if not words or words[0].lower() in _NON_VERB_START:
+        return None
+    nxt = tokens[i + len(words)] if i + len(words) < len(tokens) else ""
+    first_low = words[0].lower()
+    if first_low.endswith("ing") and (
+        nxt.lower() in _NP_DETERMINERS or nxt.endswith("'s") or any(w[0].isupper() for w in words[1:])
+    ):
+        return None  # "loves running Jon's own studio" is a verb phrase, not a thing
+    np = " ".join(words)
+    if np.lower() in _GENERIC_NP or np.lower() in _STOP:
+        return None
+    return np
+
+
+def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
+    head = np.split()[-1].lower()
+    if np in names:
+        return "person" if predicate in ("met",) else "place" if predicate in _REL_PLACE else "other"
+    if head in _ORG_HEADS or predicate == "works_at":
+        return "organization"
+    if head in _EVENT_HEADS:
+        return "event"
+    if head in _PLACE_HEADS or (predicate in _REL_PLACE and np[0].isupper()):
+        return "place"
+    return "thing"
+
+
+_PERSON_CONTEXT = re.compile(rf"\b(?:{_KIN}|named|called)\s*$")
+_ORG_CONTEXT = re.compile(r"\b(?:job|work|works|worked|working|intern|internship)\s+(?:at|for)\s*$")
+_PLACE_CONTEXT = re.compile(
+    r"(?:country|city|town|state),?\s*$|\b(?:in|to|from|at|visited|visit|near|around|across)\s*$"
+)
+
+
+def _name_type(name: str, before: str, names: set[str], speakers: set[str]) -> EntityType:
+    head = name.split()[-1].lower()
+    if name in speakers:
+        return "person"
+    if head in _ORG_HEADS or _ORG_CONTEXT.search(before):
+        return "organization"
+    if head in _PLACE_HEADS or _PLACE_CONTEXT.search(before):
+        return "place"
+    if head in _EVENT_HEADS:
+        return "event"
+    if " " not in name and _PERSON_CONTEXT.search(before):
+        return "person"
+    return "other"
+
+
+def _strip_article(name: str) -> str:
+    words = name.strip(" .,!?\"'").split()
+    while words and words[0].lower() in _ARTICLE_WORDS:
+        words.pop(0)
+    out = " ".join(words)
+    return out.removesuffix("'s")
+
+
+def _entity_key(name: str) -> str:
+    """The form two mentions must share to be one entity: case, articles and possessives ignored."""
+    words = re.sub(r"[^\w\s+&'-]", " ", name.lower()).split()
+    while words and (words[0] in _NP_DETERMINERS or (words[0].endswith("'s") and len(words) > 1)):
+        words.pop(0)
+    key = " ".join(words).removesuffix("'s")
+    return key
+
+
+def _word_at(text: str, i: int, n: int) -> bool:
+    before = text[i - 1] if i > 0 else " "
+    after = text[i + n] if i + n < len(text) else " "
+    return not before.isalnum() and not after.isalnum()

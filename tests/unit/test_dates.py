@@ -1,0 +1,141 @@
+"""Relative-date resolution: phrases, base times and what they must resolve to."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from memsvc.extraction.dates import (
+    has_trigger,
+    main_date,
+    resolve_dates,
+    rewrite_relative,
+    tense_of,
+    valid_from,
+)
+
+MON_8_MAY = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)  # LoCoMo conv-26 session 1: a Monday
+THU_25_MAY = datetime(2023, 5, 25, 13, 14, tzinfo=UTC)
+SAT_15_JUL = datetime(2023, 7, 15, 13, 51, tzinfo=UTC)
+SUN_14_MAY = datetime(2023, 5, 14, 10, 0, tzinfo=UTC)
+
+# (text, base, expected span, expected date, granularity)
+CASES = [
+    # LoCoMo turns, with the session times they were said at (conv-26 unless noted).
+    ("I went to a LGBTQ support group yesterday and it was so powerful.", MON_8_MAY, "yesterday",
+     date(2023, 5, 7), "day"),
+    ("I ran a charity race for mental health last Saturday", THU_25_MAY, "last Saturday",
+     date(2023, 5, 20), "day"),
+    ("We're thinking about going camping next month.", THU_25_MAY, "next month", date(2023, 6, 1), "month"),
+    ("Yeah, I painted that lake sunrise last year!", MON_8_MAY, "last year", date(2022, 1, 1), "year"),
+    ("I wanted to tell you about my school event last week.", datetime(2023, 6, 9, 19, 55, tzinfo=UTC),
+     "last week", date(2023, 5, 29), "week"),
+    ("Last Fri I finally took my kids to a pottery workshop.", SAT_15_JUL, "Last Fri",
+     date(2023, 7, 14), "day"),
+    ("I had a quiet weekend after we went camping with my fam two weekends ago.",
+     datetime(2023, 7, 17, 14, 31, tzinfo=UTC), "two weekends ago", date(2023, 7, 8), "week"),
+    ("I just joined a new LGBTQ activist group last Tues.", datetime(2023, 7, 20, 20, 56, tzinfo=UTC),
+     "last Tues", date(2023, 7, 18), "day"),
+    ("Last night was amazing!", datetime(2023, 8, 14, 14, 24, tzinfo=UTC), "Last night",
+     date(2023, 8, 13), "day"),
+    ("I had a wicked day out with the gang last weekend", datetime(2023, 9, 13, 0, 9, tzinfo=UTC),
+     "last weekend", date(2023, 9, 9), "week"),
+    ("A friend made it for my 18th birthday ten years ago.", datetime(2023, 6, 27, 10, 37, tzinfo=UTC),
+     "ten years ago", date(2013, 1, 1), "year"),
+    ("I'm going to a transgender conference this month.", datetime(2023, 7, 3, 13, 36, tzinfo=UTC),
+     "this month", date(2023, 7, 1), "month"),
+    ("Lost my job as a banker yesterday", datetime(2023, 1, 20, 16, 4, tzinfo=UTC), "yesterday",  # conv-30
+     date(2023, 1, 19), "day"),
+    # Phrases dateparser alone gets wrong or cannot read.
+    ("this past Friday I sang", MON_8_MAY, "this past Friday", date(2023, 5, 5), "day"),
+    ("I did it the week before.", MON_8_MAY, "the week before", date(2023, 5, 1), "week"),
+    ("the week before last I swam", MON_8_MAY, "the week before last", date(2023, 4, 24), "week"),
+    ("we went hiking last weekend", SUN_14_MAY, "last weekend", date(2023, 5, 6), "week"),
+    ("we are camping this weekend", SUN_14_MAY, "this weekend", date(2023, 5, 13), "week"),
+    ("I joined this Monday", datetime(2023, 5, 10, tzinfo=UTC), "this Monday", date(2023, 5, 8), "day"),
+    ("I'll see them this Monday", datetime(2023, 5, 10, tzinfo=UTC), "this Monday", date(2023, 5, 15), "day"),
+    ("last May we met", MON_8_MAY, "last May", date(2022, 5, 1), "month"),
+    ("I'll go next Saturday", SAT_15_JUL, "next Saturday", date(2023, 7, 22), "day"),
+    ("I went on Friday", MON_8_MAY, "on Friday", date(2023, 5, 5), "day"),
+    ("I will go on Friday", MON_8_MAY, "on Friday", date(2023, 5, 12), "day"),
+    ("Got the tattoo a few years ago", datetime(2023, 2, 8, tzinfo=UTC), "a few years ago",
+     date(2020, 1, 1), "year"),
+    ("it happened a couple of weeks ago", MON_8_MAY, "a couple of weeks ago", date(2023, 4, 24), "week"),
+    ("we leave in two weeks", MON_8_MAY, "in two weeks", date(2023, 5, 22), "week"),
+    ("I started transitioning three years ago", MON_8_MAY, "three years ago", date(2020, 1, 1), "year"),
+    ("the day before yesterday", MON_8_MAY, "the day before yesterday", date(2023, 5, 6), "day"),
+    # Absolute dates.
+    ("I've painted since 2016", MON_8_MAY, "since 2016", date(2016, 1, 1), "year"),
+    ("I was there on 5 May", MON_8_MAY, "on 5 May", date(2023, 5, 5), "day"),
+    ("her birthday is August 13", MON_8_MAY, "August 13", date(2022, 8, 13), "day"),
+    ("we moved in May 2022", MON_8_MAY, "in May 2022", date(2022, 5, 1), "month"),
+    ("we met on 13 March 2021", MON_8_MAY, "on 13 March 2021", date(2021, 3, 13), "day"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "base", "span", "expected", "granularity"), CASES)
+def test_resolves(text: str, base: datetime, span: str, expected: date, granularity: str) -> None:
+    found = resolve_dates(text, base)
+    assert [d.span for d in found] == [span]
+    (d,) = found
+    assert d.value == datetime(expected.year, expected.month, expected.day, tzinfo=base.tzinfo)
+    assert d.granularity == granularity
+    assert text[d.start : d.end] == span
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I may go to the park",  # "may" the verb
+        "Cyberpunk 2077 is great",  # a number, not a year
+        "It was a while ago",
+        "We should march for it",
+        "I love Fridays",  # a habit, not a date
+        "See you soon!",
+        "the week before my birthday",  # anchored to something we cannot date
+    ],
+)
+def test_no_date(text: str) -> None:
+    assert resolve_dates(text, MON_8_MAY) == []
+
+
+def test_keeps_the_base_timezone_and_wall_clock() -> None:
+    # 23:30 in New York is already the next day in UTC; "yesterday" is about the speaker's day.
+    ny = timezone(timedelta(hours=-4))
+    (d,) = resolve_dates("I went yesterday", datetime(2023, 5, 8, 23, 30, tzinfo=ny))
+    assert d.value == datetime(2023, 5, 7, tzinfo=ny)
+
+
+def test_labels_and_rewrite() -> None:
+    text = "I ran a race last Saturday and we go camping next month, since 2016 too"
+    dates = resolve_dates(text, THU_25_MAY)
+    assert [d.label for d in dates] == ["20 May 2023", "June 2023", "2016"]
+    assert [d.relative for d in dates] == [True, True, False]
+    assert (
+        rewrite_relative(text, dates)
+        == "I ran a race on 20 May 2023 and we go camping in June 2023, since 2016 too"
+    )
+    weekend = resolve_dates("camping two weekends ago", datetime(2023, 7, 17, tzinfo=UTC))
+    assert rewrite_relative("camping two weekends ago", weekend) == "camping on the weekend of 8 July 2023"
+    vague = resolve_dates("a few years ago", MON_8_MAY)
+    assert vague[0].approximate and vague[0].phrase == "around 2020"
+
+
+def test_main_date_prefers_the_relative_phrase() -> None:
+    dates = resolve_dates("Painting since 2016, and yesterday I finished one", MON_8_MAY)
+    main = main_date(dates)
+    assert main is not None and main.span == "yesterday"
+    assert main_date([]) is None
+    assert valid_from("Painting since 2016, and yesterday I finished one", MON_8_MAY) == datetime(
+        2023, 5, 7, tzinfo=UTC
+    )
+    assert valid_from("I love painting", MON_8_MAY) is None
+
+
+def test_tense_and_trigger() -> None:
+    assert tense_of("I'm going hiking on Saturday") == "future"
+    assert tense_of("I'll call") == "future"
+    assert tense_of("I went hiking on Saturday") == "past"
+    assert has_trigger("see you on Friday") and has_trigger("back in 2019")
+    assert not has_trigger("I love painting and pottery")

@@ -1,0 +1,253 @@
+"""RulesExtractor on real LoCoMo conversations and on small hand-made cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from memsvc.extraction import Extraction, RulesExtractor, Turn
+
+_REPO = Path(__file__).resolve().parents[2]
+_LOCOMO = next(
+    (p for p in (_REPO / "shared/data/locomo", _REPO.parent / "shared/data/locomo") if p.is_dir()),
+    None,
+)
+AT = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+
+
+@cache
+def locomo_session(conv: str, n: int) -> tuple[Turn, ...]:
+    """One LoCoMo session as ingest would hand it over: photo captions appended as "[photo: ...]"."""
+    if _LOCOMO is None:
+        pytest.skip("LoCoMo data (shared/data/locomo) not found")
+    data = json.loads((_LOCOMO / f"{conv}.json").read_text())
+    at = datetime.strptime(data[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+    return tuple(
+        Turn(
+            t["dia_id"],
+            "user",
+            t["speaker"],
+            t["text"] + (f" [photo: {t['blip_caption']}]" if t.get("blip_caption") else ""),
+            at,
+            f"{conv}-{n}",
+        )
+        for t in data[f"session_{n}"]
+    )
+
+
+@cache
+def extracted(conv: str, n: int) -> Extraction:
+    return RulesExtractor().extract(locomo_session(conv, n))
+
+
+def facts_from(result: Extraction, message_id: str) -> list[str]:
+    return [f.content for f in result.facts if message_id in f.source_message_ids]
+
+
+def chat(*lines: tuple[str, str], at: datetime = AT) -> list[Turn]:
+    return [Turn(f"m{i}", "user", speaker, text, at) for i, (speaker, text) in enumerate(lines, 1)]
+
+
+# -- real conversations -----------------------------------------------------------------------------
+
+
+def test_statement_becomes_a_third_person_fact_citing_exactly_its_turn() -> None:
+    result = extracted("conv-26", 1)
+    (fact,) = [f for f in result.facts if f.source_message_ids == ("D1:3",)]
+    # "I went to a LGBTQ support group yesterday and it was so powerful." said by Caroline on 8 May 2023
+    assert fact.content.startswith("Caroline went to a LGBTQ support group on 7 May 2023")
+    assert fact.subject == "Caroline"
+    assert fact.kind == "event"
+    assert fact.valid_from == datetime(2023, 5, 7, tzinfo=UTC)
+
+
+def test_questions_and_greetings_state_no_fact() -> None:
+    result = extracted("conv-26", 1)
+    # D1:1 "Hey Mel! Good to see you! How have you been?"; D1:10 "Wow, Caroline! What kinda jobs are
+    # you thinkin' of? Anything that stands out?"
+    assert facts_from(result, "D1:1") == []
+    assert facts_from(result, "D1:10") == []
+    solo = RulesExtractor().extract(
+        chat(("Ann", "Did you go to the park yesterday?"), ("Bob", "Thanks, Ann!"))
+    )
+    assert solo.facts == []
+
+
+def test_relative_dates_resolve_against_the_session_time() -> None:
+    result = extracted("conv-26", 2)  # 1:14 pm on 25 May 2023, a Thursday
+    (race,) = [f for f in result.facts if "charity race" in f.content]
+    assert race.source_message_ids == ("D2:1",)
+    assert race.valid_from == datetime(2023, 5, 20, tzinfo=UTC)  # "last Saturday"
+    assert "20 May 2023" in race.content
+    (camping,) = [f for f in result.facts if "camping" in f.content]
+    assert camping.kind == "plan"
+    assert camping.valid_from == datetime(2023, 6, 1, tzinfo=UTC)  # "next month"
+    assert "June 2023" in camping.content
+
+
+def test_photo_caption_becomes_a_shared_photo_event() -> None:
+    result = extracted("conv-26", 1)
+    photos = [f for f in result.facts if "shared a photo" in f.content]
+    assert any(
+        f.content == "Caroline shared a photo of a dog walking past a wall with a painting of a woman"
+        and f.source_message_ids == ("D1:5",)
+        and f.kind == "event"
+        for f in photos
+    )
+
+
+def test_provenance_is_precise_on_whole_sessions() -> None:
+    for conv, n in (("conv-26", 1), ("conv-26", 2), ("conv-30", 1), ("conv-41", 3)):
+        session = locomo_session(conv, n)
+        ids = {t.message_id for t in session}
+        result = extracted(conv, n)
+        assert len(result.facts) >= len(session) // 3, "a session yields a fair number of facts"
+        for f in result.facts:
+            assert 1 <= len(f.source_message_ids) <= 3
+            assert set(f.source_message_ids) <= ids
+            assert f.content and not f.content.lower().startswith(("i ", "i'm ", "my "))
+        for e in result.entities:
+            assert e.source_message_ids and set(e.source_message_ids) <= ids
+        names = {e.name for e in result.entities}
+        for r in result.relations:
+            assert r.subject in names and r.object in names
+            assert 1 <= len(r.source_message_ids) <= 3
+
+
+def test_relation_and_entities_from_a_real_turn() -> None:
+    result = extracted("conv-26", 1)
+    assert any(
+        (r.subject, r.predicate, r.object, r.source_message_ids)
+        == ("Caroline", "went_to", "LGBTQ support group", ("D1:3",))
+        for r in result.relations
+    )
+    entities = {e.name: e for e in result.entities}
+    assert entities["Caroline"].type == "person"
+    assert entities["LGBTQ support group"].source_message_ids == ("D1:3",)
+    # "Mel" is how Caroline greets Melanie, but merging them is left to ingest's embedding step.
+    assert "Mel" in entities and "Melanie" in entities
+    assert entities["Mel"].source_message_ids == ("D1:1", "D1:17")
+
+
+def test_subjectless_answers_get_the_speaker_as_subject() -> None:
+    result = extracted("conv-26", 2)
+    # D2:8 "Researching adoption agencies — it's been a dream to have a family ..."
+    assert any(c.startswith("Caroline is researching adoption agencies") for c in facts_from(result, "D2:8"))
+    # D2:9 "Wow, Caroline! That's awesome! Taking in kids in need - you're so kind." is a reaction
+    # by Melanie, not news about Melanie.
+    assert not any(c.startswith("Melanie is taking") for c in facts_from(result, "D2:9"))
+
+
+def test_is_deterministic() -> None:
+    session = locomo_session("conv-26", 2)
+    assert RulesExtractor().extract(session) == RulesExtractor().extract(session)
+
+
+# -- hand-made cases --------------------------------------------------------------------------------
+
+
+def test_first_person_is_rewritten_with_verb_agreement() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Caroline", "I'm a counselor and I have two kids."),
+            ("Melanie", "I am so tired, my husband took me to the beach and I love it there."),
+            ("Caroline", "I've been painting a lot lately."),
+        )
+    )
+    contents = [f.content for f in result.facts]
+    assert "Caroline is a counselor" in contents
+    assert "Caroline has two kids" in contents
+    assert "Melanie is so tired, Melanie's husband took Melanie to the beach" in contents
+    assert "Melanie loves it there" in contents
+    assert "Caroline has been painting a lot lately" in contents
+
+
+def test_kinds() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I love hiking in the mountains."),
+            ("Bob", "I'm going to visit Paris next month."),
+            ("Ann", "I adopted a puppy last week."),
+            ("Bob", "I work as a nurse at the city hospital."),
+        )
+    )
+    kinds = {f.source_message_ids[0]: f.kind for f in result.facts}
+    assert kinds == {"m1": "preference", "m2": "plan", "m3": "event", "m4": "fact"}
+    plan = next(f for f in result.facts if f.kind == "plan")
+    assert plan.content == "Bob is going to visit Paris in June 2023"
+    assert plan.valid_from == datetime(2023, 6, 1, tzinfo=UTC)
+    fact = next(f for f in result.facts if f.kind == "fact")
+    assert fact.valid_from == AT  # no date in the text: the turn's time
+
+
+def test_you_is_resolved_only_between_two_people() -> None:
+    two = RulesExtractor().extract(chat(("Ann", "Hi Bob!"), ("Bob", "You're such a talented painter, Ann!")))
+    assert [(f.content, f.subject) for f in two.facts] == [("Ann is such a talented painter", "Ann")]
+    three = RulesExtractor().extract(
+        chat(("Ann", "Hi all!"), ("Bob", "You're such a talented painter!"), ("Cy", "Hello."))
+    )
+    assert three.facts == []
+
+
+def test_yes_answer_cites_the_question_too() -> None:
+    result = RulesExtractor().extract(
+        chat(("Melanie", "Did you finish the painting of the lake?"), ("Caroline", "Yes, I did!"))
+    )
+    (fact,) = result.facts
+    assert fact.content == "Caroline finished the painting of the lake"
+    assert fact.source_message_ids == ("m1", "m2")
+    assert fact.subject == "Caroline"
+    no = RulesExtractor().extract(chat(("Ann", "Have you been to Rome?"), ("Bob", "No, never.")))
+    assert [f.content for f in no.facts] == ["Bob has not been to Rome"]
+
+
+def test_entity_variants_merge_with_exact_provenance() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I visited Riverside Park yesterday."),
+            ("Bob", "Nice, how was it?"),
+            ("Ann", "The Riverside Park's trails are lovely, I went to riverside park twice."),
+        )
+    )
+    parks = [e for e in result.entities if e.name.lower() == "riverside park"]
+    assert len(parks) == 1
+    (park,) = parks
+    assert park.name == "Riverside Park"
+    assert park.type == "place"
+    assert park.source_message_ids == ("m1", "m3")  # not m2, which does not mention it
+    assert any(r.predicate == "visited" and r.object == "Riverside Park" for r in result.relations)
+
+
+def test_named_people_and_pets() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "My sister Jolene bought a house in Tampa."),
+            ("Bob", "Cool! Jolene is lucky."),
+            ("Ann", "We have a dog named Oliver."),
+        )
+    )
+    entities = {e.name: e for e in result.entities}
+    assert entities["Jolene"].type == "person"
+    assert entities["Jolene"].source_message_ids == ("m1", "m2")
+    assert entities["Tampa"].type == "place"
+    assert entities["Oliver"].type == "other"
+    triples = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert ("Ann", "has_sister", "Jolene") in triples
+    assert ("Ann", "has_dog", "Oliver") in triples
+
+
+def test_system_and_unnamed_assistant_turns_are_not_facts() -> None:
+    turns = [
+        Turn("s", "system", "system", "You are a helpful assistant.", AT),
+        Turn("u", "user", "user", "I moved to Berlin last year.", AT),
+        Turn("a", "assistant", "assistant", "I am happy to help you settle in.", AT),
+    ]
+    result = RulesExtractor().extract(turns)
+    assert [(f.content, f.source_message_ids) for f in result.facts] == [
+        ("User moved to Berlin in 2022", ("u",))
+    ]
+    assert RulesExtractor().extract([]).facts == []
