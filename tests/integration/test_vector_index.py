@@ -6,7 +6,6 @@ import time
 import uuid
 
 import numpy as np
-
 from sqlalchemy import select
 
 from memsvc.database import libpq_url
