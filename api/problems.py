@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, NotReady, Unauthorized
+
+log = logging.getLogger("memsvc.api")
 
 STATUS: dict[type[MemsvcError], int] = {
     InvalidInput: 422,
@@ -41,6 +44,11 @@ def install(app: FastAPI) -> None:
         ]
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
         return problem(422, "invalid input", summary, code="invalid_input", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "internal error", "the server failed; the error is in its log", code="internal")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

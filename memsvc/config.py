@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'"
     )
     embedding_batch_size: int = 128
+    embedding_threads: int = Field(
+        default=1,
+        description="CPU threads torch may use (0 = torch's default). One thread per call avoids the "
+        "spin-wait contention that made a single query 20x slower on a busy 2-core machine",
+    )
 
     # Ingest
     extractor: Literal["rules", "llm"] = "rules"

@@ -45,10 +45,19 @@ class SentenceTransformerEmbedder:
     """sentence-transformers behind `Embedder`, batched, fp16 on CUDA, thread-safe."""
 
     def __init__(
-        self, model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128
+        self,
+        model_name: str = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        batch_size: int = 128,
+        threads: int = 0,
     ) -> None:
         self.model_name = model_name
         self.device = resolve_device(device)
+        if threads > 0 and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._model = self._load(model_name, self.device)
@@ -101,10 +110,14 @@ _shared: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}
 _shared_lock = threading.Lock()
 
 
-def get_embedder(model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128) -> Embedder:
+def get_embedder(
+    model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128, threads: int = 0
+) -> Embedder:
     """A process-wide embedder per (model, device): loading a model costs seconds and memory."""
     key = (model_name, resolve_device(device), batch_size)
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = SentenceTransformerEmbedder(model_name, device=device, batch_size=batch_size)
+            _shared[key] = SentenceTransformerEmbedder(
+                model_name, device=device, batch_size=batch_size, threads=threads
+            )
         return _shared[key]

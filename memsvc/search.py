@@ -1,8 +1,10 @@
 """The read path: find the memories that answer a query, and assemble them into a context block.
 
-Candidates come from Postgres: dense similarity (pgvector, cosine) and full-text relevance
-over the user's memories, scoped by tenant, user, type, status and time. `memsvc.ranking`
-fuses the signals; provenance is attached to what is returned.
+Every memory of the user takes part (`memsvc.corpus`): dense similarity to the query, BM25 over
+the turn and the turn before it, the speaker the query names, time cues, and the user's graph
+(entities the query names, spread to their neighbours by personalised PageRank). `memsvc.ranking`
+fuses the signals, passes score to the turn before an answer, removes near-duplicates and merges
+adjacent turns into one result of at most a few turns, so provenance stays precise.
 """
 
 from __future__ import annotations
@@ -10,93 +12,257 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.orm import Session
+import networkx as nx
+import numpy as np
 
-from memsvc import store
+from memsvc.corpus import CorpusCache, CorpusRow, UserCorpus
+from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
-from memsvc.models import TSV_CONFIG, Memory
+from memsvc.ranking import (
+    Candidate,
+    RankedResult,
+    RankingConfig,
+    analyze_query,
+    build_results,
+    fuse_scores,
+    propagate_neighbours,
+    tokenize,
+)
 from memsvc.schemas import ContextRequest, ContextResponse, MemoryOut, SearchRequest
 from memsvc.tenants import TenantContext
+from memsvc.vector_index import DenseHit
 
-CANDIDATES = 50  # per signal; fusion picks the final `limit` from their union
-RRF_K = 60.0
+# Questions about how things were: superseded facts are not pushed down for these.
+PAST_QUERY = re.compile(
+    r"\b(used to|before|previously|formerly|originally|at first|back (then|in)|earlier|ago|last year"
+    r"|in (19|20)\d\d|was|were|did)\b",
+    re.IGNORECASE,
+)
+_RANKING_KIND = {"turn": "turn", "session": "digest"}  # everything semantic ranks as a fact
+CONTEXT_CANDIDATES = 30
 
 
-def _scope(ctx: TenantContext, request: SearchRequest | ContextRequest) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = [
-        Memory.tenant_id == ctx.tenant_id,
-        Memory.user_id == request.user_id,
-    ]
-    types = getattr(request, "types", None)
-    if types:
-        memory_types = [t for t in types if t in ("episodic", "semantic")]
-        clauses.append(Memory.type.in_(memory_types or ["-"]))
-    as_of: datetime | None = request.as_of
-    if as_of is None:
-        clauses.append(Memory.status == "active")
-    else:
-        # The world as it was: what had been said by then and was still valid then.
-        clauses += [
-            Memory.event_at <= as_of,
-            Memory.status != "archived",
-            or_(Memory.valid_to.is_(None), Memory.valid_to > as_of),
-        ]
-    filters: dict[str, Any] = getattr(request, "filters", None) or {}
-    for key in ("agent_id", "session_id", "kind"):
-        if key in filters:
-            value = filters[key]
-            if not isinstance(value, str):
-                raise InvalidInput(f"filters.{key} must be a string")
-            clauses.append(getattr(Memory, key) == value)
-    if "metadata" in filters:
-        if not isinstance(filters["metadata"], dict):
-            raise InvalidInput("filters.metadata must be an object")
-        clauses.append(Memory.metadata_.contains(filters["metadata"]))
-    return clauses
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """Global settings of the read path (measured on LoCoMo; see BENCHMARKS.md)."""
+
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    # Memories mentioning an entity the query names, or one near it in the graph (in z units).
+    graph_boost: float = 0.5
+    graph_damping: float = 0.85
+    # A superseded fact, for a question about the present, ranks this much lower (in z units).
+    superseded_penalty: float = 2.0
+    # GPU read path: BM25 rows added to the dense top-k pool.
+    pool_size: int = 128
 
 
 class SearchEngine:
-    def __init__(self, embedder: Embedder) -> None:
+    """Search over one user's memories. With a `DenseRetriever` (the GPU read path) the dense
+    stage is its batched top-k over the device-resident index, and ranking runs on that pool plus
+    the BM25 top and their neighbouring turns; without one, every row is scored on the CPU."""
+
+    def __init__(
+        self, embedder: Embedder, config: SearchConfig | None = None, dense: DenseRetriever | None = None
+    ) -> None:
         self.embedder = embedder
+        self.config = config or SearchConfig()
+        self.corpora = CorpusCache()
+        self.dense = dense
 
-    def search(self, session: Session, ctx: TenantContext, request: SearchRequest) -> list[MemoryOut]:
-        """Best-first memories for `request.query`, each with its `source_message_ids`."""
-        vector = self.embedder.embed([request.query])[0]
-        scope = and_(*_scope(ctx, request))
-        distance = Memory.embedding.cosine_distance(vector)
-        dense = session.execute(
-            select(Memory, (1 - distance).label("similarity"))
-            .where(scope)
-            .order_by(distance)
-            .limit(CANDIDATES)
-        ).all()
-        query = func.websearch_to_tsquery(TSV_CONFIG, request.query)
-        rank = func.ts_rank_cd(Memory.tsv, query)
-        lexical = session.execute(
-            select(Memory, rank.label("rank"))
-            .where(scope, Memory.tsv.op("@@")(query))
-            .order_by(rank.desc())
-            .limit(CANDIDATES)
-        ).all()
-        fused = _rrf([[row.Memory for row in dense], [row.Memory for row in lexical]])
-        top = fused[: request.limit]
-        sources = store.sources_of(session, [m.id for m, _ in top])
-        return [store.memory_out(m, sources.get(m.id, []), score) for m, score in top]
+    def search(self, session: object, ctx: TenantContext, request: SearchRequest) -> list[MemoryOut]:
+        """Best-first memories for `request.query`, each with the message ids it came from."""
+        from sqlalchemy.orm import Session
 
-    def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
+        assert isinstance(session, Session)
+        corpus = self.corpora.get(session, ctx.tenant_id, request.user_id)
+        if not corpus.rows:
+            return []
+        if self.dense is None:
+            return self.rank(corpus, request, self.embedder.embed([request.query])[0])
+        partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
+        query_vector, hits = self.dense(request.query, partition)
+        return self.rank(corpus, request, query_vector, dense_hits=hits)
+
+    def rank(
+        self,
+        corpus: UserCorpus,
+        request: SearchRequest,
+        query_vector: np.ndarray,
+        dense_hits: Sequence[DenseHit] | None = None,
+    ) -> list[MemoryOut]:
+        """Rank a user's corpus for one query (the part of search after the I/O)."""
+        eligible = _eligible(corpus.rows, request)
+        if not eligible:
+            return []
+        query_vector = query_vector.astype(np.float32)
+        lexical_all = corpus.bm25.score(request.query)
+        stats = None
+        if dense_hits is not None:
+            eligible = _pool(corpus, eligible, dense_hits, lexical_all, self.config.pool_size)
+            stats = corpus.dense_stats(query_vector)
+        dense = corpus.vectors[eligible] @ query_vector
+        lexical = lexical_all[eligible]
+        rows = [corpus.rows[i] for i in eligible]
+        candidates = [
+            Candidate(
+                id=str(row.id),
+                content=row.line,
+                kind=_RANKING_KIND.get(row.kind, "fact"),  # type: ignore[arg-type]
+                speaker=row.speaker if row.kind == "turn" else None,
+                event_time=row.event_at,
+                session=row.session_id if row.kind == "turn" else None,
+                position=row.position if row.kind == "turn" else None,
+                source_message_ids=row.source_message_ids,
+                dense=float(d),
+                lexical=float(lx),
+            )
+            for row, d, lx in zip(rows, dense, lexical, strict=True)
+        ]
+        analysis = analyze_query(request.query, corpus.speakers)
+        scores = fuse_scores(candidates, analysis, self.config.ranking, dense_stats=stats)
+        scores += self._graph_bonus(corpus, rows, request.query, analysis.named_speakers)
+        if request.as_of is None and not PAST_QUERY.search(request.query):
+            scores -= self.config.superseded_penalty * np.fromiter(
+                (row.status == "superseded" for row in rows), dtype=np.float64, count=len(rows)
+            )
+        scores = propagate_neighbours(candidates, scores, self.config.ranking)
+        ranking = RankingConfig(
+            **{**_fields(self.config.ranking), "max_results": max(request.limit, 1)}  # type: ignore[arg-type]
+        )
+        by_id = {str(row.id): row for row in rows}
+        return [_result_out(result, by_id) for result in build_results(candidates, scores, ranking)]
+
+    def _graph_bonus(
+        self, corpus: UserCorpus, rows: Sequence[CorpusRow], query: str, speakers: Sequence[str]
+    ) -> np.ndarray:
+        """Personalised PageRank from the entities the query names (speakers aside: the speaker
+        boost covers them), turned into a bonus for the memories that mention those entities."""
+        bonus = np.zeros(len(rows), dtype=np.float64)
+        if not self.config.graph_boost or not corpus.entities:
+            return bonus
+        seeds = _named_entities(query, corpus, {s.lower() for s in speakers})
+        if not seeds:
+            return bonus
+        graph = nx.Graph()
+        graph.add_nodes_from(seeds)
+        graph.add_edges_from(corpus.edges)
+        weights = nx.pagerank(
+            graph, alpha=self.config.graph_damping, personalization=dict.fromkeys(seeds, 1.0)
+        )
+        top = max(weights.values())
+        for i, row in enumerate(rows):
+            mentioned = corpus.mentions.get(row.id)
+            if mentioned:
+                bonus[i] = self.config.graph_boost * max(weights.get(e, 0.0) for e in mentioned) / top
+        return bonus
+
+    def context(self, session: object, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         """A prompt-ready block under `max_tokens`: current facts, then events in time order, each
         line tagged with its date, speaker and the ids of the messages it came from."""
         results = self.search(
             session,
             ctx,
-            SearchRequest(query=request.query, user_id=request.user_id, limit=30, as_of=request.as_of),
+            SearchRequest(
+                query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
+            ),
         )
         return assemble_context(results, request.max_tokens)
+
+
+def _pool(
+    corpus: UserCorpus, eligible: list[int], hits: Sequence[DenseHit], lexical: np.ndarray, size: int
+) -> list[int]:
+    """The rows ranking looks at when the dense stage gave only a top-k: those hits, the BM25 top,
+    and the turn before each (it may inherit an answer's score), still only eligible rows."""
+    allowed = set(eligible)
+    row_of = corpus.row_index()
+    chosen = {row_of[h.memory_id] for h in hits if h.memory_id in row_of}
+    chosen.update(int(i) for i in np.argsort(-lexical, kind="stable")[:size] if lexical[i] > 0)
+    previous = corpus.previous_turn()
+    chosen.update(previous[i] for i in list(chosen) if i in previous)
+    return sorted(chosen & allowed)
+
+
+def _fields(config: RankingConfig) -> dict[str, object]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[uuid.UUID]:
+    """Entities whose (normalised) name or alias appears in the query as whole words."""
+    words = " " + " ".join(re.findall(r"[a-z0-9']+", query.lower())) + " "
+    stems = set(tokenize(query))
+    seeds = []
+    for name, entity_id in corpus.entities.items():
+        if name in speakers or len(name) < 3:
+            continue
+        if f" {name} " in words or (" " not in name and name in stems):
+            seeds.append(entity_id)
+    return list(dict.fromkeys(seeds))
+
+
+def _eligible(rows: Sequence[CorpusRow], request: SearchRequest) -> list[int]:
+    types = set(request.types or ("episodic", "semantic"))
+    filters = request.filters or {}
+    for key in ("agent_id", "session_id", "kind"):
+        if key in filters and not isinstance(filters[key], str):
+            raise InvalidInput(f"filters.{key} must be a string")
+    metadata = filters.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("filters.metadata must be an object")
+    as_of = request.as_of
+    out = []
+    for i, row in enumerate(rows):
+        if row.type not in types or row.status == "archived":
+            continue
+        if any(
+            key in filters and getattr(row, key) != filters[key] for key in ("agent_id", "session_id", "kind")
+        ):
+            continue
+        if metadata and any(row.metadata.get(k) != v for k, v in metadata.items()):
+            continue
+        if as_of is not None and not (
+            row.event_at <= as_of
+            and (row.valid_from is None or row.valid_from <= as_of)
+            and (row.valid_to is None or row.valid_to > as_of)
+        ):
+            continue
+        out.append(i)
+    return out
+
+
+def _result_out(result: RankedResult, rows: dict[str, CorpusRow]) -> MemoryOut:
+    members = [rows[m.id] for m in result.members]
+    first = members[0]
+    if len(members) == 1:
+        content, kind, metadata = first.content, first.kind, first.metadata
+    else:
+        # Adjacent turns merged into one excerpt: one slot, provenance still exact.
+        content = "\n".join(m.line for m in members)
+        kind, metadata = "excerpt", {"memory_ids": [str(m.id) for m in members]}
+    return MemoryOut(
+        id=first.id,
+        type=first.type,  # type: ignore[arg-type]
+        kind=kind,
+        content=content,
+        score=result.score,
+        user_id=None,
+        agent_id=first.agent_id,
+        session_id=first.session_id,
+        speaker=first.speaker if len(members) == 1 else None,
+        role=first.role if len(members) == 1 else None,
+        created_at=first.created_at,
+        event_at=first.event_at,
+        valid_from=first.valid_from,
+        valid_to=first.valid_to,
+        status=first.status,
+        pinned=first.pinned,
+        source_message_ids=list(result.source_message_ids),
+        metadata=metadata,
+    )
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -108,11 +274,12 @@ def count_tokens(text: str) -> int:
 
 
 def _line(item: MemoryOut) -> str:
-    when = item.valid_from or item.event_at or item.created_at
+    when = item.valid_from if item.type == "semantic" and item.valid_from else item.event_at
     date = f"[{when.date().isoformat()}] " if when else ""
-    who = f"{item.speaker}: " if item.type == "episodic" and item.kind == "turn" and item.speaker else ""
+    who = f"{item.speaker}: " if item.kind == "turn" and item.speaker else ""
+    body = item.content.replace("\n", " / ")
     refs = ",".join(item.source_message_ids[:5]) + ("…" if len(item.source_message_ids) > 5 else "")
-    return f"- {date}{who}{item.content} (src: {refs})"
+    return f"- {date}{who}{body} (src: {refs})"
 
 
 def assemble_context(results: Sequence[MemoryOut], max_tokens: int) -> ContextResponse:
@@ -122,8 +289,6 @@ def assemble_context(results: Sequence[MemoryOut], max_tokens: int) -> ContextRe
     chosen: list[tuple[MemoryOut, str]] = []
     used = 0
     for item in results:
-        if item.type == "episodic" and item.kind == "session":
-            continue  # a digest repeats turns; the turns themselves are better evidence
         line = _line(item)
         cost = count_tokens(line) + 1
         if used + cost > budget:
@@ -144,14 +309,3 @@ def assemble_context(results: Sequence[MemoryOut], max_tokens: int) -> ContextRe
     return ContextResponse(
         context=context, items=[i for i, _ in facts + events], tokens=count_tokens(context)
     )
-
-
-def _rrf(rankings: Sequence[Sequence[Memory]]) -> list[tuple[Memory, float]]:
-    scores: dict[uuid.UUID, float] = {}
-    by_id: dict[uuid.UUID, Memory] = {}
-    for ranking in rankings:
-        for rank, memory in enumerate(ranking):
-            by_id[memory.id] = memory
-            scores[memory.id] = scores.get(memory.id, 0.0) + 1.0 / (RRF_K + rank + 1)
-    order = sorted(scores, key=lambda i: -scores[i])
-    return [(by_id[i], scores[i]) for i in order]

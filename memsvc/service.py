@@ -73,6 +73,7 @@ class MemoryService:
             settings.embedding_model,
             device=settings.embedding_device,
             batch_size=settings.embedding_batch_size,
+            threads=settings.embedding_threads,
         )
         if self.embedder.dim != settings.embedding_dim:
             raise InvalidInput(

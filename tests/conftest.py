@@ -60,7 +60,7 @@ def sql(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 def embedder():  # type: ignore[no-untyped-def]
     from memsvc.embedding import get_embedder
 
-    return get_embedder(device="cpu")
+    return get_embedder(device="cpu", threads=1)
 
 
 @pytest.fixture(scope="session")

@@ -75,10 +75,33 @@ def test_add_then_search_returns_the_turn_first_with_its_message_id(client: Memo
     for message in CONVERSATION:
         results = client.search(message["content"], user_id="alice", types=["episodic"])
         top = results[0]
-        assert top.content == message["content"]
-        assert top.source_message_ids == [message["id"]]
-        assert top.type == "episodic" and top.kind == "turn"
+        assert top.type == "episodic"
+        assert message["id"] in top.source_message_ids
+        assert message["content"] in top.content
         assert top.event_at is not None and top.event_at.isoformat().startswith("2023-05-08")
+        if top.kind == "turn":
+            assert top.content == message["content"] and top.source_message_ids == [message["id"]]
+        else:  # adjacent turns merged into one excerpt: still exactly the turns it quotes
+            assert top.kind == "excerpt" and len(top.source_message_ids) <= 3
+            assert len(top.metadata["memory_ids"]) == len(top.source_message_ids)
+
+    # Among unrelated turns, the turn comes back alone and exact.
+    client.add(
+        [
+            {
+                "role": "user",
+                "name": "Zed",
+                "id": "z1",
+                "content": "The boiler in my flat was replaced on Tuesday.",
+            }
+        ],
+        user_id="alice",
+        session_id="s2",
+        wait=True,
+    )
+    top = client.search("The boiler in my flat was replaced on Tuesday.", user_id="alice")[0]
+    assert top.kind == "turn" and top.source_message_ids == ["z1"]
+    assert top.content == "The boiler in my flat was replaced on Tuesday." and top.speaker == "Zed"
 
 
 def test_add_is_idempotent(client: MemoryClient) -> None:

@@ -1,0 +1,196 @@
+"""Behaviour of the pure ranking recipe (memsvc.ranking): fast, no DB, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memsvc.ranking import (
+    BM25Index,
+    Candidate,
+    RankingConfig,
+    analyze_query,
+    build_results,
+    fuse_scores,
+    has_temporal_expression,
+    propagate_neighbours,
+    rank,
+    tokenize,
+    turn_index_text,
+)
+
+
+def turn(
+    pos: int, text: str, speaker: str = "Caroline", dense: float = 0.0, lexical: float = 0.0, session: int = 1
+) -> Candidate:
+    mid = f"D{session}:{pos}"
+    return Candidate(
+        id=mid,
+        content=f"{speaker}: {text}",
+        kind="turn",
+        speaker=speaker,
+        session=session,
+        position=pos,
+        source_message_ids=(mid,),
+        dense=dense,
+        lexical=lexical,
+    )
+
+
+NO_EXTRAS = RankingConfig(speaker_boost=0.0, temporal_boost=0.0, propagate_from_next=0.0, merge_max_turns=1)
+
+
+def test_temporal_intent_detection() -> None:
+    assert analyze_query("When did Caroline go to the LGBTQ support group?").temporal
+    assert analyze_query("What year did Melanie start painting?").temporal
+    assert analyze_query("How long has Jon had his dance studio?").temporal
+    assert not analyze_query("What did Caroline research?").temporal
+    assert not analyze_query("Where does Melanie go when she is stressed?").temporal  # 'when' not leading
+
+
+def test_named_speakers_whole_word_and_possessive() -> None:
+    a = analyze_query("What is Caroline's identity?", ["Caroline", "Melanie"])
+    assert a.named_speakers == ("Caroline",)
+    assert "Caroline" in a.names
+    assert analyze_query("What did Carolineville do?", ["Caroline"]).named_speakers == ()
+    assert analyze_query("How did Caroline and Melanie meet?", ["Caroline", "Melanie"]).named_speakers == (
+        "Caroline",
+        "Melanie",
+    )
+
+
+def test_temporal_expressions() -> None:
+    assert has_temporal_expression("I went to a support group yesterday")
+    assert has_temporal_expression("We moved here in May 2021")
+    assert has_temporal_expression("two weeks ago I started")
+    assert not has_temporal_expression("I love painting sunsets")
+
+
+def test_tokenize_stems_and_drops_stop_words() -> None:
+    assert tokenize("The paintings were painted") == ["paint", "paint"]
+
+
+def test_bm25_prefers_rare_terms_and_scores_zero_without_match() -> None:
+    idx = BM25Index.build(["pottery class today", "I like my class", "class class class", "nothing here"])
+    s = idx.score("pottery class")
+    assert int(np.argmax(s)) == 0
+    assert s[3] == 0.0
+    assert len(idx) == 4
+
+
+def test_turn_index_text_prepends_previous_turn_only() -> None:
+    assert turn_index_text("Mel: A sunrise", "Caroline: What did you paint?") == (
+        "Caroline: What did you paint?\nMel: A sunrise"
+    )
+    assert turn_index_text("Mel: Hi", None) == "Mel: Hi"
+
+
+def test_fusion_weighted_sum_lets_lexical_overrule_small_dense_lead() -> None:
+    cands = [
+        turn(0, "a", dense=0.50),
+        turn(1, "b", dense=0.48, lexical=5.0),
+        turn(2, "c", dense=0.10),
+        turn(3, "d", dense=0.12),
+    ]
+    order = [r.id for r in rank(cands, "q", config=NO_EXTRAS)]
+    assert order[:2] == ["D1:1", "D1:0"]
+    dense_only = RankingConfig(
+        lexical_weight=0.0, speaker_boost=0.0, temporal_boost=0.0, propagate_from_next=0.0, merge_max_turns=1
+    )
+    assert [r.id for r in rank(cands, "q", config=dense_only)][:2] == ["D1:0", "D1:1"]
+
+
+def test_speaker_boost_only_when_exactly_one_speaker_named() -> None:
+    cands = [
+        turn(0, "x", speaker="Melanie", dense=0.5),
+        turn(5, "y", speaker="Caroline", dense=0.45),
+        turn(9, "z", speaker="Melanie", dense=0.0),
+    ]
+    cfg = RankingConfig(propagate_from_next=0.0, merge_max_turns=1, temporal_boost=0.0)
+    one = fuse_scores(cands, analyze_query("What did Caroline do?", ["Caroline", "Melanie"]), cfg)
+    assert one[1] > one[0]
+    both = fuse_scores(cands, analyze_query("Did Caroline meet Melanie?", ["Caroline", "Melanie"]), cfg)
+    assert both[0] > both[1]
+
+
+def test_temporal_boost_applies_only_to_temporal_queries() -> None:
+    cands = [
+        turn(0, "I painted a lake", dense=0.5),
+        turn(5, "I painted it last year", dense=0.45),
+        turn(9, "hm", dense=0.0),
+    ]
+    cfg = RankingConfig(speaker_boost=0.0, propagate_from_next=0.0, merge_max_turns=1)
+    assert (
+        fuse_scores(cands, analyze_query("When did she paint?"), cfg)[1]
+        > fuse_scores(cands, analyze_query("When did she paint?"), cfg)[0]
+    )
+    plain = fuse_scores(cands, analyze_query("What did she paint?"), cfg)
+    assert plain[0] > plain[1]
+
+
+def test_neighbour_propagation_lifts_the_question_before_a_strong_answer() -> None:
+    cands = [turn(0, "q", dense=0.0), turn(1, "a", dense=0.0), turn(2, "other", session=2, dense=0.0)]
+    base = np.array([0.1, 2.0, 0.5])
+    out = propagate_neighbours(cands, base, RankingConfig(propagate_from_next=0.3))
+    assert out[0] == pytest.approx(0.1 + 0.3 * 2.0)
+    assert out[1] == pytest.approx(2.0)  # nothing after it in session 1
+    assert out[2] == pytest.approx(0.5)  # other session: no neighbour
+    prev = propagate_neighbours(cands, base, RankingConfig(propagate_from_next=0.0, propagate_from_prev=0.5))
+    assert prev[1] == pytest.approx(2.0 + 0.5 * 0.1)
+    negative = propagate_neighbours(cands, np.array([0.0, -3.0, 0.0]), RankingConfig(propagate_from_next=0.3))
+    assert negative[0] == 0.0  # negative scores do not propagate
+
+
+def test_adjacent_turns_merge_into_one_result_within_limits() -> None:
+    cands = [turn(i, f"w{i}") for i in range(6)] + [turn(0, "far", session=9)]
+    scores = np.array([5.0, 4.9, 4.8, 4.7, 0.0, 0.0, 4.0])
+    res = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_depth=5))
+    assert [r.source_message_ids for r in res] == [
+        ("D1:0", "D1:1", "D1:2"),
+        ("D1:3",),  # group full: a new result
+        ("D9:0",),
+        ("D1:4",),  # ranked below merge_depth: not merged
+        ("D1:5",),
+    ]
+    deep = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_depth=15))
+    assert deep[1].source_message_ids == ("D1:3", "D1:4", "D1:5")
+    assert res[0].content == "Caroline: w0\nCaroline: w1\nCaroline: w2"
+    no_budget = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_word_budget=2))
+    assert [len(r.members) for r in no_budget[:4]] == [1, 1, 1, 1]
+    with pytest.raises(ValueError):
+        RankingConfig(merge_max_turns=6)
+
+
+def test_dedup_drops_near_duplicates_and_covered_facts_and_excluded_kinds() -> None:
+    fact = Candidate(
+        id="f1",
+        content="Caroline went to a support group",
+        kind="fact",
+        speaker="Caroline",
+        source_message_ids=("D1:0",),
+    )
+    digest = Candidate(id="s1", content="Session 1: they talked", kind="digest")
+    cands = [
+        turn(0, "I went to a support group"),
+        fact,
+        turn(4, "I went to a support group"),
+        turn(8, "something else"),
+        digest,
+    ]
+    scores = np.array([3.0, 2.9, 2.8, 1.0, 10.0])
+    ids = [r.id for r in build_results(cands, scores, RankingConfig(merge_max_turns=1))]
+    assert ids == ["D1:0", "D1:8"]  # digest excluded, fact covered, D1:4 near-duplicate
+    keep = RankingConfig(merge_max_turns=1, dedup_jaccard=1.0, dedup_covered=False, exclude_kinds=())
+    assert [r.id for r in build_results(cands, scores, keep)] == ["s1", "D1:0", "f1", "D1:4", "D1:8"]
+
+
+def test_ties_prefer_shorter_memories() -> None:
+    cands = [turn(0, "a long long long turn with many words"), turn(5, "short")]
+    res = build_results(cands, np.array([1.0, 1.0]), NO_EXTRAS)
+    assert res[0].id == "D1:5"
+
+
+def test_rank_handles_empty_and_constant_inputs() -> None:
+    assert rank([], "anything") == []
+    same = [turn(i * 3, f"t{i}", dense=0.3) for i in range(3)]
+    assert len(rank(same, "q", config=NO_EXTRAS)) == 3
