@@ -67,9 +67,12 @@ class Settings(BaseSettings):
     )
 
     # Read path
-    search_backend: Literal["auto", "postgres", "gpu"] = Field(
-        default="auto", description="'auto' uses the GPU-resident index when CUDA is available"
+    search_backend: Literal["auto", "exact", "index"] = Field(
+        default="auto",
+        description="'exact' scores every memory of the user on the CPU; 'index' takes the dense stage from "
+        "the device-resident index with batched top-k (on CUDA when present); 'auto' = 'index' with CUDA",
     )
+    dense_top_k: int = Field(default=128, description="'index' backend: dense candidates per query")
     batch_max_wait_ms: float = Field(
         default=2.0, description="dynamic batching: longest wait to fill a batch"
     )

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from memsvc import store
 from memsvc.config import Settings
-from memsvc.database import Database
-from memsvc.embedding import Embedder, get_embedder
+from memsvc.database import Database, libpq_url
+from memsvc.dense import DenseRetriever
+from memsvc.embedding import Embedder, get_embedder, resolve_device
 from memsvc.errors import InvalidInput, NotFound
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
@@ -39,6 +40,7 @@ from memsvc.schemas import (
 )
 from memsvc.search import SearchEngine
 from memsvc.tenants import TenantContext, authenticate
+from memsvc.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ class IngestOutcome:
     status: str
     result: AddResult | None = None
     error: str | None = None
+
+
+def _use_index(settings: Settings) -> bool:
+    if settings.search_backend == "auto":
+        return resolve_device(settings.embedding_device).startswith("cuda")
+    return settings.search_backend == "index"
 
 
 def _user_lock(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
@@ -89,7 +97,33 @@ class MemoryService:
             llm_max_retries=settings.llm_max_retries,
         )
         self.ingestor = Ingestor(self.embedder, self.extractor)
-        self.search_engine = SearchEngine(self.embedder)
+        self.index: VectorIndex | None = None
+        self.dense: DenseRetriever | None = None
+        if _use_index(settings):
+            # The GPU read path: every active vector on the device, synced from the change feed.
+            self.index = VectorIndex(
+                libpq_url(database.url),
+                settings.embedding_dim,
+                device=resolve_device(settings.embedding_device),
+            )
+            self.index.load()
+            self.index.start()
+            self.dense = DenseRetriever(
+                self.embedder,
+                self.index,
+                k=settings.dense_top_k,
+                max_wait_s=settings.batch_max_wait_ms / 1000,
+                max_size=settings.batch_max_size,
+            )
+        self.search_engine = SearchEngine(self.embedder, dense=self.dense)
+
+    def close(self) -> None:
+        """Stop background work (index sync, batcher) and release the database pool."""
+        if self.dense is not None:
+            self.dense.close()
+        if self.index is not None:
+            self.index.stop()
+        self.db.dispose()
 
     # -- auth -------------------------------------------------------------------------------
 

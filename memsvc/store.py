@@ -163,6 +163,31 @@ def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, pa
     return memory
 
 
+def supersede_memory(
+    session: Session, ctx: TenantContext, old_id: uuid.UUID, new_id: uuid.UUID, *, actor: str | None = None
+) -> Memory:
+    """Mark `old_id` as no longer true from when `new_id` became true; both stay searchable in time."""
+    old, new = _load(session, ctx, old_id, lock=True), _load(session, ctx, new_id)
+    if old.user_id != new.user_id or old.id == new.id:
+        raise InvalidInput("a memory can only be superseded by another memory of the same user")
+    before = _snapshot(old)
+    old.status, old.superseded_by = "superseded", new.id
+    old.valid_to = new.valid_from or new.event_at
+    old.updated_at = func.now()
+    session.add(
+        HistoryEvent(
+            tenant_id=ctx.tenant_id,
+            user_id=old.user_id,
+            memory_id=old.id,
+            op="supersede",
+            actor=actor or ctx.actor,
+            before=before,
+            after={**_snapshot(old), "superseded_by": str(new.id)},
+        )
+    )
+    return old
+
+
 def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> None:
     memory = _load(session, ctx, memory_id, lock=True)
     session.add(

@@ -1,0 +1,254 @@
+"""Ingest on real conversation text: every memory type, time, provenance, entity merging,
+idempotency, and the LLM extractor through the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from memsvc.importers import locomo_batches
+from memsvc.models import Entity, EntityMention, Memory, MemorySource, Relation
+from memsvc.schemas import AddRequest, Message
+from tests.unit.fake_openai import FakeOpenAI, Reply
+
+LOCOMO = Path(__file__).resolve().parents[3] / "shared" / "data" / "locomo" / "conv-26.json"
+pytestmark = pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
+
+
+def _ingest(service, ctx, request: AddRequest):  # type: ignore[no-untyped-def]
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+    return outcome.result
+
+
+def _memories(service, ctx, user: str, **where):  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        stmt = select(Memory).where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(Memory, key) == value)
+        memories = list(session.execute(stmt).scalars())
+        sources = {
+            m.id: sorted(
+                session.execute(
+                    select(MemorySource.message_id).where(MemorySource.memory_id == m.id)
+                ).scalars()
+            )
+            for m in memories
+        }
+    return memories, sources
+
+
+@pytest.fixture
+def conversation(service, tenant):  # type: ignore[no-untyped-def]
+    """The first two sessions of LoCoMo conv-26, ingested session by session."""
+    ctx, _ = tenant
+    user = f"caroline-{uuid.uuid4().hex[:6]}"
+    batches = list(locomo_batches(json.loads(LOCOMO.read_text()), user))[:2]
+    results = [_ingest(service, ctx, b) for b in batches]
+    return ctx, user, batches, results
+
+
+def test_every_turn_is_an_episodic_memory_with_its_time_and_speaker(service, conversation) -> None:  # type: ignore[no-untyped-def]
+    ctx, user, batches, _ = conversation
+    turns, sources = _memories(service, ctx, user, kind="turn")
+    messages = {m.id: (m, b.session_id) for b in batches for m in b.messages}
+    assert len(turns) == len(messages)
+    for turn in turns:
+        message, session_id = messages[turn.message_id]
+        assert turn.type == "episodic" and turn.content == message.content and turn.speaker == message.name
+        assert turn.event_at == message.created_at and turn.session_id == session_id
+        assert sources[turn.id] == [message.id]
+    # Positions follow the conversation within each session.
+    first = sorted((t for t in turns if t.session_id == "session_1"), key=lambda t: t.position)
+    assert [t.message_id for t in first] == [m.id for m in batches[0].messages]
+
+
+def test_each_session_is_an_episode_with_its_time_span(service, conversation) -> None:  # type: ignore[no-untyped-def]
+    ctx, user, batches, _ = conversation
+    sessions, sources = _memories(service, ctx, user, kind="session")
+    assert len(sessions) == 2
+    for episode in sessions:
+        batch = next(b for b in batches if b.session_id == episode.session_id)
+        assert episode.event_at == batch.messages[0].created_at
+        assert episode.event_end_at == batch.messages[-1].created_at
+        assert sources[episode.id] == sorted(m.id for m in batch.messages)
+        assert 0 < len(episode.content) < sum(len(m.content) for m in batch.messages)
+
+
+def test_facts_are_self_contained_with_resolved_dates_and_exact_provenance(service, conversation) -> None:  # type: ignore[no-untyped-def]
+    ctx, user, _, _ = conversation
+    facts, sources = _memories(service, ctx, user, type="semantic")
+    assert len(facts) > 10
+    assert all(1 <= len(sources[f.id]) <= 3 for f in facts)  # never a whole session
+    # D1:3, said 8 May 2023: "I went to a LGBTQ support group yesterday ..."
+    support = [f for f in facts if "support group" in f.content and sources[f.id] == ["D1:3"]]
+    assert support, [f.content for f in facts if "D1:3" in sources[f.id]]
+    fact = support[0]
+    assert fact.content.startswith("Caroline") and " I " not in f" {fact.content} "
+    assert fact.kind == "event" and fact.subject == "Caroline"
+    assert fact.valid_from is not None and fact.valid_from.date() == datetime(2023, 5, 7, tzinfo=UTC).date()
+
+
+def test_graph_has_entities_and_relations_with_provenance(service, conversation) -> None:  # type: ignore[no-untyped-def]
+    ctx, user, _, _ = conversation
+    with service.db.session() as session:
+        entities = {
+            e.name: e
+            for e in session.execute(
+                select(Entity).where(Entity.tenant_id == ctx.tenant_id, Entity.user_id == user)
+            ).scalars()
+        }
+        relations = list(
+            session.execute(
+                select(Relation).where(Relation.tenant_id == ctx.tenant_id, Relation.user_id == user)
+            ).scalars()
+        )
+        caroline_mentions = session.execute(
+            select(func.count())
+            .select_from(EntityMention)
+            .where(EntityMention.entity_id == entities["Caroline"].id)
+        ).scalar_one()
+    assert entities["Caroline"].entity_type == "person" and entities["Melanie"].entity_type == "person"
+    assert caroline_mentions > 5
+    went = [r for r in relations if r.predicate == "went_to" and "D1:3" in r.source_message_ids]
+    assert went and went[0].subject_id == entities["Caroline"].id
+    graph = service.graph(ctx, user, entity="Caroline", depth=1)
+    assert any(r.predicate == "went_to" for r in graph.relations)
+
+
+def test_re_sending_creates_nothing(service, conversation) -> None:  # type: ignore[no-untyped-def]
+    ctx, user, batches, _ = conversation
+    with service.db.session() as session:
+        before = session.execute(
+            select(func.count()).select_from(Memory).where(Memory.user_id == user)
+        ).scalar_one()
+    again = _ingest(service, ctx, batches[0])
+    assert again.duplicates == len(batches[0].messages) and again.created == {}
+    # Without client ids, the same content at the same time is recognised too.
+    no_ids = AddRequest(
+        user_id=user,
+        session_id="extra",
+        messages=[
+            Message(
+                role="user",
+                name="Caroline",
+                content="I adopted a cat.",
+                created_at=datetime(2023, 6, 1, tzinfo=UTC),
+            )
+        ],
+    )
+    first, second = _ingest(service, ctx, no_ids), _ingest(service, ctx, no_ids)
+    assert first.created["turn"] == 1 and second.duplicates == 1 and second.created == {}
+    with service.db.session() as session:
+        after = session.execute(
+            select(func.count()).select_from(Memory).where(Memory.user_id == user)
+        ).scalar_one()
+    assert after == before + sum(
+        first.created.get(k, 0) for k in ("turn", "fact", "event", "plan", "preference", "session")
+    )
+
+
+def test_entities_merge_across_mentions_and_spellings(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = "merge"
+    at = datetime(2024, 3, 1, tzinfo=UTC)
+    for i, text in enumerate(
+        [
+            "I visited Riverside Park today.",
+            "I went to the Riverside Park again.",
+            "My kids love Riverside Park.",
+        ]
+    ):
+        _ingest(
+            service,
+            ctx,
+            AddRequest(
+                user_id=user,
+                messages=[Message(role="user", name="Ann", content=text, id=f"p{i}", created_at=at)],
+            ),
+        )
+    with service.db.session() as session:
+        parks = list(
+            session.execute(
+                select(Entity).where(
+                    Entity.tenant_id == ctx.tenant_id,
+                    Entity.user_id == user,
+                    Entity.normalized_name.like("%riverside%"),
+                )
+            ).scalars()
+        )
+        assert len(parks) == 1
+        mentions = session.execute(
+            select(func.count()).select_from(EntityMention).where(EntityMention.entity_id == parks[0].id)
+        ).scalar_one()
+    assert (mentions, parks[0].mention_count) == (3, 3)
+
+
+def test_llm_extractor_through_the_pipeline_and_its_fallback(settings, database, embedder, tenant) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.service import MemoryService
+
+    ctx, _ = tenant
+    request = AddRequest(
+        user_id="llm-user",
+        messages=[
+            Message(
+                role="user",
+                name="Bo",
+                id="b1",
+                content="I started learning the cello in March.",
+                created_at=datetime(2024, 4, 2, tzinfo=UTC),
+            )
+        ],
+    )
+    answer = {
+        "facts": [
+            {
+                "content": "Bo started learning the cello in March 2024",
+                "kind": "event",
+                "subject": "Bo",
+                "source_message_ids": ["b1"],
+                "valid_from": "2024-03-01",
+                "confidence": 0.9,
+                "importance": 0.6,
+            }
+        ],
+        "entities": [
+            {"name": "Bo", "type": "person", "source_message_ids": ["b1"], "aliases": []},
+            {"name": "cello", "type": "thing", "source_message_ids": ["b1"], "aliases": []},
+        ],
+        "relations": [
+            {
+                "subject": "Bo",
+                "predicate": "learns",
+                "object": "cello",
+                "fact": "Bo started learning the cello in March 2024",
+                "source_message_ids": ["b1"],
+                "valid_from": "2024-03-01",
+            }
+        ],
+    }
+    with FakeOpenAI() as server:
+        server.script(Reply(content=answer))
+        llm = settings.model_copy(
+            update={
+                "extractor": "llm",
+                "llm_base_url": server.base_url,
+                "llm_model": "m",
+                "llm_timeout_s": 2.0,
+            }
+        )
+        service = MemoryService(llm, database, embedder=embedder)
+        result = _ingest(service, ctx, request)
+        assert result.extractor == "llm" and result.created["event"] == 1 and result.created["relation"] == 1
+        facts, sources = _memories(service, ctx, "llm-user", type="semantic")
+        assert [f.content for f in facts] == ["Bo started learning the cello in March 2024"]
+        assert sources[facts[0].id] == ["b1"]
+
+        server.script(Reply(content="this is not json"))
+        fallback = _ingest(service, ctx, request.model_copy(update={"user_id": "llm-fallback"}))
+        assert fallback.extractor == "llm→rules" and fallback.notes and fallback.created["turn"] == 1

@@ -1,0 +1,141 @@
+"""Read-path behaviour that matters: time, supersession, dates, budgets, and the index backend."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from memsvc import store
+from memsvc.importers import locomo_batches
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
+from memsvc.search import count_tokens
+
+LOCOMO = Path(__file__).resolve().parents[3] / "shared" / "data" / "locomo" / "conv-26.json"
+
+
+def _ingest(service, ctx, request: AddRequest):  # type: ignore[no-untyped-def]
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+    return outcome.result
+
+
+def _say(user: str, text: str, when: datetime, message_id: str) -> AddRequest:
+    return AddRequest(
+        user_id=user,
+        session_id=message_id,
+        messages=[Message(role="user", name="Ann", content=text, id=message_id, created_at=when)],
+    )
+
+
+def _fact(service, ctx, user: str, needle: str):  # type: ignore[no-untyped-def]
+    listing = service.list(ctx, user, memory_type="semantic", limit=100, cursor=None)
+    return next(m for m in listing.items if needle in m.content)
+
+
+def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"mover-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _say(user, "I live in Boston.", datetime(2022, 1, 10, tzinfo=UTC), "a1"))
+    for i, text in enumerate(
+        [
+            "My sister Jo is a pilot.",
+            "I adopted a dog called Rex.",
+            "We love hiking on weekends.",
+            "I bake bread on Sundays.",
+        ]
+    ):
+        _ingest(service, ctx, _say(user, text, datetime(2023, 3, 1 + i, tzinfo=UTC), f"x{i}"))
+    _ingest(service, ctx, _say(user, "I live in Denver now.", datetime(2024, 6, 1, tzinfo=UTC), "a2"))
+    boston, denver = _fact(service, ctx, user, "Boston"), _fact(service, ctx, user, "Denver")
+    with service.db.session() as session:
+        store.supersede_memory(session, ctx, boston.id, denver.id)
+
+    def order(**kw):  # type: ignore[no-untyped-def]
+        results = service.search(
+            ctx, SearchRequest(query="Where does Ann live?", user_id=user, types=["semantic"], **kw)
+        )
+        return [r.id for r in results]
+
+    now = order()
+    assert now.index(denver.id) < now.index(boston.id)
+    past = order(as_of=datetime(2023, 1, 1, tzinfo=UTC))
+    assert past[0] == boston.id and denver.id not in past
+    history = service.history(ctx, boston.id)
+    assert [e.op for e in history] == ["create", "supersede"]
+    assert history[1].after and history[1].after["superseded_by"] == str(denver.id)
+
+
+@pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
+def test_date_question_finds_the_turn_that_states_the_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"locomo-{uuid.uuid4().hex[:6]}"
+    for batch in list(locomo_batches(json.loads(LOCOMO.read_text()), user))[:3]:
+        _ingest(service, ctx, batch)
+    results = service.search(
+        ctx, SearchRequest(query="When did Caroline go to the LGBTQ support group?", user_id=user, limit=3)
+    )
+    assert any("D1:3" in r.source_message_ids and len(r.source_message_ids) <= 3 for r in results)
+    # "When did Melanie paint a sunrise?" — D1:12 says she painted it "last year".
+    results = service.search(
+        ctx, SearchRequest(query="When did Melanie paint a sunrise?", user_id=user, limit=5)
+    )
+    assert any("D1:12" in r.source_message_ids for r in results)
+
+
+@pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
+@pytest.mark.parametrize("max_tokens", [50, 120, 400, 1000])
+def test_context_never_exceeds_its_budget(service, tenant, max_tokens: int) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ctx-{uuid.uuid4().hex[:6]}"
+    for batch in list(locomo_batches(json.loads(LOCOMO.read_text()), user))[:2]:
+        _ingest(service, ctx, batch)
+    response = service.context(
+        ctx,
+        ContextRequest(
+            query="What is Caroline's identity and what does she plan?", user_id=user, max_tokens=max_tokens
+        ),
+    )
+    assert count_tokens(response.context) <= max_tokens
+    assert response.tokens == count_tokens(response.context)
+    if max_tokens >= 120:
+        assert response.items and all(r.source_message_ids for r in response.items)
+        # Facts first, then events oldest first; every line names its sources.
+        lines = [line for line in response.context.splitlines() if line.startswith("- ")]
+        assert all("(src: " in line for line in lines)
+
+
+@pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
+def test_index_backend_agrees_with_exact_and_forgets_deletions(
+    settings, database, embedder, service, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.service import MemoryService
+
+    ctx, _ = tenant
+    user = f"index-{uuid.uuid4().hex[:6]}"
+    for batch in list(locomo_batches(json.loads(LOCOMO.read_text()), user))[:3]:
+        _ingest(service, ctx, batch)
+    indexed = MemoryService(
+        settings.model_copy(update={"search_backend": "index"}), database, embedder=embedder
+    )
+    try:
+        assert indexed.index is not None and indexed.index.size > 0
+        questions = [q["question"] for q in json.loads(LOCOMO.read_text())["qa"][:15]]
+        agree = 0
+        for q in questions:
+            exact = [r.id for r in service.search(ctx, SearchRequest(query=q, user_id=user, limit=5))]
+            via_index = [r.id for r in indexed.search(ctx, SearchRequest(query=q, user_id=user, limit=5))]
+            agree += len(set(exact) & set(via_index))
+        assert agree >= 0.8 * 5 * len(questions)
+
+        top = indexed.search(ctx, SearchRequest(query=questions[0], user_id=user, limit=1))[0]
+        for memory_id in top.metadata.get("memory_ids", [str(top.id)]):
+            indexed.delete(ctx, uuid.UUID(memory_id))
+        again = indexed.search(ctx, SearchRequest(query=questions[0], user_id=user, limit=20))
+        assert str(top.id) not in {str(r.id) for r in again}
+    finally:
+        indexed.search_engine.dense.close()  # type: ignore[union-attr]
+        indexed.index.stop()  # type: ignore[union-attr]
