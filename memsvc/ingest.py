@@ -262,7 +262,8 @@ class Ingestor:
                 continue
             memory_id = derived_id(tenant_id, user_id, "fact", fact.kind, fact.content, *sorted(sources))
             by_content[fact.content] = memory_id
-            stated_at = max(event_at_by_message.get(s, fact.valid_from) or fact.valid_from for s in sources)
+            # Stated when its last source turn was said (all sources are turns of this batch).
+            stated_at: datetime = max(event_at_by_message[s] for s in sources)
             rows.memories.append(
                 {
                     "id": memory_id,
@@ -365,8 +366,8 @@ class Ingestor:
         t0 = time.perf_counter()
         vectors = self.embedder.embed([d[2] for d in digests])
         timings["embedding"] += time.perf_counter() - t0
-        values = []
-        sources = []
+        values: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []
         for (session_id, rows, digest, start, end), vector in zip(digests, vectors, strict=True):
             memory_id = derived_id(tenant_id, user_id, "session", session_id)
             values.append(

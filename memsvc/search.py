@@ -245,7 +245,7 @@ def _result_out(result: RankedResult, rows: dict[str, CorpusRow]) -> MemoryOut:
         kind, metadata = "excerpt", {"memory_ids": [str(m.id) for m in members]}
     return MemoryOut(
         id=first.id,
-        type=first.type,  # type: ignore[arg-type]
+        type=first.type,
         kind=kind,
         content=content,
         score=result.score,

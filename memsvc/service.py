@@ -7,6 +7,7 @@ public contract. It knows nothing of HTTP or of the job queue: ingest requests a
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from dataclasses import dataclass
@@ -201,9 +202,9 @@ class MemoryService:
     def job(self, ctx: TenantContext, job_id: uuid.UUID) -> JobOut:
         with self.db.session() as session:
             job = store.get_job(session, ctx, job_id)
-            return JobOut(job_id=job.id, status=job.status, kind=job.kind, error=job.error, result=job.result)  # type: ignore[arg-type]
+            return JobOut(job_id=job.id, status=job.status, kind=job.kind, error=job.error, result=job.result)
 
-    def queued_jobs(self, older_than_s: float) -> list[uuid.UUID]:
+    def queued_jobs(self, older_than_s: float) -> builtins.list[uuid.UUID]:
         """Jobs accepted but never picked up (e.g. the queue was down when they came): to re-defer."""
         with self.db.session() as session:
             return list(
@@ -217,7 +218,7 @@ class MemoryService:
 
     # -- read -------------------------------------------------------------------------------
 
-    def search(self, ctx: TenantContext, request: SearchRequest) -> list[MemoryOut]:
+    def search(self, ctx: TenantContext, request: SearchRequest) -> builtins.list[MemoryOut]:
         with self.db.session() as session:
             return self.search_engine.search(session, ctx, request)
 
@@ -250,7 +251,7 @@ class MemoryService:
         with self.db.session() as session:
             store.delete_memory(session, ctx, memory_id)
 
-    def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> list[HistoryEventOut]:
+    def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:
         with self.db.session() as session:
             return store.history(session, ctx, memory_id)
 

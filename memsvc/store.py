@@ -8,9 +8,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, tuple_
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from memsvc.errors import InvalidInput, NotFound
@@ -48,7 +48,7 @@ def sources_of(session: Session, memory_ids: Iterable[uuid.UUID]) -> dict[uuid.U
 def memory_out(memory: Memory, sources: Sequence[str], score: float | None = None) -> MemoryOut:
     return MemoryOut(
         id=memory.id,
-        type=memory.type,  # type: ignore[arg-type]
+        type=memory.type,
         kind=memory.kind,
         content=memory.content,
         score=score,
@@ -224,7 +224,7 @@ def delete_user(session: Session, ctx: TenantContext, user_id: str) -> int:
     for table in (EntityMention, MemorySource, Relation, HistoryEvent, Job):
         session.execute(delete(table).filter_by(**scope))
     session.execute(delete(Entity).filter_by(**scope))
-    result = session.execute(delete(Memory).filter_by(**scope))
+    result = cast(CursorResult[Any], session.execute(delete(Memory).filter_by(**scope)))
     return int(result.rowcount or 0)
 
 
@@ -244,7 +244,9 @@ def graph(
         key = normalize_name(entity)
         seeds = set(
             session.execute(
-                select(Entity.id).where(scope, or_(Entity.normalized_name == key, Entity.aliases.any(entity)))
+                select(Entity.id).where(
+                    scope, or_(Entity.normalized_name == key, Entity.aliases.contains([entity]))
+                )
             ).scalars()
         )
         if not seeds:
@@ -306,7 +308,8 @@ def _entity_sources(session: Session, entity_ids: list[uuid.UUID]) -> dict[uuid.
     ).all()
     out: dict[uuid.UUID, list[str]] = defaultdict(list)
     for entity_id, message_id in rows:
-        out[entity_id].append(message_id)
+        if message_id:
+            out[entity_id].append(message_id)
     return out
 
 

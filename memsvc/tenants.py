@@ -6,8 +6,9 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -72,4 +73,4 @@ def revoke_api_key(session: Session, key: str) -> bool:
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import psycopg
 import torch
 
 from kernels import fused_topk
@@ -67,8 +66,25 @@ class VectorIndex:
 
     # -- loading and syncing -----------------------------------------------------------------
 
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: Sequence[uuid.UUID],
+        partitions: Sequence[tuple[uuid.UUID, str]],
+        vectors: np.ndarray,
+        *,
+        device: str = "cpu",
+    ) -> VectorIndex:
+        """An index over given rows, not following any database (benchmarks, tests)."""
+        index = cls("", vectors.shape[1], device=device)
+        rows = sorted(zip(ids, partitions, vectors, strict=True), key=lambda r: r[1])
+        index._rebuild([(i, p[0], p[1], v) for i, p, v in rows])
+        return index
+
     def load(self) -> None:
         """(Re)build from the database: every active memory, grouped by (tenant, user)."""
+        import psycopg  # only the database-following index needs a driver
+
         with psycopg.connect(self.conninfo) as conn:
             seq_row = conn.execute("SELECT coalesce(max(seq), 0) FROM memory_changes").fetchone()
             watermark = int(seq_row[0]) if seq_row else 0
@@ -110,6 +126,8 @@ class VectorIndex:
 
     def sync(self) -> int:
         """Apply every committed change not yet applied; returns how many were applied."""
+        import psycopg
+
         with psycopg.connect(self.conninfo) as conn:
             changes = conn.execute(
                 "SELECT seq, memory_id, op FROM memory_changes WHERE seq > %s ORDER BY seq",
@@ -215,6 +233,8 @@ class VectorIndex:
             self._thread.join(timeout=5)
 
     def _follow(self) -> None:
+        import psycopg
+
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:

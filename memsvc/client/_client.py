@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import time
 from collections.abc import Sequence
@@ -48,7 +49,7 @@ def _body(**fields: Any) -> dict[str, Any]:
     return out
 
 
-def _messages(messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
+def _messages(messages: Sequence[MessageLike]) -> builtins.list[dict[str, Any]]:
     return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in m.items()} for m in messages]
 
 
@@ -110,10 +111,10 @@ class MemoryClient(_Base):
         user_id: str,
         *,
         limit: int = 10,
-        types: list[str] | None = None,
+        types: builtins.list[str] | None = None,
         as_of: datetime | None = None,
         filters: dict[str, Any] | None = None,
-    ) -> list[MemoryOut]:
+    ) -> builtins.list[MemoryOut]:
         body = _body(query=query, user_id=user_id, limit=limit, types=types, as_of=as_of, filters=filters)
         return SearchResponse.model_validate(self._request("POST", "/v1/search", json=body).json()).results
 
@@ -144,7 +145,7 @@ class MemoryClient(_Base):
     def delete(self, memory_id: UUID | str) -> None:
         self._request("DELETE", f"/v1/memories/{memory_id}")
 
-    def history(self, memory_id: UUID | str) -> list[HistoryEventOut]:
+    def history(self, memory_id: UUID | str) -> builtins.list[HistoryEventOut]:
         return HistoryResponse.model_validate(
             self._request("GET", f"/v1/memories/{memory_id}/history").json()
         ).events
@@ -210,10 +211,10 @@ class AsyncMemoryClient(_Base):
         user_id: str,
         *,
         limit: int = 10,
-        types: list[str] | None = None,
+        types: builtins.list[str] | None = None,
         as_of: datetime | None = None,
         filters: dict[str, Any] | None = None,
-    ) -> list[MemoryOut]:
+    ) -> builtins.list[MemoryOut]:
         body = _body(query=query, user_id=user_id, limit=limit, types=types, as_of=as_of, filters=filters)
         return SearchResponse.model_validate(
             (await self._request("POST", "/v1/search", json=body)).json()
@@ -248,7 +249,7 @@ class AsyncMemoryClient(_Base):
     async def delete(self, memory_id: UUID | str) -> None:
         await self._request("DELETE", f"/v1/memories/{memory_id}")
 
-    async def history(self, memory_id: UUID | str) -> list[HistoryEventOut]:
+    async def history(self, memory_id: UUID | str) -> builtins.list[HistoryEventOut]:
         response = await self._request("GET", f"/v1/memories/{memory_id}/history")
         return HistoryResponse.model_validate(response.json()).events
 
