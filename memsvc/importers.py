@@ -76,11 +76,13 @@ def jsonl_batches(lines: Iterator[str], user_id: str) -> Iterator[AddRequest]:
 def read_batches(path: Path, user_id: str) -> list[AddRequest]:
     """Every batch in a LoCoMo JSON or a JSONL file (by content, not by name)."""
     text = path.read_text()
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return list(jsonl_batches(iter(text.splitlines()), user_id))
     try:
         data = json.loads(text)
     except ValueError:
         data = None  # not one JSON document: JSONL
-    if isinstance(data, dict):
+    if isinstance(data, dict) and "role" not in data:
         if "conversation" in data or any(k.startswith("session_") for k in data):
             return list(locomo_batches(data, user_id))
         raise InvalidInput(f"{path} is JSON but not a LoCoMo conversation")
