@@ -78,6 +78,29 @@ def _snapshot(memory: Memory) -> dict[str, Any]:
     }
 
 
+def _record(
+    session: Session,
+    ctx: TenantContext,
+    memory: Memory,
+    op: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    actor: str | None = None,
+) -> None:
+    """Every change goes into history: nothing about a memory changes silently."""
+    session.add(
+        HistoryEvent(
+            tenant_id=ctx.tenant_id,
+            user_id=memory.user_id,
+            memory_id=memory.id,
+            op=op,
+            actor=actor or ctx.actor,
+            before=before,
+            after=after,
+        )
+    )
+
+
 def _load(session: Session, ctx: TenantContext, memory_id: uuid.UUID, *, lock: bool = False) -> Memory:
     stmt = select(Memory).where(Memory.id == memory_id, Memory.tenant_id == ctx.tenant_id)
     if lock:
@@ -149,17 +172,7 @@ def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, pa
     if patch.pinned is not None:
         memory.pinned = patch.pinned
     memory.updated_at = func.now()
-    session.add(
-        HistoryEvent(
-            tenant_id=ctx.tenant_id,
-            user_id=memory.user_id,
-            memory_id=memory.id,
-            op="update",
-            actor=ctx.actor,
-            before=before,
-            after=_snapshot(memory),
-        )
-    )
+    _record(session, ctx, memory, "update", before, _snapshot(memory))
     return memory
 
 
@@ -174,33 +187,13 @@ def supersede_memory(
     old.status, old.superseded_by = "superseded", new.id
     old.valid_to = new.valid_from or new.event_at
     old.updated_at = func.now()
-    session.add(
-        HistoryEvent(
-            tenant_id=ctx.tenant_id,
-            user_id=old.user_id,
-            memory_id=old.id,
-            op="supersede",
-            actor=actor or ctx.actor,
-            before=before,
-            after={**_snapshot(old), "superseded_by": str(new.id)},
-        )
-    )
+    _record(session, ctx, old, "supersede", before, {**_snapshot(old), "superseded_by": str(new.id)}, actor)
     return old
 
 
 def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> None:
     memory = _load(session, ctx, memory_id, lock=True)
-    session.add(
-        HistoryEvent(
-            tenant_id=ctx.tenant_id,
-            user_id=memory.user_id,
-            memory_id=memory.id,
-            op="delete",
-            actor=ctx.actor,
-            before=_snapshot(memory),
-            after=None,
-        )
-    )
+    _record(session, ctx, memory, "delete", _snapshot(memory), None)
     session.delete(memory)
 
 
