@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import networkx as nx
 import numpy as np
+from sqlalchemy.orm import Session
 
 from memsvc.corpus import CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
@@ -73,19 +74,23 @@ class SearchEngine:
         self.corpora = CorpusCache()
         self.dense = dense
 
-    def search(self, session: object, ctx: TenantContext, request: SearchRequest) -> list[MemoryOut]:
-        """Best-first memories for `request.query`, each with the message ids it came from."""
-        from sqlalchemy.orm import Session
+    def search(
+        self, session: Session, ctx: TenantContext, request: SearchRequest, *, keep_covered: bool = False
+    ) -> list[MemoryOut]:
+        """Best-first memories for `request.query`, each with the message ids it came from.
 
-        assert isinstance(session, Session)
+        A memory whose source turns an earlier result already returns is dropped (it adds words,
+        not evidence) unless `keep_covered`: a context block wants a fact beside its turn."""
         corpus = self.corpora.get(session, ctx.tenant_id, request.user_id)
         if not corpus.rows:
             return []
         if self.dense is None:
-            return self.rank(corpus, request, self.embedder.embed([request.query])[0])
+            return self.rank(
+                corpus, request, self.embedder.embed([request.query])[0], keep_covered=keep_covered
+            )
         partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
         query_vector, hits = self.dense(request.query, partition)
-        return self.rank(corpus, request, query_vector, dense_hits=hits)
+        return self.rank(corpus, request, query_vector, dense_hits=hits, keep_covered=keep_covered)
 
     def rank(
         self,
@@ -93,6 +98,7 @@ class SearchEngine:
         request: SearchRequest,
         query_vector: np.ndarray,
         dense_hits: Sequence[DenseHit] | None = None,
+        keep_covered: bool = False,
     ) -> list[MemoryOut]:
         """Rank a user's corpus for one query (the part of search after the I/O)."""
         eligible = _eligible(corpus.rows, request)
@@ -130,8 +136,10 @@ class SearchEngine:
                 (row.status == "superseded" for row in rows), dtype=np.float64, count=len(rows)
             )
         scores = propagate_neighbours(candidates, scores, self.config.ranking)
-        ranking = RankingConfig(
-            **{**_fields(self.config.ranking), "max_results": max(request.limit, 1)}  # type: ignore[arg-type]
+        ranking = replace(
+            self.config.ranking,
+            max_results=request.limit,
+            dedup_covered=self.config.ranking.dedup_covered and not keep_covered,
         )
         by_id = {str(row.id): row for row in rows}
         return [_result_out(result, by_id) for result in build_results(candidates, scores, ranking)]
@@ -160,7 +168,7 @@ class SearchEngine:
                 bonus[i] = self.config.graph_boost * max(weights.get(e, 0.0) for e in mentioned) / top
         return bonus
 
-    def context(self, session: object, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
+    def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         """A prompt-ready block under `max_tokens`: current facts, then events in time order, each
         line tagged with its date, speaker and the ids of the messages it came from."""
         results = self.search(
@@ -169,6 +177,7 @@ class SearchEngine:
             SearchRequest(
                 query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
             ),
+            keep_covered=True,
         )
         return assemble_context(results, request.max_tokens)
 
@@ -185,10 +194,6 @@ def _pool(
     previous = corpus.previous_turn()
     chosen.update(previous[i] for i in list(chosen) if i in previous)
     return sorted(chosen & allowed)
-
-
-def _fields(config: RankingConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
 def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[uuid.UUID]:
