@@ -9,10 +9,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
 import pytest
 
+if TYPE_CHECKING:
+    import psycopg
+
+# The fixtures import the service lazily, so GPU-only test files run where only torch is installed.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -50,6 +54,8 @@ def database(database_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def sql(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A raw autocommit connection for checking what is really in the tables."""
+    import psycopg
+
     from memsvc.database import libpq_url
 
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
