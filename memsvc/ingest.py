@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import REAL, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from memsvc.embedding import Embedder
@@ -413,9 +413,13 @@ class Ingestor:
     def _known_entities(session: Session, tenant_id: uuid.UUID, user_id: str) -> list[Any]:
         return list(
             session.execute(
-                select(Entity.id, Entity.normalized_name, Entity.entity_type, Entity.embedding).where(
-                    Entity.tenant_id == tenant_id, Entity.user_id == user_id
-                )
+                select(
+                    Entity.id,
+                    Entity.normalized_name,
+                    Entity.entity_type,
+                    # As a float array: the driver decodes it in C, not halfvec text in Python.
+                    cast(Entity.embedding, ARRAY(REAL)).label("embedding"),
+                ).where(Entity.tenant_id == tenant_id, Entity.user_id == user_id)
             ).all()
         )
 
