@@ -119,11 +119,11 @@ def result_words(speaker: str | None, kind: str | None, content: str) -> int:
     return len(content.split()) + (1 if kind == "turn" and speaker else 0)
 
 
-def run(conversations: list[Path]) -> dict[str, Any]:
+def run(conversations: list[Path], data_dir: Path | None) -> dict[str, Any]:
     from memsvc.importers import locomo_batches
     from memsvc.schemas import SearchRequest
 
-    service, ctx = fresh_service()
+    service, ctx = fresh_service(data_dir)
     systems = {"memsvc": Scores(), "dense_turns": Scores(), "bm25_turns": Scores()}
     per_conversation: dict[str, dict[str, Any]] = {}
     ingest_s = 0.0
@@ -133,11 +133,13 @@ def run(conversations: list[Path]) -> dict[str, Any]:
         user = path.stem
         batches = list(locomo_batches(data, user))
         started = time.perf_counter()
+        new_turns = 0
         for batch in tqdm(batches, desc=f"ingest {user}", unit="session", file=sys.stderr):
-            service.run_ingest_job(service.submit_ingest(ctx, batch))
+            outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
+            new_turns += len(batch.messages) - (outcome.result.duplicates if outcome.result else 0)
         ingest_s += time.perf_counter() - started
         turns = [(m.id, m.name, m.content) for b in batches for m in b.messages]
-        turns_total += len(turns)
+        turns_total += new_turns
 
         raw_vectors = service.embedder.embed([f"{t[1]}: {t[2]}" for t in turns])
         bm25 = PlainBM25([t[2] for t in turns])
@@ -173,7 +175,10 @@ def run(conversations: list[Path]) -> dict[str, Any]:
     return {
         "systems": {name: s.summary() for name, s in systems.items()},
         "per_conversation": per_conversation,
-        "ingest": {"turns": turns_total, "seconds": ingest_s, "turns_per_s": turns_total / ingest_s},
+        # A re-run on a kept --data-dir finds every turn stored already: no ingest figure then.
+        "ingest": {"new_turns": turns_total, "seconds": ingest_s, "turns_per_s": turns_total / ingest_s}
+        if turns_total
+        else None,
         "machine": machine(),
     }
 
@@ -184,13 +189,14 @@ def main() -> None:
     )
     parser.add_argument("--conversations", nargs="*", help="e.g. conv-26 conv-30 (default: all)")
     parser.add_argument("--json", help="where to write the JSON (default bench/results/locomo.json)")
+    parser.add_argument("--data-dir", type=Path, help="keep the database here; a re-run then skips ingest")
     args = parser.parse_args()
     paths = sorted(LOCOMO_DIR.glob("conv-*.json"))
     if args.conversations:
         paths = [p for p in paths if p.stem in set(args.conversations)]
     if not paths:
         raise SystemExit(f"no LoCoMo conversations found in {LOCOMO_DIR}")
-    report = run(paths)
+    report = run(paths, args.data_dir)
     rows = []
     for name, s in report["systems"].items():
         rows.append(

@@ -85,7 +85,9 @@ def run_clients(retriever: DenseRetriever, users: int, clients: int, seconds: fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--arch-dir", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=10_000)
@@ -96,14 +98,19 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    embedder = SentenceTransformerEmbedder(str(random_weight_model(args.arch_dir)), device=args.device, batch_size=256)
+    embedder = SentenceTransformerEmbedder(
+        str(random_weight_model(args.arch_dir)), device=args.device, batch_size=256
+    )
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.rows, embedder.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     tenant = uuid.uuid4()
     owners = rng.integers(0, args.users, size=args.rows)
     index = VectorIndex.from_arrays(
-        [uuid.UUID(int=i) for i in range(args.rows)], [(tenant, str(u)) for u in owners], vectors, device=args.device
+        [uuid.UUID(int=i) for i in range(args.rows)],
+        [(tenant, str(u)) for u in owners],
+        vectors,
+        device=args.device,
     )
     partitions = [index.partition(tenant, str(u)) for u in range(args.users)]
     partitions = [p for p in partitions if p is not None]
@@ -111,20 +118,32 @@ def main() -> None:
 
     results = []
     for batching in (False, True):
-        retriever = DenseRetriever(embedder, index, k=args.k, batching=batching, max_wait_s=0.002, max_size=256)
+        retriever = DenseRetriever(
+            embedder, index, k=args.k, batching=batching, max_wait_s=0.002, max_size=256
+        )
         retriever.run_batch([("warm up the model and the kernel", partitions[0])] * 8)
         for clients in args.clients:
             r = run_clients(retriever, len(partitions), clients, args.seconds)
             results.append({"batching": batching, "clients": clients, **r})
-            print(f"batching={'on ' if batching else 'off'} clients={clients:4d}  {r['qps']:9.1f} q/s  "
-                  f"p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms", flush=True)
+            print(
+                f"batching={'on ' if batching else 'off'} clients={clients:4d}  {r['qps']:9.1f} q/s  "
+                f"p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms",
+                flush=True,
+            )
         retriever.close()
 
     by = {(r["batching"], r["clients"]): r["qps"] for r in results}
     ratios = {c: by[(True, c)] / by[(False, c)] for c in args.clients}
     print("\nbatching on / off throughput:", ", ".join(f"{c} clients {x:.1f}x" for c, x in ratios.items()))
-    report = {"device": device_name, "rows": args.rows, "users": args.users, "k": args.k, "results": results,
-              "speedup_on_over_off": ratios, "torch": torch.__version__}
+    report = {
+        "device": device_name,
+        "rows": args.rows,
+        "users": args.users,
+        "k": args.k,
+        "results": results,
+        "speedup_on_over_off": ratios,
+        "torch": torch.__version__,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

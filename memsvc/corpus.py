@@ -46,11 +46,8 @@ class CorpusRow:
     created_at: datetime
     metadata: dict[str, Any]
     source_message_ids: tuple[str, ...]
-
-    @property
-    def line(self) -> str:
-        """What the row costs in a context block: a turn carries its speaker."""
-        return turn_line(self.speaker or "", self.content) if self.kind == "turn" else self.content
+    key: str = ""  # the id as text, as ranking passes it around
+    line: str = ""  # what the row costs in a context block: a turn carries its speaker
 
 
 @dataclass(slots=True)
@@ -66,6 +63,12 @@ class UserCorpus:
     _moments: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
     _row_index: dict[uuid.UUID, int] | None = None
     _previous: dict[int, int] | None = None
+    _unarchived: list[int] | None = None
+
+    def unarchived(self) -> list[int]:
+        if self._unarchived is None:
+            self._unarchived = [i for i, row in enumerate(self.rows) if row.status != "archived"]
+        return self._unarchived
 
     def row_index(self) -> dict[uuid.UUID, int]:
         if self._row_index is None:
@@ -144,6 +147,8 @@ def load_corpus(session: Session, tenant_id: uuid.UUID, user_id: str, stamp: tup
                 created_at=r["created_at"],
                 metadata=r["metadata"] or {},
                 source_message_ids=tuple(sources.get(r["id"], ())),
+                key=str(r["id"]),
+                line=turn_line(r["speaker"] or "", r["content"]) if r["kind"] == "turn" else r["content"],
             )
         )
         vectors.append(r["embedding"])

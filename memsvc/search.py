@@ -57,8 +57,9 @@ class SearchConfig:
     graph_damping: float = 0.85
     # A superseded fact, for a question about the present, ranks this much lower (in z units).
     superseded_penalty: float = 2.0
-    # GPU read path: BM25 rows added to the dense top-k pool.
-    pool_size: int = 128
+    # Rows that take part in the full ranking: the best by fused dense + BM25 (exact backend), or
+    # the BM25 top added to the dense top-k (index backend). LoCoMo users (~1.5k rows) fit whole.
+    pool_size: int = 400
 
 
 class SearchEngine:
@@ -101,21 +102,24 @@ class SearchEngine:
         keep_covered: bool = False,
     ) -> list[MemoryOut]:
         """Rank a user's corpus for one query (the part of search after the I/O)."""
-        eligible = _eligible(corpus.rows, request)
-        if not eligible:
+        eligible = np.asarray(_eligible(corpus, request), dtype=np.int64)
+        if not len(eligible):
             return []
         query_vector = query_vector.astype(np.float32)
         lexical_all = corpus.bm25.score(request.query)
-        stats = None
         if dense_hits is not None:
-            eligible = _pool(corpus, eligible, dense_hits, lexical_all, self.config.pool_size)
+            pool = _pool(corpus, eligible, dense_hits, lexical_all, self.config.pool_size)
             stats = corpus.dense_stats(query_vector)
-        dense = corpus.vectors[eligible] @ query_vector
-        lexical = lexical_all[eligible]
-        rows = [corpus.rows[i] for i in eligible]
+        else:
+            dense_all = corpus.vectors[eligible] @ query_vector
+            stats = (float(dense_all.mean()), float(dense_all.std()))
+            pool = _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, self.config)
+        dense = corpus.vectors[pool] @ query_vector
+        lexical = lexical_all[pool]
+        rows = [corpus.rows[i] for i in pool]
         candidates = [
             Candidate(
-                id=str(row.id),
+                id=row.key,
                 content=row.line,
                 kind=_RANKING_KIND.get(row.kind, "fact"),  # type: ignore[arg-type]
                 speaker=row.speaker if row.kind == "turn" else None,
@@ -141,7 +145,7 @@ class SearchEngine:
             max_results=request.limit,
             dedup_covered=self.config.ranking.dedup_covered and not keep_covered,
         )
-        by_id = {str(row.id): row for row in rows}
+        by_id = {row.key: row for row in rows}
         return [_result_out(result, by_id) for result in build_results(candidates, scores, ranking)]
 
     def _graph_bonus(
@@ -182,18 +186,44 @@ class SearchEngine:
         return assemble_context(results, request.max_tokens)
 
 
+def _with_previous_turns(corpus: UserCorpus, chosen: set[int], eligible: np.ndarray) -> list[int]:
+    """Add the turn before each chosen turn (it may inherit an answer's score); eligible rows only."""
+    previous = corpus.previous_turn()
+    chosen.update(previous[i] for i in list(chosen) if i in previous)
+    return sorted(chosen & set(eligible.tolist()))
+
+
 def _pool(
-    corpus: UserCorpus, eligible: list[int], hits: Sequence[DenseHit], lexical: np.ndarray, size: int
+    corpus: UserCorpus, eligible: np.ndarray, hits: Sequence[DenseHit], lexical: np.ndarray, size: int
 ) -> list[int]:
     """The rows ranking looks at when the dense stage gave only a top-k: those hits, the BM25 top,
-    and the turn before each (it may inherit an answer's score), still only eligible rows."""
-    allowed = set(eligible)
+    and the turns before them."""
     row_of = corpus.row_index()
     chosen = {row_of[h.memory_id] for h in hits if h.memory_id in row_of}
     chosen.update(int(i) for i in np.argsort(-lexical, kind="stable")[:size] if lexical[i] > 0)
-    previous = corpus.previous_turn()
-    chosen.update(previous[i] for i in list(chosen) if i in previous)
-    return sorted(chosen & allowed)
+    return _with_previous_turns(corpus, chosen, eligible)
+
+
+def _best_pool(
+    corpus: UserCorpus,
+    eligible: np.ndarray,
+    dense: np.ndarray,
+    lexical: np.ndarray,
+    stats: tuple[float, float],
+    config: SearchConfig,
+) -> list[int]:
+    """For a large user, rank only the rows whose fused dense + BM25 score is in the best
+    `pool_size` (boosts and propagation then move results within that pool): the Python part of
+    ranking stays the same size however many memories the user has."""
+    if len(eligible) <= config.pool_size:
+        return eligible.tolist()  # type: ignore[no-any-return]
+    mean, std = stats
+    top = float(lexical.max())
+    score = (dense - mean) / (std or 1.0) + (config.ranking.lexical_scale * lexical / top if top > 0 else 0.0)
+    best = np.argpartition(-score, config.pool_size)[: config.pool_size]
+    chosen = {int(eligible[i]) for i in best}
+    chosen.add(int(eligible[int(np.argmax(lexical))]))  # keeps the BM25 normalisation of the full pool
+    return _with_previous_turns(corpus, chosen, eligible)
 
 
 def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[uuid.UUID]:
@@ -209,8 +239,8 @@ def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[
     return list(dict.fromkeys(seeds))
 
 
-def _eligible(rows: Sequence[CorpusRow], request: SearchRequest) -> list[int]:
-    types = set(request.types or ("episodic", "semantic"))
+def _eligible(corpus: UserCorpus, request: SearchRequest) -> list[int]:
+    """Rows the request may see: types, filters, and the world as of `as_of` (else all but archived)."""
     filters = request.filters or {}
     for key in ("agent_id", "session_id", "kind"):
         if key in filters and not isinstance(filters[key], str):
@@ -218,9 +248,16 @@ def _eligible(rows: Sequence[CorpusRow], request: SearchRequest) -> list[int]:
     metadata = filters.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInput("filters.metadata must be an object")
+    if (
+        not filters
+        and request.as_of is None
+        and set(request.types or ()) in (set(), {"episodic", "semantic"})
+    ):
+        return corpus.unarchived()
+    types = set(request.types or ("episodic", "semantic"))
     as_of = request.as_of
     out = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(corpus.rows):
         if row.type not in types or row.status == "archived":
             continue
         if any(
