@@ -40,11 +40,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--json")
+    parser.add_argument("--data-dir", type=Path, help="keep the database here; a re-run skips the fill")
     args = parser.parse_args()
 
     from memsvc.importers import locomo_batches
 
-    data_dir = Path(tempfile.mkdtemp(prefix="memsvc-latency-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="memsvc-latency-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    filled = data_dir / "filled.json"
     server = start_server(data_dir, args.port)
     base = f"http://127.0.0.1:{args.port}"
     try:
@@ -70,7 +73,7 @@ def main() -> None:
             for q in json.loads(f.read_text())["qa"]
             if q.get("category") in (1, 2, 3, 4)
         ]
-        count, round_ = 0, 0
+        count, round_ = (json.loads(filled.read_text())["memories"], 0) if filled.exists() else (0, 0)
         with tqdm(total=args.memories, unit="memory", desc="fill", file=sys.stderr) as bar:
             while count < args.memories:
                 for f in files:
@@ -88,6 +91,7 @@ def main() -> None:
                     if count >= args.memories:
                         break
                 round_ += 1
+        filled.write_text(json.dumps({"memories": count}))
 
         for q in questions[:5]:  # warm the user's cache and the model
             http.post("/v1/search", json={"query": q, "user_id": "bench-user"})
