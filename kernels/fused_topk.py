@@ -1,0 +1,501 @@
+"""Triton kernel: fused similarity (``tl.dot``) + filtered running top-k, never writing the Q×N scores.
+
+Layout of the work
+------------------
+The grid is ``(ceil(Q / BQ), S)``: program ``(b, s)`` scores query block ``b`` against the contiguous
+row range ``s`` of the corpus (``rows_per_split`` rows), tile by tile (``BN`` rows), with the tile's
+scores computed by ``tl.dot`` over ``BK``-wide slices of ``d`` with fp32 accumulation.  Query blocks
+are the fastest grid axis so that the programs streaming the same corpus rows run together and share
+them through L2.  With ``resident`` (the default when ``d <= 4 * BK``) the query block is loaded once
+and the d-slices are unrolled, so the tile loop is the innermost loop and Triton's software pipeliner
+streams corpus tiles across iterations (cp.async, ``num_stages``); per-row filter vectors are loaded
+one tile ahead by hand.
+
+Running top-k per (query, split)
+--------------------------------
+Each (query, split) pair owns a small scratch buffer of ``CAP`` (score, index) slots in global memory
+(it stays in L2).  Slots ``[0, K)`` hold the best K seen so far (sorted), the rest take new candidates.
+A row is a *candidate* when it is eligible (filters are applied here, in the epilogue) and its score
+beats ``thr``, the K-th best score of the buffer at the last flush.  Because a program visits rows in
+increasing index order, a later row that only *ties* ``thr`` would lose the tie, so the strict ``>``
+is exact.  Tiles without candidates cost the compare and one cross-warp reduction; when every query
+has at most ``rounds`` candidates they are moved with row reductions; otherwise they are appended at
+positions given by a prefix count along the row.  When some buffer could overflow on the next tile it
+is *flushed*: sorted as packed int64 keys (a bitonic network), which leaves the best K in front, and
+``thr`` is refreshed.  A final flush leaves each (query, split) top-K in slots ``[0, K)``; a torch
+epilogue merges the ``S × K`` partial results.  Measurements: ``kernels/NOTES.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.reference import KEY_EMPTY, TopkArgs, pack_keys, unpack_keys
+
+
+@triton.jit
+def _pack(s, idx):
+    # (score desc, index asc) as one signed int64; see kernels/reference.py for the mapping.
+    s = tl.where(s == 0.0, 0.0, s)  # -0.0 and +0.0 must tie
+    bits = s.to(tl.int32, bitcast=True)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    key = (ordered.to(tl.int64) << 32) | (4294967295 - idx.to(tl.int64))
+    empty = (idx < 0) | (s == float("-inf")) | (s != s)
+    return tl.where(empty, -9223372036854775808, key)
+
+
+@triton.jit
+def _unpack(key):
+    hi = (key >> 32).to(tl.int32)
+    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
+    s = bits.to(tl.float32, bitcast=True)
+    idx = (4294967295 - (key & 4294967295)).to(tl.int32)
+    empty = key == -9223372036854775808
+    s = tl.where(empty, float("-inf"), s)
+    idx = tl.where(empty, -1, idx)
+    return s, idx
+
+
+@triton.jit
+def _load_chunk(ptrs, kk, ks, D: tl.constexpr, BK: tl.constexpr):
+    # one BK-wide slice of d (columns kk .. kk+BK) of a [rows, BK] pointer block
+    if D % BK != 0:
+        return tl.load(ptrs + kk, mask=((kk + ks) < D)[None, :], other=0.0)
+    return tl.load(ptrs + kk)
+
+
+@triton.jit
+def _mma(a, b, acc, UPCAST: tl.constexpr):
+    # acc += a @ b.T with fp32 accumulation
+    if UPCAST:
+        # The CPU interpreter cannot multiply bf16; fp32 products of bf16 values are exact.
+        acc = tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, tl.trans(b), acc)
+    return acc
+
+
+@triton.jit
+def _max2(a0, a1, b0, b1):
+    return tl.maximum(a0, b0), tl.maximum(a1, b1)
+
+
+@triton.jit
+def _cta_barrier(x, ASM: tl.constexpr):
+    # bar.sync orders this program's global stores before its later loads (the candidate buffers are
+    # written and read by different threads).  As inline asm: tl.debug_barrier() inside the tile loop
+    # stops Triton's software pipeliner.  x (int32) only threads the asm into the dataflow.
+    if ASM:
+        x = tl.inline_asm_elementwise(
+            "membar.cta;\n\tbar.sync 0;\n\tmov.b32 $0, $1;",
+            "=r,r",
+            [x],
+            dtype=tl.int32,
+            is_pure=False,
+            pack=1,
+        )
+    else:
+        tl.debug_barrier()  # the interpreter runs programs one at a time; nothing to order
+    return x
+
+
+@triton.jit
+def _indicator(NDIM: tl.constexpr, j: tl.constexpr):
+    ar = tl.arange(0, 2)
+    return tl.reshape(ar, [1] * (NDIM - j - 1) + [2] + [1] * j)
+
+
+@triton.jit
+def _cmp_swap(h, flip, i: tl.constexpr, NDIM: tl.constexpr):
+    # Partner along hypercube axis NDIM-1-i: the pair's sum minus self.  Exact for ints (wrapping adds);
+    # unlike tl.sort's xor_sum it is a built-in reduction, which the CPU interpreter runs vectorised.
+    y = tl.sum(h, axis=NDIM - 1 - i, keep_dims=True) - h
+    is_right = _indicator(NDIM, i)
+    return tl.where((h > y) != (flip ^ is_right).to(tl.int1), y, h)
+
+
+@triton.jit
+def _bitonic_merge(h, stage: tl.constexpr, order: tl.constexpr, NDIM: tl.constexpr):
+    # order 0: ascending, 1: descending, 2: alternating by `stage` (as in triton.language.standard)
+    flip = _indicator(NDIM, stage) if order == 2 else order
+    for i in tl.static_range(stage):
+        h = _cmp_swap(h, flip, stage - 1 - i, NDIM)
+    return h
+
+
+@triton.jit
+def _sort_desc(x, LOG_N: tl.constexpr, NDIM: tl.constexpr):
+    """Bitonic sort of int64 keys along the last axis (2**LOG_N long); NDIM = log2(x.numel)."""
+    h = tl.reshape(x, [2] * NDIM)
+    for i in tl.static_range(1, LOG_N + 1):
+        h = _bitonic_merge(h, i, 2 if i < LOG_N else 1, NDIM)
+    return tl.reshape(h, x.shape)
+
+
+@triton.jit
+def _flush(
+    ss_prog,
+    si_prog,
+    thr_prog,
+    K: tl.constexpr,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    FQ: tl.constexpr,
+    LOG_CAP: tl.constexpr,
+    LOG_FQ: tl.constexpr,
+):
+    """Sort each query's CAP slots (best first) in place and store its K-th best score to thr."""
+    cols = tl.arange(0, CAP)
+    # Unrolled (few copies: FQ is chosen so that BQ // FQ <= 8): a nested runtime loop would stop
+    # Triton's software pipeliner from pipelining the tile loop that contains this code.
+    for j in tl.static_range(BQ // FQ):
+        qi = j * FQ + tl.arange(0, FQ)
+        offs = (qi * CAP)[:, None] + cols[None, :]
+        # .cg: read what other threads of this program just stored (bypass L1).
+        s = tl.load(ss_prog + offs, cache_modifier=".cg")
+        i = tl.load(si_prog + offs, cache_modifier=".cg")
+        key = _sort_desc(_pack(s, i), LOG_CAP, LOG_CAP + LOG_FQ)
+        s2, i2 = _unpack(key)
+        tl.store(ss_prog + offs, s2)
+        tl.store(si_prog + offs, i2)
+        kth = tl.sum(tl.where(cols[None, :] == K - 1, s2, 0.0), axis=1)
+        tl.store(thr_prog + qi, kth)
+
+
+@triton.jit
+def _fused_topk_kernel(
+    q_ptr,
+    c_ptr,
+    ss_ptr,
+    si_ptr,
+    thr_ptr,
+    rpart_ptr,
+    qpart_ptr,
+    valid_ptr,
+    rtime_ptr,
+    tmin_ptr,
+    tmax_ptr,
+    bias_ptr,
+    Q,
+    N,
+    stride_q,
+    stride_c,
+    QP,
+    rows_per_split,
+    D: tl.constexpr,
+    K: tl.constexpr,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    FQ: tl.constexpr,
+    LOG_CAP: tl.constexpr,
+    LOG_FQ: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREFIX_DOT: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    NCH: tl.constexpr,
+    ASM_BARRIER: tl.constexpr,
+    ROUNDS: tl.constexpr,
+    HAS_PART: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    HAS_TMIN: tl.constexpr,
+    HAS_TMAX: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    pid_q = tl.program_id(0)
+    split = tl.program_id(1)
+    q0 = pid_q * BQ
+    qs = q0 + tl.arange(0, BQ)
+    qmask = qs < Q
+    qs_c = tl.minimum(qs, Q - 1)  # clamped rows: loads need no mask, results are masked by qmask
+    n_start = split * rows_per_split
+    n_end = tl.minimum(n_start + rows_per_split, N)
+    # This program's scratch rows are contiguous (layout [S, QP, CAP], QP = query blocks * BQ), so
+    # per-row offsets fit in int32 and the padding rows need no masks.
+    prog = split.to(tl.int64) * QP + q0
+    ss_prog = ss_ptr + prog * CAP
+    si_prog = si_ptr + prog * CAP
+    thr_prog = thr_ptr + prog
+    roff = tl.arange(0, BQ) * CAP
+
+    # Empty buffers (scratch comes from torch.empty).
+    cols = tl.arange(0, CAP)
+    for j in tl.static_range(BQ // FQ):
+        ioffs = ((j * FQ + tl.arange(0, FQ)) * CAP)[:, None] + cols[None, :]
+        tl.store(ss_prog + ioffs, tl.full([FQ, CAP], float("-inf"), tl.float32))
+        tl.store(si_prog + ioffs, tl.full([FQ, CAP], -1, tl.int32))
+
+    ks = tl.arange(0, BK)
+    q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
+    if HAS_PART:
+        qp = tl.load(qpart_ptr + qs_c)
+    if HAS_TMIN:
+        tmin = tl.load(tmin_ptr + qs_c)
+    if HAS_TMAX:
+        tmax = tl.load(tmax_ptr + qs_c)
+    if RESIDENT:
+        # The query block stays on chip for the whole loop (up to 4 d-slices): only corpus tiles stream,
+        # and with no inner loop the software pipeliner overlaps the next tile's loads with this one.
+        a0 = _load_chunk(q_ptrs, 0, ks, D, BK)
+        a1 = a0
+        a2 = a0
+        a3 = a0
+        if NCH > 1:
+            a1 = _load_chunk(q_ptrs, BK, ks, D, BK)
+        if NCH > 2:
+            a2 = _load_chunk(q_ptrs, 2 * BK, ks, D, BK)
+        if NCH > 3:
+            a3 = _load_chunk(q_ptrs, 3 * BK, ks, D, BK)
+    if PREFIX_DOT:
+        # upper-triangular ones: (cand @ tri)[q, i] = #candidates in columns <= i (exact in fp32)
+        tri = (tl.arange(0, BN)[:, None] <= tl.arange(0, BN)[None, :]).to(tl.float16)
+
+    thr = tl.full([BQ], float("-inf"), tl.float32)
+    cnt = tl.zeros([BQ], tl.int32)
+    # Per-row filter vectors are loaded one tile ahead: the pipeliner only prefetches loads that feed
+    # tl.dot, and a plain load in the epilogue would expose its latency on every tile.
+    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
+    if HAS_BIAS:
+        bias_n = tl.load(bias_ptr + nxt)
+    if HAS_VALID:
+        valid_n = tl.load(valid_ptr + nxt)
+    if HAS_PART:
+        rp_n = tl.load(rpart_ptr + nxt)
+    if HAS_TMIN or HAS_TMAX:
+        rt_n = tl.load(rtime_ptr + nxt)
+    tl.debug_barrier()
+    # One extra, empty tile at the end (all rows masked) runs the final flush through the same code
+    # path as the in-loop flushes: a single inlined copy of the sort keeps compile time down.
+    for n0 in range(n_start, n_end + BN, BN):
+        rows = n0 + tl.arange(0, BN)
+        rmask = rows < n_end
+        rows_c = tl.minimum(rows, N - 1)
+        c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
+        nxt = tl.minimum(rows + BN, N - 1)
+        if HAS_BIAS:
+            bias_c = bias_n
+            bias_n = tl.load(bias_ptr + nxt)
+        if HAS_VALID:
+            valid_c = valid_n
+            valid_n = tl.load(valid_ptr + nxt)
+        if HAS_PART:
+            rp_c = rp_n
+            rp_n = tl.load(rpart_ptr + nxt)
+        if HAS_TMIN or HAS_TMAX:
+            rt = rt_n
+            rt_n = tl.load(rtime_ptr + nxt)
+        acc = tl.zeros([BQ, BN], dtype=tl.float32)
+        if RESIDENT:
+            acc = _mma(a0, _load_chunk(c_ptrs, 0, ks, D, BK), acc, UPCAST)
+            if NCH > 1:
+                acc = _mma(a1, _load_chunk(c_ptrs, BK, ks, D, BK), acc, UPCAST)
+            if NCH > 2:
+                acc = _mma(a2, _load_chunk(c_ptrs, 2 * BK, ks, D, BK), acc, UPCAST)
+            if NCH > 3:
+                acc = _mma(a3, _load_chunk(c_ptrs, 3 * BK, ks, D, BK), acc, UPCAST)
+        else:
+            for kk in range(0, D, BK):
+                acc = _mma(
+                    _load_chunk(q_ptrs, kk, ks, D, BK), _load_chunk(c_ptrs, kk, ks, D, BK), acc, UPCAST
+                )
+
+        # ---- epilogue: bias, eligibility, candidates ----
+        s = acc
+        if HAS_BIAS:
+            s = s + bias_c[None, :]
+        elig = rmask[None, :] & qmask[:, None]
+        if HAS_VALID:
+            elig = elig & (valid_c != 0)[None, :]
+        if HAS_PART:
+            elig = elig & (rp_c[None, :] == qp[:, None])
+        if HAS_TMIN or HAS_TMAX:
+            if HAS_TMIN:
+                elig = elig & (rt[None, :] >= tmin[:, None])
+            if HAS_TMAX:
+                elig = elig & (rt[None, :] <= tmax[:, None])
+        cand = elig & (s > thr[:, None])
+        ci = cand.to(tl.int32)
+        n_c = tl.sum(ci, axis=1)
+        # One cross-warp reduction per tile for both decisions: the most candidates any query has
+        # here, and whether some buffer could overflow on the next tile (then flush after appending).
+        most, over = tl.reduce((n_c, (cnt + n_c > CAP - BN).to(tl.int32)), 0, _max2)
+        if most <= ROUNDS:
+            if most > 0:
+                # Common case once thr has risen: a few candidates per query; each round moves the
+                # best remaining one of every query with row reductions (no prefix count, no layout
+                # shuffle of the tile) and stores only [BQ] values.
+                # Round 0 (the usual case: one candidate) needs no max: sum over the single hit.
+                has = n_c > 0
+                if most == 1:
+                    tl.store(ss_prog + roff + cnt, tl.sum(tl.where(cand, s, 0.0), axis=1), mask=has)
+                    tl.store(si_prog + roff + cnt, tl.sum(tl.where(cand, rows[None, :], 0), axis=1), mask=has)
+                    cnt = cnt + has.to(tl.int32)
+                else:
+                    left = cand
+                    for r in tl.static_range(ROUNDS):
+                        m1 = tl.max(tl.where(left, s, float("-inf")), axis=1)
+                        hit = left & (s == m1[:, None])
+                        j1 = tl.min(tl.where(hit, rows[None, :], 2147483647), axis=1)
+                        has = n_c > r
+                        tl.store(ss_prog + roff + cnt, m1, mask=has)
+                        tl.store(si_prog + roff + cnt, j1, mask=has)
+                        cnt = cnt + has.to(tl.int32)
+                        left = left & (rows[None, :] != j1[:, None])
+        else:
+            # inclusive prefix count of candidates along the row
+            incl = tl.dot(cand.to(tl.float16), tri).to(tl.int32) if PREFIX_DOT else tl.cumsum(ci, axis=1)
+            aoffs = (roff + cnt)[:, None] + (incl - ci)
+            tl.store(ss_prog + aoffs, s, mask=cand)
+            tl.store(si_prog + aoffs, rows[None, :] + tl.zeros([BQ, BN], tl.int32), mask=cand)
+            cnt = cnt + n_c
+        # Flush when the next tile might not fit, and always after the last (empty) tile.
+        if (over > 0) | (n0 >= n_end):
+            cnt = _cta_barrier(cnt, ASM_BARRIER)
+            _flush(ss_prog, si_prog, thr_prog, K, CAP, BQ, FQ, LOG_CAP, LOG_FQ)
+            cnt = _cta_barrier(tl.full([BQ], K, tl.int32), ASM_BARRIER)
+            thr = tl.load(thr_prog + tl.arange(0, BQ), cache_modifier=".cg")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile shapes and launch parameters of the fused kernel."""
+
+    block_q: int = 16
+    block_n: int = 64
+    block_k: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+    ctas_per_sm: int = 2  # programs per SM the grid aims for (splits = SMs * this / query blocks)
+    prefix_dot: bool = False  # prefix counts by tl.dot instead of tl.cumsum
+    cap: int | None = None  # slots per (query, split); default next_pow2(k + 2 * block_n)
+    maxnreg: int | None = None  # register cap per thread (more programs per SM, may spill)
+    resident: bool = False  # keep the query block on chip (needs ceil(d / block_k) <= 4)
+    rounds: int = 3  # tiles with at most this many candidates per query skip the prefix-count path
+
+
+def default_config(q_n: int, k: int, d: int) -> KernelConfig:
+    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md)."""
+    if q_n <= 16:  # bandwidth-bound: one small query block, many N-splits
+        return KernelConfig(
+            block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=3, ctas_per_sm=1, resident=True
+        )
+    # compute-bound: 128-query blocks reuse each corpus tile 128 times (wgmma)
+    return KernelConfig(
+        block_q=128, block_n=32, block_k=128, num_warps=8, num_stages=3, ctas_per_sm=1, resident=True
+    )
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, x))))
+
+
+def _sm_count(dev: torch.device) -> int:
+    if dev.type == "cuda":
+        return int(torch.cuda.get_device_properties(dev).multi_processor_count)
+    return 2  # interpreter: a couple of "SMs" so that tests cover several splits
+
+
+def fused_topk_triton(
+    a: TopkArgs,
+    *,
+    config: KernelConfig | None = None,
+    splits: int | None = None,
+    poison: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the Triton kernel on checked arguments (``kernels.reference.check_args``).
+
+    ``config`` overrides the tile heuristic and ``splits`` the number of N-splits (tests, benchmark);
+    ``poison`` fills the scratch buffers with garbage first, so tests see any slot the kernel forgets.
+    """
+    q, c, k = a.queries, a.corpus, a.k
+    if c.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError("the Triton path needs an fp16 or bf16 corpus")
+    q_n, d = q.shape
+    n = c.shape[0]
+    dev = c.device
+    if q_n == 0 or n == 0:
+        return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
+    cfg = config or default_config(q_n, k, d)
+    bq, bn, bk = cfg.block_q, cfg.block_n, cfg.block_k
+    bk = min(bk, max(16, _next_pow2(d)))
+    cap = cfg.cap or _next_pow2(k + 2 * bn)
+    if cap < k + 2 * bn:
+        raise ValueError(f"cap={cap} must be >= k + 2*block_n = {k + 2 * bn}")
+    # flush sub-block: <= 4096 keys per sort (registers, and 32 KB of layout-conversion scratch in
+    # shared memory), at most 8 unrolled sub-blocks (code size, compile time)
+    fq = max(1, min(bq, 4096 // cap))
+    while bq // fq > 8:
+        fq *= 2
+    resident = cfg.resident and triton.cdiv(d, bk) <= 4
+    q = q.to(c.dtype).contiguous()  # tensor cores take both operands in the corpus' 16-bit dtype
+    qblocks = triton.cdiv(q_n, bq)
+    if splits is None:
+        splits = max(1, (_sm_count(dev) * cfg.ctas_per_sm) // qblocks)
+    rows_per_split = triton.cdiv(triton.cdiv(n, splits), bn) * bn
+    s_n = triton.cdiv(n, rows_per_split)
+    qp = qblocks * bq
+    ss = torch.empty((s_n, qp, cap), dtype=torch.float32, device=dev)
+    si = torch.empty((s_n, qp, cap), dtype=torch.int32, device=dev)
+    thr = torch.empty((s_n, qp), dtype=torch.float32, device=dev)
+    if poison:
+        ss.fill_(1e30)
+        si.fill_(n + 7)
+        thr.fill_(float("nan"))
+    dummy = ss
+    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and dev.type == "cpu"
+    _fused_topk_kernel[(qblocks, s_n)](
+        q,
+        c,
+        ss,
+        si,
+        thr,
+        a.row_partition if a.row_partition is not None else dummy,
+        a.query_partition if a.query_partition is not None else dummy,
+        a.valid.view(torch.uint8) if a.valid is not None else dummy,
+        a.row_time if a.row_time is not None else dummy,
+        a.time_min if a.time_min is not None else dummy,
+        a.time_max if a.time_max is not None else dummy,
+        a.row_bias if a.row_bias is not None else dummy,
+        q_n,
+        n,
+        q.stride(0),
+        c.stride(0),
+        qp,
+        rows_per_split,
+        D=d,
+        K=k,
+        CAP=cap,
+        BQ=bq,
+        BN=bn,
+        BK=bk,
+        FQ=fq,
+        LOG_CAP=cap.bit_length() - 1,
+        LOG_FQ=fq.bit_length() - 1,
+        UPCAST=interpret and c.dtype == torch.bfloat16,
+        PREFIX_DOT=cfg.prefix_dot,
+        RESIDENT=resident,
+        NCH=triton.cdiv(d, bk),
+        ASM_BARRIER=not interpret,
+        ROUNDS=cfg.rounds,
+        HAS_PART=a.row_partition is not None,
+        HAS_VALID=a.valid is not None,
+        HAS_TMIN=a.time_min is not None,
+        HAS_TMAX=a.time_max is not None,
+        HAS_BIAS=a.row_bias is not None,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}),
+    )
+    # Merge the S partial top-k lists of each query (keys are unique, so topk order is exact).
+    part_s = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, s_n * k)
+    part_i = si[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, s_n * k)
+    keys = pack_keys(part_s, part_i)
+    best = keys.topk(k, dim=1).values
+    return unpack_keys(best)
