@@ -121,7 +121,8 @@ def main() -> None:
         retriever = DenseRetriever(
             embedder, index, k=args.k, batching=batching, max_wait_s=0.002, max_size=256
         )
-        retriever.run_batch([("warm up the model and the kernel", partitions[0])] * 8)
+        index.warm_up(args.k)
+        retriever.run_batch([("warm up the model", partitions[0])] * 8)
         for clients in args.clients:
             r = run_clients(retriever, len(partitions), clients, args.seconds)
             results.append({"batching": batching, "clients": clients, **r})

@@ -168,7 +168,9 @@ def _flush(
         tl.store(thr_prog + qi, kth)
 
 
-@triton.jit
+# Q and N vary from call to call in a server; specialising on them (== 1, divisible by 16) would
+# compile a new variant, tens of seconds each, for many of them.
+@triton.jit(do_not_specialize=["Q", "N"])
 def _fused_topk_kernel(
     q_ptr,
     c_ptr,

@@ -108,6 +108,7 @@ class MemoryService:
                 device=resolve_device(settings.embedding_device),
             )
             self.index.load()
+            self.index.warm_up(settings.dense_top_k)
             self.index.start()
             self.dense = DenseRetriever(
                 self.embedder,

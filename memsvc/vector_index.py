@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kernels import fused_topk
+from kernels import fused_topk, topk_torch
 
 log = logging.getLogger(__name__)
 
 GAP_TIMEOUT_S = 5.0  # a seq missing this long belongs to a rolled-back transaction
 COMPACT_FRACTION = 0.25  # rebuild when this share of rows is dead
+SMALL_SCAN_ROWS = 65_536  # partitions up to this size are scanned with a plain matmul + top-k
 REPLAY_ON_LOAD = 1000  # changes re-applied after a load, to cover transactions in flight during it
 
 
@@ -279,13 +280,25 @@ class VectorIndex:
     def _search_ranges(self, q: torch.Tensor, ranges: list[tuple[int, int]], k: int) -> list[list[DenseHit]]:
         if not ranges:
             return [[] for _ in range(q.shape[0])]
+        rows_total = sum(e - s for s, e in ranges)
+        # A small partition is one matrix product and a sort: cheaper than a kernel launch that is
+        # built to stream millions of rows (same semantics: kernels.topk_torch is its reference).
+        topk = topk_torch if rows_total <= SMALL_SCAN_ROWS else fused_topk
         if len(ranges) == 1:
             start, end = ranges[0]
-            scores, index = fused_topk(q, self._corpus[start:end], k, valid=self._valid[start:end])
+            scores, index = topk(q, self._corpus[start:end], k, valid=self._valid[start:end])
             return self._hits(scores, index + start * (index >= 0), offset_map=None)
         rows = torch.cat([torch.arange(s, e, device=self.device) for s, e in ranges])
-        scores, index = fused_topk(q, self._corpus[rows], k, valid=self._valid[rows])
+        scores, index = topk(q, self._corpus[rows], k, valid=self._valid[rows])
         return self._hits(scores, index, offset_map=rows)
+
+    def warm_up(self, k: int) -> None:
+        """Compile the kernel variants a server will use (one query; a batch) before traffic comes."""
+        if self._size == 0:
+            return
+        q = torch.nn.functional.normalize(self._corpus[:1].float(), dim=1).cpu().numpy()
+        for batch in (2, 32):  # the small- and the large-batch tile shapes; partitions that hold no rows
+            self.search(np.repeat(q, batch, axis=0), [-2, -3] * (batch // 2), k)
 
     def _hits(
         self, scores: torch.Tensor, index: torch.Tensor, offset_map: torch.Tensor | None
