@@ -58,6 +58,7 @@ class UserCorpus:
     speakers: tuple[str, ...] = ()
     mentions: dict[uuid.UUID, set[uuid.UUID]] = field(default_factory=dict)  # memory → entities
     entities: dict[str, uuid.UUID] = field(default_factory=dict)  # normalised name or alias → entity
+    entity_labels: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)  # entity → (name, type)
     edges: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
     stamp: tuple[Any, ...] = ()
     _moments: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
@@ -115,7 +116,10 @@ _SOURCES = text(
     " ORDER BY message_id"
 )
 _MENTIONS = text("SELECT memory_id, entity_id FROM entity_mentions WHERE tenant_id = :t AND user_id = :u")
-_ENTITIES = text("SELECT id, normalized_name, aliases FROM entities WHERE tenant_id = :t AND user_id = :u")
+_ENTITIES = text(
+    "SELECT id, name, entity_type, normalized_name, aliases FROM entities"
+    " WHERE tenant_id = :t AND user_id = :u"
+)
 _EDGES = text("SELECT subject_id, object_id FROM relations WHERE tenant_id = :t AND user_id = :u")
 
 
@@ -166,8 +170,9 @@ def load_corpus(session: Session, tenant_id: uuid.UUID, user_id: str, stamp: tup
     corpus.speakers = tuple(dict.fromkeys(r.speaker for r in rows if r.kind == "turn" and r.speaker))
     for memory_id, entity_id in session.execute(_MENTIONS, params):
         corpus.mentions.setdefault(memory_id, set()).add(entity_id)
-    for entity_id, name, aliases in session.execute(_ENTITIES, params):
+    for entity_id, display, entity_type, name, aliases in session.execute(_ENTITIES, params):
         corpus.entities[name] = entity_id
+        corpus.entity_labels[entity_id] = (display, entity_type)
         for alias in aliases or ():
             corpus.entities.setdefault(alias.lower(), entity_id)
     corpus.edges = [(s, o) for s, o in session.execute(_EDGES, params)]

@@ -173,8 +173,8 @@ class SearchEngine:
         return bonus
 
     def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
-        """A prompt-ready block under `max_tokens`: current facts, then events in time order, each
-        line tagged with its date, speaker and the ids of the messages it came from."""
+        """A prompt-ready block under `max_tokens`: current facts, then events in time order, then
+        the entities they mention; every line names the messages it came from."""
         results = self.search(
             session,
             ctx,
@@ -183,7 +183,8 @@ class SearchEngine:
             ),
             keep_covered=True,
         )
-        return assemble_context(results, request.max_tokens)
+        corpus = self.corpora.get(session, ctx.tenant_id, request.user_id)
+        return assemble_context(results, request.max_tokens, related_entities(corpus, results))
 
 
 def _with_previous_turns(corpus: UserCorpus, chosen: set[int], eligible: np.ndarray) -> list[int]:
@@ -320,12 +321,35 @@ def _line(item: MemoryOut) -> str:
     date = f"[{when.date().isoformat()}] " if when else ""
     who = f"{item.speaker}: " if item.kind == "turn" and item.speaker else ""
     body = item.content.replace("\n", " / ")
-    refs = ",".join(item.source_message_ids[:5]) + ("…" if len(item.source_message_ids) > 5 else "")
-    return f"- {date}{who}{body} (src: {refs})"
+    return f"- {date}{who}{body} (src: {_refs(item.source_message_ids)})"
 
 
-def assemble_context(results: Sequence[MemoryOut], max_tokens: int) -> ContextResponse:
-    """Fill the budget best-first, then lay out facts first and events in time order."""
+def _refs(message_ids: Sequence[str]) -> str:
+    return ",".join(message_ids[:5]) + ("…" if len(message_ids) > 5 else "")
+
+
+def related_entities(corpus: UserCorpus, results: Sequence[MemoryOut]) -> list[tuple[str, list[str]]]:
+    """Entities the results mention, most mentioned first, as (label, message ids mentioning it)."""
+    sources: dict[uuid.UUID, dict[str, None]] = {}
+    for item in results:
+        memory_ids = [uuid.UUID(m) for m in item.metadata.get("memory_ids", [])] or [item.id]
+        for memory_id in memory_ids:
+            for entity_id in corpus.mentions.get(memory_id, ()):
+                sources.setdefault(entity_id, {}).update(dict.fromkeys(item.source_message_ids))
+    ranked = sorted(sources.items(), key=lambda kv: -len(kv[1]))
+    out = []
+    for entity_id, messages in ranked:
+        name, entity_type = corpus.entity_labels.get(entity_id, ("", ""))
+        if name:
+            out.append((f"{name} ({entity_type})", list(messages)))
+    return out
+
+
+def assemble_context(
+    results: Sequence[MemoryOut], max_tokens: int, entities: Sequence[tuple[str, list[str]]] = ()
+) -> ContextResponse:
+    """Fill the budget best-first, then lay out facts first, events in time order, and the
+    entities they mention with whatever budget is left."""
     header_facts, header_events = "## Facts", "## Events (oldest first)"
     budget = max_tokens - count_tokens(header_facts) - count_tokens(header_events) - 2
     chosen: list[tuple[MemoryOut, str]] = []
@@ -347,6 +371,16 @@ def assemble_context(results: Sequence[MemoryOut], max_tokens: int) -> ContextRe
         sections.append("\n".join([header_facts, *(line for _, line in facts)]))
     if events:
         sections.append("\n".join([header_events, *(line for _, line in events)]))
+    header_entities = "## Related entities"
+    left = max_tokens - sum(count_tokens(section) for section in sections) - count_tokens(header_entities)
+    entity_lines = []
+    for label, messages in entities:
+        line = f"- {label} (src: {_refs(messages)})"
+        if count_tokens(line) <= left:
+            entity_lines.append(line)
+            left -= count_tokens(line)
+    if entity_lines:
+        sections.append("\n".join([header_entities, *entity_lines]))
     context = "\n\n".join(sections)
     return ContextResponse(
         context=context, items=[i for i, _ in facts + events], tokens=count_tokens(context)

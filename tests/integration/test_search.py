@@ -106,6 +106,10 @@ def test_context_never_exceeds_its_budget(service, tenant, max_tokens: int) -> N
         # Facts first, then events oldest first; every line names its sources.
         lines = [line for line in response.context.splitlines() if line.startswith("- ")]
         assert all("(src: " in line for line in lines)
+    if max_tokens >= 1000:
+        headers = [line for line in response.context.splitlines() if line.startswith("## ")]
+        assert headers == ["## Facts", "## Events (oldest first)", "## Related entities"]
+        assert "Caroline (person)" in response.context
 
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
