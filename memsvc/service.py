@@ -200,6 +200,16 @@ class MemoryService:
                 .values(status="running", updated_at=func.now())
             )
 
+    def trim_change_feed(self, older_than_s: float = 3600.0) -> int:
+        """Drop change-feed entries every index has long replayed (indexes poll every fraction of a
+        second; one that was away longer reloads at start)."""
+        with self.db.session() as session:
+            result = session.execute(
+                text("DELETE FROM memory_changes WHERE at < now() - make_interval(secs => :s)"),
+                {"s": older_than_s},
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def job(self, ctx: TenantContext, job_id: uuid.UUID) -> JobOut:
         with self.db.session() as session:
             job = store.get_job(session, ctx, job_id)

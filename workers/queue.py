@@ -55,13 +55,15 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
 
 
 async def recover_jobs(app: App, service: MemoryService) -> None:
-    """Retry jobs whose worker died mid-job, and defer jobs accepted while the queue was away."""
+    """Retry jobs whose worker died mid-job, defer jobs accepted while the queue was away, and trim
+    the change feed."""
     stalled_after = service.settings.worker_stalled_after_s
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
         log.warning("retrying job %s of a worker that stopped answering", job.id)
         await app.job_manager.retry_job(job)
     for job_id in await asyncio.to_thread(service.queued_jobs, STALE_QUEUED_S):
         await asyncio.to_thread(_defer, app, job_id)
+    await asyncio.to_thread(service.trim_change_feed)
 
 
 def _defer(app: App, job_id: uuid.UUID) -> None:

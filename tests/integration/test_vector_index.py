@@ -92,3 +92,12 @@ def test_batched_search_keeps_each_query_in_its_partition(service, database, emb
     # A user with no rows gets nothing, not someone else's rows.
     assert index.search(queries[:1], [None], 5) == [[]]
     assert np.isfinite([h.score for h in hits[0]]).all()
+
+
+def test_change_feed_is_trimmed(service, tenant, sql) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    _add(service, ctx, "trim-user", ["I keep bees on the roof."])
+    assert sql.execute("SELECT count(*) FROM memory_changes").fetchone()[0] > 0
+    assert service.trim_change_feed(3600.0) == 0  # nothing an hour old yet
+    assert service.trim_change_feed(0.0) > 0
+    assert sql.execute("SELECT count(*) FROM memory_changes").fetchone()[0] == 0
