@@ -38,7 +38,8 @@ END
 $$ LANGUAGE plpgsql;
 -- Only columns a search index reads: access statistics and the like do not wake indexes.
 CREATE TRIGGER memories_change_log
-    AFTER INSERT OR DELETE OR UPDATE OF embedding, status, valid_from, valid_to, tenant_id, user_id ON memories
+    AFTER INSERT OR DELETE OR UPDATE OF embedding, status, valid_from, valid_to, tenant_id, user_id
+    ON memories
     FOR EACH ROW EXECUTE FUNCTION memsvc_log_memory_change();
 """
 
