@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,4 +67,4 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
-__all__ = ["LOCOMO_DIR", "fresh_service", "machine", "percentile", "print_table", "statistics", "write_json"]
+__all__ = ["LOCOMO_DIR", "fresh_service", "machine", "percentile", "print_table", "write_json"]

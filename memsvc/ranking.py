@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -519,14 +519,6 @@ def rank(
     return build_results(candidates, scores, config)
 
 
-def lexical_scores_for(
-    index: BM25Index, query: str, ordinals: Mapping[str, int], ids: Sequence[str]
-) -> list[float]:
-    """Helper for callers: the BM25 score of each candidate id, 0 for ids not in the index."""
-    scored = index.score(query)
-    return [float(scored[ordinals[i]]) if i in ordinals else 0.0 for i in ids]
-
-
 __all__ = [
     "STOP_WORDS",
     "TEMPORAL_EXPRESSION",
@@ -540,7 +532,6 @@ __all__ = [
     "build_results",
     "fuse_scores",
     "has_temporal_expression",
-    "lexical_scores_for",
     "propagate_neighbours",
     "rank",
     "tokenize",

@@ -21,11 +21,11 @@ from memsvc.config import Settings
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder, get_embedder, resolve_device
-from memsvc.errors import InvalidInput, NotFound
+from memsvc.errors import InvalidInput
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.ingest import Ingestor, content_hash
-from memsvc.models import Job, Memory
+from memsvc.models import Job
 from memsvc.schemas import (
     AddRequest,
     AddResult,
@@ -275,17 +275,6 @@ class MemoryService:
             _user_lock(session, ctx.tenant_id, user_id)
             store.delete_user(session, ctx, user_id)
 
-    def user_exists(self, ctx: TenantContext, user_id: str) -> bool:
-        with self.db.session() as session:
-            return (
-                session.execute(
-                    select(Memory.id)
-                    .where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user_id)
-                    .limit(1)
-                ).first()
-                is not None
-            )
-
     def ready(self) -> dict[str, str]:
         """Readiness of each dependency: the database answers and the model embeds."""
         status = {}
@@ -303,4 +292,4 @@ class MemoryService:
         return status
 
 
-__all__ = ["IngestOutcome", "MemoryService", "NotFound"]
+__all__ = ["IngestOutcome", "MemoryService"]

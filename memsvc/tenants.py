@@ -6,9 +6,8 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -65,12 +64,3 @@ def authenticate(session: Session, key: str) -> TenantContext:
 
 def has_any_key(session: Session) -> bool:
     return session.execute(select(ApiKey.id).limit(1)).first() is not None
-
-
-def revoke_api_key(session: Session, key: str) -> bool:
-    result = session.execute(
-        update(ApiKey)
-        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-    )
-    return bool(cast(CursorResult[Any], result).rowcount)
