@@ -82,16 +82,20 @@ class SearchEngine:
 
         A memory whose source turns an earlier result already returns is dropped (it adds words,
         not evidence) unless `keep_covered`: a context block wants a fact beside its turn."""
+        return self._search(session, ctx, request, keep_covered)[1]
+
+    def _search(
+        self, session: Session, ctx: TenantContext, request: SearchRequest, keep_covered: bool
+    ) -> tuple[UserCorpus, list[MemoryOut]]:
         corpus = self.corpora.get(session, ctx.tenant_id, request.user_id)
         if not corpus.rows:
-            return []
+            return corpus, []
         if self.dense is None:
-            return self.rank(
-                corpus, request, self.embedder.embed([request.query])[0], keep_covered=keep_covered
-            )
-        partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
-        query_vector, hits = self.dense(request.query, partition)
-        return self.rank(corpus, request, query_vector, dense_hits=hits, keep_covered=keep_covered)
+            query_vector, hits = self.embedder.embed([request.query])[0], None
+        else:
+            partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
+            query_vector, hits = self.dense(request.query, partition)
+        return corpus, self.rank(corpus, request, query_vector, dense_hits=hits, keep_covered=keep_covered)
 
     def rank(
         self,
@@ -175,15 +179,10 @@ class SearchEngine:
     def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         """A prompt-ready block under `max_tokens`: current facts, then events in time order, then
         the entities they mention; every line names the messages it came from."""
-        results = self.search(
-            session,
-            ctx,
-            SearchRequest(
-                query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
-            ),
-            keep_covered=True,
+        search = SearchRequest(
+            query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
         )
-        corpus = self.corpora.get(session, ctx.tenant_id, request.user_id)
+        corpus, results = self._search(session, ctx, search, keep_covered=True)
         return assemble_context(results, request.max_tokens, related_entities(corpus, results))
 
 

@@ -165,10 +165,12 @@ class MemoryService:
             job = session.get(Job, job_id)
             if job is None:
                 return IngestOutcome(job_id, "failed", error="job no longer exists (user erased?)")
-            if job.status == "succeeded":
-                return IngestOutcome(job_id, job.status, AddResult.model_validate(job.result))
+            # Under the user's lock, so a second run of the same job (a retry racing a slow first
+            # attempt) sees the first one's success instead of overwriting its result.
             _user_lock(session, job.tenant_id, job.user_id or "")
             session.refresh(job)
+            if job.status == "succeeded":
+                return IngestOutcome(job_id, job.status, AddResult.model_validate(job.result))
             request = AddRequest.model_validate({k: v for k, v in job.payload.items() if k != "received_at"})
             received_at = datetime.fromisoformat(job.payload["received_at"])
             actor = f"job:{job.id}"
