@@ -42,7 +42,11 @@ class Settings(BaseSettings):
     embedding_device: str = Field(
         default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'"
     )
-    embedding_batch_size: int = 128
+    embedding_batch_size: int = Field(
+        default=0,
+        description="texts per forward pass (0 = 8 on the CPU, 256 on CUDA). On the CPU small batches "
+        "of similar length beat large ones (less padding, activations stay in cache): 2.8x at 1 thread",
+    )
     embedding_threads: int = Field(
         default=1,
         description="CPU threads torch may use (0 = torch's default). One thread per call avoids the "

@@ -20,7 +20,13 @@ from memsvc.errors import NotReady
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-Vectors = npt.NDArray[np.float32]
+# Texts per forward pass when the setting is 0: sentence-transformers sorts texts by length, and on
+# the CPU batches of 8 pad little and keep activations in cache (bench: 2.8x over 128 at 1 thread);
+# on a GPU large batches fill the device.
+CPU_BATCH_SIZE = 8
+CUDA_BATCH_SIZE = 256
+Vectors = npt.NDArray[np.float32]  # rows of vectors
+Vector = npt.NDArray[np.float32]  # one vector
 
 
 class Embedder(Protocol):
@@ -49,11 +55,13 @@ class SentenceTransformerEmbedder:
         model_name: str = DEFAULT_MODEL,
         *,
         device: str = "auto",
-        batch_size: int = 128,
+        batch_size: int = 0,
         threads: int = 0,
     ) -> None:
         self.model_name = model_name
         self.device = resolve_device(device)
+        if batch_size <= 0:
+            batch_size = CPU_BATCH_SIZE if self.device == "cpu" else CUDA_BATCH_SIZE
         if threads > 0 and self.device == "cpu":
             import torch
 
@@ -111,7 +119,7 @@ _shared_lock = threading.Lock()
 
 
 def get_embedder(
-    model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 128, threads: int = 0
+    model_name: str = DEFAULT_MODEL, *, device: str = "auto", batch_size: int = 0, threads: int = 0
 ) -> Embedder:
     """A process-wide embedder per (model, device): loading a model costs seconds and memory."""
     key = (model_name, resolve_device(device), batch_size)
