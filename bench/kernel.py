@@ -128,10 +128,13 @@ def _precompile_job(job: tuple[int, int, str, int, str, str | None]) -> str:
     c = torch.nn.functional.normalize(torch.randn(n, d, device=dev), dim=1).to(dtype)
     q = torch.nn.functional.normalize(torch.randn(q_n, d, device=dev), dim=1).to(dtype)
     f = make_filters(fk, n, q_n, dev, seed=1)
-    if cfg_json is None:
-        fused_topk(q, c, k, **f)
-    else:
-        fused_topk_triton(check_args(q, c, k, **f), config=KernelConfig(**json.loads(cfg_json)))
+    try:
+        if cfg_json is None:
+            fused_topk(q, c, k, **f)
+        else:
+            fused_topk_triton(check_args(q, c, k, **f), config=KernelConfig(**json.loads(cfg_json)))
+    except Exception as e:  # the timed run records the error of this variant
+        return f"Q={q_n} k={k} {fk} {cfg_json or 'default'}: failed: {type(e).__name__}: {str(e)[:200]}"
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return f"Q={q_n} k={k} {fk} {cfg_json or 'default'}: {time.perf_counter() - t0:.1f}s"
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--precompile", type=int, default=8, help="processes compiling variants up front (0: off)"
     )
+    ap.add_argument("--precompile-only", action="store_true", help="compile the variants, measure nothing")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run (with TRITON_INTERPRET=1)")
     args = ap.parse_args(argv)
 
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             for cj in cfg_jsons
         ]
         precompile(jobs, args.precompile)
+    if args.precompile_only:
+        return 0
     rows: list[dict[str, Any]] = []
 
     def save(compiled: list[dict[str, Any]] | None = None) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -168,6 +168,15 @@ def _flush(
         tl.store(thr_prog + qi, kth)
 
 
+@triton.jit
+def _physical(rows, BN: tl.constexpr, TILE_STEP: tl.constexpr):
+    # With TILE_STEP > 1 the kernel sees only every TILE_STEP-th tile of BN rows (a sample that
+    # bounds the k-th best score from below, see fused_topk_triton): logical row -> corpus row.
+    if TILE_STEP == 1:
+        return rows
+    return (rows // BN) * (BN * TILE_STEP) + rows % BN
+
+
 # Q and N vary from call to call in a server; specialising on them (== 1, divisible by 16) would
 # compile a new variant, tens of seconds each, for many of them.
 @triton.jit(do_not_specialize=["Q", "N"])
@@ -210,6 +219,7 @@ def _fused_topk_kernel(
     HAS_TMIN: tl.constexpr,
     HAS_TMAX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    TILE_STEP: tl.constexpr,
 ):
     pid_q = tl.program_id(0)
     split = tl.program_id(1)
@@ -263,7 +273,7 @@ def _fused_topk_kernel(
     cnt = tl.zeros([BQ], tl.int32)
     # Per-row filter vectors are loaded one tile ahead: the pipeliner only prefetches loads that feed
     # tl.dot, and a plain load in the epilogue would expose its latency on every tile.
-    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
+    nxt = _physical(tl.minimum(n_start + tl.arange(0, BN), N - 1), BN, TILE_STEP)
     if HAS_BIAS:
         bias_n = tl.load(bias_ptr + nxt)
     if HAS_VALID:
@@ -278,9 +288,9 @@ def _fused_topk_kernel(
     for n0 in range(n_start, n_end + BN, BN):
         rows = n0 + tl.arange(0, BN)
         rmask = rows < n_end
-        rows_c = tl.minimum(rows, N - 1)
+        rows_c = _physical(tl.minimum(rows, N - 1), BN, TILE_STEP)
         c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
-        nxt = tl.minimum(rows + BN, N - 1)
+        nxt = _physical(tl.minimum(rows + BN, N - 1), BN, TILE_STEP)
         if HAS_BIAS:
             bias_c = bias_n
             bias_n = tl.load(bias_ptr + nxt)
@@ -365,6 +375,149 @@ def _fused_topk_kernel(
             thr = tl.load(thr_prog + tl.arange(0, BQ), cache_modifier=".cg")
 
 
+@triton.jit(do_not_specialize=["Q", "N"])
+def _threshold_scan_kernel(
+    q_ptr,
+    c_ptr,
+    thr_ptr,
+    cnt_ptr,
+    out_s_ptr,
+    out_i_ptr,
+    rpart_ptr,
+    qpart_ptr,
+    valid_ptr,
+    rtime_ptr,
+    tmin_ptr,
+    tmax_ptr,
+    bias_ptr,
+    Q,
+    N,
+    stride_q,
+    stride_c,
+    rows_per_split,
+    D: tl.constexpr,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    NCH: tl.constexpr,
+    GUARD: tl.constexpr,
+    HAS_PART: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    HAS_TMIN: tl.constexpr,
+    HAS_TMAX: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """Append every eligible row scoring >= the query's threshold to the query's candidate list.
+
+    With a threshold that already bounds the k-th best score from below, no running top-k is kept:
+    the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
+    tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
+    """
+    pid_q = tl.program_id(0)
+    split = tl.program_id(1)
+    qs = pid_q * BQ + tl.arange(0, BQ)
+    qs_c = tl.minimum(qs, Q - 1)
+    n_start = split * rows_per_split
+    n_end = tl.minimum(n_start + rows_per_split, N)
+    # NaN compares false: padding queries (and queries without a bound) take no candidates.
+    thr = tl.where(qs < Q, tl.load(thr_ptr + qs_c), float("nan"))
+    out_off = qs_c.to(tl.int64)[:, None] * CAP
+    ks = tl.arange(0, BK)
+    q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
+    if HAS_PART:
+        qp = tl.load(qpart_ptr + qs_c)
+    if HAS_TMIN:
+        tmin = tl.load(tmin_ptr + qs_c)
+    if HAS_TMAX:
+        tmax = tl.load(tmax_ptr + qs_c)
+    a0 = _load_chunk(q_ptrs, 0, ks, D, BK)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    if NCH > 1:
+        a1 = _load_chunk(q_ptrs, BK, ks, D, BK)
+    if NCH > 2:
+        a2 = _load_chunk(q_ptrs, 2 * BK, ks, D, BK)
+    if NCH > 3:
+        a3 = _load_chunk(q_ptrs, 3 * BK, ks, D, BK)
+    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
+    if HAS_BIAS:
+        bias_n = tl.load(bias_ptr + nxt)
+    if HAS_VALID:
+        valid_n = tl.load(valid_ptr + nxt)
+    if HAS_PART:
+        rp_n = tl.load(rpart_ptr + nxt)
+    if HAS_TMIN or HAS_TMAX:
+        rt_n = tl.load(rtime_ptr + nxt)
+    for n0 in range(n_start, n_end, BN):
+        rows = n0 + tl.arange(0, BN)
+        rows_c = tl.minimum(rows, N - 1)
+        c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
+        nxt = tl.minimum(rows + BN, N - 1)
+        # What depends on the row alone folds into one additive term per row (-inf: not eligible),
+        # computed on [BN] vectors instead of the [BQ, BN] tile.
+        ok_row = rows < n_end
+        if HAS_VALID:
+            ok_row = ok_row & (valid_n != 0)
+            valid_n = tl.load(valid_ptr + nxt)
+        if HAS_BIAS:
+            radd = tl.where(ok_row, bias_n, float("-inf"))
+            bias_n = tl.load(bias_ptr + nxt)
+        else:
+            radd = tl.where(ok_row, 0.0, float("-inf"))
+        if HAS_PART:
+            rp_c = rp_n
+            rp_n = tl.load(rpart_ptr + nxt)
+        if HAS_TMIN or HAS_TMAX:
+            rt = rt_n
+            rt_n = tl.load(rtime_ptr + nxt)
+        acc = tl.zeros([BQ, BN], dtype=tl.float32)
+        acc = _mma(a0, _load_chunk(c_ptrs, 0, ks, D, BK), acc, UPCAST)
+        if NCH > 1:
+            acc = _mma(a1, _load_chunk(c_ptrs, BK, ks, D, BK), acc, UPCAST)
+        if NCH > 2:
+            acc = _mma(a2, _load_chunk(c_ptrs, 2 * BK, ks, D, BK), acc, UPCAST)
+        if NCH > 3:
+            acc = _mma(a3, _load_chunk(c_ptrs, 3 * BK, ks, D, BK), acc, UPCAST)
+        s = acc + radd[None, :]
+        cand = s >= thr[:, None]
+        if HAS_PART:
+            cand = cand & (rp_c[None, :] == qp[:, None])
+        if HAS_TMIN:
+            cand = cand & (rt[None, :] >= tmin[:, None])
+        if HAS_TMAX:
+            cand = cand & (rt[None, :] <= tmax[:, None])
+        if GUARD:
+            # Skip the append code when the tile has no candidate at all (one block reduction).
+            if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
+                _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
+        else:
+            _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
+
+
+@triton.jit
+def _append(
+    cnt_ptr,
+    out_s_ptr,
+    out_i_ptr,
+    qs_c,
+    out_off,
+    rows,
+    s,
+    cand,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+):
+    # Each candidate takes the next slot of its query's list; slots past CAP are only counted.
+    pos = tl.atomic_add(cnt_ptr + qs_c[:, None] + tl.zeros([BQ, BN], tl.int32), 1, mask=cand, sem="relaxed")
+    ok = cand & (pos < CAP)
+    tl.store(out_s_ptr + out_off + pos, s, mask=ok)
+    tl.store(out_i_ptr + out_off + pos, rows[None, :] + tl.zeros([BQ, BN], tl.int32), mask=ok)
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     """Tile shapes and launch parameters of the fused kernel."""
@@ -380,6 +533,17 @@ class KernelConfig:
     maxnreg: int | None = None  # register cap per thread (more programs per SM, may spill)
     resident: bool = False  # keep the query block on chip (needs ceil(d / block_k) <= 4)
     rounds: int = 3  # tiles with at most this many candidates per query skip the prefix-count path
+    # "running": one pass with a running top-k; "threshold": a sampled bound, then a scan that only
+    # appends rows above it (see _threshold_topk); "auto": threshold from THRESHOLD_MIN_QUERIES queries
+    method: str = "auto"
+    sample_step: int = 16  # the bound's sample: every sample_step-th tile (~k * sample_step candidates)
+    candidate_cap: int | None = None  # list slots per query; default next_pow2(2 * k * sample_step + 512)
+    guard: bool = True  # skip the append code of tiles without candidates (one block reduction)
+    scan_block_n: int | None = None  # tile rows of the threshold scan (default block_n)
+    scan_num_stages: int | None = None  # pipeline stages of the threshold scan (default num_stages)
+
+
+THRESHOLD_MIN_QUERIES = 64
 
 
 def default_config(q_n: int, k: int, d: int) -> KernelConfig:
@@ -388,9 +552,19 @@ def default_config(q_n: int, k: int, d: int) -> KernelConfig:
         return KernelConfig(
             block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=3, ctas_per_sm=1, resident=True
         )
-    # compute-bound: 128-query blocks reuse each corpus tile 128 times (wgmma)
+    # compute-bound: 128-query blocks reuse each corpus tile 128 times (wgmma); from 64 queries the
+    # threshold method (a sampled bound, then a scan with 64-row tiles in 2 stages: 96 KB of queries +
+    # 2 x 48 KB of corpus in shared memory)
     return KernelConfig(
-        block_q=128, block_n=32, block_k=128, num_warps=8, num_stages=3, ctas_per_sm=1, resident=True
+        block_q=128,
+        block_n=32,
+        block_k=128,
+        num_warps=8,
+        num_stages=3,
+        ctas_per_sm=1,
+        resident=True,
+        scan_block_n=64,
+        scan_num_stages=2,
     )
 
 
@@ -411,22 +585,98 @@ def fused_topk_triton(
     splits: int | None = None,
     poison: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the Triton kernel on checked arguments (``kernels.reference.check_args``).
+    """Run the Triton kernels on checked arguments (``kernels.reference.check_args``).
 
     ``config`` overrides the tile heuristic and ``splits`` the number of N-splits (tests, benchmark);
     ``poison`` fills the scratch buffers with garbage first, so tests see any slot the kernel forgets.
     """
-    q, c, k = a.queries, a.corpus, a.k
+    q, c = a.queries, a.corpus
     if c.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError("the Triton path needs an fp16 or bf16 corpus")
     q_n, d = q.shape
     n = c.shape[0]
-    dev = c.device
     if q_n == 0 or n == 0:
-        return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
-    cfg = config or default_config(q_n, k, d)
-    bq, bn, bk = cfg.block_q, cfg.block_n, cfg.block_k
-    bk = min(bk, max(16, _next_pow2(d)))
+        return unpack_keys(torch.full((q_n, a.k), KEY_EMPTY, dtype=torch.int64, device=c.device))
+    cfg = config or default_config(q_n, a.k, d)
+    a = replace(a, queries=q.to(c.dtype).contiguous())  # tensor cores take both operands in one dtype
+    method = cfg.method
+    if method == "auto":
+        method = "threshold" if q_n >= THRESHOLD_MIN_QUERIES else "running"
+    if method == "threshold":
+        return _threshold_topk(a, cfg, splits, poison)
+    return _running_topk(a, cfg, splits, poison, n)
+
+
+def _grid(
+    q_n: int, n: int, cfg: KernelConfig, splits: int | None, dev: torch.device, block_n: int
+) -> tuple[int, int, int]:
+    """(query blocks, N-splits, rows per split), rows per split a multiple of the tile."""
+    qblocks = triton.cdiv(q_n, cfg.block_q)
+    if splits is None:
+        splits = max(1, (_sm_count(dev) * cfg.ctas_per_sm) // qblocks)
+    rows_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+    return qblocks, triton.cdiv(n, rows_per_split), rows_per_split
+
+
+def _filter_args(a: TopkArgs, dummy: torch.Tensor) -> list[torch.Tensor]:
+    return [
+        a.row_partition if a.row_partition is not None else dummy,
+        a.query_partition if a.query_partition is not None else dummy,
+        a.valid.view(torch.uint8) if a.valid is not None else dummy,
+        a.row_time if a.row_time is not None else dummy,
+        a.time_min if a.time_min is not None else dummy,
+        a.time_max if a.time_max is not None else dummy,
+        a.row_bias if a.row_bias is not None else dummy,
+    ]
+
+
+def _filter_flags(a: TopkArgs) -> dict[str, bool]:
+    return {
+        "HAS_PART": a.row_partition is not None,
+        "HAS_VALID": a.valid is not None,
+        "HAS_TMIN": a.time_min is not None,
+        "HAS_TMAX": a.time_max is not None,
+        "HAS_BIAS": a.row_bias is not None,
+    }
+
+
+def _int32_times(a: TopkArgs) -> TopkArgs:
+    """int64 times as int32 offsets when the rows' times span less than 2**32 (a 32-bit compare per
+    score instead of a 64-bit one); clamping the query bounds into that range keeps every comparison."""
+    rt = a.row_time
+    if rt is None or rt.dtype != torch.int64 or rt.numel() == 0:
+        return a
+    lo, hi = int(rt.min()), int(rt.max())
+    if hi - lo > 2**32 - 3:
+        return a
+    base = lo - 1 + 2**31  # lo - 1 -> int32 min, hi + 1 -> at most int32 max
+
+    def shift(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else (t.clamp(lo - 1, hi + 1) - base).to(torch.int32)
+
+    return replace(a, row_time=shift(rt), time_min=shift(a.time_min), time_max=shift(a.time_max))
+
+
+def _interpreting(dev: torch.device) -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and dev.type == "cpu"
+
+
+def _running_topk(
+    a: TopkArgs,
+    cfg: KernelConfig,
+    splits: int | None,
+    poison: bool,
+    n: int,
+    tile_step: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k with a running top-k per (query, split).  With ``tile_step`` > 1 only every
+    ``tile_step``-th tile of ``block_n`` rows is scanned (``n`` = the rows it sees; returned indices are
+    then positions in that sample)."""
+    q, c, k = a.queries, a.corpus, a.k
+    q_n, d = q.shape
+    dev = c.device
+    bq, bn = cfg.block_q, cfg.block_n
+    bk = min(cfg.block_k, max(16, _next_pow2(d)))
     cap = cfg.cap or _next_pow2(k + 2 * bn)
     if cap < k + 2 * bn:
         raise ValueError(f"cap={cap} must be >= k + 2*block_n = {k + 2 * bn}")
@@ -436,12 +686,7 @@ def fused_topk_triton(
     while bq // fq > 8:
         fq *= 2
     resident = cfg.resident and triton.cdiv(d, bk) <= 4
-    q = q.to(c.dtype).contiguous()  # tensor cores take both operands in the corpus' 16-bit dtype
-    qblocks = triton.cdiv(q_n, bq)
-    if splits is None:
-        splits = max(1, (_sm_count(dev) * cfg.ctas_per_sm) // qblocks)
-    rows_per_split = triton.cdiv(triton.cdiv(n, splits), bn) * bn
-    s_n = triton.cdiv(n, rows_per_split)
+    qblocks, s_n, rows_per_split = _grid(q_n, n, cfg, splits, dev, bn)
     qp = qblocks * bq
     ss = torch.empty((s_n, qp, cap), dtype=torch.float32, device=dev)
     si = torch.empty((s_n, qp, cap), dtype=torch.int32, device=dev)
@@ -450,21 +695,14 @@ def fused_topk_triton(
         ss.fill_(1e30)
         si.fill_(n + 7)
         thr.fill_(float("nan"))
-    dummy = ss
-    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and dev.type == "cpu"
+    interpret = _interpreting(dev)
     _fused_topk_kernel[(qblocks, s_n)](
         q,
         c,
         ss,
         si,
         thr,
-        a.row_partition if a.row_partition is not None else dummy,
-        a.query_partition if a.query_partition is not None else dummy,
-        a.valid.view(torch.uint8) if a.valid is not None else dummy,
-        a.row_time if a.row_time is not None else dummy,
-        a.time_min if a.time_min is not None else dummy,
-        a.time_max if a.time_max is not None else dummy,
-        a.row_bias if a.row_bias is not None else dummy,
+        *_filter_args(a, ss),
         q_n,
         n,
         q.stride(0),
@@ -486,11 +724,8 @@ def fused_topk_triton(
         NCH=triton.cdiv(d, bk),
         ASM_BARRIER=not interpret,
         ROUNDS=cfg.rounds,
-        HAS_PART=a.row_partition is not None,
-        HAS_VALID=a.valid is not None,
-        HAS_TMIN=a.time_min is not None,
-        HAS_TMAX=a.time_max is not None,
-        HAS_BIAS=a.row_bias is not None,
+        TILE_STEP=tile_step,
+        **_filter_flags(a),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}),
@@ -501,3 +736,87 @@ def fused_topk_triton(
     keys = pack_keys(part_s, part_i)
     best = keys.topk(k, dim=1).values
     return unpack_keys(best)
+
+
+def _threshold_topk(
+    a: TopkArgs, cfg: KernelConfig, splits: int | None, poison: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k in three steps, for many queries at once (the running top-k's bookkeeping would
+    keep the tensor cores waiting):
+
+    1. the running kernel over a sample (every ``sample_step``-th tile): the k-th best sampled score
+       is a lower bound of the k-th best score over all rows, since those k rows are rows too;
+    2. the threshold-scan kernel appends every eligible row scoring at least that bound (less a
+       rounding margin) to its query's list: about ``k * sample_step`` rows, all of the top k among them;
+    3. torch picks the best k of each list.  Queries whose sample held fewer than k eligible rows, or
+       whose list overflowed, are answered by the running kernel over all rows (all queries are, when
+       that is most of them).
+    """
+    q, c, k = a.queries, a.corpus, a.k
+    q_n, d = q.shape
+    n = c.shape[0]
+    dev = c.device
+    step = cfg.sample_step
+    sample_rows = (n // (cfg.block_n * step)) * cfg.block_n
+    if sample_rows < k:
+        return _running_topk(a, cfg, splits, poison, n)
+    sampled, _ = _running_topk(a, cfg, splits, poison, sample_rows, tile_step=step)
+    bound = sampled[:, k - 1]
+    unknown = ~torch.isfinite(bound)
+    if int(unknown.sum()) * 2 > q_n:
+        # Mostly small partitions (many users' queries in one batch): a bound is rarely known, and the
+        # running path answers in one pass.
+        return _running_topk(a, cfg, splits, poison, n)
+    # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
+    thr = torch.where(unknown, float("nan"), bound - (bound.abs() * 1e-5 + 1e-6)).contiguous()
+    cap = cfg.candidate_cap or _next_pow2(2 * k * step + 512)
+    cnt = torch.zeros(q_n, dtype=torch.int32, device=dev)
+    out_s = torch.empty((q_n, cap), dtype=torch.float32, device=dev)
+    out_i = torch.empty((q_n, cap), dtype=torch.int32, device=dev)
+    if poison:
+        out_s.fill_(1e30)
+        out_i.fill_(n + 7)
+    bk = min(cfg.block_k, max(16, _next_pow2(d)))
+    if triton.cdiv(d, bk) > 4:
+        raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
+    scan_bn = cfg.scan_block_n or cfg.block_n
+    qblocks, s_n, rows_per_split = _grid(q_n, n, cfg, splits, dev, scan_bn)
+    _threshold_scan_kernel[(qblocks, s_n)](
+        q,
+        c,
+        thr,
+        cnt,
+        out_s,
+        out_i,
+        *_filter_args(_int32_times(a), out_s),
+        q_n,
+        n,
+        q.stride(0),
+        c.stride(0),
+        rows_per_split,
+        D=d,
+        CAP=cap,
+        BQ=cfg.block_q,
+        BN=scan_bn,
+        BK=bk,
+        UPCAST=_interpreting(dev) and c.dtype == torch.bfloat16,
+        NCH=triton.cdiv(d, bk),
+        GUARD=cfg.guard,
+        **_filter_flags(a),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.scan_num_stages or cfg.num_stages,
+    )
+    filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
+    keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
+    scores, index = unpack_keys(keys.topk(k, dim=1).values)
+    redo = (unknown | (cnt > cap)).nonzero().flatten()
+    if redo.numel():
+        sub = replace(
+            a,
+            queries=q[redo],
+            query_partition=None if a.query_partition is None else a.query_partition[redo],
+            time_min=None if a.time_min is None else a.time_min[redo],
+            time_max=None if a.time_max is None else a.time_max[redo],
+        )
+        scores[redo], index[redo] = _running_topk(sub, cfg, splits, poison, n)
+    return scores, index

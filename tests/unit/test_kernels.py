@@ -174,6 +174,91 @@ CASES: list[Case] = [
         splits=1,
     ),
     dict(name="default_config", Q=20, N=300, d=64, k=10, partitions=2, seed=18),
+    # The threshold method (many queries): a bound from a sample of tiles, then a scan that appends rows
+    # above it.  Small sample steps so that tiny corpora still have a sample.
+    dict(
+        name="thr_basic",
+        Q=5,
+        N=600,
+        d=40,
+        k=5,
+        seed=30,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
+        splits=3,
+    ),
+    dict(
+        name="thr_all_filters",
+        Q=9,
+        N=801,
+        d=48,
+        k=6,
+        partitions=2,
+        valid_frac=0.8,
+        bias=True,
+        time="int64",
+        seed=31,
+        cfg=dict(
+            block_n=16, block_k=16, method="threshold", sample_step=2, scan_block_n=32, scan_num_stages=2
+        ),
+        splits=2,
+    ),
+    dict(
+        name="thr_bf16_odd_unguarded",
+        Q=7,
+        N=517,
+        d=33,
+        k=4,
+        dtype="bf16",
+        seed=32,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=2, guard=False),
+    ),
+    dict(
+        name="thr_duplicates",
+        Q=4,
+        N=400,
+        d=20,
+        k=12,
+        dup=4,
+        seed=33,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=2),
+        splits=2,
+    ),
+    # a list of 8 slots cannot hold ~k * 8 candidates: every query overflows and is answered again
+    dict(
+        name="thr_overflow_redo",
+        Q=4,
+        N=700,
+        d=16,
+        k=5,
+        seed=34,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=8, candidate_cap=8),
+    ),
+    # too few eligible rows in the sample (and an empty partition): no bound, answered by the running path
+    dict(
+        name="thr_no_bound",
+        Q=6,
+        N=300,
+        d=16,
+        k=20,
+        valid_frac=0.3,
+        partitions=3,
+        empty_part=True,
+        seed=35,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
+    ),
+    # half the queries have no bound (an empty partition): those are answered again, the others not
+    dict(
+        name="thr_partial_redo",
+        Q=8,
+        N=600,
+        d=16,
+        k=5,
+        partitions=2,
+        empty_part=True,
+        seed=37,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
+    ),
+    dict(name="thr_default_config", Q=70, N=2100, d=64, k=5, partitions=2, seed=36),
 ]
 
 
@@ -441,6 +526,29 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
     c = torch.nn.functional.normalize(torch.randn(10, 8), dim=1).half()
     with pytest.raises((ValueError, TypeError)):
         fused_topk(q, c, **kwargs)
+
+
+def test_int32_times_keep_every_comparison() -> None:
+    pytest.importorskip("triton")
+    from kernels.fused_topk import _int32_times
+    from kernels.reference import check_args
+
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    q, c = torch.randn(64, 8), torch.randn(50, 8).half()
+    lo = 1_700_000_000
+    rt = torch.randint(lo, lo + 3_000_000_000, (50,), generator=g)
+    rt[0], rt[1] = lo, lo + 3_000_000_000  # the extremes
+    edges = torch.tensor([lo - 10**12, lo - 1, lo, lo + 1, int(rt.max()), int(rt.max()) + 1, lo + 10**12])
+    tmin = torch.cat([edges, rt[:25], torch.randint(lo - 10**10, lo + 10**10, (32,), generator=g)])
+    tmax = tmin.flip(0)
+    a = check_args(q, c, 5, row_time=rt, time_min=tmin, time_max=tmax)
+    b = _int32_times(a)
+    assert b.row_time is not None and b.row_time.dtype == torch.int32
+    assert b.time_min is not None and b.time_max is not None
+    assert torch.equal(a.row_time[None, :] >= a.time_min[:, None], b.row_time[None, :] >= b.time_min[:, None])
+    assert torch.equal(a.row_time[None, :] <= a.time_max[:, None], b.row_time[None, :] <= b.time_max[:, None])
+    wide = check_args(q, c, 5, row_time=torch.tensor([0, 2**33] * 25), time_max=tmax)
+    assert _int32_times(wide) is wide  # a span over 2**32 keeps its 64-bit times
 
 
 def test_key_packing_roundtrip() -> None:
