@@ -1,4 +1,9 @@
-"""Triton kernel: fused similarity (``tl.dot``) + filtered running top-k, never writing the Q×N scores.
+"""Triton kernels: fused similarity (``tl.dot``) + filtered top-k, never writing the Q×N scores.
+
+Two methods share the tiling below: a *running* top-k (one pass; used up to 63 queries) and, for many
+queries, a *threshold* method (``_threshold_topk``): the running kernel over every 16th tile gives a
+lower bound of each query's k-th best score, then ``_threshold_scan_kernel`` only appends the rows at
+or above it, so the tensor cores are not kept waiting by sorting in the loop.
 
 Layout of the work
 ------------------
@@ -23,7 +28,7 @@ has at most ``rounds`` candidates they are moved with row reductions; otherwise 
 positions given by a prefix count along the row.  When some buffer could overflow on the next tile it
 is *flushed*: sorted as packed int64 keys (a bitonic network), which leaves the best K in front, and
 ``thr`` is refreshed.  A final flush leaves each (query, split) top-K in slots ``[0, K)``; a torch
-epilogue merges the ``S × K`` partial results.  Measurements: ``kernels/NOTES.md``.
+epilogue merges the ``S × K`` partial results.  Measurements: ``kernels/NOTES.md`` and BENCHMARKS.md.
 """
 
 from __future__ import annotations
