@@ -87,6 +87,47 @@ def _mma(a, b, acc, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _load_query_block(q_ptrs, ks, D: tl.constexpr, BK: tl.constexpr, NCH: tl.constexpr):
+    # the query block as up to 4 d-slices held for the whole tile loop (unused slices alias the first)
+    a0 = _load_chunk(q_ptrs, 0, ks, D, BK)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    if NCH > 1:
+        a1 = _load_chunk(q_ptrs, BK, ks, D, BK)
+    if NCH > 2:
+        a2 = _load_chunk(q_ptrs, 2 * BK, ks, D, BK)
+    if NCH > 3:
+        a3 = _load_chunk(q_ptrs, 3 * BK, ks, D, BK)
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def _resident_dot(
+    a0,
+    a1,
+    a2,
+    a3,
+    c_ptrs,
+    ks,
+    acc,
+    D: tl.constexpr,
+    BK: tl.constexpr,
+    NCH: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    # acc += (resident query block) @ (corpus tile).T, the d-slices unrolled (no inner loop)
+    acc = _mma(a0, _load_chunk(c_ptrs, 0, ks, D, BK), acc, UPCAST)
+    if NCH > 1:
+        acc = _mma(a1, _load_chunk(c_ptrs, BK, ks, D, BK), acc, UPCAST)
+    if NCH > 2:
+        acc = _mma(a2, _load_chunk(c_ptrs, 2 * BK, ks, D, BK), acc, UPCAST)
+    if NCH > 3:
+        acc = _mma(a3, _load_chunk(c_ptrs, 3 * BK, ks, D, BK), acc, UPCAST)
+    return acc
+
+
+@triton.jit
 def _max2(a0, a1, b0, b1):
     return tl.maximum(a0, b0), tl.maximum(a1, b1)
 
@@ -260,16 +301,7 @@ def _fused_topk_kernel(
     if RESIDENT:
         # The query block stays on chip for the whole loop (up to 4 d-slices): only corpus tiles stream,
         # and with no inner loop the software pipeliner overlaps the next tile's loads with this one.
-        a0 = _load_chunk(q_ptrs, 0, ks, D, BK)
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        if NCH > 1:
-            a1 = _load_chunk(q_ptrs, BK, ks, D, BK)
-        if NCH > 2:
-            a2 = _load_chunk(q_ptrs, 2 * BK, ks, D, BK)
-        if NCH > 3:
-            a3 = _load_chunk(q_ptrs, 3 * BK, ks, D, BK)
+        a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
     if PREFIX_DOT:
         # upper-triangular ones: (cand @ tri)[q, i] = #candidates in columns <= i (exact in fp32)
         tri = (tl.arange(0, BN)[:, None] <= tl.arange(0, BN)[None, :]).to(tl.float16)
@@ -310,13 +342,7 @@ def _fused_topk_kernel(
             rt_n = tl.load(rtime_ptr + nxt)
         acc = tl.zeros([BQ, BN], dtype=tl.float32)
         if RESIDENT:
-            acc = _mma(a0, _load_chunk(c_ptrs, 0, ks, D, BK), acc, UPCAST)
-            if NCH > 1:
-                acc = _mma(a1, _load_chunk(c_ptrs, BK, ks, D, BK), acc, UPCAST)
-            if NCH > 2:
-                acc = _mma(a2, _load_chunk(c_ptrs, 2 * BK, ks, D, BK), acc, UPCAST)
-            if NCH > 3:
-                acc = _mma(a3, _load_chunk(c_ptrs, 3 * BK, ks, D, BK), acc, UPCAST)
+            acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
         else:
             for kk in range(0, D, BK):
                 acc = _mma(
@@ -437,16 +463,7 @@ def _threshold_scan_kernel(
         tmin = tl.load(tmin_ptr + qs_c)
     if HAS_TMAX:
         tmax = tl.load(tmax_ptr + qs_c)
-    a0 = _load_chunk(q_ptrs, 0, ks, D, BK)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    if NCH > 1:
-        a1 = _load_chunk(q_ptrs, BK, ks, D, BK)
-    if NCH > 2:
-        a2 = _load_chunk(q_ptrs, 2 * BK, ks, D, BK)
-    if NCH > 3:
-        a3 = _load_chunk(q_ptrs, 3 * BK, ks, D, BK)
+    a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
     nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
     if HAS_BIAS:
         bias_n = tl.load(bias_ptr + nxt)
@@ -479,13 +496,7 @@ def _threshold_scan_kernel(
             rt = rt_n
             rt_n = tl.load(rtime_ptr + nxt)
         acc = tl.zeros([BQ, BN], dtype=tl.float32)
-        acc = _mma(a0, _load_chunk(c_ptrs, 0, ks, D, BK), acc, UPCAST)
-        if NCH > 1:
-            acc = _mma(a1, _load_chunk(c_ptrs, BK, ks, D, BK), acc, UPCAST)
-        if NCH > 2:
-            acc = _mma(a2, _load_chunk(c_ptrs, 2 * BK, ks, D, BK), acc, UPCAST)
-        if NCH > 3:
-            acc = _mma(a3, _load_chunk(c_ptrs, 3 * BK, ks, D, BK), acc, UPCAST)
+        acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
         s = acc + radd[None, :]
         cand = s >= thr[:, None]
         if HAS_PART:
