@@ -259,6 +259,35 @@ CASES: list[Case] = [
         cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
     ),
     dict(name="thr_default_config", Q=70, N=2100, d=64, k=5, partitions=2, seed=36),
+    # 3 queries in 4 have no bound: the scan is skipped and the running path answers every query
+    dict(
+        name="thr_mostly_unknown",
+        Q=12,
+        N=600,
+        d=16,
+        k=5,
+        partitions=2,
+        mostly_empty=True,
+        seed=41,
+        cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
+    ),
+    # several query blocks with partitions: queries are sorted by partition, so some blocks hold one
+    # partition (tested per row) and some several (tested per score); a time bound that excludes no row
+    dict(
+        name="thr_sorted_partitions_open_max",
+        Q=60,
+        N=900,
+        d=24,
+        k=4,
+        partitions=2,
+        valid_frac=0.9,
+        bias=True,
+        time="int64",
+        open_max=True,
+        seed=40,
+        cfg=dict(block_q=16, block_n=16, block_k=16, method="threshold", sample_step=2),
+        splits=2,
+    ),
 ]
 
 
@@ -289,6 +318,8 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
         qp = torch.randint(0, p, (q_n,), generator=g, dtype=torch.int32)
         if case.get("empty_part"):
             qp[::2] = p + 1  # a partition with no rows at all
+        if case.get("mostly_empty"):
+            qp[torch.arange(q_n) % 4 != 0] = p + 1
         kw["query_partition"] = qp
     if "valid_frac" in case:
         kw["valid"] = torch.rand(n, generator=g) < float(case["valid_frac"])
@@ -306,7 +337,9 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
         kw["row_time"] = rt
         if case.get("tmin", True):
             kw["time_min"] = lo
-        kw["time_max"] = hi
+        kw["time_max"] = (
+            torch.full_like(hi, 2**40 if rt.dtype == torch.int64 else 1e9) if case.get("open_max") else hi
+        )
     out: Inputs = {
         "queries": queries.to(qdt).to(device),
         "corpus": corpus.to(dt).to(device),
@@ -528,9 +561,9 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
         fused_topk(q, c, **kwargs)
 
 
-def test_int32_times_keep_every_comparison() -> None:
+def test_scan_times_keep_every_comparison() -> None:
     pytest.importorskip("triton")
-    from kernels.fused_topk import _int32_times
+    from kernels.fused_topk import _scan_times
     from kernels.reference import check_args
 
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
@@ -538,17 +571,26 @@ def test_int32_times_keep_every_comparison() -> None:
     lo = 1_700_000_000
     rt = torch.randint(lo, lo + 3_000_000_000, (50,), generator=g)
     rt[0], rt[1] = lo, lo + 3_000_000_000  # the extremes
-    edges = torch.tensor([lo - 10**12, lo - 1, lo, lo + 1, int(rt.max()), int(rt.max()) + 1, lo + 10**12])
+    hi = int(rt.max())
+    edges = torch.tensor([lo - 10**12, lo - 1, lo, lo + 1, hi, hi + 1, lo + 10**12])
     tmin = torch.cat([edges, rt[:25], torch.randint(lo - 10**10, lo + 10**10, (32,), generator=g)])
     tmax = tmin.flip(0)
     a = check_args(q, c, 5, row_time=rt, time_min=tmin, time_max=tmax)
-    b = _int32_times(a)
-    assert b.row_time is not None and b.row_time.dtype == torch.int32
-    assert b.time_min is not None and b.time_max is not None
-    assert torch.equal(a.row_time[None, :] >= a.time_min[:, None], b.row_time[None, :] >= b.time_min[:, None])
-    assert torch.equal(a.row_time[None, :] <= a.time_max[:, None], b.row_time[None, :] <= b.time_max[:, None])
+    b, base = _scan_times(a)
+    assert base is not None and b.time_min is not None and b.time_max is not None
+    rt32 = (rt - base).to(torch.int32)  # what the kernel does to each row's time
+    assert b.time_min.dtype == b.time_max.dtype == torch.int32
+    assert torch.equal(a.row_time[None, :] >= a.time_min[:, None], rt32[None, :] >= b.time_min[:, None])
+    assert torch.equal(a.row_time[None, :] <= a.time_max[:, None], rt32[None, :] <= b.time_max[:, None])
+    # bounds that exclude no row are dropped, the others kept
+    loose = check_args(q, c, 5, row_time=rt, time_min=torch.full((64,), lo), time_max=tmax)
+    b, base = _scan_times(loose)
+    assert b.time_min is None and b.time_max is not None and base is not None
+    b, base = _scan_times(check_args(q, c, 5, row_time=rt, time_max=torch.full((64,), hi)))
+    assert b.row_time is None and b.time_max is None and base is None
     wide = check_args(q, c, 5, row_time=torch.tensor([0, 2**33] * 25), time_max=tmax)
-    assert _int32_times(wide) is wide  # a span over 2**32 keeps its 64-bit times
+    b, base = _scan_times(wide)
+    assert base is None and b.time_max is tmax  # a span over 2**32 keeps its 64-bit times
 
 
 def test_key_packing_roundtrip() -> None:
@@ -587,6 +629,19 @@ GPU_CASES: list[Case] = [
         name="q64_k128_bf16_dup", Q=64, N=100_000, d=384, k=128, dtype="bf16", dup=3, partitions=2, seed=105
     ),
     dict(name="q1024_k10_d100", Q=1024, N=50_000, d=100, k=10, bias=True, seed=106),
+    dict(
+        name="q512_k10_sorted_open_max",
+        Q=512,
+        N=200_003,
+        d=384,
+        k=10,
+        partitions=4,
+        valid_frac=0.9,
+        bias=True,
+        time="int64",
+        open_max=True,
+        seed=107,
+    ),
 ]
 
 
