@@ -411,7 +411,6 @@ def _threshold_scan_kernel(
     q_ptr,
     c_ptr,
     thr_ptr,
-    skip_ptr,
     cnt_ptr,
     out_s_ptr,
     out_i_ptr,
@@ -427,7 +426,6 @@ def _threshold_scan_kernel(
     stride_q,
     stride_c,
     rows_per_split,
-    time_base,
     D: tl.constexpr,
     CAP: tl.constexpr,
     BQ: tl.constexpr,
@@ -441,20 +439,13 @@ def _threshold_scan_kernel(
     HAS_TMIN: tl.constexpr,
     HAS_TMAX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    TIME32: tl.constexpr,
 ):
     """Append every eligible row scoring >= the query's threshold to the query's candidate list.
 
     With a threshold that already bounds the k-th best score from below, no running top-k is kept:
     the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
     tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
-    With ``TIME32`` row times are compared as int32 offsets from ``time_base`` (query bounds come
-    converted).  A query block of one partition (the caller sorts queries by partition) folds the
-    partition test into the per-row term instead of comparing every score.  A nonzero ``skip_ptr[0]``
-    (the caller's verdict that the running path will answer, read without a host sync) returns at once.
     """
-    if tl.load(skip_ptr) != 0:
-        return
     pid_q = tl.program_id(0)
     split = tl.program_id(1)
     qs = pid_q * BQ + tl.arange(0, BQ)
@@ -466,17 +457,8 @@ def _threshold_scan_kernel(
     out_off = qs_c.to(tl.int64)[:, None] * CAP
     ks = tl.arange(0, BK)
     q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
-    # (placeholders for the terms not in use: the epilogue helper takes them all)
-    qp = tl.zeros([BQ], tl.int32)
-    mixed = False
-    tmin = qp
-    tmax = qp
-    rp_c = tl.zeros([BN], tl.int32)
-    rt = rp_c
     if HAS_PART:
         qp = tl.load(qpart_ptr + qs_c)
-        qp_lo = tl.min(qp, axis=0)
-        mixed = qp_lo != tl.max(qp, axis=0)
     if HAS_TMIN:
         tmin = tl.load(tmin_ptr + qs_c)
     if HAS_TMAX:
@@ -510,102 +492,25 @@ def _threshold_scan_kernel(
         if HAS_PART:
             rp_c = rp_n
             rp_n = tl.load(rpart_ptr + nxt)
-            radd = tl.where(mixed | (rp_c == qp_lo), radd, float("-inf"))
         if HAS_TMIN or HAS_TMAX:
             rt = rt_n
-            if TIME32:
-                rt = (rt - time_base).to(tl.int32)
             rt_n = tl.load(rtime_ptr + nxt)
         acc = tl.zeros([BQ, BN], dtype=tl.float32)
         acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
         s = acc + radd[None, :]
-        # Two copies of the epilogue rather than a run-time test per score (a branch that yields the
-        # candidate mask costs more than the compare it saves).
-        if mixed:
-            _scan_append(
-                s,
-                thr,
-                rp_c,
-                qp,
-                rt,
-                tmin,
-                tmax,
-                cnt_ptr,
-                out_s_ptr,
-                out_i_ptr,
-                qs_c,
-                out_off,
-                rows,
-                CAP,
-                BQ,
-                BN,
-                GUARD,
-                HAS_PART,
-                HAS_TMIN,
-                HAS_TMAX,
-            )
+        cand = s >= thr[:, None]
+        if HAS_PART:
+            cand = cand & (rp_c[None, :] == qp[:, None])
+        if HAS_TMIN:
+            cand = cand & (rt[None, :] >= tmin[:, None])
+        if HAS_TMAX:
+            cand = cand & (rt[None, :] <= tmax[:, None])
+        if GUARD:
+            # Skip the append code when the tile has no candidate at all (one block reduction).
+            if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
+                _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
         else:
-            _scan_append(
-                s,
-                thr,
-                rp_c,
-                qp,
-                rt,
-                tmin,
-                tmax,
-                cnt_ptr,
-                out_s_ptr,
-                out_i_ptr,
-                qs_c,
-                out_off,
-                rows,
-                CAP,
-                BQ,
-                BN,
-                GUARD,
-                False,
-                HAS_TMIN,
-                HAS_TMAX,
-            )
-
-
-@triton.jit
-def _scan_append(
-    s,
-    thr,
-    rp,
-    qp,
-    rt,
-    tmin,
-    tmax,
-    cnt_ptr,
-    out_s_ptr,
-    out_i_ptr,
-    qs_c,
-    out_off,
-    rows,
-    CAP: tl.constexpr,
-    BQ: tl.constexpr,
-    BN: tl.constexpr,
-    GUARD: tl.constexpr,
-    TEST_PART: tl.constexpr,
-    HAS_TMIN: tl.constexpr,
-    HAS_TMAX: tl.constexpr,
-):
-    # The scan's epilogue: which scores are candidates, and their append.
-    cand = s >= thr[:, None]
-    if TEST_PART:
-        cand = cand & (rp[None, :] == qp[:, None])
-    if HAS_TMIN:
-        cand = cand & (rt[None, :] >= tmin[:, None])
-    if HAS_TMAX:
-        cand = cand & (rt[None, :] <= tmax[:, None])
-    if GUARD:
-        # Skip the append code when the tile has no candidate at all (one block reduction).
-        if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
             _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
-    else:
-        _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
 
 
 @triton.jit
@@ -751,47 +656,21 @@ def _filter_flags(a: TopkArgs) -> dict[str, bool]:
     }
 
 
-def _scan_times(a: TopkArgs) -> tuple[TopkArgs, int | None]:
-    """Time bounds for the scan: bounds that exclude no row are dropped, and int64 times are compared as
-    int32 offsets from a base (returned; the kernel converts row times) when the rows' times span less
-    than 2**32 — clamping the query bounds into that range keeps every comparison.  One device sync."""
+def _int32_times(a: TopkArgs) -> TopkArgs:
+    """int64 times as int32 offsets when the rows' times span less than 2**32 (a 32-bit compare per
+    score instead of a 64-bit one); clamping the query bounds into that range keeps every comparison."""
     rt = a.row_time
     if rt is None or rt.dtype != torch.int64 or rt.numel() == 0:
-        return a, None
-    stats = [rt.min(), rt.max()]
-    stats += [a.time_min.max()] if a.time_min is not None else []
-    stats += [a.time_max.min()] if a.time_max is not None else []
-    lo, hi, *rest = torch.stack(stats).tolist()
-    tmin, tmax = a.time_min, a.time_max
-    if tmin is not None and rest.pop(0) <= lo:
-        tmin = None
-    if tmax is not None and rest.pop(0) >= hi:
-        tmax = None
-    if tmin is None and tmax is None:
-        return replace(a, row_time=None, time_min=None, time_max=None), None
+        return a
+    lo, hi = int(rt.min()), int(rt.max())
     if hi - lo > 2**32 - 3:
-        return replace(a, time_min=tmin, time_max=tmax), None
+        return a
     base = lo - 1 + 2**31  # lo - 1 -> int32 min, hi + 1 -> at most int32 max
 
     def shift(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else (t.clamp(lo - 1, hi + 1) - base).to(torch.int32)
 
-    return replace(a, time_min=shift(tmin), time_max=shift(tmax)), base
-
-
-def _take_queries(a: TopkArgs, rows: torch.Tensor) -> TopkArgs:
-    """The arguments restricted to (or reordered by) the queries ``rows``."""
-
-    def take(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[rows]
-
-    return replace(
-        a,
-        queries=a.queries[rows],
-        query_partition=take(a.query_partition),
-        time_min=take(a.time_min),
-        time_max=take(a.time_max),
-    )
+    return replace(a, row_time=shift(rt), time_min=shift(a.time_min), time_max=shift(a.time_max))
 
 
 def _interpreting(dev: torch.device) -> bool:
@@ -878,20 +757,6 @@ def _running_topk(
 def _threshold_topk(
     a: TopkArgs, cfg: KernelConfig, splits: int | None, poison: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if a.query_partition is None or a.queries.shape[0] <= cfg.block_q:
-        return _threshold_topk_ordered(a, cfg, splits, poison)
-    # Queries sorted by partition: most query blocks then hold one partition, and the scan tests the
-    # partition once per row instead of once per score.
-    order = torch.argsort(a.query_partition, stable=True)
-    s_sorted, i_sorted = _threshold_topk_ordered(_take_queries(a, order), cfg, splits, poison)
-    scores, index = torch.empty_like(s_sorted), torch.empty_like(i_sorted)
-    scores[order], index[order] = s_sorted, i_sorted
-    return scores, index
-
-
-def _threshold_topk_ordered(
-    a: TopkArgs, cfg: KernelConfig, splits: int | None, poison: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k in three steps, for many queries at once (the running top-k's bookkeeping would
     keep the tensor cores waiting):
 
@@ -911,15 +776,13 @@ def _threshold_topk_ordered(
     sample_rows = (n // (cfg.block_n * step)) * cfg.block_n
     if sample_rows < k:
         return _running_topk(a, cfg, splits, poison, n)
-    # The host reads the device once, at the end (a sync in between would leave the GPU idle while the
-    # next launches are prepared): the time terms' decision comes first, on an idle GPU.
-    scan_args, time_base = _scan_times(a)
     sampled, _ = _running_topk(a, cfg, splits, poison, sample_rows, tile_step=step)
     bound = sampled[:, k - 1]
     unknown = ~torch.isfinite(bound)
-    # Mostly small partitions (many users' queries in one batch): a bound is rarely known, the scan
-    # returns at once and the running path answers all queries in one pass.
-    skip = (unknown.sum() * 2 > q_n).to(torch.int32).reshape(1)
+    if int(unknown.sum()) * 2 > q_n:
+        # Mostly small partitions (many users' queries in one batch): a bound is rarely known, and the
+        # running path answers in one pass.
+        return _running_topk(a, cfg, splits, poison, n)
     # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
     thr = torch.where(unknown, float("nan"), bound - (bound.abs() * 1e-5 + 1e-6)).contiguous()
     cap = cfg.candidate_cap or _next_pow2(2 * k * step + 512)
@@ -938,17 +801,15 @@ def _threshold_topk_ordered(
         q,
         c,
         thr,
-        skip,
         cnt,
         out_s,
         out_i,
-        *_filter_args(scan_args, out_s),
+        *_filter_args(_int32_times(a), out_s),
         q_n,
         n,
         q.stride(0),
         c.stride(0),
         rows_per_split,
-        time_base or 0,
         D=d,
         CAP=cap,
         BQ=cfg.block_q,
@@ -957,19 +818,21 @@ def _threshold_topk_ordered(
         UPCAST=_interpreting(dev) and c.dtype == torch.bfloat16,
         NCH=triton.cdiv(d, bk),
         GUARD=cfg.guard,
-        **_filter_flags(scan_args),
-        TIME32=time_base is not None,
+        **_filter_flags(a),
         num_warps=cfg.num_warps,
         num_stages=cfg.scan_num_stages or cfg.num_stages,
     )
     filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
     keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
     scores, index = unpack_keys(keys.topk(k, dim=1).values)
-    redo = unknown | (cnt > cap)
-    skipped, redo_n = torch.stack([skip[0], redo.sum(dtype=torch.int32)]).tolist()
-    if skipped:
-        return _running_topk(a, cfg, splits, poison, n)
-    if redo_n:
-        rows = redo.nonzero().flatten()
-        scores[rows], index[rows] = _running_topk(_take_queries(a, rows), cfg, splits, poison, n)
+    redo = (unknown | (cnt > cap)).nonzero().flatten()
+    if redo.numel():
+        sub = replace(
+            a,
+            queries=q[redo],
+            query_partition=None if a.query_partition is None else a.query_partition[redo],
+            time_min=None if a.time_min is None else a.time_min[redo],
+            time_max=None if a.time_max is None else a.time_max[redo],
+        )
+        scores[redo], index[redo] = _running_topk(sub, cfg, splits, poison, n)
     return scores, index

@@ -259,7 +259,7 @@ CASES: list[Case] = [
         cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
     ),
     dict(name="thr_default_config", Q=70, N=2100, d=64, k=5, partitions=2, seed=36),
-    # 3 queries in 4 have no bound: the scan is skipped and the running path answers every query
+    # 3 queries in 4 have no bound: the running path answers every query
     dict(
         name="thr_mostly_unknown",
         Q=12,
@@ -271,10 +271,9 @@ CASES: list[Case] = [
         seed=41,
         cfg=dict(block_n=16, block_k=16, method="threshold", sample_step=4),
     ),
-    # several query blocks with partitions: queries are sorted by partition, so some blocks hold one
-    # partition (tested per row) and some several (tested per score); a time bound that excludes no row
+    # several query blocks with partitions and every filter; a time bound above every row's time
     dict(
-        name="thr_sorted_partitions_open_max",
+        name="thr_blocks_partitions_open_max",
         Q=60,
         N=900,
         d=24,
@@ -561,9 +560,9 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
         fused_topk(q, c, **kwargs)
 
 
-def test_scan_times_keep_every_comparison() -> None:
+def test_int32_times_keep_every_comparison() -> None:
     pytest.importorskip("triton")
-    from kernels.fused_topk import _scan_times
+    from kernels.fused_topk import _int32_times
     from kernels.reference import check_args
 
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
@@ -571,26 +570,17 @@ def test_scan_times_keep_every_comparison() -> None:
     lo = 1_700_000_000
     rt = torch.randint(lo, lo + 3_000_000_000, (50,), generator=g)
     rt[0], rt[1] = lo, lo + 3_000_000_000  # the extremes
-    hi = int(rt.max())
-    edges = torch.tensor([lo - 10**12, lo - 1, lo, lo + 1, hi, hi + 1, lo + 10**12])
+    edges = torch.tensor([lo - 10**12, lo - 1, lo, lo + 1, int(rt.max()), int(rt.max()) + 1, lo + 10**12])
     tmin = torch.cat([edges, rt[:25], torch.randint(lo - 10**10, lo + 10**10, (32,), generator=g)])
     tmax = tmin.flip(0)
     a = check_args(q, c, 5, row_time=rt, time_min=tmin, time_max=tmax)
-    b, base = _scan_times(a)
-    assert base is not None and b.time_min is not None and b.time_max is not None
-    rt32 = (rt - base).to(torch.int32)  # what the kernel does to each row's time
-    assert b.time_min.dtype == b.time_max.dtype == torch.int32
-    assert torch.equal(a.row_time[None, :] >= a.time_min[:, None], rt32[None, :] >= b.time_min[:, None])
-    assert torch.equal(a.row_time[None, :] <= a.time_max[:, None], rt32[None, :] <= b.time_max[:, None])
-    # bounds that exclude no row are dropped, the others kept
-    loose = check_args(q, c, 5, row_time=rt, time_min=torch.full((64,), lo), time_max=tmax)
-    b, base = _scan_times(loose)
-    assert b.time_min is None and b.time_max is not None and base is not None
-    b, base = _scan_times(check_args(q, c, 5, row_time=rt, time_max=torch.full((64,), hi)))
-    assert b.row_time is None and b.time_max is None and base is None
+    b = _int32_times(a)
+    assert b.row_time is not None and b.row_time.dtype == torch.int32
+    assert b.time_min is not None and b.time_max is not None
+    assert torch.equal(a.row_time[None, :] >= a.time_min[:, None], b.row_time[None, :] >= b.time_min[:, None])
+    assert torch.equal(a.row_time[None, :] <= a.time_max[:, None], b.row_time[None, :] <= b.time_max[:, None])
     wide = check_args(q, c, 5, row_time=torch.tensor([0, 2**33] * 25), time_max=tmax)
-    b, base = _scan_times(wide)
-    assert base is None and b.time_max is tmax  # a span over 2**32 keeps its 64-bit times
+    assert _int32_times(wide) is wide  # a span over 2**32 keeps its 64-bit times
 
 
 def test_key_packing_roundtrip() -> None:
@@ -630,7 +620,7 @@ GPU_CASES: list[Case] = [
     ),
     dict(name="q1024_k10_d100", Q=1024, N=50_000, d=100, k=10, bias=True, seed=106),
     dict(
-        name="q512_k10_sorted_open_max",
+        name="q512_k10_all_filters_open_max",
         Q=512,
         N=200_003,
         d=384,
