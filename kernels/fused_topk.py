@@ -678,6 +678,18 @@ def _interpreting(dev: torch.device) -> bool:
 
 
 def _running_topk(
+    a: TopkArgs, cfg: KernelConfig, splits: int | None, poison: bool, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k with a running top-k per (query, split), the S partial lists merged by torch."""
+    q_n, k = a.queries.shape[0], a.k
+    ss, si = _running_partials(a, cfg, splits, poison, n)
+    # Merge the S partial top-k lists of each query (keys are unique, so topk order is exact).
+    part_s = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1)
+    part_i = si[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1)
+    return unpack_keys(pack_keys(part_s, part_i).topk(k, dim=1).values)
+
+
+def _running_partials(
     a: TopkArgs,
     cfg: KernelConfig,
     splits: int | None,
@@ -685,9 +697,9 @@ def _running_topk(
     n: int,
     tile_step: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k with a running top-k per (query, split).  With ``tile_step`` > 1 only every
-    ``tile_step``-th tile of ``block_n`` rows is scanned (``n`` = the rows it sees; returned indices are
-    then positions in that sample)."""
+    """The running kernel: each (split, query)'s best K in slots [0, K) of ``ss``/``si`` ([S, QP, CAP]:
+    scores, indices).  With ``tile_step`` > 1 only every ``tile_step``-th tile of ``block_n`` rows is
+    scanned (``n`` = the rows it sees; indices are then positions in that sample)."""
     q, c, k = a.queries, a.corpus, a.k
     q_n, d = q.shape
     dev = c.device
@@ -746,12 +758,7 @@ def _running_topk(
         num_stages=cfg.num_stages,
         **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}),
     )
-    # Merge the S partial top-k lists of each query (keys are unique, so topk order is exact).
-    part_s = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, s_n * k)
-    part_i = si[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, s_n * k)
-    keys = pack_keys(part_s, part_i)
-    best = keys.topk(k, dim=1).values
-    return unpack_keys(best)
+    return ss, si
 
 
 def _threshold_topk(
@@ -776,8 +783,9 @@ def _threshold_topk(
     sample_rows = (n // (cfg.block_n * step)) * cfg.block_n
     if sample_rows < k:
         return _running_topk(a, cfg, splits, poison, n)
-    sampled, _ = _running_topk(a, cfg, splits, poison, sample_rows, tile_step=step)
-    bound = sampled[:, k - 1]
+    # Only the k-th best sampled score is needed: no index, no tie order (a few torch ops fewer).
+    ss, _ = _running_partials(a, cfg, splits, poison, sample_rows, tile_step=step)
+    bound = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1).topk(k, dim=1).values[:, k - 1]
     unknown = ~torch.isfinite(bound)
     if int(unknown.sum()) * 2 > q_n:
         # Mostly small partitions (many users' queries in one batch): a bound is rarely known, and the
