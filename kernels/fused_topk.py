@@ -411,6 +411,7 @@ def _threshold_scan_kernel(
     q_ptr,
     c_ptr,
     thr_ptr,
+    skip_ptr,
     cnt_ptr,
     out_s_ptr,
     out_i_ptr,
@@ -445,7 +446,10 @@ def _threshold_scan_kernel(
     With a threshold that already bounds the k-th best score from below, no running top-k is kept:
     the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
     tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
+    A nonzero ``skip_ptr[0]`` (the caller's decision, made on the device: no host sync) returns at once.
     """
+    if tl.load(skip_ptr) != 0:
+        return
     pid_q = tl.program_id(0)
     split = tl.program_id(1)
     qs = pid_q * BQ + tl.arange(0, BQ)
@@ -787,10 +791,10 @@ def _threshold_topk(
     ss, _ = _running_partials(a, cfg, splits, poison, sample_rows, tile_step=step)
     bound = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1).topk(k, dim=1).values[:, k - 1]
     unknown = ~torch.isfinite(bound)
-    if int(unknown.sum()) * 2 > q_n:
-        # Mostly small partitions (many users' queries in one batch): a bound is rarely known, and the
-        # running path answers in one pass.
-        return _running_topk(a, cfg, splits, poison, n)
+    # Mostly small partitions (many users' queries in one batch): a bound is rarely known, so the scan
+    # returns at once and the running path answers every query.  Decided on the device: a host sync
+    # here would leave the GPU idle while the scan's launch is prepared.
+    skip = (unknown.sum(dtype=torch.int32) * 2 > q_n).to(torch.int32).reshape(1)
     # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
     thr = torch.where(unknown, float("nan"), bound - (bound.abs() * 1e-5 + 1e-6)).contiguous()
     cap = cfg.candidate_cap or _next_pow2(2 * k * step + 512)
@@ -809,6 +813,7 @@ def _threshold_topk(
         q,
         c,
         thr,
+        skip,
         cnt,
         out_s,
         out_i,
@@ -833,8 +838,12 @@ def _threshold_topk(
     filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
     keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
     scores, index = unpack_keys(keys.topk(k, dim=1).values)
-    redo = (unknown | (cnt > cap)).nonzero().flatten()
-    if redo.numel():
+    redo_mask = unknown | (cnt > cap)
+    skipped, redo_n = torch.stack([skip[0], redo_mask.sum(dtype=torch.int32)]).tolist()  # the one sync
+    if skipped:
+        return _running_topk(a, cfg, splits, poison, n)
+    if redo_n:
+        redo = redo_mask.nonzero().flatten()
         sub = replace(
             a,
             queries=q[redo],
