@@ -308,18 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                             if cfg is None:
 
                                 def run(a: Any = a) -> Any:  # the public entry point
-                                    return fused_topk(
-                                        a.queries,
-                                        a.corpus,
-                                        a.k,
-                                        row_partition=a.row_partition,
-                                        query_partition=a.query_partition,
-                                        valid=a.valid,
-                                        row_time=a.row_time,
-                                        time_min=a.time_min,
-                                        time_max=a.time_max,
-                                        row_bias=a.row_bias,
-                                    )
+                                    return fused_topk(a.queries, a.corpus, a.k, **a.filters())
                             else:
 
                                 def run(a: Any = a, cfg: KernelConfig = cfg) -> Any:

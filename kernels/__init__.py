@@ -85,15 +85,4 @@ def fused_topk(
         from kernels.fused_topk import fused_topk_triton  # lazy: triton is an optional dependency
 
         return fused_topk_triton(a)
-    return topk_torch(
-        a.queries,
-        a.corpus,
-        a.k,
-        row_partition=a.row_partition,
-        query_partition=a.query_partition,
-        valid=a.valid,
-        row_time=a.row_time,
-        time_min=a.time_min,
-        time_max=a.time_max,
-        row_bias=a.row_bias,
-    )
+    return topk_torch(a.queries, a.corpus, a.k, **a.filters())

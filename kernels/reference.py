@@ -19,12 +19,25 @@ signed integer, the low 32 bits are ``0xFFFFFFFF - index``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 
 KEY_EMPTY = -(2**63)  # int64 min: "no row" (sorts after every real key)
 _LOW32 = 0xFFFFFFFF
 MAX_K = 128
+
+
+class TopkFilters(TypedDict):
+    """The filter and bias keyword arguments of ``fused_topk`` / ``topk_torch``."""
+
+    row_partition: torch.Tensor | None
+    query_partition: torch.Tensor | None
+    valid: torch.Tensor | None
+    row_time: torch.Tensor | None
+    time_min: torch.Tensor | None
+    time_max: torch.Tensor | None
+    row_bias: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,18 @@ class TopkArgs:
     time_min: torch.Tensor | None
     time_max: torch.Tensor | None
     row_bias: torch.Tensor | None
+
+    def filters(self) -> TopkFilters:
+        """The filter and bias terms, as keyword arguments for ``fused_topk`` / ``topk_torch``."""
+        return TopkFilters(
+            row_partition=self.row_partition,
+            query_partition=self.query_partition,
+            valid=self.valid,
+            row_time=self.row_time,
+            time_min=self.time_min,
+            time_max=self.time_max,
+            row_bias=self.row_bias,
+        )
 
 
 def check_args(
