@@ -22,7 +22,11 @@ there is not within 1e-4 of the fused one (a real error, not a near-tie swap); f
 ``torch_overlap`` is the index-set overlap with ``torch.topk`` on fp16 scores (fp16 rounding creates
 ties, so a little under 1 is expected).
 
-``--configs`` takes a JSON list of ``KernelConfig`` overrides to sweep instead of the default heuristic.
+``--prescreen none int8`` (the default: both, side by side) runs the many-query rows (Q >= 64, the
+threshold method) without and with an int8 copy of the corpus (``kernels.Int8Corpus``, built once per
+corpus as the GPU index keeps one): the scan then reads int8 rows on int8 tensor cores and re-scores
+its candidates exactly.  ``--configs`` takes a JSON list of ``KernelConfig`` overrides to sweep
+instead of the default heuristic.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def make_filters(kind: str, n: int, q: int, dev: torch.device, seed: int) -> dic
     return f
 
 
-def _precompile_job(job: tuple[int, int, str, int, str, str | None]) -> str:
+def _precompile_job(job: tuple[int, int, str, str, int, str, str | None]) -> str:
     """Worker (spawned process): compile one kernel variant by running it once on tiny inputs.
 
     Tiny inputs keep every specialisation of the real run (Q, N % 16 == 0, strides, flags), so the
@@ -116,8 +120,8 @@ def _precompile_job(job: tuple[int, int, str, int, str, str | None]) -> str:
     """
     import time
 
-    q_n, k, fk, d, dts, cfg_json = job
-    from kernels import fused_topk
+    q_n, k, fk, ps, d, dts, cfg_json = job
+    from kernels import Int8Corpus, fused_topk
     from kernels.fused_topk import KernelConfig, fused_topk_triton
     from kernels.reference import check_args
 
@@ -128,19 +132,22 @@ def _precompile_job(job: tuple[int, int, str, int, str, str | None]) -> str:
     c = torch.nn.functional.normalize(torch.randn(n, d, device=dev), dim=1).to(dtype)
     q = torch.nn.functional.normalize(torch.randn(q_n, d, device=dev), dim=1).to(dtype)
     f = make_filters(fk, n, q_n, dev, seed=1)
+    pre = Int8Corpus.from_corpus(c) if ps == "int8" else None
+    label = f"Q={q_n} k={k} {fk} {ps} {cfg_json or 'default'}"
     try:
         if cfg_json is None:
-            fused_topk(q, c, k, **f)
+            fused_topk(q, c, k, **f, prescreen=pre)
         else:
-            fused_topk_triton(check_args(q, c, k, **f), config=KernelConfig(**json.loads(cfg_json)))
+            a = check_args(q, c, k, **f, prescreen=pre)
+            fused_topk_triton(a, config=KernelConfig(**json.loads(cfg_json)))
     except Exception as e:  # the timed run records the error of this variant
-        return f"Q={q_n} k={k} {fk} {cfg_json or 'default'}: failed: {type(e).__name__}: {str(e)[:200]}"
+        return f"{label}: failed: {type(e).__name__}: {str(e)[:200]}"
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return f"Q={q_n} k={k} {fk} {cfg_json or 'default'}: {time.perf_counter() - t0:.1f}s"
+    return f"{label}: {time.perf_counter() - t0:.1f}s"
 
 
-def precompile(jobs: list[tuple[int, int, str, int, str, str | None]], procs: int) -> None:
+def precompile(jobs: list[tuple[int, int, str, str, int, str, str | None]], procs: int) -> None:
     """Compile the variants in parallel processes (triton compiles one kernel at a time per process)."""
     import concurrent.futures
     import multiprocessing
@@ -192,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d", type=int, default=384)
     ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
     ap.add_argument("--filters", nargs="+", default=["none", "pv", "all"], choices=["none", "pv", "all"])
+    ap.add_argument(
+        "--prescreen", nargs="+", default=["none", "int8"], choices=["none", "int8"], help="for Q >= 64"
+    )
     ap.add_argument("--configs", type=str, default=None, help="JSON list of KernelConfig overrides to sweep")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch.topk baseline")
     ap.add_argument("--check-q", type=int, default=32, help="queries checked against the torch fallback")
@@ -209,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton
 
-    from kernels import fused_topk
-    from kernels.fused_topk import KernelConfig, fused_topk_triton
+    from kernels import Int8Corpus, fused_topk
+    from kernels.fused_topk import THRESHOLD_MIN_QUERIES, KernelConfig, fused_topk_triton
     from kernels.reference import check_args
+
+    def prescreens(q_n: int) -> list[str]:  # the int8 copy only serves the threshold method
+        return [p for p in args.prescreen if p == "none" or q_n >= THRESHOLD_MIN_QUERIES]
 
     dev = torch.device(args.device)
     dtype = torch.float16 if args.dtype == "fp16" else torch.bfloat16
@@ -235,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.precompile > 0 and (on_gpu or os.environ.get("TRITON_INTERPRET") == "1"):
         cfg_jsons = [None] if not args.configs else [json.dumps(c) for c in json.loads(args.configs)]
         jobs = [
-            (q_n, k, fk, args.d, args.dtype, cj)
+            (q_n, k, fk, ps, args.d, args.dtype, cj)
             for q_n in args.q
             for k in args.k
             for fk in args.filters
+            for ps in prescreens(q_n)
             for cj in cfg_jsons
         ]
         precompile(jobs, args.precompile)
@@ -271,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     d = args.d
     for n in args.n:
         corpus = make_corpus(n, d, dtype, dev, seed=n)
+        pre = None
+        if "int8" in args.prescreen and any(q_n >= THRESHOLD_MIN_QUERIES for q_n in args.q):
+            t_pre = _bench(lambda c=corpus: Int8Corpus.from_corpus(c), warmup=1, rep=1)
+            pre = Int8Corpus.from_corpus(corpus)
+            print(f"# N={n}: int8 copy built in {t_pre:.0f} ms, err_max {pre.err_max:.4f}", flush=True)
         for q_n in args.q:
             g = torch.Generator(device=dev).manual_seed(1000 + q_n)
             queries = torch.nn.functional.normalize(torch.randn(q_n, d, device=dev, generator=g), dim=1).to(
@@ -293,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.empty_cache()
                 for fk in args.filters:
                     f = make_filters(fk, n, q_n, dev, seed=7 + q_n)
-                    a = check_args(queries, corpus, k, **f)
-                    for label, cfg in sweep:
+                    for (cfg_label, cfg), ps in [(sw, ps) for sw in sweep for ps in prescreens(q_n)]:
+                        a = check_args(queries, corpus, k, **f, prescreen=pre if ps == "int8" else None)
+                        label = cfg_label if ps == "none" else f"int8 {cfg_label}"
                         row: dict[str, Any] = {
                             "N": n,
                             "Q": q_n,
@@ -302,13 +322,16 @@ def main(argv: list[str] | None = None) -> int:
                             "d": d,
                             "dtype": args.dtype,
                             "filter": fk,
+                            "prescreen": ps,
                             "config": label,
                         }
                         try:
                             if cfg is None:
 
                                 def run(a: Any = a) -> Any:  # the public entry point
-                                    return fused_topk(a.queries, a.corpus, a.k, **a.filters())
+                                    return fused_topk(
+                                        a.queries, a.corpus, a.k, **a.filters(), prescreen=a.prescreen
+                                    )
                             else:
 
                                 def run(a: Any = a, cfg: KernelConfig = cfg) -> Any:

@@ -13,9 +13,10 @@ import os
 
 import torch
 
+from kernels.prescreen import Int8Corpus
 from kernels.reference import check_args, topk_reference_float64, topk_torch
 
-__all__ = ["fused_topk", "topk_reference_float64", "topk_torch", "triton_available"]
+__all__ = ["Int8Corpus", "fused_topk", "topk_reference_float64", "topk_torch", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -50,6 +51,7 @@ def fused_topk(
     time_min: torch.Tensor | None = None,
     time_max: torch.Tensor | None = None,
     row_bias: torch.Tensor | None = None,
+    prescreen: Int8Corpus | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k rows of ``corpus`` by ``dot(query, row) + row_bias`` among the rows eligible for each query.
 
@@ -63,6 +65,8 @@ def fused_topk(
         valid: [N] bool; False rows are never returned.
         row_time: [N] int64 or float; time_min / time_max: [Q] of the same dtype, inclusive bounds.
         row_bias: [N] float32 added to the dot product.
+        prescreen: an int8 copy of ``corpus`` (``Int8Corpus.from_corpus``): for many queries the Triton
+            path then finds candidates on int8 tensor cores and scores them exactly; same results.
 
     Returns:
         ``(scores, indices)``: [Q, k] float32 and [Q, k] int64, best first, ties broken by the smaller
@@ -80,6 +84,7 @@ def fused_topk(
         time_min=time_min,
         time_max=time_max,
         row_bias=row_bias,
+        prescreen=prescreen,
     )
     if _use_triton(a.queries, a.corpus):
         from kernels.fused_topk import fused_topk_triton  # lazy: triton is an optional dependency

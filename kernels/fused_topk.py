@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.prescreen import quantize_queries
 from kernels.reference import KEY_EMPTY, TopkArgs, pack_keys, unpack_keys
 
 
@@ -77,10 +78,13 @@ def _load_chunk(ptrs, kk, ks, D: tl.constexpr, BK: tl.constexpr):
 
 @triton.jit
 def _mma(a, b, acc, UPCAST: tl.constexpr):
-    # acc += a @ b.T with fp32 accumulation
+    # acc += a @ b.T with fp32 accumulation (int32 for int8 operands)
     if UPCAST:
-        # The CPU interpreter cannot multiply bf16; fp32 products of bf16 values are exact.
+        # The CPU interpreter cannot multiply bf16 (and its int8 products would wrap); fp32 products
+        # and sums of these values are exact (int8 sums over d <= 512 stay below 2**24).
         acc = tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), acc, input_precision="ieee")
+    elif a.dtype == tl.int8:
+        acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
     else:
         acc = tl.dot(a, tl.trans(b), acc)
     return acc
@@ -509,12 +513,49 @@ def _threshold_scan_kernel(
             cand = cand & (rt[None, :] >= tmin[:, None])
         if HAS_TMAX:
             cand = cand & (rt[None, :] <= tmax[:, None])
-        if GUARD:
-            # Skip the append code when the tile has no candidate at all (one block reduction).
-            if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
-                _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
-        else:
-            _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN)
+        _collect(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, GUARD, False, True)
+
+
+@triton.jit
+def _collect(
+    cnt_ptr,
+    out_s_ptr,
+    out_i_ptr,
+    qs_c,
+    out_off,
+    rows,
+    s,
+    cand,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+    GUARD: tl.constexpr,
+    ONE_HIT: tl.constexpr,
+    STORE_SCORE: tl.constexpr,
+):
+    """Append a tile's candidates to their queries' lists.  With ``GUARD`` a tile without candidates
+    costs one block reduction.  With ``ONE_HIT`` too, a tile where no query has more than one
+    candidate appends with [BQ]-long row reductions and atomics instead of the predicated per-score
+    ones of ``_append``: faster where most tiles hold a few candidates (the int8 scan, ~9 per tile),
+    slower where most hold none (the fp16 scan, ~1 per tile; measured on the H100)."""
+    if GUARD and not ONE_HIT:
+        if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
+            _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
+    elif GUARD:
+        n_c = tl.sum(cand.to(tl.int32), axis=1)
+        most = tl.max(n_c, axis=0)
+        if most == 1:
+            has = n_c > 0
+            pos = tl.atomic_add(cnt_ptr + qs_c, 1, mask=has, sem="relaxed")
+            ok = has & (pos < CAP)
+            slot = qs_c.to(tl.int64) * CAP + pos
+            if STORE_SCORE:
+                tl.store(out_s_ptr + slot, tl.sum(tl.where(cand, s, 0.0), axis=1), mask=ok)
+            tl.store(out_i_ptr + slot, tl.sum(tl.where(cand, rows[None, :], 0), axis=1), mask=ok)
+        elif most > 1:
+            _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
+    else:
+        _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
 
 
 @triton.jit
@@ -530,12 +571,169 @@ def _append(
     CAP: tl.constexpr,
     BQ: tl.constexpr,
     BN: tl.constexpr,
+    STORE_SCORE: tl.constexpr,
 ):
     # Each candidate takes the next slot of its query's list; slots past CAP are only counted.
     pos = tl.atomic_add(cnt_ptr + qs_c[:, None] + tl.zeros([BQ, BN], tl.int32), 1, mask=cand, sem="relaxed")
     ok = cand & (pos < CAP)
-    tl.store(out_s_ptr + out_off + pos, s, mask=ok)
+    if STORE_SCORE:
+        tl.store(out_s_ptr + out_off + pos, s, mask=ok)
     tl.store(out_i_ptr + out_off + pos, rows[None, :] + tl.zeros([BQ, BN], tl.int32), mask=ok)
+
+
+# Integer form of "eligible row": a row term of -2**30 can never reach a query's threshold, which is
+# kept within +-2**29 while |int8 dot| < 2**23 (d <= 512), so no sum wraps around in int32.
+_INT_ROW_MIN = -(2**30)
+_INT_ROW_MAX = 2**30
+_INT_THR_LIMIT = 2**29
+_INT_NEVER = 2**31 - 1
+
+
+@triton.jit(do_not_specialize=["Q", "N"])
+def _int8_scan_kernel(
+    q_ptr,
+    c_ptr,
+    tq_ptr,
+    inv_unit_ptr,
+    skip_ptr,
+    cnt_ptr,
+    out_i_ptr,
+    rpart_ptr,
+    qpart_ptr,
+    valid_ptr,
+    rtime_ptr,
+    tmin_ptr,
+    tmax_ptr,
+    bias_ptr,
+    Q,
+    N,
+    stride_q,
+    stride_c,
+    rows_per_split,
+    D: tl.constexpr,
+    CAP: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    NCH: tl.constexpr,
+    GUARD: tl.constexpr,
+    HAS_PART: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    HAS_TMIN: tl.constexpr,
+    HAS_TMAX: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """The threshold scan on int8 copies (``kernels/prescreen.py``): append the index of every
+    eligible row whose int8 dot product plus its row term reaches the query's integer threshold
+    ``tq`` (the bound less the quantisation margin, in units of the int8 product).  The test is
+    integer adds and compares only; the caller scores the appended rows again exactly."""
+    if tl.load(skip_ptr) != 0:
+        return
+    pid_q = tl.program_id(0)
+    split = tl.program_id(1)
+    qs = pid_q * BQ + tl.arange(0, BQ)
+    qs_c = tl.minimum(qs, Q - 1)
+    n_start = split * rows_per_split
+    n_end = tl.minimum(n_start + rows_per_split, N)
+    tq = tl.where(qs < Q, tl.load(tq_ptr + qs_c), 2147483647)  # padding queries take nothing
+    out_off = qs_c.to(tl.int64)[:, None] * CAP
+    ks = tl.arange(0, BK)
+    q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
+    if HAS_PART:
+        qp = tl.load(qpart_ptr + qs_c)
+    if HAS_TMIN:
+        tmin = tl.load(tmin_ptr + qs_c)
+    if HAS_TMAX:
+        tmax = tl.load(tmax_ptr + qs_c)
+    if HAS_BIAS:
+        inv_unit = tl.load(inv_unit_ptr)
+    a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
+    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
+    if HAS_BIAS:
+        bias_n = tl.load(bias_ptr + nxt)
+    if HAS_VALID:
+        valid_n = tl.load(valid_ptr + nxt)
+    if HAS_PART:
+        rp_n = tl.load(rpart_ptr + nxt)
+    if HAS_TMIN or HAS_TMAX:
+        rt_n = tl.load(rtime_ptr + nxt)
+    for n0 in range(n_start, n_end, BN):
+        rows = n0 + tl.arange(0, BN)
+        rows_c = tl.minimum(rows, N - 1)
+        c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
+        nxt = tl.minimum(rows + BN, N - 1)
+        # The row term: ceil(bias / unit) rounded up (an upper bound even after fp32 rounding) and
+        # clamped into int32 range; -2**30 for a row that is not eligible (or whose bias is NaN).
+        ok_row = rows < n_end
+        if HAS_VALID:
+            ok_row = ok_row & (valid_n != 0)
+            valid_n = tl.load(valid_ptr + nxt)
+        if HAS_BIAS:
+            x = bias_n * inv_unit
+            x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
+            x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)  # NaN: -2**30
+            radd = tl.where(ok_row, tl.math.ceil(x).to(tl.int32), -1073741824)
+            bias_n = tl.load(bias_ptr + nxt)
+        else:
+            radd = tl.where(ok_row, 0, -1073741824)
+        if HAS_PART:
+            rp_c = rp_n
+            rp_n = tl.load(rpart_ptr + nxt)
+        if HAS_TMIN or HAS_TMAX:
+            rt = rt_n
+            rt_n = tl.load(rtime_ptr + nxt)
+        acc = tl.zeros([BQ, BN], dtype=tl.float32 if UPCAST else tl.int32)
+        acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
+        cand = (acc.to(tl.int32) + radd[None, :]) >= tq[:, None]
+        if HAS_PART:
+            cand = cand & (rp_c[None, :] == qp[:, None])
+        if HAS_TMIN:
+            cand = cand & (rt[None, :] >= tmin[:, None])
+        if HAS_TMAX:
+            cand = cand & (rt[None, :] <= tmax[:, None])
+        _collect(
+            cnt_ptr, out_i_ptr, out_i_ptr, qs_c, out_off, rows, acc, cand, CAP, BQ, BN, GUARD, True, False
+        )
+
+
+@triton.jit(do_not_specialize=["Q"])
+def _rescore_kernel(
+    q_ptr,
+    c_ptr,
+    cnt_ptr,
+    out_s_ptr,
+    out_i_ptr,
+    bias_ptr,
+    stride_q,
+    stride_c,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    CAP: tl.constexpr,
+    BL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    """Exact scores (16-bit operands, fp32 sums, plus the bias) of the rows in slots
+    [program_id(1) * BL, ...) of query program_id(0)'s candidate list."""
+    qi = tl.program_id(0)
+    start = tl.program_id(1) * BL
+    cnt = tl.minimum(tl.load(cnt_ptr + qi), CAP)
+    if start < cnt:
+        ks = tl.arange(0, DP)
+        q = tl.load(q_ptr + qi.to(tl.int64) * stride_q + ks, mask=ks < D, other=0.0).to(tl.float32)
+        slots = start + tl.arange(0, BL)
+        m = slots < cnt
+        base = qi.to(tl.int64) * CAP
+        idx = tl.load(out_i_ptr + base + slots, mask=m, other=0)
+        rows = tl.load(
+            c_ptr + idx.to(tl.int64)[:, None] * stride_c + ks[None, :],
+            mask=m[:, None] & (ks < D)[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        s = tl.sum(rows * q[None, :], axis=1)
+        if HAS_BIAS:
+            s = s + tl.load(bias_ptr + idx, mask=m, other=0.0)
+        tl.store(out_s_ptr + base + slots, s, mask=m)
 
 
 @dataclass(frozen=True)
@@ -561,20 +759,30 @@ class KernelConfig:
     guard: bool = True  # skip the append code of tiles without candidates (one block reduction)
     scan_block_n: int | None = None  # tile rows of the threshold scan (default block_n)
     scan_num_stages: int | None = None  # pipeline stages of the threshold scan (default num_stages)
+    # the int8 scan (with a prescreen), in place of the threshold scan
+    int8_block_n: int = 64
+    int8_num_stages: int = 2
+    int8_ctas_per_sm: int = 2
+    int8_num_warps: int | None = None  # default num_warps
+    int8_maxnreg: int | None = None
+    int8_list_factor: int = 8  # its error margin admits ~8x more rows than the fp16 scan: longer lists
 
 
 THRESHOLD_MIN_QUERIES = 64
 
 
-def default_config(q_n: int, k: int, d: int) -> KernelConfig:
-    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md)."""
+def default_config(q_n: int, k: int, d: int, *, filtered: bool = False) -> KernelConfig:
+    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md).  ``filtered``: partition or
+    time filters (compares per query and row, which need registers)."""
     if q_n <= 16:  # bandwidth-bound: one small query block, many N-splits
         return KernelConfig(
             block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=3, ctas_per_sm=1, resident=True
         )
     # compute-bound: 128-query blocks reuse each corpus tile 128 times (wgmma); from 64 queries the
     # threshold method (a sampled bound, then a scan with 64-row tiles in 2 stages: 96 KB of queries +
-    # 2 x 48 KB of corpus in shared memory)
+    # 2 x 48 KB of corpus in shared memory).  The int8 scan (with a prescreen) runs two programs of
+    # one warpgroup per SM, so that one's epilogue overlaps the other's matrix work: 48 KB of queries
+    # + 2 x 24 KB of corpus each, or 3 x 12 KB with filters (fewer registers per tile).
     return KernelConfig(
         block_q=128,
         block_n=32,
@@ -585,6 +793,10 @@ def default_config(q_n: int, k: int, d: int) -> KernelConfig:
         resident=True,
         scan_block_n=64,
         scan_num_stages=2,
+        int8_block_n=32 if filtered else 64,
+        int8_num_stages=3 if filtered else 2,
+        int8_ctas_per_sm=2,
+        int8_num_warps=4,
     )
 
 
@@ -617,7 +829,8 @@ def fused_topk_triton(
     n = c.shape[0]
     if q_n == 0 or n == 0:
         return unpack_keys(torch.full((q_n, a.k), KEY_EMPTY, dtype=torch.int64, device=c.device))
-    cfg = config or default_config(q_n, a.k, d)
+    filtered = a.row_partition is not None or a.time_min is not None or a.time_max is not None
+    cfg = config or default_config(q_n, a.k, d, filtered=filtered)
     a = replace(a, queries=q.to(c.dtype).contiguous())  # tensor cores take both operands in one dtype
     method = cfg.method
     if method == "auto":
@@ -791,13 +1004,23 @@ def _threshold_topk(
     ss, _ = _running_partials(a, cfg, splits, poison, sample_rows, tile_step=step)
     bound = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1).topk(k, dim=1).values[:, k - 1]
     unknown = ~torch.isfinite(bound)
+    # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
+    thr = bound - (bound.abs() * 1e-5 + 1e-6)
+    tq = None
+    if a.prescreen is not None:
+        pq = quantize_queries(q, a.prescreen)
+        # In units of the int8 product, rounded down with room for float64 rounding; a threshold
+        # outside +-2**29 (absurd biases) leaves the query to the running kernel.
+        ratio = (thr - pq.margin).double() / pq.unit.double()
+        t = torch.floor(ratio - ratio.abs() * 2**-40 - 2)
+        unknown = unknown | ~(t.abs() <= _INT_THR_LIMIT)
+        tq = torch.where(unknown, _INT_NEVER, t).to(torch.int32)
     # Mostly small partitions (many users' queries in one batch): a bound is rarely known, so the scan
     # returns at once and the running path answers every query.  Decided on the device: a host sync
     # here would leave the GPU idle while the scan's launch is prepared.
     skip = (unknown.sum(dtype=torch.int32) * 2 > q_n).to(torch.int32).reshape(1)
-    # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
-    thr = torch.where(unknown, float("nan"), bound - (bound.abs() * 1e-5 + 1e-6)).contiguous()
-    cap = cfg.candidate_cap or _next_pow2(2 * k * step + 512)
+    list_factor = cfg.int8_list_factor if tq is not None else 1
+    cap = cfg.candidate_cap or _next_pow2(2 * k * step * list_factor + 512)
     cnt = torch.zeros(q_n, dtype=torch.int32, device=dev)
     out_s = torch.empty((q_n, cap), dtype=torch.float32, device=dev)
     out_i = torch.empty((q_n, cap), dtype=torch.int32, device=dev)
@@ -807,34 +1030,81 @@ def _threshold_topk(
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
-    scan_bn = cfg.scan_block_n or cfg.block_n
-    qblocks, s_n, rows_per_split = _grid(q_n, n, cfg, splits, dev, scan_bn)
-    _threshold_scan_kernel[(qblocks, s_n)](
-        q,
-        c,
-        thr,
-        skip,
-        cnt,
-        out_s,
-        out_i,
-        *_filter_args(_int32_times(a), out_s),
-        q_n,
-        n,
-        q.stride(0),
-        c.stride(0),
-        rows_per_split,
-        D=d,
-        CAP=cap,
-        BQ=cfg.block_q,
-        BN=scan_bn,
-        BK=bk,
-        UPCAST=_interpreting(dev) and c.dtype == torch.bfloat16,
-        NCH=triton.cdiv(d, bk),
-        GUARD=cfg.guard,
+    interpret = _interpreting(dev)
+    common = {
+        "D": d,
+        "CAP": cap,
+        "BQ": cfg.block_q,
+        "BK": bk,
+        "NCH": triton.cdiv(d, bk),
+        "GUARD": cfg.guard,
         **_filter_flags(a),
-        num_warps=cfg.num_warps,
-        num_stages=cfg.scan_num_stages or cfg.num_stages,
-    )
+    }
+    if a.prescreen is not None and tq is not None:
+        int8_cfg = replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
+        qblocks, s_n, rows_per_split = _grid(q_n, n, int8_cfg, splits, dev, cfg.int8_block_n)
+        c8 = a.prescreen.values
+        _int8_scan_kernel[(qblocks, s_n)](
+            pq.q8,
+            c8,
+            tq,
+            (1.0 / pq.unit).float(),
+            skip,
+            cnt,
+            out_i,
+            *_filter_args(_int32_times(a), out_s),
+            q_n,
+            n,
+            pq.q8.stride(0),
+            c8.stride(0),
+            rows_per_split,
+            BN=cfg.int8_block_n,
+            UPCAST=interpret,
+            num_stages=cfg.int8_num_stages,
+            num_warps=cfg.int8_num_warps or cfg.num_warps,
+            **({"maxnreg": cfg.int8_maxnreg} if cfg.int8_maxnreg else {}),
+            **common,
+        )
+        rescore_block = 32
+        _rescore_kernel[(q_n, triton.cdiv(cap, rescore_block))](
+            q,
+            c,
+            cnt,
+            out_s,
+            out_i,
+            a.row_bias if a.row_bias is not None else out_s,
+            q.stride(0),
+            c.stride(0),
+            D=d,
+            DP=_next_pow2(d),
+            CAP=cap,
+            BL=rescore_block,
+            HAS_BIAS=a.row_bias is not None,
+            num_warps=4,
+        )
+    else:
+        scan_bn = cfg.scan_block_n or cfg.block_n
+        qblocks, s_n, rows_per_split = _grid(q_n, n, cfg, splits, dev, scan_bn)
+        _threshold_scan_kernel[(qblocks, s_n)](
+            q,
+            c,
+            torch.where(unknown, float("nan"), thr).contiguous(),
+            skip,
+            cnt,
+            out_s,
+            out_i,
+            *_filter_args(_int32_times(a), out_s),
+            q_n,
+            n,
+            q.stride(0),
+            c.stride(0),
+            rows_per_split,
+            BN=scan_bn,
+            UPCAST=interpret and c.dtype == torch.bfloat16,
+            num_stages=cfg.scan_num_stages or cfg.num_stages,
+            num_warps=cfg.num_warps,
+            **common,
+        )
     filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
     keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
     scores, index = unpack_keys(keys.topk(k, dim=1).values)

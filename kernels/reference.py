@@ -19,9 +19,12 @@ signed integer, the low 32 bits are ``0xFFFFFFFF - index``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
+
+if TYPE_CHECKING:
+    from kernels.prescreen import Int8Corpus
 
 KEY_EMPTY = -(2**63)  # int64 min: "no row" (sorts after every real key)
 _LOW32 = 0xFFFFFFFF
@@ -54,6 +57,7 @@ class TopkArgs:
     time_min: torch.Tensor | None
     time_max: torch.Tensor | None
     row_bias: torch.Tensor | None
+    prescreen: Int8Corpus | None = None  # an int8 copy of the corpus: a speed-up, same results
 
     def filters(self) -> TopkFilters:
         """The filter and bias terms, as keyword arguments for ``fused_topk`` / ``topk_torch``."""
@@ -80,6 +84,7 @@ def check_args(
     time_min: torch.Tensor | None = None,
     time_max: torch.Tensor | None = None,
     row_bias: torch.Tensor | None = None,
+    prescreen: Int8Corpus | None = None,
 ) -> TopkArgs:
     """Validate shapes, dtypes and devices; raise ``ValueError``/``TypeError`` on misuse."""
     if queries.dim() != 2 or corpus.dim() != 2:
@@ -133,6 +138,12 @@ def check_args(
     row_bias = _vec(row_bias, "row_bias", n)
     if row_bias is not None and row_bias.dtype != torch.float32:
         raise TypeError("row_bias must be float32")
+    if prescreen is not None:
+        v = prescreen.values
+        if v.dtype != torch.int8 or tuple(v.shape) != (n, d) or v.device != dev:
+            raise ValueError(f"prescreen must hold [{n}, {d}] int8 values on {dev}, got {tuple(v.shape)}")
+        if d > 512:
+            raise ValueError("the int8 prescreen supports d <= 512")
     return TopkArgs(
         queries.contiguous(),
         corpus.contiguous(),
@@ -144,6 +155,7 @@ def check_args(
         time_min,
         time_max,
         row_bias,
+        prescreen,
     )
 
 

@@ -23,12 +23,17 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the --worker subprocess runs this file directly
     sys.path.insert(0, str(REPO))
 
-from kernels import fused_topk, topk_reference_float64, topk_torch  # noqa: E402
+from kernels import Int8Corpus, fused_topk, topk_reference_float64, topk_torch  # noqa: E402
+from kernels.prescreen import quantize_queries  # noqa: E402
 
 Case = dict[str, Any]
 Inputs = dict[str, Any]
 
 _DT = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# the threshold method with the int8 scan on tiny tiles
+_I8 = dict(
+    block_q=16, block_n=16, block_k=16, method="threshold", sample_step=2, int8_block_n=32, int8_num_stages=1
+)
 
 # Small shapes (the interpreter runs numpy op by op).  "cfg" = KernelConfig overrides for the Triton path,
 # "splits" = number of N-splits; tiny tiles and CAPs force many tiles, splits and buffer flushes.
@@ -287,6 +292,81 @@ CASES: list[Case] = [
         cfg=dict(block_q=16, block_n=16, block_k=16, method="threshold", sample_step=2),
         splits=2,
     ),
+    # ---- the int8 pre-screen ("int8": an Int8Corpus of the corpus is passed): same results ----
+    dict(name="i8_basic", Q=20, N=700, d=40, k=7, int8=True, seed=50, cfg=dict(_I8), splits=2),
+    dict(
+        name="i8_all_filters",
+        Q=24,
+        N=900,
+        d=24,
+        k=4,
+        partitions=2,
+        valid_frac=0.9,
+        bias=True,
+        time="int64",
+        int8=True,
+        seed=51,
+        cfg=dict(_I8, int8_num_stages=2),
+        splits=2,
+    ),
+    dict(name="i8_duplicates", Q=8, N=600, d=20, k=12, dup=4, int8=True, seed=52, cfg=dict(_I8)),
+    dict(name="i8_bf16_odd", Q=9, N=517, d=33, k=5, dtype="bf16", int8=True, seed=53, cfg=dict(_I8)),
+    # lists of 8 slots overflow: every query is answered again by the running kernel
+    dict(
+        name="i8_overflow_redo",
+        Q=6,
+        N=700,
+        d=16,
+        k=5,
+        int8=True,
+        redo=6,
+        seed=54,
+        cfg=dict(_I8, sample_step=8, candidate_cap=8),
+    ),
+    # a few rows with a bias of 100 (a large row term) or 1e6 (beyond the int32 row terms: clamped)
+    dict(
+        name="i8_big_bias",
+        Q=8,
+        N=600,
+        d=16,
+        k=5,
+        bias=True,
+        spikes=3,
+        spike=100.0,
+        int8=True,
+        seed=55,
+        cfg=_I8,
+    ),
+    dict(
+        name="i8_huge_bias",
+        Q=8,
+        N=600,
+        d=16,
+        k=5,
+        bias=True,
+        spikes=3,
+        spike=1e6,
+        int8=True,
+        seed=57,
+        cfg=_I8,
+    ),
+    # so many rows with a bias of 1e6 that every bound is one: thresholds beyond the integer range
+    dict(
+        name="i8_bound_beyond_range",
+        Q=8,
+        N=600,
+        d=16,
+        k=5,
+        bias=True,
+        spikes=80,
+        spike=1e6,
+        int8=True,
+        redo=8,
+        seed=58,
+        cfg=_I8,
+    ),
+    # the public entry point with the default (H100) configuration
+    dict(name="i8_default_config", Q=70, N=2100, d=64, k=5, partitions=2, valid_frac=0.9, int8=True, seed=56),
 ]
 
 
@@ -324,6 +404,8 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
         kw["valid"] = torch.rand(n, generator=g) < float(case["valid_frac"])
     if case.get("bias"):
         kw["row_bias"] = (0.05 * torch.randn(n, generator=g) + float(case.get("bias_shift", 0.0))).float()
+        if case.get("spikes"):
+            kw["row_bias"][torch.randperm(n, generator=g)[: int(case["spikes"])]] = float(case["spike"])
     if case.get("time"):
         if case["time"] == "int64":
             rt = torch.randint(1_600_000_000, 1_700_000_000, (n,), generator=g, dtype=torch.int64)
@@ -351,7 +433,11 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
 def _tol(inp: Inputs) -> float:
     # fp16/bf16 products are exact in fp32; only the accumulation order differs (~1e-6).  fp32 queries
     # are rounded to the corpus dtype first: up to ~2^-11 * |q| * |row| on the dot product.
-    return 2e-3 if inp["queries"].dtype == torch.float32 else 1e-4
+    # A large bias leaves fewer fp32 bits for the dot product (a score near |bias| rounds to 2**-23 |bias|).
+    tol = 2e-3 if inp["queries"].dtype == torch.float32 else 1e-4
+    if "row_bias" in inp:
+        tol = max(tol, 2**-20 * float(inp["row_bias"].abs().max()))
+    return tol
 
 
 def _eligible_scores(inp: Inputs) -> torch.Tensor:
@@ -448,17 +534,28 @@ def _run_worker(cases_path: str, out_path: str) -> None:
     from kernels.reference import check_args
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
+    module = sys.modules["kernels.fused_topk"]
+    running = module._running_topk
+    redone: list[int] = []  # queries answered again by the running kernel, per call
+
+    def counting_running_topk(a: Any, *args: Any) -> Any:
+        redone.append(int(a.queries.shape[0]))
+        return running(a, *args)
+
+    module._running_topk = counting_running_topk
     results: dict[str, Any] = {}
     for case in json.loads(Path(cases_path).read_text()):
+        redone.clear()
         try:
             inp = make_inputs(case)
-            a = check_args(**inp)
+            pre = Int8Corpus.from_corpus(inp["corpus"]) if case.get("int8") else None
+            a = check_args(**inp, prescreen=pre)
             cfg = KernelConfig(**case["cfg"]) if "cfg" in case else None
             if cfg is None:
-                s, i = fused_topk(**inp)  # the public dispatch must pick the Triton path here
+                s, i = fused_topk(**inp, prescreen=pre)  # the public dispatch must pick the Triton path here
             else:
                 s, i = fused_topk_triton(a, config=cfg, splits=case.get("splits"), poison=True)
-            results[case["name"]] = (s, i)
+            results[case["name"]] = (s, i, sum(redone))
         except Exception as e:  # reported by the parent test of that case
             results[case["name"]] = f"{type(e).__name__}: {e}"
     torch.save(results, out_path)
@@ -488,6 +585,10 @@ def test_triton_interpreted(case: Case, interpreted: dict[str, Any]) -> None:
     res = interpreted[case["name"]]
     assert not isinstance(res, str), res
     check_topk(make_inputs(case), res[0], res[1], f"triton/{case['name']}")
+    if case.get("int8"):
+        # the int8 scan answered the queries (no silent fallback), except where meant to overflow
+        expected = case.get("redo", 0)
+        assert expected == "any" or res[2] == expected, res[2]
 
 
 # --------------------------------------------------------------------------- torch fallback (in process)
@@ -558,6 +659,56 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
     c = torch.nn.functional.normalize(torch.randn(10, 8), dim=1).half()
     with pytest.raises((ValueError, TypeError)):
         fused_topk(q, c, **kwargs)
+
+
+def test_bad_prescreen() -> None:
+    q = torch.nn.functional.normalize(torch.randn(2, 8), dim=1).half()
+    c = torch.nn.functional.normalize(torch.randn(10, 8), dim=1).half()
+    with pytest.raises(ValueError, match="prescreen"):
+        fused_topk(q, c, 3, prescreen=Int8Corpus.from_corpus(c[:9]))
+
+
+def _random_rows(g: torch.Generator, n: int, d: int) -> torch.Tensor:
+    rows = torch.randn(n, d, generator=g)
+    rows[:, 0] *= 8  # one dimension with a wider range than the others (a column scale of its own)
+    return torch.nn.functional.normalize(rows, dim=1).half()
+
+
+def test_int8_error_bound_holds() -> None:
+    """|q . c - u (q8 . c8)| <= margin for every pair, in float64, for fresh random inputs; also for
+    rows written later that exceed the column ranges (clamped) and for queries of very unequal norms."""
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    d = 96
+    corpus = _random_rows(g, 500, d)
+    pre = Int8Corpus.from_corpus(corpus)
+    wider = (torch.nn.functional.normalize(torch.randn(50, d, generator=g), dim=1) * 3).half()
+    pre = pre.grown(600)
+    pre.set_rows(500, wider)  # beyond each column's range: clamped, the bound grows to cover it
+    rows = torch.cat([corpus, wider, torch.zeros(50, d, dtype=torch.float16)])
+    queries = _random_rows(g, 40, d).float()
+    queries[::3] *= 0.01
+    pq = quantize_queries(queries, pre.head(550))
+    exact = queries.double() @ rows[:550].double().T
+    approx = pq.unit.double() * (pq.q8.double() @ pre.values[:550].double().T)
+    err = (exact - approx).abs()
+    assert bool((err <= pq.margin.double()[:, None]).all()), float((err - pq.margin.double()[:, None]).max())
+    # and the margin is not vacuous: within 20x of the largest error actually seen
+    assert float(pq.margin.max()) < 20 * float(err.max())
+
+
+def test_int8_corpus_rows_and_views() -> None:
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    corpus = _random_rows(g, 300, 32)
+    pre = Int8Corpus.from_corpus(corpus)
+    assert pre.values.dtype == torch.int8 and int(pre.values.abs().max()) == 127
+    # from scratch and row by row give the same values
+    again = Int8Corpus(torch.zeros_like(pre.values), pre.col_scale)
+    for r in range(0, 300, 7):
+        again.set_rows(r, corpus[r : r + 7])
+    assert torch.equal(again.values, pre.values) and again.err_max == pytest.approx(pre.err_max)
+    grown = pre.grown(400)
+    assert grown.values.shape == (400, 32) and torch.equal(grown.values[:300], pre.values)
+    assert pre.head(100).values.shape == (100, 32) and pre.head(100).err_max == pre.err_max
 
 
 def test_int32_times_keep_every_comparison() -> None:
@@ -632,6 +783,23 @@ GPU_CASES: list[Case] = [
         open_max=True,
         seed=107,
     ),
+    dict(name="q256_k100_int8", Q=256, N=300_001, d=384, k=100, int8=True, seed=108),
+    dict(
+        name="q1024_k10_int8_all_filters",
+        Q=1024,
+        N=200_003,
+        d=384,
+        k=10,
+        partitions=4,
+        valid_frac=0.9,
+        bias=True,
+        time="int64",
+        int8=True,
+        seed=109,
+    ),
+    dict(
+        name="q128_k10_int8_bf16_dup", Q=128, N=100_000, d=384, k=10, dtype="bf16", dup=3, int8=True, seed=110
+    ),
 ]
 
 
@@ -640,7 +808,8 @@ GPU_CASES: list[Case] = [
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c["name"] for c in GPU_CASES])
 def test_gpu_compiled(case: Case) -> None:
     inp = make_inputs(case, device="cuda")
-    s, i = fused_topk(**inp)
+    pre = Int8Corpus.from_corpus(inp["corpus"]) if case.get("int8") else None
+    s, i = fused_topk(**inp, prescreen=pre)
     torch.cuda.synchronize()
     check_topk(inp, s, i, f"cuda/{case['name']}")
     s2, i2 = topk_torch(**inp)  # the fallback on the same GPU agrees too
