@@ -48,8 +48,8 @@ class Int8Corpus:
             col_max = torch.zeros(d, dtype=torch.float32, device=corpus.device)
             for s in range(0, n, 1 << 18):
                 col_max = torch.maximum(col_max, corpus[s : s + (1 << 18)].float().abs().amax(dim=0))
-            # an all-zero column gets any positive scale (its values quantise to 0 exactly)
-            col_scale = torch.where(col_max > 0, col_max / QMAX, torch.ones_like(col_max))
+            # an all-zero column (or an empty corpus) gets the range of unit vectors, |x| <= 1
+            col_scale = torch.where(col_max > 0, col_max, torch.ones_like(col_max)) / QMAX
         out = cls(torch.empty((n, d), dtype=torch.int8, device=corpus.device), col_scale.float().contiguous())
         out.set_rows(0, corpus)
         return out
@@ -75,9 +75,13 @@ class Int8Corpus:
         values[: self.values.shape[0]] = self.values
         return Int8Corpus(values, self.col_scale, self.err_max, self.norm8_max)
 
-    def head(self, n: int) -> Int8Corpus:
-        """The first ``n`` rows (a view; the bounds hold for any subset of rows)."""
-        return Int8Corpus(self.values[:n], self.col_scale, self.err_max, self.norm8_max)
+    def rows(self, start: int, end: int) -> Int8Corpus:
+        """Rows [start, end) (a view; the bounds hold for any subset of rows)."""
+        return Int8Corpus(self.values[start:end], self.col_scale, self.err_max, self.norm8_max)
+
+    def take(self, index: torch.Tensor) -> Int8Corpus:
+        """The rows at ``index`` (a copy), in that order."""
+        return Int8Corpus(self.values[index], self.col_scale, self.err_max, self.norm8_max)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         "the device-resident index with batched top-k (on CUDA when present); 'auto' = 'index' with CUDA",
     )
     dense_top_k: int = Field(default=128, description="'index' backend: dense candidates per query")
+    index_int8_prescreen: bool = Field(
+        default=True,
+        description="'index' backend on CUDA: keep an int8 copy of the vectors (+50% device memory) so that "
+        "large query batches find candidates on int8 tensor cores; results are exact either way",
+    )
     batch_max_wait_ms: float = Field(
         default=2.0, description="dynamic batching: longest wait to fill a batch"
     )

@@ -106,6 +106,7 @@ class MemoryService:
                 libpq_url(database.url),
                 settings.embedding_dim,
                 device=resolve_device(settings.embedding_device),
+                int8_prescreen=settings.index_int8_prescreen,
             )
             self.index.load()
             self.index.warm_up(settings.dense_top_k)

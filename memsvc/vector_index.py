@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kernels import fused_topk, topk_torch
+from kernels import Int8Corpus, fused_topk, topk_torch
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,23 @@ def _vector_from_text(text: str) -> np.ndarray:  # halfvec's text form: "[0.1,0.
 class VectorIndex:
     """Embeddings of all active memories on `device`, searched with `kernels.fused_topk`."""
 
-    def __init__(self, conninfo: str, dim: int, *, device: str = "cpu", max_lag_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        dim: int,
+        *,
+        device: str = "cpu",
+        max_lag_s: float = 0.2,
+        int8_prescreen: bool = True,
+    ) -> None:
         self.conninfo = conninfo
         self.dim = dim
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        # An int8 copy of the rows (half the fp16 bytes again) lets large query batches find their
+        # candidates on int8 tensor cores; results stay exact (kernels/prescreen.py).  CUDA only.
+        self.int8_prescreen = int8_prescreen and self.device.type == "cuda"
+        self._int8: Int8Corpus | None = None
         self.max_lag_s = max_lag_s
         self._lock = threading.RLock()
         self._partitions: dict[tuple[uuid.UUID, str], int] = {}
@@ -75,9 +87,10 @@ class VectorIndex:
         vectors: np.ndarray,
         *,
         device: str = "cpu",
+        int8_prescreen: bool = True,
     ) -> VectorIndex:
         """An index over given rows, not following any database (benchmarks, tests)."""
-        index = cls("", vectors.shape[1], device=device)
+        index = cls("", vectors.shape[1], device=device, int8_prescreen=int8_prescreen)
         rows = sorted(zip(ids, partitions, vectors, strict=True), key=lambda r: r[1])
         index._rebuild([(i, p[0], p[1], v) for i, p, v in rows])
         return index
@@ -114,6 +127,7 @@ class VectorIndex:
         self._partition_of_row[: len(rows)] = torch.from_numpy(part_ids).to(self.device)
         self._valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
         self._valid[: len(rows)] = True
+        self._int8 = Int8Corpus.from_corpus(self._corpus) if self.int8_prescreen else None
         self._ids = [r[0] for r in rows]
         self._row_of = {memory_id: i for i, memory_id in enumerate(self._ids)}
         self._partitions = partitions
@@ -177,14 +191,14 @@ class VectorIndex:
         tensor = torch.from_numpy(vector).to(self.device, self.dtype)
         row = self._row_of.get(memory_id)
         if row is not None:
-            self._corpus[row] = tensor
+            self._set_vector(row, tensor)
             self._valid[row] = True
             return
         if self._size == self._corpus.shape[0]:
             self._grow()
         row = self._size
         partition = self._partitions.setdefault((tenant_id, user_id), len(self._partitions))
-        self._corpus[row] = tensor
+        self._set_vector(row, tensor)
         self._partition_of_row[row] = partition
         self._valid[row] = True
         self._ids.append(memory_id)
@@ -195,6 +209,11 @@ class VectorIndex:
         else:
             ranges.append((row, row + 1))
         self._size += 1
+
+    def _set_vector(self, row: int, tensor: torch.Tensor) -> None:
+        self._corpus[row] = tensor
+        if self._int8 is not None:
+            self._int8.set_rows(row, self._corpus[row : row + 1])
 
     def _remove(self, memory_id: uuid.UUID) -> None:
         row = self._row_of.pop(memory_id, None)
@@ -211,6 +230,8 @@ class VectorIndex:
         valid = torch.zeros(capacity, dtype=torch.bool, device=self.device)
         valid[: self._size] = self._valid[: self._size]
         self._corpus, self._partition_of_row, self._valid = corpus, partition, valid
+        if self._int8 is not None:
+            self._int8 = self._int8.grown(capacity)
 
     def compact(self) -> None:
         """Drop dead rows and regroup rows by partition (one contiguous range per user again)."""
@@ -274,6 +295,7 @@ class VectorIndex:
                 row_partition=self._partition_of_row[:n],
                 query_partition=torch.tensor(known, dtype=torch.int32, device=self.device),
                 valid=self._valid[:n],
+                prescreen=self._int8.rows(0, n) if self._int8 is not None else None,
             )
             return self._hits(scores, index, offset_map=None)
 
@@ -281,16 +303,25 @@ class VectorIndex:
         if not ranges:
             return [[] for _ in range(q.shape[0])]
         rows_total = sum(e - s for s, e in ranges)
-        # A small partition is one matrix product and a sort: cheaper than a kernel launch that is
-        # built to stream millions of rows (same semantics: kernels.topk_torch is its reference).
-        topk = topk_torch if rows_total <= SMALL_SCAN_ROWS else fused_topk
-        if len(ranges) == 1:
+        if len(ranges) == 1:  # one contiguous range: views, no copy
             start, end = ranges[0]
-            scores, index = topk(q, self._corpus[start:end], k, valid=self._valid[start:end])
+            corpus, valid = self._corpus[start:end], self._valid[start:end]
+            offset_map = None
+        else:
+            offset_map = torch.cat([torch.arange(s, e, device=self.device) for s, e in ranges])
+            corpus, valid = self._corpus[offset_map], self._valid[offset_map]
+        if rows_total <= SMALL_SCAN_ROWS:
+            # A small partition is one matrix product and a sort: cheaper than a kernel launch that is
+            # built to stream millions of rows (same semantics: kernels.topk_torch is its reference).
+            scores, index = topk_torch(q, corpus, k, valid=valid)
+        else:
+            prescreen = None
+            if self._int8 is not None:
+                prescreen = self._int8.rows(start, end) if offset_map is None else self._int8.take(offset_map)
+            scores, index = fused_topk(q, corpus, k, valid=valid, prescreen=prescreen)
+        if offset_map is None:
             return self._hits(scores, index + start * (index >= 0), offset_map=None)
-        rows = torch.cat([torch.arange(s, e, device=self.device) for s, e in ranges])
-        scores, index = topk(q, self._corpus[rows], k, valid=self._valid[rows])
-        return self._hits(scores, index, offset_map=rows)
+        return self._hits(scores, index, offset_map=offset_map)
 
     def warm_up(self, k: int) -> None:
         """Compile the kernel variants a server will use (one query; a batch) before traffic comes."""

@@ -687,7 +687,7 @@ def test_int8_error_bound_holds() -> None:
     rows = torch.cat([corpus, wider, torch.zeros(50, d, dtype=torch.float16)])
     queries = _random_rows(g, 40, d).float()
     queries[::3] *= 0.01
-    pq = quantize_queries(queries, pre.head(550))
+    pq = quantize_queries(queries, pre.rows(0, 550))
     exact = queries.double() @ rows[:550].double().T
     approx = pq.unit.double() * (pq.q8.double() @ pre.values[:550].double().T)
     err = (exact - approx).abs()
@@ -708,7 +708,8 @@ def test_int8_corpus_rows_and_views() -> None:
     assert torch.equal(again.values, pre.values) and again.err_max == pytest.approx(pre.err_max)
     grown = pre.grown(400)
     assert grown.values.shape == (400, 32) and torch.equal(grown.values[:300], pre.values)
-    assert pre.head(100).values.shape == (100, 32) and pre.head(100).err_max == pre.err_max
+    view = pre.rows(100, 250)
+    assert torch.equal(view.values, pre.values[100:250]) and view.err_max == pre.err_max
 
 
 def test_int32_times_keep_every_comparison() -> None:
