@@ -771,9 +771,9 @@ class KernelConfig:
 THRESHOLD_MIN_QUERIES = 64
 
 
-def default_config(q_n: int, k: int, d: int, *, filtered: bool = False) -> KernelConfig:
-    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md).  ``filtered``: partition or
-    time filters (compares per query and row, which need registers)."""
+def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> KernelConfig:
+    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md).  ``time_window``: the queries
+    have time bounds (two compares per query and row, and their registers)."""
     if q_n <= 16:  # bandwidth-bound: one small query block, many N-splits
         return KernelConfig(
             block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=3, ctas_per_sm=1, resident=True
@@ -782,7 +782,7 @@ def default_config(q_n: int, k: int, d: int, *, filtered: bool = False) -> Kerne
     # threshold method (a sampled bound, then a scan with 64-row tiles in 2 stages: 96 KB of queries +
     # 2 x 48 KB of corpus in shared memory).  The int8 scan (with a prescreen) runs two programs of
     # one warpgroup per SM, so that one's epilogue overlaps the other's matrix work: 48 KB of queries
-    # + 2 x 24 KB of corpus each, or 3 x 12 KB with filters (fewer registers per tile).
+    # + 2 x 24 KB of corpus each, or 3 x 12 KB with time bounds (fewer registers per tile).
     return KernelConfig(
         block_q=128,
         block_n=32,
@@ -793,8 +793,8 @@ def default_config(q_n: int, k: int, d: int, *, filtered: bool = False) -> Kerne
         resident=True,
         scan_block_n=64,
         scan_num_stages=2,
-        int8_block_n=32 if filtered else 64,
-        int8_num_stages=3 if filtered else 2,
+        int8_block_n=32 if time_window else 64,
+        int8_num_stages=3 if time_window else 2,
         int8_ctas_per_sm=2,
         int8_num_warps=4,
     )
@@ -829,8 +829,8 @@ def fused_topk_triton(
     n = c.shape[0]
     if q_n == 0 or n == 0:
         return unpack_keys(torch.full((q_n, a.k), KEY_EMPTY, dtype=torch.int64, device=c.device))
-    filtered = a.row_partition is not None or a.time_min is not None or a.time_max is not None
-    cfg = config or default_config(q_n, a.k, d, filtered=filtered)
+    time_window = a.time_min is not None or a.time_max is not None
+    cfg = config or default_config(q_n, a.k, d, time_window=time_window)
     a = replace(a, queries=q.to(c.dtype).contiguous())  # tensor cores take both operands in one dtype
     method = cfg.method
     if method == "auto":
