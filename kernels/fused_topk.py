@@ -766,9 +766,13 @@ class KernelConfig:
     int8_num_warps: int | None = None  # default num_warps
     int8_maxnreg: int | None = None
     int8_list_factor: int = 8  # its error margin admits ~8x more rows than the fp16 scan: longer lists
+    int8_min_rows: int | None = None  # use the prescreen from this many rows (default INT8_MIN_ROWS)
 
 
 THRESHOLD_MIN_QUERIES = 64
+# Below this many rows the int8 path's fixed costs (query quantisation, longer candidate lists, the
+# re-scoring) outweigh its faster scan: on the H100 it lost at N = 1M and won at N = 10M.
+INT8_MIN_ROWS = 4_000_000
 
 
 def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> KernelConfig:
@@ -1007,7 +1011,8 @@ def _threshold_topk(
     # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
     thr = bound - (bound.abs() * 1e-5 + 1e-6)
     tq = None
-    if a.prescreen is not None:
+    int8_min_rows = INT8_MIN_ROWS if cfg.int8_min_rows is None else cfg.int8_min_rows
+    if a.prescreen is not None and n >= int8_min_rows:
         pq = quantize_queries(q, a.prescreen)
         # In units of the int8 product, rounded down with room for float64 rounding; a threshold
         # outside +-2**29 (absurd biases) leaves the query to the running kernel.
@@ -1040,7 +1045,7 @@ def _threshold_topk(
         "GUARD": cfg.guard,
         **_filter_flags(a),
     }
-    if a.prescreen is not None and tq is not None:
+    if tq is not None:
         int8_cfg = replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
         qblocks, s_n, rows_per_split = _grid(q_n, n, int8_cfg, splits, dev, cfg.int8_block_n)
         c8 = a.prescreen.values

@@ -32,7 +32,14 @@ Inputs = dict[str, Any]
 _DT = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # the threshold method with the int8 scan on tiny tiles
 _I8 = dict(
-    block_q=16, block_n=16, block_k=16, method="threshold", sample_step=2, int8_block_n=32, int8_num_stages=1
+    block_q=16,
+    block_n=16,
+    block_k=16,
+    method="threshold",
+    sample_step=2,
+    int8_block_n=32,
+    int8_num_stages=1,
+    int8_min_rows=0,
 )
 
 # Small shapes (the interpreter runs numpy op by op).  "cfg" = KernelConfig overrides for the Triton path,
@@ -535,6 +542,7 @@ def _run_worker(cases_path: str, out_path: str) -> None:
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
     module = sys.modules["kernels.fused_topk"]
+    module.INT8_MIN_ROWS = 0  # a speed heuristic; the tests' corpora are tiny
     running = module._running_topk
     redone: list[int] = []  # queries answered again by the running kernel, per call
 
@@ -807,7 +815,8 @@ GPU_CASES: list[Case] = [
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c["name"] for c in GPU_CASES])
-def test_gpu_compiled(case: Case) -> None:
+def test_gpu_compiled(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules["kernels.fused_topk"], "INT8_MIN_ROWS", 0)  # small corpora here
     inp = make_inputs(case, device="cuda")
     pre = Int8Corpus.from_corpus(inp["corpus"]) if case.get("int8") else None
     s, i = fused_topk(**inp, prescreen=pre)
