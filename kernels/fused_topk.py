@@ -623,6 +623,7 @@ def _int8_scan_kernel(
     HAS_TMIN: tl.constexpr,
     HAS_TMAX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    PREFETCH_ROWS: tl.constexpr,
 ):
     """The threshold scan on int8 copies (``kernels/prescreen.py``): append the index of every
     eligible row whose int8 dot product plus its row term reaches the query's integer threshold
@@ -649,40 +650,55 @@ def _int8_scan_kernel(
     if HAS_BIAS:
         inv_unit = tl.load(inv_unit_ptr)
     a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
-    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
-    if HAS_BIAS:
-        bias_n = tl.load(bias_ptr + nxt)
-    if HAS_VALID:
-        valid_n = tl.load(valid_ptr + nxt)
-    if HAS_PART:
-        rp_n = tl.load(rpart_ptr + nxt)
-    if HAS_TMIN or HAS_TMAX:
-        rt_n = tl.load(rtime_ptr + nxt)
+    if PREFETCH_ROWS:
+        nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
+        if HAS_BIAS:
+            bias_n = tl.load(bias_ptr + nxt)
+        if HAS_VALID:
+            valid_n = tl.load(valid_ptr + nxt)
+        if HAS_PART:
+            rp_n = tl.load(rpart_ptr + nxt)
+        if HAS_TMIN or HAS_TMAX:
+            rt_n = tl.load(rtime_ptr + nxt)
     for n0 in range(n_start, n_end, BN):
         rows = n0 + tl.arange(0, BN)
         rows_c = tl.minimum(rows, N - 1)
         c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
-        nxt = tl.minimum(rows + BN, N - 1)
+        if PREFETCH_ROWS:  # the row vectors one tile ahead (registers for two tiles' worth)
+            nxt = tl.minimum(rows + BN, N - 1)
+            if HAS_BIAS:
+                bias_c = bias_n
+                bias_n = tl.load(bias_ptr + nxt)
+            if HAS_VALID:
+                valid_c = valid_n
+                valid_n = tl.load(valid_ptr + nxt)
+            if HAS_PART:
+                rp_c = rp_n
+                rp_n = tl.load(rpart_ptr + nxt)
+            if HAS_TMIN or HAS_TMAX:
+                rt = rt_n
+                rt_n = tl.load(rtime_ptr + nxt)
+        else:  # loaded before the tile's matrix product, which hides their latency
+            if HAS_BIAS:
+                bias_c = tl.load(bias_ptr + rows_c)
+            if HAS_VALID:
+                valid_c = tl.load(valid_ptr + rows_c)
+            if HAS_PART:
+                rp_c = tl.load(rpart_ptr + rows_c)
+            if HAS_TMIN or HAS_TMAX:
+                rt = tl.load(rtime_ptr + rows_c)
         # The row term: ceil(bias / unit) rounded up (an upper bound even after fp32 rounding) and
         # clamped into int32 range; -2**30 for a row that is not eligible (or whose bias is NaN).
         ok_row = rows < n_end
         if HAS_VALID:
-            ok_row = ok_row & (valid_n != 0)
-            valid_n = tl.load(valid_ptr + nxt)
+            ok_row = ok_row & (valid_c != 0)
         if HAS_BIAS:
-            x = bias_n * inv_unit
+            x = bias_c * inv_unit
             x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
             x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)  # NaN: -2**30
             radd = tl.where(ok_row, tl.math.ceil(x).to(tl.int32), -1073741824)
-            bias_n = tl.load(bias_ptr + nxt)
         else:
             radd = tl.where(ok_row, 0, -1073741824)
-        if HAS_PART:
-            rp_c = rp_n
-            rp_n = tl.load(rpart_ptr + nxt)
-        if HAS_TMIN or HAS_TMAX:
-            rt = rt_n
-            rt_n = tl.load(rtime_ptr + nxt)
         acc = tl.zeros([BQ, BN], dtype=tl.float32 if UPCAST else tl.int32)
         acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
         cand = (acc.to(tl.int32) + radd[None, :]) >= tq[:, None]
@@ -767,6 +783,7 @@ class KernelConfig:
     int8_maxnreg: int | None = None
     int8_list_factor: int = 8  # its error margin admits ~8x more rows than the fp16 scan: longer lists
     int8_min_rows: int | None = None  # use the prescreen from this many rows (default INT8_MIN_ROWS)
+    int8_prefetch_rows: bool = True  # load the row vectors one tile ahead (else before each product)
 
 
 THRESHOLD_MIN_QUERIES = 64
@@ -786,7 +803,8 @@ def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> Ke
     # threshold method (a sampled bound, then a scan with 64-row tiles in 2 stages: 96 KB of queries +
     # 2 x 48 KB of corpus in shared memory).  The int8 scan (with a prescreen) runs two programs of
     # one warpgroup per SM, so that one's epilogue overlaps the other's matrix work: 48 KB of queries
-    # + 2 x 24 KB of corpus each, or 3 x 12 KB with time bounds (fewer registers per tile).
+    # + 2 x 24 KB of corpus each; with time bounds the row vectors are not loaded a tile ahead, which
+    # keeps them in 218 registers instead of spilling.
     return KernelConfig(
         block_q=128,
         block_n=32,
@@ -797,8 +815,9 @@ def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> Ke
         resident=True,
         scan_block_n=64,
         scan_num_stages=2,
-        int8_block_n=32 if time_window else 64,
-        int8_num_stages=3 if time_window else 2,
+        int8_block_n=64,
+        int8_num_stages=2,
+        int8_prefetch_rows=not time_window,
         int8_ctas_per_sm=2,
         int8_num_warps=4,
     )
@@ -1065,6 +1084,7 @@ def _threshold_topk(
             rows_per_split,
             BN=cfg.int8_block_n,
             UPCAST=interpret,
+            PREFETCH_ROWS=cfg.int8_prefetch_rows,
             num_stages=cfg.int8_num_stages,
             num_warps=cfg.int8_num_warps or cfg.num_warps,
             **({"maxnreg": cfg.int8_maxnreg} if cfg.int8_maxnreg else {}),
