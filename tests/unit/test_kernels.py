@@ -313,7 +313,7 @@ CASES: list[Case] = [
         time="int64",
         int8=True,
         seed=51,
-        cfg=dict(_I8, int8_num_stages=2),
+        cfg=dict(_I8, int8_num_stages=2, int8_prefetch_rows=False),
         splits=2,
     ),
     dict(name="i8_duplicates", Q=8, N=600, d=20, k=12, dup=4, int8=True, seed=52, cfg=dict(_I8)),
