@@ -3,7 +3,10 @@
 Two methods share the tiling below: a *running* top-k (one pass; used up to 63 queries) and, for many
 queries, a *threshold* method (``_threshold_topk``): the running kernel over every 16th tile gives a
 lower bound of each query's k-th best score, then ``_threshold_scan_kernel`` only appends the rows at
-or above it, so the tensor cores are not kept waiting by sorting in the loop.
+or above it, so the tensor cores are not kept waiting by sorting in the loop.  Given an int8 copy of
+the corpus (``kernels/prescreen.py``), ``_int8_scan_kernel`` does that scan on int8 tensor cores with
+an integer test that admits every row whose exact score could reach the bound, and
+``_rescore_kernel`` scores the appended rows exactly.
 
 Layout of the work
 ------------------
