@@ -4,9 +4,9 @@ Two methods share the tiling below: a *running* top-k (one pass; used up to 63 q
 queries, a *threshold* method (``_threshold_topk``): the running kernel over every 16th tile gives a
 lower bound of each query's k-th best score, then ``_threshold_scan_kernel`` only appends the rows at
 or above it, so the tensor cores are not kept waiting by sorting in the loop.  Given an int8 copy of
-the corpus (``kernels/prescreen.py``), ``_int8_scan_kernel`` does that scan on int8 tensor cores with
-an integer test that admits every row whose exact score could reach the bound, and
-``_rescore_kernel`` scores the appended rows exactly.
+the corpus (``kernels/prescreen.py``), the scan reads that instead, on int8 tensor cores, with an
+integer test that admits every row whose exact score could reach the bound, and ``_rescore_kernel``
+scores the appended rows exactly.
 
 Layout of the work
 ------------------
@@ -413,112 +413,6 @@ def _fused_topk_kernel(
             thr = tl.load(thr_prog + tl.arange(0, BQ), cache_modifier=".cg")
 
 
-@triton.jit(do_not_specialize=["Q", "N"])
-def _threshold_scan_kernel(
-    q_ptr,
-    c_ptr,
-    thr_ptr,
-    skip_ptr,
-    cnt_ptr,
-    out_s_ptr,
-    out_i_ptr,
-    rpart_ptr,
-    qpart_ptr,
-    valid_ptr,
-    rtime_ptr,
-    tmin_ptr,
-    tmax_ptr,
-    bias_ptr,
-    Q,
-    N,
-    stride_q,
-    stride_c,
-    rows_per_split,
-    D: tl.constexpr,
-    CAP: tl.constexpr,
-    BQ: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    UPCAST: tl.constexpr,
-    NCH: tl.constexpr,
-    GUARD: tl.constexpr,
-    HAS_PART: tl.constexpr,
-    HAS_VALID: tl.constexpr,
-    HAS_TMIN: tl.constexpr,
-    HAS_TMAX: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-):
-    """Append every eligible row scoring >= the query's threshold to the query's candidate list.
-
-    With a threshold that already bounds the k-th best score from below, no running top-k is kept:
-    the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
-    tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
-    A nonzero ``skip_ptr[0]`` (the caller's decision, made on the device: no host sync) returns at once.
-    """
-    if tl.load(skip_ptr) != 0:
-        return
-    pid_q = tl.program_id(0)
-    split = tl.program_id(1)
-    qs = pid_q * BQ + tl.arange(0, BQ)
-    qs_c = tl.minimum(qs, Q - 1)
-    n_start = split * rows_per_split
-    n_end = tl.minimum(n_start + rows_per_split, N)
-    # NaN compares false: padding queries (and queries without a bound) take no candidates.
-    thr = tl.where(qs < Q, tl.load(thr_ptr + qs_c), float("nan"))
-    out_off = qs_c.to(tl.int64)[:, None] * CAP
-    ks = tl.arange(0, BK)
-    q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
-    if HAS_PART:
-        qp = tl.load(qpart_ptr + qs_c)
-    if HAS_TMIN:
-        tmin = tl.load(tmin_ptr + qs_c)
-    if HAS_TMAX:
-        tmax = tl.load(tmax_ptr + qs_c)
-    a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
-    nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
-    if HAS_BIAS:
-        bias_n = tl.load(bias_ptr + nxt)
-    if HAS_VALID:
-        valid_n = tl.load(valid_ptr + nxt)
-    if HAS_PART:
-        rp_n = tl.load(rpart_ptr + nxt)
-    if HAS_TMIN or HAS_TMAX:
-        rt_n = tl.load(rtime_ptr + nxt)
-    for n0 in range(n_start, n_end, BN):
-        rows = n0 + tl.arange(0, BN)
-        rows_c = tl.minimum(rows, N - 1)
-        c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
-        nxt = tl.minimum(rows + BN, N - 1)
-        # What depends on the row alone folds into one additive term per row (-inf: not eligible),
-        # computed on [BN] vectors instead of the [BQ, BN] tile.
-        ok_row = rows < n_end
-        if HAS_VALID:
-            ok_row = ok_row & (valid_n != 0)
-            valid_n = tl.load(valid_ptr + nxt)
-        if HAS_BIAS:
-            radd = tl.where(ok_row, bias_n, float("-inf"))
-            bias_n = tl.load(bias_ptr + nxt)
-        else:
-            radd = tl.where(ok_row, 0.0, float("-inf"))
-        if HAS_PART:
-            rp_c = rp_n
-            rp_n = tl.load(rpart_ptr + nxt)
-        if HAS_TMIN or HAS_TMAX:
-            rt = rt_n
-            rt_n = tl.load(rtime_ptr + nxt)
-        acc = tl.zeros([BQ, BN], dtype=tl.float32)
-        acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
-        s = acc + radd[None, :]
-        cand = s >= thr[:, None]
-        if HAS_PART:
-            cand = cand & (rp_c[None, :] == qp[:, None])
-        if HAS_TMIN:
-            cand = cand & (rt[None, :] >= tmin[:, None])
-        if HAS_TMAX:
-            cand = cand & (rt[None, :] <= tmax[:, None])
-        _collect(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, GUARD, False, True)
-
-
 @triton.jit
 def _collect(
     cnt_ptr,
@@ -584,22 +478,22 @@ def _append(
     tl.store(out_i_ptr + out_off + pos, rows[None, :] + tl.zeros([BQ, BN], tl.int32), mask=ok)
 
 
-# Integer form of "eligible row": a row term of -2**30 can never reach a query's threshold, which is
-# kept within +-2**29 while |int8 dot| < 2**23 (d <= 512), so no sum wraps around in int32.
-_INT_ROW_MIN = -(2**30)
-_INT_ROW_MAX = 2**30
+# The int8 scan's integer test: row terms lie in [-2**30, 2**30] (-2**30: not eligible) and thresholds
+# within +-2**29 (else the query is answered by the running kernel), while |int8 dot| < 2**23 (d <= 512):
+# no sum wraps around in int32, and a row term of -2**30 never reaches a threshold.
 _INT_THR_LIMIT = 2**29
 _INT_NEVER = 2**31 - 1
 
 
 @triton.jit(do_not_specialize=["Q", "N"])
-def _int8_scan_kernel(
+def _threshold_scan_kernel(
     q_ptr,
     c_ptr,
-    tq_ptr,
+    thr_ptr,
     inv_unit_ptr,
     skip_ptr,
     cnt_ptr,
+    out_s_ptr,
     out_i_ptr,
     rpart_ptr,
     qpart_ptr,
@@ -626,12 +520,21 @@ def _int8_scan_kernel(
     HAS_TMIN: tl.constexpr,
     HAS_TMAX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    INT8: tl.constexpr,
     PREFETCH_ROWS: tl.constexpr,
 ):
-    """The threshold scan on int8 copies (``kernels/prescreen.py``): append the index of every
-    eligible row whose int8 dot product plus its row term reaches the query's integer threshold
-    ``tq`` (the bound less the quantisation margin, in units of the int8 product).  The test is
-    integer adds and compares only; the caller scores the appended rows again exactly."""
+    """Append every eligible row scoring >= the query's threshold to the query's candidate list.
+
+    With a threshold that already bounds the k-th best score from below, no running top-k is kept:
+    the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
+    tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
+    A nonzero ``skip_ptr[0]`` (the caller's decision, made on the device: no host sync) returns at once.
+
+    ``INT8``: queries and corpus are the int8 copies of ``kernels/prescreen.py`` and ``thr_ptr`` holds
+    integer thresholds (the bound less the quantisation margin, in units of the int8 product): the
+    test is integer adds and compares only, and only indices are stored (the caller scores the
+    appended rows again exactly).
+    """
     if tl.load(skip_ptr) != 0:
         return
     pid_q = tl.program_id(0)
@@ -640,7 +543,8 @@ def _int8_scan_kernel(
     qs_c = tl.minimum(qs, Q - 1)
     n_start = split * rows_per_split
     n_end = tl.minimum(n_start + rows_per_split, N)
-    tq = tl.where(qs < Q, tl.load(tq_ptr + qs_c), 2147483647)  # padding queries take nothing
+    # Padding queries (and, in fp32, NaN: queries without a bound) take no candidates.
+    thr = tl.where(qs < Q, tl.load(thr_ptr + qs_c), 2147483647 if INT8 else float("nan"))
     out_off = qs_c.to(tl.int64)[:, None] * CAP
     ks = tl.arange(0, BK)
     q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
@@ -650,7 +554,7 @@ def _int8_scan_kernel(
         tmin = tl.load(tmin_ptr + qs_c)
     if HAS_TMAX:
         tmax = tl.load(tmax_ptr + qs_c)
-    if HAS_BIAS:
+    if INT8 and HAS_BIAS:
         inv_unit = tl.load(inv_unit_ptr)
     a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
     if PREFETCH_ROWS:
@@ -667,7 +571,10 @@ def _int8_scan_kernel(
         rows = n0 + tl.arange(0, BN)
         rows_c = tl.minimum(rows, N - 1)
         c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
-        if PREFETCH_ROWS:  # the row vectors one tile ahead (registers for two tiles' worth)
+        # Row vectors one tile ahead (registers for two tiles' worth: the pipeliner only prefetches
+        # the loads that feed tl.dot), or loaded before the tile's matrix product, which hides most
+        # of their latency.
+        if PREFETCH_ROWS:
             nxt = tl.minimum(rows + BN, N - 1)
             if HAS_BIAS:
                 bias_c = bias_n
@@ -681,7 +588,7 @@ def _int8_scan_kernel(
             if HAS_TMIN or HAS_TMAX:
                 rt = rt_n
                 rt_n = tl.load(rtime_ptr + nxt)
-        else:  # loaded before the tile's matrix product, which hides their latency
+        else:
             if HAS_BIAS:
                 bias_c = tl.load(bias_ptr + rows_c)
             if HAS_VALID:
@@ -690,29 +597,39 @@ def _int8_scan_kernel(
                 rp_c = tl.load(rpart_ptr + rows_c)
             if HAS_TMIN or HAS_TMAX:
                 rt = tl.load(rtime_ptr + rows_c)
-        # The row term: ceil(bias / unit) rounded up (an upper bound even after fp32 rounding) and
-        # clamped into int32 range; -2**30 for a row that is not eligible (or whose bias is NaN).
+        # What depends on the row alone folds into one additive term per row, computed on [BN]
+        # vectors: the bias, or "never" for a row that is not eligible (fp32: -inf; int8: -2**30,
+        # with the bias as ceil(bias / unit) rounded up, an upper bound even after fp32 rounding,
+        # clamped into int32 range; a NaN bias is "never" too).
         ok_row = rows < n_end
         if HAS_VALID:
             ok_row = ok_row & (valid_c != 0)
-        if HAS_BIAS:
-            x = bias_c * inv_unit
-            x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
-            x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)  # NaN: -2**30
-            radd = tl.where(ok_row, tl.math.ceil(x).to(tl.int32), -1073741824)
+        if INT8:
+            if HAS_BIAS:
+                x = bias_c * inv_unit
+                x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
+                x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)
+                radd = tl.where(ok_row, tl.math.ceil(x).to(tl.int32), -1073741824)
+            else:
+                radd = tl.where(ok_row, 0, -1073741824)
+            acc = tl.zeros([BQ, BN], dtype=tl.float32 if UPCAST else tl.int32)
+            acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
+            s = acc.to(tl.int32) + radd[None, :]
         else:
-            radd = tl.where(ok_row, 0, -1073741824)
-        acc = tl.zeros([BQ, BN], dtype=tl.float32 if UPCAST else tl.int32)
-        acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
-        cand = (acc.to(tl.int32) + radd[None, :]) >= tq[:, None]
+            radd = tl.where(ok_row, bias_c if HAS_BIAS else 0.0, float("-inf"))
+            acc = tl.zeros([BQ, BN], dtype=tl.float32)
+            acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
+            s = acc + radd[None, :]
+        cand = s >= thr[:, None]
         if HAS_PART:
             cand = cand & (rp_c[None, :] == qp[:, None])
         if HAS_TMIN:
             cand = cand & (rt[None, :] >= tmin[:, None])
         if HAS_TMAX:
             cand = cand & (rt[None, :] <= tmax[:, None])
+        # one-hit appends pay off where most tiles hold a few candidates: the int8 scan (see _collect)
         _collect(
-            cnt_ptr, out_i_ptr, out_i_ptr, qs_c, out_off, rows, acc, cand, CAP, BQ, BN, GUARD, True, False
+            cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, GUARD, INT8, not INT8
         )
 
 
@@ -1057,42 +974,50 @@ def _threshold_topk(
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
-    interpret = _interpreting(dev)
-    common = {
-        "D": d,
-        "CAP": cap,
-        "BQ": cfg.block_q,
-        "BK": bk,
-        "NCH": triton.cdiv(d, bk),
-        "GUARD": cfg.guard,
-        **_filter_flags(a),
-    }
-    if tq is not None:
-        int8_cfg = replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
-        qblocks, s_n, rows_per_split = _grid(q_n, n, int8_cfg, splits, dev, cfg.int8_block_n)
-        c8 = a.prescreen.values
-        _int8_scan_kernel[(qblocks, s_n)](
-            pq.q8,
-            c8,
-            tq,
-            (1.0 / pq.unit).float(),
-            skip,
-            cnt,
-            out_i,
-            *_filter_args(_int32_times(a), out_s),
-            q_n,
-            n,
-            pq.q8.stride(0),
-            c8.stride(0),
-            rows_per_split,
-            BN=cfg.int8_block_n,
-            UPCAST=interpret,
-            PREFETCH_ROWS=cfg.int8_prefetch_rows,
-            num_stages=cfg.int8_num_stages,
-            num_warps=cfg.int8_num_warps or cfg.num_warps,
+    use_int8 = tq is not None
+    if use_int8:
+        scan_q, scan_c, scan_thr, inv_unit = pq.q8, a.prescreen.values, tq, (1.0 / pq.unit).float()
+        block_n, grid_cfg = cfg.int8_block_n, replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
+        launch = {
+            "num_warps": cfg.int8_num_warps or cfg.num_warps,
+            "num_stages": cfg.int8_num_stages,
             **({"maxnreg": cfg.int8_maxnreg} if cfg.int8_maxnreg else {}),
-            **common,
-        )
+        }
+    else:
+        scan_q, scan_c, scan_thr, inv_unit = q, c, torch.where(unknown, float("nan"), thr).contiguous(), thr
+        block_n, grid_cfg = cfg.scan_block_n or cfg.block_n, cfg
+        launch = {"num_warps": cfg.num_warps, "num_stages": cfg.scan_num_stages or cfg.num_stages}
+    qblocks, s_n, rows_per_split = _grid(q_n, n, grid_cfg, splits, dev, block_n)
+    interpret = _interpreting(dev)
+    _threshold_scan_kernel[(qblocks, s_n)](
+        scan_q,
+        scan_c,
+        scan_thr,
+        inv_unit,
+        skip,
+        cnt,
+        out_s,
+        out_i,
+        *_filter_args(_int32_times(a), out_s),
+        q_n,
+        n,
+        scan_q.stride(0),
+        scan_c.stride(0),
+        rows_per_split,
+        D=d,
+        CAP=cap,
+        BQ=cfg.block_q,
+        BN=block_n,
+        BK=bk,
+        UPCAST=interpret and (use_int8 or c.dtype == torch.bfloat16),
+        NCH=triton.cdiv(d, bk),
+        GUARD=cfg.guard,
+        **_filter_flags(a),
+        INT8=use_int8,
+        PREFETCH_ROWS=cfg.int8_prefetch_rows or not use_int8,
+        **launch,
+    )
+    if use_int8:
         rescore_block = 32
         _rescore_kernel[(q_n, triton.cdiv(cap, rescore_block))](
             q,
@@ -1109,29 +1034,6 @@ def _threshold_topk(
             BL=rescore_block,
             HAS_BIAS=a.row_bias is not None,
             num_warps=4,
-        )
-    else:
-        scan_bn = cfg.scan_block_n or cfg.block_n
-        qblocks, s_n, rows_per_split = _grid(q_n, n, cfg, splits, dev, scan_bn)
-        _threshold_scan_kernel[(qblocks, s_n)](
-            q,
-            c,
-            torch.where(unknown, float("nan"), thr).contiguous(),
-            skip,
-            cnt,
-            out_s,
-            out_i,
-            *_filter_args(_int32_times(a), out_s),
-            q_n,
-            n,
-            q.stride(0),
-            c.stride(0),
-            rows_per_split,
-            BN=scan_bn,
-            UPCAST=interpret and c.dtype == torch.bfloat16,
-            num_stages=cfg.scan_num_stages or cfg.num_stages,
-            num_warps=cfg.num_warps,
-            **common,
         )
     filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
     keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
