@@ -21,13 +21,14 @@ are rewritten (they only grow), so they stay valid for any subset of rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 QMAX = 127
 # fp32 rounding in the error norms is ~1e-7 relative; this slack keeps the bounds upper bounds.
 _NORM_SLACK = 1.0 + 1e-4
+_CHUNK_ROWS = 1 << 18  # rows quantised per step (bounded fp32 temporaries)
 
 
 @dataclass
@@ -38,7 +39,6 @@ class Int8Corpus:
     col_scale: torch.Tensor
     err_max: float = 0.0
     norm8_max: float = 0.0
-    _chunk_rows: int = field(default=1 << 18, repr=False)
 
     @classmethod
     def from_corpus(cls, corpus: torch.Tensor, col_scale: torch.Tensor | None = None) -> Int8Corpus:
@@ -46,8 +46,8 @@ class Int8Corpus:
         n, d = corpus.shape
         if col_scale is None:
             col_max = torch.zeros(d, dtype=torch.float32, device=corpus.device)
-            for s in range(0, n, 1 << 18):
-                col_max = torch.maximum(col_max, corpus[s : s + (1 << 18)].float().abs().amax(dim=0))
+            for s in range(0, n, _CHUNK_ROWS):
+                col_max = torch.maximum(col_max, corpus[s : s + _CHUNK_ROWS].float().abs().amax(dim=0))
             # an all-zero column (or an empty corpus) gets the range of unit vectors, |x| <= 1
             col_scale = torch.where(col_max > 0, col_max, torch.ones_like(col_max)) / QMAX
         out = cls(torch.empty((n, d), dtype=torch.int8, device=corpus.device), col_scale.float().contiguous())
@@ -59,8 +59,8 @@ class Int8Corpus:
 
         Values beyond a column's range are clamped; the error bound records what that costs.
         """
-        for s in range(0, rows.shape[0], self._chunk_rows):
-            chunk = rows[s : s + self._chunk_rows].float()
+        for s in range(0, rows.shape[0], _CHUNK_ROWS):
+            chunk = rows[s : s + _CHUNK_ROWS].float()
             q8 = torch.clamp(torch.round(chunk / self.col_scale), -QMAX, QMAX)
             err = torch.linalg.vector_norm(chunk - q8 * self.col_scale, dim=1)
             norm8 = torch.linalg.vector_norm(q8, dim=1)
