@@ -930,7 +930,9 @@ def _threshold_topk(
     1. the running kernel over a sample (every ``sample_step``-th tile): the k-th best sampled score
        is a lower bound of the k-th best score over all rows, since those k rows are rows too;
     2. the threshold-scan kernel appends every eligible row scoring at least that bound (less a
-       rounding margin) to its query's list: about ``k * sample_step`` rows, all of the top k among them;
+       rounding margin) to its query's list: about ``k * sample_step`` rows, all of the top k among them
+       (with ``a.prescreen``, from ``INT8_MIN_ROWS`` rows: on the int8 copy, less the quantisation
+       margin too, ~8x as many rows, then scored again exactly by ``_rescore_kernel``);
     3. torch picks the best k of each list.  Queries whose sample held fewer than k eligible rows, or
        whose list overflowed, are answered by the running kernel over all rows (all queries are, when
        that is most of them).
