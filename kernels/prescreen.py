@@ -79,10 +79,6 @@ class Int8Corpus:
         """Rows [start, end) (a view; the bounds hold for any subset of rows)."""
         return Int8Corpus(self.values[start:end], self.col_scale, self.err_max, self.norm8_max)
 
-    def take(self, index: torch.Tensor) -> Int8Corpus:
-        """The rows at ``index`` (a copy), in that order."""
-        return Int8Corpus(self.values[index], self.col_scale, self.err_max, self.norm8_max)
-
 
 @dataclass(frozen=True)
 class QuantizedQueries:

@@ -315,9 +315,9 @@ class VectorIndex:
             # built to stream millions of rows (same semantics: kernels.topk_torch is its reference).
             scores, index = topk_torch(q, corpus, k, valid=valid)
         else:
-            prescreen = None
-            if self._int8 is not None:
-                prescreen = self._int8.rows(start, end) if offset_map is None else self._int8.take(offset_map)
+            # The int8 copy is a view of a contiguous range; split ranges (until the next compaction)
+            # go without it: gathering it on every search would cost what it saves.
+            prescreen = self._int8.rows(start, end) if self._int8 is not None and offset_map is None else None
             scores, index = fused_topk(q, corpus, k, valid=valid, prescreen=prescreen)
         if offset_map is None:
             return self._hits(scores, index + start * (index >= 0), offset_map=None)
