@@ -951,9 +951,9 @@ def _threshold_topk(
     unknown = ~torch.isfinite(bound)
     # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
     thr = bound - (bound.abs() * 1e-5 + 1e-6)
-    tq = None
     int8_min_rows = INT8_MIN_ROWS if cfg.int8_min_rows is None else cfg.int8_min_rows
-    if a.prescreen is not None and n >= int8_min_rows:
+    use_int8 = a.prescreen is not None and n >= int8_min_rows
+    if use_int8:
         pq = quantize_queries(q, a.prescreen)
         # In units of the int8 product, rounded down with room for float64 rounding; a threshold
         # outside +-2**29 (absurd biases) leaves the query to the running kernel.
@@ -965,7 +965,7 @@ def _threshold_topk(
     # returns at once and the running path answers every query.  Decided on the device: a host sync
     # here would leave the GPU idle while the scan's launch is prepared.
     skip = (unknown.sum(dtype=torch.int32) * 2 > q_n).to(torch.int32).reshape(1)
-    list_factor = cfg.int8_list_factor if tq is not None else 1
+    list_factor = cfg.int8_list_factor if use_int8 else 1
     cap = cfg.candidate_cap or _next_pow2(2 * k * step * list_factor + 512)
     cnt = torch.zeros(q_n, dtype=torch.int32, device=dev)
     out_s = torch.empty((q_n, cap), dtype=torch.float32, device=dev)
@@ -976,7 +976,6 @@ def _threshold_topk(
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
-    use_int8 = tq is not None
     if use_int8:
         scan_q, scan_c, scan_thr, inv_unit = pq.q8, a.prescreen.values, tq, (1.0 / pq.unit).float()
         block_n, grid_cfg = cfg.int8_block_n, replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
