@@ -423,6 +423,7 @@ def _collect(
     rows,
     s,
     cand,
+    thr,
     CAP: tl.constexpr,
     BQ: tl.constexpr,
     BN: tl.constexpr,
@@ -431,26 +432,42 @@ def _collect(
     STORE_SCORE: tl.constexpr,
 ):
     """Append a tile's candidates to their queries' lists.  With ``GUARD`` a tile without candidates
-    costs one block reduction.  With ``ONE_HIT`` too, a tile where no query has more than one
-    candidate appends with [BQ]-long row reductions and atomics instead of the predicated per-score
-    ones of ``_append``: faster where most tiles hold a few candidates (the int8 scan, ~9 per tile),
-    slower where most hold none (the fp16 scan, ~1 per tile; measured on the H100)."""
+    costs one block reduction.  With ``ONE_HIT`` too (the int8 scan: ``cand`` is ``s >= thr``, and
+    only indices are stored), candidates are appended one per query at a time, with [BQ]-long row
+    reductions and atomics instead of the predicated per-score ones of ``_append``: faster where most
+    tiles hold a few candidates (the int8 scan, ~9 per tile), slower where most hold none (the fp16
+    scan, ~1 per tile; measured on the H100)."""
     if GUARD and not ONE_HIT:
         if tl.max(tl.max(cand.to(tl.int32), axis=1), axis=0) > 0:
             _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
     elif GUARD:
-        n_c = tl.sum(cand.to(tl.int32), axis=1)
+        tl.static_assert(not STORE_SCORE, "the one-hit path stores indices only")
+        # One reduction gives both a query's count of candidates (high bits) and, when it is one,
+        # that candidate's column (low bits: a sum of distinct columns < 2**16 for BN <= 256).
+        tot = tl.sum(tl.where(cand, (tl.arange(0, BN) + 65536)[None, :], 0), axis=1)
+        n_c = tot >> 16
         most = tl.max(n_c, axis=0)
         if most == 1:
             has = n_c > 0
             pos = tl.atomic_add(cnt_ptr + qs_c, 1, mask=has, sem="relaxed")
             ok = has & (pos < CAP)
             slot = qs_c.to(tl.int64) * CAP + pos
-            if STORE_SCORE:
-                tl.store(out_s_ptr + slot, tl.sum(tl.where(cand, s, 0.0), axis=1), mask=ok)
-            tl.store(out_i_ptr + slot, tl.sum(tl.where(cand, rows[None, :], 0), axis=1), mask=ok)
+            tl.store(out_i_ptr + slot, tl.min(rows, axis=0) + (tot & 65535), mask=ok)
         elif most > 1:
-            _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
+            # One candidate per query and round (the largest column left), by row reductions.  The
+            # per-score atomics of _append would want the mask in another layout: a conversion
+            # through shared memory, with barriers, that the compiler hoists out of this branch into
+            # every tile.  The rounds test the scores again rather than keep the mask, which would
+            # be packed into registers, also in every tile.
+            cols = tl.arange(0, BN)[None, :]
+            left = s
+            for _ in range(most):
+                col = tl.max(tl.where(left >= thr[:, None], cols, -1), axis=1)
+                has = col >= 0
+                pos = tl.atomic_add(cnt_ptr + qs_c, 1, mask=has, sem="relaxed")
+                slot = qs_c.to(tl.int64) * CAP + pos
+                tl.store(out_i_ptr + slot, tl.min(rows, axis=0) + col, mask=has & (pos < CAP))
+                left = tl.where(cols == col[:, None], -2147483648, left)
     else:
         _append(cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, STORE_SCORE)
 
@@ -490,7 +507,6 @@ def _threshold_scan_kernel(
     q_ptr,
     c_ptr,
     thr_ptr,
-    inv_unit_ptr,
     skip_ptr,
     cnt_ptr,
     out_s_ptr,
@@ -502,6 +518,7 @@ def _threshold_scan_kernel(
     tmin_ptr,
     tmax_ptr,
     bias_ptr,
+    tinfo_ptr,
     Q,
     N,
     stride_q,
@@ -530,10 +547,17 @@ def _threshold_scan_kernel(
     tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
     A nonzero ``skip_ptr[0]`` (the caller's decision, made on the device: no host sync) returns at once.
 
-    ``INT8``: queries and corpus are the int8 copies of ``kernels/prescreen.py`` and ``thr_ptr`` holds
-    integer thresholds (the bound less the quantisation margin, in units of the int8 product): the
-    test is integer adds and compares only, and only indices are stored (the caller scores the
-    appended rows again exactly).
+    ``INT8``: queries and corpus are the int8 copies of ``kernels/prescreen.py``, ``thr_ptr`` holds
+    integer thresholds (the bound less the quantisation margin, in units of the int8 product) and
+    only indices are stored: the caller scores the appended rows again exactly, and applies each
+    query's own time window then.  The per-score work is what limits this scan, so everything that
+    depends on the row alone comes precomputed as one vector (``_int8_row_terms_kernel``): an int32
+    term per row (``bias_ptr``), or with ``HAS_PART`` an int64 with the row's partition in the high
+    half, and ``valid_ptr`` is unused.  The test is then an add, a select on the partition and a
+    compare per score, integers only.  The row term admits the batch's loosest time window; a query
+    block whose own windows are much narrower than that (``tinfo_ptr``: the rows' time range and the
+    batch's window, fp32) tests them per score too, on fp32 times (``rtime_ptr``; rounding is
+    monotonic, so no eligible row is lost), so its lists do not overflow.
     """
     if tl.load(skip_ptr) != 0:
         return
@@ -554,8 +578,17 @@ def _threshold_scan_kernel(
         tmin = tl.load(tmin_ptr + qs_c)
     if HAS_TMAX:
         tmax = tl.load(tmax_ptr + qs_c)
-    if INT8 and HAS_BIAS:
-        inv_unit = tl.load(inv_unit_ptr)
+    if INT8 and (HAS_TMIN or HAS_TMAX):
+        # Test the windows per score where the batch's window (in the row terms) is over 1.5 times
+        # as wide as a query's own, both clamped to the rows' time range (padding queries repeat a
+        # real one).
+        rows_lo = tl.load(tinfo_ptr)
+        rows_hi = tl.load(tinfo_ptr + 1)
+        batch_w = tl.minimum(tl.load(tinfo_ptr + 3), rows_hi) - tl.maximum(tl.load(tinfo_ptr + 2), rows_lo)
+        tmin = tmin.to(tl.float32) if HAS_TMIN else tl.full([BQ], float("-inf"), tl.float32)
+        tmax = tmax.to(tl.float32) if HAS_TMAX else tl.full([BQ], float("inf"), tl.float32)
+        own_w = tl.minimum(tmax, rows_hi) - tl.maximum(tmin, rows_lo)
+        per_score_time = tl.max((batch_w > 1.5 * own_w).to(tl.int32), axis=0) > 0
     a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
     if PREFETCH_ROWS:
         nxt = tl.minimum(n_start + tl.arange(0, BN), N - 1)
@@ -563,9 +596,9 @@ def _threshold_scan_kernel(
             bias_n = tl.load(bias_ptr + nxt)
         if HAS_VALID:
             valid_n = tl.load(valid_ptr + nxt)
-        if HAS_PART:
+        if HAS_PART and not INT8:
             rp_n = tl.load(rpart_ptr + nxt)
-        if HAS_TMIN or HAS_TMAX:
+        if (HAS_TMIN or HAS_TMAX) and not INT8:
             rt_n = tl.load(rtime_ptr + nxt)
     for n0 in range(n_start, n_end, BN):
         rows = n0 + tl.arange(0, BN)
@@ -582,10 +615,10 @@ def _threshold_scan_kernel(
             if HAS_VALID:
                 valid_c = valid_n
                 valid_n = tl.load(valid_ptr + nxt)
-            if HAS_PART:
+            if HAS_PART and not INT8:
                 rp_c = rp_n
                 rp_n = tl.load(rpart_ptr + nxt)
-            if HAS_TMIN or HAS_TMAX:
+            if (HAS_TMIN or HAS_TMAX) and not INT8:
                 rt = rt_n
                 rt_n = tl.load(rtime_ptr + nxt)
         else:
@@ -593,44 +626,123 @@ def _threshold_scan_kernel(
                 bias_c = tl.load(bias_ptr + rows_c)
             if HAS_VALID:
                 valid_c = tl.load(valid_ptr + rows_c)
-            if HAS_PART:
+            if HAS_PART and not INT8:
                 rp_c = tl.load(rpart_ptr + rows_c)
-            if HAS_TMIN or HAS_TMAX:
+            if (HAS_TMIN or HAS_TMAX) and not INT8:
                 rt = tl.load(rtime_ptr + rows_c)
         # What depends on the row alone folds into one additive term per row, computed on [BN]
-        # vectors: the bias, or "never" for a row that is not eligible (fp32: -inf; int8: -2**30,
-        # with the bias as ceil(bias / unit) rounded up, an upper bound even after fp32 rounding,
-        # clamped into int32 range; a NaN bias is "never" too).
+        # vectors: the bias, or "never" for a row that is not eligible (fp32: -inf; int8: -2**30).
         ok_row = rows < n_end
-        if HAS_VALID:
-            ok_row = ok_row & (valid_c != 0)
         if INT8:
-            if HAS_BIAS:
-                x = bias_c * inv_unit
-                x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
-                x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)
-                radd = tl.where(ok_row, tl.math.ceil(x).to(tl.int32), -1073741824)
+            if HAS_PART:  # int64: the term in the low half, the partition in the high half
+                term = bias_c.to(tl.int32)
+                rp_c = (bias_c >> 32).to(tl.int32)
+            elif HAS_BIAS:
+                term = bias_c
             else:
-                radd = tl.where(ok_row, 0, -1073741824)
+                term = 0
+            radd = tl.where(ok_row, term, -1073741824)
             acc = tl.zeros([BQ, BN], dtype=tl.float32 if UPCAST else tl.int32)
             acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
             s = acc.to(tl.int32) + radd[None, :]
+            if HAS_PART:  # a select, not a second predicate per score (predicates spill here)
+                s = tl.where(rp_c[None, :] == qp[:, None], s, -1073741824)
+            if HAS_TMIN or HAS_TMAX:  # noqa: SIM102 (constexpr first: per_score_time exists only then)
+                if per_score_time:
+                    rt = tl.load(rtime_ptr + rows_c)
+                    in_window = (rt[None, :] >= tmin[:, None]) & (rt[None, :] <= tmax[:, None])
+                    s = tl.where(in_window, s, -1073741824)
+            cand = s >= thr[:, None]
         else:
+            if HAS_VALID:
+                ok_row = ok_row & (valid_c != 0)
             radd = tl.where(ok_row, bias_c if HAS_BIAS else 0.0, float("-inf"))
             acc = tl.zeros([BQ, BN], dtype=tl.float32)
             acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
             s = acc + radd[None, :]
-        cand = s >= thr[:, None]
-        if HAS_PART:
-            cand = cand & (rp_c[None, :] == qp[:, None])
-        if HAS_TMIN:
-            cand = cand & (rt[None, :] >= tmin[:, None])
-        if HAS_TMAX:
-            cand = cand & (rt[None, :] <= tmax[:, None])
+            cand = s >= thr[:, None]
+            if HAS_PART:
+                cand = cand & (rp_c[None, :] == qp[:, None])
+            if HAS_TMIN:
+                cand = cand & (rt[None, :] >= tmin[:, None])
+            if HAS_TMAX:
+                cand = cand & (rt[None, :] <= tmax[:, None])
         # one-hit appends pay off where most tiles hold a few candidates: the int8 scan (see _collect)
         _collect(
-            cnt_ptr, out_s_ptr, out_i_ptr, qs_c, out_off, rows, s, cand, CAP, BQ, BN, GUARD, INT8, not INT8
+            cnt_ptr,
+            out_s_ptr,
+            out_i_ptr,
+            qs_c,
+            out_off,
+            rows,
+            s,
+            cand,
+            thr,
+            CAP,
+            BQ,
+            BN,
+            GUARD,
+            INT8,
+            not INT8,
         )
+
+
+@triton.jit(do_not_specialize=["N"])
+def _int8_row_terms_kernel(
+    valid_ptr,
+    bias_ptr,
+    inv_unit_ptr,
+    rtime_ptr,
+    tmin_ptr,
+    tmax_ptr,
+    rpart_ptr,
+    out_ptr,
+    rtime_f32_ptr,
+    tinfo_ptr,
+    N,
+    HAS_VALID: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_TMIN: tl.constexpr,
+    HAS_TMAX: tl.constexpr,
+    HAS_PART: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """The int8 scan's row vector: ``ceil(bias / unit)`` rounded up (an upper bound even after fp32
+    rounding, clamped into int32 range), or -2**30 ("never") for a row that is not valid, whose bias
+    is NaN or whose time lies outside the batch's loosest window (``tmin_ptr[0]``, ``tmax_ptr[0]``:
+    the smallest lower and the largest upper bound); with ``HAS_PART``, as int64 with the row's
+    partition in the high half.  With a time window also the rows' times in fp32 and, in ``tinfo_ptr``
+    (fp32, set to [inf, -inf] by the caller), the rows' time range and the batch's window."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = rows < N
+    ok = m
+    if HAS_VALID:
+        ok = ok & (tl.load(valid_ptr + rows, mask=m, other=0) != 0)
+    if HAS_TMIN or HAS_TMAX:
+        rt = tl.load(rtime_ptr + rows, mask=m, other=0)
+        if HAS_TMIN:
+            ok = ok & (rt >= tl.load(tmin_ptr))
+        if HAS_TMAX:
+            ok = ok & (rt <= tl.load(tmax_ptr))
+        rt_f32 = rt.to(tl.float32)
+        tl.store(rtime_f32_ptr + rows, rt_f32, mask=m)
+        tl.atomic_min(tinfo_ptr, tl.min(tl.where(m, rt_f32, float("inf")), axis=0))
+        tl.atomic_max(tinfo_ptr + 1, tl.max(tl.where(m, rt_f32, float("-inf")), axis=0))
+        if tl.program_id(0) == 0:
+            tl.store(tinfo_ptr + 2, tl.load(tmin_ptr).to(tl.float32) if HAS_TMIN else float("-inf"))
+            tl.store(tinfo_ptr + 3, tl.load(tmax_ptr).to(tl.float32) if HAS_TMAX else float("inf"))
+    if HAS_BIAS:
+        x = tl.load(bias_ptr + rows, mask=m, other=0.0) * tl.load(inv_unit_ptr)
+        x = x + tl.abs(x) * 0.00000095367431640625 + 2.0  # + 2**-20 |x| + 2
+        x = tl.where(x >= -1073741824.0, tl.minimum(x, 1073741824.0), -1073741824.0)
+        term = tl.where(ok, tl.math.ceil(x).to(tl.int32), -1073741824)
+    else:
+        term = tl.where(ok, 0, -1073741824)
+    if HAS_PART:
+        part = tl.load(rpart_ptr + rows, mask=m, other=0).to(tl.int64)
+        tl.store(out_ptr + rows, (part << 32) | (term.to(tl.int64) & 0xFFFFFFFF), mask=m)
+    else:
+        tl.store(out_ptr + rows, term, mask=m)
 
 
 @triton.jit(do_not_specialize=["Q"])
@@ -641,6 +753,9 @@ def _rescore_kernel(
     out_s_ptr,
     out_i_ptr,
     bias_ptr,
+    rtime_ptr,
+    tmin_ptr,
+    tmax_ptr,
     stride_q,
     stride_c,
     D: tl.constexpr,
@@ -648,9 +763,12 @@ def _rescore_kernel(
     CAP: tl.constexpr,
     BL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_TMIN: tl.constexpr,
+    HAS_TMAX: tl.constexpr,
 ):
     """Exact scores (16-bit operands, fp32 sums, plus the bias) of the rows in slots
-    [program_id(1) * BL, ...) of query program_id(0)'s candidate list."""
+    [program_id(1) * BL, ...) of query program_id(0)'s candidate list; -inf (no row) for a row
+    outside the query's own time window (the int8 scan tested the block's loosest window)."""
     qi = tl.program_id(0)
     start = tl.program_id(1) * BL
     cnt = tl.minimum(tl.load(cnt_ptr + qi), CAP)
@@ -669,6 +787,12 @@ def _rescore_kernel(
         s = tl.sum(rows * q[None, :], axis=1)
         if HAS_BIAS:
             s = s + tl.load(bias_ptr + idx, mask=m, other=0.0)
+        if HAS_TMIN or HAS_TMAX:
+            rt = tl.load(rtime_ptr + idx, mask=m, other=0)
+            if HAS_TMIN:
+                s = tl.where(rt >= tl.load(tmin_ptr + qi), s, float("-inf"))
+            if HAS_TMAX:
+                s = tl.where(rt <= tl.load(tmax_ptr + qi), s, float("-inf"))
         tl.store(out_s_ptr + base + slots, s, mask=m)
 
 
@@ -712,9 +836,8 @@ THRESHOLD_MIN_QUERIES = 64
 INT8_MIN_ROWS = 4_000_000
 
 
-def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> KernelConfig:
-    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md).  ``time_window``: the queries
-    have time bounds (two compares per query and row, and their registers)."""
+def default_config(q_n: int, k: int, d: int) -> KernelConfig:
+    """Heuristic tile choice (tuned on an H100; see kernels/NOTES.md)."""
     if q_n <= 16:  # bandwidth-bound: one small query block, many N-splits
         return KernelConfig(
             block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=3, ctas_per_sm=1, resident=True
@@ -722,9 +845,9 @@ def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> Ke
     # compute-bound: 128-query blocks reuse each corpus tile 128 times (wgmma); from 64 queries the
     # threshold method (a sampled bound, then a scan with 64-row tiles in 2 stages: 96 KB of queries +
     # 2 x 48 KB of corpus in shared memory).  The int8 scan (with a prescreen) runs two programs of
-    # one warpgroup per SM, so that one's epilogue overlaps the other's matrix work: 48 KB of queries
-    # + 2 x 24 KB of corpus each; with time bounds the row vectors are not loaded a tile ahead, which
-    # keeps them in 218 registers instead of spilling.
+    # one warpgroup per SM, so that one's epilogue overlaps the other's matrix work (48 KB of queries
+    # + 2 x 24 KB of corpus each), in about four waves, so that programs that take longer (more
+    # candidates) are balanced by others.
     return KernelConfig(
         block_q=128,
         block_n=32,
@@ -737,8 +860,7 @@ def default_config(q_n: int, k: int, d: int, *, time_window: bool = False) -> Ke
         scan_num_stages=2,
         int8_block_n=64,
         int8_num_stages=2,
-        int8_prefetch_rows=not time_window,
-        int8_ctas_per_sm=2,
+        int8_ctas_per_sm=8,
         int8_num_warps=4,
     )
 
@@ -772,8 +894,7 @@ def fused_topk_triton(
     n = c.shape[0]
     if q_n == 0 or n == 0:
         return unpack_keys(torch.full((q_n, a.k), KEY_EMPTY, dtype=torch.int64, device=c.device))
-    time_window = a.time_min is not None or a.time_max is not None
-    cfg = config or default_config(q_n, a.k, d, time_window=time_window)
+    cfg = config or default_config(q_n, a.k, d)
     a = replace(a, queries=q.to(c.dtype).contiguous())  # tensor cores take both operands in one dtype
     method = cfg.method
     if method == "auto":
@@ -814,6 +935,43 @@ def _filter_flags(a: TopkArgs) -> dict[str, bool]:
         "HAS_TMAX": a.time_max is not None,
         "HAS_BIAS": a.row_bias is not None,
     }
+
+
+def _int8_row_terms(
+    a: TopkArgs, inv_unit: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The int8 scan's row vector (``_int8_row_terms_kernel``; None without filters and bias) and,
+    with a time window, the rows' times in fp32 and the time summary for the scan (else None)."""
+    has_time = a.time_min is not None or a.time_max is not None
+    if a.valid is None and a.row_bias is None and a.row_partition is None and not has_time:
+        return None, None, None
+    n = a.corpus.shape[0]
+    dev = a.corpus.device
+    out = torch.empty(n, dtype=torch.int64 if a.row_partition is not None else torch.int32, device=dev)
+    rtime_f32 = torch.empty(n if has_time else 1, dtype=torch.float32, device=dev)
+    tinfo = torch.full((4,), float("inf"), device=dev)
+    tinfo[1].fill_(float("-inf"))
+    block = 1024
+    _int8_row_terms_kernel[(triton.cdiv(n, block),)](
+        a.valid.view(torch.uint8) if a.valid is not None else out,
+        a.row_bias if a.row_bias is not None else inv_unit,
+        inv_unit,
+        a.row_time if has_time else out,
+        a.time_min.amin() if a.time_min is not None else out,
+        a.time_max.amax() if a.time_max is not None else out,
+        a.row_partition if a.row_partition is not None else out,
+        out,
+        rtime_f32,
+        tinfo,
+        n,
+        HAS_VALID=a.valid is not None,
+        HAS_BIAS=a.row_bias is not None,
+        HAS_TMIN=a.time_min is not None,
+        HAS_TMAX=a.time_max is not None,
+        HAS_PART=a.row_partition is not None,
+        BLOCK=block,
+    )
+    return out, (rtime_f32 if has_time else None), (tinfo if has_time else None)
 
 
 def _int32_times(a: TopkArgs) -> TopkArgs:
@@ -976,6 +1134,7 @@ def _threshold_topk(
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
+    flags = _filter_flags(a)
     if use_int8:
         scan_q, scan_c, scan_thr, inv_unit = pq.q8, a.prescreen.values, tq, (1.0 / pq.unit).float()
         block_n, grid_cfg = cfg.int8_block_n, replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
@@ -984,22 +1143,36 @@ def _threshold_topk(
             "num_stages": cfg.int8_num_stages,
             **({"maxnreg": cfg.int8_maxnreg} if cfg.int8_maxnreg else {}),
         }
+        terms, rtime_f32, tinfo = _int8_row_terms(a, inv_unit)
+        # validity, bias, the batch's loosest time window and the partition reach the scan as one
+        # row vector (in the bias slot); the time bounds only where a block needs them per score
+        scan_flags = {**flags, "HAS_VALID": False, "HAS_BIAS": terms is not None}
+        scan_filter_args = [
+            out_s,
+            a.query_partition if a.query_partition is not None else out_s,
+            out_s,
+            rtime_f32 if rtime_f32 is not None else out_s,
+            a.time_min if a.time_min is not None else out_s,
+            a.time_max if a.time_max is not None else out_s,
+            terms if terms is not None else out_s,
+            tinfo if tinfo is not None else out_s,
+        ]
     else:
-        scan_q, scan_c, scan_thr, inv_unit = q, c, torch.where(unknown, float("nan"), thr).contiguous(), thr
+        scan_q, scan_c, scan_thr = q, c, torch.where(unknown, float("nan"), thr).contiguous()
         block_n, grid_cfg = cfg.scan_block_n or cfg.block_n, cfg
         launch = {"num_warps": cfg.num_warps, "num_stages": cfg.scan_num_stages or cfg.num_stages}
+        scan_flags, scan_filter_args = flags, [*_filter_args(_int32_times(a), out_s), out_s]
     qblocks, s_n, rows_per_split = _grid(q_n, n, grid_cfg, splits, dev, block_n)
     interpret = _interpreting(dev)
     _threshold_scan_kernel[(qblocks, s_n)](
         scan_q,
         scan_c,
         scan_thr,
-        inv_unit,
         skip,
         cnt,
         out_s,
         out_i,
-        *_filter_args(_int32_times(a), out_s),
+        *scan_filter_args,
         q_n,
         n,
         scan_q.stride(0),
@@ -1013,27 +1186,33 @@ def _threshold_topk(
         UPCAST=interpret and (use_int8 or c.dtype == torch.bfloat16),
         NCH=triton.cdiv(d, bk),
         GUARD=cfg.guard,
-        **_filter_flags(a),
+        **scan_flags,
         INT8=use_int8,
         PREFETCH_ROWS=cfg.int8_prefetch_rows or not use_int8,
         **launch,
     )
     if use_int8:
         rescore_block = 32
+        _, _, _, rtime, tmin, tmax, bias = _filter_args(a, out_s)
         _rescore_kernel[(q_n, triton.cdiv(cap, rescore_block))](
             q,
             c,
             cnt,
             out_s,
             out_i,
-            a.row_bias if a.row_bias is not None else out_s,
+            bias,
+            rtime,
+            tmin,
+            tmax,
             q.stride(0),
             c.stride(0),
             D=d,
             DP=_next_pow2(d),
             CAP=cap,
             BL=rescore_block,
-            HAS_BIAS=a.row_bias is not None,
+            HAS_BIAS=flags["HAS_BIAS"],
+            HAS_TMIN=flags["HAS_TMIN"],
+            HAS_TMAX=flags["HAS_TMAX"],
             num_warps=4,
         )
     filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()

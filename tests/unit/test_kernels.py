@@ -316,6 +316,65 @@ CASES: list[Case] = [
         cfg=dict(_I8, int8_num_stages=2, int8_prefetch_rows=False),
         splits=2,
     ),
+    # similar windows: the batch's loosest window in the row terms, each query's own when re-scoring
+    dict(
+        name="i8_similar_windows",
+        Q=24,
+        N=900,
+        d=24,
+        k=4,
+        bias=True,
+        time="similar",
+        int8=True,
+        seed=57,
+        cfg=dict(_I8),
+        splits=2,
+    ),
+    # narrow, different windows: each query block tests its own per score, so the short lists
+    # (32 slots) do not overflow (they would with only the batch's window: redo counted)
+    dict(
+        name="i8_narrow_windows",
+        Q=24,
+        N=1500,
+        d=24,
+        k=4,
+        time="int64",
+        int8=True,
+        seed=59,
+        cfg=dict(_I8, candidate_cap=32),
+        splits=2,
+    ),
+    # times from a handful of values: many rows exactly on a bound
+    dict(
+        name="i8_window_ties",
+        Q=24,
+        N=900,
+        d=24,
+        k=4,
+        time="ties",
+        valid_frac=0.9,
+        int8=True,
+        seed=60,
+        cfg=dict(_I8),
+        splits=2,
+    ),
+    # partition ids at the ends of int32 (packed with the row term into one int64 per row)
+    dict(
+        name="i8_extreme_partition_ids",
+        Q=24,
+        N=900,
+        d=24,
+        k=4,
+        partitions=3,
+        extreme_ids=True,
+        valid_frac=0.8,
+        bias=True,
+        bias_shift=-0.3,
+        int8=True,
+        seed=58,
+        cfg=dict(_I8),
+        splits=2,
+    ),
     dict(name="i8_duplicates", Q=8, N=600, d=20, k=12, dup=4, int8=True, seed=52, cfg=dict(_I8)),
     dict(name="i8_bf16_odd", Q=9, N=517, d=33, k=5, dtype="bf16", int8=True, seed=53, cfg=dict(_I8)),
     # lists of 8 slots overflow: every query is answered again by the running kernel
@@ -406,6 +465,9 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
             qp[::2] = p + 1  # a partition with no rows at all
         if case.get("mostly_empty"):
             qp[torch.arange(q_n) % 4 != 0] = p + 1
+        if case.get("extreme_ids"):
+            ids = torch.tensor([-(2**31), 2**31 - 1, -1, 5], dtype=torch.int32)
+            kw["row_partition"], qp = ids[kw["row_partition"].long()], ids[qp.long()]
         kw["query_partition"] = qp
     if "valid_frac" in case:
         kw["valid"] = torch.rand(n, generator=g) < float(case["valid_frac"])
@@ -414,7 +476,15 @@ def make_inputs(case: Case, device: str = "cpu") -> Inputs:
         if case.get("spikes"):
             kw["row_bias"][torch.randperm(n, generator=g)[: int(case["spikes"])]] = float(case["spike"])
     if case.get("time"):
-        if case["time"] == "int64":
+        if case["time"] == "ties":
+            rt = torch.randint(0, 10, (n,), generator=g, dtype=torch.int64)
+            lo = torch.randint(3, 5, (q_n,), generator=g, dtype=torch.int64)
+            hi = torch.randint(7, 9, (q_n,), generator=g, dtype=torch.int64)
+        elif case["time"] == "similar":  # windows [lo, open) with lo within 5% of the range
+            rt = torch.randint(1_600_000_000, 1_700_000_000, (n,), generator=g, dtype=torch.int64)
+            lo = torch.randint(1_640_000_000, 1_645_000_000, (q_n,), generator=g, dtype=torch.int64)
+            hi = torch.full_like(lo, 2**62)
+        elif case["time"] == "int64":
             rt = torch.randint(1_600_000_000, 1_700_000_000, (n,), generator=g, dtype=torch.int64)
             lo = torch.randint(1_600_000_000, 1_650_000_000, (q_n,), generator=g, dtype=torch.int64)
             hi = lo + torch.randint(10_000_000, 60_000_000, (q_n,), generator=g, dtype=torch.int64)
