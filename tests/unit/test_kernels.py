@@ -877,6 +877,19 @@ GPU_CASES: list[Case] = [
         seed=109,
     ),
     dict(
+        name="q512_k10_int8_similar_windows",
+        Q=512,
+        N=300_000,
+        d=384,
+        k=10,
+        partitions=4,
+        valid_frac=0.9,
+        bias=True,
+        time="similar",
+        int8=True,
+        seed=111,
+    ),
+    dict(
         name="q128_k10_int8_bf16_dup", Q=128, N=100_000, d=384, k=10, dtype="bf16", dup=3, int8=True, seed=110
     ),
 ]
