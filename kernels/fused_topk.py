@@ -498,8 +498,42 @@ def _append(
 # The int8 scan's integer test: row terms lie in [-2**30, 2**30] (-2**30: not eligible) and thresholds
 # within +-2**29 (else the query is answered by the running kernel), while |int8 dot| < 2**23 (d <= 512):
 # no sum wraps around in int32, and a row term of -2**30 never reaches a threshold.
-_INT_THR_LIMIT = 2**29
-_INT_NEVER = 2**31 - 1
+_INT_THR_LIMIT = tl.constexpr(2**29)
+_INT_NEVER = tl.constexpr(2**31 - 1)
+
+
+@triton.jit(do_not_specialize=["Q"])
+def _thresholds_kernel(
+    bound_ptr,
+    margin_ptr,
+    unit_ptr,
+    thr_ptr,
+    unknown_ptr,
+    n_unknown_ptr,
+    Q,
+    INT8: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Each query's scan threshold from its sampled bound: the bound less a rounding margin (fp32
+    sums in another order may differ in the last bits; the margin only adds candidates), as fp32
+    (NaN: no bound), or with ``INT8`` less the quantisation margin too, in units of the int8
+    product, rounded down with room for float64 rounding (``_INT_NEVER``: no bound, or one outside
+    +-2**29, e.g. from absurd biases).  Marks and counts the queries without a bound."""
+    qs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = qs < Q
+    b = tl.load(bound_ptr + qs, mask=m, other=0.0)
+    unknown = ~((b == b) & (tl.abs(b) < float("inf")))
+    thr = b - (tl.abs(b) * 0.00001 + 0.000001)
+    if INT8:
+        ratio = (thr - tl.load(margin_ptr + qs, mask=m, other=0.0)).to(tl.float64)
+        ratio = ratio / tl.load(unit_ptr).to(tl.float64)
+        t = tl.math.floor(ratio - tl.abs(ratio) * 9.094947017729282e-13 - 2.0)  # 2**-40
+        unknown = unknown | ~(tl.abs(t) <= _INT_THR_LIMIT)
+        tl.store(thr_ptr + qs, tl.where(unknown, _INT_NEVER, tl.where(unknown, 0.0, t).to(tl.int32)), mask=m)
+    else:
+        tl.store(thr_ptr + qs, tl.where(unknown, float("nan"), thr), mask=m)
+    tl.store(unknown_ptr + qs, unknown.to(tl.uint8), mask=m)
+    tl.atomic_add(n_unknown_ptr, tl.sum((unknown & m).to(tl.int32), axis=0))
 
 
 @triton.jit(do_not_specialize=["Q", "N"])
@@ -507,7 +541,7 @@ def _threshold_scan_kernel(
     q_ptr,
     c_ptr,
     thr_ptr,
-    skip_ptr,
+    n_unknown_ptr,
     cnt_ptr,
     out_s_ptr,
     out_i_ptr,
@@ -545,7 +579,8 @@ def _threshold_scan_kernel(
     With a threshold that already bounds the k-th best score from below, no running top-k is kept:
     the epilogue is a compare and a predicated atomic append, with no sorting and no barrier, so the
     tensor cores rarely wait.  A list that overflows CAP is detected by the caller (count > CAP).
-    A nonzero ``skip_ptr[0]`` (the caller's decision, made on the device: no host sync) returns at once.
+    When most queries have no bound (``n_unknown_ptr[0] * 2 > Q``) it returns at once: the caller
+    answers them all with the running kernel (decided on the device: no host sync).
 
     ``INT8``: queries and corpus are the int8 copies of ``kernels/prescreen.py``, ``thr_ptr`` holds
     integer thresholds (the bound less the quantisation margin, in units of the int8 product) and
@@ -559,7 +594,7 @@ def _threshold_scan_kernel(
     batch's window, fp32) tests them per score too, on fp32 times (``rtime_ptr``; rounding is
     monotonic, so no eligible row is lost), so its lists do not overflow.
     """
-    if tl.load(skip_ptr) != 0:
+    if tl.load(n_unknown_ptr) * 2 > Q:
         return
     pid_q = tl.program_id(0)
     split = tl.program_id(1)
@@ -750,7 +785,7 @@ def _rescore_kernel(
     q_ptr,
     c_ptr,
     cnt_ptr,
-    out_s_ptr,
+    keys_ptr,
     out_i_ptr,
     bias_ptr,
     rtime_ptr,
@@ -767,17 +802,18 @@ def _rescore_kernel(
     HAS_TMAX: tl.constexpr,
 ):
     """Exact scores (16-bit operands, fp32 sums, plus the bias) of the rows in slots
-    [program_id(1) * BL, ...) of query program_id(0)'s candidate list; -inf (no row) for a row
-    outside the query's own time window (the int8 scan tested the block's loosest window)."""
+    [program_id(1) * BL, ...) of query program_id(0)'s candidate list, as packed keys (``_pack``),
+    ready for a top-k: an empty key for a slot past the list's end or a row outside the query's own
+    time window (the int8 scan tested the batch's loosest one)."""
     qi = tl.program_id(0)
     start = tl.program_id(1) * BL
     cnt = tl.minimum(tl.load(cnt_ptr + qi), CAP)
+    slots = start + tl.arange(0, BL)
+    base = qi.to(tl.int64) * CAP
     if start < cnt:
         ks = tl.arange(0, DP)
         q = tl.load(q_ptr + qi.to(tl.int64) * stride_q + ks, mask=ks < D, other=0.0).to(tl.float32)
-        slots = start + tl.arange(0, BL)
         m = slots < cnt
-        base = qi.to(tl.int64) * CAP
         idx = tl.load(out_i_ptr + base + slots, mask=m, other=0)
         rows = tl.load(
             c_ptr + idx.to(tl.int64)[:, None] * stride_c + ks[None, :],
@@ -793,7 +829,10 @@ def _rescore_kernel(
                 s = tl.where(rt >= tl.load(tmin_ptr + qi), s, float("-inf"))
             if HAS_TMAX:
                 s = tl.where(rt <= tl.load(tmax_ptr + qi), s, float("-inf"))
-        tl.store(out_s_ptr + base + slots, s, mask=m)
+        keys = tl.where(m, _pack(s, idx), -9223372036854775808)
+    else:
+        keys = tl.full([BL], -9223372036854775808, tl.int64)
+    tl.store(keys_ptr + base + slots, keys, mask=slots < CAP)
 
 
 @dataclass(frozen=True)
@@ -1105,38 +1144,45 @@ def _threshold_topk(
         return _running_topk(a, cfg, splits, poison, n)
     # Only the k-th best sampled score is needed: no index, no tie order (a few torch ops fewer).
     ss, _ = _running_partials(a, cfg, splits, poison, sample_rows, tile_step=step)
-    bound = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1).topk(k, dim=1).values[:, k - 1]
-    unknown = ~torch.isfinite(bound)
-    # fp32 sums in another order may differ in the last bits: the margin only adds candidates.
-    thr = bound - (bound.abs() * 1e-5 + 1e-6)
+    bound = ss[:, :q_n, :k].permute(1, 0, 2).reshape(q_n, -1).topk(k, dim=1).values[:, k - 1].contiguous()
     int8_min_rows = INT8_MIN_ROWS if cfg.int8_min_rows is None else cfg.int8_min_rows
     use_int8 = a.prescreen is not None and n >= int8_min_rows
-    if use_int8:
-        pq = quantize_queries(q, a.prescreen)
-        # In units of the int8 product, rounded down with room for float64 rounding; a threshold
-        # outside +-2**29 (absurd biases) leaves the query to the running kernel.
-        ratio = (thr - pq.margin).double() / pq.unit.double()
-        t = torch.floor(ratio - ratio.abs() * 2**-40 - 2)
-        unknown = unknown | ~(t.abs() <= _INT_THR_LIMIT)
-        tq = torch.where(unknown, _INT_NEVER, t).to(torch.int32)
-    # Mostly small partitions (many users' queries in one batch): a bound is rarely known, so the scan
-    # returns at once and the running path answers every query.  Decided on the device: a host sync
-    # here would leave the GPU idle while the scan's launch is prepared.
-    skip = (unknown.sum(dtype=torch.int32) * 2 > q_n).to(torch.int32).reshape(1)
+    pq = quantize_queries(q, a.prescreen) if use_int8 and a.prescreen is not None else None
+    # One small kernel for the thresholds, instead of ~25 torch ops (host time, at Q = 128 about as
+    # long as the GPU work).  Mostly small partitions (many users' queries in one batch): a bound is
+    # rarely known, so the scan returns at once and the running path answers every query; decided on
+    # the device (n_unknown): a host sync here would leave the GPU idle while the scan is prepared.
+    thr = torch.empty(q_n, dtype=torch.int32 if use_int8 else torch.float32, device=dev)
+    unknown = torch.empty(q_n, dtype=torch.uint8, device=dev)
+    n_unknown = torch.zeros(1, dtype=torch.int32, device=dev)
+    block = 1024
+    _thresholds_kernel[(triton.cdiv(q_n, block),)](
+        bound,
+        pq.margin if pq is not None else bound,
+        pq.unit if pq is not None else bound,
+        thr,
+        unknown,
+        n_unknown,
+        q_n,
+        INT8=use_int8,
+        BLOCK=block,
+    )
+    unknown = unknown.view(torch.bool)
     list_factor = cfg.int8_list_factor if use_int8 else 1
     cap = cfg.candidate_cap or _next_pow2(2 * k * step * list_factor + 512)
     cnt = torch.zeros(q_n, dtype=torch.int32, device=dev)
-    out_s = torch.empty((q_n, cap), dtype=torch.float32, device=dev)
+    # the fp16 scan stores scores beside the indices; the int8 path's re-scoring writes packed keys
+    out_s = torch.empty((q_n, cap), dtype=torch.int64 if use_int8 else torch.float32, device=dev)
     out_i = torch.empty((q_n, cap), dtype=torch.int32, device=dev)
     if poison:
-        out_s.fill_(1e30)
+        out_s.fill_(7 if use_int8 else 1e30)
         out_i.fill_(n + 7)
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)} for the threshold scan")
     flags = _filter_flags(a)
-    if use_int8:
-        scan_q, scan_c, scan_thr, inv_unit = pq.q8, a.prescreen.values, tq, (1.0 / pq.unit).float()
+    if pq is not None and a.prescreen is not None:
+        scan_q, scan_c, scan_thr, inv_unit = pq.q8, a.prescreen.values, thr, (1.0 / pq.unit).float()
         block_n, grid_cfg = cfg.int8_block_n, replace(cfg, ctas_per_sm=cfg.int8_ctas_per_sm)
         launch = {
             "num_warps": cfg.int8_num_warps or cfg.num_warps,
@@ -1158,7 +1204,7 @@ def _threshold_topk(
             tinfo if tinfo is not None else out_s,
         ]
     else:
-        scan_q, scan_c, scan_thr = q, c, torch.where(unknown, float("nan"), thr).contiguous()
+        scan_q, scan_c, scan_thr = q, c, thr
         block_n, grid_cfg = cfg.scan_block_n or cfg.block_n, cfg
         launch = {"num_warps": cfg.num_warps, "num_stages": cfg.scan_num_stages or cfg.num_stages}
         scan_flags, scan_filter_args = flags, [*_filter_args(_int32_times(a), out_s), out_s]
@@ -1168,7 +1214,7 @@ def _threshold_topk(
         scan_q,
         scan_c,
         scan_thr,
-        skip,
+        n_unknown,
         cnt,
         out_s,
         out_i,
@@ -1215,12 +1261,15 @@ def _threshold_topk(
             HAS_TMAX=flags["HAS_TMAX"],
             num_warps=4,
         )
-    filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
-    keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
+    if use_int8:
+        keys = out_s
+    else:
+        filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
+        keys = torch.where(filled, pack_keys(out_s, out_i), KEY_EMPTY)
     scores, index = unpack_keys(keys.topk(k, dim=1).values)
     redo_mask = unknown | (cnt > cap)
-    skipped, redo_n = torch.stack([skip[0], redo_mask.sum(dtype=torch.int32)]).tolist()  # the one sync
-    if skipped:
+    unknown_n, redo_n = torch.stack([n_unknown[0], redo_mask.sum(dtype=torch.int32)]).tolist()  # the one sync
+    if unknown_n * 2 > q_n:  # the scan returned at once
         return _running_topk(a, cfg, splits, poison, n)
     if redo_n:
         redo = redo_mask.nonzero().flatten()
