@@ -1261,7 +1261,6 @@ def _threshold_topk(
             HAS_TMAX=flags["HAS_TMAX"],
             num_warps=4,
         )
-    if use_int8:
         keys = out_s
     else:
         filled = torch.arange(cap, device=dev)[None, :] < cnt.clamp(max=cap)[:, None].long()
