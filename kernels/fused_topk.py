@@ -987,9 +987,11 @@ def _int8_row_terms(
     n = a.corpus.shape[0]
     dev = a.corpus.device
     out = torch.empty(n, dtype=torch.int64 if a.row_partition is not None else torch.int32, device=dev)
-    rtime_f32 = torch.empty(n if has_time else 1, dtype=torch.float32, device=dev)
-    tinfo = torch.full((4,), float("inf"), device=dev)
-    tinfo[1].fill_(float("-inf"))
+    rtime_f32 = tinfo = None
+    if has_time:
+        rtime_f32 = torch.empty(n, dtype=torch.float32, device=dev)
+        tinfo = torch.full((4,), float("inf"), device=dev)
+        tinfo[1].fill_(float("-inf"))
     block = 1024
     _int8_row_terms_kernel[(triton.cdiv(n, block),)](
         a.valid.view(torch.uint8) if a.valid is not None else out,
@@ -1000,8 +1002,8 @@ def _int8_row_terms(
         a.time_max.amax() if a.time_max is not None else out,
         a.row_partition if a.row_partition is not None else out,
         out,
-        rtime_f32,
-        tinfo,
+        rtime_f32 if rtime_f32 is not None else inv_unit,
+        tinfo if tinfo is not None else inv_unit,
         n,
         HAS_VALID=a.valid is not None,
         HAS_BIAS=a.row_bias is not None,
@@ -1010,7 +1012,7 @@ def _int8_row_terms(
         HAS_PART=a.row_partition is not None,
         BLOCK=block,
     )
-    return out, (rtime_f32 if has_time else None), (tinfo if has_time else None)
+    return out, rtime_f32, tinfo
 
 
 def _int32_times(a: TopkArgs) -> TopkArgs:
