@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, NotReady, Unauthorized
+from memsvc.errors import Conflict, Forbidden, InvalidInput, MemsvcError, NotFound, NotReady, Unauthorized
 
 log = logging.getLogger("memsvc.api")
 
@@ -18,6 +18,7 @@ STATUS: dict[type[MemsvcError], int] = {
     InvalidInput: 422,
     NotFound: 404,
     Unauthorized: 401,
+    Forbidden: 403,
     Conflict: 409,
     NotReady: 503,
 }

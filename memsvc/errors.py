@@ -34,6 +34,12 @@ class Unauthorized(MemsvcError):
     code = "unauthorized"
 
 
+class Forbidden(MemsvcError):
+    """A valid API key without the scope the operation needs (e.g. a read-only key writing)."""
+
+    code = "forbidden"
+
+
 class Conflict(MemsvcError):
     """The request clashes with the current state (e.g. a tenant name already taken)."""
 

@@ -55,15 +55,26 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """A bearer key. Only its SHA-256 is stored; `prefix` lets people tell keys apart."""
+    """A bearer key. Only its SHA-256 is stored; `prefix` lets people tell keys apart.
+
+    `scopes` are among `read`, `write`, `admin`; `revoked_at` may lie in the future while a
+    rotated key's grace period runs.
+    """
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(
+            "cardinality(scopes) > 0 AND scopes <@ ARRAY['read', 'write', 'admin']::text[]",
+            name="api_keys_scopes",
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=now_utc())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -180,6 +180,46 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None = None
 
 
+KeyScope = Literal["read", "write", "admin"]
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as listed: never its secret or its hash."""
+
+    id: UUID
+    name: str
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    scopes: list[KeyScope]
+    created_at: datetime
+    last_used_at: datetime | None = Field(default=None, description="to the minute")
+    revoked_at: datetime | None = Field(
+        default=None, description="when it stops working: in the future while a rotation's grace period runs"
+    )
+
+
+class ApiKeyList(BaseModel):
+    keys: list[ApiKeyOut]
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the secret itself, shown in this answer only")
+
+
+class CreateKeyRequest(_Model):
+    name: str = Field(default="", max_length=200)
+    scopes: list[KeyScope] = Field(
+        default_factory=lambda: list[KeyScope](["read", "write"]),
+        min_length=1,
+        description="`admin` implies the others",
+    )
+
+
+class RotateKeyRequest(_Model):
+    grace_seconds: int = Field(
+        default=0, ge=0, le=7 * 24 * 3600, description="how long the old key keeps working (at most a week)"
+    )
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, the body of every error."""
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from memsvc import store
+from memsvc import store, tenants
 from memsvc.config import Settings
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
@@ -29,8 +29,11 @@ from memsvc.models import Job
 from memsvc.schemas import (
     AddRequest,
     AddResult,
+    ApiKeyCreated,
+    ApiKeyOut,
     ContextRequest,
     ContextResponse,
+    CreateKeyRequest,
     GraphResponse,
     HistoryEventOut,
     JobOut,
@@ -133,6 +136,22 @@ class MemoryService:
     def authenticate(self, key: str) -> TenantContext:
         with self.db.session() as session:
             return authenticate(session, key)
+
+    def list_keys(self, ctx: TenantContext) -> builtins.list[ApiKeyOut]:
+        with self.db.session() as session:
+            return tenants.list_api_keys(session, ctx.tenant_id)
+
+    def create_key(self, ctx: TenantContext, request: CreateKeyRequest) -> ApiKeyCreated:
+        with self.db.session() as session:
+            return tenants.issue_api_key(session, ctx.tenant_id, request.name, request.scopes)
+
+    def rotate_key(self, ctx: TenantContext, key_id: uuid.UUID, *, grace_seconds: int = 0) -> ApiKeyCreated:
+        with self.db.session() as session:
+            return tenants.rotate_api_key(session, ctx.tenant_id, key_id, grace_seconds)
+
+    def revoke_key(self, ctx: TenantContext, key_id: uuid.UUID) -> ApiKeyOut:
+        with self.db.session() as session:
+            return tenants.revoke_api_key(session, ctx.tenant_id, key_id)
 
     # -- ingest -----------------------------------------------------------------------------
 
