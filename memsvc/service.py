@@ -121,7 +121,9 @@ class MemoryService:
                 max_wait_s=settings.batch_max_wait_ms / 1000,
                 max_size=settings.batch_max_size,
             )
-        self.search_engine = SearchEngine(self.embedder, dense=self.dense)
+        self.search_engine = SearchEngine(
+            self.embedder, dense=self.dense, cache_bytes=settings.corpus_cache_mb * 2**20
+        )
 
     def close(self) -> None:
         """Stop background work (index sync, batcher) and release the database pool."""
@@ -218,7 +220,8 @@ class MemoryService:
         with self.db.session() as session:
             session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
+                # A retry of a job whose worker died finds it 'running': its clock starts again.
+                .where(Job.id == job_id, Job.status.in_(("queued", "running")))
                 .values(status="running", updated_at=func.now())
             )
 
@@ -237,17 +240,15 @@ class MemoryService:
             job = store.get_job(session, ctx, job_id)
             return JobOut(job_id=job.id, status=job.status, kind=job.kind, error=job.error, result=job.result)
 
-    def queued_jobs(self, older_than_s: float) -> builtins.list[uuid.UUID]:
-        """Jobs accepted but never picked up (e.g. the queue was down when they came): to re-defer."""
+    def orphaned_jobs(self, older_than_s: float) -> builtins.list[uuid.UUID]:
+        """Jobs accepted but not held by the queue (deferring failed while the database was away):
+        to defer again."""
         with self.db.session() as session:
-            return list(
-                session.execute(
-                    select(Job.id).where(
-                        Job.status == "queued",
-                        Job.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
-                    )
-                ).scalars()
-            )
+            return store.orphaned_jobs(session, older_than_s)
+
+    def queue_health(self) -> store.QueueHealth:
+        with self.db.session() as session:
+            return store.queue_health(session, self.settings.worker_stalled_after_s)
 
     # -- read -------------------------------------------------------------------------------
 
@@ -277,6 +278,13 @@ class MemoryService:
             if patch.content is not None:
                 memory.content_hash = content_hash(patch.content)
                 memory.embedding = self.embedder.embed([patch.content])[0]
+            else:
+                # The feed's trigger watches the columns a vector index reads; cached corpora of
+                # every process also read metadata and pinned, so such an edit is put in the feed.
+                session.execute(
+                    text("INSERT INTO memory_changes (tenant_id, memory_id, op) VALUES (:t, :m, 'U')"),
+                    {"t": ctx.tenant_id, "m": memory.id},
+                )
             session.flush()
             return store.memory_out(memory, store.sources_of(session, [memory.id]).get(memory.id, []))
 
@@ -298,14 +306,21 @@ class MemoryService:
             store.delete_user(session, ctx, user_id)
 
     def ready(self) -> dict[str, str]:
-        """Readiness of each dependency: the database answers and the model embeds."""
+        """Readiness of each dependency: the database answers, the model embeds, and a worker is
+        alive and not stuck (a job running longer than `job_timeout_s`)."""
         status = {}
         try:
-            with self.db.session() as session:
-                session.execute(text("SELECT 1"))
+            health = self.queue_health()
             status["database"] = "ok"
+            if health.live_workers == 0:
+                status["worker"] = "error: no live worker (none has sent a heartbeat lately)"
+            elif health.longest_running_s > self.settings.job_timeout_s:
+                status["worker"] = f"error: a job has been running for {health.longest_running_s:.0f} s"
+            else:
+                status["worker"] = "ok"
         except Exception as exc:  # readiness reports any failure, whatever it is
             status["database"] = f"error: {type(exc).__name__}"
+            status["worker"] = "unknown"
         try:
             self.embedder.embed(["ready"])
             status["model"] = "ok"

@@ -7,10 +7,11 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, tuple_
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from memsvc.errors import InvalidInput, NotFound
@@ -313,3 +314,52 @@ def get_job(session: Session, ctx: TenantContext, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
+
+
+@dataclass(frozen=True, slots=True)
+class QueueHealth:
+    """What an operator needs to see of ingest: backlog, its age, and whether workers are alive."""
+
+    jobs_queued: int
+    jobs_running: int
+    oldest_queued_s: float
+    longest_running_s: float
+    live_workers: int
+
+
+def queue_health(session: Session, heartbeat_within_s: float) -> QueueHealth:
+    """Backlog and worker liveness of every tenant (open jobs only: the partial index keeps this cheap
+    however many finished jobs there are)."""
+    row = session.execute(
+        text(
+            """
+            SELECT count(*) FILTER (WHERE status = 'queued'),
+                   count(*) FILTER (WHERE status = 'running'),
+                   coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued')), 0),
+                   coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'running')), 0),
+                   (SELECT count(*) FROM procrastinate_workers
+                     WHERE last_heartbeat > now() - make_interval(secs => :within))
+            FROM jobs WHERE status IN ('queued', 'running')
+            """
+        ),
+        {"within": heartbeat_within_s},
+    ).one()
+    return QueueHealth(int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4]))
+
+
+def orphaned_jobs(session: Session, older_than_s: float) -> list[uuid.UUID]:
+    """Accepted jobs the queue does not hold (deferring failed, e.g. while the database restarted)."""
+    return list(
+        session.execute(
+            text(
+                """
+                SELECT j.id FROM jobs j
+                WHERE j.status = 'queued' AND j.updated_at < now() - make_interval(secs => :age)
+                  AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p
+                                  WHERE p.queueing_lock = j.id::text AND p.status IN ('todo', 'doing'))
+                ORDER BY j.created_at
+                """
+            ),
+            {"age": older_than_s},
+        ).scalars()
+    )

@@ -2,8 +2,11 @@
 
 Jobs carry only our `jobs.id`; the request itself is in the `jobs` row, written before the job
 is deferred, so nothing accepted is lost. Attempts retry with exponential backoff; the last
-error is kept on the job (`GET /v1/jobs/{id}`). A periodic task re-defers jobs that were
-accepted while the queue could not take them.
+error is kept on the job (`GET /v1/jobs/{id}`). A periodic task retries the jobs of dead workers
+and re-defers jobs that were accepted while the queue could not take them.
+
+procrastinate's worker stops for good when the database goes away; `SupervisedWorker` starts it
+again, with backoff, for as long as it is meant to run.
 """
 
 from __future__ import annotations
@@ -11,13 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy, SyncPsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
+from memsvc import logs
+from memsvc.errors import NotReady
+from memsvc.metrics import INGEST_JOBS, INGEST_SECONDS, WORKER_RESTARTS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
@@ -27,7 +36,9 @@ log = logging.getLogger(__name__)
 INGEST_QUEUE = "ingest"
 MAX_ATTEMPTS = 5
 RETRY = RetryStrategy(max_attempts=MAX_ATTEMPTS, exponential_wait=2)
-STALE_QUEUED_S = 120.0
+# A job accepted this long ago that the queue does not hold is deferred again (its defer failed).
+ORPHANED_AFTER_S = 10.0
+RESTART_BACKOFF_MAX_S = 15.0
 
 
 def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgConnector) -> App:
@@ -37,13 +48,28 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
     @app.task(name="memsvc.ingest", queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
     def ingest(context: JobContext, job_id: str) -> dict[str, Any]:
         memory_job = uuid.UUID(job_id)
-        service.mark_job_running(memory_job)
         attempt = (context.job.attempts if context.job else 0) + 1
+        token = logs.job_id.set(job_id)
+        started = time.perf_counter()
         try:
+            service.mark_job_running(memory_job)
             outcome = service.run_ingest_job(memory_job)
-        except Exception as exc:  # record every failure on the job, then let the queue retry it
-            service.mark_job_failed(memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS)
+        except NotReady:
+            # The database is away: nothing was written and nothing can be recorded; the retry
+            # (or, when the worker restarts, recovery of its stalled job) does the work.
+            INGEST_JOBS.labels("unavailable").inc()
             raise
+        except Exception as exc:  # record every failure on the job, then let the queue retry it
+            INGEST_JOBS.labels("failed").inc()
+            with contextlib.suppress(NotReady):
+                service.mark_job_failed(
+                    memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS
+                )
+            raise
+        finally:
+            INGEST_SECONDS.observe(time.perf_counter() - started)
+            logs.job_id.reset(token)
+        INGEST_JOBS.labels(outcome.status).inc()
         return {"status": outcome.status}
 
     @app.periodic(cron="* * * * *", periodic_id="memsvc.recover")
@@ -60,34 +86,106 @@ async def recover_jobs(app: App, service: MemoryService) -> None:
     stalled_after = service.settings.worker_stalled_after_s
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
         log.warning("retrying job %s of a worker that stopped answering", job.id)
-        await app.job_manager.retry_job(job)
-    for job_id in await asyncio.to_thread(service.queued_jobs, STALE_QUEUED_S):
-        await asyncio.to_thread(_defer, app, job_id)
+        # Another worker recovering at the same moment may have retried it first.
+        with contextlib.suppress(Exception):
+            await app.job_manager.retry_job(job)
+    orphans = await asyncio.to_thread(service.orphaned_jobs, ORPHANED_AFTER_S)
+    if orphans:
+        log.warning("deferring %d accepted jobs the queue did not hold", len(orphans))
+    for job_id in orphans:
+        await _defer_async(app, job_id)
     await asyncio.to_thread(service.trim_change_feed)
+
+
+def _ingest_task(app: App, job_id: uuid.UUID) -> Any:
+    return app.configure_task("memsvc.ingest", queueing_lock=str(job_id))
 
 
 def _defer(app: App, job_id: uuid.UUID) -> None:
     with contextlib.suppress(AlreadyEnqueued):
-        app.configure_task("memsvc.ingest", queueing_lock=str(job_id)).defer(job_id=str(job_id))
+        _ingest_task(app, job_id).defer(job_id=str(job_id))
+
+
+async def _defer_async(app: App, job_id: uuid.UUID) -> None:
+    with contextlib.suppress(AlreadyEnqueued):
+        await _ingest_task(app, job_id).defer_async(job_id=str(job_id))
+
+
+class SupervisedWorker:
+    """procrastinate's worker, started again whenever it stops without being asked to (a lost
+    database connection stops it for good), after a backoff that grows while it keeps failing.
+
+    Each (re)start first recovers jobs: those of dead workers are retried and accepted jobs the
+    queue does not hold are deferred, so nothing acknowledged stays behind after an outage."""
+
+    def __init__(self, app: App, service: MemoryService, concurrency: int) -> None:
+        self.app = app
+        self.service = service
+        self.concurrency = concurrency
+
+    def options(self) -> dict[str, Any]:
+        settings = self.service.settings
+        return {
+            "queues": [INGEST_QUEUE],
+            "concurrency": self.concurrency,
+            "delete_jobs": "successful",
+            "fetch_job_polling_interval": 1.0,
+            "update_heartbeat_interval": settings.worker_heartbeat_s,
+            "stalled_worker_timeout": settings.worker_stalled_after_s,
+            "shutdown_graceful_timeout": settings.shutdown_grace_s,
+            "install_signal_handlers": False,
+        }
+
+    async def run(self) -> None:
+        """Run until cancelled; a cancel lets running jobs finish (up to `shutdown_grace_s`)."""
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                async with self.app.open_async():
+                    await recover_jobs(self.app, self.service)
+                    await self.app.run_worker_async(**self.options())
+                log.warning("ingest worker stopped by itself")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever stopped it, the worker must come back
+                log.warning("ingest worker failed: %s: %s", type(exc).__name__, exc)
+            if time.monotonic() - started > 60:
+                delay = 0.5  # it had been running fine: this is a new incident
+            log.warning("restarting the ingest worker in %.1f s", delay)
+            WORKER_RESTARTS.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+
+
+WorkerMode = Literal["inline", "process", "none"]
 
 
 class ProcrastinateQueue:
-    """Defers ingest jobs and, in `serve`, runs an in-process worker on the server's event loop."""
+    """Defers ingest jobs and, in `serve`, runs the ingest worker: `inline` on the server's event
+    loop, `process` in a supervised child process (`memsvc worker`), `none` when workers run
+    elsewhere."""
 
     def __init__(
-        self, service: MemoryService, conninfo: str, *, run_worker: bool = True, concurrency: int = 1
+        self, service: MemoryService, conninfo: str, *, worker: WorkerMode = "inline", concurrency: int = 1
     ) -> None:
         self.service = service
+        self.conninfo = conninfo
         self.app = build_app(service, PsycopgConnector(conninfo=conninfo))
         # Deferring happens from request threads: an app of its own on a synchronous connector.
         self._defer_app = build_app(service, SyncPsycopgConnector(conninfo=conninfo))
         self._defer_app.open()
-        self.run_worker = run_worker
+        self.worker_mode = worker
         self.concurrency = concurrency
         self._worker: asyncio.Task[None] | None = None
+        self._process: WorkerProcess | None = None
 
     def defer_ingest(self, job_id: uuid.UUID) -> None:
-        _defer(self._defer_app, job_id)
+        try:
+            _defer(self._defer_app, job_id)
+        except Exception as exc:
+            # The job row is stored: recovery defers it once the queue is back.
+            log.warning("could not defer job %s (%s); recovery will", job_id, exc)
 
     def wait(self, ctx: TenantContext, job_id: uuid.UUID, timeout_s: float = 120.0) -> JobOut:
         """Poll the job until it succeeds or fails for good (or `timeout_s` passes)."""
@@ -100,43 +198,97 @@ class ProcrastinateQueue:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
-    def _worker_options(self) -> dict[str, Any]:
-        settings = self.service.settings
-        return {
-            "queues": [INGEST_QUEUE],
-            "concurrency": self.concurrency,
-            "delete_jobs": "successful",
-            "fetch_job_polling_interval": 1.0,
-            "update_heartbeat_interval": settings.worker_heartbeat_s,
-            "stalled_worker_timeout": settings.worker_stalled_after_s,
-        }
-
     async def start(self) -> None:
-        if not self.run_worker:
-            return
-        await self.app.open_async()
-        await recover_jobs(self.app, self.service)
-        self._worker = asyncio.create_task(
-            self.app.run_worker_async(install_signal_handlers=False, **self._worker_options())
-        )
+        if self.worker_mode == "inline":
+            supervised = SupervisedWorker(self.app, self.service, self.concurrency)
+            self._worker = asyncio.create_task(supervised.run(), name="ingest worker")
+        elif self.worker_mode == "process":
+            grace_s = self.service.settings.shutdown_grace_s
+            self._process = WorkerProcess(self.conninfo, self.concurrency, grace_s)
+            await self._process.start()
 
     async def stop(self) -> None:
+        """Let running jobs finish, then stop the worker."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            await self.app.close_async()
+        if self._process is not None:
+            await self._process.stop()
         self.close()
 
     def close(self) -> None:
         self._defer_app.close()
 
     def run_forever(self) -> None:
-        """`memsvc worker`: a standalone worker; run as many as you like against one database."""
+        """`memsvc worker`: a standalone worker; run as many as you like against one database.
+        SIGTERM or SIGINT lets running jobs finish, then exits."""
 
         async def work() -> None:
-            async with self.app.open_async():
-                await recover_jobs(self.app, self.service)
-                await self.app.run_worker_async(**self._worker_options())
+            task = asyncio.create_task(SupervisedWorker(self.app, self.service, self.concurrency).run())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
         asyncio.run(work())
+        self.close()
+
+
+class WorkerProcess:
+    """`serve`'s ingest worker as a child process (`memsvc worker`), started again whenever it exits.
+
+    A process of its own gets its share of the CPU from the operating system, which a thread of
+    the API process does not get against dozens of request threads under search load."""
+
+    def __init__(self, conninfo: str, concurrency: int, grace_s: float) -> None:
+        self.conninfo = conninfo
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self.process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "memsvc.cli", "worker", "--concurrency", str(self.concurrency)]
+
+    def _env(self) -> dict[str, str]:
+        # The parent resolved the database (and started the embedded one): the child joins it.
+        return {**os.environ, "MEMSVC_DATABASE_URL": self.conninfo}
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="worker process supervisor")
+
+    async def _supervise(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            started = time.monotonic()
+            self.process = await asyncio.create_subprocess_exec(*self._command(), env=self._env())
+            log.info("ingest worker process %d started", self.process.pid)
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - started > 60:
+                delay = 0.5
+            log.warning("ingest worker process exited with %s; restarting in %.1f s", code, delay)
+            WORKER_RESTARTS.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+
+    async def stop(self) -> None:
+        """SIGTERM (running jobs finish), then SIGKILL if it outlives the grace period."""
+        self._stopping = True
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), self.grace_s + 5)
+            except TimeoutError:
+                log.warning("ingest worker process %d did not stop in time; killing it", process.pid)
+                process.kill()
+                await process.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor

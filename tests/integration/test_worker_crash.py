@@ -76,7 +76,7 @@ def test_killed_worker_leaves_nothing_and_the_retry_completes(
     expected = _counts(database, ctx.tenant_id, "reference")
     assert expected["turn"] > 200 and expected["fact"] > 0 and expected["entities"] > 0
 
-    queue = ProcrastinateQueue(service, libpq_url(database_url), run_worker=False)
+    queue = ProcrastinateQueue(service, libpq_url(database_url), worker="none")
     job_id = service.submit_ingest(ctx, _one_big_batch("crash"))
     queue.defer_ingest(job_id)
 
