@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -301,18 +302,32 @@ class BM25Index:
     Low ``b`` (weak length normalisation) matters: +0.015 recall@10 over b=0.75, because long turns
     with the context prefix are not less relevant. Postgres ``ts_rank_cd`` has neither IDF nor term
     saturation nor length normalisation of this kind, so it ranks differently; to stay in Postgres,
-    keep this scorer over the user's memories (build ~50 ms for 700 turns, cache per user, add
-    documents incrementally; IDF is computed at query time from the live document frequencies).
+    keep this scorer over the user's memories, cached per user and updated in place.
+
+    Documents can be added and removed; IDF and the average length are computed at query time from
+    the live documents, so an index that saw additions and removals scores exactly like one built
+    from the surviving documents (a removed document keeps its ordinal and scores 0). Postings are
+    compact typed arrays (4 + 2 bytes per entry) that score without a Python loop over documents.
     """
 
     def __init__(self, k1: float = 1.2, b: float = 0.3) -> None:
         self.k1 = k1
         self.b = b
-        self._postings: dict[str, list[tuple[int, int]]] = {}
-        self._lengths: list[int] = []
-        self._total_length = 0
+        self._terms: dict[str, int] = {}
+        self._docs: list[array[int]] = []  # per term: the documents containing it, ascending
+        self._counts: list[array[int]] = []  # per term: its count in each of those documents
+        self._lengths: array[int] = array("i")  # tokens per document
+        self._alive = bytearray()
+        self._live = 0
+        self._live_length = 0
 
     def __len__(self) -> int:
+        """Live documents."""
+        return self._live
+
+    @property
+    def ordinals(self) -> int:
+        """Documents ever added (live or removed): the length of :meth:`score`'s output."""
         return len(self._lengths)
 
     def add(self, text: str) -> int:
@@ -320,10 +335,25 @@ class BM25Index:
         doc = len(self._lengths)
         toks = tokenize(text)
         for term, count in Counter(toks).items():
-            self._postings.setdefault(term, []).append((doc, count))
+            t = self._terms.get(term)
+            if t is None:
+                t = self._terms[term] = len(self._docs)
+                self._docs.append(array("i"))
+                self._counts.append(array("H"))
+            self._docs[t].append(doc)
+            self._counts[t].append(count)  # < 2**16: content is at most 32k characters
         self._lengths.append(len(toks))
-        self._total_length += len(toks)
+        self._alive.append(1)
+        self._live += 1
+        self._live_length += len(toks)
         return doc
+
+    def remove(self, doc: int) -> None:
+        """Take a document out of scoring and of the statistics; its ordinal stays (scoring 0)."""
+        if self._alive[doc]:
+            self._alive[doc] = 0
+            self._live -= 1
+            self._live_length -= self._lengths[doc]
 
     @classmethod
     def build(cls, texts: Iterable[str], k1: float = 1.2, b: float = 0.3) -> BM25Index:
@@ -332,23 +362,55 @@ class BM25Index:
             index.add(t)
         return index
 
+    def compacted(self, keep: npt.NDArray[np.int64]) -> BM25Index:
+        """A copy holding only the documents `keep` (ascending ordinals), renumbered 0..len(keep)-1."""
+        out = BM25Index(self.k1, self.b)
+        new_of = np.full(len(self._lengths), -1, dtype=np.int64)
+        new_of[keep] = np.arange(len(keep))
+        for term, t in self._terms.items():
+            docs = np.frombuffer(self._docs[t], dtype=np.int32)
+            mapped = new_of[docs]
+            live = mapped >= 0
+            if not live.any():
+                continue
+            out._terms[term] = len(out._docs)
+            out._docs.append(array("i", mapped[live].astype(np.int32).tobytes()))
+            out._counts.append(array("H", np.frombuffer(self._counts[t], dtype=np.uint16)[live].tobytes()))
+        lengths = np.frombuffer(self._lengths, dtype=np.int32)[keep]
+        out._lengths = array("i", lengths.astype(np.int32).tobytes())
+        out._alive = bytearray(np.frombuffer(self._alive, dtype=np.uint8)[keep].tobytes())
+        out._live = int(np.count_nonzero(np.frombuffer(out._alive, dtype=np.uint8)))
+        out._live_length = int(lengths[np.frombuffer(out._alive, dtype=np.uint8) > 0].sum())
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes held by the postings and per-document arrays (not counting the term strings)."""
+        postings = sum(len(d) * 6 for d in self._docs)
+        return postings + len(self._docs) * 160 + len(self._terms) * 100 + len(self._lengths) * 5
+
     def score(self, query: str) -> FloatArray:
-        """BM25 score of every indexed document for ``query`` (0 where no term matches)."""
-        n = len(self._lengths)
-        scores = np.zeros(n, dtype=np.float64)
+        """BM25 score of every document ordinal for ``query`` (0 where no term matches or removed)."""
+        n = self._live
+        scores = np.zeros(len(self._lengths), dtype=np.float64)
         if n == 0:
             return scores
-        lengths = np.asarray(self._lengths, dtype=np.float64)
-        norm = self.k1 * (1.0 - self.b + self.b * lengths / (self._total_length / n or 1.0))
+        lengths = np.frombuffer(self._lengths, dtype=np.int32).astype(np.float64)
+        norm = self.k1 * (1.0 - self.b + self.b * lengths / (self._live_length / n or 1.0))
+        removed = n < len(self._lengths)
+        alive = np.frombuffer(self._alive, dtype=np.bool_) if removed else None
         for term, qcount in Counter(tokenize(query)).items():
-            postings = self._postings.get(term)
-            if not postings:
+            t = self._terms.get(term)
+            if t is None:
                 continue
-            df = len(postings)
+            docs = np.frombuffer(self._docs[t], dtype=np.int32)
+            df = int(np.count_nonzero(alive[docs])) if alive is not None else len(docs)
+            if not df:
+                continue
             idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-            docs = np.fromiter((d for d, _ in postings), dtype=np.int64, count=df)
-            tf = np.fromiter((c for _, c in postings), dtype=np.float64, count=df)
+            tf = np.frombuffer(self._counts[t], dtype=np.uint16).astype(np.float64)
             scores[docs] += qcount * idf * tf * (self.k1 + 1.0) / (tf + norm[docs])
+        if alive is not None:
+            scores[~alive] = 0.0
         return scores
 
 
@@ -505,16 +567,24 @@ def rank(
     query: str,
     speakers: Iterable[str] = (),
     config: RankingConfig | None = None,
+    *,
+    dense_stats: tuple[float, float] | None = None,
+    bonus: FloatArray | None = None,
 ) -> list[RankedResult]:
-    """Full recipe: analyse the query, fuse signals, propagate to neighbours, order and merge.
+    """The recipe search runs: analyse the query, fuse signals, add the caller's per-candidate
+    `bonus`, propagate to neighbours, order and merge.
 
     ``speakers`` are the known participant names of the user's conversations (for the speaker
-    boost). Excluded kinds (digests, entities) still count in the score statistics but are never
-    returned.
+    boost). ``dense_stats`` is the (mean, std) of the dense scores over the whole pool when the
+    candidates are only part of it. ``bonus`` holds what the search layer knows from the user's
+    store and this module does not (graph proximity, supersession), in z units. Excluded kinds
+    (digests, entities) still count in the score statistics but are never returned.
     """
     config = config or RankingConfig()
     analysis = analyze_query(query, speakers)
-    scores = fuse_scores(candidates, analysis, config)
+    scores = fuse_scores(candidates, analysis, config, dense_stats=dense_stats)
+    if bonus is not None:
+        scores = scores + bonus
     scores = propagate_neighbours(candidates, scores, config)
     return build_results(candidates, scores, config)
 
