@@ -194,3 +194,38 @@ def test_rank_handles_empty_and_constant_inputs() -> None:
     assert rank([], "anything") == []
     same = [turn(i * 3, f"t{i}", dense=0.3) for i in range(3)]
     assert len(rank(same, "q", config=NO_EXTRAS)) == 3
+
+
+def test_rank_adds_the_search_layers_bonus_before_propagation() -> None:
+    cands = [turn(0, "question", dense=0.1), turn(1, "answer", dense=0.2), turn(5, "other", dense=0.3)]
+    plain = [r.id for r in rank(cands, "q", config=NO_EXTRAS)]
+    assert plain[0] == "D1:5"
+    bonus = np.array([0.0, 10.0, 0.0])
+    boosted = rank(
+        cands,
+        "q",
+        config=RankingConfig(speaker_boost=0.0, temporal_boost=0.0, merge_max_turns=1),
+        bonus=bonus,
+    )
+    assert [r.id for r in boosted][:2] == ["D1:1", "D1:0"]  # the question inherits 0.3 of the answer's bonus
+    # Given dense statistics of a larger pool, z-scores use them instead of the candidates' own.
+    stats = rank(cands, "q", config=NO_EXTRAS, dense_stats=(0.0, 0.1))
+    assert stats[0].score == pytest.approx((0.3 - 0.0) / 0.1)
+
+
+def test_bm25_removal_scores_like_an_index_built_without_the_document() -> None:
+    texts = ["pottery class today", "I like my class", "class class class", "nothing here", "pottery again"]
+    idx = BM25Index.build(texts)
+    idx.remove(2)
+    idx.remove(2)  # idempotent
+    survivors = [0, 1, 3, 4]
+    fresh = BM25Index.build([texts[i] for i in survivors])
+    for q in ("pottery class", "class", "here nothing", "absent"):
+        s = idx.score(q)
+        assert s[2] == 0.0
+        assert s[survivors].tolist() == fresh.score(q).tolist()
+    assert len(idx) == 4 and idx.ordinals == 5
+    compact = idx.compacted(np.array(survivors, dtype=np.int64))
+    assert compact.ordinals == 4 and len(compact) == 4
+    for q in ("pottery class", "class"):
+        assert compact.score(q).tolist() == fresh.score(q).tolist()
