@@ -266,8 +266,8 @@ class VectorIndex:
                         # Returns at the first notification or after the poll interval.
                         for _ in conn.notifies(timeout=self.max_lag_s, stop_after=1):
                             pass
-            except psycopg.Error as exc:
-                log.warning("vector index sync lost its connection (%s); reconnecting", exc)
+            except Exception as exc:  # the follower must outlive any error: a dead one freezes the index
+                log.warning("vector index sync failed (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._stop.wait(1.0)
 
     # -- search ------------------------------------------------------------------------------

@@ -293,3 +293,34 @@ def test_sigterm_finishes_in_flight_work_and_stops_embedded_postgres(tmp_path: P
         pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
         _wait_for(lambda: not pid_file.exists(), 10, "the embedded PostgreSQL to stop")
         assert "Traceback" not in serve.log.read_text()
+
+
+def test_a_request_that_times_out_leaves_no_partial_write(live_server: str, tenant, sql) -> None:  # type: ignore[no-untyped-def]
+    """The client gives up mid-ingest: the batch still lands whole, never in part, and sending it
+    again makes nothing new."""
+    ctx, key = tenant
+    messages = [
+        {"role": "user", "id": f"t{i}", "content": f"Fact {i}: I keep {i} jars of honey."} for i in range(60)
+    ]
+    body = {"user_id": "timeout", "wait": True, "messages": messages}
+    headers = {"Authorization": f"Bearer {key}"}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{live_server}/v1/memories", json=body, headers=headers, timeout=0.05)
+
+    def turns() -> int:
+        row = sql.execute(
+            "SELECT count(*) FROM memories WHERE tenant_id = %s AND user_id = 'timeout' AND kind = 'turn'",
+            (ctx.tenant_id,),
+        ).fetchone()
+        return int(row[0])
+
+    seen = set()
+    deadline = time.monotonic() + 120
+    while (count := turns()) != len(messages):
+        seen.add(count)
+        assert time.monotonic() < deadline, f"the batch never landed (saw {seen})"
+        time.sleep(0.01)
+    assert seen <= {0}, f"a partial batch was visible: {seen}"
+    again = httpx.post(f"{live_server}/v1/memories", json=body, headers=headers, timeout=120)
+    assert again.status_code == 201 and again.json()["result"]["duplicates"] == len(messages)
+    assert turns() == len(messages)
