@@ -86,6 +86,7 @@ class MemoryService:
             device=settings.embedding_device,
             batch_size=settings.embedding_batch_size,
             threads=settings.embedding_threads,
+            cpu_bf16=settings.embedding_cpu_bf16,
         )
         if self.embedder.dim != settings.embedding_dim:
             raise InvalidInput(
