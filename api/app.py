@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 
 from api import problems
-from api.routes import health, memories, search, users
+from api.routes import health, keys, memories, search, users
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
@@ -53,7 +53,7 @@ def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
     app.state.service = service
     app.state.queue = queue
     problems.install(app)
-    for module in (memories, search, users, health):
+    for module in (memories, search, users, keys, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import Service, Tenant
+from api.deps import ReadTenant, Service, WriteTenant
 from memsvc.schemas import (
     AddRequest,
     AddResponse,
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"])
     response_model=AddResponse,
     responses={201: {"model": AddResponse, "description": "ingested (with wait: true)"}},
 )
-def add_memories(body: AddRequest, service: Service, tenant: Tenant, request: Request) -> JSONResponse:
+def add_memories(body: AddRequest, service: Service, tenant: WriteTenant, request: Request) -> JSONResponse:
     """Accept a conversation batch for ingest; with `wait: true`, answer once it is stored."""
     job_id = service.submit_ingest(tenant, body)
     queue = request.app.state.queue
@@ -48,7 +48,7 @@ def add_memories(body: AddRequest, service: Service, tenant: Tenant, request: Re
 @router.get("", response_model=MemoryList)
 def list_memories(
     service: Service,
-    tenant: Tenant,
+    tenant: ReadTenant,
     user_id: Annotated[str, Query(min_length=1, max_length=255)],
     type: Annotated[Literal["episodic", "semantic"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -58,21 +58,23 @@ def list_memories(
 
 
 @router.get("/{memory_id}", response_model=MemoryOut)
-def get_memory(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> MemoryOut:
+def get_memory(memory_id: uuid.UUID, service: Service, tenant: ReadTenant) -> MemoryOut:
     return service.get(tenant, memory_id)
 
 
 @router.patch("/{memory_id}", response_model=MemoryOut)
-def update_memory(memory_id: uuid.UUID, body: UpdateRequest, service: Service, tenant: Tenant) -> MemoryOut:
+def update_memory(
+    memory_id: uuid.UUID, body: UpdateRequest, service: Service, tenant: WriteTenant
+) -> MemoryOut:
     return service.update(tenant, memory_id, body)
 
 
 @router.delete("/{memory_id}", status_code=204)
-def delete_memory(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> Response:
+def delete_memory(memory_id: uuid.UUID, service: Service, tenant: WriteTenant) -> Response:
     service.delete(tenant, memory_id)
     return Response(status_code=204)
 
 
 @router.get("/{memory_id}/history", response_model=HistoryResponse)
-def memory_history(memory_id: uuid.UUID, service: Service, tenant: Tenant) -> HistoryResponse:
+def memory_history(memory_id: uuid.UUID, service: Service, tenant: ReadTenant) -> HistoryResponse:
     return HistoryResponse(events=service.history(tenant, memory_id))

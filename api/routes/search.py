@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Service, Tenant
+from api.deps import ReadTenant, Service
 from memsvc.schemas import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResponse)
-def search(body: SearchRequest, service: Service, tenant: Tenant) -> SearchResponse:
+def search(body: SearchRequest, service: Service, tenant: ReadTenant) -> SearchResponse:
     """Memories that answer `query`, best first, each with the message ids it came from."""
     return SearchResponse(results=service.search(tenant, body))
 
 
 @router.post("/context", response_model=ContextResponse)
-def context(body: ContextRequest, service: Service, tenant: Tenant) -> ContextResponse:
+def context(body: ContextRequest, service: Service, tenant: ReadTenant) -> ContextResponse:
     """A ready block for an LLM prompt, within `max_tokens`."""
     return service.context(tenant, body)

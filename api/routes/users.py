@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api.deps import Service, Tenant
+from api.deps import ReadTenant, Service, WriteTenant
 from memsvc.schemas import GraphResponse, JobOut
 
 router = APIRouter(prefix="/v1", tags=["users"])
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
 
 @router.delete("/users/{user_id}", status_code=204)
 def delete_user(
-    user_id: Annotated[str, Path(min_length=1, max_length=255)], service: Service, tenant: Tenant
+    user_id: Annotated[str, Path(min_length=1, max_length=255)], service: Service, tenant: WriteTenant
 ) -> Response:
     """Erase every memory, entity, relation, provenance link, history event and job of this user,
     in this tenant only."""
@@ -26,7 +26,7 @@ def delete_user(
 @router.get("/graph", response_model=GraphResponse, tags=["graph"])
 def get_graph(
     service: Service,
-    tenant: Tenant,
+    tenant: ReadTenant,
     user_id: Annotated[str, Query(min_length=1, max_length=255)],
     entity: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     depth: Annotated[int, Query(ge=0, le=3)] = 1,
@@ -35,5 +35,5 @@ def get_graph(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-def get_job(job_id: uuid.UUID, service: Service, tenant: Tenant) -> JobOut:
+def get_job(job_id: uuid.UUID, service: Service, tenant: ReadTenant) -> JobOut:
     return service.job(tenant, job_id)
