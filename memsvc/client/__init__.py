@@ -9,6 +9,7 @@ from memsvc.client._errors import (
     MemsvcClientError,
     NotFoundError,
     ServerError,
+    ServiceUnavailable,
 )
 from memsvc.schemas import AddResponse, ContextResponse, GraphResponse, JobOut, MemoryList, MemoryOut
 
@@ -28,4 +29,5 @@ __all__ = [
     "MemsvcClientError",
     "NotFoundError",
     "ServerError",
+    "ServiceUnavailable",
 ]

@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import random
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -26,7 +29,14 @@ from memsvc.schemas import (
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RETRIES = 3
+BACKOFF_S = 0.25  # the first wait before a retry; it doubles each time
+MAX_WAIT_S = 10.0  # the longest wait before a retry, a server's Retry-After included
 MessageLike = dict[str, Any]
+
+# After these the request never reached the server: any request may be sent again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# After these the server may have acted on it: only an idempotent request is sent again.
+_MAYBE_SENT = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def _default_api_key() -> str | None:
@@ -53,43 +63,121 @@ def _messages(messages: Sequence[MessageLike]) -> builtins.list[dict[str, Any]]:
     return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in m.items()} for m in messages]
 
 
+def _segment(value: object) -> str:
+    """One path segment, percent-encoded: a user id `a/b?c=1` stays that id, not a path and a query."""
+    quoted = quote(str(value), safe="")
+    # `.` and `..` alone would be removed from the path as dot segments.
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def _idempotent(method: str, path: str, body: Any) -> bool:
+    """Whether sending this request twice has the effect of sending it once."""
+    if method in ("GET", "HEAD", "DELETE") or (method == "POST" and path in ("/v1/search", "/v1/context")):
+        return True
+    if method != "POST" or path != "/v1/memories" or not isinstance(body, dict):
+        return False
+    # The server recognises a message it already stored by its client id: such an add is a no-op.
+    messages = body.get("messages") or []
+    return bool(messages) and all(isinstance(m, dict) and m.get("id") for m in messages)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The server's Retry-After in seconds (a number or an HTTP date), if it sent a usable one."""
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class _Retry:
+    """When to send a request again, and after how long: the one decision both clients share.
+
+    Any request is sent again when it never reached the server (connect errors). An idempotent one
+    (`_idempotent`) also after a 503 or a connection lost mid-request: the server may have acted on
+    it, and acting twice is harmless. Waits grow exponentially with jitter, or follow Retry-After,
+    and never exceed `MAX_WAIT_S`.
+    """
+
+    def __init__(self, method: str, path: str, body: Any, retries: int) -> None:
+        self.idempotent = _idempotent(method, path, body)
+        self.retries = retries
+        self.attempt = 0
+
+    def after_response(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before sending again, or None to keep this answer."""
+        if response.status_code != 503 or not self.idempotent:
+            return None
+        return self._wait(_retry_after(response))
+
+    def after_error(self, exc: httpx.TransportError) -> float | None:
+        """Seconds to wait before sending again, or None to give up."""
+        if isinstance(exc, _NOT_SENT) or (self.idempotent and isinstance(exc, _MAYBE_SENT)):
+            return self._wait(None)
+        return None
+
+    def _wait(self, hint: float | None) -> float | None:
+        if self.attempt >= self.retries:
+            return None
+        backoff = BACKOFF_S * 2**self.attempt * random.uniform(0.5, 1.0)
+        self.attempt += 1
+        return min(hint if hint is not None else backoff, MAX_WAIT_S)
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code >= 400:
         try:
             body = response.json()
         except ValueError:
             body = {"title": response.reason_phrase, "detail": response.text[:500]}
-        raise error_for(response.status_code, body)
+        raise error_for(response.status_code, body, _retry_after(response))
+
+
+def _failed(base_url: str, exc: httpx.TransportError) -> ConnectionFailed:
+    if isinstance(exc, _NOT_SENT):
+        return ConnectionFailed(f"cannot reach {base_url}: {exc}")
+    return ConnectionFailed(f"no answer from {base_url}: {type(exc).__name__}: {exc}")
 
 
 class _Base:
-    def __init__(self, base_url: str | None, api_key: str | None) -> None:
+    def __init__(self, base_url: str | None, api_key: str | None, retries: int) -> None:
         self.base_url = (base_url or os.environ.get("MEMSVC_URL") or DEFAULT_BASE_URL).rstrip("/")
         key = api_key or _default_api_key()
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._retries = retries
 
 
 class MemoryClient(_Base):
     """Synchronous client of the memsvc v1 API. Mirrors `AsyncMemoryClient` method for method."""
 
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 130.0
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 130.0,
+        retries: int = RETRIES,
     ) -> None:
-        super().__init__(base_url, api_key)
+        super().__init__(base_url, api_key, retries)
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        # Retry only when the request never reached the server: anything else may have taken effect.
-        for attempt in range(RETRIES + 1):
+        retry = _Retry(method, path, kwargs.get("json"), self._retries)
+        while True:
             try:
                 response = self._http.request(method, path, **kwargs)
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == RETRIES:
-                    raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
-                time.sleep(0.2 * 2**attempt)
-        _raise_for(response)
-        return response
+            except httpx.TransportError as exc:
+                if (wait := retry.after_error(exc)) is None:
+                    raise _failed(self.base_url, exc) from exc
+            else:
+                if (wait := retry.after_response(response)) is None:
+                    _raise_for(response)
+                    return response
+            time.sleep(wait)
 
     def add(
         self,
@@ -123,7 +211,7 @@ class MemoryClient(_Base):
         return ContextResponse.model_validate(self._request("POST", "/v1/context", json=body).json())
 
     def get(self, memory_id: UUID | str) -> MemoryOut:
-        return MemoryOut.model_validate(self._request("GET", f"/v1/memories/{memory_id}").json())
+        return MemoryOut.model_validate(self._request("GET", f"/v1/memories/{_segment(memory_id)}").json())
 
     def list(
         self, user_id: str, *, type: str | None = None, limit: int = 50, cursor: str | None = None
@@ -140,14 +228,16 @@ class MemoryClient(_Base):
         pinned: bool | None = None,
     ) -> MemoryOut:
         body = _body(content=content, metadata=metadata, pinned=pinned)
-        return MemoryOut.model_validate(self._request("PATCH", f"/v1/memories/{memory_id}", json=body).json())
+        return MemoryOut.model_validate(
+            self._request("PATCH", f"/v1/memories/{_segment(memory_id)}", json=body).json()
+        )
 
     def delete(self, memory_id: UUID | str) -> None:
-        self._request("DELETE", f"/v1/memories/{memory_id}")
+        self._request("DELETE", f"/v1/memories/{_segment(memory_id)}")
 
     def history(self, memory_id: UUID | str) -> builtins.list[HistoryEventOut]:
         return HistoryResponse.model_validate(
-            self._request("GET", f"/v1/memories/{memory_id}/history").json()
+            self._request("GET", f"/v1/memories/{_segment(memory_id)}/history").json()
         ).events
 
     def graph(self, user_id: str, *, entity: str | None = None, depth: int = 1) -> GraphResponse:
@@ -155,10 +245,10 @@ class MemoryClient(_Base):
         return GraphResponse.model_validate(self._request("GET", "/v1/graph", params=params).json())
 
     def delete_user(self, user_id: str) -> None:
-        self._request("DELETE", f"/v1/users/{user_id}")
+        self._request("DELETE", f"/v1/users/{_segment(user_id)}")
 
     def job(self, job_id: UUID | str) -> JobOut:
-        return JobOut.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+        return JobOut.model_validate(self._request("GET", f"/v1/jobs/{_segment(job_id)}").json())
 
     def close(self) -> None:
         self._http.close()
@@ -174,22 +264,29 @@ class AsyncMemoryClient(_Base):
     """Asynchronous client of the memsvc v1 API. Mirrors `MemoryClient` method for method."""
 
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 130.0
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 130.0,
+        retries: int = RETRIES,
     ) -> None:
-        super().__init__(base_url, api_key)
+        super().__init__(base_url, api_key, retries)
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(RETRIES + 1):
+        retry = _Retry(method, path, kwargs.get("json"), self._retries)
+        while True:
             try:
                 response = await self._http.request(method, path, **kwargs)
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == RETRIES:
-                    raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
-                await asyncio.sleep(0.2 * 2**attempt)
-        _raise_for(response)
-        return response
+            except httpx.TransportError as exc:
+                if (wait := retry.after_error(exc)) is None:
+                    raise _failed(self.base_url, exc) from exc
+            else:
+                if (wait := retry.after_response(response)) is None:
+                    _raise_for(response)
+                    return response
+            await asyncio.sleep(wait)
 
     async def add(
         self,
@@ -225,7 +322,9 @@ class AsyncMemoryClient(_Base):
         return ContextResponse.model_validate((await self._request("POST", "/v1/context", json=body)).json())
 
     async def get(self, memory_id: UUID | str) -> MemoryOut:
-        return MemoryOut.model_validate((await self._request("GET", f"/v1/memories/{memory_id}")).json())
+        return MemoryOut.model_validate(
+            (await self._request("GET", f"/v1/memories/{_segment(memory_id)}")).json()
+        )
 
     async def list(
         self, user_id: str, *, type: str | None = None, limit: int = 50, cursor: str | None = None
@@ -243,14 +342,14 @@ class AsyncMemoryClient(_Base):
     ) -> MemoryOut:
         body = _body(content=content, metadata=metadata, pinned=pinned)
         return MemoryOut.model_validate(
-            (await self._request("PATCH", f"/v1/memories/{memory_id}", json=body)).json()
+            (await self._request("PATCH", f"/v1/memories/{_segment(memory_id)}", json=body)).json()
         )
 
     async def delete(self, memory_id: UUID | str) -> None:
-        await self._request("DELETE", f"/v1/memories/{memory_id}")
+        await self._request("DELETE", f"/v1/memories/{_segment(memory_id)}")
 
     async def history(self, memory_id: UUID | str) -> builtins.list[HistoryEventOut]:
-        response = await self._request("GET", f"/v1/memories/{memory_id}/history")
+        response = await self._request("GET", f"/v1/memories/{_segment(memory_id)}/history")
         return HistoryResponse.model_validate(response.json()).events
 
     async def graph(self, user_id: str, *, entity: str | None = None, depth: int = 1) -> GraphResponse:
@@ -258,10 +357,10 @@ class AsyncMemoryClient(_Base):
         return GraphResponse.model_validate((await self._request("GET", "/v1/graph", params=params)).json())
 
     async def delete_user(self, user_id: str) -> None:
-        await self._request("DELETE", f"/v1/users/{user_id}")
+        await self._request("DELETE", f"/v1/users/{_segment(user_id)}")
 
     async def job(self, job_id: UUID | str) -> JobOut:
-        return JobOut.model_validate((await self._request("GET", f"/v1/jobs/{job_id}")).json())
+        return JobOut.model_validate((await self._request("GET", f"/v1/jobs/{_segment(job_id)}")).json())
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -8,7 +8,8 @@ class MemsvcClientError(Exception):
 
 
 class ConnectionFailed(MemsvcClientError):
-    """The server could not be reached (after retries)."""
+    """No answer from the server: it could not be reached, or the connection failed or timed out
+    before its answer (after whatever retries were safe)."""
 
 
 class APIError(MemsvcClientError):
@@ -37,7 +38,17 @@ class ServerError(APIError):
     """5xx: the server failed."""
 
 
-def error_for(status_code: int, body: dict[str, Any]) -> APIError:
+class ServiceUnavailable(ServerError):
+    """503: a dependency of the server is down for now; `retry_after` is its hint in seconds, if given."""
+
+    def __init__(self, status_code: int, problem: dict[str, Any], retry_after: float | None = None) -> None:
+        super().__init__(status_code, problem)
+        self.retry_after = retry_after
+
+
+def error_for(status_code: int, body: dict[str, Any], retry_after: float | None = None) -> APIError:
+    if status_code == 503:
+        return ServiceUnavailable(status_code, body, retry_after)
     if status_code == 401:
         return AuthenticationError(status_code, body)
     if status_code == 404:
