@@ -189,6 +189,7 @@ class Ingestor:
         t0 = time.perf_counter()
         created: dict[str, int] = defaultdict(int)
         if rows.memories:
+            # The rows' keys are ORM attribute names: `metadata_`; a `metadata` key was silently dropped.
             stmt = insert(Memory).on_conflict_do_nothing(index_elements=["id"]).returning(Memory.kind)
             for (kind,) in session.execute(stmt, rows.memories).all():
                 created[kind] += 1
@@ -248,7 +249,7 @@ class Ingestor:
                     "position": prepared.position,
                     "event_at": turn.event_at,
                     "valid_from": turn.event_at,
-                    "metadata": prepared.metadata,
+                    "metadata_": prepared.metadata,
                     "_embed": turn_line(turn.speaker, turn.text),
                     "_previous_line": prepared.previous_line,
                 }
@@ -294,7 +295,7 @@ class Ingestor:
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
-                    "metadata": dict(request.metadata or {}),
+                    "metadata_": dict(request.metadata or {}),
                     "_embed": fact.content,
                 }
             )
@@ -398,7 +399,7 @@ class Ingestor:
                     "event_end_at": end,
                     "valid_from": start,
                     "importance": 0.3,
-                    "metadata": {"turns": len(rows)},
+                    "metadata_": {"turns": len(rows)},
                     "embedding": vector,
                 }
             )
