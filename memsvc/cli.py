@@ -150,7 +150,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
         keys = list_api_keys(session, tenant_id_of(session, args.tenant))
 
     def when(at: datetime | None) -> str:
-        return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
+        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
 
     rows = [("ID", "NAME", "PREFIX", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
     rows += [
