@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from memsvc.errors import Conflict, Forbidden, InvalidInput, MemsvcError, NotFound, NotReady, Unauthorized
+from memsvc.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MemsvcError,
+    NotFound,
+    NotReady,
+    Overloaded,
+    Unauthorized,
+)
+from memsvc.schemas import Problem
 
 log = logging.getLogger("memsvc.api")
 
@@ -21,14 +32,49 @@ STATUS: dict[type[MemsvcError], int] = {
     Forbidden: 403,
     Conflict: 409,
     NotReady: 503,
+    Overloaded: 429,
 }
 MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S = 2
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status in (429, 503):
+        # A dependency is down (database restarting) or the backlog is full: come back shortly.
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers a route may give: without them FastAPI
+    documents only its own 422 shape, as application/json, and the schema would not be honest."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+def _echo(value: Any) -> Any:
+    """Client text echoed in an error, encodable as UTF-8 (a lone surrogate would fail the answer)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _invalid_json(reason: str, doc: Any = None, pos: Any = None) -> JSONResponse:
+    where = ""
+    if isinstance(doc, str) and isinstance(pos, int):
+        line, column = doc.count("\n", 0, pos) + 1, pos - doc.rfind("\n", 0, pos)
+        where = f" at line {line}, column {column}"
+    return problem(
+        400, "invalid JSON", f"request body is not valid JSON: {reason}{where}", code="invalid_json"
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -39,8 +85,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":  # the body did not parse: the client's syntax, not a field
+                return _invalid_json(e.get("ctx", {}).get("error", "syntax error"), exc.body, e["loc"][-1])
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": [_echo(p) for p in e.get("loc", ())],
+                "msg": _echo(e.get("msg", "")),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
@@ -53,4 +106,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError | ValueError):
+            # FastAPI could not read the JSON body: nested too deeply, a number too long, not UTF-8.
+            cause = exc.__cause__
+            reason = "nested too deeply" if isinstance(cause, RecursionError) else str(cause).split(";")[0]
+            return _invalid_json(reason)
         return problem(exc.status_code, str(exc.detail), code="http_error")

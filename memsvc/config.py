@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="`serve` runs its ingest worker in a child process of its own (restarted if it exits), "
         "so ingest keeps a CPU of its own under search load; false = on the server's event loop",
     )
+    max_queued_jobs_per_tenant: int = Field(
+        default=5000,
+        description="adds are refused with 429 + Retry-After while this many of the tenant's jobs are "
+        "queued (0 = no limit): the backlog stays bounded when adds outrun the workers",
+    )
     job_timeout_s: float = Field(
         default=600.0, description="a job running longer than this marks the worker stuck in /readyz"
     )
@@ -108,6 +113,28 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = 256
     corpus_cache_mb: int = Field(default=1024, description="cached user corpora; LRU users evicted past it")
+
+    # Consolidation (memsvc.consolidation; thresholds measured in BENCHMARKS.md)
+    consolidation_cron: str = Field(
+        default="17 3 * * *", description="when the periodic consolidation of every user runs (cron, UTC)"
+    )
+    consolidation_merge_cosine: float = Field(
+        default=0.95, description="semantic memories of one subject this similar are merged"
+    )
+    consolidation_stability_days: float = Field(
+        default=90.0, description="forgetting: stability of a memory of importance 0.5 never used"
+    )
+    consolidation_archive_below: float = Field(
+        default=0.05, description="forgetting: retention below which a memory is archived"
+    )
+    consolidation_purge_after_days: float = Field(
+        default=30.0, description="archived memories are deleted for good after this many days"
+    )
+    consolidation_summaries: bool = Field(
+        default=False, description="summarise a subject's events of each month older than summary_min_age_days"
+    )
+    consolidation_summary_min_age_days: float = 30.0
+    consolidation_batch_size: int = Field(default=200, description="changes per transaction")
 
     # Server
     host: str = "127.0.0.1"

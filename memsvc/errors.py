@@ -50,3 +50,10 @@ class NotReady(MemsvcError):
     """A dependency (database, model) is not available yet."""
 
     code = "not_ready"
+
+
+class Overloaded(MemsvcError):
+    """Too much accepted work is still waiting (the tenant's ingest backlog is full): try again later.
+    Nothing of the refused request was stored, so any request may be sent again."""
+
+    code = "overloaded"

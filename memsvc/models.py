@@ -88,6 +88,14 @@ class Memory(Base):
         CheckConstraint("type IN ('episodic', 'semantic')", name="memories_type"),
         CheckConstraint("status IN ('active', 'superseded', 'archived')", name="memories_status"),
         Index("ix_memories_scope", "tenant_id", "user_id", "type", "created_at"),
+        Index(
+            "ix_memories_attribute",
+            "tenant_id",
+            "user_id",
+            "subject",
+            "attribute",
+            postgresql_where=text("attribute IS NOT NULL"),
+        ),
         Index("ix_memories_session", "tenant_id", "user_id", "session_id", "event_at"),
         # Idempotent ingest: one turn per client message id within a user.
         Index(
@@ -127,6 +135,9 @@ class Memory(Base):
     event_end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a session's last turn
     # Semantic: the subject it is about and when it holds in the world.
     subject: Mapped[str | None] = mapped_column(String(255))
+    # The subject's attribute a fact states a value of ("residence", "job"): a newer value of the
+    # same attribute supersedes it (`memsvc.consolidation.fact_slot`).
+    attribute: Mapped[str | None] = mapped_column(String(64))
     valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     importance: Mapped[float] = mapped_column(Float, default=0.5)
@@ -134,6 +145,8 @@ class Memory(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # TTL: forgotten then
     access_count: Mapped[int] = mapped_column(Integer, default=0)
     last_accessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
@@ -264,11 +277,12 @@ class HistoryEvent(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(255))
     memory_id: Mapped[uuid.UUID] = mapped_column(UUID)
-    # create | update | delete | supersede | merge | archive | restore
+    # create | update | delete | supersede | merge | archive | restore | summarize | purge
     op: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(100))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(UUID)  # the consolidation run that made it
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=now_utc())
 
 
@@ -281,6 +295,7 @@ class Job(Base):
         Index("ix_jobs_user", "tenant_id", "user_id"),
         Index(
             "ix_jobs_open",
+            "tenant_id",
             "status",
             "created_at",
             postgresql_where=text("status IN ('queued', 'running')"),

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
 
-from memsvc import store, tenants
+from memsvc import consolidation_store, store, tenants
 from memsvc.config import Settings
+from memsvc.consolidation import ConsolidationConfig, RetentionConfig
+from memsvc.consolidation_store import RunReport, UserReport
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder, get_embedder, resolve_device
-from memsvc.errors import InvalidInput
+from memsvc.errors import InvalidInput, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.ingest import Ingestor, content_hash
@@ -31,6 +35,7 @@ from memsvc.schemas import (
     AddResult,
     ApiKeyCreated,
     ApiKeyOut,
+    ConsolidateRequest,
     ContextRequest,
     ContextResponse,
     CreateKeyRequest,
@@ -175,7 +180,11 @@ class MemoryService:
         self._check_add(request)
         payload = request.model_dump(mode="json", exclude={"wait"})
         payload["received_at"] = datetime.now(UTC).isoformat()
+        limit = self.settings.max_queued_jobs_per_tenant
         with self.db.session() as session:
+            # Backpressure: a backlog that only grows helps nobody; refuse (nothing stored) instead.
+            if limit and store.queued_jobs_of(session, ctx.tenant_id, limit) >= limit:
+                raise Overloaded(f"{limit} ingest jobs of this tenant are still queued; retry shortly")
             job = Job(tenant_id=ctx.tenant_id, user_id=request.user_id, kind="ingest", payload=payload)
             job.id = uuid.uuid4()
             session.add(job)
@@ -250,6 +259,120 @@ class MemoryService:
     def queue_health(self) -> store.QueueHealth:
         with self.db.session() as session:
             return store.queue_health(session, self.settings.worker_stalled_after_s)
+
+    # -- consolidation ----------------------------------------------------------------------
+
+    def consolidation_config(self) -> ConsolidationConfig:
+        s = self.settings
+        return ConsolidationConfig(
+            merge_cosine=s.consolidation_merge_cosine,
+            retention=RetentionConfig(
+                stability_days=s.consolidation_stability_days,
+                archive_below=s.consolidation_archive_below,
+                purge_after_days=s.consolidation_purge_after_days,
+            ),
+            summaries=s.consolidation_summaries,
+            summary_min_age_days=s.consolidation_summary_min_age_days,
+            batch_size=s.consolidation_batch_size,
+        )
+
+    def consolidate(
+        self,
+        tenant_id: uuid.UUID | None = None,
+        user_id: str | None = None,
+        *,
+        dry_run: bool = False,
+        actor: str = "consolidation",
+        run_id: uuid.UUID | None = None,
+        now: datetime | None = None,
+        config: ConsolidationConfig | None = None,
+        on_users: Callable[[int], None] | None = None,
+        on_user_done: Callable[[UserReport], None] | None = None,
+    ) -> RunReport:
+        """Supersede, merge, summarise and forget: one user, a tenant's users, or every user.
+
+        Each user is worked on in bounded transactions under its ingest lock, by one run at a time
+        (a user another run holds is skipped and reported); killed and run again, a run ends where
+        an uninterrupted one ends. `dry_run` plans and reports, and changes nothing."""
+        started = time.perf_counter()
+        run = run_id or uuid.uuid4()
+        config = config or self.consolidation_config()
+        with self.db.session() as session:
+            if tenant_id is not None and user_id is not None:
+                users = [(tenant_id, user_id)]
+            else:
+                users = consolidation_store.users_to_consolidate(session, tenant_id)
+        if on_users:
+            on_users(len(users))
+        report = RunReport(str(run), dry_run)
+        for tenant, user in users:
+            with consolidation_store.run_lock(self.db, tenant, user) as mine:
+                if not mine:
+                    done = UserReport(str(tenant), user, skipped="another consolidation run holds this user")
+                else:
+                    done = consolidation_store.consolidate_user(
+                        self.db,
+                        tenant,
+                        user,
+                        config,
+                        embedder=self.embedder,
+                        actor=actor,
+                        run_id=run,
+                        now=now,
+                        dry_run=dry_run,
+                    )
+            report.users.append(done)
+            if on_user_done:
+                on_user_done(done)
+        report.seconds = time.perf_counter() - started
+        log.info("consolidation %s", "planned" if dry_run else "done", extra=report.totals())
+        return report
+
+    def submit_consolidate(self, ctx: TenantContext, request: ConsolidateRequest) -> uuid.UUID:
+        """Record a consolidation request (one user, or every user of the tenant); the queue runs it."""
+        with self.db.session() as session:
+            job = Job(
+                tenant_id=ctx.tenant_id,
+                user_id=request.user_id,
+                kind="consolidate",
+                payload=request.model_dump(mode="json"),
+            )
+            job.id = uuid.uuid4()
+            session.add(job)
+        return job.id
+
+    def run_consolidate_job(self, job_id: uuid.UUID) -> IngestOutcome:
+        """Run a consolidation job; the job id is the run id, so a retry of a killed run files its
+        history under the same run and ends in the same state."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return IngestOutcome(job_id, "failed", error="job no longer exists")
+            if job.status == "succeeded":
+                return IngestOutcome(job_id, job.status)
+            tenant_id, user_id = job.tenant_id, job.payload.get("user_id")
+        report = self.consolidate(tenant_id, user_id, actor=f"job:{job_id}", run_id=job_id)
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    status="succeeded",
+                    result=report.as_dict(),
+                    error=None,
+                    attempts=Job.attempts + 1,
+                    updated_at=func.now(),
+                )
+            )
+        return IngestOutcome(job_id, "succeeded")
+
+    def restore(self, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:
+        """Bring an archived memory back into search (recorded in its history)."""
+        with self.db.session() as session:
+            if not consolidation_store.restore(session, ctx.tenant_id, memory_id, ctx.actor):
+                store.get_memory(session, ctx, memory_id)  # 404 when it does not exist
+                raise InvalidInput(f"memory {memory_id} is not archived")
+        return self.get(ctx, memory_id)
 
     # -- read -------------------------------------------------------------------------------
 

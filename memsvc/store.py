@@ -208,7 +208,10 @@ def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[
     )
     if not rows:
         raise NotFound(f"memory {memory_id} not found")
-    return [HistoryEventOut(op=r.op, at=r.at, actor=r.actor, before=r.before, after=r.after) for r in rows]
+    return [
+        HistoryEventOut(op=r.op, at=r.at, actor=r.actor, before=r.before, after=r.after, run_id=r.run_id)
+        for r in rows
+    ]
 
 
 def delete_user(session: Session, ctx: TenantContext, user_id: str) -> int:
@@ -345,6 +348,20 @@ def queue_health(session: Session, heartbeat_within_s: float) -> QueueHealth:
         {"within": heartbeat_within_s},
     ).one()
     return QueueHealth(int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4]))
+
+
+def queued_jobs_of(session: Session, tenant_id: uuid.UUID, at_most: int) -> int:
+    """How many of the tenant's jobs wait in the queue, counted up to `at_most` (enough to compare
+    with a limit, and bounded however long the backlog is)."""
+    return int(
+        session.execute(
+            text(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE tenant_id = :t AND status = 'queued' "
+                "LIMIT :n) AS waiting"
+            ),
+            {"t": tenant_id, "n": at_most},
+        ).scalar_one()
+    )
 
 
 def orphaned_jobs(session: Session, older_than_s: float) -> list[uuid.UUID]:

@@ -1,0 +1,59 @@
+"""Backpressure and the queue's health as readiness and /metrics read them, on the real database."""
+
+from __future__ import annotations
+
+import pytest
+
+from memsvc.errors import Overloaded
+from memsvc.schemas import AddRequest
+
+
+def _add(user_id: str, text: str) -> AddRequest:
+    return AddRequest(user_id=user_id, messages=[{"role": "user", "content": text}])
+
+
+def test_a_full_backlog_refuses_adds_of_that_tenant_only(settings, database, embedder, tenant) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.service import MemoryService
+
+    limited = MemoryService(
+        settings.model_copy(update={"max_queued_jobs_per_tenant": 3}), database, embedder=embedder
+    )
+    ctx, _ = tenant
+    jobs = [limited.submit_ingest(ctx, _add("u", f"note {i}")) for i in range(3)]
+    with pytest.raises(Overloaded):
+        limited.submit_ingest(ctx, _add("u", "one too many"))
+    # Running one job frees a place.
+    limited.run_ingest_job(jobs[0])
+    limited.submit_ingest(ctx, _add("u", "now there is room"))
+
+
+def test_queue_health_counts_open_jobs_and_their_age(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    before = service.queue_health()
+    job = service.submit_ingest(ctx, _add("health", "I like tea."))
+    during = service.queue_health()
+    assert during.jobs_queued == before.jobs_queued + 1
+    assert during.oldest_queued_s >= 0
+    service.mark_job_running(job)
+    assert service.queue_health().jobs_running == before.jobs_running + 1
+    service.run_ingest_job(job)
+    after = service.queue_health()
+    assert (after.jobs_queued, after.jobs_running) == (before.jobs_queued, before.jobs_running)
+
+
+def test_orphaned_jobs_are_those_the_queue_does_not_hold(service, database, tenant) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.database import libpq_url
+    from workers.queue import ProcrastinateQueue
+
+    ctx, _ = tenant
+    orphan = service.submit_ingest(ctx, _add("orphans", "never deferred"))
+    deferred = service.submit_ingest(ctx, _add("orphans", "deferred"))
+    queue = ProcrastinateQueue(service, libpq_url(database.url), worker="none")
+    try:
+        queue.defer_ingest(deferred)
+        found = service.orphaned_jobs(older_than_s=0)
+        assert orphan in found and deferred not in found
+    finally:
+        queue.close()
+    service.run_ingest_job(orphan)
+    assert orphan not in service.orphaned_jobs(older_than_s=0)
