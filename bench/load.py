@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -80,12 +81,15 @@ async def _client_tasks(
                     request = http.post("/v1/search", json={"user_id": user, "query": _sentence(rng)})
                 started = time.perf_counter()
                 try:
-                    status = (await request).status_code
+                    response = await request
+                    status = response.status_code
                 except httpx.TransportError:
                     status = 0
                 results.append((op, time.perf_counter() - started, status))
-                if status in (0, 503):
-                    await asyncio.sleep(0.2)
+                if status in (0, 429, 503):
+                    # As the SDK does: wait as told, then go on (a refused add stored nothing).
+                    retry_after = float(response.headers.get("retry-after", 1)) if status else 0.2
+                    await asyncio.sleep(min(retry_after, 5.0))
 
         await asyncio.gather(*(one(n) for n in range(clients)))
     return results
@@ -114,10 +118,24 @@ def _ready(base: str) -> bool:
         return False
 
 
+def _backlog(base: str) -> float:
+    text = _metrics(base)
+    return _metric(text, 'memsvc_jobs{state="queued"}') + _metric(text, 'memsvc_jobs{state="running"}')
+
+
+def _sample_backlog(base: str, deadline: float, series: list[tuple[float, float]]) -> None:
+    """The backlog every 2 s of the run (a scrape that fails during a fault is skipped)."""
+    started = time.time()
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            series.append((round(time.time() - started, 1), _backlog(base)))
+        time.sleep(2)
+
+
 class Server:
     """`memsvc serve` on a fresh embedded database of its own."""
 
-    def __init__(self, worker_process: bool, data_dir: Path) -> None:
+    def __init__(self, worker_process: bool, data_dir: Path, max_queued: int) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -126,6 +144,7 @@ class Server:
             "MEMSVC_DATA_DIR": str(data_dir),
             "MEMSVC_WORKER_PROCESS": "true" if worker_process else "false",
             "MEMSVC_LOG_LEVEL": "WARNING",
+            "MEMSVC_MAX_QUEUED_JOBS_PER_TENANT": str(max_queued),
             "HF_HUB_OFFLINE": "1",
         }
         self.log = (data_dir.parent / f"serve-{self.port}.log").open("wb")
@@ -194,7 +213,7 @@ def _inject(server: Server, fault: str, at_s: float, for_s: float, log: dict[str
 def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
     import threading
 
-    server = Server(worker_process, Path(tempfile.mkdtemp(prefix="memsvc-load-")) / "data")
+    server = Server(worker_process, Path(tempfile.mkdtemp(prefix="memsvc-load-")) / "data", args.max_queued)
     try:
         # Seed every user with a few memories, so searches rank something.
         seed_http = httpx.Client(
@@ -219,6 +238,11 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
             injector.start()
         started = time.time()
         deadline = started + args.duration
+        backlog_series: list[tuple[float, float]] = []
+        sampler = threading.Thread(
+            target=_sample_backlog, args=(server.base, deadline, backlog_series), daemon=True
+        )
+        sampler.start()
         per_process = max(1, args.clients // args.processes)
         work = [
             (server.base, server.key, per_process, deadline, args.add_share, args.users, p)
@@ -229,6 +253,7 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.time() - started
         if injector:
             injector.join()
+        sampler.join()
         after = _metrics(server.base)
         backlog = _metric(after, 'memsvc_jobs{state="queued"}') + _metric(
             after, 'memsvc_jobs{state="running"}'
@@ -254,6 +279,8 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
         "ingest_jobs_finished_during_run": int(finished),
         "ingest_jobs_per_s": round(finished / elapsed, 2),
         "backlog_at_end": int(backlog),
+        "backlog_max": int(max((b for _, b in backlog_series), default=0)),
+        "backlog_series": backlog_series,
         "drained": drained,
         "drain_s": round(drain_s, 1),
         "fault": args.fault,
@@ -272,7 +299,9 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
             "p95_ms": round(percentile(times, 95) * 1000, 1),
             "p99_ms": round(percentile(times, 99) * 1000, 1),
             "statuses": statuses,
-            "errors": sum(n for s, n in statuses.items() if not s.startswith("2")),
+            # 429 is backpressure the client honours (nothing was stored; it sends again later).
+            "refused_429": statuses.get("429", 0),
+            "errors": sum(n for s, n in statuses.items() if not s.startswith("2") and s != "429"),
         }
     return out
 
@@ -289,6 +318,9 @@ def main() -> None:
     parser.add_argument("--worker-mode", choices=["process", "inline", "both"], default="both")
     parser.add_argument("--fault", choices=["none", "db-restart", "kill-worker"], default="none")
     parser.add_argument("--fault-s", type=float, default=10.0)
+    parser.add_argument(
+        "--max-queued", type=int, default=5000, help="the server's MEMSVC_MAX_QUEUED_JOBS_PER_TENANT"
+    )
     parser.add_argument("--drain-s", type=float, default=180.0, help="longest wait for the backlog to drain")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -310,13 +342,29 @@ def main() -> None:
                     s["p95_ms"],
                     s["p99_ms"],
                     s["errors"],
+                    s["refused_429"],
                     r["ingest_jobs_per_s"],
+                    r["backlog_max"],
                     r["backlog_at_end"],
                     r["drain_s"],
                 ]
             )
     print_table(
-        ["worker", "op", "ok/s", "p50 ms", "p95 ms", "p99 ms", "errors", "jobs/s", "backlog", "drain s"], rows
+        [
+            "worker",
+            "op",
+            "ok/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "429",
+            "jobs/s",
+            "max backlog",
+            "backlog",
+            "drain s",
+        ],
+        rows,
     )
     load = os.getloadavg()
     path = write_json(
