@@ -5,17 +5,101 @@ Field names follow `shared/API.md`; they are the contract and do not change with
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import json
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 MemoryType = Literal["episodic", "semantic", "entity", "relation"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
-# Scope identifiers are opaque strings chosen by the client.
-ScopeId = str
+MAX_JSON_DEPTH = 32
+MAX_JSON_BYTES = 64 * 1024
+
+
+def _escaped(text: str) -> str:
+    """`text` safe to echo in an error: NUL, lone surrogates and other non-ASCII written as escapes."""
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _check_text(value: str, where: str = "") -> str:
+    """Reject what PostgreSQL cannot store as text: NUL, and lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        raise PydanticCustomError(
+            "text_nul", "{where}must not contain the NUL character (\\u0000)", {"where": where}
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "text_surrogate",
+            "{where}contains a lone surrogate ({char}) at position {position}: text must be valid Unicode",
+            {"where": where, "char": _escaped(value[exc.start]), "position": exc.start},
+        ) from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("text_blank", "must not be blank (only whitespace)")
+    return value
+
+
+def _check_json(value: Any, path: str, depth: int = 0) -> None:
+    """What JSONB stores and gives back as sent: text as for `Text`, finite numbers, bounded depth.
+    `path` is a JSON pointer, for the error message."""
+    if depth > MAX_JSON_DEPTH:
+        raise PydanticCustomError(
+            "json_too_deep",
+            "at {path}: nested deeper than {limit} levels",
+            {"path": path, "limit": MAX_JSON_DEPTH},
+        )
+    if isinstance(value, str):
+        _check_text(value, f"at {path}: ")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "json_not_finite", "at {path}: NaN and Infinity are not JSON numbers", {"path": path}
+        )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"a key at {path or '/'}: ")
+            _check_json(item, f"{path}/{_escaped(key)}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}/{i}", depth + 1)
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json(value, "")
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_JSON_BYTES:
+        raise PydanticCustomError(
+            "json_too_large", "{size} bytes as JSON; at most {limit}", {"size": size, "limit": MAX_JSON_BYTES}
+        )
+    return value
+
+
+def _utc_if_naive(value: datetime) -> datetime:
+    # One year of margin at both ends, so the date arithmetic of ingest and search never overflows.
+    if not 1 < value.year < 9999:
+        raise PydanticCustomError("datetime_range", "year must be between 2 and 9998")
+    return value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
+
+
+# Every client string passes `Text`: PostgreSQL stores neither NUL nor lone surrogates, and a
+# request carrying one is the client's error (422 naming the field), not the server's (500).
+Text = Annotated[str, AfterValidator(_check_text)]
+NonBlankText = Annotated[Text, AfterValidator(_not_blank)]
+# Scope identifiers are opaque strings chosen by the client: any printable text, `/ ? # %` included.
+ScopeId = Text
+# Client-chosen JSON (metadata, filters): at most 32 levels deep and 64 KiB, no NaN or Infinity.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+# A time without a timezone is UTC, as API.md says; one with an offset keeps it.
+UtcDatetime = Annotated[datetime, AfterValidator(_utc_if_naive)]
 
 
 class _Model(BaseModel):
@@ -26,10 +110,12 @@ class Message(_Model):
     """One conversation message as the client sends it."""
 
     role: Literal["user", "assistant", "system", "tool"]
-    content: str = Field(min_length=1)
-    name: str | None = Field(default=None, max_length=255, description="speaker's name, e.g. 'Caroline'")
-    id: str | None = Field(default=None, min_length=1, max_length=255, description="client message id")
-    created_at: AwareDatetime | None = Field(default=None, description="when it was said; default: now")
+    content: NonBlankText = Field(min_length=1)
+    name: Text | None = Field(default=None, max_length=255, description="speaker's name, e.g. 'Caroline'")
+    id: Text | None = Field(default=None, min_length=1, max_length=255, description="client message id")
+    created_at: UtcDatetime | None = Field(
+        default=None, description="when it was said; without a timezone it is UTC; default: now"
+    )
 
 
 class AddRequest(_Model):
@@ -37,7 +123,7 @@ class AddRequest(_Model):
     user_id: ScopeId = Field(min_length=1, max_length=255)
     agent_id: ScopeId | None = Field(default=None, min_length=1, max_length=255)
     session_id: ScopeId | None = Field(default=None, min_length=1, max_length=255)
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     wait: bool = False
 
 
@@ -62,13 +148,20 @@ class AddResponse(BaseModel):
 
 
 class SearchRequest(_Model):
-    query: str = Field(min_length=1, max_length=4000)
+    query: NonBlankText = Field(min_length=1, max_length=4000)
     user_id: ScopeId = Field(min_length=1, max_length=255)
     limit: int = Field(default=10, ge=1, le=100)
     types: list[MemoryType] | None = Field(default=None, min_length=1)
-    as_of: AwareDatetime | None = Field(default=None, description="see the world as it was at this time")
-    filters: dict[str, Any] | None = Field(
+    as_of: UtcDatetime | None = Field(
+        default=None, description="see the world as it was at this time; without a timezone it is UTC"
+    )
+    filters: JsonObject | None = Field(
         default=None, description="agent_id, session_id, kind, metadata (exact match of keys)"
+    )
+    explain: bool = Field(
+        default=False,
+        description="put each result's score, signal by signal (dense, keyword, graph, time, ...), "
+        "in its `metadata.explain`",
     )
 
     @field_validator("filters")
@@ -108,10 +201,10 @@ class SearchResponse(BaseModel):
 
 
 class ContextRequest(_Model):
-    query: str = Field(min_length=1, max_length=4000)
+    query: NonBlankText = Field(min_length=1, max_length=4000)
     user_id: ScopeId = Field(min_length=1, max_length=255)
     max_tokens: int = Field(default=1000, ge=50, le=32000)
-    as_of: AwareDatetime | None = None
+    as_of: UtcDatetime | None = Field(default=None, description="without a timezone it is UTC")
 
 
 class ContextResponse(BaseModel):
@@ -126,17 +219,19 @@ class MemoryList(BaseModel):
 
 
 class UpdateRequest(_Model):
-    content: str | None = Field(default=None, min_length=1)
-    metadata: dict[str, Any] | None = None
+    content: NonBlankText | None = Field(default=None, min_length=1)
+    metadata: JsonObject | None = None
     pinned: bool | None = None
 
 
 class HistoryEventOut(BaseModel):
     op: str
+    memory_id: UUID | None = None
     at: datetime
     actor: str
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    run_id: UUID | None = None  # the consolidation run that made the change
 
 
 class HistoryResponse(BaseModel):
@@ -206,7 +301,7 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class CreateKeyRequest(_Model):
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)
     scopes: list[KeyScope] = Field(
         default_factory=lambda: list[KeyScope](["read", "write"]),
         min_length=1,

@@ -6,10 +6,11 @@ import uuid
 
 from fastapi import APIRouter, Response
 
+from api import problems
 from api.deps import AdminTenant, Service
 from memsvc.schemas import ApiKeyCreated, ApiKeyList, CreateKeyRequest, RotateKeyRequest
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=problems.responses(401, 403, 422, 503))
 
 
 @router.get("", response_model=ApiKeyList)
@@ -18,13 +19,15 @@ def list_keys(service: Service, tenant: AdminTenant) -> ApiKeyList:
     return ApiKeyList(keys=service.list_keys(tenant))
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreated)
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems.responses(400))
 def create_key(body: CreateKeyRequest, service: Service, tenant: AdminTenant) -> ApiKeyCreated:
     """A new key; its secret (`key`) is in this answer only."""
     return service.create_key(tenant, body)
 
 
-@router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated)
+@router.post(
+    "/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated, responses=problems.responses(400, 404)
+)
 def rotate_key(
     key_id: uuid.UUID,
     service: Service,
@@ -36,7 +39,7 @@ def rotate_key(
     return service.rotate_key(tenant, key_id, grace_seconds=body.grace_seconds if body else 0)
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/{key_id}", status_code=204, responses=problems.responses(404))
 def revoke_key(key_id: uuid.UUID, service: Service, tenant: AdminTenant) -> Response:
     """Revoke at once: the key gets 401 from its next request on."""
     service.revoke_key(tenant, key_id)

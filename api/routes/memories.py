@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from api import problems
 from api.deps import ReadTenant, Service, WriteTenant
 from memsvc.schemas import (
     AddRequest,
@@ -16,17 +17,22 @@ from memsvc.schemas import (
     HistoryResponse,
     MemoryList,
     MemoryOut,
+    ScopeId,
+    Text,
     UpdateRequest,
 )
 
-router = APIRouter(prefix="/v1/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=problems.responses(401, 403, 422, 503))
 
 
 @router.post(
     "",
     status_code=202,
     response_model=AddResponse,
-    responses={201: {"model": AddResponse, "description": "ingested (with wait: true)"}},
+    responses={
+        201: {"model": AddResponse, "description": "ingested (with wait: true)"},
+        **problems.responses(400, 429),
+    },
 )
 def add_memories(body: AddRequest, service: Service, tenant: WriteTenant, request: Request) -> JSONResponse:
     """Accept a conversation batch for ingest; with `wait: true`, answer once it is stored."""
@@ -49,32 +55,32 @@ def add_memories(body: AddRequest, service: Service, tenant: WriteTenant, reques
 def list_memories(
     service: Service,
     tenant: ReadTenant,
-    user_id: Annotated[str, Query(min_length=1, max_length=255)],
+    user_id: Annotated[ScopeId, Query(min_length=1, max_length=255)],
     type: Annotated[Literal["episodic", "semantic"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> MemoryList:
     return service.list(tenant, user_id, memory_type=type, limit=limit, cursor=cursor)
 
 
-@router.get("/{memory_id}", response_model=MemoryOut)
+@router.get("/{memory_id}", response_model=MemoryOut, responses=problems.responses(404))
 def get_memory(memory_id: uuid.UUID, service: Service, tenant: ReadTenant) -> MemoryOut:
     return service.get(tenant, memory_id)
 
 
-@router.patch("/{memory_id}", response_model=MemoryOut)
+@router.patch("/{memory_id}", response_model=MemoryOut, responses=problems.responses(400, 404))
 def update_memory(
     memory_id: uuid.UUID, body: UpdateRequest, service: Service, tenant: WriteTenant
 ) -> MemoryOut:
     return service.update(tenant, memory_id, body)
 
 
-@router.delete("/{memory_id}", status_code=204)
+@router.delete("/{memory_id}", status_code=204, responses=problems.responses(404))
 def delete_memory(memory_id: uuid.UUID, service: Service, tenant: WriteTenant) -> Response:
     service.delete(tenant, memory_id)
     return Response(status_code=204)
 
 
-@router.get("/{memory_id}/history", response_model=HistoryResponse)
+@router.get("/{memory_id}/history", response_model=HistoryResponse, responses=problems.responses(404))
 def memory_history(memory_id: uuid.UUID, service: Service, tenant: ReadTenant) -> HistoryResponse:
     return HistoryResponse(events=service.history(tenant, memory_id))

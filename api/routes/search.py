@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api import problems
 from api.deps import ReadTenant, Service
 from memsvc.schemas import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], responses=problems.responses(400, 401, 403, 422, 503))
 
 
 @router.post("/search", response_model=SearchResponse)
