@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         default=30.0, description="archived memories are deleted for good after this many days"
     )
     consolidation_summaries: bool = Field(
-        default=False, description="summarise a subject's events of each month older than summary_min_age_days"
+        default=False, description="summarise each subject's events of a month, once older than the age below"
     )
     consolidation_summary_min_age_days: float = 30.0
     consolidation_batch_size: int = Field(default=200, description="changes per transaction")

@@ -23,6 +23,8 @@ from sqlalchemy import REAL, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
+from memsvc.consolidation import fact_slot, with_state_facts
+from memsvc.consolidation_store import supersede_at_ingest
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import Extraction, Extractor, Turn
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
@@ -194,6 +196,10 @@ class Ingestor:
             for (kind,) in session.execute(stmt, rows.memories).all():
                 created[kind] += 1
         timings["database"] += time.perf_counter() - t0
+        # A newer value of an attribute ("moved to Boston") closes the older one ("lives in Denver").
+        slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
+        if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
+            created["superseded"] = superseded
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
         created["session"] += self._upsert_sessions(session, tenant_id, user_id, new_turns, timings)
         t0 = time.perf_counter()
@@ -271,7 +277,7 @@ class Ingestor:
         event_at_by_message = {m["message_id"]: m["event_at"] for m in rows.memories}
         session_by_message = {m["message_id"]: m["session_id"] for m in rows.memories}
         by_content: dict[str, uuid.UUID] = {}
-        for fact in extraction.facts:
+        for fact in with_state_facts(extraction.facts):
             sources = tuple(s for s in fact.source_message_ids if s in turn_id_by_message)
             if not sources or fact.content in by_content:
                 continue
@@ -291,6 +297,7 @@ class Ingestor:
                     "content": fact.content,
                     "content_hash": content_hash(fact.content),
                     "subject": fact.subject,
+                    "attribute": slot.attribute if (slot := fact_slot(fact.content, fact.subject)) else None,
                     "event_at": stated_at,
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,

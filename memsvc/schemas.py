@@ -273,6 +273,34 @@ class JobOut(BaseModel):
     kind: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
+    user_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = None
+
+
+class UserOut(BaseModel):
+    """A user id of the tenant, with how many memories it has and when the latest was stored."""
+
+    user_id: str
+    memories: int
+    last_created_at: datetime | None = None
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = None
+
+
+class HistoryPage(BaseModel):
+    """A user's history events, newest first (each names its memory)."""
+
+    events: list[HistoryEventOut]
+    next_cursor: str | None = None
 
 
 KeyScope = Literal["read", "write", "admin"]

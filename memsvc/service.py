@@ -41,11 +41,14 @@ from memsvc.schemas import (
     CreateKeyRequest,
     GraphResponse,
     HistoryEventOut,
+    HistoryPage,
+    JobList,
     JobOut,
     MemoryList,
     MemoryOut,
     SearchRequest,
     UpdateRequest,
+    UserList,
 )
 from memsvc.search import SearchEngine
 from memsvc.tenants import TenantContext, authenticate
@@ -197,6 +200,9 @@ class MemoryService:
             job = session.get(Job, job_id)
             if job is None:
                 return IngestOutcome(job_id, "failed", error="job no longer exists (user erased?)")
+            if job.kind == "consolidate":
+                # Recovery re-defers accepted jobs by id alone, through the ingest task.
+                return self.run_consolidate_job(job_id)
             # Under the user's lock, so a second run of the same job (a retry racing a slow first
             # attempt) sees the first one's success instead of overwriting its result.
             _user_lock(session, job.tenant_id, job.user_id or "")
@@ -247,8 +253,22 @@ class MemoryService:
 
     def job(self, ctx: TenantContext, job_id: uuid.UUID) -> JobOut:
         with self.db.session() as session:
-            job = store.get_job(session, ctx, job_id)
-            return JobOut(job_id=job.id, status=job.status, kind=job.kind, error=job.error, result=job.result)
+            return store.job_out(store.get_job(session, ctx, job_id))
+
+    def jobs(
+        self,
+        ctx: TenantContext,
+        *,
+        user_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        with self.db.session() as session:
+            return store.list_jobs(
+                session, ctx, user_id=user_id, status=status, kind=kind, limit=limit, cursor=cursor
+            )
 
     def orphaned_jobs(self, older_than_s: float) -> builtins.list[uuid.UUID]:
         """Jobs accepted but not held by the queue (deferring failed while the database was away):
@@ -389,12 +409,45 @@ class MemoryService:
             return store.get_memory(session, ctx, memory_id)
 
     def list(
-        self, ctx: TenantContext, user_id: str, *, memory_type: str | None, limit: int, cursor: str | None
+        self,
+        ctx: TenantContext,
+        user_id: str,
+        *,
+        memory_type: str | None,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> MemoryList:
         with self.db.session() as session:
             return store.list_memories(
-                session, ctx, user_id, memory_type=memory_type, limit=limit, cursor=cursor
+                session,
+                ctx,
+                user_id,
+                memory_type=memory_type,
+                limit=limit,
+                cursor=cursor,
+                status=status,
+                since=since,
+                until=until,
             )
+
+    def users(self, ctx: TenantContext, *, limit: int = 100, cursor: str | None = None) -> UserList:
+        with self.db.session() as session:
+            return store.list_users(session, ctx, limit=limit, cursor=cursor)
+
+    def user_history(
+        self,
+        ctx: TenantContext,
+        user_id: str,
+        *,
+        run_id: uuid.UUID | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        with self.db.session() as session:
+            return store.user_history(session, ctx, user_id, run_id=run_id, limit=limit, cursor=cursor)
 
     def update(self, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> MemoryOut:
         with self.db.session() as session:

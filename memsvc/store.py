@@ -20,10 +20,15 @@ from memsvc.schemas import (
     EntityOut,
     GraphResponse,
     HistoryEventOut,
+    HistoryPage,
+    JobList,
+    JobOut,
     MemoryList,
     MemoryOut,
     RelationOut,
     UpdateRequest,
+    UserList,
+    UserOut,
 )
 from memsvc.tenants import TenantContext
 
@@ -137,8 +142,12 @@ def list_memories(
     memory_type: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> MemoryList:
-    """A user's memories, newest first, one page at a time."""
+    """A user's memories, newest first, one page at a time; optionally only one status, and only
+    those that happened (`event_at`) in [since, until)."""
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}")
     if memory_type not in (None, "episodic", "semantic"):
@@ -148,6 +157,12 @@ def list_memories(
     stmt = select(Memory).where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user_id)
     if memory_type:
         stmt = stmt.where(Memory.type == memory_type)
+    if status:
+        stmt = stmt.where(Memory.status == status)
+    if since:
+        stmt = stmt.where(Memory.event_at >= since)
+    if until:
+        stmt = stmt.where(Memory.event_at < until)
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))
@@ -208,10 +223,113 @@ def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[
     )
     if not rows:
         raise NotFound(f"memory {memory_id} not found")
-    return [
-        HistoryEventOut(op=r.op, at=r.at, actor=r.actor, before=r.before, after=r.after, run_id=r.run_id)
-        for r in rows
-    ]
+    return [_history_out(r) for r in rows]
+
+
+def _history_out(event: HistoryEvent) -> HistoryEventOut:
+    return HistoryEventOut(
+        op=event.op,
+        memory_id=event.memory_id,
+        at=event.at,
+        actor=event.actor,
+        before=event.before,
+        after=event.after,
+        run_id=event.run_id,
+    )
+
+
+def user_history(
+    session: Session,
+    ctx: TenantContext,
+    user_id: str,
+    *,
+    run_id: uuid.UUID | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> HistoryPage:
+    """A user's history events across memories, newest first (deleted memories' included), or
+    only those one consolidation run made."""
+    stmt = select(HistoryEvent).where(
+        HistoryEvent.tenant_id == ctx.tenant_id, HistoryEvent.user_id == user_id
+    )
+    if run_id is not None:
+        stmt = stmt.where(HistoryEvent.run_id == run_id)
+    if cursor:
+        try:
+            stmt = stmt.where(HistoryEvent.id < int(cursor))
+        except ValueError as exc:
+            raise InvalidInput("cursor is not one this server issued") from exc
+    rows = list(session.execute(stmt.order_by(HistoryEvent.id.desc()).limit(limit + 1)).scalars())
+    page = rows[:limit]
+    return HistoryPage(
+        events=[_history_out(r) for r in page], next_cursor=str(page[-1].id) if len(rows) > limit else None
+    )
+
+
+def list_users(
+    session: Session, ctx: TenantContext, *, limit: int = 100, cursor: str | None = None
+) -> UserList:
+    """The tenant's user ids that have memories, in id order, with their memory counts (one index
+    scan of `ix_memories_scope` per page)."""
+    stmt = select(Memory.user_id, func.count(), func.max(Memory.created_at)).where(
+        Memory.tenant_id == ctx.tenant_id
+    )
+    if cursor:
+        try:
+            after = base64.urlsafe_b64decode(cursor.encode()).decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput("cursor is not one this server issued") from exc
+        stmt = stmt.where(Memory.user_id > after)
+    rows = session.execute(stmt.group_by(Memory.user_id).order_by(Memory.user_id).limit(limit + 1)).all()
+    page = rows[:limit]
+    return UserList(
+        users=[UserOut(user_id=u, memories=n, last_created_at=last) for u, n, last in page],
+        next_cursor=base64.urlsafe_b64encode(page[-1][0].encode()).decode() if len(rows) > limit else None,
+    )
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        job_id=job.id,
+        status=job.status,
+        kind=job.kind,
+        error=job.error,
+        result=job.result,
+        user_id=job.user_id,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+def list_jobs(
+    session: Session,
+    ctx: TenantContext,
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """The tenant's jobs, newest first, optionally of one user, status or kind."""
+    stmt = select(Job).where(Job.tenant_id == ctx.tenant_id)
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if cursor:
+        created_at, last_id = _decode_cursor(cursor)
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
+    rows = list(
+        session.execute(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars()
+    )
+    page = rows[:limit]
+    return JobList(
+        jobs=[job_out(j) for j in page],
+        next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None,
+    )
 
 
 def delete_user(session: Session, ctx: TenantContext, user_id: str) -> int:

@@ -1,0 +1,473 @@
+"""Consolidation planning: which memories to supersede, merge, summarise and forget.
+
+Pure functions from rows to decisions, with no database: `memsvc.consolidation_store` reads the
+rows, applies the decisions in bounded transactions and records every change in history.
+
+Every plan is a *desired state* computed from the current one, and every decision is stable
+under its own application (a survivor is chosen by keys a merge does not change; a superseded
+fact points at the next different value of its attribute whatever else was already closed), so
+a run killed half-way and run again ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memsvc.extraction.base import ExtractedFact
+
+# -- supersession -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A value of one attribute of a subject: ("residence", "boston")."""
+
+    attribute: str
+    value: str  # the key values are compared by: lower case, no article
+    text: str = ""  # as written ("Boston", "Honda Civic")
+
+
+_CAR_BRANDS = (
+    "audi|bmw|chevrolet|chevy|ford|honda|hyundai|jeep|kia|mazda|mercedes|mini|nissan|porsche|"
+    "subaru|tesla|toyota|volkswagen|vw|volvo|lexus|fiat|renault|peugeot|skoda|rivian"
+)
+_NOW = r"(?:(?:now|just|recently|finally|officially|currently|also)\s+)*"
+# Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
+# February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
+_SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (attribute, re.compile(pattern, re.IGNORECASE))
+    for attribute, pattern in (
+        (
+            "residence",
+            rf"^\s+(?:is\s+|has\s+|has been\s+)?{_NOW}(?:lives|living|moved|relocated|based|resides"
+            rf"|settled|settling)\s+(?:back\s+)?(?:in|to)\s+(?P<v>.+)",
+        ),
+        ("residence", r"^'s\s+(?:new\s+)?(?:home|house|apartment|place)\s+is\s+in\s+(?P<v>.+)"),
+        (
+            "job",
+            rf"^\s+{_NOW}(?:works|is working|has been working|started working|got a (?:new )?job|took a "
+            rf"(?:new )?job|started a (?:new )?job|is employed|began working)\s+as\s+(?:an?\s+)?(?P<v>.+)",
+        ),
+        ("job", r"^'s\s+(?:new\s+)?(?:job|position|role)\s+is\s+(?:an?\s+)?(?P<v>.+)"),
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:works|is working|started working|got a (?:new )?job|joined|began working)"
+            rf"\s+(?:at|for)\s+(?P<v>.+)",
+        ),
+        (
+            "pet",
+            rf"^\s+{_NOW}(?:has|got|adopted|bought|rescued|brought home)\s+"
+            rf"(?:an?\s+)?(?:new\s+)?"
+            rf"(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)(?:\s+\w+)?\s+(?:named|called)\s+(?P<v>.+)",
+        ),
+        (
+            "pet",
+            r"^'s\s+(?:new\s+)?(?:dog|cat|puppy|kitten|rabbit|pet)(?:'s name)?\s+is\s+"
+            r"(?:called\s+|named\s+)?(?P<v>.+)",
+        ),
+        ("car", rf"^\s+{_NOW}(?:drives|is driving)\s+(?:an?\s+)?(?:new\s+)?(?P<v>.+)"),
+        (
+            "car",
+            rf"^\s+{_NOW}(?:bought|got|leased)\s+(?:an?\s+)?(?:new\s+)?(?:car,?\s+(?:an?\s+)?)?"
+            rf"(?P<v>(?:{_CAR_BRANDS})\b.*)",
+        ),
+        ("car", r"^'s\s+(?:new\s+)?car\s+is\s+(?:an?\s+)?(?P<v>.+)"),
+        (
+            "partner",
+            rf"^\s+{_NOW}(?:is dating|started dating|has been dating|is seeing|started seeing|married|got "
+            rf"married to|is married to|is engaged to|got engaged to|is in a relationship with)\s+(?P<v>.+)",
+        ),
+        (
+            "partner",
+            r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+is\s+(?:called\s+|named\s+)?(?P<v>.+)",
+        ),
+    )
+)
+# Where a value ends: a time phrase, a clause, punctuation.
+_VALUE_END = re.compile(
+    r"\s+(?:in|on|since|last|this|from|after|before|because|with|when|and|but|for|at|during|until|as"
+    r"|now|again|yesterday|today|recently|a few|two|three|several|about)\b|[,.;:!?(]"
+)
+_ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
+
+
+def fact_slot(content: str, subject: str | None) -> Slot | None:
+    """The attribute of `subject` a fact states a value of, if it is one that has one current value
+    (where they live, their job, employer, pet, car, partner); None for anything else."""
+    if not subject or not content.startswith(subject):
+        return None
+    rest = content[len(subject) :].replace("’", "'")
+    if rest.startswith(" and others "):  # "we" in the speaker's words
+        rest = rest[len(" and others") :]
+    for attribute, pattern in _SLOT_PATTERNS:
+        match = pattern.match(rest)
+        if match is None:
+            continue
+        written = _VALUE_END.split(match.group("v"), maxsplit=1)[0]
+        written = " ".join(_ARTICLE.sub("", written.strip()).split()[:4])
+        value = written.lower()
+        if value and value not in ("there", "here", "it", "him", "her", "them", "home", "one"):
+            return Slot(attribute, value, written)
+    return None
+
+
+_STATE = {
+    "residence": "{s} lives in {v}",
+    "job": "{s} works as {a} {v}",
+    "employer": "{s} works at {v}",
+    "pet": "{s}'s pet is called {v}",
+    "car": "{s} drives {a} {v}",
+    "partner": "{s}'s partner is {v}",
+}
+
+
+def state_sentence(subject: str, slot: Slot) -> str:
+    """The fact as a plain statement of the attribute's value ("Ann moved to Boston in May" →
+    "Ann lives in Boston"): it answers "where does Ann live?" in the question's own words, so the
+    current value, not a stale one that happens to share them, ranks first."""
+    article = "an" if slot.text[:1].lower() in "aeiou" else "a"
+    return _STATE[slot.attribute].format(s=subject, v=slot.text, a=article)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFact:
+    """A stored fact with an attribute, as supersession sees it."""
+
+    id: uuid.UUID
+    subject: str
+    attribute: str
+    value: str
+    valid_from: datetime
+    event_at: datetime
+    status: str
+    superseded_by: uuid.UUID | None
+    valid_to: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Supersede:
+    """Close `old_id` at `valid_to`; `new_id` is its successor (the next different value)."""
+
+    old_id: uuid.UUID
+    new_id: uuid.UUID
+    valid_to: datetime
+
+
+def plan_supersessions(facts: Iterable[SlotFact]) -> list[Supersede]:
+    """For every (subject, attribute), each value is closed by the next *different* value in time
+    (restating the same value closes nothing). Returns only what differs from the stored state."""
+    groups: dict[tuple[str, str], list[SlotFact]] = defaultdict(list)
+    for fact in facts:
+        groups[(fact.subject.lower(), fact.attribute)].append(fact)
+    out = []
+    for group in groups.values():
+        group.sort(key=lambda f: (f.valid_from, f.event_at, str(f.id)))
+        for i, fact in enumerate(group):
+            successor = next((g for g in group[i + 1 :] if g.value != fact.value), None)
+            if successor is None:
+                continue
+            valid_to = max(successor.valid_from, fact.valid_from)
+            if (
+                fact.status == "superseded"
+                and fact.superseded_by == successor.id
+                and fact.valid_to == valid_to
+            ):
+                continue
+            out.append(Supersede(fact.id, successor.id, valid_to))
+    return out
+
+
+def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
+    """The extracted facts, each one that changes an attribute followed by its plain statement
+    (`state_sentence`), from the same messages and valid from the same time."""
+    out = list(facts)
+    seen = {f.content.lower() for f in facts}
+    for fact in facts:
+        slot = fact_slot(fact.content, fact.subject)
+        if slot is None:
+            continue
+        sentence = state_sentence(fact.subject, slot)
+        if sentence.lower() in seen:
+            continue
+        seen.add(sentence.lower())
+        out.append(replace(fact, content=sentence, kind="fact"))
+    return out
+
+
+# -- forgetting ---------------------------------------------------------------------------------
+
+_SMALL_TALK = re.compile(
+    r"\b(thanks?|thank you|thx|appreciate[sd]?|awesome|great|amazing|cool|nice|wow|lol|haha|congrats"
+    r"|congratulations|good luck|take care|you too|bye|see you|no problem|glad|happy for you|sounds good"
+    r"|love (it|that)|so proud|proud of you|sweet|kind words|that's (great|awesome|amazing|cool))\b",
+    re.IGNORECASE,
+)
+_FUNCTION_WORDS = frozenset(
+    """a an the and or but so to of in on at for with is are was were be been am i you he she it we
+    they me him her us them my your his its our their this that these those do does did have has had
+    just really so very too yeah yes oh hey hi hello well what how all much such again always what's
+    it's that's i'm you're i've you've we're it was thank thanks appreciate words kind awesome great
+    amazing cool nice wow lol haha congrats congratulations luck take care bye see no problem glad
+    happy proud sweet love sounds good totally definitely sure same""".split()
+)
+
+
+def is_small_talk(content: str, names: Iterable[str] = ()) -> bool:
+    """Thanks, compliments and greetings with (almost) nothing else in them: nothing to remember."""
+    if not _SMALL_TALK.search(content):
+        return False
+    skip = _FUNCTION_WORDS | {n.lower() for n in names}
+    words = [w for w in re.findall(r"[a-z']+", content.lower()) if w not in skip and len(w) > 2]
+    return len(words) <= 2
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Forgetting. Retention R = exp(-t / S) (Ebbinghaus): t is the time since the memory was last
+    used (made, or returned by a search), measured on the user's own clock (their latest activity),
+    so a user away for a year comes back to the memory they left; stability S grows with importance
+    and with each use: S = stability_days × (importance / 0.5)² × (1 + ln(1 + uses))."""
+
+    stability_days: float = 90.0
+    archive_below: float = 0.05  # R below this: archived (out of search, readable, restorable)
+    purge_after_days: float = 30.0  # archived this long (wall clock): deleted with its vectors
+    small_talk_importance: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRow:
+    id: uuid.UUID
+    kind: str
+    content: str
+    importance: float
+    access_count: int
+    last_used_at: datetime  # last access, else when it was made (event time)
+    status: str
+    pinned: bool
+    attribute: str | None
+    archived_at: datetime | None
+    expires_at: datetime | None
+
+
+def retention(importance: float, uses: int, days: float, config: RetentionConfig) -> float:
+    """R = exp(-t / S), see `RetentionConfig`."""
+    stability = config.stability_days * (max(importance, 0.01) / 0.5) ** 2 * (1 + math.log1p(max(uses, 0)))
+    return math.exp(-max(days, 0.0) / stability)
+
+
+def importance_of(row: RetentionRow, speakers: Iterable[str], config: RetentionConfig) -> float:
+    return config.small_talk_importance if is_small_talk(row.content, speakers) else row.importance
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetPlan:
+    archive: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (id, why)
+    purge: list[uuid.UUID] = field(default_factory=list)
+
+
+def plan_forgetting(
+    rows: Sequence[RetentionRow],
+    *,
+    user_clock: datetime,
+    now: datetime,
+    config: RetentionConfig,
+    speakers: Iterable[str] = (),
+) -> ForgetPlan:
+    """Which memories to archive and which archived ones to delete for good.
+
+    Pinned memories are never forgotten by retention; a memory whose TTL (`expires_at`) has passed
+    is archived whatever its retention (an explicit expiry wins over a pin). Session digests and
+    facts with an attribute (where someone lives, their job: their history answers `as_of`
+    questions) are kept; superseded facts too."""
+    plan = ForgetPlan()
+    names = list(speakers)
+    purge_before = now - timedelta(days=config.purge_after_days)
+    for row in rows:
+        if row.status == "archived":
+            if row.archived_at is not None and row.archived_at <= purge_before:
+                plan.purge.append(row.id)
+            continue
+        if row.expires_at is not None and row.expires_at <= now:
+            plan.archive.append((row.id, "expired"))
+            continue
+        if row.pinned or row.kind in ("session", "summary") or row.attribute or row.status != "active":
+            continue
+        days = (user_clock - row.last_used_at).total_seconds() / 86400
+        score = retention(importance_of(row, names, config), row.access_count, days, config)
+        if score < config.archive_below:
+            plan.archive.append((row.id, f"retention {score:.3f}"))
+    return plan
+
+
+# -- merging ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRow:
+    id: uuid.UUID
+    kind: str
+    subject: str | None
+    content_hash: str
+    slot_value: str | None
+    event_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """`duplicate_ids` become part of `survivor_id`."""
+
+    survivor_id: uuid.UUID
+    duplicate_ids: tuple[uuid.UUID, ...]
+
+
+def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], threshold: float) -> list[Merge]:
+    """Near-duplicate semantic memories (same subject, cosine ≥ `threshold` or the same text, and
+    not two different values of one attribute) merge into the earliest of them.
+
+    Greedy leader clustering in (event time, id) order: a row joins the first earlier leader it
+    is close to, else leads. Merging changes neither order nor vectors of leaders, so planning
+    again after a partial run gives the remaining merges and the same clusters."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].event_at, str(rows[i].id)))
+    by_subject: dict[str | None, list[int]] = defaultdict(list)
+    for i in order:
+        by_subject[(rows[i].subject or "").lower()].append(i)
+    clusters: dict[int, list[int]] = {}
+    for members in by_subject.values():
+        is_leader = np.zeros(len(members), dtype=np.bool_)
+        leader_hash: dict[str, int] = {}
+        block = vectors[members]
+        # Similarities to the earlier rows of the subject, a chunk of rows at a time.
+        chunk = 512
+        for start in range(0, len(members), chunk):
+            close = (block[start : start + chunk] @ block[: start + chunk].T) >= threshold
+            for offset in range(min(chunk, len(members) - start)):
+                position = start + offset
+                i = members[position]
+                row = rows[i]
+                leader = leader_hash.get(row.content_hash)
+                if leader is None:
+                    for lp in np.flatnonzero(close[offset, :position] & is_leader[:position]).tolist():
+                        other = rows[members[lp]]
+                        if other.kind == row.kind and other.slot_value == row.slot_value:
+                            leader = lp
+                            break
+                if leader is None:
+                    is_leader[position] = True
+                    leader_hash.setdefault(row.content_hash, position)
+                    clusters[i] = []
+                else:
+                    clusters[members[leader]].append(i)
+    return [
+        Merge(rows[leader].id, tuple(rows[d].id for d in duplicates))
+        for leader, duplicates in clusters.items()
+        if duplicates
+    ]
+
+
+def merged_fields(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a survivor becomes: earliest `valid_from`, summed uses, the latest use, the highest
+    importance (rows[0] is the survivor)."""
+    return {
+        "valid_from": min((r["valid_from"] for r in rows if r["valid_from"] is not None), default=None),
+        "access_count": sum(int(r["access_count"] or 0) for r in rows),
+        "last_accessed_at": max(
+            (r["last_accessed_at"] for r in rows if r["last_accessed_at"] is not None), default=None
+        ),
+        "importance": max(float(r["importance"]) for r in rows),
+    }
+
+
+# -- summaries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: uuid.UUID
+    subject: str
+    content: str
+    event_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """An extractive summary of a subject's events of one month."""
+
+    key: str  # stable: subject and month
+    subject: str
+    content: str
+    member_ids: tuple[uuid.UUID, ...]
+    event_at: datetime
+
+
+def plan_summaries(
+    events: Sequence[EventRow], *, older_than: datetime, min_events: int = 4, max_sentences: int = 8
+) -> list[Summary]:
+    """A subject's events of a month older than `older_than`, when there are at least `min_events`,
+    get one summary: "In May 2023, Caroline: went to …; painted …" (their own sentences, oldest first)."""
+    groups: dict[tuple[str, str], list[EventRow]] = defaultdict(list)
+    for event in events:
+        if event.event_at < older_than:
+            groups[(event.subject, event.event_at.strftime("%Y-%m"))].append(event)
+    out = []
+    for (subject, month), members in sorted(groups.items()):
+        if len(members) < min_events:
+            continue
+        members.sort(key=lambda e: (e.event_at, str(e.id)))
+        when = members[0].event_at.strftime("%B %Y")
+        clauses = []
+        for event in members[:max_sentences]:
+            text = event.content
+            if text.startswith(subject):
+                text = text[len(subject) :].strip()
+            clauses.append(text.rstrip("."))
+        content = f"In {when}, {subject}: " + "; ".join(clauses) + "."
+        out.append(
+            Summary(f"{subject}/{month}", subject, content, tuple(e.id for e in members), members[0].event_at)
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationConfig:
+    """What a run does; every threshold is global (chosen by measurement, BENCHMARKS.md)."""
+
+    merge_cosine: float = 0.95
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    summaries: bool = False
+    summary_min_age_days: float = 30.0
+    batch_size: int = 200  # changes per transaction
+
+
+__all__ = [
+    "ConsolidationConfig",
+    "EventRow",
+    "ForgetPlan",
+    "Merge",
+    "MergeRow",
+    "RetentionConfig",
+    "RetentionRow",
+    "Slot",
+    "SlotFact",
+    "Summary",
+    "Supersede",
+    "fact_slot",
+    "is_small_talk",
+    "merged_fields",
+    "plan_forgetting",
+    "plan_merges",
+    "plan_summaries",
+    "plan_supersessions",
+    "retention",
+    "state_sentence",
+    "with_state_facts",
+]

@@ -1,0 +1,853 @@
+"""Consolidation against the database: read a user's rows, apply the plans of
+`memsvc.consolidation` in bounded transactions, and record every change in history.
+
+Each transaction takes the user's ingest lock (the one `MemoryService` ingest and erasure take),
+so a batch of changes and an ingest of the same user never interleave, and each change checks
+again, under that lock, that the rows are still as planned: a row that an ingest, an edit or an
+erasure changed since the plan is left for the next run. Nothing a concurrent ingest writes is
+ever touched by a plan made before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import REAL, cast, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.orm import Session
+
+from memsvc.consolidation import (
+    ConsolidationConfig,
+    EventRow,
+    MergeRow,
+    RetentionRow,
+    SlotFact,
+    Supersede,
+    fact_slot,
+    merged_fields,
+    plan_forgetting,
+    plan_merges,
+    plan_summaries,
+    plan_supersessions,
+)
+from memsvc.database import Database
+from memsvc.embedding import Embedder
+from memsvc.models import EntityMention, HistoryEvent, Memory, MemorySource, Relation
+
+log = logging.getLogger(__name__)
+
+_SUMMARY_NAMESPACE = uuid.UUID("0b6f7a3c-8d7e-4c55-9a31-6f0c2b7d9e42")
+SEMANTIC_KINDS = ("fact", "preference", "plan", "event")
+_FEED_UPDATE = """
+INSERT INTO memory_changes (tenant_id, memory_id, op) SELECT :t, unnest(CAST(:ids AS uuid[])), 'U'
+"""
+
+
+def lock_user(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
+    """The user's ingest lock (same key as `memsvc.service`'s), for this transaction."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{tenant_id}/{user_id}"}
+    )
+
+
+@contextmanager
+def run_lock(database: Database, tenant_id: uuid.UUID, user_id: str) -> Iterator[bool]:
+    """One consolidation run per user at a time, whatever the number of workers: a session-level
+    advisory lock on a connection of its own, held for the run. Yields False when another run
+    holds it."""
+    key = f"consolidate/{tenant_id}/{user_id}"
+    with database.engine.connect() as conn:
+        got = bool(
+            conn.execute(text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"), {"k": key}).scalar()
+        )
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
+                conn.commit()
+
+
+def users_to_consolidate(session: Session, tenant_id: uuid.UUID | None) -> list[tuple[uuid.UUID, str]]:
+    """(tenant, user) pairs that have memories, in a stable order."""
+    stmt = select(Memory.tenant_id, Memory.user_id).distinct().order_by(Memory.tenant_id, Memory.user_id)
+    if tenant_id is not None:
+        stmt = stmt.where(Memory.tenant_id == tenant_id)
+    return [(t, u) for t, u in session.execute(stmt).all()]
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+def _snapshot(row: Any) -> dict[str, Any]:
+    return {
+        "content": row.content,
+        "status": row.status,
+        "valid_from": row.valid_from.isoformat() if row.valid_from else None,
+        "valid_to": row.valid_to.isoformat() if row.valid_to else None,
+        "superseded_by": str(row.superseded_by) if row.superseded_by else None,
+    }
+
+
+def _event(
+    tenant_id: uuid.UUID,
+    user_id: str,
+    memory_id: uuid.UUID,
+    op: str,
+    actor: str,
+    run_id: uuid.UUID | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "memory_id": memory_id,
+        "op": op,
+        "actor": actor,
+        "run_id": run_id,
+        "before": before,
+        "after": after,
+    }
+
+
+def _touch_feed(session: Session, tenant_id: uuid.UUID, memory_ids: Sequence[uuid.UUID]) -> None:
+    # Provenance and use statistics are not columns the feed's trigger watches; cached corpora read them.
+    if memory_ids:
+        session.execute(
+            text(_FEED_UPDATE),
+            {"t": tenant_id, "ids": list(memory_ids)},
+        )
+
+
+# -- supersession -------------------------------------------------------------------------------
+
+
+def _slot_facts(
+    session: Session, tenant_id: uuid.UUID, user_id: str, keys: set[tuple[str, str]] | None
+) -> list[SlotFact]:
+    stmt = select(
+        Memory.id,
+        Memory.subject,
+        Memory.attribute,
+        Memory.content,
+        Memory.valid_from,
+        Memory.event_at,
+        Memory.status,
+        Memory.superseded_by,
+        Memory.valid_to,
+    ).where(
+        Memory.tenant_id == tenant_id,
+        Memory.user_id == user_id,
+        Memory.attribute.is_not(None),
+        Memory.status.in_(("active", "superseded")),
+    )
+    if keys is not None:
+        subjects = sorted({s for s, _ in keys})
+        stmt = stmt.where(Memory.subject.in_(subjects), Memory.attribute.in_(sorted({a for _, a in keys})))
+    out = []
+    for row in session.execute(stmt).all():
+        slot = fact_slot(row.content, row.subject)
+        if slot is None or slot.attribute != row.attribute:
+            continue
+        out.append(
+            SlotFact(
+                row.id,
+                row.subject or "",
+                slot.attribute,
+                slot.value,
+                row.valid_from or row.event_at,
+                row.event_at,
+                row.status,
+                row.superseded_by,
+                row.valid_to,
+            )
+        )
+    return out
+
+
+def apply_supersessions(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    plans: Sequence[Supersede],
+    actor: str,
+    run_id: uuid.UUID | None = None,
+) -> int:
+    """Close each old fact with `valid_to` and a link to its successor; both stay, in time."""
+    done = 0
+    for plan in plans:
+        rows = {
+            r.id: r
+            for r in session.execute(
+                select(Memory)
+                .where(
+                    Memory.id.in_([plan.old_id, plan.new_id]),
+                    Memory.tenant_id == tenant_id,
+                    Memory.user_id == user_id,
+                    Memory.status.in_(("active", "superseded")),
+                )
+                .with_for_update()
+            ).scalars()
+        }
+        old = rows.get(plan.old_id)
+        if old is None or plan.new_id not in rows:
+            continue  # changed since the plan: the next run decides again
+        before = _snapshot(old)
+        old.status, old.superseded_by, old.valid_to = "superseded", plan.new_id, plan.valid_to
+        old.updated_at = func.now()
+        session.flush()
+        events = [_event(tenant_id, user_id, old.id, "supersede", actor, run_id, before, _snapshot(old))]
+        # The turn that said it ("I live in Denver.") goes out of date with it, unless it says
+        # something else still true: otherwise it outranks the current value for questions about now.
+        for turn in session.execute(_STALE_TURNS, {"fact": old.id, "t": tenant_id}).scalars():
+            memory = session.get(Memory, turn, with_for_update=True)
+            if memory is None or memory.status != "active":
+                continue
+            turn_before = _snapshot(memory)
+            memory.status, memory.superseded_by, memory.valid_to = "superseded", plan.new_id, plan.valid_to
+            memory.updated_at = func.now()
+            events.append(
+                _event(
+                    tenant_id, user_id, memory.id, "supersede", actor, run_id, turn_before, _snapshot(memory)
+                )
+            )
+        session.flush()
+        session.execute(insert(HistoryEvent), events)
+        done += 1
+    return done
+
+
+# Source turns of a fact that state no other fact still active.
+_STALE_TURNS = text(
+    """
+    SELECT DISTINCT s.turn_id FROM memory_sources s
+    WHERE s.memory_id = :fact AND s.tenant_id = :t AND s.turn_id IS NOT NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM memory_sources o JOIN memories m ON m.id = o.memory_id
+        WHERE o.turn_id = s.turn_id AND m.type = 'semantic' AND m.status = 'active'
+      )
+    """
+)
+
+
+def supersede_at_ingest(
+    session: Session, tenant_id: uuid.UUID, user_id: str, keys: set[tuple[str, str]], actor: str
+) -> int:
+    """After an ingest wrote facts about `keys` ((subject, attribute) pairs): close the values
+    they replace (or, for a batch of older messages, close the new facts themselves)."""
+    if not keys:
+        return 0
+    facts = [f for f in _slot_facts(session, tenant_id, user_id, keys) if (f.subject, f.attribute) in keys]
+    return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
+
+
+# -- a run over one user ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class UserReport:
+    """What a run did (or, dry, would do) to one user."""
+
+    tenant_id: str
+    user_id: str
+    memories_before: int = 0
+    memories_after: int = 0
+    attributes: int = 0
+    superseded: int = 0
+    merged: int = 0
+    summarised: int = 0
+    archived: int = 0
+    purged: int = 0
+    skipped: str | None = None  # why the user was not consolidated (another run holds it)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ROW_COLUMNS = (
+    Memory.id,
+    Memory.type,
+    Memory.kind,
+    Memory.subject,
+    Memory.attribute,
+    Memory.speaker,
+    Memory.content,
+    Memory.content_hash,
+    Memory.status,
+    Memory.pinned,
+    Memory.importance,
+    Memory.access_count,
+    Memory.last_accessed_at,
+    Memory.event_at,
+    Memory.valid_from,
+    Memory.valid_to,
+    Memory.superseded_by,
+    Memory.archived_at,
+    Memory.expires_at,
+    Memory.metadata_,
+)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _expiry(row: Any) -> datetime | None:
+    if row.expires_at is not None:
+        return row.expires_at  # type: ignore[no-any-return]
+    raw = (row.metadata_ or {}).get("expires_at")
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+def consolidate_user(
+    database: Database,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    config: ConsolidationConfig,
+    *,
+    embedder: Embedder | None,
+    actor: str,
+    run_id: uuid.UUID,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> UserReport:
+    """Supersede, merge, summarise and forget one user's memories: planned from one read of the
+    rows, applied in transactions of at most `config.batch_size` changes."""
+    now = now or datetime.now(UTC)
+    report = UserReport(str(tenant_id), user_id)
+    with database.session() as session:
+        rows = list(
+            session.execute(
+                select(*_ROW_COLUMNS).where(Memory.tenant_id == tenant_id, Memory.user_id == user_id)
+            ).all()
+        )
+    report.memories_before = sum(1 for r in rows if r.status != "archived")
+    by_id = {r.id: r for r in rows}
+
+    # 1. Attributes of facts stored before supersession existed (or by an extractor that names none).
+    backfill = []
+    for r in rows:
+        if r.type == "semantic" and r.attribute is None and r.status != "archived":
+            slot = fact_slot(r.content, r.subject)
+            if slot is not None:
+                backfill.append((r.id, slot.attribute))
+    report.attributes = len(backfill)
+    attribute_of = {r.id: r.attribute for r in rows} | dict(backfill)
+    if not dry_run:
+        for batch in _batches(backfill, 1000):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                for memory_id, attribute in batch:
+                    session.execute(
+                        update(Memory)
+                        .where(Memory.id == memory_id, Memory.attribute.is_(None))
+                        .values(attribute=attribute)
+                    )
+
+    # 2. Supersession, over every attribute of the user.
+    slot_facts = []
+    for r in rows:
+        attribute = attribute_of.get(r.id)
+        if attribute and r.status in ("active", "superseded"):
+            slot = fact_slot(r.content, r.subject)
+            if slot is not None and slot.attribute == attribute:
+                slot_facts.append(
+                    SlotFact(
+                        r.id,
+                        r.subject or "",
+                        attribute,
+                        slot.value,
+                        r.valid_from or r.event_at,
+                        r.event_at,
+                        r.status,
+                        r.superseded_by,
+                        r.valid_to,
+                    )
+                )
+    supersessions = plan_supersessions(slot_facts)
+    report.superseded = len(supersessions)
+    report.examples.extend(
+        {"op": "supersede", "old": by_id[p.old_id].content, "new": by_id[p.new_id].content}
+        for p in supersessions[:5]
+    )
+    if not dry_run:
+        for batch in _batches(supersessions, config.batch_size):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                apply_supersessions(session, tenant_id, user_id, batch, actor, run_id)
+        if progress:
+            progress(len(supersessions))
+
+    # 3. Near-duplicates (facts without an attribute: supersession owns those).
+    mergeable = [
+        r
+        for r in rows
+        if r.type == "semantic"
+        and r.kind in SEMANTIC_KINDS
+        and r.status == "active"
+        and attribute_of.get(r.id) is None
+    ]
+    merges = []
+    if mergeable:
+        with database.session() as session:
+            vector_rows = session.execute(
+                select(Memory.id, cast(Memory.embedding, ARRAY(REAL))).where(
+                    Memory.id.in_([r.id for r in mergeable])
+                )
+            ).all()
+        vector_of = {i: v for i, v in vector_rows}
+        mergeable = [r for r in mergeable if vector_of.get(r.id) is not None]
+        vectors = np.asarray([vector_of[r.id] for r in mergeable], dtype=np.float32).reshape(
+            len(mergeable), -1
+        )
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        merges = plan_merges(
+            [MergeRow(r.id, r.kind, r.subject, r.content_hash, None, r.event_at) for r in mergeable],
+            vectors,
+            config.merge_cosine,
+        )
+    report.merged = sum(len(m.duplicate_ids) for m in merges)
+    report.examples.extend(
+        {
+            "op": "merge",
+            "into": by_id[m.survivor_id].content,
+            "merged": [by_id[d].content for d in m.duplicate_ids][:3],
+        }
+        for m in merges[:5]
+    )
+    if not dry_run:
+        for merge_batch in _batches(merges, max(1, config.batch_size // 4)):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                for merge in merge_batch:
+                    _apply_merge(
+                        session,
+                        tenant_id,
+                        user_id,
+                        merge.survivor_id,
+                        merge.duplicate_ids,
+                        actor,
+                        run_id,
+                        now,
+                    )
+        if progress:
+            progress(len(merges))
+
+    # The state after merging, as forgetting and summaries see it (also in a dry run).
+    merged_away = {d for m in merges for d in m.duplicate_ids}
+    survivor_stats: dict[uuid.UUID, dict[str, Any]] = {}
+    for m in merges:
+        members = [by_id[m.survivor_id], *(by_id[d] for d in m.duplicate_ids)]
+        survivor_stats[m.survivor_id] = merged_fields([r._asdict() for r in members])
+    superseded_now = {p.old_id for p in supersessions}
+
+    # 4. Summaries of older events.
+    summaries = []
+    if config.summaries and embedder is not None:
+        events = [
+            EventRow(r.id, r.subject or "", r.content, r.valid_from or r.event_at)
+            for r in rows
+            if r.kind == "event" and r.status == "active" and r.id not in merged_away and r.subject
+        ]
+        older_than = max((r.event_at for r in rows), default=now) - timedelta(
+            days=config.summary_min_age_days
+        )
+        summaries = plan_summaries(events, older_than=older_than)
+        existing = {r.id for r in rows}
+        summaries = [
+            s for s in summaries if _summary_id(tenant_id, user_id, s.key, s.content) not in existing
+        ]
+    report.summarised = len(summaries)
+    if not dry_run and summaries and embedder is not None:
+        vectors_s = embedder.embed([s.content for s in summaries])
+        for batch_items in _batches(list(zip(summaries, vectors_s, strict=True)), config.batch_size):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                for summary, vector in batch_items:
+                    _insert_summary(session, tenant_id, user_id, summary, vector, actor, run_id)
+
+    # 5. Forgetting, on the user's own clock.
+    user_clock = max((r.event_at for r in rows if r.kind == "turn"), default=None) or max(
+        (r.event_at for r in rows), default=now
+    )
+    speakers = {r.speaker for r in rows if r.speaker}
+    retention_rows = []
+    for r in rows:
+        if r.id in merged_away:
+            continue
+        stats = survivor_stats.get(r.id, {})
+        last_used = stats.get("last_accessed_at") or r.last_accessed_at
+        retention_rows.append(
+            RetentionRow(
+                r.id,
+                r.kind,
+                r.content,
+                float(stats.get("importance", r.importance)),
+                int(stats.get("access_count", r.access_count)),
+                max(last_used, r.event_at) if last_used else r.event_at,
+                "superseded" if r.id in superseded_now else r.status,
+                r.pinned,
+                attribute_of.get(r.id),
+                r.archived_at,
+                _expiry(r),
+            )
+        )
+    forget = plan_forgetting(
+        retention_rows, user_clock=user_clock, now=now, config=config.retention, speakers=speakers
+    )
+    report.archived, report.purged = len(forget.archive), len(forget.purge)
+    report.examples.extend(
+        {"op": "archive", "content": by_id[i].content[:120], "why": why} for i, why in forget.archive[:5]
+    )
+    if not dry_run:
+        for archive_batch in _batches(forget.archive, config.batch_size):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                _apply_archive(session, tenant_id, user_id, archive_batch, actor, run_id, now)
+        cutoff = now - timedelta(days=config.retention.purge_after_days)
+        for purge_batch in _batches(forget.purge, config.batch_size):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                _apply_purge(session, tenant_id, user_id, purge_batch, actor, run_id, cutoff)
+        if progress:
+            progress(len(forget.archive) + len(forget.purge))
+    report.memories_after = report.memories_before - report.merged - report.archived + report.summarised
+    return report
+
+
+def _apply_merge(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    survivor_id: uuid.UUID,
+    duplicate_ids: Sequence[uuid.UUID],
+    actor: str,
+    run_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    rows = {
+        r.id: r
+        for r in session.execute(
+            select(Memory)
+            .where(
+                Memory.id.in_([survivor_id, *duplicate_ids]),
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.status == "active",
+            )
+            .with_for_update()
+        ).scalars()
+    }
+    survivor = rows.get(survivor_id)
+    duplicates = [rows[d] for d in duplicate_ids if d in rows]
+    if survivor is None or not duplicates:
+        return
+    dup_ids = [d.id for d in duplicates]
+    before = {**_snapshot(survivor), "access_count": survivor.access_count}
+    fields = merged_fields(
+        [
+            {
+                "valid_from": m.valid_from,
+                "access_count": m.access_count,
+                "last_accessed_at": m.last_accessed_at,
+                "importance": m.importance,
+            }
+            for m in (survivor, *duplicates)
+        ]
+    )
+    aliases = list((survivor.metadata_ or {}).get("aliases", []))
+    aliases += [d.content for d in duplicates if d.content != survivor.content and d.content not in aliases]
+    survivor.valid_from = fields["valid_from"]
+    survivor.access_count = fields["access_count"]
+    survivor.last_accessed_at = fields["last_accessed_at"]
+    survivor.importance = fields["importance"]
+    survivor.metadata_ = {**(survivor.metadata_ or {}), "aliases": aliases} if aliases else survivor.metadata_
+    survivor.updated_at = func.now()
+    # Provenance, graph mentions and relations move to the survivor.
+    session.execute(
+        insert(MemorySource)
+        .from_select(
+            ["memory_id", "message_id", "turn_id", "tenant_id", "user_id"],
+            select(
+                text(f"'{survivor.id}'::uuid"),
+                MemorySource.message_id,
+                MemorySource.turn_id,
+                MemorySource.tenant_id,
+                MemorySource.user_id,
+            ).where(MemorySource.memory_id.in_(dup_ids)),
+        )
+        .on_conflict_do_nothing()
+    )
+    session.execute(
+        insert(EntityMention)
+        .from_select(
+            ["entity_id", "memory_id", "tenant_id", "user_id"],
+            select(
+                EntityMention.entity_id,
+                text(f"'{survivor.id}'::uuid"),
+                EntityMention.tenant_id,
+                EntityMention.user_id,
+            ).where(EntityMention.memory_id.in_(dup_ids)),
+        )
+        .on_conflict_do_nothing()
+    )
+    session.execute(update(Relation).where(Relation.memory_id.in_(dup_ids)).values(memory_id=survivor.id))
+    events = [
+        _event(
+            tenant_id,
+            user_id,
+            survivor.id,
+            "merge",
+            actor,
+            run_id,
+            before,
+            {
+                **_snapshot(survivor),
+                "access_count": survivor.access_count,
+                "merged": [str(d) for d in dup_ids],
+            },
+        )
+    ]
+    for dup in duplicates:
+        dup_before = _snapshot(dup)
+        dup.status, dup.superseded_by, dup.archived_at = "archived", survivor.id, now
+        dup.metadata_ = {**(dup.metadata_ or {}), "merged_into": str(survivor.id)}
+        dup.updated_at = func.now()
+        events.append(
+            _event(
+                tenant_id,
+                user_id,
+                dup.id,
+                "merge",
+                actor,
+                run_id,
+                dup_before,
+                {**_snapshot(dup), "merged_into": str(survivor.id)},
+            )
+        )
+    session.flush()
+    session.execute(insert(HistoryEvent), events)
+    _touch_feed(session, tenant_id, [survivor.id])
+
+
+def _apply_archive(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    items: Sequence[tuple[uuid.UUID, str]],
+    actor: str,
+    run_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    why = dict(items)
+    rows = session.execute(
+        select(Memory)
+        .where(
+            Memory.id.in_(list(why)),
+            Memory.tenant_id == tenant_id,
+            Memory.user_id == user_id,
+            Memory.status == "active",
+        )
+        .with_for_update()
+    ).scalars()
+    events = []
+    for memory in rows:
+        if memory.pinned and why[memory.id] != "expired":
+            continue
+        before = _snapshot(memory)
+        memory.status, memory.archived_at = "archived", now
+        memory.updated_at = func.now()
+        events.append(
+            _event(
+                tenant_id,
+                user_id,
+                memory.id,
+                "archive",
+                actor,
+                run_id,
+                before,
+                {**_snapshot(memory), "why": why[memory.id]},
+            )
+        )
+    session.flush()
+    if events:
+        session.execute(insert(HistoryEvent), events)
+
+
+def _apply_purge(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    ids: Sequence[uuid.UUID],
+    actor: str,
+    run_id: uuid.UUID,
+    cutoff: datetime,
+) -> None:
+    """Delete archived memories for good: the row, its vector (the change feed tells the GPU
+    index), provenance and mentions (cascade). The history stays."""
+    rows = list(
+        session.execute(
+            select(Memory)
+            .where(
+                Memory.id.in_(list(ids)),
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.status == "archived",
+                Memory.archived_at <= cutoff,
+            )
+            .with_for_update()
+        ).scalars()
+    )
+    if not rows:
+        return
+    events = [_event(tenant_id, user_id, m.id, "purge", actor, run_id, _snapshot(m), None) for m in rows]
+    for memory in rows:
+        session.delete(memory)
+    session.flush()
+    session.execute(insert(HistoryEvent), events)
+
+
+def _summary_id(tenant_id: uuid.UUID, user_id: str, key: str, content: str) -> uuid.UUID:
+    return uuid.uuid5(_SUMMARY_NAMESPACE, "\x1f".join([str(tenant_id), user_id, key, content]))
+
+
+def _insert_summary(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    summary: Any,
+    vector: Any,
+    actor: str,
+    run_id: uuid.UUID,
+) -> None:
+    memory_id = _summary_id(tenant_id, user_id, summary.key, summary.content)
+    made = session.execute(
+        insert(Memory)
+        .values(
+            id=memory_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            type="semantic",
+            kind="summary",
+            content=summary.content,
+            content_hash=hashlib.sha256(summary.content.lower().encode()).hexdigest(),
+            subject=summary.subject,
+            event_at=summary.event_at,
+            valid_from=summary.event_at,
+            importance=0.3,
+            metadata_={"summarises": [str(i) for i in summary.member_ids]},
+            embedding=vector,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Memory.id)
+    ).scalar_one_or_none()
+    if made is None:
+        return
+    session.execute(
+        insert(MemorySource)
+        .from_select(
+            ["memory_id", "message_id", "turn_id", "tenant_id", "user_id"],
+            select(
+                text(f"'{memory_id}'::uuid"),
+                MemorySource.message_id,
+                MemorySource.turn_id,
+                MemorySource.tenant_id,
+                MemorySource.user_id,
+            ).where(MemorySource.memory_id.in_(list(summary.member_ids))),
+        )
+        .on_conflict_do_nothing()
+    )
+    session.execute(
+        insert(HistoryEvent),
+        [
+            _event(
+                tenant_id,
+                user_id,
+                memory_id,
+                "summarize",
+                actor,
+                run_id,
+                None,
+                {
+                    "kind": "summary",
+                    "content": summary.content,
+                    "summarises": [str(i) for i in summary.member_ids],
+                },
+            )
+        ],
+    )
+
+
+def restore(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID, actor: str) -> bool:
+    """Bring an archived memory back into search; a restore counts as a use, so the next run does
+    not archive it again at once. False if it is not archived."""
+    memory = session.execute(
+        select(Memory).where(Memory.id == memory_id, Memory.tenant_id == tenant_id).with_for_update()
+    ).scalar_one_or_none()
+    if memory is None or memory.status != "archived":
+        return False
+    before = _snapshot(memory)
+    memory.status, memory.archived_at, memory.superseded_by = "active", None, None
+    memory.access_count += 1
+    memory.last_accessed_at = func.now()
+    memory.updated_at = func.now()
+    session.flush()
+    session.execute(
+        insert(HistoryEvent),
+        [_event(tenant_id, memory.user_id, memory.id, "restore", actor, None, before, _snapshot(memory))],
+    )
+    return True
+
+
+@dataclass(slots=True)
+class RunReport:
+    """A consolidation run over one or more users."""
+
+    run_id: str
+    dry_run: bool
+    users: list[UserReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def totals(self) -> dict[str, int]:
+        keys = (
+            "memories_before",
+            "memories_after",
+            "attributes",
+            "superseded",
+            "merged",
+            "summarised",
+            "archived",
+            "purged",
+        )
+        out = {k: sum(int(getattr(u, k)) for u in self.users) for k in keys}
+        out["users"] = len(self.users)
+        out["users_skipped"] = sum(1 for u in self.users if u.skipped)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "seconds": round(self.seconds, 3),
+            "totals": self.totals(),
+            "users": [u.as_dict() for u in self.users[:100]],
+        }

@@ -1,0 +1,334 @@
+"""Consolidation on the real Postgres: supersession at ingest and in a run, merging, forgetting
+(archive, TTL, pin, purge), the history of each, dry run, a killed run run again, and ingest
+while a run works."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from memsvc import consolidation_store
+from memsvc.models import HistoryEvent, Memory, MemorySource
+from memsvc.schemas import AddRequest, Message, SearchRequest
+
+T0 = datetime(2024, 1, 10, 12, tzinfo=UTC)
+
+
+def _add(service, ctx, user: str, texts: list[str], at: datetime, session_id: str, **extra: Any) -> None:  # type: ignore[no-untyped-def]
+    messages = [
+        Message(
+            role="user", name="Ann", content=t, id=f"{session_id}-{i}", created_at=at + timedelta(minutes=i)
+        )
+        for i, t in enumerate(texts)
+    ]
+    request = AddRequest(messages=messages, user_id=user, session_id=session_id, **extra)
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+
+
+def _rows(service, ctx, user: str) -> list[Memory]:  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        return list(
+            session.execute(
+                select(Memory).where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user)
+            ).scalars()
+        )
+
+
+def _fact(rows: list[Memory], content: str) -> Memory:
+    found = [m for m in rows if m.type == "semantic" and m.content == content]
+    assert len(found) == 1, (content, [m.content for m in rows if m.type == "semantic"])
+    return found[0]
+
+
+def _user() -> str:
+    return f"ann-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_newer_value_supersedes_at_ingest_and_search_follows_time(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I live in Denver."], T0, "s1")
+    _add(service, ctx, user, ["I moved to Boston."], T0 + timedelta(days=150), "s2")
+    rows = _rows(service, ctx, user)
+    denver, boston = _fact(rows, "Ann lives in Denver"), _fact(rows, "Ann lives in Boston")
+    moved = _fact(rows, "Ann moved to Boston")  # as said; "lives in Boston" is its plain statement
+    assert denver.attribute == boston.attribute == moved.attribute == "residence"
+    assert denver.status == "superseded" and denver.superseded_by in (boston.id, moved.id)
+    assert denver.valid_to == boston.valid_from
+    assert boston.status == "active" and boston.valid_to is None
+    events = service.history(ctx, denver.id)
+    assert [e.op for e in events] == ["create", "supersede"]
+    assert events[1].before["status"] == "active" and events[1].after["superseded_by"] == str(
+        denver.superseded_by
+    )
+    # The turn that said it is out of date too; the turn of the move is not.
+    turns = {m.content: m for m in rows if m.kind == "turn"}
+    assert (
+        turns["I live in Denver."].status == "superseded" and turns["I moved to Boston."].status == "active"
+    )
+
+    now = service.search(ctx, SearchRequest(query="Where does Ann live?", user_id=user, limit=5))
+    first_city = next(r.content for r in now if "Denver" in r.content or "Boston" in r.content)
+    assert "Boston" in first_city
+    then = service.search(
+        ctx,
+        SearchRequest(query="Where does Ann live?", user_id=user, limit=5, as_of=T0 + timedelta(days=30)),
+    )
+    assert any("Denver" in r.content for r in then) and not any("Boston" in r.content for r in then)
+
+
+def test_an_older_statement_ingested_later_is_closed_by_the_newer_one(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I work as a nurse."], T0 + timedelta(days=200), "s2")
+    _add(service, ctx, user, ["I work as a teacher."], T0, "s1")
+    rows = _rows(service, ctx, user)
+    teacher, nurse = _fact(rows, "Ann works as a teacher"), _fact(rows, "Ann works as a nurse")
+    assert teacher.status == "superseded" and teacher.superseded_by == nurse.id
+    assert nurse.status == "active"
+
+
+def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My dog is called Rex."], T0, "s1")
+    _add(service, ctx, user, ["We adopted a dog named Max."], T0 + timedelta(days=60), "s2")
+    # As if stored by a version without attributes.
+    with service.db.session() as session:
+        for m in session.execute(select(Memory).where(Memory.user_id == user)).scalars():
+            m.attribute, m.status, m.superseded_by, m.valid_to = None, "active", None, None
+    report = service.consolidate(ctx.tenant_id, user)
+    # Each statement and its plain form ("Ann's pet is called Rex") get their attribute back.
+    assert report.totals()["superseded"] == 2 and report.totals()["attributes"] == 4
+    rows = _rows(service, ctx, user)
+    max_ids = {
+        _fact(rows, "Ann's pet is called Max").id,
+        _fact(rows, "Ann and others adopted a dog named Max").id,
+    }
+    assert _fact(rows, "Ann's dog is called Rex").superseded_by in max_ids
+    assert _fact(rows, "Ann's pet is called Rex").superseded_by in max_ids
+    again = service.consolidate(ctx.tenant_id, user)
+    assert again.totals()["superseded"] == again.totals()["merged"] == 0
+
+
+def test_near_duplicates_merge_with_provenance_and_history(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0, "s1")
+    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=3), "s2")
+    before = [m for m in _rows(service, ctx, user) if m.type == "semantic"]
+    assert len(before) == 2
+    report = service.consolidate(ctx.tenant_id, user, run_id=(run := uuid.uuid4()))
+    assert report.totals()["merged"] == 1
+    rows = {m.id: m for m in _rows(service, ctx, user) if m.type == "semantic"}
+    survivor = next(m for m in rows.values() if m.status == "active")
+    duplicate = next(m for m in rows.values() if m.status == "archived")
+    assert survivor.event_at < duplicate.event_at  # the earliest survives
+    assert duplicate.superseded_by == survivor.id and duplicate.metadata_["merged_into"] == str(survivor.id)
+    assert survivor.valid_from == min(m.valid_from for m in before)
+    assert sorted(service.get(ctx, survivor.id).source_message_ids) == ["s1-0", "s2-0"]
+    for memory in (survivor, duplicate):
+        merge = [e for e in service.history(ctx, memory.id) if e.op == "merge"]
+        assert len(merge) == 1 and merge[0].run_id == run and merge[0].actor == "consolidation"
+    found = service.search(
+        ctx, SearchRequest(query="hiking mountains sister", user_id=user, types=["semantic"])
+    )
+    assert [r.id for r in found if r.type == "semantic"] == [survivor.id]
+
+
+def test_forgetting_archives_small_talk_keeps_pins_honours_ttl_and_purges(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["Thanks, Jon! Appreciate the kind words.", "Wow, congrats!"], T0, "s1")
+    _add(service, ctx, user, ["I adopted a kitten named Miso."], T0 + timedelta(days=90), "s2")
+    _add(
+        service,
+        ctx,
+        user,
+        ["The code for the gate is 4411."],
+        T0 + timedelta(days=91),
+        "s3",
+        metadata={"expires_at": (T0 + timedelta(days=95)).isoformat()},
+    )
+    rows = _rows(service, ctx, user)
+    thanks = next(m for m in rows if m.kind == "turn" and m.content.startswith("Thanks"))
+    congrats = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow"))
+    gate = next(m for m in rows if m.kind == "turn" and "gate" in m.content)
+    service.update(ctx, congrats.id, _patch(pinned=True))
+
+    now = T0 + timedelta(days=100)
+    service.consolidate(ctx.tenant_id, user, now=now)
+    after = {m.id: m for m in _rows(service, ctx, user)}
+    assert after[thanks.id].status == "archived" and after[thanks.id].archived_at == now
+    assert after[congrats.id].status == "active"  # pinned
+    assert after[gate.id].status == "archived"  # its TTL passed
+    assert _fact(list(after.values()), "Ann's pet is called Miso").status == "active"
+    assert [e.op for e in service.history(ctx, thanks.id)][-1] == "archive"
+    # Archived: out of search, still readable, restorable.
+    hits = service.search(ctx, SearchRequest(query="thanks for the kind words", user_id=user))
+    assert thanks.id not in {r.id for r in hits}
+    assert service.get(ctx, thanks.id).status == "archived"
+    assert service.restore(ctx, gate.id).status == "active"
+    assert service.history(ctx, gate.id)[-1].op == "restore"
+
+    # Past the retention period, archived memories go for good; their history stays.
+    service.consolidate(ctx.tenant_id, user, now=now + timedelta(days=31))
+    remaining = {m.id for m in _rows(service, ctx, user)}
+    assert thanks.id not in remaining and congrats.id in remaining
+    assert [e.op for e in service.history(ctx, thanks.id)][-1] == "purge"
+    with service.db.session() as session:
+        assert not session.execute(select(MemorySource).where(MemorySource.memory_id == thanks.id)).first()
+
+
+def _patch(**fields: Any) -> Any:
+    from memsvc.schemas import UpdateRequest
+
+    return UpdateRequest(**fields)
+
+
+def _state(service, ctx, user: str) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    """Everything consolidation may change, keyed by content (ids differ between users)."""
+    rows = _rows(service, ctx, user)
+    content = {m.id: m.content for m in rows}
+    with service.db.session() as session:
+        sources = {
+            (content[mid], msg)
+            for mid, msg in session.execute(
+                select(MemorySource.memory_id, MemorySource.message_id).where(
+                    MemorySource.user_id == user, MemorySource.tenant_id == ctx.tenant_id
+                )
+            ).all()
+        }
+        ops = sorted(
+            (e.op, content.get(e.memory_id, "?"))
+            for e in session.execute(
+                select(HistoryEvent).where(HistoryEvent.user_id == user, HistoryEvent.op != "create")
+            ).scalars()
+        )
+    memories = sorted(
+        (
+            m.kind,
+            m.content,
+            m.status,
+            m.valid_from,
+            m.valid_to,
+            content.get(m.superseded_by) if m.superseded_by else None,
+            m.access_count,
+        )
+        for m in rows
+    )
+    return tuple(memories), frozenset(sources), tuple(ops)
+
+
+def _story(service, ctx, user: str) -> None:  # type: ignore[no-untyped-def]
+    _add(service, ctx, user, ["I live in Denver.", "Thanks, Jon! Appreciate the kind words."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["I love hiking in the mountains with my sister.", "My favourite food is spicy ramen."],
+        T0 + timedelta(days=1),
+        "s2",
+    )
+    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=5), "s3")
+    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=9), "s4")
+    _add(
+        service,
+        ctx,
+        user,
+        ["Wow, congrats!", "I drive a Honda Civic.", "My favourite food is spicy ramen."],
+        T0 + timedelta(days=20),
+        "s5",
+    )
+    with service.db.session() as session:  # facts as an older version stored them: no attributes
+        for m in session.execute(select(Memory).where(Memory.user_id == user)).scalars():
+            m.attribute, m.status, m.superseded_by, m.valid_to = None, "active", None, None
+    _add(
+        service, ctx, user, ["I moved to Boston.", "I drive a Tesla Model 3."], T0 + timedelta(days=200), "s6"
+    )
+
+
+def test_dry_run_changes_nothing(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _story(service, ctx, user)
+    before = _state(service, ctx, user)
+    report = service.consolidate(ctx.tenant_id, user, dry_run=True, now=T0 + timedelta(days=300))
+    totals = report.totals()
+    assert totals["superseded"] >= 2 and totals["merged"] == 3 and totals["archived"] >= 2
+    assert _state(service, ctx, user) == before
+
+
+def test_a_killed_run_run_again_ends_like_an_uninterrupted_run(service, tenant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    whole, killed = _user(), _user()
+    _story(service, ctx, whole)
+    _story(service, ctx, killed)
+    now = T0 + timedelta(days=300)
+    service.consolidate(ctx.tenant_id, whole, now=now)
+
+    config = service.consolidation_config()
+    from dataclasses import replace
+
+    small = replace(config, batch_size=1)
+    real = consolidation_store._apply_merge
+    calls = {"n": 0}
+
+    def dies_on_second(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(consolidation_store, "_apply_merge", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        service.consolidate(ctx.tenant_id, killed, now=now, config=small)
+    monkeypatch.setattr(consolidation_store, "_apply_merge", real)
+    half = _state(service, ctx, killed)
+    assert half != _state(service, ctx, whole)  # it really stopped half-way
+    service.consolidate(ctx.tenant_id, killed, now=now, config=small)
+    assert _state(service, ctx, killed) == _state(service, ctx, whole)
+    # And a further run changes nothing.
+    service.consolidate(ctx.tenant_id, killed, now=now)
+    assert _state(service, ctx, killed) == _state(service, ctx, whole)
+
+
+def test_ingest_during_a_run_loses_nothing(service, tenant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _story(service, ctx, user)
+    started, release = threading.Event(), threading.Event()
+    real = consolidation_store._apply_archive
+
+    def slow_archive(*args: Any, **kwargs: Any) -> None:
+        started.set()
+        release.wait(10)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(consolidation_store, "_apply_archive", slow_archive)
+    now = T0 + timedelta(days=300)
+    worker = threading.Thread(target=service.consolidate, args=(ctx.tenant_id, user), kwargs={"now": now})
+    worker.start()
+    assert started.wait(30)
+    # Planned already; an ingest lands between its transactions.
+    _add(service, ctx, user, ["I moved to Chicago.", "Thanks so much!"], T0 + timedelta(days=250), "s7")
+    release.set()
+    worker.join(60)
+    assert not worker.is_alive()
+    rows = _rows(service, ctx, user)
+    by_message = {m.message_id: m for m in rows if m.kind == "turn"}
+    assert by_message["s7-0"].status == "active" and by_message["s7-1"].status == "active"
+    chicago = {_fact(rows, "Ann lives in Chicago").id, _fact(rows, "Ann moved to Chicago").id}
+    assert all(by_id_status == "active" for by_id_status in [m.status for m in rows if m.id in chicago])
+    assert _fact(rows, "Ann lives in Boston").superseded_by in chicago
+    # A second run at once finds the same user busy; one after it consolidates the newcomers.
+    with consolidation_store.run_lock(service.db, ctx.tenant_id, user) as mine:
+        assert mine
+        busy = service.consolidate(ctx.tenant_id, user, now=now)
+        assert busy.users[0].skipped
