@@ -403,14 +403,26 @@ class UserCorpus:
 # Columns of a `CorpusRow`, then the vector in pgvector's binary form (2-byte dimension count,
 # 2 unused bytes, big-endian float16s): ~4x fewer bytes than float4[] text, and no parsing.
 _COLUMNS = """m.id, m.type, m.kind, m.content, m.speaker, m.role, m.agent_id, m.session_id, m.position,
-    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata,
-    ARRAY(SELECT s.message_id FROM memory_sources s WHERE s.memory_id = m.id ORDER BY s.message_id),
-    ARRAY(SELECT e.entity_id FROM entity_mentions e WHERE e.memory_id = m.id ORDER BY e.entity_id),
-    halfvec_send(m.embedding)"""
-_LOAD = f"""SELECT {_COLUMNS} FROM memories m WHERE m.tenant_id = %(t)s AND m.user_id = %(u)s
-    ORDER BY m.session_id COLLATE "C" NULLS LAST, m.position NULLS LAST, m.event_at, m.id"""
-_ROWS = f"""SELECT {_COLUMNS} FROM memories m
+    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata"""
+_VECTOR = "halfvec_send(m.embedding)"
+_SOURCES_OF = (
+    "ARRAY(SELECT s.message_id FROM memory_sources s WHERE s.memory_id = m.id ORDER BY s.message_id)"
+)
+_MENTIONS_OF = (
+    "ARRAY(SELECT e.entity_id FROM entity_mentions e WHERE e.memory_id = m.id ORDER BY e.entity_id)"
+)
+# A few changed rows: provenance and mentions by per-row subqueries. A whole user: the rows alone
+# (a subquery per row cost 5x the scan), then provenance and mentions in one query each.
+_ROWS = f"""SELECT {_COLUMNS}, {_SOURCES_OF}, {_MENTIONS_OF}, {_VECTOR} FROM memories m
     WHERE m.id = ANY(%(ids)s) AND m.tenant_id = %(t)s AND m.user_id = %(u)s"""
+_LOAD = f"""SELECT {_COLUMNS}, NULL, NULL, {_VECTOR} FROM memories m
+    WHERE m.tenant_id = %(t)s AND m.user_id = %(u)s
+    ORDER BY m.session_id COLLATE "C" NULLS LAST, m.position NULLS LAST, m.event_at, m.id"""
+_LOAD_SOURCES = """SELECT memory_id, message_id FROM memory_sources
+    WHERE tenant_id = %(t)s AND user_id = %(u)s ORDER BY memory_id, message_id"""
+_LOAD_MENTIONS = """SELECT em.memory_id, em.entity_id
+    FROM entities e JOIN entity_mentions em ON em.entity_id = e.id
+    WHERE e.tenant_id = %(t)s AND e.user_id = %(u)s ORDER BY em.memory_id, em.entity_id"""
 _ENTITIES = """SELECT id, name, entity_type, normalized_name, aliases FROM entities
     WHERE tenant_id = %(t)s AND user_id = %(u)s ORDER BY id"""
 _EDGES = """SELECT subject_id, object_id FROM relations WHERE tenant_id = %(t)s AND user_id = %(u)s
@@ -468,9 +480,30 @@ def _decode_vectors(blobs: Sequence[bytes]) -> Vector:
     return raw[:, 2:].astype(np.float32)
 
 
-def _rows(records: Sequence[Sequence[Any]]) -> tuple[list[CorpusRow], Vector]:
-    rows = [CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[16]), tuple(r[17]))) for r in records]
+def _rows(
+    records: Sequence[Sequence[Any]],
+    sources: dict[uuid.UUID, tuple[str, ...]] | None = None,
+    mentions: dict[uuid.UUID, tuple[uuid.UUID, ...]] | None = None,
+) -> tuple[list[CorpusRow], Vector]:
+    """Rows from `_ROWS` records, or from `_LOAD` records and the user's provenance and mentions."""
+    if sources is None or mentions is None:
+        rows = [
+            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[16]), tuple(r[17]))) for r in records
+        ]
+    else:
+        rows = [
+            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ())))
+            for r in records
+        ]
     return rows, _decode_vectors([r[18] for r in records])
+
+
+def _grouped(pairs: Iterable[tuple[uuid.UUID, Any]]) -> dict[uuid.UUID, tuple[Any, ...]]:
+    """(key, value) pairs sorted by key, as key → tuple of its values in order."""
+    out: dict[uuid.UUID, list[Any]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return {key: tuple(values) for key, values in out.items()}
 
 
 class _Entry:
@@ -618,7 +651,10 @@ class CorpusCache:
         # The feed first: whatever it shows committed is in the rows read after it.
         changes, settled, top = self._feed(conn, tenant_id, self._clock.settled or 0)
         params = {"t": tenant_id, "u": user_id}
-        rows, vectors = _rows(conn.execute(_LOAD, params, binary=True).fetchall())
+        records = conn.execute(_LOAD, params, binary=True).fetchall()
+        sources = _grouped(conn.execute(_LOAD_SOURCES, params, binary=True).fetchall())
+        mentions = _grouped(conn.execute(_LOAD_MENTIONS, params, binary=True).fetchall())
+        rows, vectors = _rows(records, sources, mentions)
         corpus = UserCorpus()
         corpus.load(rows, vectors)
         corpus.set_graph(

@@ -334,14 +334,15 @@ class BM25Index:
         """Index one document; returns its ordinal (the position in :meth:`score`'s output)."""
         doc = len(self._lengths)
         toks = tokenize(text)
+        terms, docs, counts = self._terms, self._docs, self._counts
         for term, count in Counter(toks).items():
-            t = self._terms.get(term)
+            t = terms.get(term)
             if t is None:
-                t = self._terms[term] = len(self._docs)
-                self._docs.append(array("i"))
-                self._counts.append(array("H"))
-            self._docs[t].append(doc)
-            self._counts[t].append(count)  # < 2**16: content is at most 32k characters
+                t = terms[term] = len(docs)
+                docs.append(array("i"))
+                counts.append(array("H"))
+            docs[t].append(doc)
+            counts[t].append(count)  # < 2**16: content is at most 32k characters
         self._lengths.append(len(toks))
         self._alive.append(1)
         self._live += 1

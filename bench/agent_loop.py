@@ -1,0 +1,293 @@
+"""The agent loop through the REST API: write a turn (`wait: true`), then search, as an agent does
+between two turns; one user at ~1k, ~5k and ~50k memories, and many users at once.
+
+Starts `memsvc serve` (its ingest worker included) on a fresh embedded database on 127.0.0.1 and
+drives it from this process over HTTP. Filling is quick: one LoCoMo conversation is ingested
+through the API as a seed user, then copied in SQL under new ids (memories, provenance, entities,
+mentions, relations) until each user holds the size asked for. Then, per size:
+
+- `add`: POST /v1/memories with one message and `wait: true`;
+- `search after write`: POST /v1/search right after that add returns (the corpus must catch up);
+- `search`: POST /v1/search with no write before it.
+
+Many users: `--users` users of one seed session range each, searched once in random order (cold:
+the server has not loaded them) and once more in another random order (warm); the server's
+resident memory before and after the cold pass gives the memory per cached memory.
+
+    python bench/agent_loop.py [--sizes 1000 5000 50000] [--rounds 60] [--users 300] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import psutil
+
+from bench._common import LOCOMO_DIR, machine, percentile, print_table, write_json
+
+SEED = "seed"
+# Columns given new values in a copy; every other column is copied as it is.
+_NEW_ID = "md5({col}::text || %(sfx)s)::uuid"
+COPIES: dict[str, dict[str, str]] = {
+    "memories": {
+        "id": _NEW_ID,
+        "user_id": "%(user)s",
+        "session_id": "{col} || %(sfx)s",
+        "message_id": "{col} || %(sfx)s",
+        "superseded_by": _NEW_ID,
+    },
+    "memory_sources": {
+        "memory_id": _NEW_ID,
+        "turn_id": _NEW_ID,
+        "message_id": "{col} || %(sfx)s",
+        "user_id": "%(user)s",
+    },
+    "entity_mentions": {
+        "memory_id": _NEW_ID,
+        "entity_id": "md5({col}::text || %(user)s)::uuid",
+        "user_id": "%(user)s",
+    },
+}
+GRAPH: dict[str, dict[str, str]] = {  # copied once per user: a user's entities are merged by name
+    "entities": {"id": "md5({col}::text || %(user)s)::uuid", "user_id": "%(user)s"},
+    "relations": {
+        "id": "md5({col}::text || %(user)s)::uuid",
+        "subject_id": "md5({col}::text || %(user)s)::uuid",
+        "object_id": "md5({col}::text || %(user)s)::uuid",
+        "memory_id": "NULL",  # the fact a relation came from is not read by search
+        "user_id": "%(user)s",
+    },
+}
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MEMSVC_DATA_DIR": str(data_dir), "MEMSVC_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    log = (data_dir / "server.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=log, stderr=log)
+
+
+def wait_ready(base: str, data_dir: Path, server: subprocess.Popen[bytes]) -> str:
+    key_file = data_dir / "dev-api-key"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if key_file.exists() and httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return key_file.read_text().strip()
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit((data_dir / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+
+
+def copy_sql(conn: Any, table: str, overrides: dict[str, str], where: str) -> str:
+    columns = [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+            (table,),
+        )
+    ]
+    values = [overrides[c].format(col=c) if c in overrides else c for c in columns]
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {table} WHERE {where}"
+
+
+def fill(conn: Any, tenant: Any, user: str, copies: int, sessions: tuple[int, int] | None = None) -> int:
+    """Give `user` `copies` copies of the seed user's rows (of seed sessions in `sessions`)."""
+    seed = "tenant_id = %(t)s AND user_id = %(seed)s"
+    params = {"t": tenant, "seed": SEED, "user": user}
+    scope = ""
+    if sessions is not None:
+        names = ", ".join(f"'session_{n}'" for n in range(*sessions))
+        scope = f" AND memory_id IN (SELECT id FROM memories WHERE {seed} AND session_id IN ({names}))"
+        memories_scope = f" AND session_id IN ({names})"
+    else:
+        memories_scope = ""
+    for table, overrides in GRAPH.items():
+        conn.execute(copy_sql(conn, table, overrides, seed), params)
+    for c in range(copies):
+        params["sfx"] = f"/{user}/{c}"
+        for table in ("memories", "memory_sources", "entity_mentions"):
+            where = seed + (memories_scope if table == "memories" else scope)
+            conn.execute(copy_sql(conn, table, COPIES[table], where), params)
+    row = conn.execute("SELECT count(*) FROM memories WHERE tenant_id = %s AND user_id = %s", (tenant, user))
+    return int(row.fetchone()[0])
+
+
+def timed(http: httpx.Client, path: str, body: dict[str, Any]) -> float:
+    t0 = time.perf_counter()
+    response = http.post(path, json=body)
+    elapsed = (time.perf_counter() - t0) * 1000
+    response.raise_for_status()
+    return elapsed
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "n": len(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000, 50000])
+    parser.add_argument("--rounds", type=int, default=60, help="adds (and searches after them) per size")
+    parser.add_argument("--users", type=int, default=300, help="users of the many-users case (0: skip)")
+    parser.add_argument("--seed-conversation", default="conv-26")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    import psycopg
+
+    from memsvc.database import libpq_url, start_embedded_postgres
+    from memsvc.importers import locomo_batches
+
+    data_dir = Path(tempfile.mkdtemp(prefix="memsvc-loop-"))
+    server = start_server(data_dir, args.port)
+    base = f"http://127.0.0.1:{args.port}"
+    rng = random.Random(17)
+    report: dict[str, Any] = {"sizes": {}, "machine": machine(), "load_before": os.getloadavg()}
+    try:
+        key = wait_ready(base, data_dir, server)
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        conversation = json.loads((LOCOMO_DIR / f"{args.seed_conversation}.json").read_text())
+        questions = [q["question"] for q in conversation["qa"] if q.get("category") in (1, 2, 3, 4)]
+        lines = [m.content for b in locomo_batches(conversation, "x") for m in b.messages]
+        t0 = time.perf_counter()
+        for batch in locomo_batches(conversation, SEED):
+            http.post("/v1/memories", json={**batch.model_dump(mode="json"), "wait": True}).raise_for_status()
+        print(f"seed user ingested through the API in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+        url = libpq_url(start_embedded_postgres(data_dir))
+        with psycopg.connect(url, autocommit=True) as conn:
+            tenant, seed_rows = conn.execute(
+                "SELECT tenant_id, count(*) FROM memories WHERE user_id = %s GROUP BY tenant_id", (SEED,)
+            ).fetchall()[0]
+            sized = {}
+            for size in args.sizes:
+                t0 = time.perf_counter()
+                sized[size] = fill(conn, tenant, f"user-{size}", max(1, round(size / seed_rows)))
+                print(
+                    f"user-{size}: {sized[size]} memories in {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                )
+            many = [f"many-{i}" for i in range(args.users)]
+            many_rows = 0
+            t0 = time.perf_counter()
+            for i, user in enumerate(many):
+                first = 1 + (i * 3) % 16
+                many_rows += fill(conn, tenant, user, 1, sessions=(first, first + 3))
+            if many:
+                print(
+                    f"{len(many)} users, {many_rows} memories in {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                )
+
+        for size, count in sized.items():
+            user = f"user-{size}"
+            timed(http, "/v1/search", {"query": questions[0], "user_id": user})  # cold load, not timed
+            adds, after_write, plain = [], [], []
+            for i in range(args.rounds):
+                message = {
+                    "role": "user",
+                    "name": "Caroline",
+                    "content": rng.choice(lines),
+                    "id": f"loop-{i}",
+                }
+                adds.append(
+                    timed(
+                        http,
+                        "/v1/memories",
+                        {"user_id": user, "session_id": "loop", "messages": [message], "wait": True},
+                    )
+                )
+                after_write.append(
+                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
+                )
+            for _ in range(args.rounds):
+                plain.append(
+                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
+                )
+            report["sizes"][str(size)] = {
+                "memories": count,
+                "add": stats(adds),
+                "search_after_write": stats(after_write),
+                "search": stats(plain),
+            }
+
+        if many:
+            process = psutil.Process(server.pid)
+            rss_before = process.memory_info().rss
+            cold, warm = [], []
+            for user in rng.sample(many, len(many)):
+                cold.append(
+                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
+                )
+            rss_after = process.memory_info().rss
+            for user in rng.sample(many, len(many)):
+                warm.append(
+                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
+                )
+            report["many_users"] = {
+                "users": len(many),
+                "memories": many_rows,
+                "cold": stats(cold),
+                "warm": stats(warm),
+                "rss_growth_bytes": rss_after - rss_before,
+                "bytes_per_cached_memory": (rss_after - rss_before) / max(many_rows, 1),
+            }
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    report["load_after"] = os.getloadavg()
+
+    rows = []
+    for r in report["sizes"].values():
+        rows.append(
+            [
+                r["memories"],
+                f"{r['add']['p50_ms']:.0f} / {r['add']['p95_ms']:.0f}",
+                f"{r['search_after_write']['p50_ms']:.0f} / {r['search_after_write']['p95_ms']:.0f}",
+                f"{r['search']['p50_ms']:.0f} / {r['search']['p95_ms']:.0f}",
+                f"{r['search_after_write']['p95_ms'] / r['search']['p95_ms']:.2f}",
+            ]
+        )
+    print_table(
+        ["memories", "add (wait) p50/p95 ms", "search after write p50/p95", "search p50/p95", "p95 ratio"],
+        rows,
+    )
+    if "many_users" in report:
+        m = report["many_users"]
+        print()
+        print_table(
+            ["users", "memories", "cold p50/p95 ms", "warm p50/p95 ms", "bytes per cached memory"],
+            [
+                [
+                    m["users"],
+                    m["memories"],
+                    f"{m['cold']['p50_ms']:.0f} / {m['cold']['p95_ms']:.0f}",
+                    f"{m['warm']['p50_ms']:.0f} / {m['warm']['p95_ms']:.0f}",
+                    f"{m['bytes_per_cached_memory']:.0f}",
+                ]
+            ],
+        )
+    print(f"load average before / after: {report['load_before']} / {report['load_after']}")
+    print(f"wrote {write_json('agent_loop', report, args.json)}")
+
+
+if __name__ == "__main__":
+    main()
