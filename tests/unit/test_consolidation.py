@@ -1,0 +1,199 @@
+"""Consolidation planning without a database: attributes, supersession, retention, merging,
+summaries, and that each plan converges when applied in parts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from memsvc.consolidation import (
+    EventRow,
+    MergeRow,
+    RetentionConfig,
+    RetentionRow,
+    Slot,
+    SlotFact,
+    fact_slot,
+    is_small_talk,
+    plan_forgetting,
+    plan_merges,
+    plan_summaries,
+    plan_supersessions,
+    retention,
+    state_sentence,
+    with_state_facts,
+)
+from memsvc.extraction.base import ExtractedFact
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("Ann lives in Denver", ("residence", "denver")),
+        ("Ann moved to Boston in February 2024", ("residence", "boston")),
+        ("Ann is now living in New York", ("residence", "new york")),
+        ("Ann and others relocated to Toronto", ("residence", "toronto")),
+        ("Ann works as a nurse at Mercy Hospital", ("job", "nurse")),
+        ("Ann just started a new job as a teacher", ("job", "teacher")),
+        ("Ann works at Google", ("employer", "google")),
+        ("Ann's dog is called Rex", ("pet", "rex")),
+        ("Ann adopted a dog named Max last week", ("pet", "max")),
+        ("Ann drives a Honda Civic", ("car", "honda civic")),
+        ("Ann bought a Tesla Model 3", ("car", "tesla model 3")),
+        ("Ann started dating Alex", ("partner", "alex")),
+        ("Ann's partner is Sam", ("partner", "sam")),
+        ("Ann bought a book", None),
+        ("Ann's friend lives in Denver", None),
+        ("Ann will move to Paris next year", None),
+        ("Ann wants to live in Paris", None),
+        ("Bob lives in Denver", None),  # not about the subject given
+    ],
+)
+def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
+    slot = fact_slot(content, "Ann")
+    assert (None if slot is None else (slot.attribute, slot.value)) == expected
+
+
+def test_state_sentences_restate_changes_plainly() -> None:
+    assert state_sentence("Ann", Slot("residence", "boston", "Boston")) == "Ann lives in Boston"
+    assert state_sentence("Ann", Slot("job", "architect", "architect")) == "Ann works as an architect"
+    moved = ExtractedFact("Ann moved to Boston", "event", "Ann", ("m1",), T0)
+    lives = ExtractedFact("Ann lives in Denver", "fact", "Ann", ("m2",), T0)
+    out = with_state_facts([moved, lives])
+    assert [f.content for f in out] == ["Ann moved to Boston", "Ann lives in Denver", "Ann lives in Boston"]
+    assert out[2].source_message_ids == ("m1",) and out[2].valid_from == T0 and out[2].kind == "fact"
+
+
+def _slot_fact(value: str, day: int, **kw: object) -> SlotFact:
+    return SlotFact(
+        id=kw.get("id", uuid.uuid4()),  # type: ignore[arg-type]
+        subject="Ann",
+        attribute="residence",
+        value=value,
+        valid_from=T0 + timedelta(days=day),
+        event_at=T0 + timedelta(days=day),
+        status=kw.get("status", "active"),  # type: ignore[arg-type]
+        superseded_by=kw.get("superseded_by"),  # type: ignore[arg-type]
+        valid_to=kw.get("valid_to"),  # type: ignore[arg-type]
+    )
+
+
+def test_each_value_is_closed_by_the_next_different_one() -> None:
+    denver, denver_again, boston, denver_back = (
+        _slot_fact("denver", 0),
+        _slot_fact("denver", 30),
+        _slot_fact("boston", 100),
+        _slot_fact("denver", 200),
+    )
+    # Given in any order, planned in time order.
+    plans = {p.old_id: p for p in plan_supersessions([denver_back, boston, denver, denver_again])}
+    assert plans[denver.id].new_id == boston.id and plans[denver.id].valid_to == boston.valid_from
+    assert plans[denver_again.id].new_id == boston.id
+    assert plans[boston.id].new_id == denver_back.id
+    assert denver_back.id not in plans
+    # Applied: nothing left to do.
+    applied = [
+        _slot_fact(
+            f.value,
+            (f.valid_from - T0).days,
+            id=f.id,
+            status="superseded" if f.id in plans else "active",
+            superseded_by=plans[f.id].new_id if f.id in plans else None,
+            valid_to=plans[f.id].valid_to if f.id in plans else None,
+        )
+        for f in (denver, denver_again, boston, denver_back)
+    ]
+    assert plan_supersessions(applied) == []
+
+
+def test_small_talk() -> None:
+    assert is_small_talk("Thanks, Jon! Appreciate the kind words", ["Jon"])
+    assert is_small_talk("Gina is awesome with Gina's store", ["Gina"])
+    assert is_small_talk("Wow, congrats!")
+    assert not is_small_talk("That's great! I painted a lake sunrise last year.")
+    assert not is_small_talk("I went to a support group yesterday.")
+
+
+def test_retention_decays_with_time_and_less_with_importance_and_use() -> None:
+    config = RetentionConfig()
+    assert retention(0.5, 0, 0, config) == 1.0
+    assert retention(0.5, 0, 90, config) == pytest.approx(np.exp(-1))
+    assert retention(0.5, 0, 90, config) > retention(0.1, 0, 90, config)
+    assert retention(0.5, 3, 90, config) > retention(0.5, 0, 90, config)
+
+
+def _retention_row(content: str, day: int, **kw: object) -> RetentionRow:
+    return RetentionRow(
+        id=uuid.uuid4(),
+        kind=kw.get("kind", "turn"),  # type: ignore[arg-type]
+        content=content,
+        importance=kw.get("importance", 0.5),  # type: ignore[arg-type]
+        access_count=kw.get("access_count", 0),  # type: ignore[arg-type]
+        last_used_at=T0 + timedelta(days=day),
+        status=kw.get("status", "active"),  # type: ignore[arg-type]
+        pinned=kw.get("pinned", False),  # type: ignore[arg-type]
+        attribute=kw.get("attribute"),  # type: ignore[arg-type]
+        archived_at=kw.get("archived_at"),  # type: ignore[arg-type]
+        expires_at=kw.get("expires_at"),  # type: ignore[arg-type]
+    )
+
+
+def test_forgetting_rules() -> None:
+    clock = T0 + timedelta(days=100)
+    now = datetime(2026, 1, 1, tzinfo=UTC)  # long after: the user's clock decides, not the calendar
+    thanks = _retention_row("Thanks so much!", 0)
+    pinned = _retention_row("Thanks so much!", 0, pinned=True)
+    useful = _retention_row("I went to a support group yesterday.", 0)
+    fresh_thanks = _retention_row("Thanks so much!", 99)
+    expired = _retention_row("The gate code is 4411.", 99, pinned=True, expires_at=now - timedelta(days=1))
+    fact = _retention_row("Thanks so much!", 0, attribute="residence")
+    old_archive = _retention_row("x", 0, status="archived", archived_at=now - timedelta(days=31))
+    new_archive = _retention_row("x", 0, status="archived", archived_at=now - timedelta(days=29))
+    plan = plan_forgetting(
+        [thanks, pinned, useful, fresh_thanks, expired, fact, old_archive, new_archive],
+        user_clock=clock,
+        now=now,
+        config=RetentionConfig(),
+    )
+    assert {i for i, _ in plan.archive} == {thanks.id, expired.id}
+    assert plan.purge == [old_archive.id]
+
+
+def _unit(v: list[float]) -> list[float]:
+    a = np.asarray(v, dtype=np.float32)
+    return list(a / np.linalg.norm(a))
+
+
+def test_merges_are_leader_clusters_stable_when_applied_in_parts() -> None:
+    # A ~ B (0.97), B ~ C (0.97), A !~ C: C is not pulled in through B.
+    vectors = np.asarray(
+        [_unit([1, 0, 0]), _unit([1, 0.25, 0]), _unit([1, 0.5, 0.02]), _unit([0, 1, 0])], dtype=np.float32
+    )
+    rows = [MergeRow(uuid.uuid4(), "fact", "Ann", f"h{i}", None, T0 + timedelta(days=i)) for i in range(4)]
+    a, b, c, d = rows
+    assert float(vectors[0] @ vectors[2]) < 0.95 < float(vectors[1] @ vectors[2])
+    merges = plan_merges(rows, vectors, 0.95)
+    assert [(m.survivor_id, m.duplicate_ids) for m in merges] == [(a.id, (b.id,))]
+    # After B is merged away, planning again finds nothing more.
+    assert plan_merges([a, c, d], vectors[[0, 2, 3]], 0.95) == []
+    # Same text merges whatever the vectors; other subjects or kinds never do.
+    same = MergeRow(uuid.uuid4(), "fact", "Ann", "h3", None, T0 + timedelta(days=9))
+    other = MergeRow(uuid.uuid4(), "fact", "Bob", "h0", None, T0 + timedelta(days=9))
+    plan = plan_merges([*rows, same, other], np.vstack([vectors, vectors[[0, 0]]]), 0.95)
+    assert {m.survivor_id: m.duplicate_ids for m in plan} == {a.id: (b.id,), d.id: (same.id,)}
+
+
+def test_summaries_group_a_subjects_older_events_by_month() -> None:
+    events = [EventRow(uuid.uuid4(), "Ann", f"Ann did thing {i}", T0 + timedelta(days=i)) for i in range(5)]
+    recent = [
+        EventRow(uuid.uuid4(), "Ann", "Ann did a recent thing", T0 + timedelta(days=90 + i)) for i in range(5)
+    ]
+    summaries = plan_summaries([*events, *recent], older_than=T0 + timedelta(days=60))
+    assert len(summaries) == 1
+    assert summaries[0].content.startswith("In January 2024, Ann: did thing 0; did thing 1")
+    assert set(summaries[0].member_ids) == {e.id for e in events}
