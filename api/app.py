@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 from uuid import UUID
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import Counter, Histogram
 
 from api import problems
-from api.routes import health, keys, memories, search, users
+from api.routes import consolidation, health, keys, memories, search, ui, users
+from memsvc import logs
+from memsvc.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
 
-REQUESTS = Counter("memsvc_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("memsvc_http_request_seconds", "HTTP request latency", ["method", "route"])
+log = logging.getLogger("memsvc.api")
 
 
 class JobQueue(Protocol):
@@ -53,17 +55,39 @@ def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
     app.state.service = service
     app.state.queue = queue
     problems.install(app)
-    for module in (memories, search, users, keys, health):
+    for module in (memories, search, users, keys, health, ui, consolidation):
         app.include_router(module.router)
 
     @app.middleware("http")
-    async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """A request id on the response and on every log line of the request, one access-log line,
+        and the request's latency and status in /metrics."""
+        given = request.headers.get("x-request-id", "")[:64]
+        rid = given if given and given.isprintable() else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        try:
+            response = await call_next(request)
+        finally:
+            logs.request_id.reset(token)
+        elapsed = time.perf_counter() - started
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_SECONDS.labels(request.method, route).observe(elapsed)
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        response.headers["X-Request-ID"] = rid
+        log.info(
+            "%s %s %d",
+            request.method,
+            route,
+            response.status_code,
+            extra={
+                "request_id": rid,
+                "method": request.method,
+                "route": route,
+                "status": response.status_code,
+                "ms": round(elapsed * 1000, 2),
+            },
+        )
         return response
 
     return app

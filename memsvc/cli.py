@@ -222,6 +222,62 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
+    """Consolidate now, in this process: every user, a tenant's users, or one user."""
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from memsvc.models import Tenant
+    from memsvc.service import MemoryService
+
+    database = open_database(settings)
+    tenant_id = None
+    if args.tenant:
+        with database.session() as session:
+            tenant_id = session.execute(select(Tenant.id).where(Tenant.name == args.tenant)).scalar()
+        if tenant_id is None:
+            raise MemsvcError(f"no tenant named {args.tenant!r}")
+    if args.user and tenant_id is None:
+        raise MemsvcError("--user needs --tenant (user ids are unique within a tenant)")
+    service = MemoryService(settings, database)
+    bar = tqdm(unit="user", desc="consolidate" + (" (dry run)" if args.dry_run else ""), file=sys.stderr)
+
+    def on_users(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    try:
+        report = service.consolidate(
+            tenant_id,
+            args.user,
+            dry_run=args.dry_run,
+            actor="cli",
+            on_users=on_users,
+            on_user_done=lambda _: bar.update(1),
+        )
+    finally:
+        bar.close()
+        service.close()
+    totals = report.totals()
+    rows = [
+        ("users", totals["users"]),
+        ("users skipped (a run holds them)", totals["users_skipped"]),
+        ("memories before", totals["memories_before"]),
+        ("facts given an attribute", totals["attributes"]),
+        ("superseded", totals["superseded"]),
+        ("merged into another", totals["merged"]),
+        ("summaries made", totals["summarised"]),
+        ("archived", totals["archived"]),
+        ("deleted for good", totals["purged"]),
+        ("memories after", totals["memories_after"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    verb = "would change (dry run, nothing changed)" if args.dry_run else "changed"
+    print(f"consolidation run {report.run_id} {verb} in {report.seconds:.1f} s")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:>9}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for LLM agents")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -272,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--user-id", help="default: the file name without extension")
     imp.add_argument("--tenant", default="default")
     imp.set_defaults(func=cmd_import)
+
+    cons = sub.add_parser("consolidate", help="supersede, merge, summarise and forget memories now")
+    cons.add_argument("--tenant", help="only this tenant's users (default: every tenant)")
+    cons.add_argument("--user", help="only this user (needs --tenant)")
+    cons.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    cons.set_defaults(func=cmd_consolidate)
     return parser
 
 

@@ -83,6 +83,33 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
     async def recover(timestamp: int) -> None:
         await recover_jobs(app, service)
 
+    @app.task(name="memsvc.consolidate", queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
+    def consolidate(context: JobContext, job_id: str) -> dict[str, Any]:
+        """A `POST /v1/consolidate` job: a killed run is retried and ends where an uninterrupted
+        one ends (memsvc.consolidation_store)."""
+        memory_job = uuid.UUID(job_id)
+        attempt = (context.job.attempts if context.job else 0) + 1
+        try:
+            service.mark_job_running(memory_job)
+            outcome = service.run_consolidate_job(memory_job)
+        except NotReady:
+            raise
+        except Exception as exc:  # recorded on the job; the queue retries it
+            with contextlib.suppress(NotReady):
+                service.mark_job_failed(
+                    memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS
+                )
+            raise
+        return {"status": outcome.status}
+
+    # Nightly (MEMSVC_CONSOLIDATION_CRON) over every user; the queueing lock keeps one such task
+    # queued, and each user's run lock keeps one run per user however many workers there are.
+    @app.periodic(cron=service.settings.consolidation_cron, periodic_id="memsvc.consolidate_all")
+    @app.task(name="memsvc.consolidate_all", queue=INGEST_QUEUE, queueing_lock="memsvc.consolidate_all")
+    def consolidate_all(timestamp: int) -> None:
+        report = service.consolidate(actor="consolidation:periodic")
+        log.info("periodic consolidation", extra=report.totals() | {"s": round(report.seconds, 1)})
+
     return app
 
 
@@ -191,6 +218,14 @@ class ProcrastinateQueue:
             _defer(self._defer_app, job_id)
         except Exception as exc:
             # The job row is stored: recovery defers it once the queue is back.
+            log.warning("could not defer job %s (%s); recovery will", job_id, exc)
+
+    def defer_consolidate(self, job_id: uuid.UUID) -> None:
+        try:
+            with contextlib.suppress(AlreadyEnqueued):
+                task = self._defer_app.configure_task("memsvc.consolidate", queueing_lock=str(job_id))
+                task.defer(job_id=str(job_id))
+        except Exception as exc:
             log.warning("could not defer job %s (%s); recovery will", job_id, exc)
 
     def wait(self, ctx: TenantContext, job_id: uuid.UUID, timeout_s: float = 120.0) -> JobOut:

@@ -250,6 +250,11 @@ class MemoryClient(_Base):
     def job(self, job_id: UUID | str) -> JobOut:
         return JobOut.model_validate(self._request("GET", f"/v1/jobs/{_segment(job_id)}").json())
 
+    def consolidate(self, user_id: str | None = None) -> JobOut:
+        """Queue a consolidation of one user (or every user of the tenant); follow it with `job()`."""
+        response = self._request("POST", "/v1/consolidate", json=_body(user_id=user_id))
+        return JobOut.model_validate(response.json())
+
     def close(self) -> None:
         self._http.close()
 
@@ -361,6 +366,11 @@ class AsyncMemoryClient(_Base):
 
     async def job(self, job_id: UUID | str) -> JobOut:
         return JobOut.model_validate((await self._request("GET", f"/v1/jobs/{_segment(job_id)}")).json())
+
+    async def consolidate(self, user_id: str | None = None) -> JobOut:
+        """Queue a consolidation of one user (or every user of the tenant); follow it with `job()`."""
+        response = await self._request("POST", "/v1/consolidate", json=_body(user_id=user_id))
+        return JobOut.model_validate(response.json())
 
     async def aclose(self) -> None:
         await self._http.aclose()

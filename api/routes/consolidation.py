@@ -1,0 +1,37 @@
+"""/v1/consolidate, and bringing an archived memory back."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import problems
+from api.deps import Service, WriteTenant
+from memsvc.schemas import ConsolidateRequest, JobOut, MemoryOut
+
+router = APIRouter(prefix="/v1", tags=["consolidation"], responses=problems.responses(401, 403, 422, 503))
+
+
+@router.post("/consolidate", status_code=202, response_model=JobOut)
+def consolidate(
+    body: ConsolidateRequest, service: Service, tenant: WriteTenant, request: Request
+) -> JSONResponse:
+    """Queue a consolidation run (supersede, merge, summarise, forget) of one user, or of every user
+    of the tenant; `GET /v1/jobs/{job_id}` follows it, and its result is the run's report."""
+    job_id = service.submit_consolidate(tenant, body)
+    request.app.state.queue.defer_consolidate(job_id)
+    out = JobOut(job_id=job_id, status="queued", kind="consolidate")
+    return JSONResponse(out.model_dump(mode="json", exclude_none=True), status_code=202)
+
+
+@router.post(
+    "/memories/{memory_id}/restore",
+    response_model=MemoryOut,
+    tags=["memories"],
+    responses=problems.responses(404),
+)
+def restore_memory(memory_id: uuid.UUID, service: Service, tenant: WriteTenant) -> MemoryOut:
+    """Bring an archived memory back into search (a restore counts as a use of it)."""
+    return service.restore(tenant, memory_id)

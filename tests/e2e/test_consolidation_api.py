@@ -1,0 +1,55 @@
+"""POST /v1/consolidate through HTTP and the queue, the SDK's consolidate(), the history it leaves
+and restoring an archived memory."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from memsvc.client import MemoryClient
+
+
+def _wait(client: MemoryClient, job_id: object, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.job(job_id)  # type: ignore[arg-type]
+        if job.status in ("succeeded", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def test_consolidate_job_through_the_queue(client: MemoryClient) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    for day, session in ((1, "s1"), (2, "s2")):
+        client.add(
+            [
+                {
+                    "role": "user",
+                    "name": "Ann",
+                    "id": f"{session}-0",
+                    "created_at": f"2024-01-0{day}T10:00:00Z",
+                    "content": "I love hiking in the mountains with my sister.",
+                },
+            ],
+            user,
+            session_id=session,
+            wait=True,
+        )
+    queued = client.consolidate(user)
+    assert queued.status == "queued" and queued.kind == "consolidate"
+    job = _wait(client, queued.job_id)
+    assert job.status == "succeeded", job.error
+    assert job.result is not None and job.result["totals"]["merged"] == 1
+    facts = client.list(user, type="semantic").items
+    archived = next(m for m in facts if m.status == "archived")
+    events = client.history(archived.id)
+    assert events[-1].op == "merge" and events[-1].run_id == queued.job_id
+    assert events[-1].actor == f"job:{queued.job_id}"
+    restored = client._request("POST", f"/v1/memories/{archived.id}/restore").json()
+    assert restored["status"] == "active"
+    assert client.history(archived.id)[-1].op == "restore"
+
+
+def test_consolidate_without_a_user_covers_the_tenant(client: MemoryClient) -> None:
+    job = _wait(client, client.consolidate().job_id)
+    assert job.status == "succeeded", job.error
