@@ -25,7 +25,16 @@ from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
-from memsvc.ranking import Candidate, RankedResult, RankingConfig, analyze_query, rank, tokenize
+from memsvc.ranking import (
+    Candidate,
+    RankedResult,
+    RankingConfig,
+    analyze_query,
+    fuse_scores,
+    propagate_neighbours,
+    rank,
+    tokenize,
+)
 from memsvc.schemas import ContextRequest, ContextResponse, MemoryOut, SearchRequest
 from memsvc.tenants import TenantContext
 from memsvc.vector_index import DenseHit
@@ -164,7 +173,8 @@ def rank_corpus(
         for row, d, lx in zip(rows, dense, lexical, strict=True)
     ]
     named = analyze_query(request.query, corpus.speakers).named_speakers
-    bonus = _graph_bonus(corpus, rows, request.query, named, config)
+    graph = _graph_bonus(corpus, rows, request.query, named, config)
+    bonus = graph.copy()
     if request.as_of is None and not PAST_QUERY.search(request.query):
         bonus -= config.superseded_penalty * np.fromiter(
             (row.status == "superseded" for row in rows), dtype=np.float64, count=len(rows)
@@ -176,7 +186,54 @@ def rank_corpus(
     )
     results = rank(candidates, request.query, corpus.speakers, ranking, dense_stats=stats, bonus=bonus)
     by_id = {row.key: row for row in rows}
-    return [_result_out(result, by_id) for result in results]
+    out = [_result_out(result, by_id) for result in results]
+    if request.explain:
+        signals = explain(results, candidates, request.query, corpus.speakers, ranking, stats, graph, bonus)
+        for item, explained in zip(out, signals, strict=True):
+            item.metadata = {**item.metadata, "explain": explained}
+    return out
+
+
+def explain(
+    results: Sequence[RankedResult],
+    candidates: Sequence[Candidate],
+    query: str,
+    speakers: Sequence[str],
+    config: RankingConfig,
+    dense_stats: tuple[float, float],
+    graph: npt.NDArray[np.float64],
+    bonus: npt.NDArray[np.float64],
+) -> list[dict[str, float]]:
+    """Each result's score signal by signal, the parts adding up to the score: ranking's own fusion
+    run once per signal with the other weights at zero, the search layer's graph and supersession
+    bonuses, and what neighbouring turns passed on; plus the raw cosine and BM25. A merged result's
+    breakdown is its best-scoring turn's."""
+    analysis = analyze_query(query, speakers)
+    zero = replace(config, dense_weight=0.0, lexical_weight=0.0, speaker_boost=0.0, temporal_boost=0.0)
+
+    def only(alone: RankingConfig) -> npt.NDArray[np.float64]:
+        return fuse_scores(candidates, analysis, alone, dense_stats=dense_stats)
+
+    fused = fuse_scores(candidates, analysis, config, dense_stats=dense_stats) + bonus
+    parts = {
+        "dense": only(replace(zero, dense_weight=config.dense_weight)),
+        "keyword": only(replace(zero, lexical_weight=config.lexical_weight)),
+        "graph": graph,
+        "time": only(replace(zero, temporal_boost=config.temporal_boost)),
+        "speaker": only(replace(zero, speaker_boost=config.speaker_boost)),
+        "superseded": bonus - graph,
+        "neighbours": propagate_neighbours(candidates, fused, config) - fused,
+    }
+    total = fused + parts["neighbours"]
+    index = {c.id: i for i, c in enumerate(candidates)}
+    out = []
+    for result in results:
+        lead = max((index[m.id] for m in result.members), key=lambda i: float(total[i]))
+        signals = {name: round(float(values[lead]), 4) for name, values in parts.items()}
+        signals["cosine"] = round(candidates[lead].dense, 4)
+        signals["bm25"] = round(candidates[lead].lexical, 4)
+        out.append(signals)
+    return out
 
 
 def _dot(vectors: npt.NDArray[np.float32], query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

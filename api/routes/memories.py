@@ -20,6 +20,7 @@ from memsvc.schemas import (
     ScopeId,
     Text,
     UpdateRequest,
+    UtcDatetime,
 )
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=problems.responses(401, 403, 422, 503))
@@ -59,8 +60,21 @@ def list_memories(
     type: Annotated[Literal["episodic", "semantic"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Text | None = None,
+    status: Annotated[Literal["active", "superseded", "archived"] | None, Query()] = None,
+    since: Annotated[UtcDatetime | None, Query(description="happened at or after (event time)")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="happened before (event time)")] = None,
 ) -> MemoryList:
-    return service.list(tenant, user_id, memory_type=type, limit=limit, cursor=cursor)
+    """A user's memories, newest stored first; filter by type, status and when they happened."""
+    return service.list(
+        tenant,
+        user_id,
+        memory_type=type,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        since=since,
+        until=until,
+    )
 
 
 @router.get("/{memory_id}", response_model=MemoryOut, responses=problems.responses(404))

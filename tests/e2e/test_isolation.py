@@ -21,6 +21,7 @@ import pytest
 from fastapi import routing
 from starlette.routing import Mount
 
+from api.routes.ui import ASSETS
 from memsvc.schemas import KeyScope
 
 # Words no other test uses, so finding one in an answer to tenant B means it came from tenant A.
@@ -131,6 +132,28 @@ ROUTES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/jobs/{job_id}"): Probe(
         "read", lambda i: [Call(f"/v1/jobs/{i.job_id}")], foreign=frozenset({404})
     ),
+    ("GET", "/v1/jobs"): Probe(
+        "read",
+        lambda i: [
+            Call("/v1/jobs", {"user_id": i.user_id}),
+            Call("/v1/jobs", {"user_id": i.user_id, "status": "succeeded", "kind": "ingest"}),
+        ],
+        foreign=frozenset({200}),
+        empty=lambda body: body["jobs"] == [],
+    ),
+    # The caller's own user ids only: A's user id is among the markers a leak would show.
+    ("GET", "/v1/users"): Probe(
+        "read", lambda i: [Call("/v1/users"), Call("/v1/users", {"limit": 500})], foreign=frozenset({200})
+    ),
+    ("GET", "/v1/history"): Probe(
+        "read",
+        lambda i: [
+            Call("/v1/history", {"user_id": i.user_id}),
+            Call("/v1/history", {"user_id": i.user_id, "run_id": i.job_id, "limit": 500}),
+        ],
+        foreign=frozenset({200}),
+        empty=lambda body: body["events"] == [],
+    ),
     ("GET", "/v1/keys"): Probe("admin", lambda i: [Call("/v1/keys")], foreign=frozenset({200})),
     ("POST", "/v1/memories"): Probe(
         "write",
@@ -205,6 +228,9 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # The web console's page and assets: static, no data (it calls the API with the user's key).
+    ("GET", "/ui"),
+    *(("GET", f"/ui/{p.name}") for p in ASSETS.iterdir() if p.name != "index.html"),
 }
 
 
