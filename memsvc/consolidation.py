@@ -109,6 +109,9 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     rest = content[len(subject) :].replace("’", "'")
     if rest.startswith(" and others "):  # "we" in the speaker's words
         rest = rest[len(" and others") :]
+    labelled = re.match(r"'s (?:job|car|employer|pet|partner): ", rest)  # a `state_sentence`
+    if labelled and rest[labelled.end() :].startswith(subject):
+        rest = rest[labelled.end() + len(subject) :]
     for attribute, pattern in _SLOT_PATTERNS:
         match = pattern.match(rest)
         if match is None:
@@ -121,12 +124,13 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     return None
 
 
+# Each names the attribute as questions do ("what is Ann's job?", "what car does Ann drive?").
 _STATE = {
     "residence": "{s} lives in {v}",
-    "job": "{s} works as {a} {v}",
-    "employer": "{s} works at {v}",
+    "job": "{s}'s job: {s} works as {a} {v}",
+    "employer": "{s}'s employer: {s} works at {v}",
     "pet": "{s}'s pet is called {v}",
-    "car": "{s} drives {a} {v}",
+    "car": "{s}'s car: {s} drives {a} {v}",
     "partner": "{s}'s partner is {v}",
 }
 
@@ -318,7 +322,7 @@ class MergeRow:
     kind: str
     subject: str | None
     content_hash: str
-    slot_value: str | None
+    must_match: str | None  # rows merge only with rows of the same value: an event's day
     event_at: datetime
 
 
@@ -331,8 +335,8 @@ class Merge:
 
 
 def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], threshold: float) -> list[Merge]:
-    """Near-duplicate semantic memories (same subject, cosine ≥ `threshold` or the same text, and
-    not two different values of one attribute) merge into the earliest of them.
+    """Near-duplicate semantic memories (same subject and kind, cosine ≥ `threshold` or the same
+    text, the same `must_match`: two events of different days stay two) merge into the earliest.
 
     Greedy leader clustering in (event time, id) order: a row joins the first earlier leader it
     is close to, else leads. Merging changes neither order nor vectors of leaders, so planning
@@ -358,7 +362,7 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
                 if leader is None:
                     for lp in np.flatnonzero(close[offset, :position] & is_leader[:position]).tolist():
                         other = rows[members[lp]]
-                        if other.kind == row.kind and other.slot_value == row.slot_value:
+                        if other.kind == row.kind and other.must_match == row.must_match:
                             leader = lp
                             break
                 if leader is None:

@@ -421,7 +421,17 @@ def consolidate_user(
         )
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         merges = plan_merges(
-            [MergeRow(r.id, r.kind, r.subject, r.content_hash, None, r.event_at) for r in mergeable],
+            [
+                MergeRow(
+                    r.id,
+                    r.kind,
+                    r.subject,
+                    r.content_hash,
+                    (r.valid_from or r.event_at).date().isoformat() if r.kind == "event" else None,
+                    r.event_at,
+                )
+                for r in mergeable
+            ],
             vectors,
             config.merge_cosine,
         )

@@ -89,7 +89,8 @@ def test_an_older_statement_ingested_later_is_closed_by_the_newer_one(service, t
     _add(service, ctx, user, ["I work as a nurse."], T0 + timedelta(days=200), "s2")
     _add(service, ctx, user, ["I work as a teacher."], T0, "s1")
     rows = _rows(service, ctx, user)
-    teacher, nurse = _fact(rows, "Ann works as a teacher"), _fact(rows, "Ann works as a nurse")
+    teacher = _fact(rows, "Ann's job: Ann works as a teacher")
+    nurse = _fact(rows, "Ann's job: Ann works as a nurse")
     assert teacher.status == "superseded" and teacher.superseded_by == nurse.id
     assert nurse.status == "active"
 

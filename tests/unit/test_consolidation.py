@@ -61,7 +61,9 @@ def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
 
 def test_state_sentences_restate_changes_plainly() -> None:
     assert state_sentence("Ann", Slot("residence", "boston", "Boston")) == "Ann lives in Boston"
-    assert state_sentence("Ann", Slot("job", "architect", "architect")) == "Ann works as an architect"
+    job = state_sentence("Ann", Slot("job", "architect", "architect"))
+    assert job == "Ann's job: Ann works as an architect"
+    assert fact_slot(job, "Ann") == Slot("job", "architect", "architect")
     moved = ExtractedFact("Ann moved to Boston", "event", "Ann", ("m1",), T0)
     lives = ExtractedFact("Ann lives in Denver", "fact", "Ann", ("m2",), T0)
     out = with_state_facts([moved, lives])
