@@ -26,7 +26,10 @@ def create_key(body: CreateKeyRequest, service: Service, tenant: AdminTenant) ->
 
 
 @router.post(
-    "/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated, responses=problems.responses(400, 404)
+    "/{key_id}/rotate",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=problems.responses(400, 404, 409),
 )
 def rotate_key(
     key_id: uuid.UUID,
