@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         default=0.95, description="semantic memories of one subject this similar are merged"
     )
     consolidation_stability_days: float = Field(
-        default=90.0, description="forgetting: stability of a memory of importance 0.5 never used"
+        default=180.0, description="forgetting: stability of a memory of importance 0.5 never used"
     )
     consolidation_archive_below: float = Field(
         default=0.05, description="forgetting: retention below which a memory is archived"

@@ -242,7 +242,7 @@ class RetentionConfig:
     so a user away for a year comes back to the memory they left; stability S grows with importance
     and with each use: S = stability_days × (importance / 0.5)² × (1 + ln(1 + uses))."""
 
-    stability_days: float = 90.0
+    stability_days: float = 180.0
     archive_below: float = 0.05  # R below this: archived (out of search, readable, restorable)
     purge_after_days: float = 30.0  # archived this long (wall clock): deleted with its vectors
     small_talk_importance: float = 0.1

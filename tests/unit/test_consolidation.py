@@ -124,7 +124,7 @@ def test_small_talk() -> None:
 def test_retention_decays_with_time_and_less_with_importance_and_use() -> None:
     config = RetentionConfig()
     assert retention(0.5, 0, 0, config) == 1.0
-    assert retention(0.5, 0, 90, config) == pytest.approx(np.exp(-1))
+    assert retention(0.5, 0, 180, config) == pytest.approx(np.exp(-1))
     assert retention(0.5, 0, 90, config) > retention(0.1, 0, 90, config)
     assert retention(0.5, 3, 90, config) > retention(0.5, 0, 90, config)
 
