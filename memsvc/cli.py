@@ -278,6 +278,19 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
         print(f"  {name:<{width}}  {value:>9}")
 
 
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
+    """Memory as MCP tools for an agent: a client of a running memsvc's REST API."""
+    from memsvc.integrations import mcp_server
+
+    mcp_server.run(
+        "stdio" if args.transport == "stdio" else "streamable-http",
+        base_url=args.url,  # the key: MEMSVC_API_KEY or the development key, as for the SDK
+        user_id=args.user_id or os.environ.get("MEMSVC_USER_ID"),
+        host=args.host,
+        port=args.port,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for LLM agents")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -334,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument("--user", help="only this user (needs --tenant)")
     cons.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     cons.set_defaults(func=cmd_consolidate)
+
+    mcp = sub.add_parser("mcp", help="memory as Model Context Protocol tools (a client of the REST API)")
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
+    mcp.add_argument("--url", help="the memsvc API (default: MEMSVC_URL, else http://127.0.0.1:8000)")
+    mcp.add_argument("--user-id", help="the default user of every tool (default: MEMSVC_USER_ID)")
+    mcp.add_argument("--host", default="127.0.0.1", help="http: the address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="http: the port (the endpoint is /mcp)")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
