@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,21 @@ ROUTES: dict[tuple[str, str], Probe] = {
         ],
         foreign=frozenset({201}),
         fresh=frozenset({201}),
+        phase=1,
+    ),
+    ("POST", "/v1/memories/{memory_id}/restore"): Probe(
+        "write",
+        lambda i: [Call(f"/v1/memories/{m}/restore") for m in i.memory_ids],
+        foreign=frozenset({404}),
+        fresh=frozenset({404}),
+        phase=1,
+    ),
+    # Runs in the background: the tests wait for the tenant's jobs before they compare rows.
+    ("POST", "/v1/consolidate"): Probe(
+        "write",
+        lambda i: [Call("/v1/consolidate", json={"user_id": i.user_id})],
+        foreign=frozenset({202}),
+        fresh=frozenset({202}),
         phase=1,
     ),
     ("PATCH", "/v1/memories/{memory_id}"): Probe(
@@ -347,6 +363,15 @@ def _snapshot(sql: psycopg.Connection, tenant_id: uuid.UUID) -> dict[str, str | 
     }
 
 
+def _settle(sql: psycopg.Connection, tenant_id: uuid.UUID, timeout_s: float = 120) -> None:
+    """Wait until no job of the tenant is queued or running."""
+    deadline = time.monotonic() + timeout_s
+    query = "SELECT count(*) FROM jobs WHERE tenant_id = %s AND status IN ('queued', 'running')"
+    while sql.execute(query, (tenant_id,)).fetchone()[0]:
+        assert time.monotonic() < deadline, "jobs still open"
+        time.sleep(0.2)
+
+
 def _leaks(response: httpx.Response, call: Call, markers: list[str]) -> list[str]:
     """Markers of the other tenant in the answer. What the request itself named is left out: an
     echo ('memory <id> not found') tells the caller nothing it did not know."""
@@ -401,7 +426,8 @@ def test_another_tenant_reaches_nothing_of_tenant_a(live_server: str, world, sql
         response = _send(live_server, b.admin_key, method, Call(path))
         assert response.status_code in (200, 503), (method, path)
         assert _leaks(response, Call(path), a.markers) == [], (path, response.text)
-    # Nothing of A changed, and A still reads its own data with its own key.
+    # Nothing of A changed, also by B's background jobs, and A still reads its own data.
+    _settle(sql, b.tenant_id)
     assert _snapshot(sql, a.tenant_id) == before
     auth = {"Authorization": f"Bearer {a.admin_key}"}
     for memory_id in a.ids.memory_ids:
@@ -423,9 +449,11 @@ def test_each_route_needs_its_scope(live_server: str, world, sql) -> None:  # ty
         keys[scopes] = made.json()["key"]
     before = _snapshot(sql, b.tenant_id)
 
+    made_for: list[Ids] = []
     for scopes, key in keys.items():
         # One set per key, so the erasure at the end takes away what the allowed writes made.
         fresh = _fresh_ids()
+        made_for.append(fresh)
         for (method, path), probe in _ordered():
             allowed = "admin" in scopes or probe.scope in scopes
             if allowed and probe.scope == "read":
@@ -443,7 +471,10 @@ def test_each_route_needs_its_scope(live_server: str, world, sql) -> None:  # ty
                     assert response.headers["content-type"].startswith("application/problem+json")
                     assert problem["code"] == "forbidden" and probe.scope in problem["detail"], where
     # Every refused write left B's data as it was; the allowed ones touched only ids of no one
-    # (and the erasure of that fresh user took away what they made).
+    # (and erasing those users, again once their background jobs are done, takes away what they made).
+    _settle(sql, b.tenant_id)
+    for fresh in made_for:
+        assert httpx.delete(f"{live_server}/v1/users/{_user(fresh)}", headers=admin).status_code == 204
     after = _snapshot(sql, b.tenant_id)
     for table in set(before) - {"api_keys", "memory_changes"}:
         assert after[table] == before[table], table
