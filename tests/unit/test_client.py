@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -35,8 +36,10 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_async_sleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    monkeypatch.setattr(_client.time, "sleep", recorded.append)
-    monkeypatch.setattr(_client.asyncio, "sleep", fake_async_sleep)
+    # The SDK module's own names only: patching time.sleep itself would also catch the sleeps of
+    # other threads still running in the session (a live server, its worker).
+    monkeypatch.setattr(_client, "time", SimpleNamespace(sleep=recorded.append))
+    monkeypatch.setattr(_client, "asyncio", SimpleNamespace(sleep=fake_async_sleep))
     return recorded
 
 
