@@ -127,11 +127,13 @@ def fill(conn: Any, tenant: Any, user: str, copies: int, sessions: tuple[int, in
     return int(row.fetchone()[0])
 
 
-def timed(http: httpx.Client, path: str, body: dict[str, Any]) -> float:
+def timed(http: httpx.Client, path: str, body: dict[str, Any], into: list[Any] | None = None) -> float:
     t0 = time.perf_counter()
     response = http.post(path, json=body)
     elapsed = (time.perf_counter() - t0) * 1000
     response.raise_for_status()
+    if into is not None:  # an add's own account of where its time went
+        into.append((response.json().get("result") or {}).get("timings_ms", {}))
     return elapsed
 
 
@@ -200,7 +202,7 @@ def main() -> None:
         for size, count in sized.items():
             user = f"user-{size}"
             timed(http, "/v1/search", {"query": questions[0], "user_id": user})  # cold load, not timed
-            adds, after_write, plain = [], [], []
+            adds, after_write, plain, parts = [], [], [], []  # type: ignore[var-annotated]
             for i in range(args.rounds):
                 message = {
                     "role": "user",
@@ -213,6 +215,7 @@ def main() -> None:
                         http,
                         "/v1/memories",
                         {"user_id": user, "session_id": "loop", "messages": [message], "wait": True},
+                        parts,
                     )
                 )
                 after_write.append(
@@ -227,6 +230,10 @@ def main() -> None:
                 "add": stats(adds),
                 "search_after_write": stats(after_write),
                 "search": stats(plain),
+                "add_server_ms_p50": {
+                    k: percentile([p.get(k, 0.0) for p in parts], 50)
+                    for k in sorted({k for p in parts for k in p})
+                },
             }
 
         if many:

@@ -233,9 +233,9 @@ def test_cache_is_bounded_in_bytes_and_evicts_least_recently_used(service, tenan
     assert cache.loads == 3
 
 
-def test_two_services_with_their_own_caches_see_each_others_writes(
+def test_two_services_with_their_own_caches_see_each_others_writes(  # type: ignore[no-untyped-def]
     settings, database, embedder, service, tenant
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from memsvc.service import MemoryService
 
     other = MemoryService(settings, database, embedder=embedder)

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from memsvc import corpus as corpus_module
@@ -47,15 +48,16 @@ def _row(rng: random.Random, memory_id: uuid.UUID | None = None, **over: object)
     return CorpusRow(**values)  # type: ignore[arg-type]
 
 
-def _vector(rng: random.Random) -> np.ndarray:
+def _vector(rng: random.Random) -> npt.NDArray[np.float32]:
     v = np.array([rng.gauss(0, 1) for _ in range(DIM)], dtype=np.float32)
     return v / np.linalg.norm(v)
 
 
-def _fresh(rows: dict[uuid.UUID, tuple[CorpusRow, np.ndarray]]) -> UserCorpus:
+def _fresh(rows: dict[uuid.UUID, tuple[CorpusRow, npt.NDArray[np.float32]]]) -> UserCorpus:
     ordered = sorted(rows.values(), key=lambda rv: rv[0].sort_key())
+    vectors = np.stack([v for _, v in ordered]) if ordered else np.zeros((0, 0), dtype=np.float32)
     corpus = UserCorpus()
-    corpus.load([r for r, _ in ordered], np.stack([v for _, v in ordered]) if ordered else np.zeros((0, 0)))
+    corpus.load([r for r, _ in ordered], vectors)
     return corpus
 
 
@@ -78,7 +80,7 @@ def _view(corpus: UserCorpus) -> tuple[object, ...]:
 def test_apply_equals_a_fresh_load(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(corpus_module, "COMPACT_MIN_DEAD", 5)
     rng = random.Random(seed)
-    state: dict[uuid.UUID, tuple[CorpusRow, np.ndarray]] = {}
+    state: dict[uuid.UUID, tuple[CorpusRow, npt.NDArray[np.float32]]] = {}
     corpus = UserCorpus()
     corpus.load([], np.zeros((0, 0), dtype=np.float32))
     for _ in range(120):
