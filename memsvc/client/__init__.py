@@ -8,6 +8,7 @@ from memsvc.client._errors import (
     ConnectionFailed,
     MemsvcClientError,
     NotFoundError,
+    Overloaded,
     ServerError,
     ServiceUnavailable,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "MemoryOut",
     "MemsvcClientError",
     "NotFoundError",
+    "Overloaded",
     "ServerError",
     "ServiceUnavailable",
 ]

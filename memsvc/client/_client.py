@@ -97,7 +97,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 class _Retry:
     """When to send a request again, and after how long: the one decision both clients share.
 
-    Any request is sent again when it never reached the server (connect errors). An idempotent one
+    Any request is sent again when it never reached the server (connect errors) or was refused with
+    a 429 before anything was stored. An idempotent one
     (`_idempotent`) also after a 503 or a connection lost mid-request: the server may have acted on
     it, and acting twice is harmless. Waits grow exponentially with jitter, or follow Retry-After,
     and never exceed `MAX_WAIT_S`.
@@ -110,9 +111,10 @@ class _Retry:
 
     def after_response(self, response: httpx.Response) -> float | None:
         """Seconds to wait before sending again, or None to keep this answer."""
-        if response.status_code != 503 or not self.idempotent:
-            return None
-        return self._wait(_retry_after(response))
+        # A 429 (the ingest backlog is full) stored nothing: any request may be sent again.
+        if response.status_code == 429 or (response.status_code == 503 and self.idempotent):
+            return self._wait(_retry_after(response))
+        return None
 
     def after_error(self, exc: httpx.TransportError) -> float | None:
         """Seconds to wait before sending again, or None to give up."""

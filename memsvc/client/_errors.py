@@ -46,9 +46,19 @@ class ServiceUnavailable(ServerError):
         self.retry_after = retry_after
 
 
+class Overloaded(BadRequest):
+    """429: the tenant's ingest backlog is full; nothing was stored. `retry_after` is the server's hint."""
+
+    def __init__(self, status_code: int, problem: dict[str, Any], retry_after: float | None = None) -> None:
+        super().__init__(status_code, problem)
+        self.retry_after = retry_after
+
+
 def error_for(status_code: int, body: dict[str, Any], retry_after: float | None = None) -> APIError:
     if status_code == 503:
         return ServiceUnavailable(status_code, body, retry_after)
+    if status_code == 429:
+        return Overloaded(status_code, body, retry_after)
     if status_code == 401:
         return AuthenticationError(status_code, body)
     if status_code == 404:

@@ -19,6 +19,7 @@ from memsvc.client import (
     ConnectionFailed,
     MemoryClient,
     NotFoundError,
+    Overloaded,
     ServerError,
     ServiceUnavailable,
     _client,
@@ -161,6 +162,22 @@ def test_other_requests_are_not_retried_on_503(
     assert len(script.requests) == 1 and waits == []
     assert info.value.status_code == 503 and info.value.retry_after == 7.0
     assert isinstance(info.value, ServerError)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_add_is_retried_after_429_which_stored_nothing(kind: str, waits) -> None:
+    script = Script((429, {"Retry-After": "2"}), 202, body=JOB)
+    call(kind, script, "add", [{"role": "user", "content": "no client id"}], "u")
+    assert len(script.requests) == 2 and waits == [2.0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_429_past_the_retries_raises_overloaded(kind: str, waits) -> None:
+    script = Script((429, {"Retry-After": "1"}))
+    with pytest.raises(Overloaded) as info:
+        call(kind, script, "add", [{"role": "user", "content": "x"}], "u")
+    assert info.value.status_code == 429 and info.value.retry_after == 1.0
+    assert len(script.requests) == _client.RETRIES + 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
