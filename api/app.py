@@ -13,8 +13,8 @@ from uuid import UUID
 from fastapi import FastAPI, Request, Response
 
 from api import problems
-from api.routes import consolidation, health, keys, memories, search, ui, users
-from memsvc import logs
+from api.routes import consolidation, docs, health, keys, memories, search, ui, users
+from memsvc import __version__, logs
 from memsvc.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
@@ -48,14 +48,16 @@ def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
 
     app = FastAPI(
         title="memsvc",
-        version="1.0",
+        version=__version__,
+        docs_url=None,  # api/routes/docs.py serves it with the assets shipped in the package
+        redoc_url=None,
         summary="Long-term memory for LLM agents on PostgreSQL + pgvector",
         lifespan=lifespan,
     )
     app.state.service = service
     app.state.queue = queue
     problems.install(app)
-    for module in (memories, search, users, keys, health, ui, consolidation):
+    for module in (memories, search, users, keys, health, ui, consolidation, docs):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -22,6 +22,7 @@ import pytest
 from fastapi import routing
 from starlette.routing import Mount
 
+from api.routes import docs
 from api.routes.ui import ASSETS
 from memsvc.schemas import KeyScope
 
@@ -242,8 +243,7 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    *(("GET", f"/docs/{name}") for name in docs.FILES),
     # The web console's page and assets: static, no data (it calls the API with the user's key).
     ("GET", "/ui"),
     *(("GET", f"/ui/{p.name}") for p in ASSETS.iterdir() if p.name != "index.html"),
