@@ -15,7 +15,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE INDEX ix_jobs_open ON jobs (tenant_id, status, created_at) WHERE status IN ('queued', 'running')")
+    op.execute(
+        "CREATE INDEX ix_jobs_open ON jobs (tenant_id, status, created_at) WHERE status IN ('queued', 'running')"
+    )
 
 
 def downgrade() -> None:
