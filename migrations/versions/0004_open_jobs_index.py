@@ -16,7 +16,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(
-        "CREATE INDEX ix_jobs_open ON jobs (tenant_id, status, created_at) WHERE status IN ('queued', 'running')"
+        "CREATE INDEX ix_jobs_open ON jobs (tenant_id, status, created_at) "
+        "WHERE status IN ('queued', 'running')"
     )
 
 
