@@ -261,6 +261,7 @@ class RetentionRow:
     attribute: str | None
     archived_at: datetime | None
     expires_at: datetime | None
+    answers_question: bool = False  # a turn right after a question: "Glad to be part of it." is an answer
 
 
 def retention(importance: float, uses: int, days: float, config: RetentionConfig) -> float:
@@ -270,7 +271,9 @@ def retention(importance: float, uses: int, days: float, config: RetentionConfig
 
 
 def importance_of(row: RetentionRow, speakers: Iterable[str], config: RetentionConfig) -> float:
-    return config.small_talk_importance if is_small_talk(row.content, speakers) else row.importance
+    if row.answers_question or not is_small_talk(row.content, speakers):
+        return row.importance
+    return config.small_talk_importance
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,8 @@ _ROW_COLUMNS = (
     Memory.subject,
     Memory.attribute,
     Memory.speaker,
+    Memory.session_id,
+    Memory.position,
     Memory.content,
     Memory.content_hash,
     Memory.status,
@@ -500,6 +502,12 @@ def consolidate_user(
         (r.event_at for r in rows), default=now
     )
     speakers = {r.speaker for r in rows if r.speaker}
+    line_at = {(r.session_id, r.position): r.content for r in rows if r.kind == "turn"}
+    answers = {
+        r.id
+        for r in rows
+        if r.kind == "turn" and r.position and "?" in line_at.get((r.session_id, r.position - 1), "")
+    }
     retention_rows = []
     for r in rows:
         if r.id in merged_away:
@@ -519,6 +527,7 @@ def consolidate_user(
                 attribute_of.get(r.id),
                 r.archived_at,
                 _expiry(r),
+                r.id in answers,
             )
         )
     forget = plan_forgetting(
