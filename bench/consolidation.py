@@ -1,0 +1,394 @@
+"""Consolidation benchmark: what a run costs and what it changes.
+
+1. Scale (`--memories`): one long-lived synthetic user — three years of turns (a third of them small
+   talk), facts restated many times (the same sentence from many turns), attributes that change
+   (city, job, car, each with its plain statement), dated events. Rows are written straight into
+   the tables (ingest would take hours on a small machine); each distinct text is embedded once.
+   Reports run time, active memories before/after and search latency (warm, exact backend)
+   before/after.
+2. LoCoMo (`--locomo`): the conversations of shared/data/locomo ingested as in bench/locomo.py,
+   recall@10 and words in the top 10 before and after a consolidation run.
+
+    python bench/consolidation.py [--memories 50000] [--locomo [conv-26 ...]] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from bench._common import LOCOMO_DIR, fresh_service, machine, percentile, print_table, write_json
+
+SMALL_TALK = [
+    "Thanks so much!",
+    "Haha, that's awesome!",
+    "Wow, congrats!",
+    "Sounds good, talk soon!",
+    "Good morning! How are you?",
+    "That's so cool.",
+    "Take care!",
+    "Lol, same here.",
+    "Thanks, Jo! Appreciate the kind words.",
+    "Nice!",
+    "You too!",
+    "Great, thanks!",
+]
+PLACES = [
+    "the lake",
+    "the museum",
+    "a jazz bar",
+    "the farmers market",
+    "the climbing gym",
+    "the library",
+    "a pottery studio",
+    "the beach",
+    "a bakery downtown",
+    "the zoo",
+    "a book club",
+    "the cinema",
+]
+THINGS = [
+    "sourdough bread",
+    "octopus documentaries",
+    "trail running",
+    "board games",
+    "Korean food",
+    "watercolor painting",
+    "jazz records",
+    "vintage cameras",
+    "indoor plants",
+    "sci-fi novels",
+    "yoga",
+    "chess",
+    "bird watching",
+    "salsa dancing",
+    "home brewing",
+    "knitting",
+]
+FRIENDS = ["Jo", "Max", "Lou", "Kim", "Ana", "Raj"]
+CITIES = ["Denver", "Boston", "Seattle", "Austin", "Chicago", "Portland", "Miami", "Atlanta"]
+JOBS = ["nurse", "teacher", "pilot", "accountant", "architect", "chef", "pharmacist", "librarian"]
+CARS = ["Honda Civic", "Toyota Corolla", "Tesla Model 3", "Ford Focus", "Subaru Outback", "Kia Soul"]
+QUERIES = [
+    "Where does Sam live now?",
+    "What does Sam do for work?",
+    "What car does Sam drive?",
+    "What does Sam like?",
+    "When did Sam go to the museum?",
+    "What hobbies does Sam have?",
+    "Who did Sam go to the beach with?",
+    "Does Sam like chess?",
+    "What did Sam do with Raj?",
+    "What food does Sam enjoy?",
+]
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()
+
+
+def synthetic_rows(n: int, rng: random.Random, start: datetime) -> list[dict[str, Any]]:
+    """About `n` memories of one user: turns, restated facts, changing attributes, dated events."""
+    rows: list[dict[str, Any]] = []
+    span = timedelta(days=3 * 365)
+    n_turns = int(n * 0.55)
+    facts_pool = [f"Sam likes {t}" for t in THINGS] + [
+        f"Sam enjoys {t} with {f}" for t in THINGS for f in FRIENDS
+    ]
+    attribute_changes = {"residence": CITIES, "job": JOBS, "car": CARS}
+    for i in range(n_turns):
+        at = start + span * (i / n_turns)
+        if rng.random() < 0.35:
+            text, speaker = rng.choice(SMALL_TALK), rng.choice([*FRIENDS, "Sam"])
+        else:
+            speaker = "Sam"
+            text = rng.choice(
+                [
+                    f"I went to {rng.choice(PLACES)} with {rng.choice(FRIENDS)}.",
+                    f"I've been getting into {rng.choice(THINGS)} lately.",
+                    f"{rng.choice(FRIENDS)} and I talked about {rng.choice(THINGS)}.",
+                ]
+            )
+        rows.append(
+            {
+                "kind": "turn",
+                "type": "episodic",
+                "content": text,
+                "speaker": speaker,
+                "at": at,
+                "message_id": f"m{i}",
+                "subject": None,
+                "attribute": None,
+                "importance": 0.5,
+            }
+        )
+    n_facts = n - n_turns
+    changes = 36  # an attribute changes about monthly, in turn
+    for i in range(n_facts):
+        at = start + span * (i / n_facts)
+        r = rng.random()
+        if i % max(1, n_facts // changes) == 0:
+            attribute = list(attribute_changes)[(i // max(1, n_facts // changes)) % 3]
+            value = rng.choice(attribute_changes[attribute])
+            content = {
+                "residence": f"Sam lives in {value}",
+                "job": f"Sam works as a {value}",
+                "car": f"Sam drives a {value}",
+            }[attribute]
+            rows.append(
+                {
+                    "kind": "fact",
+                    "type": "semantic",
+                    "content": content,
+                    "speaker": None,
+                    "at": at,
+                    "subject": "Sam",
+                    "attribute": attribute,
+                    "importance": 0.5,
+                }
+            )
+        elif r < 0.7:
+            # Restated: a Zipf-ish choice from a small pool, so most facts are duplicates.
+            content = facts_pool[min(int(rng.paretovariate(1.2)) - 1, len(facts_pool) - 1)]
+            rows.append(
+                {
+                    "kind": "preference",
+                    "type": "semantic",
+                    "content": content,
+                    "speaker": None,
+                    "at": at,
+                    "subject": "Sam",
+                    "attribute": None,
+                    "importance": 0.5,
+                }
+            )
+        else:
+            content = f"Sam went to {rng.choice(PLACES)} on {at:%-d %B %Y}"
+            rows.append(
+                {
+                    "kind": "event",
+                    "type": "semantic",
+                    "content": content,
+                    "speaker": None,
+                    "at": at,
+                    "subject": "Sam",
+                    "attribute": None,
+                    "importance": 0.6,
+                }
+            )
+    return rows
+
+
+def load_synthetic(service: Any, tenant_id: uuid.UUID, user: str, rows: list[dict[str, Any]]) -> None:
+    from sqlalchemy.dialects.postgresql import insert
+
+    from memsvc.models import Memory, MemorySource
+
+    texts = sorted({r["content"] for r in rows})
+    vectors = dict(zip(texts, service.embedder.embed(texts), strict=True))
+    turn_ids = [uuid.uuid4() for r in rows if r["kind"] == "turn"]
+    turn_messages = [r["message_id"] for r in rows if r["kind"] == "turn"]
+    memories, sources = [], []
+    t = 0
+    for r in rows:
+        memory_id = turn_ids[t] if r["kind"] == "turn" else uuid.uuid4()
+        if r["kind"] == "turn":
+            t += 1
+        memories.append(
+            {
+                "id": memory_id,
+                "tenant_id": tenant_id,
+                "user_id": user,
+                "type": r["type"],
+                "kind": r["kind"],
+                "content": r["content"],
+                "content_hash": _hash(r["content"]),
+                "speaker": r["speaker"],
+                "message_id": r.get("message_id"),
+                "session_id": f"s{r['at']:%Y%m%d}",
+                "event_at": r["at"],
+                "valid_from": r["at"],
+                "subject": r["subject"],
+                "attribute": r["attribute"],
+                "importance": r["importance"],
+                "metadata_": {},
+                "embedding": vectors[r["content"]],
+            }
+        )
+        if r["kind"] == "turn":
+            sources.append(
+                {
+                    "memory_id": memory_id,
+                    "message_id": r["message_id"],
+                    "turn_id": memory_id,
+                    "tenant_id": tenant_id,
+                    "user_id": user,
+                }
+            )
+        else:
+            k = min(t, len(turn_ids) - 1)
+            sources.append(
+                {
+                    "memory_id": memory_id,
+                    "message_id": turn_messages[k],
+                    "turn_id": turn_ids[k],
+                    "tenant_id": tenant_id,
+                    "user_id": user,
+                }
+            )
+    for start in range(0, len(memories), 2000):
+        with service.db.session() as session:
+            session.execute(insert(Memory), memories[start : start + 2000])
+    for start in range(0, len(sources), 5000):
+        with service.db.session() as session:
+            session.execute(insert(MemorySource), sources[start : start + 5000])
+
+
+def search_latency(service: Any, ctx: Any, user: str, rounds: int = 3) -> dict[str, float]:
+    from memsvc.schemas import SearchRequest
+
+    service.search(ctx, SearchRequest(query="warm up", user_id=user))  # load the corpus
+    times = []
+    for _ in range(rounds):
+        for q in QUERIES:
+            t0 = time.perf_counter()
+            service.search(ctx, SearchRequest(query=q, user_id=user, limit=10))
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95)}
+
+
+def active_count(service: Any, tenant_id: uuid.UUID, user: str) -> int:
+    from sqlalchemy import func, select
+
+    from memsvc.models import Memory
+
+    with service.db.session() as session:
+        return int(
+            session.execute(
+                select(func.count()).where(
+                    Memory.tenant_id == tenant_id, Memory.user_id == user, Memory.status != "archived"
+                )
+            ).scalar_one()
+        )
+
+
+def scale(n: int, seed: int) -> dict[str, Any]:
+    service, ctx = fresh_service(search_backend="exact")
+    user = "long-lived"
+    rows = synthetic_rows(n, random.Random(seed), datetime(2023, 1, 1, tzinfo=UTC))
+    t0 = time.perf_counter()
+    load_synthetic(service, ctx.tenant_id, user, rows)
+    load_s = time.perf_counter() - t0
+    before = {"memories": active_count(service, ctx.tenant_id, user), **search_latency(service, ctx, user)}
+    report = service.consolidate(ctx.tenant_id, user)
+    after = {"memories": active_count(service, ctx.tenant_id, user), **search_latency(service, ctx, user)}
+    again = service.consolidate(ctx.tenant_id, user)
+    service.close()
+    return {
+        "rows": len(rows),
+        "load_s": load_s,
+        "run_s": report.seconds,
+        "totals": report.totals(),
+        "second_run": {"s": again.seconds, **again.totals()},
+        "before": before,
+        "after": after,
+    }
+
+
+def locomo(conversations: list[str]) -> dict[str, Any]:
+    from bench.locomo import CATEGORIES, KS, Scores, evidence_turns, result_words
+    from memsvc.importers import locomo_batches
+    from memsvc.schemas import SearchRequest
+
+    service, ctx = fresh_service()
+    paths = sorted(LOCOMO_DIR.glob("conv-*.json"))
+    if conversations:
+        paths = [p for p in paths if p.stem in set(conversations)]
+    data = {p.stem: json.loads(p.read_text()) for p in paths}
+    for user, conv in data.items():
+        for batch in locomo_batches(conv, user):
+            outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
+            assert outcome.status == "succeeded", outcome.error
+
+    def evaluate() -> dict[str, Any]:
+        scores = Scores()
+        for user, conv in data.items():
+            for q in conv["qa"]:
+                evidence = evidence_turns(q.get("evidence", []))
+                if q.get("category") not in CATEGORIES or not evidence:
+                    continue
+                results = service.search(ctx, SearchRequest(query=q["question"], user_id=user, limit=max(KS)))
+                ours = [(r.source_message_ids, result_words(r.speaker, r.kind, r.content)) for r in results]
+                scores.add(q["category"], evidence, ours)
+        return scores.summary()
+
+    before = evaluate()
+    counts_before = {u: active_count(service, ctx.tenant_id, u) for u in data}
+    report = service.consolidate(ctx.tenant_id)
+    after = evaluate()
+    counts_after = {u: active_count(service, ctx.tenant_id, u) for u in data}
+    service.close()
+    return {
+        "conversations": list(data),
+        "before": before,
+        "after": after,
+        "memories_before": sum(counts_before.values()),
+        "memories_after": sum(counts_after.values()),
+        "run_s": report.seconds,
+        "totals": report.totals(),
+        "examples": [e for u in report.users for e in u.examples][:40],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--memories", type=int, default=50_000, help="0 = skip the scale part")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--locomo", nargs="*", help="run the LoCoMo part (optionally: these conversations)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"args": vars(args), "machine": machine()}
+    if args.memories:
+        result = scale(args.memories, args.seed)
+        out["scale"] = result
+        print_table(
+            ["synthetic user", "before", "after"],
+            [
+                ["memories (not archived)", result["before"]["memories"], result["after"]["memories"]],
+                ["search p50 ms", f"{result['before']['p50_ms']:.1f}", f"{result['after']['p50_ms']:.1f}"],
+                ["search p95 ms", f"{result['before']['p95_ms']:.1f}", f"{result['after']['p95_ms']:.1f}"],
+            ],
+        )
+        print(f"run {result['run_s']:.1f} s: {result['totals']}; second run {result['second_run']}")
+    if args.locomo is not None:
+        result = locomo(args.locomo)
+        out["locomo"] = result
+        b, a = result["before"], result["after"]
+        print_table(
+            ["LoCoMo", "before", "after"],
+            [
+                ["recall@10", f"{b['recall@10']:.3f}", f"{a['recall@10']:.3f}"],
+                ["words@10", f"{b['words@10']:.1f}", f"{a['words@10']:.1f}"],
+                ["memories (not archived)", result["memories_before"], result["memories_after"]],
+            ],
+        )
+        print(f"run {result['run_s']:.1f} s: {result['totals']}")
+    path = write_json("consolidation", out, args.json)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
