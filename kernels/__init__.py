@@ -13,10 +13,22 @@ import os
 
 import torch
 
+from kernels.precompile import precompile
 from kernels.prescreen import Int8Corpus
 from kernels.reference import check_args, topk_reference_float64, topk_torch
+from kernels.segmented import plan_segments, segmented_topk, segmented_topk_torch
 
-__all__ = ["Int8Corpus", "fused_topk", "topk_reference_float64", "topk_torch", "triton_available"]
+__all__ = [
+    "Int8Corpus",
+    "fused_topk",
+    "plan_segments",
+    "precompile",
+    "segmented_topk",
+    "segmented_topk_torch",
+    "topk_reference_float64",
+    "topk_torch",
+    "triton_available",
+]
 
 
 def triton_available() -> bool:

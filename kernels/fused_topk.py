@@ -39,7 +39,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -246,6 +248,7 @@ def _fused_topk_kernel(
     tmin_ptr,
     tmax_ptr,
     bias_ptr,
+    work_ptr,
     Q,
     N,
     stride_q,
@@ -273,18 +276,32 @@ def _fused_topk_kernel(
     HAS_TMAX: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     TILE_STEP: tl.constexpr,
+    SEGMENTED: tl.constexpr = False,
 ):
-    pid_q = tl.program_id(0)
-    split = tl.program_id(1)
-    q0 = pid_q * BQ
-    qs = q0 + tl.arange(0, BQ)
-    qmask = qs < Q
-    qs_c = tl.minimum(qs, Q - 1)  # clamped rows: loads need no mask, results are masked by qmask
-    n_start = split * rows_per_split
-    n_end = tl.minimum(n_start + rows_per_split, N)
-    # This program's scratch rows are contiguous (layout [S, QP, CAP], QP = query blocks * BQ), so
-    # per-row offsets fit in int32 and the padding rows need no masks.
-    prog = split.to(tl.int64) * QP + q0
+    if SEGMENTED:
+        # One work item per program (kernels/segmented.py): queries [q0, q0 + qn) of one group
+        # against the rows [n_start, n_end) of one of its row ranges; scratch [W, BQ, CAP].
+        w = tl.program_id(0)
+        q0 = tl.load(work_ptr + w * 4)
+        qn = tl.load(work_ptr + w * 4 + 1)
+        n_start = tl.load(work_ptr + w * 4 + 2)
+        n_end = tl.load(work_ptr + w * 4 + 3)
+        qs = q0 + tl.arange(0, BQ)
+        qmask = tl.arange(0, BQ) < qn
+        qs_c = tl.minimum(qs, q0 + qn - 1)
+        prog = w.to(tl.int64) * BQ
+    else:
+        pid_q = tl.program_id(0)
+        split = tl.program_id(1)
+        q0 = pid_q * BQ
+        qs = q0 + tl.arange(0, BQ)
+        qmask = qs < Q
+        qs_c = tl.minimum(qs, Q - 1)  # clamped rows: loads need no mask, results are masked by qmask
+        n_start = split * rows_per_split
+        n_end = tl.minimum(n_start + rows_per_split, N)
+        # This program's scratch rows are contiguous (layout [S, QP, CAP], QP = query blocks * BQ), so
+        # per-row offsets fit in int32 and the padding rows need no masks.
+        prog = split.to(tl.int64) * QP + q0
     ss_prog = ss_ptr + prog * CAP
     si_prog = si_ptr + prog * CAP
     thr_prog = thr_ptr + prog
@@ -1090,6 +1107,7 @@ def _running_partials(
         si,
         thr,
         *_filter_args(a, ss),
+        thr,  # work table: unused here
         q_n,
         n,
         q.stride(0),
@@ -1283,3 +1301,230 @@ def _threshold_topk(
         )
         scores[redo], index[redo] = _running_topk(sub, cfg, splits, poison, n)
     return scores, index
+
+
+def segmented_config(k: int) -> KernelConfig:
+    """Tiles of the segmented top-k (kernels/segmented.py): one small query block (most groups have
+    one query in a batch), the query block resident, corpus tiles streamed as in the Q <= 16 case."""
+    return KernelConfig(block_q=16, block_n=64, block_k=128, num_warps=4, num_stages=2, resident=True)
+
+
+# The keys method writes one int64 per (query, row of its group's chunks): up to this many a batch.
+SEGMENTED_KEYS_MAX = 1 << 25
+
+
+def segmented_topk_triton(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    k: int,
+    query_group: np.ndarray,
+    range_ptr: np.ndarray,
+    range_start: np.ndarray,
+    range_end: np.ndarray,
+    valid: torch.Tensor | None,
+    *,
+    config: KernelConfig | None = None,
+    chunk_rows: int | None = None,
+    poison: bool = False,
+    method: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kernels.segmented.segmented_topk`` in one of two ways.  ``keys`` (the default where it fits):
+    each chunk's scores as packed keys in a [Q, chunks * width] buffer, one program per tile, then a
+    torch top-k per query: for groups of a few thousand rows, whose running top-k would spend its
+    time filling and sorting its buffers.  ``running``: the running top-k kernel, one program per
+    work item, for chunks too long to write out."""
+    from kernels.segmented import CHUNK_ROWS, plan_segments
+
+    cfg = config or segmented_config(k)
+    q_n, d = queries.shape
+    n = corpus.shape[0]
+    dev = corpus.device
+    bn = cfg.block_n
+    if method in ("auto", "keys") and chunk_rows is None:
+        longest = int(np.max(np.asarray(range_end) - np.asarray(range_start), initial=0))
+        chunk_rows = min(CHUNK_ROWS, max(-(-longest // bn) * bn, bn))
+    plan = plan_segments(
+        query_group,
+        range_ptr,
+        range_start,
+        range_end,
+        block_q=cfg.block_q,
+        chunk_rows=chunk_rows or CHUNK_ROWS,
+    )
+    width = max(-(-(chunk_rows or CHUNK_ROWS) // bn) * bn, _next_pow2(k))
+    if method == "auto":
+        method = "keys" if q_n * plan.chunks * width <= SEGMENTED_KEYS_MAX else "running"
+    if method == "keys":
+        return _segmented_keys(queries, corpus, k, plan, valid, cfg, width)
+    w_n, bq = len(plan.work), cfg.block_q
+    if q_n == 0 or w_n == 0 or n == 0:
+        return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
+    bk = min(cfg.block_k, max(16, _next_pow2(d)))
+    if triton.cdiv(d, bk) > 4:
+        raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)}")
+    cap = cfg.cap or _next_pow2(k + 2 * bn)
+    if cap < k + 2 * bn:
+        raise ValueError(f"cap={cap} must be >= k + 2*block_n = {k + 2 * bn}")
+    fq = max(1, min(bq, 4096 // cap))
+    while bq // fq > 8:
+        fq *= 2
+    order, dest, work = _plan_tensors(plan, dev)
+    q = queries.to(corpus.dtype).index_select(0, order).contiguous()
+    ss = torch.empty((w_n, bq, cap), dtype=torch.float32, device=dev)
+    si = torch.empty((w_n, bq, cap), dtype=torch.int32, device=dev)
+    thr = torch.empty((w_n, bq), dtype=torch.float32, device=dev)
+    if poison:
+        ss.fill_(1e30)
+        si.fill_(n + 7)
+        thr.fill_(float("nan"))
+    interpret = _interpreting(dev)
+    a = TopkArgs(q, corpus, k, None, None, valid, None, None, None, None)
+    _fused_topk_kernel[(w_n, 1)](
+        q,
+        corpus,
+        ss,
+        si,
+        thr,
+        *_filter_args(a, ss),
+        work,
+        q.shape[0],
+        n,
+        q.stride(0),
+        corpus.stride(0),
+        bq,
+        0,
+        D=d,
+        K=k,
+        CAP=cap,
+        BQ=bq,
+        BN=bn,
+        BK=bk,
+        FQ=fq,
+        LOG_CAP=cap.bit_length() - 1,
+        LOG_FQ=fq.bit_length() - 1,
+        UPCAST=interpret and corpus.dtype == torch.bfloat16,
+        PREFIX_DOT=cfg.prefix_dot,
+        RESIDENT=cfg.resident and triton.cdiv(d, bk) <= 4,
+        NCH=triton.cdiv(d, bk),
+        ASM_BARRIER=not interpret,
+        ROUNDS=cfg.rounds,
+        TILE_STEP=1,
+        **_filter_flags(a),
+        SEGMENTED=True,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    # Each (item, query slot)'s best k go to row `query * chunks + chunk` of the merge buffer (the
+    # padding slots to one spare row); a query's chunks are then merged by one top-k.
+    merged = torch.full((q_n * plan.chunks + 1, k), KEY_EMPTY, dtype=torch.int64, device=dev)
+    merged.index_copy_(0, dest, pack_keys(ss[:, :, :k], si[:, :, :k]).reshape(w_n * bq, k))
+    keys = merged[: q_n * plan.chunks].view(q_n, plan.chunks * k)
+    if plan.chunks > 1:
+        keys = keys.topk(k, dim=1).values
+    return unpack_keys(keys)
+
+
+@triton.jit
+def _segmented_keys_kernel(
+    q_ptr,
+    c_ptr,
+    valid_ptr,
+    work_ptr,
+    dest_ptr,
+    keys_ptr,
+    stride_q,
+    stride_c,
+    CH: tl.constexpr,
+    D: tl.constexpr,
+    BQ: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    NCH: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """One tile of one work item of the segmented top-k (kernels/segmented.py), for short chunks:
+    the tile's scores as packed keys (``_pack``; empty where not eligible) at row ``dest`` (query *
+    chunks + chunk) and the tile's columns of a [Q * chunks, CH] buffer; a torch top-k over each
+    query's keys then gives its exact top-k, ties broken by the smaller row index."""
+    w = tl.program_id(0)
+    t = tl.program_id(1)
+    q0 = tl.load(work_ptr + w * 4)
+    qn = tl.load(work_ptr + w * 4 + 1)
+    n_start = tl.load(work_ptr + w * 4 + 2)
+    n_end = tl.load(work_ptr + w * 4 + 3)
+    r0 = n_start + t * BN
+    if r0 < n_end:
+        rows = r0 + tl.arange(0, BN)
+        rmask = rows < n_end
+        slots = tl.arange(0, BQ)
+        qmask = slots < qn
+        qs_c = tl.minimum(q0 + slots, q0 + qn - 1)
+        ks = tl.arange(0, BK)
+        q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
+        a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
+        rows_c = tl.minimum(rows, n_end - 1)
+        c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
+        acc = tl.zeros([BQ, BN], dtype=tl.float32)
+        acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
+        ok = rmask
+        if HAS_VALID:
+            ok = ok & (tl.load(valid_ptr + rows_c) != 0)
+        s = tl.where(ok[None, :], acc, float("-inf"))
+        keys = _pack(s, rows[None, :] + tl.zeros([BQ, BN], tl.int32))
+        dest = tl.load(dest_ptr + w.to(tl.int64) * BQ + slots)
+        offs = dest[:, None] * CH + (t * BN + tl.arange(0, BN))[None, :]
+        tl.store(keys_ptr + offs, keys, mask=qmask[:, None])
+
+
+def _plan_tensors(plan: Any, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order, dest, work) of a segment plan on the device, from one host-to-device copy."""
+    w_n, bq = plan.dest.shape
+    host = np.concatenate([plan.order, plan.dest.reshape(-1), plan.work.reshape(-1).astype(np.int64)])
+    table = torch.from_numpy(host).to(dev)
+    m = len(plan.order)
+    return table[:m], table[m : m + w_n * bq], table[m + w_n * bq :].to(torch.int32)
+
+
+def _segmented_keys(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    k: int,
+    plan: Any,
+    valid: torch.Tensor | None,
+    cfg: KernelConfig,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q_n, d = queries.shape
+    dev = corpus.device
+    w_n, bq, bn = len(plan.work), cfg.block_q, cfg.block_n
+    if q_n == 0 or w_n == 0 or corpus.shape[0] == 0:
+        return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
+    bk = min(cfg.block_k, max(16, _next_pow2(d)))
+    if triton.cdiv(d, bk) > 4:
+        raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)}")
+    order, dest, work = _plan_tensors(plan, dev)
+    q = queries.to(corpus.dtype).index_select(0, order).contiguous()
+    keys = torch.full((q_n * plan.chunks + 1, width), KEY_EMPTY, dtype=torch.int64, device=dev)
+    _segmented_keys_kernel[(w_n, width // bn)](
+        q,
+        corpus,
+        valid.view(torch.uint8) if valid is not None else keys,
+        work,
+        dest,
+        keys,
+        q.stride(0),
+        corpus.stride(0),
+        CH=width,
+        D=d,
+        BQ=bq,
+        BN=bn,
+        BK=bk,
+        NCH=triton.cdiv(d, bk),
+        HAS_VALID=valid is not None,
+        UPCAST=_interpreting(dev) and corpus.dtype == torch.bfloat16,
+        num_warps=cfg.num_warps,
+        num_stages=1,
+    )
+    best = keys[: q_n * plan.chunks].view(q_n, plan.chunks * width).topk(k, dim=1).values
+    return unpack_keys(best)

@@ -9,6 +9,7 @@ the float64 reference.  Every case draws fresh random inputs from its own seed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -23,7 +24,17 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the --worker subprocess runs this file directly
     sys.path.insert(0, str(REPO))
 
-from kernels import Int8Corpus, fused_topk, topk_reference_float64, topk_torch  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kernels import (  # noqa: E402
+    Int8Corpus,
+    fused_topk,
+    plan_segments,
+    segmented_topk,
+    segmented_topk_torch,
+    topk_reference_float64,
+    topk_torch,
+)
 from kernels.prescreen import quantize_queries  # noqa: E402
 
 Case = dict[str, Any]
@@ -41,6 +52,9 @@ _I8 = dict(
     int8_num_stages=1,
     int8_min_rows=0,
 )
+
+# the segmented top-k on tiny tiles (a resident query block of 16, 16-row tiles, short buffers)
+_SEG_TILES = dict(block_q=16, block_n=16, block_k=16, resident=True)
 
 # Small shapes (the interpreter runs numpy op by op).  "cfg" = KernelConfig overrides for the Triton path,
 # "splits" = number of N-splits; tiny tiles and CAPs force many tiles, splits and buffer flushes.
@@ -602,12 +616,89 @@ def check_topk(inp: Inputs, scores: torch.Tensor, idx: torch.Tensor, label: str)
             j = e
 
 
+# --------------------------------------------------------------------------- segmented top-k
+
+# Groups own row ranges (several per group, some empty; rows outside every group too); queries of no
+# group (-1) get nothing.  "chunk": rows per work item (small: a group's ranges split into many items
+# whose lists are merged); "cfg": KernelConfig overrides.
+SEG_CASES: list[Case] = [
+    dict(name="seg_basic", Q=9, N=700, d=40, k=7, groups=4, seed=70, chunk=64),
+    dict(name="seg_valid_many_chunks", Q=12, N=900, d=24, k=5, groups=5, valid_frac=0.8, seed=71, chunk=32),
+    dict(name="seg_k_gt_rows", Q=6, N=200, d=16, k=40, groups=6, valid_frac=0.5, seed=72, chunk=48),
+    dict(name="seg_one_group_many_queries", Q=37, N=400, d=16, k=4, groups=1, seed=73, chunk=128),
+    dict(name="seg_bf16_duplicates", Q=8, N=500, d=33, k=9, groups=3, dtype="bf16", dup=4, seed=74, chunk=96),
+    dict(name="seg_k128", Q=5, N=600, d=16, k=128, groups=3, seed=75, chunk=4096, cfg=dict(block_n=32)),
+]
+
+
+def make_seg_inputs(case: Case, device: str = "cpu") -> tuple[Inputs, dict[str, Any]]:
+    """Inputs as ``make_inputs`` (row_partition = each row's group, -5 outside every group) and the
+    groups' ranges in CSR form with each query's group (-1 for a few: no group)."""
+    g = torch.Generator().manual_seed(int(case["seed"]))
+    inp = make_inputs({**case, "partitions": 0}, device)
+    n, groups, q_n = int(case["N"]), int(case["groups"]), int(case["Q"])
+    # cut [0, n) into pieces, each owned by a random group or by none (-5)
+    cuts = sorted(set(torch.randint(1, n, (3 * groups,), generator=g).tolist()) | {0, n})
+    owner = torch.randint(-1, groups, (len(cuts) - 1,), generator=g).tolist()
+    if len(cuts) > 2:
+        cuts.insert(2, cuts[1])  # an empty range
+        owner.insert(1, 0)
+    row_partition = torch.full((n,), -5, dtype=torch.int32)
+    ranges: list[list[tuple[int, int]]] = [[] for _ in range(groups)]
+    for (s, e), o in zip(itertools.pairwise(cuts), owner, strict=True):
+        if o >= 0:
+            ranges[o].append((s, e))
+            row_partition[s:e] = o
+    qg = torch.randint(-1, groups, (q_n,), generator=g)
+    ptr = np.cumsum([0] + [len(r) for r in ranges])
+    seg = dict(
+        query_group=qg.numpy().astype(np.int64),
+        range_ptr=ptr.astype(np.int64),
+        range_start=np.array([s for r in ranges for s, _ in r], dtype=np.int64),
+        range_end=np.array([e for r in ranges for _, e in r], dtype=np.int64),
+    )
+    inp["row_partition"] = row_partition.to(device)
+    inp["query_partition"] = torch.where(qg >= 0, qg, -7).to(torch.int32).to(device)
+    return inp, seg
+
+
+def _seg_call(inp: Inputs, seg: dict[str, Any], fn: Any, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    args = {key: v for key, v in inp.items() if key not in ("row_partition", "query_partition")}
+    return fn(args["queries"], args["corpus"], args["k"], **seg, valid=args.get("valid"), **kw)
+
+
+@pytest.mark.parametrize("case", SEG_CASES, ids=[c["name"] for c in SEG_CASES])
+def test_segmented_fallback(case: Case) -> None:
+    inp, seg = make_seg_inputs(case)
+    s, i = _seg_call(inp, seg, segmented_topk_torch)
+    check_topk(inp, s, i, f"seg-torch/{case['name']}")
+
+
+def test_segment_plan_covers_every_row_once() -> None:
+    _, seg = make_seg_inputs(dict(SEG_CASES[1], Q=40))
+    plan = plan_segments(**seg, block_q=4, chunk_rows=32)
+    qg = seg["query_group"]
+    for q in np.flatnonzero(qg >= 0):
+        pos = int(np.flatnonzero(plan.order == q)[0])
+        items = plan.work[(plan.work[:, 0] <= pos) & (pos < plan.work[:, 0] + plan.work[:, 1])]
+        rows = sorted(r for _, _, s, e in items.tolist() for r in range(s, e))
+        lo, hi = seg["range_ptr"][qg[q]], seg["range_ptr"][qg[q] + 1]
+        want = sorted(
+            r
+            for s, e in zip(seg["range_start"][lo:hi], seg["range_end"][lo:hi], strict=True)
+            for r in range(s, e)
+        )
+        assert rows == want
+        assert (items[:, 3] - items[:, 2]).max(initial=0) <= 32
+    assert set(plan.order.tolist()) == set(np.flatnonzero(qg >= 0).tolist())
+
+
 # --------------------------------------------------------------------------- interpreted Triton (subprocess)
 
 
 def _run_worker(cases_path: str, out_path: str) -> None:
     """Subprocess entry (TRITON_INTERPRET=1): run the Triton path on every case, save outputs or errors."""
-    from kernels.fused_topk import KernelConfig, fused_topk_triton
+    from kernels.fused_topk import KernelConfig, fused_topk_triton, segmented_topk_triton
     from kernels.reference import check_args
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -636,6 +727,22 @@ def _run_worker(cases_path: str, out_path: str) -> None:
             results[case["name"]] = (s, i, sum(redone))
         except Exception as e:  # reported by the parent test of that case
             results[case["name"]] = f"{type(e).__name__}: {e}"
+    for case in SEG_CASES:
+        for method in ("keys", "running"):
+            try:
+                inp, seg = make_seg_inputs(case)
+                s, i = _seg_call(
+                    inp,
+                    seg,
+                    segmented_topk_triton,
+                    config=KernelConfig(**{**_SEG_TILES, **case.get("cfg", {})}),
+                    chunk_rows=case["chunk"],
+                    poison=True,
+                    method=method,
+                )
+                results[f"{case['name']}:{method}"] = (s, i, 0)
+            except Exception as e:
+                results[f"{case['name']}:{method}"] = f"{type(e).__name__}: {e}"
     torch.save(results, out_path)
 
 
@@ -667,6 +774,15 @@ def test_triton_interpreted(case: Case, interpreted: dict[str, Any]) -> None:
         # the int8 scan answered the queries (no silent fallback), except where meant to overflow
         expected = case.get("redo", 0)
         assert expected == "any" or res[2] == expected, res[2]
+
+
+@pytest.mark.parametrize("case", SEG_CASES, ids=[c["name"] for c in SEG_CASES])
+@pytest.mark.parametrize("method", ["keys", "running"])
+def test_segmented_triton_interpreted(case: Case, method: str, interpreted: dict[str, Any]) -> None:
+    res = interpreted[f"{case['name']}:{method}"]
+    assert not isinstance(res, str), res
+    inp, _ = make_seg_inputs(case)
+    check_topk(inp, res[0], res[1], f"seg-triton-{method}/{case['name']}")
 
 
 # --------------------------------------------------------------------------- torch fallback (in process)
@@ -907,6 +1023,29 @@ def test_gpu_compiled(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
     check_topk(inp, s, i, f"cuda/{case['name']}")
     s2, i2 = topk_torch(**inp)  # the fallback on the same GPU agrees too
     check_topk(inp, s2, i2, f"cuda-torch/{case['name']}")
+
+
+SEG_GPU_CASES: list[Case] = [
+    # many small groups (a batch of many users' queries), one group over several chunks, k = 10 / 128
+    dict(name="seg_q256_k10", Q=256, N=300_000, d=384, k=10, groups=3000, valid_frac=0.95, seed=120),
+    dict(name="seg_q256_k128", Q=256, N=300_000, d=384, k=128, groups=300, valid_frac=0.95, seed=121),
+    dict(name="seg_q64_k10_few_big_groups", Q=64, N=200_000, d=384, k=10, groups=3, seed=122),
+    dict(name="seg_q33_k16_bf16_dup", Q=33, N=100_000, d=384, k=16, groups=40, dtype="bf16", dup=3, seed=123),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", SEG_GPU_CASES, ids=[c["name"] for c in SEG_GPU_CASES])
+def test_segmented_gpu_compiled(case: Case) -> None:
+    from kernels.fused_topk import segmented_topk_triton
+
+    inp, seg = make_seg_inputs(case, device="cuda")
+    s, i = _seg_call(inp, seg, segmented_topk)
+    torch.cuda.synchronize()
+    check_topk(inp, s, i, f"cuda-seg/{case['name']}")
+    s, i = _seg_call(inp, seg, segmented_topk_triton, method="running")
+    check_topk(inp, s, i, f"cuda-seg-running/{case['name']}")
 
 
 if __name__ == "__main__":
