@@ -9,15 +9,16 @@ own two calls, which is what the batching is measured against (bench/serve_gpu.p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import numpy as np
 
 from memsvc.batching import DynamicBatcher
 from memsvc.embedding import Embedder
-from memsvc.vector_index import DenseHit, VectorIndex
+from memsvc.vector_index import DenseHits, VectorIndex
 
 DenseQuery = tuple[str, int | None]  # query text, partition (None: the user has no rows yet)
-DenseAnswer = tuple[np.ndarray, list[DenseHit]]  # query vector, best-first hits
+DenseAnswer = tuple[np.ndarray, DenseHits]  # query vector, best-first hits
 
 
 class DenseRetriever:
@@ -47,6 +48,14 @@ class DenseRetriever:
         if self._batcher is None:
             return self.run_batch([(text, partition)])[0]
         return self._batcher((text, partition))
+
+    def submit(self, text: str, partition: int | None) -> Future[DenseAnswer]:
+        """The answer as a future (an event loop can wait on it without a thread per request)."""
+        if self._batcher is not None:
+            return self._batcher.submit((text, partition))
+        future: Future[DenseAnswer] = Future()
+        future.set_result(self.run_batch([(text, partition)])[0])
+        return future
 
     def close(self) -> None:
         if self._batcher is not None:

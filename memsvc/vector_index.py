@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from kernels import Int8Corpus, fused_topk, topk_torch
+from kernels import Int8Corpus, fused_topk, precompile, segmented_topk, topk_torch
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,54 @@ SMALL_SCAN_ROWS = 65_536  # partitions up to this size are scanned with a plain 
 REPLAY_ON_LOAD = 1000  # changes re-applied after a load, to cover transactions in flight during it
 
 
-@dataclass(frozen=True, slots=True)
-class DenseHit:
+class DenseHit(NamedTuple):
     memory_id: uuid.UUID
-    score: float
+    score: float  # the index's similarity: dot(query, row) over fp16 rows with fp32 sums
+
+
+class DenseHits(Sequence[DenseHit]):
+    """One query's hits, best first, kept as the arrays the device returned: a memory id becomes a
+    `DenseHit` only when read (a batch of 256 queries at k = 128 holds 32k hits, and building them
+    all as objects in the batcher's thread cost more than the search itself)."""
+
+    __slots__ = ("_ids", "rows", "scores")
+
+    def __init__(self, ids: list[uuid.UUID], rows: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]):
+        self._ids = ids  # the index's id list at search time (appended to, never rewritten in place)
+        self.rows = rows
+        self.scores = scores
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> DenseHit: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[DenseHit]: ...
+    def __getitem__(self, i: int | slice) -> DenseHit | list[DenseHit]:
+        if isinstance(i, slice):
+            return [
+                DenseHit(self._ids[r], s)
+                for r, s in zip(self.rows[i].tolist(), self.scores[i].tolist(), strict=True)
+            ]
+        return DenseHit(self._ids[int(self.rows[i])], float(self.scores[i]))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        ids = self._ids
+        return (DenseHit(ids[r], s) for r, s in zip(self.rows.tolist(), self.scores.tolist(), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DenseHits({list(self)!r})"
+
+    @property
+    def memory_ids(self) -> list[uuid.UUID]:
+        ids = self._ids
+        return [ids[r] for r in self.rows.tolist()]
 
 
 def _vector_from_text(text: str) -> np.ndarray:  # halfvec's text form: "[0.1,0.2,...]"
@@ -275,7 +320,7 @@ class VectorIndex:
     def partition(self, tenant_id: uuid.UUID, user_id: str) -> int | None:
         return self._partitions.get((tenant_id, user_id))
 
-    def search(self, queries: np.ndarray, partitions: Sequence[int | None], k: int) -> list[list[DenseHit]]:
+    def search(self, queries: np.ndarray, partitions: Sequence[int | None], k: int) -> list[DenseHits]:
         """Top-`k` memories for each query vector, each query only within its own partition."""
         with self._lock:
             if not len(queries):
@@ -287,21 +332,36 @@ class VectorIndex:
                 # One user: scan only that user's row ranges.
                 ranges = self._segments.get(known[0], [])
                 return self._search_ranges(q, ranges, k)
+            # Many users: the segmented top-k reads only the rows of the users asked (a partition
+            # filter over the whole index would read every row for every batch).
+            group_of: dict[int, int] = {}
+            starts: list[int] = []
+            ends: list[int] = []
+            ptr = [0]
+            for p in known:
+                if p not in group_of and p in self._segments:
+                    group_of[p] = len(group_of)
+                    for s, e in self._segments[p]:
+                        starts.append(s)
+                        ends.append(e)
+                    ptr.append(len(starts))
             n = self._size
-            scores, index = fused_topk(
+            scores, index = segmented_topk(
                 q,
                 self._corpus[:n],
                 k,
-                row_partition=self._partition_of_row[:n],
-                query_partition=torch.tensor(known, dtype=torch.int32, device=self.device),
+                np.fromiter((group_of.get(p, -1) for p in known), dtype=np.int64, count=len(known)),
+                np.array(ptr, dtype=np.int64),
+                np.array(starts, dtype=np.int64),
+                np.array(ends, dtype=np.int64),
                 valid=self._valid[:n],
-                prescreen=self._int8.rows(0, n) if self._int8 is not None else None,
             )
             return self._hits(scores, index, offset_map=None)
 
-    def _search_ranges(self, q: torch.Tensor, ranges: list[tuple[int, int]], k: int) -> list[list[DenseHit]]:
+    def _search_ranges(self, q: torch.Tensor, ranges: list[tuple[int, int]], k: int) -> list[DenseHits]:
         if not ranges:
-            return [[] for _ in range(q.shape[0])]
+            empty = np.zeros(0, dtype=np.int64)
+            return [DenseHits(self._ids, empty, empty.astype(np.float32)) for _ in range(q.shape[0])]
         rows_total = sum(e - s for s, e in ranges)
         if len(ranges) == 1:  # one contiguous range: views, no copy
             start, end = ranges[0]
@@ -318,29 +378,42 @@ class VectorIndex:
             # The int8 copy is a view of a contiguous range; split ranges (until the next compaction)
             # go without it: gathering it on every search would cost what it saves.
             prescreen = self._int8.rows(start, end) if self._int8 is not None and offset_map is None else None
+            if valid.data_ptr() % 16:
+                # Triton specialises pointers on 16-byte alignment: an aligned copy keeps every range
+                # on the variant `warm_up` compiled.
+                valid = valid.clone()
             scores, index = fused_topk(q, corpus, k, valid=valid, prescreen=prescreen)
         if offset_map is None:
             return self._hits(scores, index + start * (index >= 0), offset_map=None)
         return self._hits(scores, index, offset_map=offset_map)
 
     def warm_up(self, k: int) -> None:
-        """Compile the kernel variants a server will use (one query; a batch) before traffic comes."""
-        if self._size == 0:
-            return
-        q = torch.nn.functional.normalize(self._corpus[:1].float(), dim=1).cpu().numpy()
-        for batch in (2, 32):  # the small- and the large-batch tile shapes; partitions that hold no rows
-            self.search(np.repeat(q, batch, axis=0), [-2, -3] * (batch // 2), k)
+        """Compile, before traffic comes, every kernel variant searches with this `k` can launch
+        (`kernels.precompile`: the running kernel's shape classes, the threshold scans, the
+        segmented top-k), and run the torch paths once (their first call sets up cuBLAS)."""
+        k = max(1, min(k, 128))
+        precompile(self.dim, k, dtype=self.dtype, device=self.device, prescreen=self.int8_prescreen)
+        if self._size:
+            q = torch.nn.functional.normalize(self._corpus[:1].float(), dim=1).cpu().numpy()
+            first = int(self._partition_of_row[0])
+            # The torch paths at every batch size up to 16 and then by powers of two: cuBLAS loads
+            # a kernel the first time a shape picks it (seen: 17 ms for the first 7-query batch).
+            for batch in (*range(1, 17), 32, 64, 128, 256):
+                self.search(np.repeat(q, batch, axis=0), [first] * batch, k)
+                self.search(np.repeat(q, batch, axis=0), ([first, -2] * batch)[:batch], k)
 
     def _hits(
         self, scores: torch.Tensor, index: torch.Tensor, offset_map: torch.Tensor | None
-    ) -> list[list[DenseHit]]:
+    ) -> list[DenseHits]:
         if offset_map is not None:
             index = torch.where(index >= 0, offset_map[index.clamp(min=0)], index)
-        scores_list, index_list = scores.cpu().tolist(), index.cpu().tolist()
-        return [
-            [DenseHit(self._ids[i], s) for s, i in zip(srow, irow, strict=True) if i >= 0]
-            for srow, irow in zip(scores_list, index_list, strict=True)
-        ]
+        # One transfer: the scores' bits ride in an int64 beside the indices.
+        both = torch.stack([index, scores.contiguous().view(torch.int32).to(torch.int64)]).cpu().numpy()
+        rows_all, bits = both[0], both[1].astype(np.int32)
+        scores_all = bits.view(np.float32)
+        counts = (rows_all >= 0).sum(axis=1).tolist()  # filled slots come first
+        ids = self._ids
+        return [DenseHits(ids, rows_all[i, :c], scores_all[i, :c]) for i, c in enumerate(counts)]
 
     @property
     def size(self) -> int:
