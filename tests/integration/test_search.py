@@ -51,8 +51,10 @@ def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> N
         _ingest(service, ctx, _say(user, text, datetime(2023, 3, 1 + i, tzinfo=UTC), f"x{i}"))
     _ingest(service, ctx, _say(user, "I live in Denver now.", datetime(2024, 6, 1, tzinfo=UTC), "a2"))
     boston, denver = _fact(service, ctx, user, "Boston"), _fact(service, ctx, user, "Denver")
-    with service.db.session() as session:
-        store.supersede_memory(session, ctx, boston.id, denver.id)
+    # Ingest closed Boston already (a newer residence); by hand only if it picked another Denver fact.
+    if service.get(ctx, boston.id).status != "superseded":
+        with service.db.session() as session:
+            store.supersede_memory(session, ctx, boston.id, denver.id)
 
     def order(**kw):  # type: ignore[no-untyped-def]
         results = service.search(
@@ -66,7 +68,12 @@ def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> N
     assert past[0] == boston.id and denver.id not in past
     history = service.history(ctx, boston.id)
     assert [e.op for e in history] == ["create", "supersede"]
-    assert history[1].after and history[1].after["superseded_by"] == str(denver.id)
+    denver_ids = {
+        str(m.id)
+        for m in service.list(ctx, user, memory_type="semantic", limit=100, cursor=None).items
+        if "Denver" in m.content
+    }
+    assert history[1].after and history[1].after["superseded_by"] in denver_ids
 
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
