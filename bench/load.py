@@ -258,7 +258,9 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
         backlog = _metric(after, 'memsvc_jobs{state="queued"}') + _metric(
             after, 'memsvc_jobs{state="running"}'
         )
-        finished = _metric(after, "memsvc_ingest_jobs_total") - _metric(before, "memsvc_ingest_jobs_total")
+        finished = _metric(after, 'memsvc_jobs_total{kind="ingest"') - _metric(
+            before, 'memsvc_jobs_total{kind="ingest"'
+        )
         drain_started = time.monotonic()
         drained = backlog == 0
         while not drained and time.monotonic() - drain_started < args.drain_s:

@@ -19,10 +19,11 @@ from memsvc.store import QueueHealth
 
 HTTP_REQUESTS = Counter("memsvc_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("memsvc_http_request_seconds", "HTTP request latency", ["method", "route"])
-INGEST_JOBS = Counter("memsvc_ingest_jobs_total", "ingest job attempts by outcome", ["outcome"])
-INGEST_SECONDS = Histogram(
-    "memsvc_ingest_job_seconds",
-    "time one ingest job attempt took in the worker",
+JOBS = Counter("memsvc_jobs_total", "job attempts (ingest, consolidate) by outcome", ["kind", "outcome"])
+JOB_SECONDS = Histogram(
+    "memsvc_job_seconds",
+    "time one job attempt took in the worker",
+    ["kind"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 WORKER_RESTARTS = Counter("memsvc_worker_restarts_total", "ingest workers started again after they stopped")
@@ -80,8 +81,8 @@ def render(queue: QueueCollector) -> bytes:
 __all__ = [
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
-    "INGEST_JOBS",
-    "INGEST_SECONDS",
+    "JOBS",
+    "JOB_SECONDS",
     "WORKER_RESTARTS",
     "QueueCollector",
     "render",

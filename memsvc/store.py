@@ -482,13 +482,14 @@ def queued_jobs_of(session: Session, tenant_id: uuid.UUID, at_most: int) -> int:
     )
 
 
-def orphaned_jobs(session: Session, older_than_s: float) -> list[uuid.UUID]:
-    """Accepted jobs the queue does not hold (deferring failed, e.g. while the database restarted)."""
+def orphaned_jobs(session: Session, older_than_s: float) -> list[tuple[uuid.UUID, str]]:
+    """Accepted jobs (id, kind) the queue does not hold (deferring failed, e.g. while the database
+    restarted)."""
     return list(
         session.execute(
             text(
                 """
-                SELECT j.id FROM jobs j
+                SELECT j.id, j.kind FROM jobs j
                 WHERE j.status = 'queued' AND j.updated_at < now() - make_interval(secs => :age)
                   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p
                                   WHERE p.queueing_lock = j.id::text AND p.status IN ('todo', 'doing'))
@@ -496,5 +497,5 @@ def orphaned_jobs(session: Session, older_than_s: float) -> list[uuid.UUID]:
                 """
             ),
             {"age": older_than_s},
-        ).scalars()
+        ).tuples()
     )

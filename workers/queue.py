@@ -26,7 +26,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from memsvc import logs
 from memsvc.errors import NotReady
-from memsvc.metrics import INGEST_JOBS, INGEST_SECONDS, WORKER_RESTARTS
+from memsvc.metrics import JOB_SECONDS, JOBS, WORKER_RESTARTS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
@@ -41,66 +41,59 @@ ORPHANED_AFTER_S = 10.0
 RESTART_BACKOFF_MAX_S = 15.0
 
 
+# The procrastinate task that runs each kind of `jobs` row.
+TASKS = {"ingest": "memsvc.ingest", "consolidate": "memsvc.consolidate"}
+
+
+def _run_job(service: MemoryService, context: JobContext, kind: str, job_id: str) -> dict[str, Any]:
+    """Run one attempt of a `jobs` row, recording its outcome on the row, in /metrics and the log."""
+    memory_job = uuid.UUID(job_id)
+    attempt = (context.job.attempts if context.job else 0) + 1
+    token = logs.job_id.set(job_id)
+    started = time.perf_counter()
+    try:
+        service.mark_job_running(memory_job)
+        run = service.run_ingest_job if kind == "ingest" else service.run_consolidate_job
+        outcome = run(memory_job)
+    except NotReady:
+        # The database is away: nothing was written and nothing can be recorded; the retry
+        # (or, when the worker restarts, recovery of its stalled job) does the work.
+        JOBS.labels(kind, "unavailable").inc()
+        raise
+    except Exception as exc:  # record every failure on the job, then let the queue retry it
+        JOBS.labels(kind, "failed").inc()
+        with contextlib.suppress(NotReady):
+            service.mark_job_failed(memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        JOB_SECONDS.labels(kind).observe(elapsed)
+        logs.job_id.reset(token)
+    JOBS.labels(kind, outcome.status).inc()
+    log.info(
+        f"{kind} job %s", outcome.status, extra={"job_id": job_id, "attempt": attempt, "s": round(elapsed, 3)}
+    )
+    return {"status": outcome.status}
+
+
 def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgConnector) -> App:
     """A procrastinate app whose tasks call `service`."""
     app = App(connector=connector)
 
-    @app.task(name="memsvc.ingest", queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
+    @app.task(name=TASKS["ingest"], queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
     def ingest(context: JobContext, job_id: str) -> dict[str, Any]:
-        memory_job = uuid.UUID(job_id)
-        attempt = (context.job.attempts if context.job else 0) + 1
-        token = logs.job_id.set(job_id)
-        started = time.perf_counter()
-        try:
-            service.mark_job_running(memory_job)
-            outcome = service.run_ingest_job(memory_job)
-        except NotReady:
-            # The database is away: nothing was written and nothing can be recorded; the retry
-            # (or, when the worker restarts, recovery of its stalled job) does the work.
-            INGEST_JOBS.labels("unavailable").inc()
-            raise
-        except Exception as exc:  # record every failure on the job, then let the queue retry it
-            INGEST_JOBS.labels("failed").inc()
-            with contextlib.suppress(NotReady):
-                service.mark_job_failed(
-                    memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS
-                )
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            INGEST_SECONDS.observe(elapsed)
-            logs.job_id.reset(token)
-        INGEST_JOBS.labels(outcome.status).inc()
-        log.info(
-            "ingest job %s",
-            outcome.status,
-            extra={"job_id": job_id, "attempt": attempt, "s": round(elapsed, 3)},
-        )
-        return {"status": outcome.status}
+        return _run_job(service, context, "ingest", job_id)
 
     @app.periodic(cron="* * * * *", periodic_id="memsvc.recover")
     @app.task(name="memsvc.recover", queue=INGEST_QUEUE, queueing_lock="memsvc.recover")
     async def recover(timestamp: int) -> None:
         await recover_jobs(app, service)
 
-    @app.task(name="memsvc.consolidate", queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
+    @app.task(name=TASKS["consolidate"], queue=INGEST_QUEUE, retry=RETRY, pass_context=True)
     def consolidate(context: JobContext, job_id: str) -> dict[str, Any]:
         """A `POST /v1/consolidate` job: a killed run is retried and ends where an uninterrupted
         one ends (memsvc.consolidation_store)."""
-        memory_job = uuid.UUID(job_id)
-        attempt = (context.job.attempts if context.job else 0) + 1
-        try:
-            service.mark_job_running(memory_job)
-            outcome = service.run_consolidate_job(memory_job)
-        except NotReady:
-            raise
-        except Exception as exc:  # recorded on the job; the queue retries it
-            with contextlib.suppress(NotReady):
-                service.mark_job_failed(
-                    memory_job, f"{type(exc).__name__}: {exc}", final=attempt >= MAX_ATTEMPTS
-                )
-            raise
-        return {"status": outcome.status}
+        return _run_job(service, context, "consolidate", job_id)
 
     # Nightly (MEMSVC_CONSOLIDATION_CRON) over every user; the queueing lock keeps one such task
     # queued, and each user's run lock keeps one run per user however many workers there are.
@@ -125,23 +118,15 @@ async def recover_jobs(app: App, service: MemoryService) -> None:
     orphans = await asyncio.to_thread(service.orphaned_jobs, ORPHANED_AFTER_S)
     if orphans:
         log.warning("deferring %d accepted jobs the queue did not hold", len(orphans))
-    for job_id in orphans:
-        await _defer_async(app, job_id)
+    for job_id, kind in orphans:
+        with contextlib.suppress(AlreadyEnqueued):
+            await _task(app, kind, job_id).defer_async(job_id=str(job_id))
     await asyncio.to_thread(service.trim_change_feed)
 
 
-def _ingest_task(app: App, job_id: uuid.UUID) -> Any:
-    return app.configure_task("memsvc.ingest", queueing_lock=str(job_id))
-
-
-def _defer(app: App, job_id: uuid.UUID) -> None:
-    with contextlib.suppress(AlreadyEnqueued):
-        _ingest_task(app, job_id).defer(job_id=str(job_id))
-
-
-async def _defer_async(app: App, job_id: uuid.UUID) -> None:
-    with contextlib.suppress(AlreadyEnqueued):
-        await _ingest_task(app, job_id).defer_async(job_id=str(job_id))
+def _task(app: App, kind: str, job_id: uuid.UUID) -> Any:
+    # The job's id as queueing lock: a job is never queued twice at once.
+    return app.configure_task(TASKS[kind], queueing_lock=str(job_id))
 
 
 class SupervisedWorker:
@@ -214,18 +199,17 @@ class ProcrastinateQueue:
         self._process: WorkerProcess | None = None
 
     def defer_ingest(self, job_id: uuid.UUID) -> None:
-        try:
-            _defer(self._defer_app, job_id)
-        except Exception as exc:
-            # The job row is stored: recovery defers it once the queue is back.
-            log.warning("could not defer job %s (%s); recovery will", job_id, exc)
+        self._defer("ingest", job_id)
 
     def defer_consolidate(self, job_id: uuid.UUID) -> None:
+        self._defer("consolidate", job_id)
+
+    def _defer(self, kind: str, job_id: uuid.UUID) -> None:
         try:
             with contextlib.suppress(AlreadyEnqueued):
-                task = self._defer_app.configure_task("memsvc.consolidate", queueing_lock=str(job_id))
-                task.defer(job_id=str(job_id))
+                _task(self._defer_app, kind, job_id).defer(job_id=str(job_id))
         except Exception as exc:
+            # The job row is stored: recovery defers it once the queue is back.
             log.warning("could not defer job %s (%s); recovery will", job_id, exc)
 
     def wait(self, ctx: TenantContext, job_id: uuid.UUID, timeout_s: float = 120.0) -> JobOut:

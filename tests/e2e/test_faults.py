@@ -266,7 +266,7 @@ def test_killed_worker_process_is_replaced_and_work_continues(tmp_path: Path) ->
         assert response.status_code == 201, response.text
         metrics = httpx.get(f"{serve.base}/metrics", timeout=10).text
         assert "memsvc_worker_restarts_total 1.0" in metrics
-        assert 'memsvc_ingest_jobs_total{outcome="succeeded"}' in metrics
+        assert 'memsvc_jobs_total{kind="ingest",outcome="succeeded"}' in metrics
 
 
 def test_sigterm_finishes_in_flight_work_and_stops_embedded_postgres(tmp_path: Path) -> None:
