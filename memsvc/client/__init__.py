@@ -1,4 +1,8 @@
-"""Python SDK for memsvc: `MemoryClient` and `AsyncMemoryClient`, typed results, one error hierarchy."""
+"""Python SDK for memsvc: `MemoryClient` and `AsyncMemoryClient`, typed results, one error hierarchy.
+
+Installable alone as the `memsvc-client` distribution (httpx and pydantic only): it imports nothing
+of the server. `memsvc.client.models` holds the API's answer models, which the server uses too.
+"""
 
 from memsvc.client._client import AsyncMemoryClient, MemoryClient
 from memsvc.client._errors import (
@@ -12,7 +16,7 @@ from memsvc.client._errors import (
     ServerError,
     ServiceUnavailable,
 )
-from memsvc.schemas import AddResponse, ContextResponse, GraphResponse, JobOut, MemoryList, MemoryOut
+from memsvc.client.models import AddResponse, ContextResponse, GraphResponse, JobOut, MemoryList, MemoryOut
 
 __all__ = [
     "APIError",

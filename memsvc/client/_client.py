@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
@@ -15,7 +16,7 @@ from uuid import UUID
 import httpx
 
 from memsvc.client._errors import ConnectionFailed, error_for
-from memsvc.schemas import (
+from memsvc.client.models import (
     AddResponse,
     ContextResponse,
     GraphResponse,
@@ -40,14 +41,26 @@ _MAYBE_SENT = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def _default_api_key() -> str | None:
-    """MEMSVC_API_KEY, else the development key `memsvc serve` wrote for the embedded database."""
+    """MEMSVC_API_KEY, else the development key `memsvc serve` wrote for the embedded database
+    (where the server's settings put it: MEMSVC_DEV_KEY_FILE, else MEMSVC_DATA_DIR/dev-api-key)."""
     if key := os.environ.get("MEMSVC_API_KEY"):
         return key
-    from memsvc.config import Settings
+    if named := os.environ.get("MEMSVC_DEV_KEY_FILE"):
+        path = Path(named)
+    elif data_dir := os.environ.get("MEMSVC_DATA_DIR"):
+        path = Path(data_dir) / "dev-api-key"
+    else:
+        path = _default_data_dir() / "dev-api-key"
+    return path.read_text().strip() if path.is_file() else None
 
-    settings = Settings()
-    path = settings.dev_key_file or settings.data_dir / "dev-api-key"
-    return path.read_text().strip() if path.exists() else None
+
+def _default_data_dir() -> Path:
+    """The server's default data directory (memsvc.config), found without the server installed."""
+    try:
+        import platformdirs
+    except ImportError:  # the light client alone: where platformdirs puts it on Linux
+        return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "memsvc"
+    return Path(platformdirs.user_data_dir("memsvc"))
 
 
 def _body(**fields: Any) -> dict[str, Any]:
