@@ -8,12 +8,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch for development and CI; the package itself accepts any torch >= 2.4.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	# The SDK's distribution first (the server depends on it; it is not on PyPI); then the server,
+	# editable with the repository root on sys.path, so that `memsvc` is always this checkout's
+	# package and never only the memsvc/client namespace portion memsvc-client installs.
+	$(PIP) install -q ./clients/python
+	$(PIP) install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 run: install

@@ -6,7 +6,7 @@ retriever over a user's long-term memory.
   in one session is found in every later one.
 - `MemsvcRetriever`: memsvc's hybrid, time-aware search as `Document`s, for any chain or agent.
 
-A thin layer over `memsvc.client`; install with `pip install 'memsvc[langchain]'`.
+A thin layer over `memsvc.client`; install with `pip install 'memsvc-client[langchain]'`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ try:
     from langchain_core.retrievers import BaseRetriever
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "memsvc's LangChain integration needs langchain-core: pip install 'memsvc[langchain]'"
+        "memsvc's LangChain integration needs langchain-core: pip install 'memsvc-client[langchain]'"
     ) from exc
 
 # LangChain message types -> memsvc roles; anything else keeps its own role if memsvc has it.

@@ -5,7 +5,7 @@ text to put in the prompt (`aget`, with the recent messages). `MemsvcMemoryBlock
 former in memsvc and answers the latter with memsvc's context for the latest user message:
 facts, the dated events they come from, and the people and places involved.
 
-A thin layer over `memsvc.client`; install with `pip install 'memsvc[llamaindex]'`.
+A thin layer over `memsvc.client`; install with `pip install 'memsvc-client[llamaindex]'`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ try:
     from llama_index.core.memory.memory import BaseMemoryBlock
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "memsvc's LlamaIndex integration needs llama-index-core: pip install 'memsvc[llamaindex]'"
+        "memsvc's LlamaIndex integration needs llama-index-core: pip install 'memsvc-client[llamaindex]'"
     ) from exc
 
 _ROLES = {

@@ -8,6 +8,9 @@ HTTP a caller's own `Authorization: Bearer <key>` is used in place of the config
 MCP endpoint serves several tenants, each seeing only its own memories.
 """
 
+import argparse
+import importlib.metadata
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -28,7 +31,9 @@ try:
     from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("memsvc's MCP server needs the `mcp` package: pip install 'memsvc[mcp]'") from exc
+    raise ImportError(
+        "memsvc's MCP server needs the `mcp` package: pip install 'memsvc-client[mcp]'"
+    ) from exc
 
 INSTRUCTIONS = """Long-term memory of conversations with a user (memsvc).
 Store what the user says that is worth remembering with add_memory; before answering a question
@@ -192,15 +197,20 @@ def _bearer(headers: Mapping[str, str] | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("memsvc-client")
+    except importlib.metadata.PackageNotFoundError:  # a source checkout without it installed
+        return "0"
+
+
 def build_server(
     base_url: str | None = None, api_key: str | None = None, user_id: str | None = None
 ) -> MCPServer:
     """The MCP server with memsvc's tools. `base_url` and `api_key` default as the SDK's do
     (MEMSVC_URL, MEMSVC_API_KEY, the development key); `user_id` is the default user."""
-    from memsvc import __version__
-
     tools = MemoryTools(base_url, api_key, user_id)
-    server: MCPServer = MCPServer("memsvc", version=__version__, instructions=INSTRUCTIONS)
+    server: MCPServer = MCPServer("memsvc", version=_version(), instructions=INSTRUCTIONS)
     server.add_tool(tools.add_memory, title="Remember a message")
     server.add_tool(tools.search_memory, title="Search memory")
     server.add_tool(tools.get_context, title="Memory context for a prompt")
@@ -224,3 +234,25 @@ def run(
         server.run("stdio")
     else:
         server.run("streamable-http", host=host, port=port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`memsvc-mcp`: the same server as `memsvc mcp`, for where only memsvc-client is installed."""
+    parser = argparse.ArgumentParser(prog="memsvc-mcp", description="memsvc's memory as MCP tools")
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
+    parser.add_argument("--url", help="the memsvc API (default: MEMSVC_URL, else http://127.0.0.1:8000)")
+    parser.add_argument("--user-id", help="the default user of every tool (default: MEMSVC_USER_ID)")
+    parser.add_argument("--host", default="127.0.0.1", help="http: the address to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="http: the port (the endpoint is /mcp)")
+    args = parser.parse_args(argv)
+    run(
+        "stdio" if args.transport == "stdio" else "streamable-http",
+        base_url=args.url,
+        user_id=args.user_id or os.environ.get("MEMSVC_USER_ID"),
+        host=args.host,
+        port=args.port,
+    )
+
+
+if __name__ == "__main__":
+    main()

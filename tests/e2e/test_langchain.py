@@ -83,5 +83,5 @@ def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "langchain_core.chat_history", None)
     monkeypatch.delitem(sys.modules, "memsvc.integrations.langchain")
-    with pytest.raises(ImportError, match=r"pip install 'memsvc\[langchain\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'memsvc-client\[langchain\]'"):
         importlib.import_module("memsvc.integrations.langchain")

@@ -84,5 +84,5 @@ def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "llama_index.core.memory.memory", None)
     monkeypatch.delitem(sys.modules, "memsvc.integrations.llamaindex")
-    with pytest.raises(ImportError, match=r"pip install 'memsvc\[llamaindex\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'memsvc-client\[llamaindex\]'"):
         importlib.import_module("memsvc.integrations.llamaindex")

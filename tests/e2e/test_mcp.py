@@ -189,3 +189,17 @@ async def test_streamable_http_every_tool_with_the_callers_key(
         assert sdk.get(kept).user_id == "ann"
     with MemoryClient(live_server, other_key(database)) as sdk, pytest.raises(NotFoundError):
         sdk.get(kept)
+
+
+async def test_memsvc_mcp_script_of_the_light_client(live_server: str, tenant: Any, tmp_path: Path) -> None:
+    """`memsvc-mcp` (memsvc-client[mcp]'s command) serves the same tools."""
+    _, key = tenant
+    env = {"MEMSVC_URL": live_server, "MEMSVC_API_KEY": key, "MEMSVC_DATA_DIR": str(tmp_path)}
+    params = StdioServerParameters(command=str(Path(sys.executable).with_name("memsvc-mcp")), env=env)
+    async with Client(params, read_timeout_seconds=120) as client:
+        assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+        added = await call(client, "add_memory", content="I keep bees on my roof.", user_id="cy")
+        assert added["status"] == "succeeded"
+        assert (
+            "bees" in (await call(client, "get_context", query="What does Cy keep?", user_id="cy"))["result"]
+        )
