@@ -19,6 +19,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
 SERVER_ONLY = {"torch", "fastapi", "sqlalchemy", "sentence-transformers", "psycopg", "numpy", "memsvc"}
 
 # Run by the fresh environment's Python, outside the repository: the installed SDK only.
@@ -65,7 +66,11 @@ def test_client_installs_alone_and_talks_to_a_server(live_server: str, tenant: A
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", ROOT / "clients" / "python", timeout=540)
+    # From a copy: pip builds in the source tree, and the checkout stays as it is.
+    src = tmp_path / "src"
+    for name in ("memsvc", "clients"):
+        shutil.copytree(ROOT / name, src / name, ignore=SKIP)
+    run(python, "-m", "pip", "install", "-q", src / "clients" / "python", timeout=540)
 
     installed = {
         p["name"].lower() for p in json.loads(run(python, "-m", "pip", "list", "--format=json").stdout)
@@ -86,9 +91,8 @@ def test_client_installs_alone_and_talks_to_a_server(live_server: str, tenant: A
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Both wheels, built from a copy of the sources (nothing written into the checkout)."""
     src = tmp_path_factory.mktemp("src")
-    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for name in ("memsvc", "api", "workers", "kernels", "migrations", "clients"):
-        shutil.copytree(ROOT / name, src / name, ignore=skip)
+        shutil.copytree(ROOT / name, src / name, ignore=SKIP)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("wheels")
