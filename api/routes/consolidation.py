@@ -14,7 +14,7 @@ from memsvc.schemas import ConsolidateRequest, JobOut, MemoryOut
 router = APIRouter(prefix="/v1", tags=["consolidation"], responses=problems.responses(401, 403, 422, 503))
 
 
-@router.post("/consolidate", status_code=202, response_model=JobOut)
+@router.post("/consolidate", status_code=202, response_model=JobOut, responses=problems.responses(400))
 def consolidate(
     body: ConsolidateRequest, service: Service, tenant: WriteTenant, request: Request
 ) -> JSONResponse:
