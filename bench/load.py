@@ -371,7 +371,7 @@ def main() -> None:
     load = os.getloadavg()
     path = write_json(
         "load" if args.fault == "none" else f"load_{args.fault}",
-        {"machine": machine(), "load_average_before": load, "args": vars(args), "runs": runs},
+        {"machine": machine(), "load_average_after": load, "args": vars(args), "runs": runs},
         args.json,
     )
     print(f"wrote {path}")
