@@ -248,6 +248,15 @@ def test_postgres_restart_under_load_heals_without_a_restart(own_postgres, tmp_p
             120,
             "every acknowledged add to be stored",
         )
+        # ... and searchable: the last acknowledged message is found by its own words.
+        number, i = load.acknowledged[-1].removeprefix("c").split("-m")
+        found = httpx.post(
+            f"{serve.base}/v1/search",
+            json={"user_id": load.user_id, "query": f"token{number}x{i}", "limit": 5},
+            headers={"Authorization": f"Bearer {serve.key}"},
+            timeout=30,
+        ).json()["results"]
+        assert any(load.acknowledged[-1] in r["source_message_ids"] for r in found), found
         assert serve.process.poll() is None
 
 
