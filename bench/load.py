@@ -118,9 +118,12 @@ def _ready(base: str) -> bool:
         return False
 
 
-def _backlog(base: str) -> float:
-    text = _metrics(base)
+def _backlog_in(text: str) -> float:
     return _metric(text, 'memsvc_jobs{state="queued"}') + _metric(text, 'memsvc_jobs{state="running"}')
+
+
+def _backlog(base: str) -> float:
+    return _backlog_in(_metrics(base))
 
 
 def _sample_backlog(base: str, deadline: float, series: list[tuple[float, float]]) -> None:
@@ -255,9 +258,7 @@ def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:
             injector.join()
         sampler.join()
         after = _metrics(server.base)
-        backlog = _metric(after, 'memsvc_jobs{state="queued"}') + _metric(
-            after, 'memsvc_jobs{state="running"}'
-        )
+        backlog = _backlog_in(after)
         finished = _metric(after, 'memsvc_jobs_total{kind="ingest"') - _metric(
             before, 'memsvc_jobs_total{kind="ingest"'
         )
