@@ -1,5 +1,5 @@
 """HTTP adapter: turns REST calls into calls on `memsvc.service.MemoryService`."""
 
-from api.app import create_app
+from memsvc.api.app import create_app
 
 __all__ = ["create_app"]

@@ -12,9 +12,9 @@ from uuid import UUID
 
 from fastapi import FastAPI, Request, Response
 
-from api import problems
-from api.routes import consolidation, docs, health, keys, memories, search, ui, users
 from memsvc import __version__, logs
+from memsvc.api import problems
+from memsvc.api.routes import consolidation, docs, health, keys, memories, search, ui, users
 from memsvc.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService

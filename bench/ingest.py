@@ -36,7 +36,7 @@ def main() -> None:
 
     from memsvc.database import libpq_url
     from memsvc.importers import locomo_batches
-    from workers.queue import ProcrastinateQueue
+    from memsvc.workers.queue import ProcrastinateQueue
 
     service, ctx = fresh_service(extractor=args.extractor)
     service.embedder.embed(["warm up"])  # model load and first-call costs are not ingest

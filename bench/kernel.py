@@ -119,11 +119,11 @@ def _precompile_job(job: tuple[int, int, str, str, int, str, str | None]) -> str
     timed run finds the compiled kernel in triton's on-disk cache.
     """
     q_n, k, fk, ps, d, dts, cfg_json = job
-    from kernels import Int8Corpus, fused_topk
-    from kernels.fused_topk import KernelConfig, fused_topk_triton
-    from kernels.reference import check_args
+    from memsvc.kernels import Int8Corpus, fused_topk
+    from memsvc.kernels.fused_topk import KernelConfig, fused_topk_triton
+    from memsvc.kernels.reference import check_args
 
-    sys.modules["kernels.fused_topk"].INT8_MIN_ROWS = 0  # the int8 kernels too, on these tiny inputs
+    sys.modules["memsvc.kernels.fused_topk"].INT8_MIN_ROWS = 0  # the int8 kernels too, on these tiny inputs
 
     t0 = time.perf_counter()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: dry run of this code
@@ -175,7 +175,7 @@ def exactness(
     f: dict[str, torch.Tensor],
     check_q: int,
 ) -> dict[str, float]:
-    from kernels import topk_torch
+    from memsvc.kernels import topk_torch
 
     m = min(check_q, q.shape[0])
     sub = {key: (v[:m] if key in ("query_partition", "time_min", "time_max") else v) for key, v in f.items()}
@@ -218,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton
 
-    from kernels import Int8Corpus, fused_topk
-    from kernels.fused_topk import THRESHOLD_MIN_QUERIES, KernelConfig, fused_topk_triton
-    from kernels.reference import check_args
+    from memsvc.kernels import Int8Corpus, fused_topk
+    from memsvc.kernels.fused_topk import THRESHOLD_MIN_QUERIES, KernelConfig, fused_topk_triton
+    from memsvc.kernels.reference import check_args
 
     def prescreens(q_n: int) -> list[str]:  # the int8 copy only serves the threshold method
         return [p for p in args.prescreen if p == "none" or q_n >= THRESHOLD_MIN_QUERIES]
@@ -412,14 +412,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default(q_n: int, d: int) -> Any:
-    from kernels.fused_topk import default_config
+    from memsvc.kernels.fused_topk import default_config
 
     return default_config(q_n, 10, d)
 
 
 def _compiled_info() -> list[dict[str, Any]]:
     """Registers / spills / shared memory of the compiled variants (best effort across triton versions)."""
-    from kernels.fused_topk import _fused_topk_kernel
+    from memsvc.kernels.fused_topk import _fused_topk_kernel
 
     out: list[dict[str, Any]] = []
     try:

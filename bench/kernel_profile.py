@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import triton.testing
 
-    from kernels import Int8Corpus
-    from kernels.reference import check_args
+    from memsvc.kernels import Int8Corpus
+    from memsvc.kernels.reference import check_args
 
-    current = sys.modules["kernels.fused_topk"]
+    current = sys.modules["memsvc.kernels.fused_topk"]
     impls = [("current", current)] + ([("baseline", load_baseline(args.baseline))] if args.baseline else [])
     dev = torch.device("cuda")
     rows = []

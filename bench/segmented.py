@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from kernels import Int8Corpus, fused_topk, segmented_topk
-from kernels.fused_topk import segmented_config, segmented_topk_triton
+from memsvc.kernels import Int8Corpus, fused_topk, segmented_topk
+from memsvc.kernels.fused_topk import segmented_config, segmented_topk_triton
 from memsvc.vector_index import VectorIndex
 
 

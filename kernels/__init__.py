@@ -13,10 +13,10 @@ import os
 
 import torch
 
-from kernels.precompile import precompile
-from kernels.prescreen import Int8Corpus
-from kernels.reference import check_args, topk_reference_float64, topk_torch
-from kernels.segmented import plan_segments, segmented_topk, segmented_topk_torch
+from memsvc.kernels.precompile import precompile
+from memsvc.kernels.prescreen import Int8Corpus
+from memsvc.kernels.reference import check_args, topk_reference_float64, topk_torch
+from memsvc.kernels.segmented import plan_segments, segmented_topk, segmented_topk_torch
 
 __all__ = [
     "Int8Corpus",
@@ -40,7 +40,7 @@ if triton_available():
     # Import the submodule kernels/fused_topk.py *before* defining the function of the same name: the
     # first import of a submodule sets the package attribute to the module, which would otherwise
     # shadow the public function ``kernels.fused_topk`` for everyone importing it afterwards.
-    import kernels.fused_topk as _triton_module  # noqa: F401
+    import memsvc.kernels.fused_topk as _triton_module  # noqa: F401
 
 
 def _use_triton(queries: torch.Tensor, corpus: torch.Tensor) -> bool:
@@ -99,7 +99,7 @@ def fused_topk(
         prescreen=prescreen,
     )
     if _use_triton(a.queries, a.corpus):
-        from kernels.fused_topk import fused_topk_triton  # lazy: triton is an optional dependency
+        from memsvc.kernels.fused_topk import fused_topk_triton  # lazy: triton is an optional dependency
 
         return fused_topk_triton(a)
     return topk_torch(a.queries, a.corpus, a.k, **a.filters())

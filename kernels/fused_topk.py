@@ -46,8 +46,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.prescreen import quantize_queries
-from kernels.reference import KEY_EMPTY, TopkArgs, pack_keys, unpack_keys
+from memsvc.kernels.prescreen import quantize_queries
+from memsvc.kernels.reference import KEY_EMPTY, TopkArgs, pack_keys, unpack_keys
 
 
 @triton.jit
@@ -1333,7 +1333,7 @@ def segmented_topk_triton(
     torch top-k per query: for groups of a few thousand rows, whose running top-k would spend its
     time filling and sorting its buffers.  ``running``: the running top-k kernel, one program per
     work item, for chunks too long to write out."""
-    from kernels.segmented import CHUNK_ROWS, plan_segments
+    from memsvc.kernels.segmented import CHUNK_ROWS, plan_segments
 
     cfg = config or segmented_config(k)
     q_n, d = queries.shape

@@ -15,9 +15,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from kernels.prescreen import Int8Corpus
-from kernels.reference import check_args
-from kernels.segmented import segmented_topk
+from memsvc.kernels.prescreen import Int8Corpus
+from memsvc.kernels.reference import check_args
+from memsvc.kernels.segmented import segmented_topk
 
 # Query counts that select each shape class and method of fused_topk (see fused_topk.default_config
 # and THRESHOLD_MIN_QUERIES): Q <= 16, 17..63, >= 64.
@@ -27,11 +27,11 @@ SHAPE_CLASSES = (1, 32, 256)
 def precompile(d: int, k: int, *, dtype: torch.dtype, device: torch.device, prescreen: bool = False) -> None:
     """Run every Triton variant that searches of width ``d`` and this ``k`` (over rows of ``dtype``
     on ``device``, filtered by validity) can use; nothing to do without CUDA."""
-    from kernels import fused_topk, triton_available
+    from memsvc.kernels import fused_topk, triton_available
 
     if device.type != "cuda" or not triton_available() or dtype not in (torch.float16, torch.bfloat16):
         return
-    from kernels.fused_topk import default_config, fused_topk_triton
+    from memsvc.kernels.fused_topk import default_config, fused_topk_triton
 
     g = torch.Generator(device=device).manual_seed(0)
     n = 1 << 16  # enough rows for the threshold method's sample to bound a top-128
@@ -51,7 +51,7 @@ def precompile(d: int, k: int, *, dtype: torch.dtype, device: torch.device, pres
             a = check_args(q, rows, k, valid=valid[:n], prescreen=Int8Corpus.from_corpus(rows))
             fused_topk_triton(a, config=replace(default_config(q.shape[0], k, d), int8_min_rows=0))
     # the segmented top-k, both methods: two groups, one with two ranges (a merge of chunks)
-    from kernels.fused_topk import segmented_topk_triton
+    from memsvc.kernels.fused_topk import segmented_topk_triton
 
     seg = (
         np.array([0, 1, 0, -1], dtype=np.int64),

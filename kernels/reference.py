@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypedDict
 import torch
 
 if TYPE_CHECKING:
-    from kernels.prescreen import Int8Corpus
+    from memsvc.kernels.prescreen import Int8Corpus
 
 KEY_EMPTY = -(2**63)  # int64 min: "no row" (sorts after every real key)
 _LOW32 = 0xFFFFFFFF

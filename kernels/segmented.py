@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from kernels.reference import KEY_EMPTY, MAX_K, pack_keys, topk_torch, unpack_keys
+from memsvc.kernels.reference import KEY_EMPTY, MAX_K, pack_keys, topk_torch, unpack_keys
 
 Ints = npt.NDArray[np.int64]
 
@@ -100,7 +100,7 @@ def plan_segments(
 
 
 def _use_triton(corpus: torch.Tensor) -> bool:
-    from kernels import triton_available
+    from memsvc.kernels import triton_available
 
     if corpus.dtype not in (torch.float16, torch.bfloat16) or not triton_available():
         return False
@@ -131,7 +131,7 @@ def segmented_topk(
     if valid is not None and (valid.dtype != torch.bool or valid.shape != (corpus.shape[0],)):
         raise ValueError("valid must be a bool tensor of one entry per row")
     if _use_triton(corpus):
-        from kernels.fused_topk import segmented_topk_triton
+        from memsvc.kernels.fused_topk import segmented_topk_triton
 
         return segmented_topk_triton(
             queries, corpus, k, query_group, range_ptr, range_start, range_end, valid

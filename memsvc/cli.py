@@ -21,7 +21,7 @@ from memsvc.database import Database, libpq_url, resolve_database_url
 from memsvc.errors import MemsvcError
 
 if TYPE_CHECKING:
-    from workers.queue import WorkerMode
+    from memsvc.workers.queue import WorkerMode
 
 log = logging.getLogger("memsvc")
 
@@ -76,9 +76,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         _share_metrics_with_children()
     import uvicorn
 
-    from api import create_app
+    from memsvc.api import create_app
     from memsvc.service import MemoryService
-    from workers.queue import ProcrastinateQueue
+    from memsvc.workers.queue import ProcrastinateQueue
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from memsvc.service import MemoryService
-    from workers.queue import ProcrastinateQueue
+    from memsvc.workers.queue import ProcrastinateQueue
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import migrations
+from memsvc import migrations
 
 SCRIPT_LOCATION = Path(migrations.__file__).resolve().parent
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from kernels import Int8Corpus, fused_topk, precompile, segmented_topk, topk_torch
+from memsvc.kernels import Int8Corpus, fused_topk, precompile, segmented_topk, topk_torch
 
 log = logging.getLogger(__name__)
 

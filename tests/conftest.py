@@ -92,9 +92,9 @@ def live_server(service, database) -> Iterator[str]:  # type: ignore[no-untyped-
     """The real app on a real port, with the in-process queue worker, as `memsvc serve` runs it."""
     import uvicorn
 
-    from api import create_app
+    from memsvc.api import create_app
     from memsvc.database import libpq_url
-    from workers.queue import ProcrastinateQueue
+    from memsvc.workers.queue import ProcrastinateQueue
 
     queue = ProcrastinateQueue(service, libpq_url(database.url))
     server = uvicorn.Server(

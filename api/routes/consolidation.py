@@ -7,8 +7,8 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api import problems
-from api.deps import Service, WriteTenant
+from memsvc.api import problems
+from memsvc.api.deps import Service, WriteTenant
 from memsvc.schemas import ConsolidateRequest, JobOut, MemoryOut
 
 router = APIRouter(prefix="/v1", tags=["consolidation"], responses=problems.responses(401, 403, 422, 503))

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import Service
 from memsvc import metrics
+from memsvc.api.deps import Service
 
 router = APIRouter(tags=["health"])
 

@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from api import problems
-from api.deps import AdminTenant, Service
+from memsvc.api import problems
+from memsvc.api.deps import AdminTenant, Service
 from memsvc.schemas import ApiKeyCreated, ApiKeyList, CreateKeyRequest, RotateKeyRequest
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=problems.responses(401, 403, 422, 503))

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import problems
-from api.deps import ReadTenant, Service, WriteTenant
+from memsvc.api import problems
+from memsvc.api.deps import ReadTenant, Service, WriteTenant
 from memsvc.schemas import (
     AddRequest,
     AddResponse,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import problems
-from api.deps import ReadTenant, Service
+from memsvc.api import problems
+from memsvc.api.deps import ReadTenant, Service
 from memsvc.schemas import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=problems.responses(400, 401, 403, 422, 503))

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api import problems
-from api.deps import ReadTenant, Service, WriteTenant
+from memsvc.api import problems
+from memsvc.api.deps import ReadTenant, Service, WriteTenant
 from memsvc.schemas import GraphResponse, HistoryPage, JobList, JobOut, JobStatus, ScopeId, Text, UserList
 
 router = APIRouter(prefix="/v1", tags=["users"], responses=problems.responses(401, 403, 422, 503))

@@ -22,8 +22,8 @@ import pytest
 from fastapi import routing
 from starlette.routing import Mount
 
-from api.routes import docs
-from api.routes.ui import ASSETS
+from memsvc.api.routes import docs
+from memsvc.api.routes.ui import ASSETS
 from memsvc.schemas import KeyScope
 
 # Words no other test uses, so finding one in an answer to tenant B means it came from tenant A.
@@ -381,7 +381,7 @@ def _leaks(response: httpx.Response, call: Call, markers: list[str]) -> list[str
 
 def _app_routes(service) -> Iterator[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(method, path) of every route the app serves, those of included routers too."""
-    from api import create_app
+    from memsvc.api import create_app
 
     class _NoQueue:
         pass

@@ -36,7 +36,7 @@ def api_key(database) -> str:  # type: ignore[no-untyped-def]
 def _openapi() -> dict[str, Any]:
     """The document the app serves at /openapi.json: built from the routes and models alone, so the
     tests can be generated before the server (a fixture) exists."""
-    from api import create_app
+    from memsvc.api import create_app
 
     document: dict[str, Any] = create_app(None, None).openapi()  # type: ignore[arg-type]
     return document

@@ -157,7 +157,6 @@ def test_server_wheel_depends_on_the_client_and_ships_its_assets(wheels: dict[st
         assert any(f.endswith(shipped) for f in files), shipped
 
 
-@pytest.mark.xfail(strict=True, reason="api, workers, kernels and migrations still install at top level")
 def test_server_wheel_installs_nothing_at_top_level_but_memsvc(wheels: dict[str, Path]) -> None:
     files, _ = contents(wheels["memsvc"])
     assert {f.split("/")[0] for f in files} == {"memsvc"}

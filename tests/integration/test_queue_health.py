@@ -43,7 +43,7 @@ def test_queue_health_counts_open_jobs_and_their_age(service, tenant) -> None:  
 
 def test_orphaned_jobs_are_those_the_queue_does_not_hold(service, database, tenant) -> None:  # type: ignore[no-untyped-def]
     from memsvc.database import libpq_url
-    from workers.queue import ProcrastinateQueue
+    from memsvc.workers.queue import ProcrastinateQueue
 
     ctx, _ = tenant
     orphan = service.submit_ingest(ctx, _add("orphans", "never deferred"))

@@ -19,7 +19,7 @@ from memsvc.database import libpq_url
 from memsvc.importers import locomo_batches
 from memsvc.models import Entity, Job, Memory, Relation
 from memsvc.schemas import AddRequest
-from workers.queue import ProcrastinateQueue
+from memsvc.workers.queue import ProcrastinateQueue
 
 LOCOMO = Path(__file__).resolve().parents[3] / "shared" / "data" / "locomo" / "conv-26.json"
 

@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # the --worker subprocess runs this file directly
 
 import numpy as np  # noqa: E402
 
-from kernels import (  # noqa: E402
+from memsvc.kernels import (  # noqa: E402
     Int8Corpus,
     fused_topk,
     plan_segments,
@@ -35,7 +35,7 @@ from kernels import (  # noqa: E402
     topk_reference_float64,
     topk_torch,
 )
-from kernels.prescreen import quantize_queries  # noqa: E402
+from memsvc.kernels.prescreen import quantize_queries  # noqa: E402
 
 Case = dict[str, Any]
 Inputs = dict[str, Any]
@@ -698,11 +698,11 @@ def test_segment_plan_covers_every_row_once() -> None:
 
 def _run_worker(cases_path: str, out_path: str) -> None:
     """Subprocess entry (TRITON_INTERPRET=1): run the Triton path on every case, save outputs or errors."""
-    from kernels.fused_topk import KernelConfig, fused_topk_triton, segmented_topk_triton
-    from kernels.reference import check_args
+    from memsvc.kernels.fused_topk import KernelConfig, fused_topk_triton, segmented_topk_triton
+    from memsvc.kernels.reference import check_args
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    module = sys.modules["kernels.fused_topk"]
+    module = sys.modules["memsvc.kernels.fused_topk"]
     module.INT8_MIN_ROWS = 0  # a speed heuristic; the tests' corpora are tiny
     running = module._running_topk
     redone: list[int] = []  # queries answered again by the running kernel, per call
@@ -804,13 +804,13 @@ def test_dispatch_cpu_uses_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_public_name_is_the_function() -> None:
-    import kernels
-    import kernels.fused_topk  # the submodule shares the public function's name
+    import memsvc.kernels
+    import memsvc.kernels.fused_topk  # the submodule shares the public function's name
 
-    assert callable(kernels.fused_topk) and kernels.fused_topk.__module__ == "kernels"
-    from kernels import fused_topk as f
+    assert callable(memsvc.kernels.fused_topk) and memsvc.kernels.fused_topk.__module__ == "memsvc.kernels"
+    from memsvc.kernels import fused_topk as f
 
-    assert f is kernels.fused_topk
+    assert f is memsvc.kernels.fused_topk
 
 
 def test_fallback_fp32_corpus() -> None:
@@ -908,8 +908,8 @@ def test_int8_corpus_rows_and_views() -> None:
 
 def test_int32_times_keep_every_comparison() -> None:
     pytest.importorskip("triton")
-    from kernels.fused_topk import _int32_times
-    from kernels.reference import check_args
+    from memsvc.kernels.fused_topk import _int32_times
+    from memsvc.kernels.reference import check_args
 
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
     q, c = torch.randn(64, 8), torch.randn(50, 8).half()
@@ -930,7 +930,7 @@ def test_int32_times_keep_every_comparison() -> None:
 
 
 def test_key_packing_roundtrip() -> None:
-    from kernels.reference import pack_keys, unpack_keys
+    from memsvc.kernels.reference import pack_keys, unpack_keys
 
     s = torch.tensor([1.5, -0.0, 0.0, -2.0, float("-inf"), 3e-39, -3e-39, float("nan"), 7.0])
     i = torch.tensor([3, 9, 2, 0, 5, 1, 4, 6, -1])
@@ -1015,7 +1015,7 @@ GPU_CASES: list[Case] = [
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("case", GPU_CASES, ids=[c["name"] for c in GPU_CASES])
 def test_gpu_compiled(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules["kernels.fused_topk"], "INT8_MIN_ROWS", 0)  # small corpora here
+    monkeypatch.setattr(sys.modules["memsvc.kernels.fused_topk"], "INT8_MIN_ROWS", 0)  # small corpora here
     inp = make_inputs(case, device="cuda")
     pre = Int8Corpus.from_corpus(inp["corpus"]) if case.get("int8") else None
     s, i = fused_topk(**inp, prescreen=pre)
@@ -1038,7 +1038,7 @@ SEG_GPU_CASES: list[Case] = [
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("case", SEG_GPU_CASES, ids=[c["name"] for c in SEG_GPU_CASES])
 def test_segmented_gpu_compiled(case: Case) -> None:
-    from kernels.fused_topk import segmented_topk_triton
+    from memsvc.kernels.fused_topk import segmented_topk_triton
 
     inp, seg = make_seg_inputs(case, device="cuda")
     s, i = _seg_call(inp, seg, segmented_topk)

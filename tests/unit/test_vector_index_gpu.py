@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import Int8Corpus
+from memsvc.kernels import Int8Corpus
 from memsvc.vector_index import SMALL_SCAN_ROWS, VectorIndex
 
 pytestmark = [
@@ -35,7 +35,7 @@ def _search(
 
 
 def test_int8_copy_follows_changes_and_search_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules["kernels.fused_topk"], "INT8_MIN_ROWS", 0)  # a small index here
+    monkeypatch.setattr(sys.modules["memsvc.kernels.fused_topk"], "INT8_MIN_ROWS", 0)  # a small index here
     rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,))))
     d, n = 384, SMALL_SCAN_ROWS + 30_000  # one user above the plain-matmul size, one below
     vectors = _unit(rng, n, d)
