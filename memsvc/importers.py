@@ -3,6 +3,9 @@
 - LoCoMo (`conv-*.json`): each session becomes one batch, each turn one message whose id is
   its `dia_id`, timed at the session's start plus one second per turn (to keep order); a shared
   photo's caption is kept in the text as " [photo: …]".
+- BEAM (`chat.json`, a list of batches of user–assistant turns): each batch becomes one batch (session
+  `batch_<n>`), each message one message whose id is its BEAM `id`, timed at the batch's date (the
+  `time_anchor` of its first message, e.g. `March-15-2024`) plus one second per message.
 - JSONL: one message per line, `{"role", "content", "name"?, "id"?, "created_at"?, "session_id"?}`,
   batched by session in file order.
 """
@@ -20,6 +23,7 @@ from memsvc.errors import InvalidInput
 from memsvc.schemas import AddRequest, Message
 
 LOCOMO_TIME = "%I:%M %p on %d %B, %Y"
+BEAM_TIME = "%B-%d-%Y"
 JSONL_BATCH = 200
 
 
@@ -50,6 +54,32 @@ def locomo_batches(data: dict[str, Any], user_id: str) -> Iterator[AddRequest]:
             )
         if messages:
             yield AddRequest(messages=messages, user_id=user_id, session_id=f"session_{n}")
+
+
+def beam_batches(batches: list[dict[str, Any]], user_id: str) -> Iterator[AddRequest]:
+    """One `AddRequest` per BEAM batch (a session of the chat), in batch order."""
+    previous: datetime | None = None
+    for batch in sorted(batches, key=lambda b: int(b["batch_number"])):
+        chat = [m for group in batch["turns"] for m in group]
+        anchors = [m["time_anchor"] for m in chat if m.get("time_anchor")]
+        anchor = batch.get("time_anchor") or (anchors[0] if anchors else None)
+        # A batch without a date follows the one before it (a day later), never precedes it.
+        if anchor:
+            start = datetime.strptime(anchor, BEAM_TIME).replace(tzinfo=UTC)
+        elif previous is not None:
+            start = previous + timedelta(days=1)
+        else:
+            start = datetime(2024, 1, 1, tzinfo=UTC)
+        previous = start
+        messages = [
+            Message(
+                role=m["role"], content=m["content"], id=str(m["id"]), created_at=start + timedelta(seconds=i)
+            )
+            for i, m in enumerate(chat)
+            if m["content"].strip()
+        ]
+        if messages:
+            yield AddRequest(messages=messages, user_id=user_id, session_id=f"batch_{batch['batch_number']}")
 
 
 def jsonl_batches(lines: Iterator[str], user_id: str) -> Iterator[AddRequest]:
