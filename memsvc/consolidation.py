@@ -156,6 +156,13 @@ class SlotFact:
     status: str
     superseded_by: uuid.UUID | None
     valid_to: datetime | None
+    content: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the value's plain statement (`state_sentence`), not the words as said."""
+        slot = Slot(self.attribute, self.value, self.value)
+        return self.content.lower() == state_sentence(self.subject, slot).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +176,17 @@ class Supersede:
 
 def plan_supersessions(facts: Iterable[SlotFact]) -> list[Supersede]:
     """For every (subject, attribute), each value is closed by the next *different* value in time
-    (restating the same value closes nothing). Returns only what differs from the stored state."""
+    (restating the same value closes nothing). Returns only what differs from the stored state.
+
+    A new value is stored as said and as its plain statement at the same instant; of facts that
+    tie in time the plain statement comes first, then by content, so the successor is the same
+    for every user with the same story (ids differ between users and would pick at random)."""
     groups: dict[tuple[str, str], list[SlotFact]] = defaultdict(list)
     for fact in facts:
         groups[(fact.subject.lower(), fact.attribute)].append(fact)
     out = []
     for group in groups.values():
-        group.sort(key=lambda f: (f.valid_from, f.event_at, str(f.id)))
+        group.sort(key=lambda f: (f.valid_from, f.event_at, not f.plain, f.content, str(f.id)))
         for i, fact in enumerate(group):
             successor = next((g for g in group[i + 1 :] if g.value != fact.value), None)
             if successor is None:

@@ -170,6 +170,7 @@ def _slot_facts(
                 row.status,
                 row.superseded_by,
                 row.valid_to,
+                row.content,
             )
         )
     return out
@@ -383,6 +384,7 @@ def consolidate_user(
                         r.status,
                         r.superseded_by,
                         r.valid_to,
+                        r.content,
                     )
                 )
     supersessions = plan_supersessions(slot_facts)

@@ -59,7 +59,9 @@ def test_a_newer_value_supersedes_at_ingest_and_search_follows_time(service, ten
     denver, boston = _fact(rows, "Ann lives in Denver"), _fact(rows, "Ann lives in Boston")
     moved = _fact(rows, "Ann moved to Boston")  # as said; "lives in Boston" is its plain statement
     assert denver.attribute == boston.attribute == moved.attribute == "residence"
-    assert denver.status == "superseded" and denver.superseded_by in (boston.id, moved.id)
+    assert moved.status == "active"
+    # The plain statement succeeds, not the words as said: the same successor for every user.
+    assert denver.status == "superseded" and denver.superseded_by == boston.id
     assert denver.valid_to == boston.valid_from
     assert boston.status == "active" and boston.valid_to is None
     events = service.history(ctx, denver.id)
@@ -92,8 +94,7 @@ def test_an_older_statement_ingested_later_is_closed_by_the_newer_one(service, t
     teacher = _fact(rows, "Ann's job: Ann works as a teacher")
     nurse = _fact(rows, "Ann's job: Ann works as a nurse")
     said = _fact(rows, "Ann works as a nurse")
-    # The new value is stored as said and as its plain statement at the same instant: either closes.
-    assert teacher.status == "superseded" and teacher.superseded_by in (nurse.id, said.id)
+    assert teacher.status == "superseded" and teacher.superseded_by == nurse.id
     assert nurse.status == said.status == "active"
 
 
@@ -110,12 +111,10 @@ def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant
     # Each statement and its plain form ("Ann's pet is called Rex") get their attribute back.
     assert report.totals()["superseded"] == 2 and report.totals()["attributes"] == 4
     rows = _rows(service, ctx, user)
-    max_ids = {
-        _fact(rows, "Ann's pet is called Max").id,
-        _fact(rows, "Ann and others adopted a dog named Max").id,
-    }
-    assert _fact(rows, "Ann's dog is called Rex").superseded_by in max_ids
-    assert _fact(rows, "Ann's pet is called Rex").superseded_by in max_ids
+    max_plain = _fact(rows, "Ann's pet is called Max").id
+    assert _fact(rows, "Ann and others adopted a dog named Max").status == "active"
+    assert _fact(rows, "Ann's dog is called Rex").superseded_by == max_plain
+    assert _fact(rows, "Ann's pet is called Rex").superseded_by == max_plain
     again = service.consolidate(ctx.tenant_id, user)
     assert again.totals()["superseded"] == again.totals()["merged"] == 0
 
@@ -199,10 +198,6 @@ def _state(service, ctx, user: str) -> tuple[Any, ...]:  # type: ignore[no-untyp
     """Everything consolidation may change, keyed by content (ids differ between users)."""
     rows = _rows(service, ctx, user)
     content = {m.id: m.content for m in rows}
-    # A successor is described by when it holds, not by its words: a new value is stored as said and
-    # as its plain statement at the same instant, and either may be picked (ties go by id, and ids
-    # differ between the two users compared).
-    holds = {m.id: (m.attribute, m.valid_from, m.event_at) for m in rows}
     with service.db.session() as session:
         sources = {
             (content[mid], msg)
@@ -225,7 +220,7 @@ def _state(service, ctx, user: str) -> tuple[Any, ...]:  # type: ignore[no-untyp
             m.status,
             m.valid_from,
             m.valid_to,
-            holds.get(m.superseded_by) if m.superseded_by else None,
+            content.get(m.superseded_by) if m.superseded_by else None,
             m.access_count,
         )
         for m in rows
@@ -331,9 +326,9 @@ def test_ingest_during_a_run_loses_nothing(service, tenant, monkeypatch) -> None
     rows = _rows(service, ctx, user)
     by_message = {m.message_id: m for m in rows if m.kind == "turn"}
     assert by_message["s7-0"].status == "active" and by_message["s7-1"].status == "active"
-    chicago = {_fact(rows, "Ann lives in Chicago").id, _fact(rows, "Ann moved to Chicago").id}
-    assert all(by_id_status == "active" for by_id_status in [m.status for m in rows if m.id in chicago])
-    assert _fact(rows, "Ann lives in Boston").superseded_by in chicago
+    chicago = _fact(rows, "Ann lives in Chicago")
+    assert chicago.status == _fact(rows, "Ann moved to Chicago").status == "active"
+    assert _fact(rows, "Ann lives in Boston").superseded_by == chicago.id
     # A second run at once finds the same user busy; one after it consolidates the newcomers.
     with consolidation_store.run_lock(service.db, ctx.tenant_id, user) as mine:
         assert mine

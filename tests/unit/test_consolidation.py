@@ -82,7 +82,18 @@ def _slot_fact(value: str, day: int, **kw: object) -> SlotFact:
         status=kw.get("status", "active"),  # type: ignore[arg-type]
         superseded_by=kw.get("superseded_by"),  # type: ignore[arg-type]
         valid_to=kw.get("valid_to"),  # type: ignore[arg-type]
+        content=kw.get("content", ""),  # type: ignore[arg-type]
     )
+
+
+def test_of_a_value_said_and_stated_plainly_at_once_the_plain_statement_succeeds() -> None:
+    denver = _slot_fact("denver", 0, content="Ann lives in Denver")
+    # Whatever the ids, which differ between users: the plain statement is the successor.
+    for _ in range(20):
+        said = _slot_fact("boston", 100, content="Ann moved to Boston")
+        plain = _slot_fact("boston", 100, content="Ann lives in Boston")
+        plans = plan_supersessions([said, denver, plain])
+        assert [(p.old_id, p.new_id) for p in plans] == [(denver.id, plain.id)]
 
 
 def test_each_value_is_closed_by_the_next_different_one() -> None:
