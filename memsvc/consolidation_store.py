@@ -252,6 +252,73 @@ def supersede_at_ingest(
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
 
 
+# -- successors that went away ------------------------------------------------------------------
+
+# Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live
+# memory of the user (deleted, purged, archived).
+_ORPHANED = text(
+    """
+    SELECT m.id FROM memories m
+    WHERE m.tenant_id = :t AND m.user_id = :u AND m.status = 'superseded'
+      AND CASE WHEN CAST(:gone AS uuid[]) IS NULL THEN NOT EXISTS (
+                 SELECT 1 FROM memories s WHERE s.id = m.superseded_by AND s.tenant_id = :t
+                   AND s.user_id = :u AND s.status IN ('active', 'superseded'))
+               ELSE m.superseded_by = ANY(CAST(:gone AS uuid[])) END
+    ORDER BY m.id
+    FOR UPDATE OF m
+    """
+)
+
+
+def reopen_predecessors(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    actor: str,
+    gone: Sequence[uuid.UUID] | None = None,
+    run_id: uuid.UUID | None = None,
+) -> int:
+    """After the successors `gone` were deleted, purged or archived (None: look for any such), the
+    memories they closed hold again: each is closed by the next different value that is still there,
+    or, if none, re-opened (`status` active, `valid_to` cleared; a `reopen` history event). A turn
+    closed with its fact follows that fact. Call under the user's lock, in the removing transaction.
+    Returns how many memories were re-opened."""
+    orphans = list(session.execute(_ORPHANED, {"t": tenant_id, "u": user_id, "gone": gone}).scalars())
+    if not orphans:
+        return 0
+    rows = list(session.execute(select(Memory).where(Memory.id.in_(orphans))).scalars())
+    keys = {(r.subject or "", r.attribute) for r in rows if r.attribute}
+    plans: dict[uuid.UUID, Supersede] = {}
+    if keys:
+        facts = _slot_facts(session, tenant_id, user_id, keys)
+        facts = [f for f in facts if (f.subject, f.attribute) in keys]
+        plans = {p.old_id: p for p in plan_supersessions(facts)}
+    # A turn follows the fact it was closed with (the fact's new successor, or open again).
+    fact_of_turn = dict(
+        session.execute(
+            select(MemorySource.turn_id, MemorySource.memory_id).where(
+                MemorySource.turn_id.in_([r.id for r in rows if r.kind == "turn"]),
+                MemorySource.memory_id.in_(list(plans)),
+            )
+        ).all()
+    )
+    events: list[dict[str, Any]] = []
+    reopened = 0
+    for row in rows:
+        plan = plans.get(fact_of_turn.get(row.id, row.id))
+        before = _snapshot(row)
+        if plan is not None:
+            row.superseded_by, row.valid_to, op = plan.new_id, plan.valid_to, "supersede"
+        else:
+            row.status, row.superseded_by, row.valid_to, op = "active", None, None, "reopen"
+            reopened += 1
+        row.updated_at = func.now()
+        session.flush()
+        events.append(_event(tenant_id, user_id, row.id, op, actor, run_id, before, _snapshot(row)))
+    session.execute(insert(HistoryEvent), events)
+    return reopened
+
+
 # -- a run over one user ------------------------------------------------------------------------
 
 
@@ -265,6 +332,7 @@ class UserReport:
     memories_after: int = 0
     attributes: int = 0
     superseded: int = 0
+    reopened: int = 0
     merged: int = 0
     summarised: int = 0
     archived: int = 0
@@ -400,6 +468,19 @@ def consolidate_user(
                 apply_supersessions(session, tenant_id, user_id, batch, actor, run_id)
         if progress:
             progress(len(supersessions))
+    # Facts closed by a successor that is gone (deleted, purged, archived) hold again.
+    live = {r.id for r in rows if r.status in ("active", "superseded")}
+    redirected = {p.old_id for p in supersessions}
+    orphans = [
+        r.id
+        for r in rows
+        if r.status == "superseded" and r.superseded_by not in live and r.id not in redirected
+    ]
+    report.reopened = len(orphans)
+    if orphans and not dry_run:
+        with database.session() as session:
+            lock_user(session, tenant_id, user_id)
+            report.reopened = reopen_predecessors(session, tenant_id, user_id, actor, None, run_id)
 
     # 3. Near-duplicates (facts without an attribute: supersession owns those).
     mergeable = [
@@ -752,6 +833,8 @@ def _apply_archive(
     ]
     if events:
         session.execute(insert(HistoryEvent), events)
+        # A forgotten successor (a new value whose TTL passed) no longer closes what it replaced.
+        reopen_predecessors(session, tenant_id, user_id, actor, [m.id for m in moved], run_id)
 
 
 def _apply_purge(
@@ -785,6 +868,7 @@ def _apply_purge(
         session.delete(memory)
     session.flush()
     session.execute(insert(HistoryEvent), events)
+    reopen_predecessors(session, tenant_id, user_id, actor, [m.id for m in rows], run_id)
 
 
 def _summary_id(tenant_id: uuid.UUID, user_id: str, key: str, content: str) -> uuid.UUID:
@@ -876,6 +960,8 @@ def restore(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID, actor:
         insert(HistoryEvent),
         [_event(tenant_id, memory.user_id, memory.id, "restore", actor, None, before, _snapshot(memory))],
     )
+    if memory.attribute and memory.subject:  # a value back in force closes what it replaced again
+        supersede_at_ingest(session, tenant_id, memory.user_id, {(memory.subject, memory.attribute)}, actor)
     return True
 
 
@@ -894,6 +980,7 @@ class RunReport:
             "memories_after",
             "attributes",
             "superseded",
+            "reopened",
             "merged",
             "summarised",
             "archived",

@@ -466,8 +466,13 @@ class MemoryService:
             return store.memory_out(memory, store.sources_of(session, [memory.id]).get(memory.id, []))
 
     def delete(self, ctx: TenantContext, memory_id: uuid.UUID) -> None:
+        """Delete a memory; what it superseded holds again unless another successor closes it."""
         with self.db.session() as session:
+            user_id = store.get_memory(session, ctx, memory_id).user_id or ""
+            _user_lock(session, ctx.tenant_id, user_id)
             store.delete_memory(session, ctx, memory_id)
+            session.flush()
+            consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, [memory_id])
 
     def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:
         with self.db.session() as session:

@@ -334,3 +334,74 @@ def test_ingest_during_a_run_loses_nothing(service, tenant, monkeypatch) -> None
         assert mine
         busy = service.consolidate(ctx.tenant_id, user, now=now)
         assert busy.users[0].skipped
+
+
+def test_deleting_a_successor_reopens_what_it_superseded_unless_another_holds(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I live in Denver."], T0, "s1")
+    _add(service, ctx, user, ["I moved to Boston."], T0 + timedelta(days=150), "s2")
+    rows = _rows(service, ctx, user)
+    denver, moved = _fact(rows, "Ann lives in Denver"), _fact(rows, "Ann moved to Boston")
+    said_denver = next(m for m in rows if m.kind == "turn" and m.content == "I live in Denver.")
+    service.delete(ctx, _fact(rows, "Ann lives in Boston").id)
+    # The words as said still state Boston: Denver stays closed, now by them.
+    rows = {m.id: m for m in _rows(service, ctx, user)}
+    assert rows[denver.id].status == "superseded" and rows[denver.id].superseded_by == moved.id
+    assert rows[said_denver.id].superseded_by == moved.id
+    assert [e.op for e in service.history(ctx, denver.id)] == ["create", "supersede", "supersede"]
+
+    service.delete(ctx, moved.id)  # no successor left: Denver holds again, and its turn
+    rows = {m.id: m for m in _rows(service, ctx, user)}
+    for memory_id in (denver.id, said_denver.id):
+        assert rows[memory_id].status == "active"
+        assert rows[memory_id].valid_to is None and rows[memory_id].superseded_by is None
+        last = service.history(ctx, memory_id)[-1]
+        assert last.op == "reopen" and last.before["status"] == "superseded" and last.actor == ctx.actor
+    now = service.search(ctx, SearchRequest(query="Where does Ann live?", user_id=user, limit=3))
+    assert "Denver" in now[0].content
+    # A later run finds nothing to change.
+    again = service.consolidate(ctx.tenant_id, user).totals()
+    assert again["superseded"] == again["reopened"] == 0
+
+
+def test_a_forgotten_or_vanished_successor_reopens_its_predecessor(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I work as a teacher."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["I work as a nurse."],
+        T0 + timedelta(days=10),
+        "s2",
+        metadata={"expires_at": (T0 + timedelta(days=20)).isoformat()},
+    )
+    teacher = _fact(_rows(service, ctx, user), "Ann's job: Ann works as a teacher")
+    assert _rows_by_id(service, ctx, user)[teacher.id].status == "superseded"
+    # The nurse facts' TTL passes: consolidation archives them, and the teacher holds again.
+    run = uuid.uuid4()
+    service.consolidate(ctx.tenant_id, user, now=T0 + timedelta(days=30), run_id=run)
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's job: Ann works as a nurse").status == "archived"
+    assert _fact(rows, "Ann's job: Ann works as a teacher").status == "active"
+    last = service.history(ctx, teacher.id)[-1]
+    assert last.op == "reopen" and last.run_id == run and last.actor == "consolidation"
+
+    # A successor removed behind the service's back (an older version's delete) is healed by a run.
+    other = _user()
+    _add(service, ctx, other, ["I live in Denver."], T0, "s1")
+    _add(service, ctx, other, ["I moved to Boston."], T0 + timedelta(days=150), "s2")
+    with service.db.session() as session:
+        for m in session.execute(select(Memory).where(Memory.user_id == other)).scalars():
+            if "Boston" in m.content:
+                session.delete(m)
+    report = service.consolidate(ctx.tenant_id, other).totals()
+    assert report["reopened"] == 2  # the fact and the turn that said it
+    assert _fact(_rows(service, ctx, other), "Ann lives in Denver").status == "active"
+    assert service.consolidate(ctx.tenant_id, other).totals()["reopened"] == 0
+
+
+def _rows_by_id(service, ctx, user: str) -> dict[uuid.UUID, Memory]:  # type: ignore[no-untyped-def]
+    return {m.id: m for m in _rows(service, ctx, user)}
