@@ -252,6 +252,38 @@ def supersede_at_ingest(
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
 
 
+# -- use statistics -----------------------------------------------------------------------------
+
+# Rows a consolidation run holds are skipped (SKIP LOCKED), never waited for: their counts stay
+# pending for the next flush, and the writer can neither block a run nor deadlock with one.
+_RECORD_USES = text(
+    """
+    WITH uses AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS int[])) AS u(id, n)
+    ), locked AS (
+        SELECT m.id FROM memories m JOIN uses USING (id) ORDER BY m.id FOR UPDATE OF m SKIP LOCKED
+    )
+    UPDATE memories m SET access_count = m.access_count + uses.n,
+           last_accessed_at = greatest(m.last_accessed_at, CAST(:at AS timestamptz))
+    FROM uses JOIN locked USING (id) WHERE m.id = uses.id
+    RETURNING m.id
+    """
+)
+
+
+def record_uses(session: Session, counts: dict[uuid.UUID, int], at: datetime) -> set[uuid.UUID]:
+    """Add search uses to `access_count` and move `last_accessed_at` to `at`; returns the ids
+    written (a memory since deleted is dropped, one locked by a run is left out)."""
+    ids = sorted(counts)
+    written = session.execute(
+        _RECORD_USES, {"ids": ids, "counts": [counts[i] for i in ids], "at": at}
+    ).scalars()
+    done = set(written)
+    # Deleted memories will never be written: report them done so their counts are dropped.
+    present = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
+    return done | (set(ids) - present)
+
+
 # -- successors that went away ------------------------------------------------------------------
 
 # Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live

@@ -52,6 +52,7 @@ from memsvc.schemas import (
 )
 from memsvc.search import SearchEngine
 from memsvc.tenants import TenantContext, authenticate
+from memsvc.usage import UseRecorder
 from memsvc.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,16 @@ class MemoryService:
         self.search_engine = SearchEngine(
             self.embedder, dense=self.dense, cache_bytes=settings.corpus_cache_mb * 2**20
         )
+        # What search returns counts as a use (forgetting keeps used memories), written off the read path.
+        self.uses: UseRecorder | None = None
+        if settings.consolidation_uses_flush_s > 0:
+            self.uses = UseRecorder(database, flush_s=settings.consolidation_uses_flush_s)
+            self.uses.start()
 
     def close(self) -> None:
-        """Stop background work (index sync, batcher) and release the database pool."""
+        """Stop background work (index sync, batcher, use counts) and release the database pool."""
+        if self.uses is not None:
+            self.uses.close()
         if self.dense is not None:
             self.dense.close()
         if self.index is not None:
@@ -398,11 +406,28 @@ class MemoryService:
 
     def search(self, ctx: TenantContext, request: SearchRequest) -> builtins.list[MemoryOut]:
         with self.db.session() as session:
-            return self.search_engine.search(session, ctx, request)
+            results = self.search_engine.search(session, ctx, request)
+        self._count_uses(results)
+        return results
 
     def context(self, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         with self.db.session() as session:
-            return self.search_engine.context(session, ctx, request)
+            response = self.search_engine.context(session, ctx, request)
+        self._count_uses(response.items)
+        return response
+
+    def _count_uses(self, results: builtins.list[MemoryOut]) -> None:
+        """Each memory returned (an excerpt's turns each) is one use; counted in the background."""
+        if self.uses is None:
+            return
+        ids: builtins.list[uuid.UUID] = []
+        for result in results:
+            members = (result.metadata or {}).get("memory_ids") if result.kind == "excerpt" else None
+            if isinstance(members, builtins.list):
+                ids.extend(uuid.UUID(m) for m in members)
+            else:
+                ids.append(result.id)
+        self.uses.record(ids)
 
     def get(self, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:
         with self.db.session() as session:

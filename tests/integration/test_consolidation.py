@@ -405,3 +405,60 @@ def test_a_forgotten_or_vanished_successor_reopens_its_predecessor(service, tena
 
 def _rows_by_id(service, ctx, user: str) -> dict[uuid.UUID, Memory]:  # type: ignore[no-untyped-def]
     return {m.id: m for m in _rows(service, ctx, user)}
+
+
+def test_search_counts_uses_in_the_background_and_forgetting_and_merging_use_them(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    assert service.uses is not None
+    _add(service, ctx, user, ["Wow, congrats!"], T0 - timedelta(days=1), "s0")
+    _add(service, ctx, user, ["Thanks, Jon! Appreciate the kind words."], T0, "s1")
+    _add(
+        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=90), "s2"
+    )
+    _add(
+        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=93), "s3"
+    )
+    service.uses.flush()
+    rows = _rows(service, ctx, user)
+    thanks = next(m for m in rows if m.kind == "turn" and m.content.startswith("Thanks"))
+    congrats = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow"))
+    hiking = sorted((m for m in rows if m.type == "semantic"), key=lambda m: m.event_at)
+    assert len(hiking) == 2 and all(m.access_count == 0 for m in rows)
+
+    hits = service.search(ctx, SearchRequest(query="appreciate the kind words, Jon", user_id=user, limit=1))
+    returned = {r.id for r in hits} | {
+        uuid.UUID(i) for r in hits if r.kind == "excerpt" for i in r.metadata["memory_ids"]
+    }
+    assert thanks.id in returned and congrats.id not in returned
+    # Not written on the request path: only when the background flush runs.
+    assert _rows_by_id(service, ctx, user)[thanks.id].access_count == 0
+    service.uses.record([hiking[0].id, hiking[1].id, hiking[1].id])
+    assert service.uses.flush() >= 4
+    after = _rows_by_id(service, ctx, user)
+    assert after[thanks.id].access_count == 1 and after[thanks.id].last_accessed_at is not None
+    assert all(after[m].access_count == 0 for m in after if m not in returned | {h.id for h in hiking})
+    uses = {m.id: after[m.id].access_count for m in hiking}
+    assert uses[hiking[1].id] >= 2
+
+    # Small talk unused is forgotten; small talk just used is kept. The merge sums the uses.
+    service.consolidate(ctx.tenant_id, user, now=T0 + timedelta(days=100))
+    final = _rows_by_id(service, ctx, user)
+    assert final[congrats.id].status == "archived" and final[thanks.id].status == "active"
+    assert final[hiking[1].id].status == "archived" and final[hiking[0].id].status == "active"
+    assert final[hiking[0].id].access_count == sum(uses.values())
+
+
+def test_use_counts_skip_rows_a_run_holds_and_write_them_later(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    assert service.uses is not None
+    _add(service, ctx, user, ["I keep bees on the roof."], T0, "s1")
+    turn = next(m for m in _rows(service, ctx, user) if m.kind == "turn")
+    service.uses.flush()
+    with service.db.session() as holder:  # as a consolidation transaction would
+        holder.execute(select(Memory).where(Memory.id == turn.id).with_for_update())
+        service.uses.record([turn.id])
+        assert service.uses.flush() == 0  # did not wait for the lock
+    assert service.uses.flush() == 1
+    assert _rows_by_id(service, ctx, user)[turn.id].access_count == 1
