@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import REAL, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import REAL, cast, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from memsvc.consolidation import fact_slot, with_state_facts
@@ -29,12 +29,24 @@ from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import Extraction, Extractor, Turn
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.schemas import AddRequest, AddResult, Message
+from memsvc.store import bulk_insert
 
 log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("6f1c5a52-4c1e-4b0e-9a55-1b9b0e1e7a11")
 DIGEST_TURNS = 6  # a session digest quotes this many of its most informative turns
 ENTITY_MERGE_COSINE = 0.92  # entities of one type this close in meaning are the same thing
+# A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
+# new mentions and keeps the new spellings.
+_SESSION_UPSERT = (
+    "(id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash, "
+    "event_end_at = EXCLUDED.event_end_at, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, "
+    "updated_at = now()"
+)
+_ENTITY_UPSERT = (
+    "(id) DO UPDATE SET mention_count = entities.mention_count + EXCLUDED.mention_count, "
+    "aliases = array_cat(entities.aliases, EXCLUDED.aliases), updated_at = now()"
+)
 
 
 def derived_id(*parts: object) -> uuid.UUID:
@@ -122,6 +134,18 @@ def _server_message_id(request: AddRequest, message: Message) -> str:
 
 
 @dataclass(slots=True)
+class _StoredTurn:
+    """A turn of a session as the digest and the numbering of new turns need it."""
+
+    speaker: str | None
+    content: str
+    event_at: datetime
+    message_id: str  # every turn has one
+    id: uuid.UUID
+    position: int | None
+
+
+@dataclass(slots=True)
 class _Rows:
     memories: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -151,7 +175,7 @@ class Ingestor:
         if not new_turns:
             timings["database"] += time.perf_counter() - started
             return AddResult(duplicates=len(turns), extractor=self.extractor.name)
-        self._place_in_sessions(session, tenant_id, user_id, new_turns)
+        stored_turns = self._place_in_sessions(session, tenant_id, user_id, new_turns)
         timings["database"] += time.perf_counter() - started
 
         t0 = time.perf_counter()
@@ -190,21 +214,22 @@ class Ingestor:
 
         t0 = time.perf_counter()
         created: dict[str, int] = defaultdict(int)
-        if rows.memories:
-            # The rows' keys are ORM attribute names: `metadata_`; a `metadata` key was silently dropped.
-            stmt = insert(Memory).on_conflict_do_nothing(index_elements=["id"]).returning(Memory.kind)
-            for (kind,) in session.execute(stmt, rows.memories).all():
-                created[kind] += 1
+        # The rows' keys are ORM attribute names (`metadata_`), as bulk_insert takes them.
+        for (kind,) in bulk_insert(
+            session, Memory, rows.memories, conflict="(id) DO NOTHING", returning="kind"
+        ):
+            created[kind] += 1
         timings["database"] += time.perf_counter() - t0
         # A newer value of an attribute ("moved to Boston") closes the older one ("lives in Denver").
         slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
         if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
             created["superseded"] = superseded
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
-        created["session"] += self._upsert_sessions(session, tenant_id, user_id, new_turns, timings)
+        created["session"] += self._upsert_sessions(
+            session, tenant_id, user_id, new_turns, stored_turns, rows, timings
+        )
         t0 = time.perf_counter()
-        if rows.sources:
-            session.execute(insert(MemorySource).on_conflict_do_nothing(), rows.sources)
+        bulk_insert(session, MemorySource, rows.sources)
         n_entities, n_relations = self._write_graph(
             session,
             tenant_id,
@@ -217,8 +242,7 @@ class Ingestor:
         )
         created["entity"] += n_entities
         created["relation"] += n_relations
-        if rows.history:
-            session.execute(insert(HistoryEvent), rows.history)
+        bulk_insert(session, HistoryEvent, rows.history)
         timings["database"] += time.perf_counter() - t0
 
         return AddResult(
@@ -318,27 +342,30 @@ class Ingestor:
     @staticmethod
     def _place_in_sessions(
         session: Session, tenant_id: uuid.UUID, user_id: str, new_turns: Sequence[PreparedTurn]
-    ) -> None:
-        """Number new turns after what their session already holds, and link each to the turn before."""
+    ) -> dict[str | None, list[_StoredTurn]]:
+        """Number new turns after what their session already holds, and link each to the turn before.
+
+        Returns the turns each touched session already holds (read once: the session digests are
+        rebuilt from them and the new turns, without reading them back after the insert)."""
         session_ids = list({t.turn.session_id for t in new_turns})
-        tails = session.execute(
-            select(Memory.session_id, Memory.position, Memory.speaker, Memory.content)
+        rows = session.execute(
+            select(Memory.session_id, Memory.speaker, Memory.content, Memory.event_at, Memory.message_id)
+            .add_columns(Memory.id, Memory.position)
             .where(
                 Memory.tenant_id == tenant_id,
                 Memory.user_id == user_id,
                 Memory.kind == "turn",
                 Memory.session_id.in_(session_ids),
             )
-            .order_by(Memory.session_id, Memory.position.desc())
-            .distinct(Memory.session_id)
         ).all()
-        last: dict[str | None, tuple[int, str | None]] = {
-            row.session_id: (
-                row.position if row.position is not None else -1,
-                turn_line(row.speaker or "", row.content),
-            )
-            for row in tails
-        }
+        stored: dict[str | None, list[_StoredTurn]] = defaultdict(list)
+        for row in rows:
+            stored[row.session_id].append(_StoredTurn(*row[1:]))
+        last: dict[str | None, tuple[int, str | None]] = {}
+        for session_id, turns in stored.items():
+            tail = max(turns, key=lambda t: -1 if t.position is None else t.position)
+            position = tail.position if tail.position is not None else -1
+            last[session_id] = (position, turn_line(tail.speaker or "", tail.content))
         for prepared in new_turns:
             position, previous = last.get(prepared.turn.session_id, (-1, None))
             prepared.position, prepared.previous_line = position + 1, previous
@@ -346,6 +373,7 @@ class Ingestor:
                 position + 1,
                 turn_line(prepared.turn.speaker, prepared.turn.text),
             )
+        return stored
 
     def _upsert_sessions(
         self,
@@ -353,33 +381,25 @@ class Ingestor:
         tenant_id: uuid.UUID,
         user_id: str,
         new_turns: Sequence[PreparedTurn],
+        stored: dict[str | None, list[_StoredTurn]],
+        rows_out: _Rows,
         timings: dict[str, float],
     ) -> int:
+        """Rebuild each touched session's episode; its provenance rows join `rows_out.sources`."""
         session_ids = sorted({t.turn.session_id for t in new_turns if t.turn.session_id})
         if not session_ids:
             return 0
-        t0 = time.perf_counter()
-        turn_rows = session.execute(
-            select(
-                Memory.session_id,
-                Memory.speaker,
-                Memory.content,
-                Memory.event_at,
-                Memory.message_id,
-                Memory.id,
-            )
-            .where(
-                Memory.tenant_id == tenant_id,
-                Memory.user_id == user_id,
-                Memory.kind == "turn",
-                Memory.session_id.in_(session_ids),
-            )
-            .order_by(Memory.session_id, Memory.event_at, Memory.position)
-        ).all()
-        timings["database"] += time.perf_counter() - t0
-        by_session: dict[str, list[Any]] = defaultdict(list)
-        for row in turn_rows:
-            by_session[row.session_id].append(row)
+        by_session: dict[str, list[_StoredTurn]] = {}
+        for session_id in session_ids:
+            turns = [*stored.get(session_id, ())]
+            turns += [
+                _StoredTurn(t.turn.speaker, t.turn.text, t.turn.event_at, t.turn.message_id, t.id, t.position)
+                for t in new_turns
+                if t.turn.session_id == session_id
+            ]
+            # In time order, ties by position (as ORDER BY event_at, position with NULLs last).
+            turns.sort(key=lambda t: (t.event_at, t.position is None, t.position or 0))
+            by_session[session_id] = turns
         digests = []
         for session_id, rows in by_session.items():
             digest = session_digest([(r.speaker or "", r.content) for r in rows])
@@ -389,7 +409,6 @@ class Ingestor:
         vectors = self.embedder.embed([d[2] for d in digests])
         timings["embedding"] += time.perf_counter() - t0
         values: list[dict[str, Any]] = []
-        sources: list[dict[str, Any]] = []
         for (session_id, rows, digest, start, end), vector in zip(digests, vectors, strict=True):
             memory_id = derived_id(tenant_id, user_id, "session", session_id)
             values.append(
@@ -410,22 +429,9 @@ class Ingestor:
                     "embedding": vector,
                 }
             )
-            sources.extend(_source(memory_id, r.message_id, r.id, tenant_id, user_id) for r in rows)
-        stmt = insert(Memory)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "content": stmt.excluded.content,
-                "content_hash": stmt.excluded.content_hash,
-                "event_end_at": stmt.excluded.event_end_at,
-                "metadata": stmt.excluded.metadata,
-                "embedding": stmt.excluded.embedding,
-                "updated_at": func.now(),
-            },
-        )
+            rows_out.sources.extend(_source(memory_id, r.message_id, r.id, tenant_id, user_id) for r in rows)
         t0 = time.perf_counter()
-        session.execute(stmt, values)
-        session.execute(insert(MemorySource).on_conflict_do_nothing(), sources)
+        bulk_insert(session, Memory, values, conflict=_SESSION_UPSERT)
         timings["database"] += time.perf_counter() - t0
         return len(values)
 
@@ -502,16 +508,9 @@ class Ingestor:
                 for m in entity.source_message_ids
                 if m in turn_id_by_message
             )
-        stmt = insert(Entity)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "mention_count": Entity.mention_count + stmt.excluded.mention_count,
-                "aliases": func.array_cat(Entity.aliases, stmt.excluded.aliases),
-                "updated_at": func.now(),
-            },
+        bulk_insert(
+            session, Entity, _keep_known_keys(list(entity_values.values()), known), conflict=_ENTITY_UPSERT
         )
-        session.execute(stmt, _keep_known_keys(list(entity_values.values()), known))
         relation_values = []
         for relation in extraction.relations:
             subject_id, object_id = id_by_name.get(relation.subject), id_by_name.get(relation.object)
@@ -540,16 +539,15 @@ class Ingestor:
                     "source_message_ids": sources,
                 }
             )
-        if relation_values:
-            session.execute(insert(Relation).on_conflict_do_nothing(index_elements=["id"]), relation_values)
-        if mentions:
-            session.execute(
-                insert(EntityMention).on_conflict_do_nothing(),
-                [
-                    {"entity_id": e, "memory_id": m, "tenant_id": tenant_id, "user_id": user_id}
-                    for e, m in sorted(mentions)
-                ],
-            )
+        bulk_insert(session, Relation, relation_values, conflict="(id) DO NOTHING")
+        bulk_insert(
+            session,
+            EntityMention,
+            [
+                {"entity_id": e, "memory_id": m, "tenant_id": tenant_id, "user_id": user_id}
+                for e, m in sorted(mentions)
+            ],
+        )
         return len(entity_values), len(relation_values)
 
 

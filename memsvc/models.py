@@ -107,12 +107,7 @@ class Memory(Base):
             postgresql_where=text("message_id IS NOT NULL"),
         ),
         Index("ix_memories_tsv", "tsv", postgresql_using="gin"),
-        Index(
-            "ix_memories_embedding",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_ops={"embedding": "halfvec_cosine_ops"},
-        ),
+        # No ANN index on `embedding`: dense search scores a user's vectors exactly (migration 0006).
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
@@ -197,12 +192,6 @@ class Entity(Base):
     __tablename__ = "entities"
     __table_args__ = (
         Index("uq_entities_name", "tenant_id", "user_id", "normalized_name", unique=True),
-        Index(
-            "ix_entities_embedding",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_ops={"embedding": "halfvec_cosine_ops"},
-        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
