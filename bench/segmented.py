@@ -35,6 +35,8 @@ from memsvc.kernels import Int8Corpus, fused_topk, segmented_topk
 from memsvc.kernels.fused_topk import segmented_config, segmented_topk_triton
 from memsvc.vector_index import VectorIndex
 
+fused_topk_module = sys.modules["memsvc.kernels.fused_topk"]  # its module, not the function
+
 
 def timed(fn: Any, reps: int) -> tuple[float, Any]:
     out = fn()
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--k", type=int, nargs="+", default=[10, 128])
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--configs", nargs="*", help="tile configurations to time (default: all)")
     parser.add_argument("--json")
     args = parser.parse_args()
     dev = torch.device("cuda")
@@ -127,11 +130,20 @@ def main() -> None:
             "keys_bn32": (replace(base, block_n=32), "keys"),
             "keys_bn128": (replace(base, block_n=128), "keys"),
             "keys_bn64_w8": (replace(base, num_warps=8), "keys"),
+            "keys_torch_topk": (base, "keys_topk"),
         }.items():
+            if args.configs is not None and name not in args.configs:
+                continue
+            # keys_topk: the keys buffer reduced by a torch top-k instead of the select kernel
+            select_max = fused_topk_module.SEGMENTED_SELECT_MAX_COLS
+            fused_topk_module.SEGMENTED_SELECT_MAX_COLS = 0 if method == "keys_topk" else select_max
+            method = method.removesuffix("_topk")
             try:
                 configs[name] = timed(lambda cfg=cfg, method=method: segmented(cfg, method), args.reps)[0]
             except Exception as exc:  # a configuration that does not fit (shared memory) is reported
                 configs[name] = f"{type(exc).__name__}: {str(exc)[:100]}"
+            finally:
+                fused_topk_module.SEGMENTED_SELECT_MAX_COLS = select_max
         rows_read = int((en - st).sum())
         run = {
             "k": k,

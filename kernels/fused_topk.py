@@ -1329,10 +1329,12 @@ def segmented_topk_triton(
     method: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``kernels.segmented.segmented_topk`` in one of two ways.  ``keys`` (the default where it fits):
-    each chunk's scores as packed keys in a [Q, chunks * width] buffer, one program per tile, then a
-    torch top-k per query: for groups of a few thousand rows, whose running top-k would spend its
-    time filling and sorting its buffers.  ``running``: the running top-k kernel, one program per
-    work item, for chunks too long to write out."""
+    each query's scores over its group's tiles as packed keys in a [Q, tiles * block_n] buffer (one
+    program per (tile, block of a group's queries)), then one program per query picks its best k
+    from its row in registers (a torch top-k for rows wider than ``SEGMENTED_SELECT_MAX_COLS``): two
+    launches and one small host-to-device copy, since at a few thousand rows a group the call's
+    time is the host's.  ``running``: the running top-k kernel, one program per work item, for
+    groups too large to write out."""
     from memsvc.kernels.segmented import CHUNK_ROWS, plan_segments
 
     cfg = config or segmented_config(k)
@@ -1340,9 +1342,11 @@ def segmented_topk_triton(
     n = corpus.shape[0]
     dev = corpus.device
     bn = cfg.block_n
-    if method in ("auto", "keys") and chunk_rows is None:
-        longest = int(np.max(np.asarray(range_end) - np.asarray(range_start), initial=0))
-        chunk_rows = min(CHUNK_ROWS, max(-(-longest // bn) * bn, bn))
+    if method in ("auto", "keys"):
+        table = _segmented_table(query_group, range_ptr, range_start, range_end, cfg.block_q, bn)
+        fits = q_n * table[3] * bn <= SEGMENTED_KEYS_MAX and table[3] < 2**31 and table[2] < 65536
+        if method == "keys" or fits:
+            return _segmented_keys(queries, corpus, k, table, valid, cfg, poison)
     plan = plan_segments(
         query_group,
         range_ptr,
@@ -1351,11 +1355,6 @@ def segmented_topk_triton(
         block_q=cfg.block_q,
         chunk_rows=chunk_rows or CHUNK_ROWS,
     )
-    width = max(-(-(chunk_rows or CHUNK_ROWS) // bn) * bn, _next_pow2(k))
-    if method == "auto":
-        method = "keys" if q_n * plan.chunks * width <= SEGMENTED_KEYS_MAX else "running"
-    if method == "keys":
-        return _segmented_keys(queries, corpus, k, plan, valid, cfg, width)
     w_n, bq = len(plan.work), cfg.block_q
     if q_n == 0 or w_n == 0 or n == 0:
         return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
@@ -1424,17 +1423,21 @@ def segmented_topk_triton(
     return unpack_keys(keys)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["width", "off_order", "off_items", "off_ptr", "off_start", "off_end"])
 def _segmented_keys_kernel(
     q_ptr,
     c_ptr,
     valid_ptr,
-    work_ptr,
-    dest_ptr,
+    table_ptr,
     keys_ptr,
     stride_q,
     stride_c,
-    CH: tl.constexpr,
+    width,
+    off_order,
+    off_items,
+    off_ptr,
+    off_start,
+    off_end,
     D: tl.constexpr,
     BQ: tl.constexpr,
     BN: tl.constexpr,
@@ -1443,27 +1446,41 @@ def _segmented_keys_kernel(
     HAS_VALID: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """One tile of one work item of the segmented top-k (kernels/segmented.py), for short chunks:
-    the tile's scores as packed keys (``_pack``; empty where not eligible) at row ``dest`` (query *
-    chunks + chunk) and the tile's columns of a [Q * chunks, CH] buffer; a torch top-k over each
-    query's keys then gives its exact top-k, ties broken by the smaller row index."""
-    w = tl.program_id(0)
-    t = tl.program_id(1)
-    q0 = tl.load(work_ptr + w * 4)
-    qn = tl.load(work_ptr + w * 4 + 1)
-    n_start = tl.load(work_ptr + w * 4 + 2)
-    n_end = tl.load(work_ptr + w * 4 + 3)
-    r0 = n_start + t * BN
-    if r0 < n_end:
+    """Tile ``t`` of the rows of one group, against one block of that group's queries (item ``w``):
+    the tile's scores as packed keys (``_pack``; empty where not eligible) in row ``query`` (the
+    caller's order) and columns ``t * BN ..`` of a [Q, width] buffer.  A group's tiles are its ranges'
+    tiles one after the other; the item table and the ranges are read from ``table_ptr`` (int32:
+    each query's group, the queries in group order, the items' first query and count, and the
+    groups' ranges in CSR form), so the host plans nothing per tile."""
+    t = tl.program_id(0)
+    w = tl.program_id(1)
+    q0 = tl.load(table_ptr + off_items + 2 * w)
+    qn = tl.load(table_ptr + off_items + 2 * w + 1)
+    g = tl.load(table_ptr + tl.load(table_ptr + off_order + q0))
+    lo = tl.load(table_ptr + off_ptr + g)
+    hi = tl.load(table_ptr + off_ptr + g + 1)
+    # the range holding the group's tile t (a group has few ranges)
+    seen = tl.full([], 0, tl.int32)
+    r0 = tl.full([], 0, tl.int32)
+    r_end = tl.full([], 0, tl.int32)
+    for r in range(lo, hi):
+        s = tl.load(table_ptr + off_start + r)
+        e = tl.load(table_ptr + off_end + r)
+        nt = (tl.maximum(e - s, 0) + BN - 1) // BN
+        here = (t >= seen) & (t < seen + nt)
+        r0 = tl.where(here, s + (t - seen) * BN, r0)
+        r_end = tl.where(here, e, r_end)
+        seen += nt
+    if r0 < r_end:
         rows = r0 + tl.arange(0, BN)
-        rmask = rows < n_end
+        rmask = rows < r_end
         slots = tl.arange(0, BQ)
         qmask = slots < qn
-        qs_c = tl.minimum(q0 + slots, q0 + qn - 1)
+        qrow = tl.load(table_ptr + off_order + tl.minimum(q0 + slots, q0 + qn - 1))
         ks = tl.arange(0, BK)
-        q_ptrs = q_ptr + qs_c.to(tl.int64)[:, None] * stride_q + ks[None, :]
+        q_ptrs = q_ptr + qrow.to(tl.int64)[:, None] * stride_q + ks[None, :]
         a0, a1, a2, a3 = _load_query_block(q_ptrs, ks, D, BK, NCH)
-        rows_c = tl.minimum(rows, n_end - 1)
+        rows_c = tl.minimum(rows, r_end - 1)
         c_ptrs = c_ptr + rows_c.to(tl.int64)[:, None] * stride_c + ks[None, :]
         acc = tl.zeros([BQ, BN], dtype=tl.float32)
         acc = _resident_dot(a0, a1, a2, a3, c_ptrs, ks, acc, D, BK, NCH, UPCAST)
@@ -1472,9 +1489,94 @@ def _segmented_keys_kernel(
             ok = ok & (tl.load(valid_ptr + rows_c) != 0)
         s = tl.where(ok[None, :], acc, float("-inf"))
         keys = _pack(s, rows[None, :] + tl.zeros([BQ, BN], tl.int32))
-        dest = tl.load(dest_ptr + w.to(tl.int64) * BQ + slots)
-        offs = dest[:, None] * CH + (t * BN + tl.arange(0, BN))[None, :]
+        offs = qrow.to(tl.int64)[:, None] * width + (t * BN + tl.arange(0, BN))[None, :]
         tl.store(keys_ptr + offs, keys, mask=qmask[:, None])
+
+
+@triton.jit(do_not_specialize=["width", "K", "off_ptr", "off_start", "off_end"])
+def _segmented_select_kernel(
+    keys_ptr,
+    table_ptr,
+    out_s_ptr,
+    out_i_ptr,
+    width,
+    K,
+    off_ptr,
+    off_start,
+    off_end,
+    BN: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """The best ``K`` keys of one query's row of the keys buffer (only the columns its group's tiles
+    wrote: the rest is never read), unpacked best first: ``K`` rounds of "the largest key below the
+    last one" over the row held in registers (keys are distinct: each holds its row index)."""
+    q = tl.program_id(0)
+    g = tl.load(table_ptr + q)
+    ncols = tl.full([], 0, tl.int32)
+    if g >= 0:
+        lo = tl.load(table_ptr + off_ptr + g)
+        hi = tl.load(table_ptr + off_ptr + g + 1)
+        for r in range(lo, hi):
+            s = tl.load(table_ptr + off_start + r)
+            e = tl.load(table_ptr + off_end + r)
+            ncols += (tl.maximum(e - s, 0) + BN - 1) // BN * BN
+    cols = tl.arange(0, BLOCK)
+    empty: tl.constexpr = -9223372036854775808
+    row = tl.load(keys_ptr + q.to(tl.int64) * width + cols, mask=cols < ncols, other=empty)
+    for i in range(K):
+        best = tl.max(row, axis=0)
+        s, idx = _unpack(best)
+        tl.store(out_s_ptr + q.to(tl.int64) * K + i, s)
+        tl.store(out_i_ptr + q.to(tl.int64) * K + i, idx.to(tl.int64))
+        row = tl.where(row == best, empty, row)
+
+
+# Rows of the keys buffer up to this many columns are reduced to their top k by one program each
+# (`_segmented_select_kernel`, the row in registers); wider rows by a torch top-k.
+SEGMENTED_SELECT_MAX_COLS = 8192
+
+
+def _segmented_table(
+    query_group: np.ndarray,
+    range_ptr: np.ndarray,
+    range_start: np.ndarray,
+    range_end: np.ndarray,
+    block_q: int,
+    block_n: int,
+) -> tuple[np.ndarray, dict[str, int], int, int]:
+    """The keys method's plan as one int32 host array: each query's group, the queries that have a
+    group in group order, the items (first position in that order, count: blocks of at most
+    ``block_q`` queries of one group) and the ranges; with its offsets, the items and the most tiles
+    any group has.  A few numpy calls on arrays of the batch's size: the host's share of the call."""
+    qg = np.asarray(query_group, dtype=np.int64)
+    order = np.argsort(qg, kind="stable")
+    order = order[int(np.count_nonzero(qg < 0)) :]
+    sg = qg[order]
+    m = len(order)
+    new_group = np.empty(m, dtype=bool)
+    if m:
+        new_group[0] = True
+        np.not_equal(sg[1:], sg[:-1], out=new_group[1:])
+    if new_group.all():  # every group asked by one query (the usual batch): one item per query
+        q0 = np.arange(m)
+        qn = np.ones(m, dtype=np.int64)
+    else:
+        first = np.flatnonzero(new_group)
+        nq = np.diff(np.append(first, m))
+        pos = np.arange(m) - np.repeat(first, nq)
+        q0 = np.flatnonzero(pos % block_q == 0)
+        qn = np.minimum(block_q, np.repeat(nq, nq)[q0] - pos[q0])
+    ptr = np.asarray(range_ptr, dtype=np.int64)
+    starts = np.asarray(range_start, dtype=np.int64)
+    ends = np.asarray(range_end, dtype=np.int64)
+    tiles = np.cumsum((np.maximum(ends - starts, 0) + block_n - 1) // block_n)
+    tiles = np.concatenate(([0], tiles))
+    max_tiles = int((tiles[ptr[1:]] - tiles[ptr[:-1]]).max(initial=0))
+    items = np.stack([q0, qn], axis=1).reshape(-1)
+    parts = [qg, order, items, ptr, starts, ends]
+    ends_of = np.cumsum([len(p) for p in parts])
+    offsets = {name: int(ends_of[i]) for i, name in enumerate(("order", "items", "ptr", "start", "end"))}
+    return np.concatenate(parts).astype(np.int32), offsets, len(q0), max_tiles
 
 
 def _plan_tensors(plan: Any, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1490,32 +1592,45 @@ def _segmented_keys(
     queries: torch.Tensor,
     corpus: torch.Tensor,
     k: int,
-    plan: Any,
+    table: tuple[np.ndarray, dict[str, int], int, int],
     valid: torch.Tensor | None,
     cfg: KernelConfig,
-    width: int,
+    poison: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    host, off, items, max_tiles = table
     q_n, d = queries.shape
     dev = corpus.device
-    w_n, bq, bn = len(plan.work), cfg.block_q, cfg.block_n
-    if q_n == 0 or w_n == 0 or corpus.shape[0] == 0:
+    bq, bn = cfg.block_q, cfg.block_n
+    width = max_tiles * bn
+    if q_n == 0 or items == 0 or width == 0 or corpus.shape[0] == 0:
         return unpack_keys(torch.full((q_n, k), KEY_EMPTY, dtype=torch.int64, device=dev))
     bk = min(cfg.block_k, max(16, _next_pow2(d)))
     if triton.cdiv(d, bk) > 4:
         raise ValueError(f"d={d} needs block_k >= {triton.cdiv(d, 4)}")
-    order, dest, work = _plan_tensors(plan, dev)
-    q = queries.to(corpus.dtype).index_select(0, order).contiguous()
-    keys = torch.full((q_n * plan.chunks + 1, width), KEY_EMPTY, dtype=torch.int64, device=dev)
-    _segmented_keys_kernel[(w_n, width // bn)](
+    table_d = torch.from_numpy(host).to(dev)
+    q = queries if queries.dtype == corpus.dtype else queries.to(corpus.dtype)
+    select = width <= SEGMENTED_SELECT_MAX_COLS
+    if select:
+        # only the columns of a query's own tiles are read back: nothing to clear
+        keys = torch.empty((q_n, width), dtype=torch.int64, device=dev)
+        if poison:
+            keys.fill_(0x7F00000000000001)  # larger than any real key: a stray read would win
+    else:
+        keys = torch.full((q_n, width), KEY_EMPTY, dtype=torch.int64, device=dev)
+    _segmented_keys_kernel[(max_tiles, items)](
         q,
         corpus,
-        valid.view(torch.uint8) if valid is not None else keys,
-        work,
-        dest,
+        valid.view(torch.uint8) if valid is not None else table_d,
+        table_d,
         keys,
         q.stride(0),
         corpus.stride(0),
-        CH=width,
+        width,
+        off["order"],
+        off["items"],
+        off["ptr"],
+        off["start"],
+        off["end"],
         D=d,
         BQ=bq,
         BN=bn,
@@ -1526,5 +1641,23 @@ def _segmented_keys(
         num_warps=cfg.num_warps,
         num_stages=1,
     )
-    best = keys[: q_n * plan.chunks].view(q_n, plan.chunks * width).topk(k, dim=1).values
-    return unpack_keys(best)
+    if not select:
+        return unpack_keys(keys.topk(k, dim=1).values)
+    scores = torch.empty((q_n, k), dtype=torch.float32, device=dev)
+    index = torch.empty((q_n, k), dtype=torch.int64, device=dev)
+    block = 2048 if width <= 2048 else SEGMENTED_SELECT_MAX_COLS
+    _segmented_select_kernel[(q_n,)](
+        keys,
+        table_d,
+        scores,
+        index,
+        width,
+        k,
+        off["ptr"],
+        off["start"],
+        off["end"],
+        BN=bn,
+        BLOCK=block,
+        num_warps=4 if block <= 2048 else 8,
+    )
+    return scores, index

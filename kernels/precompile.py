@@ -60,5 +60,9 @@ def precompile(d: int, k: int, *, dtype: torch.dtype, device: torch.device, pres
         np.array([10_000, 30_000, 60_000], dtype=np.int64),
     )
     segmented_topk(queries[:4].to(dtype), corpus[:n], k, *seg, valid=valid[:n])
+    # ... and its keys method with rows narrow enough for each of the select kernel's two widths
+    for rows in (1_000, 6_000):
+        narrow = (seg[0], seg[1], seg[2], seg[2] + np.array([rows, rows // 2, rows]))
+        segmented_topk(queries[:4].to(dtype), corpus[:n], k, *narrow, valid=valid[:n])
     segmented_topk_triton(queries[:4].to(dtype), corpus[:n], k, *seg, valid[:n], method="running")
     torch.cuda.synchronize(device)
