@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import psycopg
@@ -494,14 +494,22 @@ def queued_jobs_of(session: Session, tenant_id: uuid.UUID, at_most: int) -> int:
     )
 
 
-def orphaned_jobs(session: Session, older_than_s: float) -> list[tuple[uuid.UUID, str]]:
-    """Accepted jobs (id, kind) the queue does not hold (deferring failed, e.g. while the database
-    restarted)."""
+class OrphanedJob(NamedTuple):
+    id: uuid.UUID
+    kind: str
+    tenant_id: uuid.UUID
+    user_id: str | None
+
+
+def orphaned_jobs(session: Session, older_than_s: float) -> list[OrphanedJob]:
+    """Accepted jobs the queue does not hold (deferring failed, e.g. while the database restarted),
+    oldest first."""
     return list(
-        session.execute(
+        OrphanedJob(*row)
+        for row in session.execute(
             text(
                 """
-                SELECT j.id, j.kind FROM jobs j
+                SELECT j.id, j.kind, j.tenant_id, j.user_id FROM jobs j
                 WHERE j.status = 'queued' AND j.updated_at < now() - make_interval(secs => :age)
                   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs p
                                   WHERE p.queueing_lock = j.id::text AND p.status IN ('todo', 'doing'))
@@ -509,7 +517,7 @@ def orphaned_jobs(session: Session, older_than_s: float) -> list[tuple[uuid.UUID
                 """
             ),
             {"age": older_than_s},
-        ).tuples()
+        )
     )
 
 

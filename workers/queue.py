@@ -118,15 +118,25 @@ async def recover_jobs(app: App, service: MemoryService) -> None:
     orphans = await asyncio.to_thread(service.orphaned_jobs, ORPHANED_AFTER_S)
     if orphans:
         log.warning("deferring %d accepted jobs the queue did not hold", len(orphans))
-    for job_id, kind in orphans:
+    for orphan in orphans:
+        ingest = orphan.kind == "ingest" and orphan.user_id is not None
+        user = (orphan.tenant_id, orphan.user_id or "") if ingest else None
         with contextlib.suppress(AlreadyEnqueued):
-            await _task(app, kind, job_id).defer_async(job_id=str(job_id))
+            await _task(app, orphan.kind, orphan.id, user).defer_async(job_id=str(orphan.id))
     await asyncio.to_thread(service.trim_change_feed)
 
 
-def _task(app: App, kind: str, job_id: uuid.UUID) -> Any:
+def user_lock(tenant_id: uuid.UUID, user_id: str) -> str:
+    """procrastinate's `lock` of a user's ingest jobs: jobs of one lock run one at a time, in the
+    order they were deferred (a job waits while an earlier one of its lock is queued, running or
+    waiting for a retry), however many workers and threads there are; other users run in parallel."""
+    return f"memsvc.ingest:{tenant_id}/{user_id}"
+
+
+def _task(app: App, kind: str, job_id: uuid.UUID, user: tuple[uuid.UUID, str] | None = None) -> Any:
     # The job's id as queueing lock: a job is never queued twice at once.
-    return app.configure_task(TASKS[kind], queueing_lock=str(job_id))
+    lock = user_lock(*user) if user is not None else None
+    return app.configure_task(TASKS[kind], queueing_lock=str(job_id), lock=lock)
 
 
 class SupervisedWorker:
@@ -198,16 +208,18 @@ class ProcrastinateQueue:
         self._worker: asyncio.Task[None] | None = None
         self._process: WorkerProcess | None = None
 
-    def defer_ingest(self, job_id: uuid.UUID) -> None:
-        self._defer("ingest", job_id)
+    def defer_ingest(self, job_id: uuid.UUID, user: tuple[uuid.UUID, str] | None = None) -> None:
+        """Queue an accepted ingest job; `user` = (tenant id, user id) keeps that user's jobs in
+        the order they were deferred (`user_lock`)."""
+        self._defer("ingest", job_id, user)
 
     def defer_consolidate(self, job_id: uuid.UUID) -> None:
         self._defer("consolidate", job_id)
 
-    def _defer(self, kind: str, job_id: uuid.UUID) -> None:
+    def _defer(self, kind: str, job_id: uuid.UUID, user: tuple[uuid.UUID, str] | None = None) -> None:
         try:
             with contextlib.suppress(AlreadyEnqueued):
-                _task(self._defer_app, kind, job_id).defer(job_id=str(job_id))
+                _task(self._defer_app, kind, job_id, user).defer(job_id=str(job_id))
         except Exception as exc:
             # The job row is stored: recovery defers it once the queue is back.
             log.warning("could not defer job %s (%s); recovery will", job_id, exc)

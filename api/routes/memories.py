@@ -39,7 +39,7 @@ def add_memories(body: AddRequest, service: Service, tenant: WriteTenant, reques
     """Accept a conversation batch for ingest; with `wait: true`, answer once it is stored."""
     job_id = service.submit_ingest(tenant, body)
     queue = request.app.state.queue
-    queue.defer_ingest(job_id)
+    queue.defer_ingest(job_id, (tenant.tenant_id, body.user_id))  # one user's adds apply in order
     if not body.wait:
         return JSONResponse(
             AddResponse(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202
