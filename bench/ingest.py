@@ -1,96 +1,189 @@
-"""Ingest throughput: one LoCoMo conversation end to end through the job queue.
+"""Ingest throughput through the job queue, with one or several worker processes.
 
-Every session becomes a job (deferred to procrastinate, run by an in-process worker as `memsvc
-serve` runs it); the clock runs from the first defer to the last job's success. Where the time
-went comes from each job's own timings (extraction, embedding, database); the rest is queue
-overhead.
+Each conversation is one user; each of its sessions one job, deferred to procrastinate (with the
+per-user lock the API uses) and run by `memsvc worker` processes on a new embedded database, as
+`memsvc serve` and extra workers run them. The workers are started and warmed up (one small job
+each) before the clock starts; the clock runs from the first defer to the last job's success.
 
-    python bench/ingest.py [--conversation conv-26] [--json PATH]
+Where the time goes comes from each job's own timings (embedding, extraction, database), summed
+over jobs: with W workers of concurrency C there are W x C job slots, and "queue and other" is
+the slot time no job's ingest used (fetching jobs, the job's bookkeeping and commit, idle slots
+while a user's next job waits for its previous one).
+
+    python bench/ingest.py [--sets locomo beam] [--half tune|report|all] [--conversations conv-26]
+                           [--workers 1 2] [--concurrency 1] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import os
+import subprocess
 import sys
-import threading
+import tempfile
 import time
+import uuid
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm
+import numpy as np
 
-from bench._common import LOCOMO_DIR, fresh_service, machine, print_table, write_json
+from bench._common import ROOT, machine, print_table, write_json
+from bench.retrieval import LOADERS, SPLIT
+
+PARTS = ("embedding", "extraction", "database")
+
+
+class _NoEmbedder:
+    """The bench process only accepts jobs; the workers embed."""
+
+    model_name = "none"
+    dim = 384
+
+    def embed(self, texts: Any) -> Any:
+        if texts:
+            raise RuntimeError("the bench process does not embed")
+        return np.zeros((0, self.dim), dtype=np.float32)
+
+
+def _workers(url: str, count: int, concurrency: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "memsvc.cli", "worker", "--concurrency", str(concurrency)]
+    procs = []
+    for i in range(count):
+        out = (logs / f"worker-{i}.log").open("wb")
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT))
+    return procs
+
+
+def run_once(batches_by_user: dict[str, list[Any]], workers: int, concurrency: int) -> dict[str, Any]:
+    """Ingest every user's batches on a new database with `workers` worker processes."""
+    from memsvc.cli import open_database
+    from memsvc.config import Settings
+    from memsvc.database import libpq_url
+    from memsvc.schemas import AddRequest
+    from memsvc.service import MemoryService
+    from memsvc.tenants import TenantContext, get_or_create_tenant
+    from memsvc.workers.queue import ProcrastinateQueue
+
+    data_dir = Path(tempfile.mkdtemp(prefix="memsvc-bench-ingest-"))
+    settings = Settings(data_dir=data_dir, search_backend="exact")
+    database = open_database(settings)
+    service = MemoryService(settings, database, embedder=_NoEmbedder())
+    with database.session() as session:
+        ctx = TenantContext(tenant_id=get_or_create_tenant(session, "bench"))
+    url = libpq_url(database.url)
+    queue = ProcrastinateQueue(service, url, worker="none")
+    procs = _workers(url, workers, concurrency, data_dir)
+    try:
+        # Warm-up: model load, first forward passes, the date parser's tables; not ingest.
+        warm = []
+        for i in range(workers * concurrency):
+            request = AddRequest(
+                user_id=f"warm-{i}",
+                messages=[{"role": "user", "content": "Last Tuesday I went hiking near Lisbon with Ana."}],
+            )
+            warm.append(service.submit_ingest(ctx, request))
+            queue.defer_ingest(warm[-1], (ctx.tenant_id, request.user_id))
+        for job_id in warm:
+            job = queue.wait(ctx, job_id, timeout_s=600)
+            if job.status != "succeeded":
+                raise SystemExit(f"warm-up job ended {job.status}: {job.error}")
+
+        # Round-robin over users, so every worker finds a user whose next job is free to run.
+        order = []
+        queues = {user: list(batches) for user, batches in batches_by_user.items()}
+        while any(queues.values()):
+            for user in list(queues):
+                if queues[user]:
+                    order.append(queues[user].pop(0))
+        turns = sum(len(b.messages) for b in order)
+        started = time.perf_counter()
+        jobs: list[uuid.UUID] = []
+        for batch in order:
+            jobs.append(service.submit_ingest(ctx, batch))
+            queue.defer_ingest(jobs[-1], (ctx.tenant_id, batch.user_id))
+        seconds: dict[str, float] = defaultdict(float)
+        created: dict[str, int] = defaultdict(int)
+        for job_id in jobs:
+            job = queue.wait(ctx, job_id, timeout_s=3600)
+            if job.status != "succeeded" or job.result is None:
+                raise SystemExit(f"job {job_id} ended {job.status}: {job.error}")
+            for key, ms in job.result["timings_ms"].items():
+                seconds[key] += ms / 1000
+            for key, n in job.result["created"].items():
+                created[key] += n
+        wall = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        queue.close()
+        service.close()
+    slots = workers * concurrency
+    seconds["queue and other"] = max(0.0, wall * slots - sum(seconds.values()))
+    return {
+        "workers": workers,
+        "concurrency": concurrency,
+        "users": len(batches_by_user),
+        "jobs": len(jobs),
+        "turns": turns,
+        "wall_s": wall,
+        "turns_per_s": turns / wall,
+        "seconds": dict(seconds),
+        "share_of_slot_time": {k: v / (wall * slots) for k, v in seconds.items()},
+        "created": dict(created),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--conversation", default="conv-26")
-    parser.add_argument("--extractor", default="rules", choices=["rules"])
+    parser.add_argument("--sets", nargs="+", choices=tuple(SPLIT), default=["locomo"])
+    parser.add_argument("--half", choices=("tune", "report", "all"), default="tune")
+    parser.add_argument("--conversations", nargs="*", help="names within the sets (default: the half's)")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1], help="worker processes, one run each")
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs at once per worker")
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from memsvc.database import libpq_url
-    from memsvc.importers import locomo_batches
-    from memsvc.workers.queue import ProcrastinateQueue
-
-    service, ctx = fresh_service(extractor=args.extractor)
-    service.embedder.embed(["warm up"])  # model load and first-call costs are not ingest
-    queue = ProcrastinateQueue(service, libpq_url(service.db.url), run_worker=True)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(queue.start(), loop).result()
-
-    data = json.loads((LOCOMO_DIR / f"{args.conversation}.json").read_text())
-    batches = list(locomo_batches(data, args.conversation))
-    turns = sum(len(b.messages) for b in batches)
-    started = time.perf_counter()
-    job_ids = []
-    for batch in batches:
-        job_id = service.submit_ingest(ctx, batch)
-        queue.defer_ingest(job_id)
-        job_ids.append(job_id)
-    timings: dict[str, float] = {}
-    created: dict[str, int] = {}
-    with tqdm(total=turns, unit="turn", desc="ingest", file=sys.stderr) as bar:
-        for job_id, batch in zip(job_ids, batches, strict=True):
-            job = queue.wait(ctx, job_id, timeout_s=600)
-            if job.status != "succeeded" or job.result is None:
-                raise SystemExit(f"job {job_id} ended {job.status}: {job.error}")
-            for key, ms in job.result["timings_ms"].items():
-                timings[key] = timings.get(key, 0.0) + ms / 1000
-            for key, n in job.result["created"].items():
-                created[key] = created.get(key, 0) + n
-            bar.update(len(batch.messages))
-    wall = time.perf_counter() - started
-    asyncio.run_coroutine_threadsafe(queue.stop(), loop).result()
-
-    timings["queue and other"] = max(0.0, wall - sum(timings.values()))
-    rows = [
-        [part, seconds, 100 * seconds / wall]
-        for part, seconds in sorted(timings.items(), key=lambda kv: -kv[1])
-    ]
-    print_table(["where", "seconds", "% of wall"], rows)
-    print(
-        f"\n{turns} turns in {wall:.2f} s: {turns / wall:.1f} turns/s ({len(batches)} jobs); made {created}"
-    )
-    report = {
-        "conversation": args.conversation,
-        "extractor": args.extractor,
-        "turns": turns,
-        "jobs": len(batches),
-        "wall_s": wall,
-        "turns_per_s": turns / wall,
-        "seconds": timings,
-        "created": created,
-        "embedding_threads": service.settings.embedding_threads,
-        "machine": machine(),
-    }
-    print(f"wrote {write_json('ingest', report, args.json)}")
+    report: dict[str, Any] = {"machine": machine(), "runs": {}, "load_before": os.getloadavg()}
+    for set_name in args.sets:
+        halves = ("tune", "report") if args.half == "all" else (args.half,)
+        names = args.conversations or [c for h in halves for c in SPLIT[set_name][h]]
+        names = [n for n in names if n in {c for h in SPLIT[set_name].values() for c in h}]
+        conversations = [LOADERS[set_name](n) for n in names]
+        batches = {c.batches[0].user_id: c.batches for c in conversations}
+        words = sum(len(m.content.split()) for c in conversations for b in c.batches for m in b.messages)
+        for workers in args.workers:
+            load = os.getloadavg()
+            run = run_once(batches, workers, args.concurrency)
+            run.update(conversations=names, words=words, load_before=load, load_after=os.getloadavg())
+            report["runs"][f"{set_name}/{workers}x{args.concurrency}"] = run
+            print(
+                f"\n{set_name} {', '.join(names)}: {workers} worker(s) x {args.concurrency}, "
+                f"load {load[0]:.1f} -> {run['load_after'][0]:.1f}"
+            )
+            print_table(
+                ["where", "job seconds", "% of slot time"],
+                [
+                    [part, s, 100 * run["share_of_slot_time"][part]]
+                    for part, s in sorted(run["seconds"].items(), key=lambda kv: -kv[1])
+                ],
+            )
+            print(
+                f"{run['turns']} turns ({words} words) in {run['jobs']} jobs, {run['wall_s']:.2f} s: "
+                f"{run['turns_per_s']:.1f} turns/s; made {run['created']}"
+            )
+    print(f"\nwrote {write_json('ingest', report, args.json)}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
-    service = MemoryService(settings, database)
+    # A worker never searches: without the device-resident read index (on CUDA by default) it holds
+    # no copy of every vector and runs no follower thread that replays each commit beside ingest.
+    service = MemoryService(settings.model_copy(update={"search_backend": "exact"}), database)
     concurrency = args.concurrency or settings.worker_concurrency
     ProcrastinateQueue(service, libpq_url(database.url), worker="none", concurrency=concurrency).run_forever()
     service.close()
