@@ -405,6 +405,92 @@ def merged_fields(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# -- entities -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    """A graph node as entity merging sees it: what a merge leaves unchanged on a survivor."""
+
+    id: uuid.UUID
+    name: str
+    entity_type: str
+    created_at: datetime
+    aliases: tuple[str, ...] = ()
+
+
+def entity_key(name: str) -> str:
+    """A name without case, punctuation, leading articles or possessive ("The Rex's" → "rex")."""
+    words = re.sub(r"[^\w\s]", " ", name.lower().replace("’", "'").replace("'s ", " ")).split()
+    if words and words[-1] == "s" and len(words) > 1:  # "Rex's" split at the apostrophe
+        words = words[:-1]
+    while words and words[0] in ("the", "a", "an", "my", "our", "his", "her", "their"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def plan_entity_merges(
+    rows: Sequence[EntityRow], vectors: npt.NDArray[np.float32], threshold: float
+) -> list[Merge]:
+    """Near-duplicate entities of one user merge into the earliest: nodes of one type whose names
+    differ only in case, punctuation, articles or a possessive, or mean the same (cosine of the
+    names' vectors ≥ `threshold`), or, for people, one known by the first name of the other ("Jon"
+    and "Jon Smith") unless that first name belongs to two full names (names or aliases).
+
+    Leader clustering in (created_at, id) order, comparing a row with leaders only, by a leader's
+    own name and vector, which a merge does not change (and the names a merge removes stay as
+    aliases): planning again after a partial run gives the remaining merges."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].created_at, str(rows[i].id)))
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for i in order:
+        by_type[rows[i].entity_type].append(i)
+    full_names: dict[str, set[str]] = defaultdict(set)  # people: first name → full names
+    for row in rows:
+        if row.entity_type == "person":
+            for name in (row.name, *row.aliases):
+                words = entity_key(name).split()
+                if len(words) > 1:
+                    full_names[words[0]].add(" ".join(words))
+    clusters: dict[int, list[int]] = {}
+    for members in by_type.values():
+        keys = [entity_key(rows[i].name) for i in members]
+        is_leader = np.zeros(len(members), dtype=np.bool_)
+        leader_of_key: dict[str, int] = {}
+        by_first: dict[str, list[int]] = defaultdict(list)  # people: first name → leaders
+        block = vectors[members]
+        chunk = 512
+        for start in range(0, len(members), chunk):
+            close = (block[start : start + chunk] @ block[: start + chunk].T) >= threshold
+            for offset in range(min(chunk, len(members) - start)):
+                position = start + offset
+                key = keys[position]
+                if not key:
+                    continue
+                leader = leader_of_key.get(key)
+                if leader is None:
+                    near = np.flatnonzero(close[offset, :position] & is_leader[:position])
+                    leader = int(near[0]) if len(near) else None
+                words = key.split()
+                person = rows[members[position]].entity_type == "person"
+                if leader is None and person and len(full_names.get(words[0], ())) == 1:
+                    candidates = by_first.get(words[0], [])
+                    candidates = [c for c in candidates if (len(keys[c].split()) > 1) != (len(words) > 1)]
+                    if len(candidates) == 1:
+                        leader = candidates[0]
+                if leader is None:
+                    is_leader[position] = True
+                    leader_of_key[key] = position
+                    by_first[key.split()[0]].append(position)
+                    clusters[members[position]] = []
+                else:
+                    clusters[members[leader]].append(members[position])
+    return [
+        Merge(rows[leader].id, tuple(rows[d].id for d in duplicates))
+        for leader, duplicates in clusters.items()
+        if duplicates
+    ]
+
+
 # -- summaries ----------------------------------------------------------------------------------
 
 
@@ -460,6 +546,7 @@ class ConsolidationConfig:
     """What a run does; every threshold is global (chosen by measurement, BENCHMARKS.md)."""
 
     merge_cosine: float = 0.95
+    entity_merge_cosine: float = 0.92  # as ingest merges a new mention into a known entity
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     summaries: bool = False
     summary_min_age_days: float = 30.0
@@ -468,6 +555,7 @@ class ConsolidationConfig:
 
 __all__ = [
     "ConsolidationConfig",
+    "EntityRow",
     "EventRow",
     "ForgetPlan",
     "Merge",
@@ -478,9 +566,11 @@ __all__ = [
     "SlotFact",
     "Summary",
     "Supersede",
+    "entity_key",
     "fact_slot",
     "is_small_talk",
     "merged_fields",
+    "plan_entity_merges",
     "plan_forgetting",
     "plan_merges",
     "plan_summaries",

@@ -26,13 +26,16 @@ from sqlalchemy.orm import Session
 
 from memsvc.consolidation import (
     ConsolidationConfig,
+    EntityRow,
     EventRow,
+    Merge,
     MergeRow,
     RetentionRow,
     SlotFact,
     Supersede,
     fact_slot,
     merged_fields,
+    plan_entity_merges,
     plan_forgetting,
     plan_merges,
     plan_summaries,
@@ -40,7 +43,7 @@ from memsvc.consolidation import (
 )
 from memsvc.database import Database
 from memsvc.embedding import Embedder
-from memsvc.models import EntityMention, HistoryEvent, Memory, MemorySource, Relation
+from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +369,8 @@ class UserReport:
     superseded: int = 0
     reopened: int = 0
     merged: int = 0
+    entities_merged: int = 0
+    relations_folded: int = 0
     summarised: int = 0
     archived: int = 0
     purged: int = 0
@@ -578,6 +583,24 @@ def consolidate_user(
                     )
         if progress:
             progress(len(merges))
+
+    # 3b. Near-duplicate entities, relations re-pointed to the survivor and folded.
+    entity_merges = plan_user_entity_merges(database, tenant_id, user_id, config.entity_merge_cosine)
+    report.entities_merged = sum(len(m.duplicate_ids) for m in entity_merges)
+    report.examples.extend(
+        {"op": "merge_entity", "into": str(m.survivor_id), "merged": [str(d) for d in m.duplicate_ids][:3]}
+        for m in entity_merges[:3]
+    )
+    if not dry_run:
+        for entity_batch in _batches(entity_merges, max(1, config.batch_size // 4)):
+            with database.session() as session:
+                lock_user(session, tenant_id, user_id)
+                for merge in entity_batch:
+                    report.relations_folded += _apply_entity_merge(
+                        session, tenant_id, user_id, merge.survivor_id, merge.duplicate_ids, actor, run_id
+                    )
+        if progress:
+            progress(len(entity_merges))
 
     # The state after merging, as forgetting and summaries see it (also in a dry run).
     merged_away = {d for m in merges for d in m.duplicate_ids}
@@ -838,6 +861,178 @@ def _apply_merge(
     _touch_feed(session, tenant_id, [survivor.id])
 
 
+def plan_user_entity_merges(
+    database: Database, tenant_id: uuid.UUID, user_id: str, threshold: float
+) -> list[Merge]:
+    """Which of the user's entities are one (`memsvc.consolidation.plan_entity_merges`)."""
+    with database.session() as session:
+        rows = session.execute(
+            select(
+                Entity.id,
+                Entity.name,
+                Entity.entity_type,
+                Entity.created_at,
+                Entity.aliases,
+                cast(Entity.embedding, ARRAY(REAL)),
+            )
+            .where(Entity.tenant_id == tenant_id, Entity.user_id == user_id)
+            .order_by(Entity.id)
+        ).all()
+    if not rows:
+        return []
+    dim = max((len(r[5]) for r in rows if r[5] is not None), default=1)
+    vectors = np.asarray([r[5] if r[5] is not None else [0.0] * dim for r in rows], dtype=np.float32).reshape(
+        len(rows), dim
+    )
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    entities = [EntityRow(r.id, r.name, r.entity_type, r.created_at, tuple(r.aliases or ())) for r in rows]
+    return plan_entity_merges(entities, vectors, threshold)
+
+
+# Relations of the survivor that say the same thing (same ends, predicate and sentence) fold into
+# the earliest, with the union of their sources and the earliest validity; edges from the entity to
+# itself (two names of one thing related to each other) go.
+_FOLD_RELATIONS = text(
+    """
+    WITH mine AS (
+        SELECT id, subject_id, predicate, object_id, lower(fact) AS fact, created_at, valid_from,
+               memory_id, source_message_ids,
+               first_value(id) OVER (PARTITION BY subject_id, predicate, object_id, lower(fact)
+                                     ORDER BY created_at, id) AS keeper
+        FROM relations
+        WHERE tenant_id = :t AND user_id = :u AND (subject_id = :e OR object_id = :e)
+    ), merged AS (
+        SELECT keeper,
+               ARRAY(SELECT DISTINCT s FROM mine m2, unnest(m2.source_message_ids) s
+                     WHERE m2.keeper = mine.keeper ORDER BY s) AS sources,
+               min(valid_from) AS valid_from,
+               (array_agg(memory_id ORDER BY created_at, id) FILTER (WHERE memory_id IS NOT NULL))[1]
+                   AS memory_id
+        FROM mine WHERE NOT (subject_id = :e AND object_id = :e) GROUP BY keeper HAVING count(*) > 1
+    ), kept AS (
+        UPDATE relations r SET source_message_ids = merged.sources, valid_from = merged.valid_from,
+               memory_id = coalesce(r.memory_id, merged.memory_id)
+        FROM merged WHERE r.id = merged.keeper RETURNING r.id
+    )
+    DELETE FROM relations r USING mine
+    WHERE r.id = mine.id AND (mine.id <> mine.keeper OR (r.subject_id = :e AND r.object_id = :e))
+    RETURNING r.id, r.subject_id, r.predicate, r.object_id, r.fact
+    """
+)
+
+
+def _apply_entity_merge(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    survivor_id: uuid.UUID,
+    duplicate_ids: Sequence[uuid.UUID],
+    actor: str,
+    run_id: uuid.UUID,
+) -> int:
+    """One entity merge: relations and mentions move to the survivor, which takes the others' names
+    as aliases and their mention counts; relations that now say the same thing fold. Returns how
+    many relations were folded away."""
+    found = {
+        e.id: e
+        for e in session.execute(
+            select(Entity)
+            .where(
+                Entity.id.in_([survivor_id, *duplicate_ids]),
+                Entity.tenant_id == tenant_id,
+                Entity.user_id == user_id,
+            )
+            .order_by(Entity.id)
+            .with_for_update()
+        ).scalars()
+    }
+    survivor = found.get(survivor_id)
+    duplicates = [found[d] for d in duplicate_ids if d in found]
+    if survivor is None or not duplicates:
+        return 0  # changed since the plan: the next run decides again
+    dup_ids = [d.id for d in duplicates]
+
+    def state(entity: Entity) -> dict[str, Any]:
+        return {
+            "entity": entity.name,
+            "entity_type": entity.entity_type,
+            "aliases": list(entity.aliases or []),
+            "mention_count": entity.mention_count,
+        }
+
+    before = state(survivor)
+    aliases = list(survivor.aliases or [])
+    for duplicate in duplicates:
+        for name in (duplicate.name, *(duplicate.aliases or [])):
+            if name != survivor.name and name not in aliases:
+                aliases.append(name)
+    survivor.aliases = aliases
+    survivor.mention_count += sum(d.mention_count for d in duplicates)
+    froms = [e.valid_from for e in (survivor, *duplicates) if e.valid_from is not None]
+    survivor.valid_from = min(froms) if froms else None
+    survivor.updated_at = func.now()
+    session.execute(update(Relation).where(Relation.subject_id.in_(dup_ids)).values(subject_id=survivor_id))
+    session.execute(update(Relation).where(Relation.object_id.in_(dup_ids)).values(object_id=survivor_id))
+    session.execute(
+        insert(EntityMention)
+        .from_select(
+            ["entity_id", "memory_id", "tenant_id", "user_id"],
+            select(
+                text(f"'{survivor_id}'::uuid"),
+                EntityMention.memory_id,
+                EntityMention.tenant_id,
+                EntityMention.user_id,
+            ).where(EntityMention.entity_id.in_(dup_ids)),
+        )
+        .on_conflict_do_nothing()
+    )
+    session.flush()
+    folded = session.execute(_FOLD_RELATIONS, {"t": tenant_id, "u": user_id, "e": survivor_id}).all()
+    for duplicate in duplicates:
+        session.delete(duplicate)  # its own mentions go with it (cascade); the survivor has copies
+    session.flush()
+    mentioning = list(
+        session.execute(
+            select(EntityMention.memory_id).where(EntityMention.entity_id == survivor_id)
+        ).scalars()
+    )
+    events = [
+        _event(
+            tenant_id,
+            user_id,
+            survivor_id,
+            "merge_entity",
+            actor,
+            run_id,
+            before,
+            {
+                **state(survivor),
+                "merged": [str(d) for d in dup_ids],
+                "relations_folded": [
+                    {"id": str(r.id), "predicate": r.predicate, "fact": r.fact} for r in folded
+                ],
+            },
+        ),
+        *(
+            _event(
+                tenant_id,
+                user_id,
+                d.id,
+                "merge_entity",
+                actor,
+                run_id,
+                state(d),
+                {"merged_into": str(survivor_id), "entity": survivor.name},
+            )
+            for d in duplicates
+        ),
+    ]
+    session.execute(insert(HistoryEvent), events)
+    # Cached corpora hold each memory's entities and the graph: the feed makes them read both again.
+    _touch_feed(session, tenant_id, mentioning)
+    return len(folded)
+
+
 def _apply_archive(
     session: Session,
     tenant_id: uuid.UUID,
@@ -1014,6 +1209,8 @@ class RunReport:
             "superseded",
             "reopened",
             "merged",
+            "entities_merged",
+            "relations_folded",
             "summarised",
             "archived",
             "purged",

@@ -445,6 +445,7 @@ class Ingestor:
                     Entity.id,
                     Entity.normalized_name,
                     Entity.entity_type,
+                    Entity.aliases,
                     # As a float array: the driver decodes it in C, not halfvec text in Python.
                     cast(Entity.embedding, ARRAY(REAL)).label("embedding"),
                 ).where(Entity.tenant_id == tenant_id, Entity.user_id == user_id)
@@ -465,6 +466,9 @@ class Ingestor:
         if not extraction.entities:
             return 0, 0
         by_key = {row.normalized_name: row.id for row in known}
+        for row in known:  # names merged away by consolidation live on as aliases of the survivor
+            for alias in row.aliases or ():
+                by_key.setdefault(normalize_name(alias), row.id)
         known_vectors = [
             (row.id, row.entity_type, np.asarray(row.embedding, dtype=np.float32))
             for row in known

@@ -278,7 +278,7 @@ class MemoryService:
                 session, ctx, user_id=user_id, status=status, kind=kind, limit=limit, cursor=cursor
             )
 
-    def orphaned_jobs(self, older_than_s: float) -> builtins.list[store.OrphanedJob]:
+    def orphaned_jobs(self, older_than_s: float) -> builtins.list[tuple[uuid.UUID, str]]:
         """Jobs accepted but not held by the queue (deferring failed while the database was away):
         to defer again."""
         with self.db.session() as session:
@@ -294,6 +294,7 @@ class MemoryService:
         s = self.settings
         return ConsolidationConfig(
             merge_cosine=s.consolidation_merge_cosine,
+            entity_merge_cosine=s.consolidation_entity_merge_cosine,
             retention=RetentionConfig(
                 stability_days=s.consolidation_stability_days,
                 archive_below=s.consolidation_archive_below,

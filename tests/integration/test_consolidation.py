@@ -462,3 +462,172 @@ def test_use_counts_skip_rows_a_run_holds_and_write_them_later(service, tenant) 
         assert service.uses.flush() == 0  # did not wait for the lock
     assert service.uses.flush() == 1
     assert _rows_by_id(service, ctx, user)[turn.id].access_count == 1
+
+
+def _graph_story(service, ctx, user: str) -> None:  # type: ignore[no-untyped-def]
+    """Turns, and a graph with the same people and places under several names (as an older
+    extractor or an LLM might leave it)."""
+    from memsvc.models import Entity, EntityMention, Relation
+
+    _add(service, ctx, user, ["Jon Smith and I work together.", "Jon is moving to Boston!"], T0, "g1")
+    _add(service, ctx, user, ["I met jon smith. for lunch in boston."], T0 + timedelta(days=2), "g2")
+    turns = {m.message_id: m.id for m in _rows(service, ctx, user) if m.kind == "turn"}
+    names = [
+        ("Ann", "person"),
+        ("Jon Smith", "person"),
+        ("Jon", "person"),
+        ("jon smith.", "person"),
+        ("Boston", "place"),
+        ("boston!", "place"),
+    ]
+    vectors = service.embedder.embed([n for n, _ in names])
+    with service.db.session() as session:
+        session.query(Entity).filter(Entity.user_id == user, Entity.tenant_id == ctx.tenant_id).delete()
+        ids = {}
+        for i, ((name, kind), vector) in enumerate(zip(names, vectors, strict=True)):
+            ids[name] = uuid.uuid5(uuid.NAMESPACE_URL, f"{user}/{name}")
+            session.add(
+                Entity(
+                    id=ids[name],
+                    tenant_id=ctx.tenant_id,
+                    user_id=user,
+                    name=name,
+                    normalized_name=name.lower(),
+                    entity_type=kind,
+                    mention_count=1,
+                    embedding=vector,
+                    created_at=T0 + timedelta(minutes=i),
+                )
+            )
+        session.flush()
+        for name, turn in (
+            ("Jon Smith", "g1-0"),
+            ("Jon", "g1-1"),
+            ("jon smith.", "g2-0"),
+            ("boston!", "g2-0"),
+        ):
+            session.add(
+                EntityMention(
+                    entity_id=ids[name], memory_id=turns[turn], tenant_id=ctx.tenant_id, user_id=user
+                )
+            )
+        for subject, predicate, obj, fact, source in (
+            ("Jon Smith", "works_with", "Ann", "Jon Smith works with Ann", "g1-0"),
+            ("jon smith.", "works_with", "Ann", "Jon Smith works with Ann", "g2-0"),
+            ("Jon", "moves_to", "Boston", "Jon is moving to Boston", "g1-1"),
+            ("Jon", "same_as", "Jon Smith", "Jon is Jon Smith", "g1-1"),
+            ("Ann", "had_lunch_in", "boston!", "Ann had lunch in Boston", "g2-0"),
+        ):
+            session.add(
+                Relation(
+                    id=uuid.uuid5(uuid.NAMESPACE_URL, f"{user}/{subject}/{predicate}/{obj}"),
+                    tenant_id=ctx.tenant_id,
+                    user_id=user,
+                    subject_id=ids[subject],
+                    predicate=predicate,
+                    object_id=ids[obj],
+                    fact=fact,
+                    source_message_ids=[source],
+                    created_at=T0 + timedelta(minutes=len(source)),
+                )
+            )
+
+
+def _graph_state(service, ctx, user: str) -> tuple[Any, ...]:  # type: ignore[no-untyped-def]
+    """The graph keyed by names (ids differ between users)."""
+    from memsvc.models import Entity, EntityMention, Relation
+
+    with service.db.session() as session:
+        entities = {
+            e.id: e
+            for e in session.execute(
+                select(Entity).where(Entity.user_id == user, Entity.tenant_id == ctx.tenant_id)
+            ).scalars()
+        }
+        name = {i: e.name for i, e in entities.items()}
+        relations = sorted(
+            (name[r.subject_id], r.predicate, name[r.object_id], r.fact, tuple(sorted(r.source_message_ids)))
+            for r in session.execute(select(Relation).where(Relation.user_id == user)).scalars()
+        )
+        content = {m.id: m.message_id for m in _rows(service, ctx, user)}
+        mentions = sorted(
+            (name[e], content[m])
+            for e, m in session.execute(
+                select(EntityMention.entity_id, EntityMention.memory_id).where(EntityMention.user_id == user)
+            ).all()
+        )
+        ops = sorted(
+            (h.op, name.get(h.memory_id, "gone"), (h.after or {}).get("entity"))
+            for h in session.execute(
+                select(HistoryEvent).where(HistoryEvent.user_id == user, HistoryEvent.op == "merge_entity")
+            ).scalars()
+        )
+    nodes = sorted((e.name, e.entity_type, tuple(e.aliases), e.mention_count) for e in entities.values())
+    return tuple(nodes), tuple(relations), tuple(mentions), tuple(ops)
+
+
+def test_near_duplicate_entities_merge_with_relations_repointed_and_folded(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _graph_story(service, ctx, user)
+    dry = service.consolidate(ctx.tenant_id, user, dry_run=True).totals()
+    assert dry["entities_merged"] == 3
+    report = service.consolidate(ctx.tenant_id, user, run_id=(run := uuid.uuid4())).totals()
+    assert report["entities_merged"] == 3 and report["relations_folded"] == 2
+    nodes, relations, mentions, _ = _graph_state(service, ctx, user)
+    jon = next(n for n in nodes if n[0] == "Jon Smith")
+    assert {n[0] for n in nodes} >= {"Ann", "Jon Smith", "Boston"}
+    assert not {"Jon", "jon smith.", "boston!"} & {n[0] for n in nodes}
+    assert set(jon[2]) == {"Jon", "jon smith."} and jon[3] == 3  # aliases, summed mentions
+    # Re-pointed to the survivors; the two "works with" edges fold into one with both sources; the
+    # edge between two names of Jon goes.
+    assert ("Jon Smith", "works_with", "Ann", "Jon Smith works with Ann", ("g1-0", "g2-0")) in relations
+    assert ("Jon Smith", "moves_to", "Boston", "Jon is moving to Boston", ("g1-1",)) in relations
+    assert ("Ann", "had_lunch_in", "Boston", "Ann had lunch in Boston", ("g2-0",)) in relations
+    assert (
+        not any(r[1] == "same_as" for r in relations)
+        and len([r for r in relations if r[1] == "works_with"]) == 1
+    )
+    assert {("Jon Smith", "g1-0"), ("Jon Smith", "g1-1"), ("Jon Smith", "g2-0"), ("Boston", "g2-0")} <= set(
+        mentions
+    )
+    # History: the survivor's event and one per name merged away, under the run.
+    events = [e for e in service.user_history(ctx, user, run_id=run).events if e.op == "merge_entity"]
+    assert len(events) == 5 and {e.actor for e in events} == {"consolidation"}
+    graph = service.graph(ctx, user, entity="Jon", depth=1)
+    assert [e.name for e in graph.entities if e.name.lower().startswith("jon")] == ["Jon Smith"]
+    # A new mention under a merged-away name lands on the survivor.
+    _add(service, ctx, user, ["Jon called me from Boston."], T0 + timedelta(days=5), "g3")
+    nodes_after = _graph_state(service, ctx, user)[0]
+    assert not {"Jon", "jon smith.", "boston!"} & {n[0] for n in nodes_after}
+    assert service.consolidate(ctx.tenant_id, user).totals()["entities_merged"] == 0
+
+
+def test_a_killed_entity_merge_run_run_again_ends_like_an_uninterrupted_run(
+    service, tenant, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    ctx, _ = tenant
+    whole, killed = _user(), _user()
+    _graph_story(service, ctx, whole)
+    _graph_story(service, ctx, killed)
+    service.consolidate(ctx.tenant_id, whole)
+    real = consolidation_store._apply_entity_merge
+    calls = {"n": 0}
+
+    def dies_on_second(*args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(consolidation_store, "_apply_entity_merge", dies_on_second)
+    small = replace(service.consolidation_config(), batch_size=1)
+    with pytest.raises(KeyboardInterrupt):
+        service.consolidate(ctx.tenant_id, killed, config=small)
+    monkeypatch.setattr(consolidation_store, "_apply_entity_merge", real)
+    assert _graph_state(service, ctx, killed) != _graph_state(service, ctx, whole)
+    service.consolidate(ctx.tenant_id, killed, config=small)
+    assert _graph_state(service, ctx, killed) == _graph_state(service, ctx, whole)
+    assert _state(service, ctx, killed) == _state(service, ctx, whole)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from memsvc.consolidation import (
+    EntityRow,
     EventRow,
     MergeRow,
     RetentionConfig,
@@ -18,6 +19,7 @@ from memsvc.consolidation import (
     SlotFact,
     fact_slot,
     is_small_talk,
+    plan_entity_merges,
     plan_forgetting,
     plan_merges,
     plan_summaries,
@@ -212,3 +214,34 @@ def test_summaries_group_a_subjects_older_events_by_month() -> None:
     assert len(summaries) == 1
     assert summaries[0].content.startswith("In January 2024, Ann: did thing 0; did thing 1")
     assert set(summaries[0].member_ids) == {e.id for e in events}
+
+
+def _entities(*names: tuple[str, str]) -> tuple[list[EntityRow], np.ndarray]:
+    rows = [
+        EntityRow(uuid.uuid4(), name, kind, T0 + timedelta(days=i)) for i, (name, kind) in enumerate(names)
+    ]
+    vectors = np.eye(len(rows), dtype=np.float32)  # no two names alike in meaning
+    return rows, vectors
+
+
+def test_entities_merge_by_name_form_and_first_name_unless_ambiguous() -> None:
+    rows, vectors = _entities(
+        ("Jon Smith", "person"),
+        ("Jon", "person"),
+        ("jon smith.", "person"),
+        ("The Rex's", "thing"),
+        ("Rex", "thing"),
+        ("Rex", "person"),
+        ("Boston", "place"),
+    )
+    merges = {m.survivor_id: set(m.duplicate_ids) for m in plan_entity_merges(rows, vectors, 0.92)}
+    assert merges == {rows[0].id: {rows[1].id, rows[2].id}, rows[3].id: {rows[4].id}}
+    # Two full names share the first name: "Jon" is either, and stays apart.
+    rows, vectors = _entities(("Jon Smith", "person"), ("Jon Brown", "person"), ("Jon", "person"))
+    assert plan_entity_merges(rows, vectors, 0.92) == []
+    # By meaning: the later joins the earlier; applied, nothing is left to plan.
+    rows, _ = _entities(("NYC", "place"), ("New York City", "place"))
+    close = np.asarray([[1.0, 0.0], [0.96, 0.28]], dtype=np.float32)
+    [merge] = plan_entity_merges(rows, close, 0.92)
+    assert merge.survivor_id == rows[0].id and merge.duplicate_ids == (rows[1].id,)
+    assert plan_entity_merges(rows[:1], close[:1], 0.92) == []
