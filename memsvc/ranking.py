@@ -252,6 +252,10 @@ TEMPORAL_EXPRESSION = re.compile(
     rf"|(a|one|two|three|four|five|six|couple( of)?) (days?|weeks?|months?|years?))\b",
     re.IGNORECASE,
 )
+# A date a fact spells out ("7 May 2023", "May 2022", "2021"), unlike a turn's "yesterday".
+ABSOLUTE_DATE = re.compile(
+    rf"\b(?:\d{{1,2}} )?(?:{_MONTHS}) (?:19|20)\d\d\b|\b(?:19|20)\d\d\b", re.IGNORECASE
+)
 _NAME = re.compile(r"\b[A-Z][a-zA-Z'’-]+")
 _NOT_NAMES = frozenset(
     _split(
@@ -495,7 +499,7 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def build_results(
-    candidates: Sequence[Candidate], scores: FloatArray, config: RankingConfig
+    candidates: Sequence[Candidate], scores: FloatArray, config: RankingConfig, *, temporal: bool = False
 ) -> list[RankedResult]:
     """Order by score (ties: fewer words first), drop duplicates, merge adjacent turns.
 
@@ -504,7 +508,8 @@ def build_results(
     ``merge_depth``, the result stays within ``merge_max_turns`` turns, and the first
     ``budget_results`` results hold at most ``merge_word_budget`` words after adding it. A result
     whose source turns are all returned already, or whose tokens nearly equal a kept result's, is
-    dropped.
+    dropped; but for a `temporal` query a fact with a date its turns do not spell out ("on 7 May
+    2023" for "yesterday") joins the result of those turns instead: the date is the answer.
     """
     n = len(candidates)
     word_counts = np.fromiter((c.words for c in candidates), dtype=np.int64, count=n)
@@ -514,6 +519,7 @@ def build_results(
     group_of: dict[int, int] = {}
     slot: dict[tuple[str | int, int], int] = {}
     covered: set[str] = set()
+    covered_by: dict[str, int] = {}  # message id -> the group that returns it
     kept_tokens: list[frozenset[str]] = []
     used_words = 0
     for rank, i in enumerate(order):
@@ -530,17 +536,28 @@ def build_results(
                     break
             if (
                 target is not None
-                and len(groups[target]) < config.merge_max_turns
+                and sum(candidates[m].kind == "turn" for m in groups[target]) < config.merge_max_turns
                 and (target >= config.budget_results or used_words + c.words <= config.merge_word_budget)
             ):
                 groups[target].append(i)
                 group_of[i] = target
                 slot[key] = i
                 covered.update(c.source_message_ids)
+                covered_by.update(dict.fromkeys(c.source_message_ids, target))
                 if target < config.budget_results:
                     used_words += c.words
                 continue
         if config.dedup_covered and c.source_message_ids and covered.issuperset(c.source_message_ids):
+            if temporal and c.kind == "fact":
+                owners = {covered_by[s] for s in c.source_message_ids}
+                date = ABSOLUTE_DATE.search(c.content)
+                if date and len(owners) == 1:
+                    owner = owners.pop()
+                    if all(date.group(0) not in candidates[m].content for m in groups[owner]):
+                        groups[owner].append(i)
+                        group_of[i] = owner
+                        if owner < config.budget_results:
+                            used_words += c.words
             continue
         tokens = _token_set(c.content)
         near = config.dedup_jaccard
@@ -552,6 +569,7 @@ def build_results(
         groups.append([i])
         kept_tokens.append(tokens)
         covered.update(c.source_message_ids)
+        covered_by.update(dict.fromkeys(c.source_message_ids, len(groups) - 1))
         if key is not None:
             slot[key] = i
         if len(groups) <= config.budget_results:
@@ -587,7 +605,7 @@ def rank(
     if bonus is not None:
         scores = scores + bonus
     scores = propagate_neighbours(candidates, scores, config)
-    return build_results(candidates, scores, config)
+    return build_results(candidates, scores, config, temporal=analysis.temporal)
 
 
 __all__ = [

@@ -99,6 +99,22 @@ _FILLER = re.compile(
     r"|good to (?:see|hear)|nice to (?:see|hear|meet)|sorry to hear|me too$|for (?:\w+ing|the|your|all)\b)",
     re.IGNORECASE,
 )
+# Compliments, reassurance and promises to stay in touch: said to the listener about the listener
+# or the chat itself, nothing a person would want remembered ("Your hikes sound like a blast",
+# "You must be so proud", "I'm glad it worked out", "I'll keep you posted").
+_COMPLIMENT = re.compile(
+    r"^(?:you(?:r(?:\s+[\w'-]+){1,2})?\s+(?:really |totally |definitely |truly |just |all )*"
+    r"(?:sounds?|looks?|seems?)\b"
+    r"|you(?:'re| are)\s+(?:so |really |very |such |truly |just |totally |definitely |an? |the )*"
+    r"(?:talented|amazing|awesome|great|incredible|inspiring|an inspiration|brave|strong|kind|sweet"
+    r"|lucky|right|best|welcome|doing (?:great|amazing|awesome|so well))\b"
+    r"|you\s+must\s+(?:be|feel|have been|have felt|love)\b"
+    r"|you\s+(?:deserve|nailed|rock|did (?:great|amazing|awesome|it))\b"
+    r"|i(?:'m| am)\s+(?:so |really |very |super |truly |just )*(?:glad|relieved)\b"
+    r"|i(?:'m| am)\s+(?:so |really |very |super |truly |just )*proud of (?:you|what you|how you)\b)"
+    r"|\b(?:keep you (?:posted|updated|in the loop)|let you know)\b",
+    re.IGNORECASE,
+)
 _IMPERATIVE = _words(
     "check look take let's lets let come try keep don't see tell remember imagine chase enjoy go give stay "
     "make say be please congrats congratulations thanks thank sorry good great nice hope wish cheers "
@@ -442,7 +458,7 @@ class _Batch:
     def _subject(self, clause: str, speaker: str, gerund_ok: bool) -> tuple[str, str, float] | None:
         """Who a clause is about, the words to put before it, and how sure that is; None to skip it."""
         first = clause.split(maxsplit=1)[0].lower().rstrip(",!.")
-        if first in _IMPERATIVE or _FILLER.match(clause):
+        if first in _IMPERATIVE or _FILLER.match(clause) or _COMPLIMENT.search(clause):
             return None
         named = self._named_subject(clause)
         if named:

@@ -185,12 +185,26 @@ def test_kinds() -> None:
 
 
 def test_you_is_resolved_only_between_two_people() -> None:
-    two = RulesExtractor().extract(chat(("Ann", "Hi Bob!"), ("Bob", "You're such a talented painter, Ann!")))
-    assert [(f.content, f.subject) for f in two.facts] == [("Ann is such a talented painter", "Ann")]
+    two = RulesExtractor().extract(
+        chat(("Ann", "Hi Bob!"), ("Bob", "You're a nurse at the city hospital, Ann!"))
+    )
+    assert [(f.content, f.subject) for f in two.facts] == [("Ann is a nurse at the city hospital", "Ann")]
     three = RulesExtractor().extract(
-        chat(("Ann", "Hi all!"), ("Bob", "You're such a talented painter!"), ("Cy", "Hello."))
+        chat(("Ann", "Hi all!"), ("Bob", "You're a nurse at the city hospital!"), ("Cy", "Hello."))
     )
     assert three.facts == []
+
+
+def test_compliments_thanks_and_promises_to_stay_in_touch_are_not_facts() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I hiked to Whispering Falls last week."),
+            ("Bob", "Your hikes sound like a blast! You're so talented at finding trails."),
+            ("Ann", "Thanks! I'm glad it all worked out. I'll keep you posted."),
+            ("Bob", "You must be so proud. I'm proud of what you did."),
+        )
+    )
+    assert [f.source_message_ids for f in result.facts] == [("m1",)]
 
 
 def test_yes_answer_cites_the_question_too() -> None:

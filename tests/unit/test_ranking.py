@@ -184,6 +184,34 @@ def test_dedup_drops_near_duplicates_and_covered_facts_and_excluded_kinds() -> N
     assert [r.id for r in build_results(cands, scores, keep)] == ["s1", "D1:0", "f1", "D1:4", "D1:8"]
 
 
+def test_a_when_question_keeps_the_date_a_covered_fact_spells_out_beside_its_turn() -> None:
+    dated = Candidate(
+        id="f1",
+        content="Caroline went to a LGBTQ support group on 7 May 2023",
+        kind="fact",
+        source_message_ids=("D1:3",),
+    )
+    undated = Candidate(id="f2", content="Caroline felt powerful", kind="fact", source_message_ids=("D1:3",))
+    cands = [turn(3, "I went to a LGBTQ support group yesterday"), dated, undated, turn(9, "something else")]
+    scores = np.array([3.0, 2.9, 2.8, 1.0])
+    when = build_results(cands, scores, RankingConfig(), temporal=True)
+    # One slot: the fact joins its turn's result (the date is the answer); the undated fact does not.
+    assert [[m.id for m in r.members] for r in when] == [["f1", "D1:3"], ["D1:9"]]
+    assert when[0].source_message_ids == ("D1:3",)
+    # Not a "when" question: the covered fact only adds words and is dropped as before.
+    assert [r.id for r in build_results(cands, scores, RankingConfig())] == ["D1:3", "D1:9"]
+    # A turn that already says the date needs no fact beside it.
+    said = [turn(3, "I went to a LGBTQ support group on 7 May 2023"), dated]
+    assert [
+        len(r.members) for r in build_results(said, np.array([3.0, 2.9]), RankingConfig(), temporal=True)
+    ] == [1]
+    # Through the recipe: "When did…" is a temporal query.
+    ranked = rank(
+        cands, "When did Caroline go to the support group?", config=RankingConfig(propagate_from_next=0.0)
+    )
+    assert "7 May 2023" in ranked[0].content
+
+
 def test_ties_prefer_shorter_memories() -> None:
     cands = [turn(0, "a long long long turn with many words"), turn(5, "short")]
     res = build_results(cands, np.array([1.0, 1.0]), NO_EXTRAS)
