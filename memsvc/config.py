@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         description="CPU threads torch may use (0 = torch's default). One thread per call avoids the "
         "spin-wait contention that made a single query 20x slower on a busy 2-core machine",
     )
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="'auto' = ONNX Runtime on the CPU (same vectors as torch, 1.3x faster), torch on CUDA; "
+        "'onnx-int8': weights quantised to int8 (1.9x, cosine 0.99 to fp32; recall in BENCHMARKS.md)",
+    )
     embedding_cpu_bf16: bool = Field(
         default=True,
         description="bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX): MiniLM ~2x faster; off: fp32",

@@ -1,0 +1,40 @@
+"""The CPU encoder backends give torch's vectors: ONNX Runtime the same ones, its int8 path close ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = [
+    "Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+    "Melanie: That's great! I painted a lake sunrise last year.",
+    "ok",
+    "Caroline: " + "We talked for hours about adoption agencies, counselling and what comes next. " * 12,
+]
+
+
+def test_onnx_backends_match_torch() -> None:
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    torch_vectors = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch").embed(TEXTS)
+    onnx = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx")
+    int8 = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    assert onnx.backend == "onnx" and int8.backend == "onnx-int8"
+    for embedder, at_least in ((onnx, 0.9999), (int8, 0.95)):
+        vectors = embedder.embed(TEXTS)
+        assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+        assert (vectors * torch_vectors).sum(axis=1).min() >= at_least
+        # Order in a batch does not matter (texts are sorted by length inside).
+        np.testing.assert_allclose(embedder.embed(TEXTS[::-1])[::-1], vectors, atol=1e-5)
+    assert onnx.embed([]).shape == (0, 384)
+
+
+def test_auto_is_onnx_on_the_cpu_and_torch_on_cuda() -> None:
+    from memsvc.embedding import resolve_backend
+
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
