@@ -354,6 +354,117 @@ def reopen_predecessors(
     return reopened
 
 
+# -- an LLM's operations on stored memories ------------------------------------------------------
+
+_NEAR = text(
+    """
+    SELECT m.id, m.content FROM memories m
+    WHERE m.tenant_id = :t AND m.user_id = :u AND m.type = 'semantic' AND m.status = 'active'
+      AND m.kind IN ('fact', 'preference', 'plan', 'event') AND m.id <> ALL(CAST(:new AS uuid[]))
+    ORDER BY m.embedding <=> (SELECT embedding FROM memories WHERE id = :f)
+    LIMIT :k
+    """
+)
+
+
+def new_and_near(
+    session: Session, tenant_id: uuid.UUID, user_id: str, memory_ids: Sequence[uuid.UUID], k: int = 5
+) -> tuple[list[tuple[uuid.UUID, str]], list[tuple[uuid.UUID, str]]]:
+    """The semantic memories among `memory_ids` (an ingest's, in order), and the user's other active
+    ones nearest each in meaning (`k` each, first come first listed): what an LLM compares."""
+    rows = {
+        r.id: r.content
+        for r in session.execute(
+            select(Memory.id, Memory.content).where(
+                Memory.id.in_(list(memory_ids)),
+                Memory.tenant_id == tenant_id,
+                Memory.type == "semantic",
+                Memory.status == "active",
+                Memory.kind.in_(SEMANTIC_KINDS),
+            )
+        ).all()
+    }
+    new = [(i, rows[i]) for i in dict.fromkeys(memory_ids) if i in rows]
+    near: dict[uuid.UUID, str] = {}
+    for memory_id, _ in new:
+        for r in session.execute(
+            _NEAR, {"t": tenant_id, "u": user_id, "new": [i for i, _ in new], "f": memory_id, "k": k}
+        ).all():
+            near.setdefault(r.id, r.content)
+    # In a stable order (by content), so the model sees the same list for the same memories.
+    return new, sorted(near.items(), key=lambda item: (item[1], str(item[0])))
+
+
+def apply_memory_operations(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    new_ids: Sequence[uuid.UUID],
+    known_ids: Sequence[uuid.UUID],
+    operations: Sequence[Any],
+    rewrites: dict[int, tuple[str, Any]],
+    actor: str,
+) -> dict[str, int]:
+    """Apply an LLM's proposals (`memsvc.extraction.llm.MemoryOperation`, indices into `new_ids` and
+    `known_ids`) in the ingest's transaction, each as a history event by `actor`: NOOP merges the new
+    fact into the stored one (its provenance joins; it is archived as merged); UPDATE rewrites the
+    stored memory (content hash and vector in `rewrites`, by operation index) and merges the new
+    fact into it; DELETE deletes the stored memory, and what it superseded holds again; ADD keeps
+    the new fact."""
+    counts = {"ADD": 0, "UPDATE": 0, "DELETE": 0, "NOOP": 0}
+    now = datetime.now(UTC)
+    deleted: set[uuid.UUID] = set()
+    for index, operation in enumerate(operations):
+        new_id = new_ids[operation.fact]
+        target = known_ids[operation.memory] if operation.memory is not None else None
+        if operation.op == "ADD" or target is None or target in deleted:
+            counts["ADD"] += 1
+            continue
+        memory = session.execute(
+            select(Memory)
+            .where(Memory.id == target, Memory.tenant_id == tenant_id, Memory.user_id == user_id)
+            .with_for_update()
+        ).scalar_one_or_none()
+        if memory is None or memory.status != "active":
+            counts["ADD"] += 1
+            continue
+        why = {"reason": operation.reason, "fact": str(new_id)}
+        if operation.op == "DELETE":
+            session.execute(
+                insert(HistoryEvent),
+                [_event(tenant_id, user_id, memory.id, "delete", actor, None, _snapshot(memory), why)],
+            )
+            session.delete(memory)
+            session.flush()
+            deleted.add(target)
+            reopen_predecessors(session, tenant_id, user_id, actor, [target])
+        else:
+            if operation.op == "UPDATE":
+                before = _snapshot(memory)
+                memory.content = operation.content
+                memory.content_hash, memory.embedding = rewrites[index]
+                memory.updated_at = func.now()
+                session.flush()
+                session.execute(
+                    insert(HistoryEvent),
+                    [
+                        _event(
+                            tenant_id,
+                            user_id,
+                            memory.id,
+                            "update",
+                            actor,
+                            None,
+                            before,
+                            _snapshot(memory) | why,
+                        )
+                    ],
+                )
+            _apply_merge(session, tenant_id, user_id, memory.id, [new_id], actor, None, now)
+        counts[operation.op] += 1
+    return counts
+
+
 # -- a run over one user ------------------------------------------------------------------------
 
 
@@ -742,7 +853,7 @@ def _apply_merge(
     survivor_id: uuid.UUID,
     duplicate_ids: Sequence[uuid.UUID],
     actor: str,
-    run_id: uuid.UUID,
+    run_id: uuid.UUID | None,
     now: datetime,
 ) -> None:
     survivor = session.execute(

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from memsvc.embedding import Embedder, get_embedder, resolve_device
 from memsvc.errors import InvalidInput, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
+from memsvc.extraction.llm import LLMExtractor
 from memsvc.ingest import Ingestor, content_hash
 from memsvc.models import Job
 from memsvc.schemas import (
@@ -96,7 +98,6 @@ class MemoryService:
             batch_size=settings.embedding_batch_size,
             threads=settings.embedding_threads,
             cpu_bf16=settings.embedding_cpu_bf16,
-            backend=settings.embedding_backend,
         )
         if self.embedder.dim != settings.embedding_dim:
             raise InvalidInput(
@@ -222,10 +223,43 @@ class MemoryService:
             received_at = datetime.fromisoformat(job.payload["received_at"])
             actor = f"job:{job.id}"
             result = self.ingestor.ingest(session, job.tenant_id, request, received_at, actor)
+            if isinstance(self.extractor, LLMExtractor) and result.extractor == self.extractor.name:
+                self._llm_operations(session, job.tenant_id, request.user_id, result)
             job.status, job.result, job.error = "succeeded", result.model_dump(mode="json"), None
             job.attempts += 1
             job.updated_at = func.now()
         return IngestOutcome(job_id, "succeeded", result)
+
+    def _llm_operations(
+        self, session: Session, tenant_id: uuid.UUID, user_id: str, result: AddResult
+    ) -> None:
+        """With an LLM extractor: the model proposes ADD / UPDATE / DELETE / NOOP for the batch's
+        new facts against the stored memories nearest them, applied in the ingest's transaction,
+        each change a history event by `llm`. Without an answer every fact stays added."""
+        assert isinstance(self.extractor, LLMExtractor)
+        new, known = consolidation_store.new_and_near(session, tenant_id, user_id, result.memory_ids)
+        if not new or not known:
+            return
+        operations = self.extractor.propose_operations([c for _, c in new], [c for _, c in known])
+        if operations is None:
+            result.notes.append("llm memory operations failed: every new fact was added")
+            return
+        updates = [(i, o.content) for i, o in enumerate(operations) if o.op == "UPDATE" and o.content]
+        vectors: builtins.list[Any] = list(self.embedder.embed([t for _, t in updates])) if updates else []
+        rewrites = {i: (content_hash(text), v) for (i, text), v in zip(updates, vectors, strict=True)}
+        counts = consolidation_store.apply_memory_operations(
+            session,
+            tenant_id,
+            user_id,
+            [i for i, _ in new],
+            [i for i, _ in known],
+            operations,
+            rewrites,
+            "llm",
+        )
+        for op, n in counts.items():
+            if n:
+                result.created[f"llm_{op.lower()}"] = n
 
     def mark_job_failed(self, job_id: uuid.UUID, error: str, *, final: bool) -> None:
         """Record a failed attempt; `final` when no retry will follow."""
@@ -279,7 +313,7 @@ class MemoryService:
                 session, ctx, user_id=user_id, status=status, kind=kind, limit=limit, cursor=cursor
             )
 
-    def orphaned_jobs(self, older_than_s: float) -> builtins.list[store.OrphanedJob]:
+    def orphaned_jobs(self, older_than_s: float) -> builtins.list[tuple[uuid.UUID, str]]:
         """Jobs accepted but not held by the queue (deferring failed while the database was away):
         to defer again."""
         with self.db.session() as session:

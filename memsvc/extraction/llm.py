@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
 from typing import Any, Literal
@@ -30,7 +31,14 @@ from memsvc.extraction.base import (
 )
 from memsvc.extraction.rules import RulesExtractor
 
-__all__ = ["SYSTEM_PROMPT", "LLMExtractor", "response_schema"]
+__all__ = [
+    "OPERATIONS_PROMPT",
+    "SYSTEM_PROMPT",
+    "LLMExtractor",
+    "MemoryOperation",
+    "operations_schema",
+    "response_schema",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +168,63 @@ def response_schema() -> dict[str, Any]:
     )
 
 
+OPERATIONS_PROMPT = """\
+You keep a person's long-term memory up to date. You get memories already stored, each with a key \
+("m1", "m2", ...), and facts just extracted from new messages, each with a key ("f1", "f2", ...). \
+For every new fact choose one operation:
+- ADD: it is new information; it is stored as it is.
+- UPDATE: it adds to or corrects a stored memory about the same thing; give that memory's key and \
+the memory's new wording in content, one self-contained sentence that keeps what is still true.
+- DELETE: it shows a stored memory is wrong (not merely out of date: a change over time is an ADD, \
+history is kept); give that memory's key. The new fact is stored.
+- NOOP: a stored memory already says the same; nothing changes.
+Return JSON matching the schema, one operation per new fact; memory and content are null when \
+unused.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryOperation:
+    """What the model proposes for a new fact: `fact` and `memory` index the lists it was given."""
+
+    op: Literal["ADD", "UPDATE", "DELETE", "NOOP"]
+    fact: int
+    memory: int | None = None
+    content: str | None = None
+    reason: str = ""
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    fact: str
+    op: Literal["ADD", "UPDATE", "DELETE", "NOOP"]
+    memory: str | None = None
+    content: str | None = None
+    reason: str = ""
+
+
+def operations_schema() -> dict[str, Any]:
+    """The JSON schema of an answer to `OPERATIONS_PROMPT` (OpenAI strict mode)."""
+    operation = {
+        "type": "object",
+        "properties": {
+            "fact": {"type": "string"},
+            "op": {"type": "string", "enum": ["ADD", "UPDATE", "DELETE", "NOOP"]},
+            "memory": {"type": ["string", "null"]},
+            "content": {"type": ["string", "null"]},
+            "reason": {"type": "string"},
+        },
+        "required": ["fact", "op", "memory", "content", "reason"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"operations": {"type": "array", "items": operation}},
+        "required": ["operations"],
+        "additionalProperties": False,
+    }
+
+
 class LLMExtractor:
     """Extracts with a chat-completions model; falls back to `RulesExtractor` when the model fails."""
 
@@ -243,6 +308,85 @@ class LLMExtractor:
                 "json_schema": {"name": "memory_extraction", "strict": True, "schema": self._schema},
             },
         }
+
+    def propose_operations(
+        self, new_facts: Sequence[str], known: Sequence[str]
+    ) -> list[MemoryOperation] | None:
+        """ADD / UPDATE / DELETE / NOOP for each new fact against the stored memories it was
+        retrieved with (Mem0's and Memory-R1's update step). Operations that name a key outside the
+        lists, or an UPDATE without content, are dropped (the fact is then added as it is). None when
+        the endpoint fails: the caller adds every fact, as without an LLM."""
+        if not new_facts or not known:
+            return []
+        listing = "\n".join(
+            [*(f"m{i + 1}: {text}" for i, text in enumerate(known)), ""]
+            + [f"f{i + 1}: {text}" for i, text in enumerate(new_facts)]
+        )
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": OPERATIONS_PROMPT},
+                {"role": "user", "content": f"Stored memories and new facts:\n{listing}"},
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "memory_operations", "strict": True, "schema": operations_schema()},
+            },
+        }
+        for attempt in range(self.max_retries + 1):
+            try:
+                raw = self._post(body)
+                items = json.loads(raw).get("operations")
+                if not isinstance(items, list):
+                    raise _Unusable("no operations list", retry=True)
+                break
+            except _Unusable as e:
+                if not e.retry or attempt == self.max_retries:
+                    log.warning("LLM memory operations failed: %s; every fact is added", e)
+                    return None
+            except (ValueError, AttributeError) as e:
+                if attempt == self.max_retries:
+                    log.warning("LLM memory operations unreadable: %s; every fact is added", e)
+                    return None
+            time.sleep(min(self.backoff_s * 2**attempt, 5.0))
+        out: list[MemoryOperation] = []
+        seen: set[int] = set()
+        for item in items:
+            try:
+                o = _Operation.model_validate(item)
+            except ValidationError:
+                continue
+            fact = _key_index(o.fact, "f", len(new_facts))
+            memory = _key_index(o.memory, "m", len(known))
+            if fact is None or fact in seen:
+                continue
+            if o.op in ("UPDATE", "DELETE", "NOOP") and memory is None:
+                continue
+            if o.op == "UPDATE" and not (o.content or "").strip():
+                continue
+            seen.add(fact)
+            content = (o.content or "").strip() or None
+            out.append(MemoryOperation(o.op, fact, memory, content, o.reason[:300]))
+        return out
+
+    def _post(self, body: dict[str, Any]) -> str:
+        """POST a chat completion; the assistant's content, fences stripped."""
+        try:
+            response = self._client.post(self.url, json=body)
+        except httpx.TimeoutException as e:
+            raise _Unusable(f"timeout ({type(e).__name__})", retry=True) from e
+        except httpx.TransportError as e:
+            raise _Unusable(f"connection error ({type(e).__name__}: {e})", retry=True) from e
+        if response.status_code >= 400:
+            raise _Unusable(
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                retry=response.status_code in _RETRY_STATUS,
+            )
+        try:
+            return _strip_fences(response.json()["choices"][0]["message"]["content"])
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise _Unusable(f"invalid response ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
 
     def _call(self, body: dict[str, Any]) -> _Answer:
         try:
@@ -373,6 +517,15 @@ def _parse_when(value: str | None, at: datetime) -> datetime | None:
         except ValueError:
             return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=at.tzinfo)
+
+
+def _key_index(key: str | None, prefix: str, size: int) -> int | None:
+    """ "m3" → 2 when there are at least 3 memories; None otherwise."""
+    key = (key or "").strip().lower()
+    if not key.startswith(prefix) or not key[1:].isdigit():
+        return None
+    index = int(key[1:]) - 1
+    return index if 0 <= index < size else None
 
 
 def _unit(x: float) -> float:

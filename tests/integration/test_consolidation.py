@@ -631,3 +631,150 @@ def test_a_killed_entity_merge_run_run_again_ends_like_an_uninterrupted_run(
     service.consolidate(ctx.tenant_id, killed, config=small)
     assert _graph_state(service, ctx, killed) == _graph_state(service, ctx, whole)
     assert _state(service, ctx, killed) == _state(service, ctx, whole)
+
+
+def _llm_fact(content: str, message_id: str) -> dict[str, Any]:
+    return {
+        "content": content,
+        "kind": "fact",
+        "subject": "Ann",
+        "source_message_ids": [message_id],
+        "valid_from": None,
+        "confidence": 0.9,
+        "importance": 0.6,
+    }
+
+
+def test_an_llm_proposes_add_update_delete_noop_applied_with_history(
+    settings, database, embedder, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.service import MemoryService
+    from tests.unit.fake_openai import FakeOpenAI, Reply
+
+    ctx, _ = tenant
+    user = _user()
+    first = {
+        "facts": [
+            _llm_fact("Ann likes jazz music", "b1-0"),
+            _llm_fact("Ann is allergic to peanuts", "b1-0"),
+            _llm_fact("Ann plays tennis on Sundays", "b1-0"),
+        ]
+    }
+    second = {
+        "facts": [
+            _llm_fact("Ann likes jazz and blues", "b2-0"),
+            _llm_fact("Ann is not allergic to peanuts after all", "b2-0"),
+            _llm_fact("Ann enjoys jazz music", "b2-0"),
+            _llm_fact("Ann is learning Spanish", "b2-0"),
+        ]
+    }
+    # The stored memories are listed by content: m1 peanuts, m2 jazz, m3 tennis.
+    operations = {
+        "operations": [
+            {
+                "fact": "f1",
+                "op": "UPDATE",
+                "memory": "m2",
+                "content": "Ann likes jazz and blues music",
+                "reason": "more",
+            },
+            {"fact": "f2", "op": "DELETE", "memory": "m1", "content": None, "reason": "the test was wrong"},
+            {"fact": "f3", "op": "NOOP", "memory": "m2", "content": None, "reason": "same"},
+            {"fact": "f4", "op": "ADD", "memory": None, "content": None, "reason": "new"},
+            {
+                "fact": "f4",
+                "op": "DELETE",
+                "memory": "m3",
+                "content": None,
+                "reason": "a second answer for f4",
+            },
+            {"fact": "f9", "op": "DELETE", "memory": "m3", "content": None, "reason": "no such fact"},
+        ]
+    }
+    with FakeOpenAI() as server:
+        llm = settings.model_copy(
+            update={
+                "extractor": "llm",
+                "llm_base_url": server.base_url,
+                "llm_model": "m",
+                "llm_max_retries": 0,
+            }
+        )
+        service = MemoryService(llm, database, embedder=embedder)
+        server.script(Reply(content=first))
+        _add(
+            service,
+            ctx,
+            user,
+            ["I like jazz, I'm allergic to peanuts and I play tennis on Sundays."],
+            T0,
+            "b1",
+        )
+        assert len(server.requests) == 1  # nothing stored yet to compare with
+        stored = {m.content: m for m in _rows(service, ctx, user) if m.type == "semantic"}
+
+        server.script(Reply(content=second), Reply(content=operations))
+        outcome = service.run_ingest_job(
+            service.submit_ingest(
+                ctx,
+                AddRequest(
+                    user_id=user,
+                    session_id="b2",
+                    messages=[
+                        Message(
+                            role="user",
+                            name="Ann",
+                            id="b2-0",
+                            created_at=T0 + timedelta(days=1),
+                            content="Jazz and blues! Not allergic to peanuts after all. Learning Spanish.",
+                        )
+                    ],
+                ),
+            )
+        )
+        assert outcome.status == "succeeded" and outcome.result is not None
+        created = outcome.result.created
+        assert (created["llm_update"], created["llm_delete"], created["llm_noop"], created["llm_add"]) == (
+            1,
+            1,
+            1,
+            1,
+        )
+        asked = server.requests[2].body["messages"][1]["content"]
+        assert "m1: Ann is allergic to peanuts" in asked and "m2: Ann likes jazz music" in asked
+        assert "f4: Ann is learning Spanish" in asked
+
+        rows = {m.content: m for m in _rows(service, ctx, user) if m.type == "semantic"}
+        jazz = stored["Ann likes jazz music"]
+        updated = next(m for m in rows.values() if m.id == jazz.id)
+        assert updated.content == "Ann likes jazz and blues music" and updated.status == "active"
+        assert sorted(service.get(ctx, jazz.id).source_message_ids) == ["b1-0", "b2-0"]
+        assert [(e.op, e.actor) for e in service.history(ctx, jazz.id)][1:] == [
+            ("update", "llm"),
+            ("merge", "llm"),
+            ("merge", "llm"),
+        ]
+        for merged in ("Ann likes jazz and blues", "Ann enjoys jazz music"):
+            assert rows[merged].status == "archived" and rows[merged].superseded_by == jazz.id
+        peanuts = stored["Ann is allergic to peanuts"]
+        assert "Ann is allergic to peanuts" not in rows
+        last = service.history(ctx, peanuts.id)[-1]
+        assert last.op == "delete" and last.actor == "llm" and last.after["reason"] == "the test was wrong"
+        assert rows["Ann is not allergic to peanuts after all"].status == "active"
+        assert rows["Ann is learning Spanish"].status == "active"
+        assert rows["Ann plays tennis on Sundays"].status == "active"  # f4's second answer was ignored
+
+        # The model's answer unusable: every new fact is added, and the result says so.
+        server.script(
+            Reply(content={"facts": [_llm_fact("Ann likes jazz music", "b3-0")]}), Reply(status=400)
+        )
+        _add(service, ctx, user, ["I really like jazz."], T0 + timedelta(days=2), "b3")
+        assert (
+            sum(
+                m.content == "Ann likes jazz music" and m.status == "active"
+                for m in _rows(service, ctx, user)
+            )
+            == 1
+        )
+        if service.uses is not None:  # the database is shared with other tests: only stop the thread
+            service.uses.close()
