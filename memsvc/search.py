@@ -144,9 +144,9 @@ def rank_corpus(
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
     if dense_hits is not None:
-        pool = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
+        pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
         stats = corpus.dense_stats(query_vector)
-        dense = _dot(corpus.vectors[pool], query_vector)
+        dense = _pool_dense(corpus, pool, scored, query_vector)
     else:
         # One pass over every slot reads the rows in place; gathering the eligible rows first
         # would copy them (77 MB at 50k memories) on every query.
@@ -281,9 +281,10 @@ def _pool(
     corpus: UserCorpus, eligible: Slots, hits: Sequence[DenseHit], lexical: np.ndarray, size: int
 ) -> list[int]:
     """The rows ranking looks at when the dense stage gave only a top-k: those hits, the BM25 top,
-    and the turns before them."""
+    and the turns before them; and the index's score of each hit, by slot."""
     row_of = corpus.row_index()
-    chosen = {row_of[h.memory_id] for h in hits if h.memory_id in row_of}
+    scored = {row_of[h.memory_id]: h.score for h in hits if h.memory_id in row_of}
+    chosen = set(scored)
     order = corpus.order
     best = order[np.argsort(-lexical[order], kind="stable")[:size]]
     chosen.update(int(i) for i in best if lexical[i] > 0)
@@ -297,7 +298,7 @@ def _best_pool(
     lexical: np.ndarray,
     stats: tuple[float, float],
     config: SearchConfig,
-) -> list[int]:
+) -> tuple[list[int], dict[int, float]]:
     """For a large user, rank only the rows whose fused dense + BM25 score is in the best
     `pool_size` (boosts and propagation then move results within that pool): the Python part of
     ranking stays the same size however many memories the user has."""
@@ -309,7 +310,20 @@ def _best_pool(
     best = np.argpartition(-score, config.pool_size)[: config.pool_size]
     chosen = {int(eligible[i]) for i in best}
     chosen.add(int(eligible[int(np.argmax(lexical))]))  # keeps the BM25 normalisation of the full pool
-    return _with_previous_turns(corpus, chosen, eligible)
+    return _with_previous_turns(corpus, chosen, eligible), scored
+
+
+def _pool_dense(
+    corpus: UserCorpus, pool: list[int], scored: dict[int, float], query: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """The dense score of each pool row: the index's own score for the rows it returned; the rows it
+    did not score (the BM25 top and previous turns, half a LoCoMo pool: see BENCHMARKS.md) from
+    the corpus's vectors, which is why the corpus keeps them with the index backend too."""
+    dense = np.fromiter((scored.get(slot, np.nan) for slot in pool), dtype=np.float32, count=len(pool))
+    rest = np.flatnonzero(np.isnan(dense))
+    if len(rest):
+        dense[rest] = _dot(corpus.vectors[np.asarray(pool)[rest]], query)
+    return dense
 
 
 def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[uuid.UUID]:
