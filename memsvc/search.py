@@ -279,7 +279,7 @@ def _with_previous_turns(corpus: UserCorpus, chosen: set[int], eligible: Slots) 
 
 def _pool(
     corpus: UserCorpus, eligible: Slots, hits: Sequence[DenseHit], lexical: np.ndarray, size: int
-) -> list[int]:
+) -> tuple[list[int], dict[int, float]]:
     """The rows ranking looks at when the dense stage gave only a top-k: those hits, the BM25 top,
     and the turns before them; and the index's score of each hit, by slot."""
     row_of = corpus.row_index()
@@ -288,28 +288,6 @@ def _pool(
     order = corpus.order
     best = order[np.argsort(-lexical[order], kind="stable")[:size]]
     chosen.update(int(i) for i in best if lexical[i] > 0)
-    return _with_previous_turns(corpus, chosen, eligible)
-
-
-def _best_pool(
-    corpus: UserCorpus,
-    eligible: Slots,
-    dense: np.ndarray,
-    lexical: np.ndarray,
-    stats: tuple[float, float],
-    config: SearchConfig,
-) -> tuple[list[int], dict[int, float]]:
-    """For a large user, rank only the rows whose fused dense + BM25 score is in the best
-    `pool_size` (boosts and propagation then move results within that pool): the Python part of
-    ranking stays the same size however many memories the user has."""
-    if len(eligible) <= config.pool_size:
-        return eligible.tolist()  # type: ignore[no-any-return]
-    mean, std = stats
-    top = float(lexical.max())
-    score = (dense - mean) / (std or 1.0) + (config.ranking.lexical_scale * lexical / top if top > 0 else 0.0)
-    best = np.argpartition(-score, config.pool_size)[: config.pool_size]
-    chosen = {int(eligible[i]) for i in best}
-    chosen.add(int(eligible[int(np.argmax(lexical))]))  # keeps the BM25 normalisation of the full pool
     return _with_previous_turns(corpus, chosen, eligible), scored
 
 
@@ -324,6 +302,28 @@ def _pool_dense(
     if len(rest):
         dense[rest] = _dot(corpus.vectors[np.asarray(pool)[rest]], query)
     return dense
+
+
+def _best_pool(
+    corpus: UserCorpus,
+    eligible: Slots,
+    dense: np.ndarray,
+    lexical: np.ndarray,
+    stats: tuple[float, float],
+    config: SearchConfig,
+) -> list[int]:
+    """For a large user, rank only the rows whose fused dense + BM25 score is in the best
+    `pool_size` (boosts and propagation then move results within that pool): the Python part of
+    ranking stays the same size however many memories the user has."""
+    if len(eligible) <= config.pool_size:
+        return eligible.tolist()  # type: ignore[no-any-return]
+    mean, std = stats
+    top = float(lexical.max())
+    score = (dense - mean) / (std or 1.0) + (config.ranking.lexical_scale * lexical / top if top > 0 else 0.0)
+    best = np.argpartition(-score, config.pool_size)[: config.pool_size]
+    chosen = {int(eligible[i]) for i in best}
+    chosen.add(int(eligible[int(np.argmax(lexical))]))  # keeps the BM25 normalisation of the full pool
+    return _with_previous_turns(corpus, chosen, eligible)
 
 
 def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[uuid.UUID]:
