@@ -61,8 +61,9 @@ def precompile(d: int, k: int, *, dtype: torch.dtype, device: torch.device, pres
     )
     segmented_topk(queries[:4].to(dtype), corpus[:n], k, *seg, valid=valid[:n])
     # ... and its keys method with rows narrow enough for each of the select kernel's two widths
-    for rows in (1_000, 6_000):
-        narrow = (seg[0], seg[1], seg[2], seg[2] + np.array([rows, rows // 2, rows]))
+    # (group 0's two ranges: 1,500 and 7,500 rows -> 1,536 and 7,552 columns of 64-row tiles)
+    for span in (1_000, 5_000):
+        narrow = (seg[0], seg[1], seg[2], seg[2] + np.array([span, span // 2, span]))
         segmented_topk(queries[:4].to(dtype), corpus[:n], k, *narrow, valid=valid[:n])
     segmented_topk_triton(queries[:4].to(dtype), corpus[:n], k, *seg, valid[:n], method="running")
     torch.cuda.synchronize(device)
