@@ -98,6 +98,7 @@ class MemoryService:
             batch_size=settings.embedding_batch_size,
             threads=settings.embedding_threads,
             cpu_bf16=settings.embedding_cpu_bf16,
+            backend=settings.embedding_backend,
         )
         if self.embedder.dim != settings.embedding_dim:
             raise InvalidInput(
@@ -313,7 +314,7 @@ class MemoryService:
                 session, ctx, user_id=user_id, status=status, kind=kind, limit=limit, cursor=cursor
             )
 
-    def orphaned_jobs(self, older_than_s: float) -> builtins.list[tuple[uuid.UUID, str]]:
+    def orphaned_jobs(self, older_than_s: float) -> builtins.list[store.OrphanedJob]:
         """Jobs accepted but not held by the queue (deferring failed while the database was away):
         to defer again."""
         with self.db.session() as session:
