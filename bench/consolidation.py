@@ -283,31 +283,116 @@ def active_count(service: Any, tenant_id: uuid.UUID, user: str) -> int:
         )
 
 
+_COPY_USER = """
+CREATE TEMP TABLE twin_ids ON COMMIT DROP AS
+    SELECT id AS old, gen_random_uuid() AS new FROM memories WHERE tenant_id = :t AND user_id = :u;
+INSERT INTO memories (id, tenant_id, user_id, agent_id, session_id, type, kind, content, content_hash,
+    role, speaker, message_id, position, event_at, event_end_at, subject, attribute, valid_from, valid_to,
+    importance, confidence, status, pinned, superseded_by, archived_at, expires_at, access_count,
+    last_accessed_at, metadata, embedding)
+SELECT t.new, m.tenant_id, :twin, m.agent_id, m.session_id, m.type, m.kind, m.content, m.content_hash,
+    m.role, m.speaker, m.message_id, m.position, m.event_at, m.event_end_at, m.subject, m.attribute,
+    m.valid_from, m.valid_to, m.importance, m.confidence, m.status, m.pinned, m.superseded_by,
+    m.archived_at, m.expires_at, m.access_count, m.last_accessed_at, m.metadata, m.embedding
+FROM memories m JOIN twin_ids t ON t.old = m.id;
+INSERT INTO memory_sources (memory_id, message_id, turn_id, tenant_id, user_id)
+SELECT a.new, s.message_id, b.new, s.tenant_id, :twin
+FROM memory_sources s JOIN twin_ids a ON a.old = s.memory_id LEFT JOIN twin_ids b ON b.old = s.turn_id;
+"""
+
+
+def copy_user(service: Any, tenant_id: uuid.UUID, user: str, twin: str) -> None:
+    """A second user with the same rows (new ids), so a consolidated user and an untouched one can
+    be searched side by side in one run."""
+    from sqlalchemy import text
+
+    with service.db.session() as session:
+        for statement in filter(str.strip, _COPY_USER.split(";")):
+            session.execute(text(statement), {"t": tenant_id, "u": user, "twin": twin})
+
+
+def side_by_side(service: Any, ctx: Any, users: dict[str, str], rounds: int = 5) -> dict[str, Any]:
+    """Search latency of several users (or settings) with their queries interleaved, so load from
+    other processes on a shared machine falls on all alike; each user's p50/p95 and the ratios of
+    the medians to the first's."""
+    from memsvc.schemas import SearchRequest
+
+    for user in users.values():
+        service.search(ctx, SearchRequest(query="warm up", user_id=user))  # load each corpus
+    times: dict[str, list[float]] = {name: [] for name in users}
+    for _ in range(rounds):
+        for q in QUERIES:
+            for name, user in users.items():
+                t0 = time.perf_counter()
+                service.search(ctx, SearchRequest(query=q, user_id=user, limit=10))
+                times[name].append((time.perf_counter() - t0) * 1000)
+    first = percentile(next(iter(times.values())), 50)
+    return {
+        name: {
+            "p50_ms": percentile(t, 50),
+            "p95_ms": percentile(t, 95),
+            "p50_ratio": percentile(t, 50) / first,
+            "n": len(t),
+        }
+        for name, t in times.items()
+    }
+
+
+def use_recording_overhead(service: Any, ctx: Any, user: str, rounds: int = 5) -> dict[str, Any]:
+    """Search latency with and without counting uses (the recorder swapped in and out between
+    alternating queries on one user), and how long the background flush took."""
+    from memsvc.schemas import SearchRequest
+
+    recorder = service.uses
+    service.search(ctx, SearchRequest(query="warm up", user_id=user))
+    times: dict[str, list[float]] = {"counting uses": [], "not counting": []}
+    for _ in range(rounds):
+        for q in QUERIES:
+            for name in times:
+                service.uses = recorder if name == "counting uses" else None
+                t0 = time.perf_counter()
+                service.search(ctx, SearchRequest(query=q, user_id=user, limit=10))
+                times[name].append((time.perf_counter() - t0) * 1000)
+    service.uses = recorder
+    t0 = time.perf_counter()
+    written = recorder.flush() if recorder is not None else 0
+    flush_ms = (time.perf_counter() - t0) * 1000
+    on, off = percentile(times["counting uses"], 50), percentile(times["not counting"], 50)
+    return {
+        **{name: {"p50_ms": percentile(t, 50), "p95_ms": percentile(t, 95)} for name, t in times.items()},
+        "p50_ratio": on / off,
+        "flush_ms": flush_ms,
+        "uses_written_in_flush": written,
+    }
+
+
 def scale(n: int, seed: int) -> dict[str, Any]:
-    service, ctx = fresh_service(search_backend="exact")
-    user = "long-lived"
+    # Uses are written only when asked, so the flush measured at the end writes all of them.
+    service, ctx = fresh_service(search_backend="exact", consolidation_uses_flush_s=86400)
+    user, twin = "long-lived", "long-lived-untouched"
     rows = synthetic_rows(n, random.Random(seed), datetime(2023, 1, 1, tzinfo=UTC))
     t0 = time.perf_counter()
     load_synthetic(service, ctx.tenant_id, user, rows)
+    copy_user(service, ctx.tenant_id, user, twin)
     load_s = time.perf_counter() - t0
-    before = {"memories": active_count(service, ctx.tenant_id, user), **search_latency(service, ctx, user)}
+    before = active_count(service, ctx.tenant_id, user)
     report = service.consolidate(ctx.tenant_id, user)
-    after = {"memories": active_count(service, ctx.tenant_id, user), **search_latency(service, ctx, user)}
-    again = service.consolidate(ctx.tenant_id, user)
+    after = active_count(service, ctx.tenant_id, user)
     # Archived rows stay in the cached corpus (out of results) until purged: 31 days later they go.
     purge = service.consolidate(ctx.tenant_id, user, now=datetime.now(UTC) + timedelta(days=31))
-    purged = {"memories": active_count(service, ctx.tenant_id, user), **search_latency(service, ctx, user)}
+    latency = side_by_side(service, ctx, {"before (untouched twin)": twin, "after run and purge": user})
+    uses = use_recording_overhead(service, ctx, user)
     service.close()
     return {
         "rows": len(rows),
         "load_s": load_s,
         "run_s": report.seconds,
         "totals": report.totals(),
-        "second_run": {"s": again.seconds, **again.totals()},
-        "before": before,
-        "after": after,
         "purge_run": {"s": purge.seconds, **purge.totals()},
-        "after_purge": purged,
+        "memories_before": before,
+        "memories_after": after,
+        "search": latency,
+        "uses": uses,
     }
 
 
@@ -356,6 +441,95 @@ def locomo(conversations: list[str]) -> dict[str, Any]:
     }
 
 
+FACT_CONVERSATIONS = ["conv-43", "conv-44", "conv-47", "conv-48"]  # the report half of LoCoMo
+LABELS = Path(__file__).resolve().parent / "labels" / "locomo_facts.json"
+
+
+def fact_precision(sample_size: int, seed: int, labels_path: Path) -> dict[str, Any]:
+    """Fact precision on LoCoMo: the facts extracted from the report-half conversations, a seeded
+    sample of them labelled by hand (`labels_path`: the rule and one label per fact), the share a
+    person would want remembered among the sampled facts stored, and among those of them still in
+    search (active) after a consolidation run. Without labels it writes the sample to label."""
+    from sqlalchemy import select
+
+    from memsvc.importers import locomo_batches
+    from memsvc.models import Memory, MemorySource
+
+    service, ctx = fresh_service()
+    stored: list[dict[str, Any]] = []
+    for name in FACT_CONVERSATIONS:
+        conv = json.loads((LOCOMO_DIR / f"{name}.json").read_text())
+        for batch in locomo_batches(conv, name):
+            outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
+            assert outcome.status == "succeeded", outcome.error
+        with service.db.session() as session:
+            rows = session.execute(
+                select(Memory.id, Memory.content, Memory.kind, Memory.valid_from).where(
+                    Memory.tenant_id == ctx.tenant_id, Memory.user_id == name, Memory.type == "semantic"
+                )
+            ).all()
+            sources: dict[uuid.UUID, list[str]] = {}
+            for memory_id, message_id in session.execute(
+                select(MemorySource.memory_id, MemorySource.message_id).where(MemorySource.user_id == name)
+            ).all():
+                sources.setdefault(memory_id, []).append(message_id)
+        stored += [
+            {
+                "conversation": name,
+                "id": r.id,
+                "content": r.content,
+                "kind": r.kind,
+                "valid_from": r.valid_from.date().isoformat() if r.valid_from else None,
+                "sources": sorted(sources.get(r.id, [])),
+            }
+            for r in rows
+        ]
+    stored.sort(key=lambda f: (f["conversation"], f["content"], f["sources"]))
+    sample = random.Random(seed).sample(stored, min(sample_size, len(stored)))
+    sample.sort(key=lambda f: (f["conversation"], f["content"], f["sources"]))
+    report = service.consolidate(ctx.tenant_id)
+    with service.db.session() as session:
+        status = dict(
+            session.execute(
+                select(Memory.id, Memory.status).where(Memory.id.in_([f["id"] for f in sample]))
+            ).all()
+        )
+    service.close()
+    out: dict[str, Any] = {
+        "conversations": FACT_CONVERSATIONS,
+        "facts_stored": len(stored),
+        "sample": len(sample),
+        "consolidation": report.totals(),
+    }
+    if not labels_path.exists():
+        labels_path.parent.mkdir(parents=True, exist_ok=True)
+        unlabelled = [{k: v for k, v in f.items() if k != "id"} | {"want": None} for f in sample]
+        labels_path.write_text(json.dumps({"rule": "", "facts": unlabelled}, indent=1, ensure_ascii=False))
+        out["wrote_sample_to_label"] = str(labels_path)
+        return out
+    labelled = json.loads(labels_path.read_text())
+    want = {(f["conversation"], f["content"], tuple(f["sources"])): f["want"] for f in labelled["facts"]}
+    before, after, unmatched = [], [], 0
+    for f in sample:
+        label = want.get((f["conversation"], f["content"], tuple(f["sources"])))
+        if label is None:
+            unmatched += 1  # the extractor changed since the labels were made
+            continue
+        before.append(bool(label))
+        if status.get(f["id"]) == "active":
+            after.append(bool(label))
+    out |= {
+        "labelled_matched": len(before),
+        "unmatched": unmatched,
+        "precision_before": sum(before) / max(len(before), 1),
+        "precision_after": sum(after) / max(len(after), 1),
+        "active_after": len(after),
+        "wanted_kept": sum(after),
+        "wanted_before": sum(before),
+    }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -363,6 +537,10 @@ def main() -> None:
     parser.add_argument("--memories", type=int, default=50_000, help="0 = skip the scale part")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--locomo", nargs="*", help="run the LoCoMo part (optionally: these conversations)")
+    parser.add_argument(
+        "--facts", type=int, default=0, help="fact precision on a labelled sample of this many LoCoMo facts"
+    )
+    parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--json")
     args = parser.parse_args()
     out: dict[str, Any] = {"args": vars(args), "machine": machine()}
@@ -370,17 +548,23 @@ def main() -> None:
         result = scale(args.memories, args.seed)
         out["scale"] = result
         print_table(
-            ["synthetic user", "before", "after", "after purge"],
+            ["synthetic user (interleaved queries)", "p50 ms", "p95 ms", "p50 ratio"],
             [
-                [name, *(f"{result[k][key]:.1f}" for k in ("before", "after", "after_purge"))]
-                for name, key in (
-                    ("memories (not archived)", "memories"),
-                    ("search p50 ms", "p50_ms"),
-                    ("search p95 ms", "p95_ms"),
-                )
+                [name, f"{v['p50_ms']:.1f}", f"{v['p95_ms']:.1f}", f"{v['p50_ratio']:.2f}"]
+                for name, v in result["search"].items()
             ],
         )
-        print(f"run {result['run_s']:.1f} s: {result['totals']}; second run {result['second_run']}")
+        u, on, off = result["uses"], result["uses"]["counting uses"], result["uses"]["not counting"]
+        print(
+            f"counting uses: p50 {on['p50_ms']:.1f} ms vs {off['p50_ms']:.1f} ms"
+            f" (ratio {u['p50_ratio']:.3f});"
+            f" flush of {u['uses_written_in_flush']} uses {u['flush_ms']:.0f} ms"
+        )
+        memories = f"{result['memories_before']} -> {result['memories_after']}"
+        print(
+            f"memories {memories}; run {result['run_s']:.1f} s: {result['totals']};"
+            f" purge run {result['purge_run']['s']:.1f} s"
+        )
     if args.locomo is not None:
         result = locomo(args.locomo)
         out["locomo"] = result
@@ -394,6 +578,20 @@ def main() -> None:
             ],
         )
         print(f"run {result['run_s']:.1f} s: {result['totals']}")
+    if args.facts:
+        result = fact_precision(args.facts, args.seed, args.labels)
+        out["facts"] = result
+        if "precision_before" in result:
+            print_table(
+                ["LoCoMo facts (labelled sample)", "before", "after"],
+                [
+                    ["facts", result["labelled_matched"], result["active_after"]],
+                    ["wanted", result["wanted_before"], result["wanted_kept"]],
+                    ["precision", f"{result['precision_before']:.3f}", f"{result['precision_after']:.3f}"],
+                ],
+            )
+        else:
+            print(f"label the sample in {result['wrote_sample_to_label']} and run again")
     path = write_json("consolidation", out, args.json)
     print(f"wrote {path}")
 
