@@ -414,12 +414,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     conversations = load(args.sets, args.half)
+    code = commit()  # before the run: the code it imports, not what others commit meanwhile
     started = time.perf_counter()
     report = run(conversations, args.data_dir)
     report.update(
         half=args.half,
         split={s: SPLIT[s] for s in args.sets},
-        commit=commit(),
+        commit=code,
         machine=machine(),
         wall_s=time.perf_counter() - started,
     )
