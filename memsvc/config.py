@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     )
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         default="auto",
-        description="'auto' = ONNX Runtime on the CPU (same vectors as torch, 1.3x faster), torch on CUDA; "
-        "'onnx-int8': weights quantised to int8 (1.9x, cosine 0.99 to fp32; recall in BENCHMARKS.md)",
+        description="'auto' = 'onnx-int8' on the CPU (ONNX Runtime, int8 weights: 1.75-1.9x torch fp32, "
+        "LoCoMo recall kept: BENCHMARKS.md), torch on CUDA; 'onnx': fp32, torch's vectors, 1.3x; 'torch'",
     )
     embedding_cpu_bf16: bool = Field(
         default=True,

@@ -35,6 +35,6 @@ def test_onnx_backends_match_torch() -> None:
 def test_auto_is_onnx_on_the_cpu_and_torch_on_cuda() -> None:
     from memsvc.embedding import resolve_backend
 
-    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cpu") == "onnx-int8"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
