@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,7 +279,13 @@ def load(sets: Sequence[str], half: str) -> list[Conversation]:
 # ---- the run ----------------------------------------------------------------------------------
 
 
-def run(conversations: list[Conversation], data_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    conversations: list[Conversation],
+    data_dir: Path | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Ingest and ask every conversation; `progress` gets the report so far after each one (a long
+    run on a loaded machine leaves per-category figures for the conversations it finished)."""
     from memsvc.schemas import SearchRequest
 
     service, ctx = fresh_service(data_dir)
@@ -321,11 +327,21 @@ def run(conversations: list[Conversation], data_dir: Path | None = None) -> dict
                     q.category, q.evidence, [baseline[i] for i in order], conv.session_of
                 )
         per_conversation[f"{conv.set}/{conv.name}"] = mine.summary()
+        if progress is not None:
+            progress(_report(systems, per_conversation, ingest))
         print(
             f"{conv.set} {conv.name}: R@10 {per_conversation[f'{conv.set}/{conv.name}']['recall@10']:.3f}",
             file=sys.stderr,
         )
     service.close()
+    return _report(systems, per_conversation, ingest)
+
+
+def _report(
+    systems: Mapping[str, Mapping[str, Scores]],
+    per_conversation: dict[str, dict[str, Any]],
+    ingest: Mapping[str, Mapping[str, float]],
+) -> dict[str, Any]:
     return {
         "sets": {s: {n: sc.summary() for n, sc in by.items()} for s, by in systems.items()},
         "per_conversation": per_conversation,
@@ -416,7 +432,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     conversations = load(args.sets, args.half)
     code = commit()  # before the run: the code it imports, not what others commit meanwhile
     started = time.perf_counter()
-    report = run(conversations, args.data_dir)
+    target = Path(args.json) if args.json else CPU_RESULTS_DIR / f"retrieval_{args.half}.json"
+
+    def partial(report: dict[str, Any]) -> None:
+        done = list(report["per_conversation"])
+        write_json("retrieval", {**report, "partial": True, "done": done, "commit": code}, str(target))
+
+    report = run(conversations, args.data_dir, partial)
     report.update(
         half=args.half,
         split={s: SPLIT[s] for s in args.sets},
@@ -425,7 +447,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         wall_s=time.perf_counter() - started,
     )
     print_report(report)
-    target = Path(args.json) if args.json else CPU_RESULTS_DIR / f"retrieval_{args.half}.json"
     print(f"\nwrote {write_json('retrieval', report, str(target))}")
     return report
 
