@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(
         default=2, description="retries of a failed LLM call before the rules fallback"
     )
+    passage_max_words: int = Field(
+        default=80,
+        ge=10,
+        description="a message longer than this many words is also stored as passages of at most about "
+        "this many words, each with the message as its provenance (search returns them instead)",
+    )
+    passage_overlap_words: int = Field(
+        default=0, ge=0, description="words of whole sentences a passage repeats from the one before it"
+    )
     max_messages_per_request: int = 1000
     max_content_chars: int = 32_000
     worker_concurrency: int = 1

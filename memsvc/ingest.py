@@ -27,7 +27,9 @@ from memsvc.consolidation import fact_slot, with_state_facts
 from memsvc.consolidation_store import supersede_at_ingest
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import Extraction, Extractor, Turn
+from memsvc.extraction.passages import PassageConfig, plan_passages
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
+from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
 from memsvc.store import bulk_insert
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("6f1c5a52-4c1e-4b0e-9a55-1b9b0e1e7a11")
 DIGEST_TURNS = 6  # a session digest quotes this many of its most informative turns
 ENTITY_MERGE_COSINE = 0.92  # entities of one type this close in meaning are the same thing
+PASSAGE_KEY = "passage"  # a passage's metadata: {turn_id, index} of the message it is part of
 # A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
 # new mentions and keeps the new spellings.
 _SESSION_UPSERT = (
@@ -81,7 +84,8 @@ def turn_vector(own: Vector, own_words: int, previous: Vector | None, previous_w
     length-weighted mean of the two lines' vectors, so it costs no extra forward pass (the second pass
     was half of all tokens ingest encoded; LoCoMo recall: BENCHMARKS.md).
     """
-    if previous is None:
+    if previous is None or previous_words > CONTEXT_MAX_WORDS:
+        # After a long message (an assistant's answer) the exchange would be that message.
         return own
     exchange = own_words * own + previous_words * previous
     exchange /= max(float(np.linalg.norm(exchange)), 1e-12)
@@ -155,9 +159,12 @@ class _Rows:
 class Ingestor:
     """Turns an `AddRequest` into stored memories. Knows nothing of HTTP or the queue."""
 
-    def __init__(self, embedder: Embedder, extractor: Extractor) -> None:
+    def __init__(
+        self, embedder: Embedder, extractor: Extractor, passages: PassageConfig | None = None
+    ) -> None:
         self.embedder = embedder
         self.extractor = extractor
+        self.passages = passages or PassageConfig()
 
     def ingest(
         self, session: Session, tenant_id: uuid.UUID, request: AddRequest, received_at: datetime, actor: str
@@ -186,6 +193,7 @@ class Ingestor:
         turn_id_by_message = {t.turn.message_id: t.id for t in turns}
         self._turn_rows(rows, tenant_id, user_id, new_turns, actor)
         fact_rows = self._fact_rows(rows, tenant_id, user_id, request, extraction, turn_id_by_message, actor)
+        self._passage_rows(rows, tenant_id, user_id, new_turns, actor, self.passages)
 
         # Entities need the user's existing graph to merge with; read it before embedding.
         t0 = time.perf_counter()
@@ -286,6 +294,48 @@ class Ingestor:
             )
             rows.sources.append(_source(prepared.id, turn.message_id, prepared.id, tenant_id, user_id))
             rows.history.append(_created(tenant_id, user_id, prepared.id, actor, "turn", turn.text))
+
+    @staticmethod
+    def _passage_rows(
+        rows: _Rows,
+        tenant_id: uuid.UUID,
+        user_id: str,
+        turns: Sequence[PreparedTurn],
+        actor: str,
+        config: PassageConfig,
+    ) -> None:
+        """A long message's passages: each a memory of its own whose provenance is that message."""
+        for prepared in turns:
+            turn = prepared.turn
+            for passage in plan_passages(turn.text, config):
+                memory_id = derived_id(
+                    tenant_id, user_id, "passage", turn.message_id, passage.start_word, passage.end_word
+                )
+                rows.memories.append(
+                    {
+                        "id": memory_id,
+                        "tenant_id": tenant_id,
+                        "user_id": user_id,
+                        "agent_id": prepared.agent_id,
+                        "session_id": turn.session_id,
+                        "type": "episodic",
+                        "kind": "passage",
+                        "content": passage.text,
+                        "content_hash": content_hash(passage.text),
+                        "role": turn.role,
+                        "speaker": turn.speaker,
+                        "position": prepared.position,
+                        "event_at": turn.event_at,
+                        "valid_from": turn.event_at,
+                        "metadata_": {
+                            **prepared.metadata,
+                            PASSAGE_KEY: {"turn_id": str(prepared.id), "index": passage.index},
+                        },
+                        "_embed": turn_line(turn.speaker, passage.text),
+                    }
+                )
+                rows.sources.append(_source(memory_id, turn.message_id, prepared.id, tenant_id, user_id))
+                rows.history.append(_created(tenant_id, user_id, memory_id, actor, "passage", passage.text))
 
     @staticmethod
     def _fact_rows(

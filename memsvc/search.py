@@ -45,7 +45,8 @@ PAST_QUERY = re.compile(
     r"|in (19|20)\d\d|was|were|did)\b",
     re.IGNORECASE,
 )
-_RANKING_KIND = {"turn": "turn", "session": "digest"}  # everything semantic ranks as a fact
+_RANKING_KIND = {"turn": "turn", "passage": "passage", "session": "digest"}  # semantic: "fact"
+_MESSAGE_KINDS = ("turn", "passage")
 CONTEXT_CANDIDATES = 30
 Slots = npt.NDArray[np.int64]
 
@@ -157,18 +158,25 @@ def rank_corpus(
         dense = by_slot[pool]
     lexical = lexical_all[pool]
     rows = [corpus.rows[i] for i in pool]
+    # A long message whose passages are in the pool is returned through them, never whole.
+    cut = {row.source_message_ids[0] for row in rows if row.kind == "passage" and row.source_message_ids}
     candidates = [
         Candidate(
             id=row.key,
             content=row.line,
             kind=_RANKING_KIND.get(row.kind, "fact"),  # type: ignore[arg-type]
-            speaker=row.speaker if row.kind == "turn" else None,
+            speaker=row.speaker if row.kind in _MESSAGE_KINDS else None,
             event_time=row.event_at,
             session=row.session_id if row.kind == "turn" else None,
             position=row.position if row.kind == "turn" else None,
             source_message_ids=row.source_message_ids,
             dense=float(d),
             lexical=float(lx),
+            role=row.role if row.kind in _MESSAGE_KINDS else None,
+            episode=row.session_id if row.kind != "session" else None,
+            returnable=not (
+                row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut
+            ),
         )
         for row, d, lx in zip(rows, dense, lexical, strict=True)
     ]
@@ -209,7 +217,9 @@ def explain(
     bonuses, and what neighbouring turns passed on; plus the raw cosine and BM25. A merged result's
     breakdown is its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
-    zero = replace(config, dense_weight=0.0, lexical_weight=0.0, speaker_boost=0.0, temporal_boost=0.0)
+    zero = replace(
+        config, dense_weight=0.0, lexical_weight=0.0, speaker_boost=0.0, temporal_boost=0.0, role_boost=0.0
+    )
 
     def only(alone: RankingConfig) -> npt.NDArray[np.float64]:
         return fuse_scores(candidates, analysis, alone, dense_stats=dense_stats)
@@ -221,6 +231,7 @@ def explain(
         "graph": graph,
         "time": only(replace(zero, temporal_boost=config.temporal_boost)),
         "speaker": only(replace(zero, speaker_boost=config.speaker_boost)),
+        "role": only(replace(zero, role_boost=config.role_boost)),
         "superseded": bonus - graph,
         "neighbours": propagate_neighbours(candidates, fused, config) - fused,
     }
@@ -420,9 +431,19 @@ def count_tokens(text: str) -> int:
 def _line(item: MemoryOut) -> str:
     when = item.valid_from if item.type == "semantic" and item.valid_from else item.event_at
     date = f"[{when.date().isoformat()}] " if when else ""
-    who = f"{item.speaker}: " if item.kind == "turn" and item.speaker else ""
+    who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
     return f"- {date}{who}{body} (src: {_refs(item.source_message_ids)})"
+
+
+def _who(item: MemoryOut) -> str:
+    """Who said a message: its speaker, with the role where the name alone does not tell ("Ava
+    (assistant)"); a message without a name is its role ("user", "assistant")."""
+    if not item.speaker:
+        return f"{item.role}: " if item.role else ""
+    if item.role and item.role != "user" and item.speaker != item.role:
+        return f"{item.speaker} ({item.role}): "
+    return f"{item.speaker}: "
 
 
 def _refs(message_ids: Sequence[str]) -> str:

@@ -30,6 +30,7 @@ from memsvc.errors import InvalidInput, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.extraction.llm import LLMExtractor
+from memsvc.extraction.passages import PassageConfig
 from memsvc.ingest import Ingestor, content_hash
 from memsvc.models import Job
 from memsvc.schemas import (
@@ -113,7 +114,11 @@ class MemoryService:
             llm_timeout_s=settings.llm_timeout_s,
             llm_max_retries=settings.llm_max_retries,
         )
-        self.ingestor = Ingestor(self.embedder, self.extractor)
+        self.ingestor = Ingestor(
+            self.embedder,
+            self.extractor,
+            PassageConfig(settings.passage_max_words, settings.passage_overlap_words),
+        )
         self.index: VectorIndex | None = None
         self.dense: DenseRetriever | None = None
         if _use_index(settings):

@@ -1,0 +1,149 @@
+"""Long messages become passages whose provenance is exactly that message; roles are kept and told
+apart in search results and the context block (real PostgreSQL, real embedding model)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
+
+START = datetime(2024, 3, 15, 9, tzinfo=UTC)
+
+ANSWER = "\n\n".join(
+    [
+        "Great question! There are several parts to a fast dashboard, so let me walk through them one "
+        "at a time, starting with the database and ending with the deployment.",
+        "First, the database. Add an index on the transactions table over user_id and created_at, "
+        "because every dashboard query filters on the user and sorts by date. Without it PostgreSQL "
+        "scans the whole table, and that grows with every expense your users record each month.",
+        "Second, caching. Put the monthly summary in Redis with a TTL of 300 seconds, keyed by the "
+        "user id and the month, and invalidate the key whenever a transaction of that month changes. "
+        "That alone usually brings the dashboard API from about 800ms down to around 250ms.",
+        "Third, the front end. Load the charts lazily after the summary numbers render, and keep the "
+        "Matplotlib images small: a PNG of a few kilobytes per chart is plenty for a dashboard.",
+        "Finally, deployment. Run Gunicorn with four workers behind Nginx, enable gzip for the JSON "
+        "answers, and watch the response times in your logs after each release so that a slow query "
+        "shows up before your users notice it.",
+    ]
+)
+
+
+def _chat(user: str) -> AddRequest:
+    lines = [
+        ("user", "My budget tracker dashboard is slow. How can I speed it up before the launch?"),
+        ("assistant", ANSWER),
+        ("user", "Thanks! I will start with the database index tomorrow."),
+    ]
+    return AddRequest(
+        user_id=user,
+        session_id="s1",
+        messages=[
+            Message(role=role, content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
+            for i, (role, text) in enumerate(lines)
+        ],
+    )
+
+
+def _ingest(service, ctx, request: AddRequest):  # type: ignore[no-untyped-def]
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result is not None
+    return outcome.result
+
+
+def test_a_long_answer_is_stored_as_passages_of_that_message(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pa-{uuid.uuid4().hex[:6]}"
+    result = _ingest(service, ctx, _chat(user))
+    assert result.created.get("passage", 0) >= 2
+    items = service.list(ctx, user, memory_type="episodic", limit=100, cursor=None).items
+    turns = {m.source_message_ids[0]: m for m in items if m.kind == "turn"}
+    passages = sorted((m for m in items if m.kind == "passage"), key=lambda m: m.metadata["passage"]["index"])
+    assert len(passages) == result.created["passage"]
+    # Each passage: part of the answer, provenance exactly that message, its role and time kept.
+    for passage in passages:
+        assert passage.source_message_ids == ["m1"]
+        assert passage.role == "assistant"
+        assert passage.event_at == turns["m1"].event_at
+        words, own = ANSWER.split(), passage.content.split()
+        assert any(words[i : i + len(own)] == own for i in range(len(words)))
+        assert passage.metadata["passage"]["turn_id"] == str(turns["m1"].id)
+        assert len(passage.content.split()) < len(ANSWER.split())
+    assert " ".join(" ".join(p.content.split()) for p in passages) == " ".join(ANSWER.split())
+    # Short messages stay whole.
+    assert not any(m.kind == "passage" and m.source_message_ids != ["m1"] for m in items)
+    # Sending the same messages again makes nothing new.
+    again = _ingest(service, ctx, _chat(user))
+    assert again.duplicates == 3 and not again.memory_ids
+
+
+def test_search_returns_the_passage_that_answers_not_the_whole_message(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pb-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _chat(user))
+    results = service.search(
+        ctx, SearchRequest(query="What TTL did you suggest for caching the monthly summary?", user_id=user)
+    )
+    top = results[0]
+    assert top.kind == "passage" and top.role == "assistant"
+    assert "TTL of 300 seconds" in top.content
+    assert top.source_message_ids == ["m1"]
+    assert len(top.content.split()) < len(ANSWER.split()) / 2
+    # The whole answer is never returned, and one passage stands for its message in search.
+    assert not any(r.kind == "turn" and r.source_message_ids == ["m1"] for r in results)
+    assert sum(r.source_message_ids == ["m1"] for r in results) == 1
+
+
+def test_the_context_block_says_who_said_what(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pc-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _chat(user))
+    block = service.context(
+        ctx, ContextRequest(query="How should I cache the dashboard summary?", user_id=user, max_tokens=400)
+    )
+    lines = block.context.splitlines()
+    ttl = next(line for line in lines if "TTL of 300 seconds" in line)
+    assert "] assistant: " in ttl and ttl.endswith("(src: m1)")
+    assert any("] user: " in line and "(src: m0)" in line for line in lines)
+    passage_items = [i for i in block.items if i.kind == "passage"]
+    assert passage_items and all(i.role == "assistant" for i in passage_items)
+
+
+def test_a_question_about_what_i_said_prefers_the_users_messages(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pd-{uuid.uuid4().hex[:6]}"
+    lines = [
+        ("user", "I prefer PostgreSQL for my budget tracker because it keeps things simple."),
+        (
+            "assistant",
+            "PostgreSQL is a solid choice for a budget tracker, and SQLite keeps things simple too.",
+        ),
+    ]
+    _ingest(
+        service,
+        ctx,
+        AddRequest(
+            user_id=user,
+            messages=[
+                # A day apart (two sessions), so they are not merged into one excerpt.
+                Message(role=role, content=text, id=f"r{i}", created_at=START + timedelta(days=i))
+                for i, (role, text) in enumerate(lines)
+            ],
+        ),
+    )
+
+    def ranked(query: str) -> dict[str, tuple[int, float]]:
+        results = service.search(
+            ctx, SearchRequest(query=query, user_id=user, explain=True, types=["episodic"])
+        )
+        return {
+            r.source_message_ids[0]: (i, r.metadata["explain"]["role"])
+            for i, r in enumerate(results)
+            if r.kind == "turn"
+        }
+
+    mine = ranked("Which database do I prefer for my budget tracker?")
+    assert mine["r0"][1] > 0 and mine["r1"][1] == 0 and mine["r0"][0] < mine["r1"][0]
+    theirs = ranked("Which database did you recommend for the budget tracker?")
+    assert theirs["r1"][1] > 0 and theirs["r0"][1] == 0

@@ -1,0 +1,82 @@
+"""Ranking of user–assistant messages: roles, long messages returned through passages, and
+questions about the order of things."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from memsvc.ranking import Candidate, RankingConfig, analyze_query, query_role, rank
+
+
+@pytest.mark.parametrize(
+    ("query", "role"),
+    [
+        ("When does my first sprint end?", "user"),
+        ("How many columns did I want to add?", "user"),
+        ("What TTL did you suggest for the cache?", "assistant"),
+        ("Remind me of the schema you gave me.", "assistant"),
+        ("What would you suggest I use for login?", "user"),  # new advice about the user's own case
+        ("What did Caroline paint?", None),
+    ],
+)
+def test_query_role(query: str, role: str | None) -> None:
+    assert query_role(query) == role
+
+
+def _message(key: str, role: str, dense: float, session: str = "s1", **kw: object) -> Candidate:
+    return Candidate(
+        id=key,
+        content=f"{key} text",
+        kind=kw.pop("kind", "turn"),  # type: ignore[arg-type]
+        speaker=role,
+        role=role,
+        episode=session,
+        source_message_ids=(kw.pop("message", key),),  # type: ignore[arg-type]
+        dense=dense,
+        event_time=datetime(2024, 3, 15, tzinfo=UTC),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_role_boost_prefers_the_role_asked_about_only_where_both_speak() -> None:
+    config = RankingConfig(role_boost=1.0, propagate_from_next=0.0)
+    both = [_message("a", "assistant", 0.52), _message("u", "user", 0.50), _message("x", "user", 0.0)]
+    assert [r.id for r in rank(both, "What did I decide?", config=config)][:2] == ["u", "a"]
+    assert [r.id for r in rank(both, "What did you suggest?", config=config)][:2] == ["a", "u"]
+    # Without the boost the closer message wins.
+    plain = RankingConfig(role_boost=0.0, propagate_from_next=0.0)
+    assert rank(both, "What did I decide?", config=plain)[0].id == "a"
+    # A chat of people (every message a user's): a first-person question changes nothing.
+    people = [_message("a", "user", 0.52), _message("u", "user", 0.50), _message("x", "user", 0.0)]
+    assert [r.id for r in rank(people, "What did I decide?", config=config)][:2] == ["a", "u"]
+
+
+def test_a_long_message_is_returned_through_its_passage_not_whole() -> None:
+    config = RankingConfig(propagate_from_next=0.0)
+    candidates = [
+        _message("whole", "assistant", 0.9, returnable=False, message="m1"),
+        _message("p1", "assistant", 0.8, kind="passage", message="m1"),
+        _message("p2", "assistant", 0.7, kind="passage", message="m1"),
+        _message("other", "user", 0.1),
+    ]
+    ids = [r.id for r in rank(candidates, "cache settings", config=config)]
+    # One passage stands for the message; the whole message and the second passage add no evidence.
+    assert ids == ["p1", "other"]
+
+
+def test_an_order_question_gets_the_best_of_each_session_first() -> None:
+    config = RankingConfig(propagate_from_next=0.0, merge_max_turns=1)
+    candidates = [
+        _message("a1", "user", 0.90, session="s1"),
+        _message("a2", "user", 0.85, session="s1"),
+        _message("a3", "user", 0.80, session="s1"),
+        _message("b1", "user", 0.40, session="s2"),
+        _message("c1", "user", 0.30, session="s3"),
+    ]
+    assert analyze_query("In what order did I bring up the features?").ordering
+    ordered = [r.id for r in rank(candidates, "In what order did I bring up the features?", config=config)]
+    assert ordered == ["a1", "b1", "c1", "a2", "a3"]
+    plain = [r.id for r in rank(candidates, "Which features did I bring up?", config=config)]
+    assert plain == ["a1", "a2", "a3", "b1", "c1"]
