@@ -106,8 +106,9 @@ def session_hit(
 
 
 def result_words(speaker: str | None, kind: str | None, content: str) -> int:
-    # What the result costs in a context block: a single turn is shown with its speaker's name.
-    return len(content.split()) + (1 if kind == "turn" and speaker else 0)
+    # What the result costs in a context block: a single turn or a passage of a message is shown
+    # with its speaker's name.
+    return len(content.split()) + (1 if kind in ("turn", "passage") and speaker else 0)
 
 
 class Scores:
