@@ -491,7 +491,7 @@ def fact_precision(sample_size: int, seed: int, labels_path: Path) -> dict[str, 
     with service.db.session() as session:
         status = dict(
             session.execute(
-                select(Memory.id, Memory.status).where(Memory.id.in_([f["id"] for f in sample]))
+                select(Memory.id, Memory.status).where(Memory.id.in_([f["id"] for f in stored]))
             ).all()
         )
     service.close()
@@ -507,17 +507,19 @@ def fact_precision(sample_size: int, seed: int, labels_path: Path) -> dict[str, 
         labels_path.write_text(json.dumps({"rule": "", "facts": unlabelled}, indent=1, ensure_ascii=False))
         out["wrote_sample_to_label"] = str(labels_path)
         return out
+    # The labelled facts, found among those stored now (an extractor changed since the labels were
+    # made stores some of them no more: counted as unmatched).
     labelled = json.loads(labels_path.read_text())
-    want = {(f["conversation"], f["content"], tuple(f["sources"])): f["want"] for f in labelled["facts"]}
+    by_key = {(f["conversation"], f["content"], tuple(f["sources"])): f for f in stored}
     before, after, unmatched = [], [], 0
-    for f in sample:
-        label = want.get((f["conversation"], f["content"], tuple(f["sources"])))
-        if label is None:
-            unmatched += 1  # the extractor changed since the labels were made
+    for item in labelled["facts"]:
+        f = by_key.get((item["conversation"], item["content"], tuple(item["sources"])))
+        if f is None:
+            unmatched += 1
             continue
-        before.append(bool(label))
+        before.append(bool(item["want"]))
         if status.get(f["id"]) == "active":
-            after.append(bool(label))
+            after.append(bool(item["want"]))
     out |= {
         "labelled_matched": len(before),
         "unmatched": unmatched,
