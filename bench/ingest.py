@@ -12,6 +12,10 @@ while a user's next job waits for its previous one).
 
     python bench/ingest.py [--sets locomo beam] [--half tune|report|all] [--conversations conv-26]
                            [--workers 1 2] [--concurrency 1] [--json PATH]
+
+Several users are needed for several workers to help (one user's jobs run one at a time, in order).
+On a GPU, worker processes scale and threads in one process do not (BENCHMARKS.md, "Ingest at
+hardware speed", which also says how the H200 runs were made).
 """
 
 from __future__ import annotations
