@@ -129,7 +129,9 @@ async def recover_jobs(app: App, service: MemoryService) -> None:
 def user_lock(tenant_id: uuid.UUID, user_id: str) -> str:
     """procrastinate's `lock` of a user's ingest jobs: jobs of one lock run one at a time, in the
     order they were deferred (a job waits while an earlier one of its lock is queued, running or
-    waiting for a retry), however many workers and threads there are; other users run in parallel."""
+    waiting for a retry), however many workers and threads there are; other users run in parallel.
+    A job whose defer failed and that recovery defers later takes its place after the user's jobs
+    deferred in between."""
     return f"memsvc.ingest:{tenant_id}/{user_id}"
 
 
