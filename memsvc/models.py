@@ -190,9 +190,7 @@ class Entity(Base):
     """A node of a user's graph: a person, place, organisation or thing, merged across mentions."""
 
     __tablename__ = "entities"
-    __table_args__ = (
-        Index("uq_entities_name", "tenant_id", "user_id", "normalized_name", unique=True),
-    )
+    __table_args__ = (Index("uq_entities_name", "tenant_id", "user_id", "normalized_name", unique=True),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
