@@ -379,23 +379,6 @@ class LLMExtractor:
         except httpx.TransportError as e:
             raise _Unusable(f"connection error ({type(e).__name__}: {e})", retry=True) from e
         if response.status_code >= 400:
-            raise _Unusable(
-                f"HTTP {response.status_code}: {response.text[:200]}",
-                retry=response.status_code in _RETRY_STATUS,
-            )
-        try:
-            return _strip_fences(response.json()["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise _Unusable(f"invalid response ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
-
-    def _call(self, body: dict[str, Any]) -> _Answer:
-        try:
-            response = self._client.post(self.url, json=body)
-        except httpx.TimeoutException as e:
-            raise _Unusable(f"timeout ({type(e).__name__})", retry=True) from e
-        except httpx.TransportError as e:
-            raise _Unusable(f"connection error ({type(e).__name__}: {e})", retry=True) from e
-        if response.status_code >= 400:
             # A 400 or 401 will not get better by asking again; overload and server errors may.
             raise _Unusable(
                 f"HTTP {response.status_code}: {response.text[:200]}",
@@ -403,11 +386,20 @@ class LLMExtractor:
             )
         try:
             message = response.json()["choices"][0]["message"]
-            if message.get("refusal"):
-                raise _Unusable(f"model refused: {message['refusal'][:200]}", retry=False)
-            content = _strip_fences(message["content"])
-            return _Answer.model_validate_json(content)
+            refusal = message.get("refusal")
+            content = "" if refusal else _strip_fences(message["content"])
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise _Unusable(f"invalid response ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
+        if refusal:
+            raise _Unusable(f"model refused: {str(refusal)[:200]}", retry=False)
+        return content
+
+    def _call(self, body: dict[str, Any]) -> _Answer:
+        """The extraction a chat completion answers."""
+        content = self._post(body)
+        try:
+            return _Answer.model_validate_json(content)
+        except ValueError as e:
             # ValidationError is a ValueError: wrong shape and invalid JSON both land here.
             raise _Unusable(f"invalid response ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
 
