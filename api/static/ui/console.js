@@ -12,6 +12,7 @@ const SIGNALS = [
   ["graph", "graph: mentions an entity the query names, or one near it"],
   ["time", "time: the query asks when, and the memory states a time"],
   ["speaker", "speaker: said by the one person the query names"],
+  ["role", "role: said by the user or the assistant, as the query asks"],
   ["neighbours", "neighbours: inherited from the turn that answers it"],
   ["superseded", "superseded: a fact no longer true, pushed down"],
 ];
