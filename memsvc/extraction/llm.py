@@ -296,16 +296,19 @@ class LLMExtractor:
             )
             for t in turns
         )
+        return self._chat_body(
+            SYSTEM_PROMPT, f"Participants: {speakers}\nTurns:\n{lines}", "memory_extraction", self._schema
+        )
+
+    def _chat_body(self, system: str, user: str, schema_name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """A deterministic chat completion whose answer must follow `schema` (structured output)."""
         return {
             "model": self.model,
             "temperature": 0,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": f"Participants: {speakers}\nTurns:\n{lines}"},
-            ],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "memory_extraction", "strict": True, "schema": self._schema},
+                "json_schema": {"name": schema_name, "strict": True, "schema": schema},
             },
         }
 
@@ -322,18 +325,12 @@ class LLMExtractor:
             [*(f"m{i + 1}: {text}" for i, text in enumerate(known)), ""]
             + [f"f{i + 1}: {text}" for i, text in enumerate(new_facts)]
         )
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "messages": [
-                {"role": "system", "content": OPERATIONS_PROMPT},
-                {"role": "user", "content": f"Stored memories and new facts:\n{listing}"},
-            ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "memory_operations", "strict": True, "schema": operations_schema()},
-            },
-        }
+        body = self._chat_body(
+            OPERATIONS_PROMPT,
+            f"Stored memories and new facts:\n{listing}",
+            "memory_operations",
+            operations_schema(),
+        )
         for attempt in range(self.max_retries + 1):
             try:
                 raw = self._post(body)
