@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from memsvc.extraction.base import (
@@ -290,7 +290,6 @@ _PAST_ACTION = re.compile(
 class _EntityAcc:
     name: str
     type: EntityType
-    ids: dict[str, None] = field(default_factory=dict)  # an ordered set
     aliases: dict[str, None] = field(default_factory=dict)
     sure: bool = False  # the type came from "my dog Oliver", not from a guess on capitalisation
 
@@ -346,7 +345,7 @@ class _Batch:
             self._collect_names(sentences)
         for speaker in self.speakers:
             if not _is_role_name(speaker):
-                self._add_entity(speaker, "person", ())
+                self._add_entity(speaker, "person")
         previous: tuple[Turn, list[str]] | None = None
         for turn, (sentences, captions) in zip(self.turns, split, strict=True):
             if not _is_unnamed_assistant(turn):
@@ -355,9 +354,9 @@ class _Batch:
                 self._turn(turn, sentences)
                 for caption in captions:
                     self._photo(turn, caption)
-            self._mentions(turn, sentences)
+            self._mentions(sentences)
             previous = (turn, sentences)
-        return self._finish(texts)
+        return self._finish()
 
     def _turn(self, turn: Turn, sentences: list[str]) -> None:
         # A subjectless "-ing" clause is the speaker's own news when it opens the turn ("Researching
@@ -581,17 +580,17 @@ class _Batch:
     def _add_statement(self, stmt: _Statement) -> None:
         self.statements.append(stmt)
         if stmt.subject in self.speakers:
-            self._add_entity(stmt.subject, "person", stmt.ids)
+            self._add_entity(stmt.subject, "person")
         elif stmt.subject in self.names:
-            self._add_entity(stmt.subject, "other", stmt.ids)
+            self._add_entity(stmt.subject, "other")
         for predicate, obj, etype in _relations(stmt.text, stmt.subject, self.names):
-            self._add_entity(obj, etype, stmt.ids)
+            self._add_entity(obj, etype)
             self.relations.append((stmt.subject, predicate, obj, stmt))
         for kin, name in _KIN_NAME.findall(stmt.text) + _NAMED.findall(stmt.text):
             if name in _PERSON_STOP:
                 continue
             kin = kin.lower()
-            self._add_entity(name, "other" if kin in _ANIMALS else "person", stmt.ids, sure=True)
+            self._add_entity(name, "other" if kin in _ANIMALS else "person", sure=True)
             self.relations.append(
                 (stmt.subject, "has_" + kin.replace(" ", "_").replace("-", "_"), name, stmt)
             )
@@ -608,7 +607,7 @@ class _Batch:
                 if " " not in name and name not in _PERSON_STOP:
                     self.names.add(name)
 
-    def _mentions(self, turn: Turn, sentences: list[str]) -> None:
+    def _mentions(self, sentences: list[str]) -> None:
         """Named things a turn mentions, even in a question: people, places, organisations, titles."""
         for sentence in sentences:
             for m in _CAPITALISED.finditer(sentence):
@@ -623,14 +622,12 @@ class _Batch:
                 if start_of_sentence and name not in self.names:
                     continue
                 before = sentence[max(0, m.start() - 12) : m.start()].lower()
-                self._add_entity(
-                    name, _name_type(name, before, self.names, self.speakers), (turn.message_id,)
-                )
+                self._add_entity(name, _name_type(name, before, self.names, self.speakers))
             for title in _QUOTED.findall(sentence) if '"' in sentence or "“" in sentence else ():
                 if len(title.split()) <= 8:
-                    self._add_entity(title.strip(" .,!"), "thing", (turn.message_id,))
+                    self._add_entity(title.strip(" .,!"), "thing")
 
-    def _add_entity(self, name: str, etype: EntityType, ids: Sequence[str], *, sure: bool = False) -> None:
+    def _add_entity(self, name: str, etype: EntityType, *, sure: bool = False) -> None:
         key = _entity_key(name)
         if not key:
             return
@@ -643,22 +640,8 @@ class _Batch:
         if sure or (not acc.sure and acc.type in ("other", "thing") and etype not in ("other", "thing")):
             acc.type = etype
             acc.sure = acc.sure or sure
-        for i in ids:
-            acc.ids[i] = None
 
-    def _finish(self, texts: list[str]) -> Extraction:
-        # Provenance of an entity is every turn that mentions it, not only where a pattern caught it.
-        lowered = [t.lower() for t in texts]
-        for key, acc in self.entities.items():
-            needles = {key, *(_entity_key(a) for a in acc.aliases)}
-            for turn, low in zip(self.turns, lowered, strict=True):
-                if turn.message_id in acc.ids:
-                    continue
-                for needle in needles:
-                    i = low.find(needle)
-                    if i >= 0 and _word_at(low, i, len(needle)):
-                        acc.ids[turn.message_id] = None
-                        break
+    def _finish(self) -> Extraction:
         facts: dict[str, ExtractedFact] = {}
         for s in self.statements:
             fkey = s.text.lower()
@@ -673,11 +656,6 @@ class _Batch:
                 confidence=s.confidence,
                 importance=s.importance,
             )
-        entities = [
-            ExtractedEntity(a.name, a.type, tuple(a.ids), tuple(x for x in a.aliases if x != a.name))
-            for a in self.entities.values()
-            if a.ids
-        ]
         canonical = {k: a.name for k, a in self.entities.items()}
         relations: dict[tuple[str, str, str], ExtractedRelation] = {}
         for subj, pred, obj, stmt in self.relations:
@@ -690,6 +668,15 @@ class _Batch:
                 relations[rkey] = ExtractedRelation(
                     s_name, pred, o_name, stmt.text, stmt.ids, stmt.valid_from
                 )
+        # An entity's sources are the messages that name it (not the turns a fact about it came
+        # from: a speaker's own turns do not name them); one named nowhere in the batch stays only
+        # as the end of a relation, without sources.
+        ends = {name for r in relations.values() for name in (r.subject, r.object)}
+        entities = [
+            ExtractedEntity(a.name, a.type, (), tuple(x for x in a.aliases if x != a.name))
+            for a in self.entities.values()
+        ]
+        entities = [e for e in name_sources(entities, self.turns) if e.source_message_ids or e.name in ends]
         return Extraction(
             facts=list(facts.values()),
             entities=entities,
@@ -1029,6 +1016,36 @@ def _entity_key(name: str) -> str:
         words.pop(0)
     key = " ".join(words).removesuffix("'s")
     return key
+
+
+_NOT_IN_NAMES = re.compile(r"[^\w\s+&'-]")
+
+
+def _name_form(text: str) -> str:
+    """Text as `_entity_key` writes names: lower case, straight apostrophes, other punctuation and
+    runs of space as one space ("Dr. Smith's" -> "dr smith's")."""
+    return " ".join(_NOT_IN_NAMES.sub(" ", _normalise(text).lower()).split())
+
+
+def name_sources(entities: Sequence[ExtractedEntity], turns: Sequence[Turn]) -> list[ExtractedEntity]:
+    """The entities with their sources set to exactly the turns whose text names them or one of
+    their aliases, in turn order (whatever sources an extractor gave: an LLM's or a pattern's)."""
+    forms = [(t.message_id, _name_form(t.text)) for t in turns]
+    out = []
+    for e in entities:
+        keys = {k for k in (_entity_key(_normalise(n)) for n in (e.name, *e.aliases)) if k}
+        ids = tuple(message_id for message_id, form in forms if any(_found(form, key) for key in keys))
+        out.append(replace(e, source_message_ids=ids))
+    return out
+
+
+def _found(form: str, key: str) -> bool:
+    i = form.find(key)
+    while i >= 0:
+        if _word_at(form, i, len(key)):
+            return True
+        i = form.find(key, i + 1)
+    return False
 
 
 def _word_at(text: str, i: int, n: int) -> bool:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from memsvc.extraction import Extraction, RulesExtractor, Turn
+from memsvc.extraction import ExtractedEntity, Extraction, RulesExtractor, Turn
+from memsvc.extraction.rules import name_sources
 
 _REPO = Path(__file__).resolve().parents[2]
 _LOCOMO = next(
@@ -110,12 +112,61 @@ def test_provenance_is_precise_on_whole_sessions() -> None:
             assert 1 <= len(f.source_message_ids) <= 3
             assert set(f.source_message_ids) <= ids
             assert f.content and not f.content.lower().startswith(("i ", "i'm ", "my "))
+        ends = {name for r in result.relations for name in (r.subject, r.object)}
         for e in result.entities:
-            assert e.source_message_ids and set(e.source_message_ids) <= ids
+            assert e.source_message_ids or e.name in ends
+            assert set(e.source_message_ids) <= ids
         names = {e.name for e in result.entities}
         for r in result.relations:
             assert r.subject in names and r.object in names
             assert 1 <= len(r.source_message_ids) <= 3
+
+
+def test_an_entity_s_sources_are_exactly_the_messages_that_name_it() -> None:
+    for conv, n in (("conv-26", 1), ("conv-30", 1), ("conv-41", 3)):
+        session = locomo_session(conv, n)
+        for e in extracted(conv, n).entities:
+            spelled = [x.lower() for x in (e.name, *e.aliases)]
+            naming = tuple(
+                t.message_id
+                for t in session
+                if any(
+                    re.search(rf"(?<!\w){re.escape(x)}(?!\w)", t.text.lower().replace("’", "'"))
+                    for x in spelled
+                )
+            )
+            assert e.source_message_ids == naming, e.name
+    # Caroline's facts come from her own turns, which do not name her: only the turns that do.
+    entities = {e.name: e for e in extracted("conv-26", 1).entities}
+    assert entities["Caroline"].source_message_ids == ("D1:2", "D1:4", "D1:10", "D1:16", "D1:18")
+    assert entities["Melanie"].source_message_ids == ("D1:13", "D1:15")
+
+
+def test_a_speaker_named_nowhere_is_kept_for_its_relations_without_sources() -> None:
+    result = RulesExtractor().extract(chat(("Ann", "I visited Riverside Park yesterday."), ("Bob", "Nice!")))
+    entities = {e.name: e for e in result.entities}
+    assert entities["Ann"].source_message_ids == ()
+    assert entities["Riverside Park"].source_message_ids == ("m1",)
+    assert ("Ann", "visited", "Riverside Park") in {
+        (r.subject, r.predicate, r.object) for r in result.relations
+    }
+    assert "Bob" not in entities  # named nowhere and in no relation
+
+
+def test_name_sources_corrects_any_extractor_s_sources() -> None:
+    turns = chat(
+        ("Ann", "The Dr. Smith's clinic opened."),
+        ("Bob", "Smithson is not him."),
+        ("Ann", "I told DR SMITH about Lisbon!"),
+        ("Bob", "When do you fly?"),
+    )
+    given = [
+        ExtractedEntity("Dr. Smith", "person", ("m2", "m4")),  # as an LLM might cite: the wrong turns
+        ExtractedEntity("Lisboa", "place", ("m1",), aliases=("Lisbon",)),
+        ExtractedEntity("Tokyo", "place", ("m4",)),
+    ]
+    fixed = {e.name: e.source_message_ids for e in name_sources(given, turns)}
+    assert fixed == {"Dr. Smith": ("m1", "m3"), "Lisboa": ("m3",), "Tokyo": ()}
 
 
 def test_relation_and_entities_from_a_real_turn() -> None:
