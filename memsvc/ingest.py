@@ -28,6 +28,7 @@ from memsvc.consolidation_store import supersede_at_ingest
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import Extraction, Extractor, Turn
 from memsvc.extraction.passages import PassageConfig, plan_passages
+from memsvc.extraction.rules import name_sources
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
@@ -187,6 +188,8 @@ class Ingestor:
 
         t0 = time.perf_counter()
         extraction = self.extractor.extract([t.turn for t in new_turns])
+        # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
+        extraction.entities = name_sources(extraction.entities, [t.turn for t in new_turns])
         timings["extraction"] += time.perf_counter() - t0
 
         rows = _Rows()
