@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,16 +114,51 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     from memsvc.service import MemoryService
+    from memsvc.shared_encoder import RemoteEmbedder
     from memsvc.workers.queue import ProcrastinateQueue
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
     # A worker never searches: without the device-resident read index (on CUDA by default) it holds
     # no copy of every vector and runs no follower thread that replays each commit beside ingest.
-    service = MemoryService(settings.model_copy(update={"search_backend": "exact"}), database)
+    embedder = RemoteEmbedder(settings.encoder_address) if settings.encoder_address else None
+    service = MemoryService(
+        settings.model_copy(update={"search_backend": "exact"}), database, embedder=embedder
+    )
     concurrency = args.concurrency or settings.worker_concurrency
     ProcrastinateQueue(service, libpq_url(database.url), worker="none", concurrency=concurrency).run_forever()
     service.close()
+
+
+def cmd_encoder(args: argparse.Namespace, settings: Settings) -> None:
+    from memsvc.embedding import get_embedder
+    from memsvc.shared_encoder import EncoderServer
+
+    logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
+    address = args.address or settings.encoder_address
+    if not address:
+        raise SystemExit("memsvc encoder: give --address or MEMSVC_ENCODER_ADDRESS (a socket path)")
+    embedder = get_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        cpu_bf16=settings.embedding_cpu_bf16,
+        backend=settings.embedding_backend,
+    )
+    server = EncoderServer(embedder, address)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info(
+        "encoder serving %s (%s, %d-d) on %s",
+        embedder.model_name,
+        settings.embedding_device,
+        embedder.dim,
+        address,
+    )
+    stop.wait()
+    server.close()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
@@ -307,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a standalone ingest worker")
     worker.add_argument("--concurrency", type=int)
     worker.set_defaults(func=cmd_worker)
+
+    encoder = sub.add_parser("encoder", help="one shared, batched embedding model for the workers of a GPU")
+    encoder.add_argument("--address", help="Unix socket to serve on (default MEMSVC_ENCODER_ADDRESS)")
+    encoder.set_defaults(func=cmd_encoder)
 
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     mig.add_argument("--downgrade", metavar="REVISION", help="go back to REVISION ('base' = empty)")

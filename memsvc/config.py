@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=True,
         description="bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX): MiniLM ~2x faster; off: fp32",
     )
+    encoder_address: str | None = Field(
+        default=None,
+        description="Unix socket of a `memsvc encoder`: `memsvc worker` embeds through it instead of "
+        "loading a model of its own, so the workers on one GPU share one batched model",
+    )
 
     # Ingest
     extractor: Literal["rules", "llm"] = "rules"
