@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from bench._common import ROOT, machine, print_table, write_json
 from bench.retrieval import LOADERS, SPLIT
 
 PARTS = ("embedding", "extraction", "database")
+SUBMIT_THREADS = 8
 
 
 class _NoEmbedder:
@@ -53,17 +55,40 @@ class _NoEmbedder:
         return np.zeros((0, self.dim), dtype=np.float32)
 
 
-def _workers(url: str, count: int, concurrency: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+def _workers(
+    url: str, count: int, concurrency: int, logs: Path, shared_encoder: bool
+) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "memsvc.cli", "worker", "--concurrency", str(concurrency)]
     procs = []
+    if shared_encoder:
+        # One `memsvc encoder` holds the model; the workers send it their texts (BENCHMARKS.md).
+        address = logs / "encoder.sock"
+        out = (logs / "encoder.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "memsvc.cli", "encoder", "--address", str(address)],
+                env=env,
+                stdout=out,
+                stderr=out,
+                cwd=ROOT,
+            )
+        )
+        deadline = time.monotonic() + 300
+        while not address.exists():
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"memsvc encoder did not start: see {logs / 'encoder.log'}")
+            time.sleep(0.1)
+        env["MEMSVC_ENCODER_ADDRESS"] = str(address)
+    command = [sys.executable, "-m", "memsvc.cli", "worker", "--concurrency", str(concurrency)]
     for i in range(count):
         out = (logs / f"worker-{i}.log").open("wb")
         procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT))
     return procs
 
 
-def run_once(batches_by_user: dict[str, list[Any]], workers: int, concurrency: int) -> dict[str, Any]:
+def run_once(
+    batches_by_user: dict[str, list[Any]], workers: int, concurrency: int, shared_encoder: bool = False
+) -> dict[str, Any]:
     """Ingest every user's batches on a new database with `workers` worker processes."""
     from memsvc.cli import open_database
     from memsvc.config import Settings
@@ -74,14 +99,14 @@ def run_once(batches_by_user: dict[str, list[Any]], workers: int, concurrency: i
     from memsvc.workers.queue import ProcrastinateQueue
 
     data_dir = Path(tempfile.mkdtemp(prefix="memsvc-bench-ingest-"))
-    settings = Settings(data_dir=data_dir, search_backend="exact")
+    settings = Settings(data_dir=data_dir, search_backend="exact", db_pool_size=SUBMIT_THREADS + 2)
     database = open_database(settings)
     service = MemoryService(settings, database, embedder=_NoEmbedder())
     with database.session() as session:
         ctx = TenantContext(tenant_id=get_or_create_tenant(session, "bench"))
     url = libpq_url(database.url)
     queue = ProcrastinateQueue(service, url, worker="none")
-    procs = _workers(url, workers, concurrency, data_dir)
+    procs = _workers(url, workers, concurrency, data_dir, shared_encoder)
     try:
         # Warm-up: model load, first forward passes, the date parser's tables; not ingest.
         warm = []
@@ -97,19 +122,20 @@ def run_once(batches_by_user: dict[str, list[Any]], workers: int, concurrency: i
             if job.status != "succeeded":
                 raise SystemExit(f"warm-up job ended {job.status}: {job.error}")
 
-        # Round-robin over users, so every worker finds a user whose next job is free to run.
-        order = []
-        queues = {user: list(batches) for user, batches in batches_by_user.items()}
-        while any(queues.values()):
-            for user in list(queues):
-                if queues[user]:
-                    order.append(queues[user].pop(0))
-        turns = sum(len(b.messages) for b in order)
+        turns = sum(len(b.messages) for batches in batches_by_user.values() for b in batches)
+
+        def submit(batches: list[Any]) -> list[uuid.UUID]:
+            ids = []  # one user's jobs in order: the per-user lock runs them in the order deferred
+            for batch in batches:
+                ids.append(service.submit_ingest(ctx, batch))
+                queue.defer_ingest(ids[-1], (ctx.tenant_id, batch.user_id))
+            return ids
+
         started = time.perf_counter()
-        jobs: list[uuid.UUID] = []
-        for batch in order:
-            jobs.append(service.submit_ingest(ctx, batch))
-            queue.defer_ingest(jobs[-1], (ctx.tenant_id, batch.user_id))
+        # Users submit side by side, as clients of several API processes would: on a fast machine
+        # one thread deferring ~200 jobs would otherwise be a good part of the clock.
+        with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
+            jobs: list[uuid.UUID] = [j for ids in pool.map(submit, batches_by_user.values()) for j in ids]
         seconds: dict[str, float] = defaultdict(float)
         created: dict[str, int] = defaultdict(int)
         for job_id in jobs:
@@ -156,6 +182,10 @@ def main() -> None:
     parser.add_argument("--conversations", nargs="*", help="names within the sets (default: the half's)")
     parser.add_argument("--workers", nargs="+", type=int, default=[1], help="worker processes, one run each")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs at once per worker")
+    parser.add_argument("--copies", type=int, default=1, help="each conversation ingested as this many users")
+    parser.add_argument(
+        "--shared-encoder", action="store_true", help="workers embed through one `memsvc encoder`"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -165,15 +195,30 @@ def main() -> None:
         names = args.conversations or [c for h in halves for c in SPLIT[set_name][h]]
         names = [n for n in names if n in {c for h in SPLIT[set_name].values() for c in h}]
         conversations = [LOADERS[set_name](n) for n in names]
-        batches = {c.batches[0].user_id: c.batches for c in conversations}
+        batches = {
+            f"{c.batches[0].user_id}/{k}": [
+                b.model_copy(update={"user_id": f"{b.user_id}/{k}"}) for b in c.batches
+            ]
+            for c in conversations
+            for k in range(args.copies)
+        }
         words = sum(len(m.content.split()) for c in conversations for b in c.batches for m in b.messages)
         for workers in args.workers:
             load = os.getloadavg()
-            run = run_once(batches, workers, args.concurrency)
-            run.update(conversations=names, words=words, load_before=load, load_after=os.getloadavg())
-            report["runs"][f"{set_name}/{workers}x{args.concurrency}"] = run
+            run = run_once(batches, workers, args.concurrency, args.shared_encoder)
+            run.update(
+                conversations=names,
+                copies=args.copies,
+                shared_encoder=args.shared_encoder,
+                words=words * args.copies,
+                load_before=load,
+                load_after=os.getloadavg(),
+            )
+            shared = "+encoder" if args.shared_encoder else ""
+            report["runs"][f"{set_name}/{workers}x{args.concurrency}{shared}"] = run
             print(
-                f"\n{set_name} {', '.join(names)}: {workers} worker(s) x {args.concurrency}, "
+                f"\n{set_name} {', '.join(names)} x {args.copies}: {workers} worker(s) x {args.concurrency}"
+                f"{' (shared encoder)' if args.shared_encoder else ''}, "
                 f"load {load[0]:.1f} -> {run['load_after'][0]:.1f}"
             )
             print_table(
