@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     worker_stalled_after_s: float = Field(
         default=30.0, description="a worker silent this long is dead: its running jobs are retried"
     )
+    job_notify: bool = Field(
+        default=True,
+        description="a request waiting on a job (an add with wait: true) is woken by PostgreSQL's "
+        "LISTEN/NOTIFY when the job finishes, with a look at the job every second as a safety net; "
+        "false = it looks every 50 ms instead (for a connection pooler that cannot LISTEN)",
+    )
     worker_process: bool = Field(
         default=True,
         description="`serve` runs its ingest worker in a child process of its own (restarted if it exits), "

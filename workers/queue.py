@@ -2,8 +2,9 @@
 
 Jobs carry only our `jobs.id`; the request itself is in the `jobs` row, written before the job
 is deferred, so nothing accepted is lost. Attempts retry with exponential backoff; the last
-error is kept on the job (`GET /v1/jobs/{id}`). A periodic task retries the jobs of dead workers
-and re-defers jobs that were accepted while the queue could not take them.
+error is kept on the job (`GET /v1/jobs/{id}`). A request waiting on a job (`wait: true`) is
+woken by the NOTIFY of the transaction that finishes it (`JobListener`). A periodic task retries
+the jobs of dead workers and re-defers jobs that were accepted while the queue could not take them.
 
 procrastinate's worker stops for good when the database goes away; `SupervisedWorker` starts it
 again, with backoff, for as long as it is meant to run.
@@ -17,10 +18,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
+import psycopg
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy, SyncPsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
@@ -188,6 +192,106 @@ class SupervisedWorker:
             delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
 
 
+JOB_DONE_CHANNEL = "memsvc_job_done"  # migration 0007: NOTIFY'd with the job id when a job finishes
+# A waiter looks at its job this often even when no notification came (one lost, a blip).
+SAFETY_POLL_S = 1.0
+
+
+class JobListener:
+    """One `LISTEN memsvc_job_done` connection per API process, waking the requests that wait on
+    the job each notification names.
+
+    It reconnects (with backoff) whenever the connection fails, and on every (re)connect wakes every
+    waiter, since a job may have finished while nobody listened; `listening` is false meanwhile, so
+    waiters look at their jobs often instead of trusting notifications."""
+
+    APPLICATION_NAME = "memsvc job listener"  # how its connection shows in pg_stat_activity
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._waiters: dict[uuid.UUID, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="job listener", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def wait_listening(self, timeout_s: float) -> bool:
+        """True once the listener is connected (within `timeout_s`)."""
+        return self._listening.wait(timeout_s)
+
+    @contextlib.contextmanager
+    def watch(self, job_id: uuid.UUID) -> Iterator[threading.Event]:
+        """An event set when `job_id` finishes (or the listener reconnects): register before the
+        first look at the job, so a completion between that look and the wait is not missed."""
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                events = self._waiters.get(job_id, [])
+                if event in events:
+                    events.remove(event)
+                if not events:
+                    self._waiters.pop(job_id, None)
+
+    def _wake(self, job_id: uuid.UUID | None) -> None:
+        with self._lock:
+            events = (
+                [e for es in self._waiters.values() for e in es]
+                if job_id is None
+                else self._waiters.get(job_id, [])
+            )
+            for event in events:
+                event.set()
+
+    def _run(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.conninfo, autocommit=True, connect_timeout=5, application_name=self.APPLICATION_NAME
+                ) as conn:
+                    conn.execute(f"LISTEN {JOB_DONE_CHANNEL}")
+                    self._listening.set()
+                    self._wake(None)  # jobs that finished while nobody listened
+                    delay = 0.2
+                    idle_since = time.monotonic()
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            idle_since = time.monotonic()
+                            with contextlib.suppress(ValueError):
+                                self._wake(uuid.UUID(notify.payload))
+                        if time.monotonic() - idle_since > 10:
+                            conn.execute("SELECT 1")  # a connection dropped silently fails here
+                            idle_since = time.monotonic()
+            except Exception as exc:  # whatever it was, requests must not wait on a dead listener
+                if not self._stop.is_set():
+                    log.warning("job listener lost its connection (%s); reconnecting in %.1f s", exc, delay)
+            finally:
+                self._listening.clear()
+                self._wake(None)  # waiters fall back to looking often until it is back
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+
 WorkerMode = Literal["inline", "process", "none"]
 
 
@@ -209,6 +313,7 @@ class ProcrastinateQueue:
         self.concurrency = concurrency
         self._worker: asyncio.Task[None] | None = None
         self._process: WorkerProcess | None = None
+        self.listener = JobListener(conninfo)
 
     def defer_ingest(self, job_id: uuid.UUID, user: tuple[uuid.UUID, str] | None = None) -> None:
         """Queue an accepted ingest job; `user` = (tenant id, user id) keeps that user's jobs in
@@ -227,19 +332,31 @@ class ProcrastinateQueue:
             log.warning("could not defer job %s (%s); recovery will", job_id, exc)
 
     def wait(self, ctx: TenantContext, job_id: uuid.UUID, timeout_s: float = 120.0) -> JobOut:
-        """Poll the job until it succeeds or fails for good (or `timeout_s` passes)."""
+        """Return the job once it succeeds or fails for good (or `timeout_s` passes).
+
+        Woken by the job's completion notification (`JobListener`); a look at the row every
+        `SAFETY_POLL_S` covers a notification lost, and while the listener is not connected (a
+        database restart, `job_notify` off) it looks every 50 ms as it did before notifications."""
         deadline = time.monotonic() + timeout_s
         delay = 0.01
-        while True:
-            job = self.service.job(ctx, job_id)
-            if job.status == "succeeded" or (job.status == "failed") or time.monotonic() > deadline:
-                return job
-            time.sleep(delay)
-            # At most 50 ms between looks: the add of an agent's loop waits on this (a 200 ms cap
-            # added up to a third of its time); each look is one primary-key read.
-            delay = min(delay * 1.5, 0.05)
+        with self.listener.watch(job_id) as finished:
+            while True:
+                job = self.service.job(ctx, job_id)
+                remaining = deadline - time.monotonic()
+                if job.status == "succeeded" or job.status == "failed" or remaining <= 0:
+                    return job
+                if self.listener.listening:
+                    finished.wait(min(SAFETY_POLL_S, remaining))
+                    finished.clear()
+                else:
+                    time.sleep(min(delay, remaining))
+                    # At most 50 ms between looks: the add of an agent's loop waits on this.
+                    delay = min(delay * 1.5, 0.05)
 
     async def start(self) -> None:
+        """Listen for finished jobs (requests wait on them) and start the worker, if it runs here."""
+        if self.service.settings.job_notify:
+            self.listener.start()
         if self.worker_mode == "inline":
             supervised = SupervisedWorker(self.app, self.service, self.concurrency)
             self._worker = asyncio.create_task(supervised.run(), name="ingest worker")
@@ -259,6 +376,7 @@ class ProcrastinateQueue:
         self.close()
 
     def close(self) -> None:
+        self.listener.stop()
         self._defer_app.close()
 
     def run_forever(self) -> None:
