@@ -231,15 +231,22 @@ def apply_supersessions(
     return done
 
 
-# Source turns of a fact that state no other fact still active.
+# Source turns of a fact that state no other fact still active, and the passages of those turns
+# (a long message's parts are closed with it).
 _STALE_TURNS = text(
     """
-    SELECT DISTINCT s.turn_id FROM memory_sources s
-    WHERE s.memory_id = :fact AND s.tenant_id = :t AND s.turn_id IS NOT NULL
-      AND NOT EXISTS (
-        SELECT 1 FROM memory_sources o JOIN memories m ON m.id = o.memory_id
-        WHERE o.turn_id = s.turn_id AND m.type = 'semantic' AND m.status = 'active'
-      )
+    WITH stale AS (
+        SELECT DISTINCT s.turn_id FROM memory_sources s
+        WHERE s.memory_id = :fact AND s.tenant_id = :t AND s.turn_id IS NOT NULL
+          AND NOT EXISTS (
+            SELECT 1 FROM memory_sources o JOIN memories m ON m.id = o.memory_id
+            WHERE o.turn_id = s.turn_id AND m.type = 'semantic' AND m.status = 'active'
+          )
+    )
+    SELECT turn_id FROM stale
+    UNION ALL
+    SELECT p.memory_id FROM memory_sources p JOIN memories pm ON pm.id = p.memory_id
+    WHERE p.turn_id IN (SELECT turn_id FROM stale) AND p.tenant_id = :t AND pm.kind = 'passage'
     """
 )
 
@@ -328,7 +335,8 @@ def reopen_predecessors(
         facts = _slot_facts(session, tenant_id, user_id, keys)
         facts = [f for f in facts if (f.subject, f.attribute) in keys]
         plans = {p.old_id: p for p in plan_supersessions(facts)}
-    # A turn follows the fact it was closed with (the fact's new successor, or open again).
+    # A turn follows the fact it was closed with (the fact's new successor, or open again), and a
+    # passage its turn.
     fact_of_turn = dict(
         session.execute(
             select(MemorySource.turn_id, MemorySource.memory_id).where(
@@ -337,6 +345,12 @@ def reopen_predecessors(
             )
         ).all()
     )
+    passages = [r.id for r in rows if r.kind == "passage"]
+    for passage, turn in session.execute(
+        select(MemorySource.memory_id, MemorySource.turn_id).where(MemorySource.memory_id.in_(passages))
+    ).all():
+        if turn in fact_of_turn:
+            fact_of_turn[passage] = fact_of_turn[turn]
     events: list[dict[str, Any]] = []
     reopened = 0
     for row in rows:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
+from memsvc.models import Memory
 from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
 
 START = datetime(2024, 3, 15, 9, tzinfo=UTC)
@@ -147,3 +150,71 @@ def test_a_question_about_what_i_said_prefers_the_users_messages(service, tenant
     assert mine["r0"][1] > 0 and mine["r1"][1] == 0 and mine["r0"][0] < mine["r1"][0]
     theirs = ranked("Which database did you recommend for the budget tracker?")
     assert theirs["r1"][1] > 0 and theirs["r0"][1] == 0
+
+
+DENVER = "\n\n".join(
+    [
+        "I live in Denver.",
+        "The mountains around the city are tall, and the air up there is thin and dry through most of "
+        "the winter months, so a visitor should drink water often and walk slowly on the first day.",
+        "The light rail runs from the airport to Union Station every fifteen minutes, and the ride takes "
+        "about forty minutes, which is quicker than a taxi when the highway is busy at rush hour.",
+        "The old brick warehouses along the river have become breweries, galleries and small restaurants, "
+        "and on summer evenings the patios are full of people watching the sun go down behind the peaks.",
+    ]
+)
+
+
+def _said(service, ctx, user: str, text: str, at: datetime, message_id: str) -> None:  # type: ignore[no-untyped-def]
+    message = Message(role="user", name="Ann", content=text, id=message_id, created_at=at)
+    _ingest(service, ctx, AddRequest(user_id=user, session_id=message_id, messages=[message]))
+
+
+def _memories(service, ctx, user: str) -> list[Memory]:  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        return list(
+            session.execute(
+                select(Memory).where(Memory.tenant_id == ctx.tenant_id, Memory.user_id == user)
+            ).scalars()
+        )
+
+
+def test_the_passages_of_a_superseded_turn_are_closed_and_reopened_with_it(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ps-{uuid.uuid4().hex[:6]}"
+    _said(service, ctx, user, DENVER, START, "m1")
+    _said(service, ctx, user, "I moved to Boston.", START + timedelta(days=150), "m2")
+    rows = _memories(service, ctx, user)
+    turn = next(m for m in rows if m.kind == "turn" and m.message_id == "m1")
+    passages = [m for m in rows if m.kind == "passage"]
+    assert len(passages) >= 2
+    # The turn went out of date with its fact; each passage of it with the same end and successor.
+    assert turn.status == "superseded" and turn.valid_to is not None
+    for p in passages:
+        assert (p.status, p.superseded_by, p.valid_to) == ("superseded", turn.superseded_by, turn.valid_to)
+        assert [e.op for e in service.history(ctx, p.id)] == ["create", "supersede"]
+    # Search about the present no longer puts the old city's passage first; as of then it finds it.
+    now = service.search(ctx, SearchRequest(query="Where does Ann live?", user_id=user, limit=3))
+    assert "Boston" in now[0].content
+    asked = {"query": "Where does Ann live?", "user_id": user, "types": ["episodic"]}
+    then = service.search(ctx, SearchRequest(**asked, as_of=START + timedelta(days=30)))
+    assert then[0].kind == "passage" and then[0].source_message_ids == ["m1"]
+    assert service.search(ctx, SearchRequest(**asked))[0].source_message_ids == ["m2"]
+
+    # Its successor deleted, the fact is closed by the words as said (the move), and so are the
+    # turn and its passages; with that one deleted too, all hold again.
+    by_content = {m.content: m for m in rows if m.type == "semantic"}
+    service.delete(ctx, by_content["Ann lives in Boston"].id)
+    after = {m.id: m for m in _memories(service, ctx, user)}
+    moved = by_content["Ann moved to Boston"].id
+    assert after[turn.id].superseded_by == moved
+    assert all(after[p.id].superseded_by == moved and after[p.id].status == "superseded" for p in passages)
+    service.delete(ctx, moved)
+    after = {m.id: m for m in _memories(service, ctx, user)}
+    for memory_id in (turn.id, *(p.id for p in passages)):
+        assert (after[memory_id].status, after[memory_id].valid_to, after[memory_id].superseded_by) == (
+            "active",
+            None,
+            None,
+        )
+        assert service.history(ctx, memory_id)[-1].op == "reopen"
