@@ -283,12 +283,7 @@ class MemoryService:
 
     def mark_job_running(self, job_id: uuid.UUID) -> None:
         with self.db.session() as session:
-            session.execute(
-                update(Job)
-                # A retry of a job whose worker died finds it 'running': its clock starts again.
-                .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                .values(status="running", updated_at=func.now())
-            )
+            store.mark_job_running(session, job_id)
 
     def trim_change_feed(self, older_than_s: float = 3600.0) -> int:
         """Drop change-feed entries every index has long replayed (indexes poll every fraction of a

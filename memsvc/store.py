@@ -20,7 +20,19 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
-from sqlalchemy import Column, ColumnDefault, CursorResult, and_, delete, func, or_, select, text, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnDefault,
+    CursorResult,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -438,6 +450,19 @@ def _entity_sources(session: Session, entity_ids: list[uuid.UUID]) -> dict[uuid.
         if message_id:
             out[entity_id].append(message_id)
     return out
+
+
+def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
+    """Mark a queued job running (a retry of one whose worker died finds it running: its clock
+    starts again). Committed without waiting for the disk (`synchronous_commit` off, this
+    transaction only): a status lost in a database crash only shows the job queued again, and the
+    job's own commit, which waits, makes it durable; the wait was the largest part of this step."""
+    session.execute(text("SET LOCAL synchronous_commit = off"))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .values(status="running", updated_at=func.now())
+    )
 
 
 def get_job(session: Session, ctx: TenantContext, job_id: uuid.UUID) -> Job:

@@ -57,3 +57,21 @@ def test_orphaned_jobs_are_those_the_queue_does_not_hold(service, database, tena
         queue.close()
     service.run_ingest_job(orphan)
     assert orphan not in {job.id for job in service.orphaned_jobs(older_than_s=0)}
+
+
+def test_the_queues_own_commits_do_not_wait_for_the_disk_and_keep_given_options(database) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from memsvc.database import libpq_url
+    from memsvc.workers.queue import bookkeeping_conninfo
+
+    given = make_conninfo(libpq_url(database.url), options="-c lock_timeout=7s")
+    with psycopg.connect(bookkeeping_conninfo(given)) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("7s",)
+    # Everything else of the URL is kept as given.
+    kept = conninfo_to_dict(bookkeeping_conninfo(given))
+    assert {k: v for k, v in kept.items() if k != "options"} == {
+        k: v for k, v in conninfo_to_dict(given).items() if k != "options"
+    }
