@@ -316,6 +316,60 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
         print(f"  {name:<{width}}  {value:>9}")
 
 
+def cmd_backfill_passages(args: argparse.Namespace, settings: Settings) -> None:
+    """Store passages for long messages stored before passages existed (or with them turned off)."""
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from memsvc.embedding import get_embedder
+    from memsvc.extraction.passages import PassageConfig
+    from memsvc.models import Tenant
+    from memsvc.passages_store import backfill_passages
+
+    database = open_database(settings)
+    tenant_id = None
+    if args.tenant:
+        with database.session() as session:
+            tenant_id = session.execute(select(Tenant.id).where(Tenant.name == args.tenant)).scalar()
+        if tenant_id is None:
+            raise MemsvcError(f"no tenant named {args.tenant!r}")
+    if args.user and tenant_id is None:
+        raise MemsvcError("--user needs --tenant (user ids are unique within a tenant)")
+    embedder = get_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        cpu_bf16=settings.embedding_cpu_bf16,
+        backend=settings.embedding_backend,
+    )
+    bar = tqdm(unit="message", desc="backfill passages", file=sys.stderr)
+
+    def on_total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    try:
+        report = backfill_passages(
+            database,
+            embedder,
+            PassageConfig(settings.passage_max_words, settings.passage_overlap_words),
+            tenant_id=tenant_id,
+            user_id=args.user,
+            batch_size=args.batch_size,
+            actor="cli",
+            on_total=on_total,
+            on_batch=bar.update,
+        )
+    finally:
+        bar.close()
+        database.dispose()
+    print(
+        f"long messages without passages: {report.messages_seen}; given passages: {report.messages_cut}; "
+        f"passages stored: {report.passages}"
+    )
+
+
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
     """Memory as MCP tools for an agent: a client of a running memsvc's REST API."""
     from memsvc.integrations import mcp_server
@@ -389,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument("--user", help="only this user (needs --tenant)")
     cons.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     cons.set_defaults(func=cmd_consolidate)
+
+    back = sub.add_parser(
+        "backfill-passages", help="cut long messages stored before passages existed into passages"
+    )
+    back.add_argument("--tenant", help="only this tenant's users (default: every tenant)")
+    back.add_argument("--user", help="only this user (needs --tenant)")
+    back.add_argument("--batch-size", type=int, default=64, help="messages per transaction (default 64)")
+    back.set_defaults(func=cmd_backfill_passages)
 
     mcp = sub.add_parser("mcp", help="memory as Model Context Protocol tools (a client of the REST API)")
     mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
