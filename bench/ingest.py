@@ -58,7 +58,14 @@ class _NoEmbedder:
 def _workers(
     url: str, count: int, concurrency: int, logs: Path, shared_encoder: bool
 ) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_LOG_LEVEL": "WARNING"}
+    # A worker holds at most a session per job slot and a few for the queue: small pools let many
+    # workers share the embedded server's 100 connections.
+    env = {
+        **os.environ,
+        "MEMSVC_DATABASE_URL": url,
+        "MEMSVC_LOG_LEVEL": "WARNING",
+        "MEMSVC_DB_POOL_SIZE": str(concurrency + 1),
+    }
     procs = []
     if shared_encoder:
         # One `memsvc encoder` holds the model; the workers send it their texts (BENCHMARKS.md).
