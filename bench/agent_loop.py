@@ -15,6 +15,11 @@ the server has not loaded them) and once more in another random order (warm); th
 resident memory before and after the cold pass gives the memory per cached memory.
 
     python bench/agent_loop.py [--sizes 1000 5000 50000] [--rounds 60] [--users 300] [--json PATH]
+
+Side by side (on a loaded machine the only fair comparison): `--baseline-tree DIR` (a checkout of
+another commit, e.g. `git archive <rev> | tar -x -C DIR`) and/or `--baseline-env KEY=VALUE ...`
+start a second server, filled the same way, and every round runs on both, in alternating order;
+the report has both and their ratios (current / baseline).
 """
 
 from __future__ import annotations
@@ -72,10 +77,18 @@ GRAPH: dict[str, dict[str, str]] = {  # copied once per user: a user's entities 
 }
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: Path, port: int, tree: Path | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`memsvc serve` on `data_dir`; from the source tree `tree` when given (a baseline commit)."""
     env = {**os.environ, "MEMSVC_DATA_DIR": str(data_dir), "MEMSVC_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)  # ahead of the editable install of this checkout
+    env.update(extra_env or {})
     log = (data_dir / "server.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=log, stderr=log)
+    return subprocess.Popen(
+        [sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=log, stderr=log, cwd=tree
+    )
 
 
 def wait_ready(base: str, data_dir: Path, server: subprocess.Popen[bytes]) -> str:
@@ -141,6 +154,61 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "n": len(values)}
 
 
+class Target:
+    """One server under test: `current` (this checkout) or `baseline` (another tree or settings)."""
+
+    def __init__(self, name: str, port: int, tree: Path | None, env: dict[str, str]) -> None:
+        self.name = name
+        self.tree = tree
+        self.env = env
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"memsvc-loop-{name}-"))
+        self.server = start_server(self.data_dir, port, tree, env)
+        self.base = f"http://127.0.0.1:{port}"
+        self.http: httpx.Client | None = None
+        self.sized: dict[int, int] = {}
+        self.many_rows = 0
+        self.report: dict[str, Any] = {"sizes": {}}
+
+    def connect(self) -> httpx.Client:
+        key = wait_ready(self.base, self.data_dir, self.server)
+        self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        return self.http
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait(timeout=60)
+
+
+def fill_target(target: Target, conversation: dict[str, Any], sizes: list[int], many: list[str]) -> None:
+    """The seed user through the API, then every sized user and the many users copied in SQL."""
+    import psycopg
+
+    from memsvc.database import libpq_url, start_embedded_postgres
+    from memsvc.importers import locomo_batches
+
+    assert target.http is not None
+    t0 = time.perf_counter()
+    for batch in locomo_batches(conversation, SEED):
+        target.http.post(
+            "/v1/memories", json={**batch.model_dump(mode="json"), "wait": True}
+        ).raise_for_status()
+    print(
+        f"{target.name}: seed user ingested through the API in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
+    url = libpq_url(start_embedded_postgres(target.data_dir))
+    with psycopg.connect(url, autocommit=True) as conn:
+        tenant, seed_rows = conn.execute(
+            "SELECT tenant_id, count(*) FROM memories WHERE user_id = %s GROUP BY tenant_id", (SEED,)
+        ).fetchall()[0]
+        for size in sizes:
+            target.sized[size] = fill(conn, tenant, f"user-{size}", max(1, round(size / seed_rows)))
+            print(f"{target.name}: user-{size}: {target.sized[size]} memories", file=sys.stderr)
+        for i, user in enumerate(many):
+            first = 1 + (i * 3) % 16
+            target.many_rows += fill(conn, tenant, user, 1, sessions=(first, first + 3))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,59 +218,41 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="users of the many-users case (0: skip)")
     parser.add_argument("--seed-conversation", default="conv-26")
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--baseline-tree", type=Path, help="source tree of a baseline server run beside")
+    parser.add_argument("--baseline-env", nargs="*", default=[], help="KEY=VALUE settings of the baseline")
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    import psycopg
-
-    from memsvc.database import libpq_url, start_embedded_postgres
-    from memsvc.importers import locomo_batches
-
-    data_dir = Path(tempfile.mkdtemp(prefix="memsvc-loop-"))
-    server = start_server(data_dir, args.port)
-    base = f"http://127.0.0.1:{args.port}"
     rng = random.Random(17)
-    report: dict[str, Any] = {"sizes": {}, "machine": machine(), "load_before": os.getloadavg()}
+    report: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg()}
+    targets = [Target("current", args.port, None, {})]
+    if args.baseline_tree or args.baseline_env:
+        env = dict(kv.split("=", 1) for kv in args.baseline_env)
+        tree = args.baseline_tree.resolve() if args.baseline_tree else None
+        targets.append(Target("baseline", args.port + 1, tree, env))
     try:
-        key = wait_ready(base, data_dir, server)
-        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        for target in targets:
+            target.connect()
         conversation = json.loads((LOCOMO_DIR / f"{args.seed_conversation}.json").read_text())
         questions = [q["question"] for q in conversation["qa"] if q.get("category") in (1, 2, 3, 4)]
+        from memsvc.importers import locomo_batches
+
         lines = [m.content for b in locomo_batches(conversation, "x") for m in b.messages]
-        t0 = time.perf_counter()
-        for batch in locomo_batches(conversation, SEED):
-            http.post("/v1/memories", json={**batch.model_dump(mode="json"), "wait": True}).raise_for_status()
-        print(f"seed user ingested through the API in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        many = [f"many-{i}" for i in range(args.users)]
+        for target in targets:
+            fill_target(target, conversation, args.sizes, many)
 
-        url = libpq_url(start_embedded_postgres(data_dir))
-        with psycopg.connect(url, autocommit=True) as conn:
-            tenant, seed_rows = conn.execute(
-                "SELECT tenant_id, count(*) FROM memories WHERE user_id = %s GROUP BY tenant_id", (SEED,)
-            ).fetchall()[0]
-            sized = {}
-            for size in args.sizes:
-                t0 = time.perf_counter()
-                sized[size] = fill(conn, tenant, f"user-{size}", max(1, round(size / seed_rows)))
-                print(
-                    f"user-{size}: {sized[size]} memories in {time.perf_counter() - t0:.0f} s",
-                    file=sys.stderr,
-                )
-            many = [f"many-{i}" for i in range(args.users)]
-            many_rows = 0
-            t0 = time.perf_counter()
-            for i, user in enumerate(many):
-                first = 1 + (i * 3) % 16
-                many_rows += fill(conn, tenant, user, 1, sessions=(first, first + 3))
-            if many:
-                print(
-                    f"{len(many)} users, {many_rows} memories in {time.perf_counter() - t0:.0f} s",
-                    file=sys.stderr,
-                )
+        def turns(i: int) -> list[Target]:  # alternate who goes first, so neither always runs second
+            return targets if i % 2 == 0 else targets[::-1]
 
-        for size, count in sized.items():
+        for size in args.sizes:
             user = f"user-{size}"
-            timed(http, "/v1/search", {"query": questions[0], "user_id": user})  # cold load, not timed
-            adds, after_write, plain, parts = [], [], [], []  # type: ignore[var-annotated]
+            runs: dict[str, dict[str, list[Any]]] = {
+                t.name: {"adds": [], "after": [], "plain": [], "parts": []} for t in targets
+            }
+            for target in targets:  # cold load, not timed
+                assert target.http is not None
+                timed(target.http, "/v1/search", {"query": questions[0], "user_id": user})
             for i in range(args.rounds):
                 message = {
                     "role": "user",
@@ -210,86 +260,129 @@ def main() -> None:
                     "content": rng.choice(lines),
                     "id": f"loop-{i}",
                 }
-                adds.append(
-                    timed(
-                        http,
-                        "/v1/memories",
-                        {"user_id": user, "session_id": "loop", "messages": [message], "wait": True},
-                        parts,
-                    )
-                )
-                after_write.append(
-                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
-                )
-            for _ in range(args.rounds):
-                plain.append(
-                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
-                )
-            report["sizes"][str(size)] = {
-                "memories": count,
-                "add": stats(adds),
-                "search_after_write": stats(after_write),
-                "search": stats(plain),
-                "add_server_ms_p50": {
-                    k: percentile([p.get(k, 0.0) for p in parts], 50)
-                    for k in sorted({k for p in parts for k in p})
-                },
-            }
+                add = {"user_id": user, "session_id": "loop", "messages": [message], "wait": True}
+                query = {"query": rng.choice(questions), "user_id": user, "limit": 10}
+                for target in turns(i):
+                    assert target.http is not None
+                    run = runs[target.name]
+                    run["adds"].append(timed(target.http, "/v1/memories", add, run["parts"]))
+                    run["after"].append(timed(target.http, "/v1/search", query))
+            for i in range(args.rounds):
+                query = {"query": rng.choice(questions), "user_id": user, "limit": 10}
+                for target in turns(i):
+                    assert target.http is not None
+                    runs[target.name]["plain"].append(timed(target.http, "/v1/search", query))
+            for target in targets:
+                run = runs[target.name]
+                parts = run["parts"]
+                target.report["sizes"][str(size)] = {
+                    "memories": target.sized[size],
+                    "add": stats(run["adds"]),
+                    "search_after_write": stats(run["after"]),
+                    "search": stats(run["plain"]),
+                    "add_server_ms_p50": {
+                        k: percentile([p.get(k, 0.0) for p in parts], 50)
+                        for k in sorted({k for p in parts for k in p})
+                    },
+                }
 
         if many:
-            process = psutil.Process(server.pid)
-            rss_before = process.memory_info().rss
-            cold, warm = [], []
-            for user in rng.sample(many, len(many)):
-                cold.append(
-                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
-                )
-            rss_after = process.memory_info().rss
-            for user in rng.sample(many, len(many)):
-                warm.append(
-                    timed(http, "/v1/search", {"query": rng.choice(questions), "user_id": user, "limit": 10})
-                )
-            report["many_users"] = {
-                "users": len(many),
-                "memories": many_rows,
-                "cold": stats(cold),
-                "warm": stats(warm),
-                "rss_growth_bytes": rss_after - rss_before,
-                "bytes_per_cached_memory": (rss_after - rss_before) / max(many_rows, 1),
-            }
+            cold: dict[str, list[float]] = {t.name: [] for t in targets}
+            warm: dict[str, list[float]] = {t.name: [] for t in targets}
+            rss_before = {t.name: psutil.Process(t.server.pid).memory_info().rss for t in targets}
+            for i, user in enumerate(rng.sample(many, len(many))):
+                query = {"query": rng.choice(questions), "user_id": user, "limit": 10}
+                for target in turns(i):
+                    assert target.http is not None
+                    cold[target.name].append(timed(target.http, "/v1/search", query))
+            rss_after = {t.name: psutil.Process(t.server.pid).memory_info().rss for t in targets}
+            for i, user in enumerate(rng.sample(many, len(many))):
+                query = {"query": rng.choice(questions), "user_id": user, "limit": 10}
+                for target in turns(i):
+                    assert target.http is not None
+                    warm[target.name].append(timed(target.http, "/v1/search", query))
+            for target in targets:
+                growth = rss_after[target.name] - rss_before[target.name]
+                target.report["many_users"] = {
+                    "users": len(many),
+                    "memories": target.many_rows,
+                    "cold": stats(cold[target.name]),
+                    "warm": stats(warm[target.name]),
+                    "rss_growth_bytes": growth,
+                    "bytes_per_cached_memory": growth / max(target.many_rows, 1),
+                }
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for target in targets:
+            target.stop()
     report["load_after"] = os.getloadavg()
+    report.update(targets[0].report)
+    if len(targets) > 1:
+        base = targets[1]
+        report["baseline"] = {"tree": str(base.tree) if base.tree else None, "env": base.env, **base.report}
+        report["ratios"] = {
+            size: {
+                f"{what}_{q}": r[what][f"{q}_ms"] / base.report["sizes"][size][what][f"{q}_ms"]
+                for what in ("add", "search_after_write", "search")
+                for q in ("p50", "p95")
+            }
+            for size, r in report["sizes"].items()
+        }
 
-    rows = []
-    for r in report["sizes"].values():
-        rows.append(
-            [
-                r["memories"],
-                f"{r['add']['p50_ms']:.0f} / {r['add']['p95_ms']:.0f}",
-                f"{r['search_after_write']['p50_ms']:.0f} / {r['search_after_write']['p95_ms']:.0f}",
-                f"{r['search']['p50_ms']:.0f} / {r['search']['p95_ms']:.0f}",
-                f"{r['search_after_write']['p95_ms'] / r['search']['p95_ms']:.2f}",
-            ]
-        )
-    print_table(
-        ["memories", "add (wait) p50/p95 ms", "search after write p50/p95", "search p50/p95", "p95 ratio"],
-        rows,
-    )
-    if "many_users" in report:
-        m = report["many_users"]
-        print()
+    for target in targets:
+        if len(targets) > 1:
+            print(
+                f"\n{target.name}"
+                + (f" ({target.tree or ''} {target.env or ''})" if target.name != "current" else "")
+            )
+        rows = []
+        for r in target.report["sizes"].values():
+            rows.append(
+                [
+                    r["memories"],
+                    f"{r['add']['p50_ms']:.0f} / {r['add']['p95_ms']:.0f}",
+                    f"{r['search_after_write']['p50_ms']:.0f} / {r['search_after_write']['p95_ms']:.0f}",
+                    f"{r['search']['p50_ms']:.0f} / {r['search']['p95_ms']:.0f}",
+                    f"{r['search_after_write']['p95_ms'] / r['search']['p95_ms']:.2f}",
+                ]
+            )
         print_table(
-            ["users", "memories", "cold p50/p95 ms", "warm p50/p95 ms", "bytes per cached memory"],
+            [
+                "memories",
+                "add (wait) p50/p95 ms",
+                "search after write p50/p95",
+                "search p50/p95",
+                "p95 ratio",
+            ],
+            rows,
+        )
+        if "many_users" in target.report:
+            m = target.report["many_users"]
+            print()
+            print_table(
+                ["users", "memories", "cold p50/p95 ms", "warm p50/p95 ms", "bytes per cached memory"],
+                [
+                    [
+                        m["users"],
+                        m["memories"],
+                        f"{m['cold']['p50_ms']:.0f} / {m['cold']['p95_ms']:.0f}",
+                        f"{m['warm']['p50_ms']:.0f} / {m['warm']['p95_ms']:.0f}",
+                        f"{m['bytes_per_cached_memory']:.0f}",
+                    ]
+                ],
+            )
+    if "ratios" in report:
+        print("\ncurrent / baseline")
+        print_table(
+            ["memories", "add p50", "add p95", "search after write p95", "search p95"],
             [
                 [
-                    m["users"],
-                    m["memories"],
-                    f"{m['cold']['p50_ms']:.0f} / {m['cold']['p95_ms']:.0f}",
-                    f"{m['warm']['p50_ms']:.0f} / {m['warm']['p95_ms']:.0f}",
-                    f"{m['bytes_per_cached_memory']:.0f}",
+                    report["sizes"][size]["memories"],
+                    f"{r['add_p50']:.2f}",
+                    f"{r['add_p95']:.2f}",
+                    f"{r['search_after_write_p95']:.2f}",
+                    f"{r['search_p95']:.2f}",
                 ]
+                for size, r in report["ratios"].items()
             ],
         )
     print(f"load average before / after: {report['load_before']} / {report['load_after']}")
