@@ -6,8 +6,9 @@ per-user lock the API uses) and run by `memsvc worker` processes on a new embedd
 each) before the clock starts; the clock runs from the first defer to the last job's success.
 
 Where the time goes comes from each job's own timings (embedding, extraction, database), summed
-over jobs: with W workers of concurrency C there are W x C job slots, and "queue and other" is
-the slot time no job's ingest used (fetching jobs, the job's bookkeeping and commit, idle slots
+over jobs, and the workers' job timer: with W workers of concurrency C there are W x C job slots;
+"job bookkeeping and commit" is the rest of the time inside jobs (marking them running, reading
+the job, the commit), "queue and other" the slot time outside any job (fetching jobs, idle slots
 while a user's next job waits for its previous one).
 
     python bench/ingest.py [--sets locomo beam] [--half tune|report|all] [--conversations conv-26]
@@ -65,6 +66,8 @@ def _workers(
         "MEMSVC_DATABASE_URL": url,
         "MEMSVC_LOG_LEVEL": "WARNING",
         "MEMSVC_DB_POOL_SIZE": str(concurrency + 1),
+        # The workers' job timer (memsvc_job_seconds) summed over processes: see _job_seconds.
+        "PROMETHEUS_MULTIPROC_DIR": str(_metrics_dir(logs)),
     }
     procs = []
     if shared_encoder:
@@ -91,6 +94,29 @@ def _workers(
         out = (logs / f"worker-{i}.log").open("wb")
         procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT))
     return procs
+
+
+def _metrics_dir(logs: Path) -> Path:
+    path = logs / "metrics"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _job_seconds(logs: Path) -> float:
+    """Seconds all workers spent inside ingest jobs so far (from marking a job running to its
+    commit), read from their multiprocess metrics: with the parts a job times itself, this splits
+    a job slot's time into the job's parts, its bookkeeping and commit, and the queue."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(_metrics_dir(logs)))
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "memsvc_job_seconds_sum" and sample.labels.get("kind") == "ingest"
+    )
 
 
 def run_once(
@@ -138,6 +164,7 @@ def run_once(
                 queue.defer_ingest(ids[-1], (ctx.tenant_id, batch.user_id))
             return ids
 
+        inside_before = _job_seconds(data_dir)
         started = time.perf_counter()
         # Users submit side by side, as clients of several API processes would: on a fast machine
         # one thread deferring ~200 jobs would otherwise be a good part of the clock.
@@ -154,6 +181,7 @@ def run_once(
             for key, n in job.result["created"].items():
                 created[key] += n
         wall = time.perf_counter() - started
+        inside = _job_seconds(data_dir) - inside_before
     finally:
         for proc in procs:
             proc.terminate()
@@ -165,7 +193,8 @@ def run_once(
         queue.close()
         service.close()
     slots = workers * concurrency
-    seconds["queue and other"] = max(0.0, wall * slots - sum(seconds.values()))
+    seconds["job bookkeeping and commit"] = max(0.0, inside - sum(seconds.values()))
+    seconds["queue and other"] = max(0.0, wall * slots - inside)
     return {
         "workers": workers,
         "concurrency": concurrency,
