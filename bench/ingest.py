@@ -157,19 +157,21 @@ def run_once(
 
         turns = sum(len(b.messages) for batches in batches_by_user.values() for b in batches)
 
-        def submit(batches: list[Any]) -> list[uuid.UUID]:
-            ids = []  # one user's jobs in order: the per-user lock runs them in the order deferred
-            for batch in batches:
-                ids.append(service.submit_ingest(ctx, batch))
-                queue.defer_ingest(ids[-1], (ctx.tenant_id, batch.user_id))
-            return ids
+        def submit(batch: Any) -> uuid.UUID:
+            job_id = service.submit_ingest(ctx, batch)
+            queue.defer_ingest(job_id, (ctx.tenant_id, batch.user_id))
+            return job_id
 
         inside_before = _job_seconds(data_dir)
         started = time.perf_counter()
-        # Users submit side by side, as clients of several API processes would: on a fast machine
-        # one thread deferring ~200 jobs would otherwise be a good part of the clock.
+        # Round by round: every user's next session, side by side (as clients of several API
+        # processes would), so that no user's sessions wait behind all of another's (the queue runs
+        # the oldest runnable job first) and one user's jobs are deferred in their order.
+        jobs: list[uuid.UUID] = []
+        rounds = max(len(batches) for batches in batches_by_user.values())
         with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-            jobs: list[uuid.UUID] = [j for ids in pool.map(submit, batches_by_user.values()) for j in ids]
+            for r in range(rounds):
+                jobs += pool.map(submit, [b[r] for b in batches_by_user.values() if r < len(b)])
         seconds: dict[str, float] = defaultdict(float)
         created: dict[str, int] = defaultdict(int)
         for job_id in jobs:
