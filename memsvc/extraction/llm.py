@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -112,6 +112,18 @@ class _Unusable(Exception):
     def __init__(self, reason: str, *, retry: bool) -> None:
         super().__init__(reason)
         self.retry = retry
+
+
+class _Failed(Exception):
+    """Every try failed (or one that is not worth repeating): the last reason and how many tries."""
+
+    def __init__(self, reason: str, attempts: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
+
+_T = TypeVar("_T")
 
 
 def response_schema() -> dict[str, Any]:
@@ -239,6 +251,7 @@ class LLMExtractor:
         timeout_s: float = 30.0,
         max_retries: int = 2,
         backoff_s: float = 0.5,
+        max_backoff_s: float = 5.0,
         fallback: Extractor | None = None,
         client: httpx.Client | None = None,
     ) -> None:
@@ -246,6 +259,7 @@ class LLMExtractor:
         self.model = model
         self.max_retries = max(0, max_retries)
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.fallback: Extractor = fallback or RulesExtractor()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers)
@@ -260,18 +274,10 @@ class LLMExtractor:
         if not turns:
             return Extraction(extractor=self.name)
         body = self.request_body(turns)
-        reason = ""
-        attempts = 0
-        for attempt in range(self.max_retries + 1):
-            attempts = attempt + 1
-            try:
-                return self._convert(self._call(body), turns)
-            except _Unusable as e:
-                reason = str(e)
-                if not e.retry:
-                    break
-            if attempt < self.max_retries:
-                time.sleep(min(self.backoff_s * 2**attempt, 5.0))
+        try:
+            return self._with_retries(lambda: self._convert(self._call(body), turns))
+        except _Failed as e:
+            reason, attempts = e.reason, e.attempts
         log.warning(
             "LLM extraction failed after %d attempt(s): %s; using %s", attempts, reason, self.fallback.name
         )
@@ -331,22 +337,26 @@ class LLMExtractor:
             "memory_operations",
             operations_schema(),
         )
-        for attempt in range(self.max_retries + 1):
+
+        def operations() -> list[Any]:
+            raw = self._post(body)
             try:
-                raw = self._post(body)
                 items = json.loads(raw).get("operations")
-                if not isinstance(items, list):
-                    raise _Unusable("no operations list", retry=True)
-                break
-            except _Unusable as e:
-                if not e.retry or attempt == self.max_retries:
-                    log.warning("LLM memory operations failed: %s; every fact is added", e)
-                    return None
             except (ValueError, AttributeError) as e:
-                if attempt == self.max_retries:
-                    log.warning("LLM memory operations unreadable: %s; every fact is added", e)
-                    return None
-            time.sleep(min(self.backoff_s * 2**attempt, 5.0))
+                raise _Unusable(f"unreadable ({type(e).__name__}: {str(e)[:200]})", retry=True) from e
+            if not isinstance(items, list):
+                raise _Unusable("no operations list", retry=True)
+            return items
+
+        try:
+            items = self._with_retries(operations)
+        except _Failed as e:
+            log.warning(
+                "LLM memory operations failed after %d attempt(s): %s; every fact is added",
+                e.attempts,
+                e.reason,
+            )
+            return None
         out: list[MemoryOperation] = []
         seen: set[int] = set()
         for item in items:
@@ -366,6 +376,20 @@ class LLMExtractor:
             content = (o.content or "").strip() or None
             out.append(MemoryOperation(o.op, fact, memory, content, o.reason[:300]))
         return out
+
+    def _with_retries(self, attempt: Callable[[], _T]) -> _T:
+        """`attempt()`, tried again after a failure worth retrying (timeout, connection error, 429,
+        5xx, an answer we cannot read) at most `max_retries` times, waiting `backoff_s` × 2^n
+        between tries, never more than `max_backoff_s`: a model server that is down or overloaded
+        is given time to recover instead of a burst of requests. Raises `_Failed` at the end."""
+        for n in range(self.max_retries + 1):
+            try:
+                return attempt()
+            except _Unusable as e:
+                if not e.retry or n == self.max_retries:
+                    raise _Failed(str(e), n + 1) from e
+            time.sleep(min(self.backoff_s * 2**n, self.max_backoff_s))
+        raise AssertionError("unreachable")  # the last try returns or raises
 
     def _post(self, body: dict[str, Any]) -> str:
         """POST a chat completion; the assistant's content, fences stripped."""

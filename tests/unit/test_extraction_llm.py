@@ -207,3 +207,51 @@ def test_make_extractor() -> None:
         make_extractor("llm")
     with pytest.raises(InvalidInput):
         make_extractor("spacy")
+
+
+# -- memory operations (ADD / UPDATE / DELETE / NOOP) ------------------------------------------
+
+OPERATIONS = {
+    "operations": [
+        {"op": "NOOP", "fact": "f1", "memory": "m1", "content": None, "reason": "said before"},
+        {"op": "ADD", "fact": "f2", "memory": None, "content": None, "reason": "new"},
+    ]
+}
+
+
+def test_memory_operations_retry_with_growing_waits_then_succeed(server: FakeOpenAI) -> None:
+    server.script(Reply(status=500), Reply(status=429), Reply(content=OPERATIONS))
+    started = time.monotonic()
+    ops = extractor(server, max_retries=2, backoff_s=0.1).propose_operations(
+        ["Caroline went to a support group", "Melanie paints"], ["Caroline attended a support group"]
+    )
+    elapsed = time.monotonic() - started
+
+    assert len(server.requests) == 3
+    assert elapsed >= 0.1 + 0.2  # waited backoff_s, then twice that, before the second and third try
+    assert ops is not None and [(o.op, o.fact, o.memory) for o in ops] == [("NOOP", 0, 0), ("ADD", 1, None)]
+    assert server.requests[0].body["response_format"]["json_schema"]["name"] == "memory_operations"
+
+
+def test_memory_operations_give_up_after_the_retries(server: FakeOpenAI) -> None:
+    server.script(Reply(content="not json at all"))
+    ops = extractor(server, max_retries=2).propose_operations(["a fact"], ["a memory"])
+    assert ops is None  # the caller then adds every fact
+    assert len(server.requests) == 3
+
+
+def test_memory_operations_waits_are_bounded(server: FakeOpenAI) -> None:
+    server.script(Reply(status=503))
+    started = time.monotonic()
+    ops = extractor(server, max_retries=3, backoff_s=30.0, max_backoff_s=0.05).propose_operations(
+        ["a fact"], ["a memory"]
+    )
+    assert ops is None
+    assert len(server.requests) == 4
+    assert 0.15 <= time.monotonic() - started < 5.0  # three waits of at most max_backoff_s, not 30 s
+
+
+def test_memory_operations_client_error_is_not_retried(server: FakeOpenAI) -> None:
+    server.script(Reply(status=400))
+    assert extractor(server, max_retries=2).propose_operations(["a fact"], ["a memory"]) is None
+    assert len(server.requests) == 1
