@@ -451,13 +451,17 @@ def _refs(message_ids: Sequence[str]) -> str:
 
 
 def related_entities(corpus: UserCorpus, results: Sequence[MemoryOut]) -> list[tuple[str, list[str]]]:
-    """Entities the results mention, most mentioned first, as (label, message ids mentioning it)."""
+    """Entities the results mention, most mentioned first, as (label, message ids mentioning it):
+    of an excerpt, only its turns that name the entity."""
     sources: dict[uuid.UUID, dict[str, None]] = {}
+    slot_of = corpus.row_index()
     for item in results:
         memory_ids = [uuid.UUID(m) for m in item.metadata.get("memory_ids", [])] or [item.id]
         for memory_id in memory_ids:
+            slot = slot_of.get(memory_id)
+            said = corpus.rows[slot].source_message_ids if slot is not None else item.source_message_ids
             for entity_id in corpus.mentions_of(memory_id):
-                sources.setdefault(entity_id, {}).update(dict.fromkeys(item.source_message_ids))
+                sources.setdefault(entity_id, {}).update(dict.fromkeys(said))
     ranked = sorted(sources.items(), key=lambda kv: -len(kv[1]))
     out = []
     for entity_id, messages in ranked:

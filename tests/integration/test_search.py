@@ -120,7 +120,19 @@ def test_context_never_exceeds_its_budget(service, tenant, max_tokens: int) -> N
     if max_tokens >= 1000:
         headers = [line for line in response.context.splitlines() if line.startswith("## ")]
         assert headers == ["## Facts", "## Events (oldest first)", "## Related entities"]
-        assert "Caroline (person)" in response.context
+        # Each entity cites messages that name it (a speaker's own turns do not, unless they do).
+        said = {
+            t["dia_id"]: t["text"].lower()
+            for key, turns in json.loads(LOCOMO.read_text()).items()
+            if key.startswith("session_") and isinstance(turns, list)
+            for t in turns
+        }
+        entities = response.context.split("## Related entities\n")[1].splitlines()
+        assert entities
+        for line in entities:
+            label, refs = line[2:].split(" (src: ")
+            name = label.rsplit(" (", 1)[0].lower()
+            assert all(name in said[ref] for ref in refs.rstrip(")…").split(",")), line
 
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
@@ -154,3 +166,37 @@ def test_index_backend_agrees_with_exact_and_forgets_deletions(
     finally:
         indexed.search_engine.dense.close()  # type: ignore[union-attr]
         indexed.index.stop()  # type: ignore[union-attr]
+
+
+def test_an_excerpt_joins_an_answer_to_its_question_not_an_unrelated_reply(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"readme-{uuid.uuid4().hex[:6]}"
+    at = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    lines = [  # the README's example, then a question and its answer
+        ("Caroline", "I went to a LGBTQ support group yesterday and it was so powerful."),
+        ("Melanie", "That's great! I painted a lake sunrise last year."),
+        ("Caroline", "Which book are you reading at the moment?"),
+        ("Melanie", "Charlotte's Web, with the kids."),
+    ]
+    _ingest(
+        service,
+        ctx,
+        AddRequest(
+            user_id=user,
+            session_id="s1",
+            messages=[
+                Message(
+                    role="user", name=name, content=text, id=f"m{i}", created_at=at.replace(minute=56 + i)
+                )
+                for i, (name, text) in enumerate(lines)
+            ],
+        ),
+    )
+    results = service.search(
+        ctx, SearchRequest(query="When did Caroline go to the support group?", user_id=user, limit=5)
+    )
+    answer = next(r for r in results if "m0" in r.source_message_ids)
+    assert answer.source_message_ids == ["m0"] and "painted" not in answer.content
+    # A question and its answer come back together, whichever of the two the query matches.
+    results = service.search(ctx, SearchRequest(query="What is Melanie reading?", user_id=user, limit=5))
+    assert any(r.kind == "excerpt" and r.source_message_ids == ["m2", "m3"] for r in results)

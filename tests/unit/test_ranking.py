@@ -152,13 +152,57 @@ def test_adjacent_turns_merge_into_one_result_within_limits() -> None:
         ("D1:4",),  # ranked below merge_depth: not merged
         ("D1:5",),
     ]
-    deep = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_depth=15))
+    # (Turns scoring 0 beside a 4.7 answer only merge when any adjacent turn may: merge_min_share 0.)
+    deep = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_depth=15, merge_min_share=0.0))
+    assert build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_depth=15))[1].members == (
+        cands[3],
+    )
     assert deep[1].source_message_ids == ("D1:3", "D1:4", "D1:5")
     assert res[0].content == "Caroline: w0\nCaroline: w1\nCaroline: w2"
     no_budget = build_results(cands, scores, RankingConfig(merge_max_turns=3, merge_word_budget=2))
     assert [len(r.members) for r in no_budget[:4]] == [1, 1, 1, 1]
     with pytest.raises(ValueError):
         RankingConfig(merge_max_turns=6)
+
+
+def test_only_turns_that_answer_together_merge() -> None:
+    cands = [
+        turn(0, "I went to a support group yesterday.", speaker="Caroline"),
+        turn(1, "That's great! I painted a lake sunrise last year.", speaker="Melanie"),
+        turn(2, "Which book are you reading?", speaker="Caroline"),
+        turn(3, "Charlotte's Web.", speaker="Melanie"),
+        turn(4, "And which one is next?", speaker="Melanie"),
+        turn(5, "The Hobbit, I think.", speaker="Melanie"),
+    ]
+    config = RankingConfig(merge_min_share=0.85)
+
+    def results(scores: list[float]) -> list[tuple[str, ...]]:
+        return [r.source_message_ids for r in build_results(cands, np.array(scores), config)]
+
+    # A reply that scores far below the answer it follows is its own result, not glued onto it.
+    assert results([5.0, 2.0, 0.0, 0.0, -1.0, -1.0])[:2] == [("D1:0",), ("D1:1",)]
+    # Two turns that both answer the query merge.
+    assert results([5.0, 4.5, 0.0, 0.0, -1.0, -1.0])[0] == ("D1:0", "D1:1")
+    # A question and the other speaker's answer right after it merge whichever scores higher...
+    assert results([0.0, 0.0, 1.0, 5.0, -1.0, -1.0])[0] == ("D1:2", "D1:3")
+    assert results([0.0, 0.0, 5.0, 1.0, -1.0, -1.0])[0] == ("D1:2", "D1:3")
+    # ...but not a low-scoring turn after an answer, nor a speaker answering their own question.
+    after = results([0.0, 0.0, 0.0, 5.0, 1.0, -1.0])
+    assert after[0] == ("D1:2", "D1:3") and ("D1:4",) in after
+    assert results([-1.0, -1.0, -1.0, -1.0, 5.0, 1.0])[0] == ("D1:4",)
+    # A question ending in a shared photo's caption still asks.
+    photo = [
+        *cands[:2],
+        turn(2, "Look! What is this? [photo: a dog on a beach]", speaker="Caroline"),
+        cands[3],
+    ]
+    merged = build_results(photo, np.array([0.0, 0.0, 1.0, 5.0]), config)
+    assert merged[0].source_message_ids == ("D1:2", "D1:3")
+    # At a share of 0 every adjacent turn ranked high enough merges, as before.
+    everything = build_results(
+        cands, np.array([5.0, 2.0, 0.0, 0.0, -1.0, -1.0]), RankingConfig(merge_min_share=0.0)
+    )
+    assert everything[0].source_message_ids[:2] == ("D1:0", "D1:1")
 
 
 def test_dedup_drops_near_duplicates_and_covered_facts_and_excluded_kinds() -> None:
