@@ -1,0 +1,46 @@
+"""How the CPU encoder groups a call's texts, and that a text met again is not encoded again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memsvc.embedding import similar_length_batches
+
+
+def test_batches_hold_each_text_once_longest_first_and_of_similar_length() -> None:
+    lengths = np.array([3, 120, 40, 38, 41, 90, 3, 5, 37, 39, 42, 40, 36, 44])
+    batches = similar_length_batches(lengths, batch_size=4, min_share=0.8)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    assert lengths[rows].tolist() == sorted(lengths.tolist(), reverse=True)
+    for batch in batches:
+        assert 1 <= len(batch) <= 4
+        assert lengths[batch].min() >= 0.8 * lengths[batch[0]]
+    # The 120-token text is not padded against, nor pads, the 90 and the ~40s.
+    assert [lengths[b].tolist() for b in batches[:3]] == [[120], [90], [44, 42, 41, 40]]
+
+
+def test_min_share_zero_is_plain_batches_of_the_sorted_texts() -> None:
+    lengths = np.array([5, 50, 7, 30, 9])
+    batches = similar_length_batches(lengths, batch_size=2, min_share=0.0)
+    assert [lengths[b].tolist() for b in batches] == [[50, 30], [9, 7], [5]]
+
+
+def test_a_text_met_again_gets_its_cached_vector() -> None:
+    pytest.importorskip("onnxruntime")
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    first = "Caroline: I went to a LGBTQ support group yesterday and it was so powerful."
+    other = "Melanie: That's great! I painted a lake sunrise last year, by the water at dawn."
+    together = embedder.embed([first, other])
+    # int8 activations are quantised per batch: encoded alone, the text's vector is a little
+    # different, so equality below can only come from the cache.
+    assert not np.array_equal(embedder._embed_onnx([first])[0], together[0])
+    again = embedder.embed(["a line never seen", first, first])
+    assert np.array_equal(again[1], together[0]) and np.array_equal(again[2], together[0])
+    assert again.shape == (3, 384) and again.dtype == np.float32
+    # What the caller gets is a copy: changing it leaves the cache alone.
+    again[1] *= 2
+    assert np.array_equal(embedder.embed([first])[0], together[0])
