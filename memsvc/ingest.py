@@ -93,6 +93,16 @@ def turn_vector(own: Vector, own_words: int, previous: Vector | None, previous_w
     return ((own + exchange) / 2).astype(np.float32)
 
 
+def session_vector(quoted_lines: Sequence[str], vector_of: dict[str, Vector]) -> Vector:
+    """A session episode's vector: the length-weighted mean of the vectors of the turns its digest
+    quotes, each encoded whole as a turn line (which ingest encodes anyway), as `turn_vector`
+    stands in for the exchange: the digest itself, the longest text of a batch, is not encoded."""
+    weights = np.array([len(line.split()) for line in quoted_lines], dtype=np.float32)
+    mean = (weights[:, None] * np.stack([vector_of[line] for line in quoted_lines])).sum(axis=0)
+    vector: Vector = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return vector
+
+
 @dataclass(slots=True)
 class PreparedTurn:
     id: uuid.UUID
@@ -203,11 +213,15 @@ class Ingestor:
         known_entities = self._known_entities(session, tenant_id, user_id)
         timings["database"] += time.perf_counter() - t0
 
-        # One batched embedding call for everything this batch made, each distinct text once.
+        # One batched embedding call for everything this batch made, each distinct text once; the
+        # session digests' vectors come from their turns' (lines of stored turns are most often
+        # in the embedder's cache).
+        digests = _plan_sessions(new_turns, stored_turns)
         previous_lines = [m.pop("_previous_line", None) for m in rows.memories]
         own_texts = [m.pop("_embed") for m in rows.memories]
         entity_names = [e.name for e in extraction.entities]
-        texts = list(dict.fromkeys([*own_texts, *filter(None, previous_lines), *entity_names]))
+        quoted = [line for d in digests for line in d.quoted_lines]
+        texts = list(dict.fromkeys([*own_texts, *filter(None, previous_lines), *entity_names, *quoted]))
         t0 = time.perf_counter()
         vector_of = dict(zip(texts, self.embedder.embed(texts), strict=True))
         timings["embedding"] += time.perf_counter() - t0
@@ -236,9 +250,9 @@ class Ingestor:
         if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
             created["superseded"] = superseded
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
-        created["session"] += self._upsert_sessions(
-            session, tenant_id, user_id, new_turns, stored_turns, rows, timings
-        )
+        t0 = time.perf_counter()
+        created["session"] += _upsert_sessions(session, tenant_id, user_id, digests, vector_of, rows)
+        timings["database"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         bulk_insert(session, MemorySource, rows.sources)
         n_entities, n_relations = self._write_graph(
@@ -428,66 +442,6 @@ class Ingestor:
             )
         return stored
 
-    def _upsert_sessions(
-        self,
-        session: Session,
-        tenant_id: uuid.UUID,
-        user_id: str,
-        new_turns: Sequence[PreparedTurn],
-        stored: dict[str | None, list[_StoredTurn]],
-        rows_out: _Rows,
-        timings: dict[str, float],
-    ) -> int:
-        """Rebuild each touched session's episode; its provenance rows join `rows_out.sources`."""
-        session_ids = sorted({t.turn.session_id for t in new_turns if t.turn.session_id})
-        if not session_ids:
-            return 0
-        by_session: dict[str, list[_StoredTurn]] = {}
-        for session_id in session_ids:
-            turns = [*stored.get(session_id, ())]
-            turns += [
-                _StoredTurn(t.turn.speaker, t.turn.text, t.turn.event_at, t.turn.message_id, t.id, t.position)
-                for t in new_turns
-                if t.turn.session_id == session_id
-            ]
-            # In time order, ties by position (as ORDER BY event_at, position with NULLs last).
-            turns.sort(key=lambda t: (t.event_at, t.position is None, t.position or 0))
-            by_session[session_id] = turns
-        digests = []
-        for session_id, rows in by_session.items():
-            digest = session_digest([(r.speaker or "", r.content) for r in rows])
-            start, end = rows[0].event_at, rows[-1].event_at
-            digests.append((session_id, rows, digest, start, end))
-        t0 = time.perf_counter()
-        vectors = self.embedder.embed([d[2] for d in digests])
-        timings["embedding"] += time.perf_counter() - t0
-        values: list[dict[str, Any]] = []
-        for (session_id, rows, digest, start, end), vector in zip(digests, vectors, strict=True):
-            memory_id = derived_id(tenant_id, user_id, "session", session_id)
-            values.append(
-                {
-                    "id": memory_id,
-                    "tenant_id": tenant_id,
-                    "user_id": user_id,
-                    "session_id": session_id,
-                    "type": "episodic",
-                    "kind": "session",
-                    "content": digest,
-                    "content_hash": content_hash(digest),
-                    "event_at": start,
-                    "event_end_at": end,
-                    "valid_from": start,
-                    "importance": 0.3,
-                    "metadata_": {"turns": len(rows)},
-                    "embedding": vector,
-                }
-            )
-            rows_out.sources.extend(_source(memory_id, r.message_id, r.id, tenant_id, user_id) for r in rows)
-        t0 = time.perf_counter()
-        bulk_insert(session, Memory, values, conflict=_SESSION_UPSERT)
-        timings["database"] += time.perf_counter() - t0
-        return len(values)
-
     # -- graph ----------------------------------------------------------------------------
 
     @staticmethod
@@ -632,12 +586,84 @@ def _closest(
     return best
 
 
+@dataclass(slots=True)
+class _SessionPlan:
+    """A session episode as rebuilt from all its turns (those stored and the new ones), in time order."""
+
+    session_id: str
+    turns: list[_StoredTurn]
+    digest: str
+    quoted_lines: list[str]  # the lines of the turns the digest quotes, whole
+
+
+def _plan_sessions(
+    new_turns: Sequence[PreparedTurn], stored: dict[str | None, list[_StoredTurn]]
+) -> list[_SessionPlan]:
+    """Each touched session's turns in time order (those it held and the new ones) and its digest."""
+    plans = []
+    for session_id in sorted({t.turn.session_id for t in new_turns if t.turn.session_id}):
+        turns = [*stored.get(session_id, ())]
+        turns += [
+            _StoredTurn(t.turn.speaker, t.turn.text, t.turn.event_at, t.turn.message_id, t.id, t.position)
+            for t in new_turns
+            if t.turn.session_id == session_id
+        ]
+        # In time order, ties by position (as ORDER BY event_at, position with NULLs last).
+        turns.sort(key=lambda t: (t.event_at, t.position is None, t.position or 0))
+        items = [(r.speaker or "", r.content) for r in turns]
+        quoted = [turn_line(*items[i]) for i in digest_turns(items)]
+        plans.append(_SessionPlan(session_id, turns, session_digest(items), quoted))
+    return plans
+
+
+def _upsert_sessions(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    plans: Sequence[_SessionPlan],
+    vector_of: dict[str, Vector],
+    rows_out: _Rows,
+) -> int:
+    """Write each touched session's episode; its provenance rows join `rows_out.sources`."""
+    values: list[dict[str, Any]] = []
+    for plan in plans:
+        memory_id = derived_id(tenant_id, user_id, "session", plan.session_id)
+        start, end = plan.turns[0].event_at, plan.turns[-1].event_at
+        values.append(
+            {
+                "id": memory_id,
+                "tenant_id": tenant_id,
+                "user_id": user_id,
+                "session_id": plan.session_id,
+                "type": "episodic",
+                "kind": "session",
+                "content": plan.digest,
+                "content_hash": content_hash(plan.digest),
+                "event_at": start,
+                "event_end_at": end,
+                "valid_from": start,
+                "importance": 0.3,
+                "metadata_": {"turns": len(plan.turns)},
+                "embedding": session_vector(plan.quoted_lines, vector_of),
+            }
+        )
+        rows_out.sources.extend(
+            _source(memory_id, turn.message_id, turn.id, tenant_id, user_id) for turn in plan.turns
+        )
+    bulk_insert(session, Memory, values, conflict=_SESSION_UPSERT)
+    return len(values)
+
+
+def digest_turns(turns: Sequence[tuple[str, str]]) -> list[int]:
+    """Which (speaker, text) turns a session digest quotes: the longest few, in order."""
+    return sorted(sorted(range(len(turns)), key=lambda i: -len(turns[i][1]))[:DIGEST_TURNS])
+
+
 def session_digest(turns: Iterable[tuple[str, str]]) -> str:
     """A compact extractive digest: the longest few turns, in order, shortened to one line each."""
     items = list(turns)
-    ranked = sorted(range(len(items)), key=lambda i: -len(items[i][1]))[:DIGEST_TURNS]
     lines = []
-    for i in sorted(ranked):
+    for i in digest_turns(items):
         speaker, text = items[i]
         first = text.split(". ")[0].strip()
         lines.append(f"{speaker}: {first[:160]}")

@@ -8,10 +8,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import REAL, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from memsvc.importers import locomo_batches
+from memsvc.ingest import digest_turns, session_vector, turn_line
 from memsvc.models import Entity, EntityMention, Memory, MemorySource, Relation
 from memsvc.schemas import AddRequest, Message
 from tests.unit.fake_openai import FakeOpenAI, Reply
@@ -78,6 +81,46 @@ def test_each_session_is_an_episode_with_its_time_span(service, conversation) ->
         assert episode.event_end_at == batch.messages[-1].created_at
         assert sources[episode.id] == sorted(m.id for m in batch.messages)
         assert 0 < len(episode.content) < sum(len(m.content) for m in batch.messages)
+
+
+def _session_vectors(service, ctx, user: str) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        rows = session.execute(
+            select(Memory.session_id, cast(Memory.embedding, ARRAY(REAL))).where(
+                Memory.tenant_id == ctx.tenant_id, Memory.user_id == user, Memory.kind == "session"
+            )
+        ).all()
+    return {session_id: np.asarray(vector, dtype=np.float32) for session_id, vector in rows}
+
+
+def _quoted_turns_vector(service, messages: list[Message]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    items = [(m.name or m.role, m.content) for m in messages]
+    lines = [turn_line(*items[i]) for i in digest_turns(items)]
+    return session_vector(lines, dict(zip(lines, service.embedder.embed(lines), strict=True)))
+
+
+def test_a_session_episode_is_embedded_as_the_turns_its_digest_quotes(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    """The digest itself is not encoded: its vector is the length-weighted mean of the whole lines
+    of the turns it quotes, also when those turns came in an earlier batch of the session."""
+    ctx, _ = tenant
+    user = f"caroline-{uuid.uuid4().hex[:6]}"
+    session_1, session_2 = list(locomo_batches(json.loads(LOCOMO.read_text()), user))[:2]
+    half = len(session_1.messages) // 2
+    for batch in (
+        session_1.model_copy(update={"messages": session_1.messages[:half]}),
+        session_1.model_copy(update={"messages": session_1.messages[half:]}),
+        session_2,
+    ):
+        _ingest(service, ctx, batch)
+    stored = _session_vectors(service, ctx, user)
+    for batch in (session_1, session_2):
+        expected = _quoted_turns_vector(service, batch.messages)
+        digest_alone = service.embedder.embed(
+            [_memories(service, ctx, user, session_id=batch.session_id, kind="session")[0][0].content]
+        )[0]
+        # halfvec storage keeps ~3 decimals; encoding the digest text gives another vector.
+        assert float(stored[batch.session_id] @ expected) > 0.999
+        assert float(stored[batch.session_id] @ digest_alone) < 0.99
 
 
 def test_facts_are_self_contained_with_resolved_dates_and_exact_provenance(service, conversation) -> None:  # type: ignore[no-untyped-def]
