@@ -9,7 +9,15 @@
 2. LoCoMo (`--locomo`): the conversations of shared/data/locomo ingested as in bench/locomo.py,
    recall@10 and words in the top 10 before and after a consolidation run.
 
-    python bench/consolidation.py [--memories 50000] [--locomo [conv-26 ...]] [--json PATH]
+3. Fact precision (`--facts N`): a labelled sample of the facts extracted from LoCoMo's report half,
+   before and after a run (labels: bench/labels/locomo_facts.json).
+4. Entity merging (`--entity-pairs [FILE]`): precision and recall of merging two entities of one
+   type by the cosine of their names' vectors, at several thresholds, on hand-labelled pairs of
+   names extracted from LoCoMo's tune half (bench/labels/entity_pairs.json); how
+   `MEMSVC_CONSOLIDATION_ENTITY_MERGE_COSINE` was chosen.
+
+    python bench/consolidation.py [--memories 50000] [--locomo [conv-26 ...]] [--facts 240]
+                                  [--entity-pairs] [--json PATH]
 """
 
 from __future__ import annotations
@@ -396,20 +404,40 @@ def scale(n: int, seed: int) -> dict[str, Any]:
     }
 
 
+def locomo_paths(names: list[str]) -> list[Path]:
+    """The LoCoMo files to run: `names` (all of shared/data/locomo when empty). Exits with a message
+    naming what is missing rather than measuring fewer conversations than asked for."""
+    if not LOCOMO_DIR.is_dir():
+        raise SystemExit(f"LoCoMo data not found: {LOCOMO_DIR} is no directory (shared/data/README.md)")
+    paths = [LOCOMO_DIR / f"{name}.json" for name in names] or sorted(LOCOMO_DIR.glob("conv-*.json"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"LoCoMo conversations not found: {', '.join(missing)}")
+    if not paths:
+        raise SystemExit(f"no LoCoMo conversations (conv-*.json) in {LOCOMO_DIR}")
+    return paths
+
+
 def locomo(conversations: list[str]) -> dict[str, Any]:
     from bench.locomo import CATEGORIES, KS, Scores, evidence_turns, result_words
     from memsvc.importers import locomo_batches
     from memsvc.schemas import SearchRequest
 
+    paths = locomo_paths(conversations)
     service, ctx = fresh_service()
-    paths = sorted(LOCOMO_DIR.glob("conv-*.json"))
-    if conversations:
-        paths = [p for p in paths if p.stem in set(conversations)]
+    # The questions must not vote on what is forgotten: a search counts as a use of what it
+    # returns, and a use keeps a memory, so asking them before the run would shield their own
+    # results from it (and a use at today's date is years after a LoCoMo user's clock).
+    recorder, service.uses = service.uses, None
     data = {p.stem: json.loads(p.read_text()) for p in paths}
+    session_of: dict[str, dict[str, str]] = {}
     for user, conv in data.items():
-        for batch in locomo_batches(conv, user):
+        batches = list(locomo_batches(conv, user))
+        session_of[user] = {m.id or "": b.session_id or "" for b in batches for m in b.messages}
+        for batch in batches:
             outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
-            assert outcome.status == "succeeded", outcome.error
+            if outcome.status != "succeeded":
+                raise SystemExit(f"ingest of {user} failed: {outcome.error}")
 
     def evaluate() -> dict[str, Any]:
         scores = Scores()
@@ -420,14 +448,18 @@ def locomo(conversations: list[str]) -> dict[str, Any]:
                     continue
                 results = service.search(ctx, SearchRequest(query=q["question"], user_id=user, limit=max(KS)))
                 ours = [(r.source_message_ids, result_words(r.speaker, r.kind, r.content)) for r in results]
-                scores.add(q["category"], evidence, ours)
-        return scores.summary()
+                scores.add(q["category"], evidence, ours, session_of[user])
+        summary = scores.summary()
+        if not summary["questions"]:
+            raise SystemExit(f"no LoCoMo questions of categories {CATEGORIES} with evidence in {list(data)}")
+        return summary
 
     before = evaluate()
     counts_before = {u: active_count(service, ctx.tenant_id, u) for u in data}
     report = service.consolidate(ctx.tenant_id)
     after = evaluate()
     counts_after = {u: active_count(service, ctx.tenant_id, u) for u in data}
+    service.uses = recorder
     service.close()
     return {
         "conversations": list(data),
@@ -457,8 +489,9 @@ def fact_precision(sample_size: int, seed: int, labels_path: Path) -> dict[str, 
 
     service, ctx = fresh_service()
     stored: list[dict[str, Any]] = []
-    for name in FACT_CONVERSATIONS:
-        conv = json.loads((LOCOMO_DIR / f"{name}.json").read_text())
+    for path in locomo_paths(FACT_CONVERSATIONS):
+        name = path.stem
+        conv = json.loads(path.read_text())
         for batch in locomo_batches(conv, name):
             outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
             assert outcome.status == "succeeded", outcome.error
@@ -532,6 +565,86 @@ def fact_precision(sample_size: int, seed: int, labels_path: Path) -> dict[str, 
     return out
 
 
+ENTITY_PAIRS = Path(__file__).resolve().parent / "labels" / "entity_pairs.json"
+ENTITY_THRESHOLDS = (0.70, 0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.95)
+
+
+def entity_merge_thresholds(labels_path: Path, thresholds: tuple[float, ...]) -> dict[str, Any]:
+    """Entity merging by the cosine of the names' vectors, on hand-labelled pairs of extracted
+    entity names (`labels_path`: the rule and one label per pair): for each threshold, the pairs
+    it would merge, precision (of those, the same thing) and recall (of the pairs that are one
+    thing, the share merged). Names are embedded as ingest embeds them (the name alone) by the
+    encoder the service uses by default (settings as in the environment: int8 ONNX on a CPU)."""
+    import numpy as np
+
+    from memsvc.config import Settings
+    from memsvc.embedding import get_embedder, resolve_backend, resolve_device
+
+    if not labels_path.is_file():
+        raise SystemExit(f"entity pair labels not found: {labels_path}")
+    settings = Settings()
+    embedder = get_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        cpu_bf16=settings.embedding_cpu_bf16,
+        backend=settings.embedding_backend,
+    )
+    labelled = json.loads(labels_path.read_text())
+    pairs = [p for p in labelled["pairs"] if p["same"] is not None]
+    if not pairs:
+        raise SystemExit(f"no labelled pairs in {labels_path}")
+    names = sorted({n for p in pairs for n in (p["a"], p["b"])})
+    vectors = dict(zip(names, np.asarray(embedder.embed(names), dtype=np.float32), strict=True))
+
+    def cosine(a: str, b: str) -> float:
+        u, v = vectors[a], vectors[b]
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    scored = [(cosine(p["a"], p["b"]), bool(p["same"]), p) for p in pairs]
+    positives = sum(same for _, same, _ in scored)
+    rows = []
+    for t in thresholds:
+        merged = [same for c, same, _ in scored if c >= t]
+        rows.append(
+            {
+                "threshold": t,
+                "merged": len(merged),
+                "right": sum(merged),
+                "precision": sum(merged) / len(merged) if merged else None,
+                "recall": sum(merged) / positives if positives else None,
+            }
+        )
+    return {
+        "labels": str(labels_path),
+        "backend": resolve_backend(settings.embedding_backend, resolve_device(settings.embedding_device)),
+        "pairs": len(scored),
+        "same": positives,
+        "unsure_left_out": len(labelled["pairs"]) - len(pairs),
+        "highest_different": max((c for c, same, _ in scored if not same), default=None),
+        "same_cosines": sorted((round(c, 3) for c, same, _ in scored if same), reverse=True),
+        "thresholds": rows,
+        "closest": [
+            {"cosine": round(c, 3), "same": same, "a": p["a"], "b": p["b"], "type": p["type"]}
+            for c, same, p in sorted(scored, key=lambda x: -x[0])[:12]
+        ],
+    }
+
+
+def print_locomo(result: dict[str, Any]) -> None:
+    """Before and after, for all questions and per category: recall, words, session hit."""
+    figures = ["recall@5", "recall@10", "recall@20", "words@10", "recall@350w", "session_hit@5"]
+    rows: list[list[Any]] = []
+    b, a = result["before"], result["after"]
+    parts = [("all", b, a)] + [(c, b["categories"][c], a["categories"][c]) for c in b["categories"]]
+    for label, before, after in parts:
+        for name in figures:
+            rows.append([label, before["questions"], name, f"{before[name]:.4f}", f"{after[name]:.4f}"])
+    print_table(["LoCoMo questions", "n", "figure", "before", "after"], rows)
+    print(f"memories (not archived): {result['memories_before']} -> {result['memories_after']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -543,6 +656,13 @@ def main() -> None:
         "--facts", type=int, default=0, help="fact precision on a labelled sample of this many LoCoMo facts"
     )
     parser.add_argument("--labels", type=Path, default=LABELS)
+    parser.add_argument(
+        "--entity-pairs",
+        type=Path,
+        nargs="?",
+        const=ENTITY_PAIRS,
+        help="entity-merge precision/recall by threshold on labelled name pairs (default file: %(const)s)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     out: dict[str, Any] = {"args": vars(args), "machine": machine()}
@@ -570,15 +690,7 @@ def main() -> None:
     if args.locomo is not None:
         result = locomo(args.locomo)
         out["locomo"] = result
-        b, a = result["before"], result["after"]
-        print_table(
-            ["LoCoMo", "before", "after"],
-            [
-                ["recall@10", f"{b['recall@10']:.3f}", f"{a['recall@10']:.3f}"],
-                ["words@10", f"{b['words@10']:.1f}", f"{a['words@10']:.1f}"],
-                ["memories (not archived)", result["memories_before"], result["memories_after"]],
-            ],
-        )
+        print_locomo(result)
         print(f"run {result['run_s']:.1f} s: {result['totals']}")
     if args.facts:
         result = fact_precision(args.facts, args.seed, args.labels)
@@ -594,6 +706,27 @@ def main() -> None:
             )
         else:
             print(f"label the sample in {result['wrote_sample_to_label']} and run again")
+    if args.entity_pairs is not None:
+        result = entity_merge_thresholds(args.entity_pairs, ENTITY_THRESHOLDS)
+        out["entity_pairs"] = result
+        print_table(
+            ["entity merge cosine", "pairs merged", "same thing", "precision", "recall"],
+            [
+                [
+                    f"{r['threshold']:.2f}",
+                    r["merged"],
+                    r["right"],
+                    "-" if r["precision"] is None else f"{r['precision']:.3f}",
+                    "-" if r["recall"] is None else f"{r['recall']:.3f}",
+                ]
+                for r in result["thresholds"]
+            ],
+        )
+        print(
+            f"{result['pairs']} labelled pairs ({result['same']} the same thing, {result['unsure_left_out']}"
+            f" unsure left out), {result['backend']} vectors; highest cosine of two different things"
+            f" {result['highest_different']:.3f}; pairs that are one thing: {result['same_cosines']}"
+        )
     path = write_json("consolidation", out, args.json)
     print(f"wrote {path}")
 
