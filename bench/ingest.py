@@ -13,6 +13,12 @@ while a user's next job waits for its previous one).
 
     python bench/ingest.py [--sets locomo beam] [--half tune|report|all] [--conversations conv-26]
                            [--workers 1 2] [--concurrency 1] [--json PATH]
+                           [--rounds 1] [--variant LABEL=CHECKOUT[,ENV=VALUE...] ...]
+
+Old against new in one run: `git worktree add ../old <commit>`, then `--variant old=../old new=.
+--rounds 2`: each round runs every variant's workers (that checkout's code, with those environment
+variables on top) in turn, so both meet the same machine; the schema and the deferring side are
+this checkout's.
 
 Several users are needed for several workers to help (one user's jobs run one at a time, in order).
 On a GPU, worker processes scale and threads in one process do not (BENCHMARKS.md, "Ingest at
@@ -44,6 +50,22 @@ PARTS = ("embedding", "extraction", "database")
 SUBMIT_THREADS = 8
 
 
+class Variant:
+    """Whose code the workers run (`python -m memsvc.cli` from a checkout's root) and with what
+    environment variables on top of this process's."""
+
+    def __init__(self, spec: str) -> None:
+        label, _, rest = spec.partition("=")
+        checkout, *env = rest.split(",") if rest else [str(ROOT)]
+        self.label, self.root = label, Path(checkout).resolve()
+        self.env = dict(item.split("=", 1) for item in env)
+        if not (self.root / "memsvc" / "cli.py").exists():
+            raise SystemExit(f"--variant {spec}: {self.root} is not a memsvc checkout")
+
+
+CURRENT = Variant(f"current={ROOT}")
+
+
 class _NoEmbedder:
     """The bench process only accepts jobs; the workers embed."""
 
@@ -57,12 +79,13 @@ class _NoEmbedder:
 
 
 def _workers(
-    url: str, count: int, concurrency: int, logs: Path, shared_encoder: bool
+    url: str, count: int, concurrency: int, logs: Path, shared_encoder: bool, variant: Variant = CURRENT
 ) -> list[subprocess.Popen[bytes]]:
     # A worker holds at most a session per job slot and a few for the queue: small pools let many
     # workers share the embedded server's 100 connections.
     env = {
         **os.environ,
+        **variant.env,
         "MEMSVC_DATABASE_URL": url,
         "MEMSVC_LOG_LEVEL": "WARNING",
         "MEMSVC_DB_POOL_SIZE": str(concurrency + 1),
@@ -80,7 +103,7 @@ def _workers(
                 env=env,
                 stdout=out,
                 stderr=out,
-                cwd=ROOT,
+                cwd=variant.root,
             )
         )
         deadline = time.monotonic() + 300
@@ -92,7 +115,7 @@ def _workers(
     command = [sys.executable, "-m", "memsvc.cli", "worker", "--concurrency", str(concurrency)]
     for i in range(count):
         out = (logs / f"worker-{i}.log").open("wb")
-        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=ROOT))
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=variant.root))
     return procs
 
 
@@ -119,8 +142,35 @@ def _job_seconds(logs: Path) -> float:
     )
 
 
+def _cpu_seconds(procs: list[subprocess.Popen[bytes]], data_dir: Path) -> dict[str, float]:
+    """CPU seconds used so far by the workers and by the database server (its postmaster and
+    backends, found by the data folder on their command line). On a machine shared with other
+    work, CPU seconds per turn say what a quiet machine's wall time would."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    workers = sum(used(psutil.Process(p.pid)) for p in procs if p.poll() is None)
+    database = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if "postgres" in (process.info["name"] or "") and str(data_dir) in " ".join(
+            process.info["cmdline"] or ()
+        ):
+            database += used(process) + sum(used(child) for child in process.children())
+    return {"workers": workers, "database server": database}
+
+
 def run_once(
-    batches_by_user: dict[str, list[Any]], workers: int, concurrency: int, shared_encoder: bool = False
+    batches_by_user: dict[str, list[Any]],
+    workers: int,
+    concurrency: int,
+    shared_encoder: bool = False,
+    variant: Variant = CURRENT,
 ) -> dict[str, Any]:
     """Ingest every user's batches on a new database with `workers` worker processes."""
     from memsvc.cli import open_database
@@ -139,7 +189,7 @@ def run_once(
         ctx = TenantContext(tenant_id=get_or_create_tenant(session, "bench"))
     url = libpq_url(database.url)
     queue = ProcrastinateQueue(service, url, worker="none")
-    procs = _workers(url, workers, concurrency, data_dir, shared_encoder)
+    procs = _workers(url, workers, concurrency, data_dir, shared_encoder, variant)
     try:
         # Warm-up: model load, first forward passes, the date parser's tables; not ingest.
         warm = []
@@ -163,6 +213,7 @@ def run_once(
             return job_id
 
         inside_before = _job_seconds(data_dir)
+        cpu_before = _cpu_seconds(procs, data_dir)
         started = time.perf_counter()
         # Round by round: every user's next session, side by side (as clients of several API
         # processes would), so that no user's sessions wait behind all of another's (the queue runs
@@ -184,6 +235,7 @@ def run_once(
                 created[key] += n
         wall = time.perf_counter() - started
         inside = _job_seconds(data_dir) - inside_before
+        cpu = {k: v - cpu_before[k] for k, v in _cpu_seconds(procs, data_dir).items()}
     finally:
         for proc in procs:
             proc.terminate()
@@ -198,6 +250,7 @@ def run_once(
     seconds["job bookkeeping and commit"] = max(0.0, inside - sum(seconds.values()))
     seconds["queue and other"] = max(0.0, wall * slots - inside)
     return {
+        "variant": {"label": variant.label, "checkout": str(variant.root), "env": variant.env},
         "workers": workers,
         "concurrency": concurrency,
         "users": len(batches_by_user),
@@ -208,6 +261,8 @@ def run_once(
         "seconds": dict(seconds),
         "share_of_slot_time": {k: v / (wall * slots) for k, v in seconds.items()},
         "created": dict(created),
+        "cpu_s": cpu,
+        "turns_per_cpu_s": turns / max(sum(cpu.values()), 1e-9),
     }
 
 
@@ -224,8 +279,16 @@ def main() -> None:
     parser.add_argument(
         "--shared-encoder", action="store_true", help="workers embed through one `memsvc encoder`"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every variant and worker count")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=[f"current={ROOT}"],
+        help="LABEL=CHECKOUT[,ENV=VALUE...]: the workers' code and environment (default: this checkout)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
+    variants = [Variant(spec) for spec in args.variant]
 
     report: dict[str, Any] = {"machine": machine(), "runs": {}, "load_before": os.getloadavg()}
     for set_name in args.sets:
@@ -241,9 +304,11 @@ def main() -> None:
             for k in range(args.copies)
         }
         words = sum(len(m.content.split()) for c in conversations for b in c.batches for m in b.messages)
-        for workers in args.workers:
+        for round_, workers, variant in [
+            (r, w, v) for r in range(args.rounds) for w in args.workers for v in variants
+        ]:
             load = os.getloadavg()
-            run = run_once(batches, workers, args.concurrency, args.shared_encoder)
+            run = run_once(batches, workers, args.concurrency, args.shared_encoder, variant)
             run.update(
                 conversations=names,
                 copies=args.copies,
@@ -253,9 +318,13 @@ def main() -> None:
                 load_after=os.getloadavg(),
             )
             shared = "+encoder" if args.shared_encoder else ""
-            report["runs"][f"{set_name}/{workers}x{args.concurrency}{shared}"] = run
+            key = f"{set_name}/{workers}x{args.concurrency}{shared}"
+            if len(variants) > 1 or args.rounds > 1:
+                key += f"/{variant.label}/round{round_ + 1}"
+            report["runs"][key] = run
             print(
-                f"\n{set_name} {', '.join(names)} x {args.copies}: {workers} worker(s) x {args.concurrency}"
+                f"\n{set_name} {', '.join(names)} x {args.copies}: {variant.label}, "
+                f"{workers} worker(s) x {args.concurrency}"
                 f"{' (shared encoder)' if args.shared_encoder else ''}, "
                 f"load {load[0]:.1f} -> {run['load_after'][0]:.1f}"
             )
@@ -269,6 +338,10 @@ def main() -> None:
             print(
                 f"{run['turns']} turns ({words} words) in {run['jobs']} jobs, {run['wall_s']:.2f} s: "
                 f"{run['turns_per_s']:.1f} turns/s; made {run['created']}"
+            )
+            print(
+                f"CPU s: workers {run['cpu_s']['workers']:.2f}, database server "
+                f"{run['cpu_s']['database server']:.2f}: {run['turns_per_cpu_s']:.1f} turns per CPU s"
             )
     print(f"\nwrote {write_json('ingest', report, args.json)}")
 
