@@ -161,7 +161,9 @@ class Settings(BaseSettings):
     consolidation_summary_min_age_days: float = 30.0
     consolidation_batch_size: int = Field(default=200, description="changes per transaction")
     consolidation_entity_merge_cosine: float = Field(
-        default=0.92, description="entities of one type whose names are this similar are merged"
+        default=0.95,
+        description="entities of one type whose names are this similar are merged (chosen on labelled "
+        "name pairs: bench/consolidation.py --entity-pairs)",
     )
     consolidation_uses_flush_s: float = Field(
         default=2.0, description="search uses (retention's use counts) are written this often; 0: not counted"

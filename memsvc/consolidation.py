@@ -15,7 +15,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -348,6 +348,18 @@ class Merge:
     duplicate_ids: tuple[uuid.UUID, ...]
 
 
+def close_to_earlier(
+    vectors: npt.NDArray[np.float32], threshold: float, chunk: int = 512
+) -> Iterator[tuple[int, npt.NDArray[np.bool_]]]:
+    """For each row of `vectors` (unit length) in order: its position, and which of the rows before
+    it have a cosine ≥ `threshold` with it. The leader clustering of memories and of entities walks
+    these; the products are taken a chunk of rows at a time, so memory stays chunk × n."""
+    for start in range(0, len(vectors), chunk):
+        close = (vectors[start : start + chunk] @ vectors[: start + chunk].T) >= threshold
+        for offset in range(min(chunk, len(vectors) - start)):
+            yield start + offset, close[offset, : start + offset]
+
+
 def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], threshold: float) -> list[Merge]:
     """Near-duplicate semantic memories (same subject and kind, cosine ≥ `threshold` or the same
     text, the same `must_match`: two events of different days stay two) merge into the earliest.
@@ -363,28 +375,22 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
     for members in by_subject.values():
         is_leader = np.zeros(len(members), dtype=np.bool_)
         leader_hash: dict[str, int] = {}
-        block = vectors[members]
-        # Similarities to the earlier rows of the subject, a chunk of rows at a time.
-        chunk = 512
-        for start in range(0, len(members), chunk):
-            close = (block[start : start + chunk] @ block[: start + chunk].T) >= threshold
-            for offset in range(min(chunk, len(members) - start)):
-                position = start + offset
-                i = members[position]
-                row = rows[i]
-                leader = leader_hash.get(row.content_hash)
-                if leader is None:
-                    for lp in np.flatnonzero(close[offset, :position] & is_leader[:position]).tolist():
-                        other = rows[members[lp]]
-                        if other.kind == row.kind and other.must_match == row.must_match:
-                            leader = lp
-                            break
-                if leader is None:
-                    is_leader[position] = True
-                    leader_hash.setdefault(row.content_hash, position)
-                    clusters[i] = []
-                else:
-                    clusters[members[leader]].append(i)
+        for position, close in close_to_earlier(vectors[members], threshold):
+            i = members[position]
+            row = rows[i]
+            leader = leader_hash.get(row.content_hash)
+            if leader is None:
+                for lp in np.flatnonzero(close & is_leader[:position]).tolist():
+                    other = rows[members[lp]]
+                    if other.kind == row.kind and other.must_match == row.must_match:
+                        leader = lp
+                        break
+            if leader is None:
+                is_leader[position] = True
+                leader_hash.setdefault(row.content_hash, position)
+                clusters[i] = []
+            else:
+                clusters[members[leader]].append(i)
     return [
         Merge(rows[leader].id, tuple(rows[d].id for d in duplicates))
         for leader, duplicates in clusters.items()
@@ -457,33 +463,28 @@ def plan_entity_merges(
         is_leader = np.zeros(len(members), dtype=np.bool_)
         leader_of_key: dict[str, int] = {}
         by_first: dict[str, list[int]] = defaultdict(list)  # people: first name → leaders
-        block = vectors[members]
-        chunk = 512
-        for start in range(0, len(members), chunk):
-            close = (block[start : start + chunk] @ block[: start + chunk].T) >= threshold
-            for offset in range(min(chunk, len(members) - start)):
-                position = start + offset
-                key = keys[position]
-                if not key:
-                    continue
-                leader = leader_of_key.get(key)
-                if leader is None:
-                    near = np.flatnonzero(close[offset, :position] & is_leader[:position])
-                    leader = int(near[0]) if len(near) else None
-                words = key.split()
-                person = rows[members[position]].entity_type == "person"
-                if leader is None and person and len(full_names.get(words[0], ())) == 1:
-                    candidates = by_first.get(words[0], [])
-                    candidates = [c for c in candidates if (len(keys[c].split()) > 1) != (len(words) > 1)]
-                    if len(candidates) == 1:
-                        leader = candidates[0]
-                if leader is None:
-                    is_leader[position] = True
-                    leader_of_key[key] = position
-                    by_first[key.split()[0]].append(position)
-                    clusters[members[position]] = []
-                else:
-                    clusters[members[leader]].append(members[position])
+        for position, close in close_to_earlier(vectors[members], threshold):
+            key = keys[position]
+            if not key:
+                continue
+            leader = leader_of_key.get(key)
+            if leader is None:
+                near = np.flatnonzero(close & is_leader[:position])
+                leader = int(near[0]) if len(near) else None
+            words = key.split()
+            person = rows[members[position]].entity_type == "person"
+            if leader is None and person and len(full_names.get(words[0], ())) == 1:
+                candidates = by_first.get(words[0], [])
+                candidates = [c for c in candidates if (len(keys[c].split()) > 1) != (len(words) > 1)]
+                if len(candidates) == 1:
+                    leader = candidates[0]
+            if leader is None:
+                is_leader[position] = True
+                leader_of_key[key] = position
+                by_first[key.split()[0]].append(position)
+                clusters[members[position]] = []
+            else:
+                clusters[members[leader]].append(members[position])
     return [
         Merge(rows[leader].id, tuple(rows[d].id for d in duplicates))
         for leader, duplicates in clusters.items()
@@ -546,7 +547,9 @@ class ConsolidationConfig:
     """What a run does; every threshold is global (chosen by measurement, BENCHMARKS.md)."""
 
     merge_cosine: float = 0.95
-    entity_merge_cosine: float = 0.92  # as ingest merges a new mention into a known entity
+    # No two different things merged among 56 labelled name pairs (the closest at 0.909), and no
+    # pair that is one thing above 0.80: cosine on names separates nothing below (BENCHMARKS.md).
+    entity_merge_cosine: float = 0.95
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     summaries: bool = False
     summary_min_age_days: float = 30.0
@@ -566,6 +569,7 @@ __all__ = [
     "SlotFact",
     "Summary",
     "Supersede",
+    "close_to_earlier",
     "entity_key",
     "fact_slot",
     "is_small_talk",

@@ -550,6 +550,25 @@ def _expiry(row: Any) -> datetime | None:
     return None
 
 
+def _apply_merges(
+    database: Database,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    merges: Sequence[Merge],
+    batch_size: int,
+    apply: Callable[[Session, Merge], int | None],
+) -> int:
+    """Apply merges under the user's lock, a quarter of `batch_size` per transaction (a merge
+    touches several rows); returns the sum of what `apply` returned."""
+    done = 0
+    for batch in _batches(merges, max(1, batch_size // 4)):
+        with database.session() as session:
+            lock_user(session, tenant_id, user_id)
+            for merge in batch:
+                done += apply(session, merge) or 0
+    return done
+
+
 def consolidate_user(
     database: Database,
     tenant_id: uuid.UUID,
@@ -692,20 +711,16 @@ def consolidate_user(
         for m in merges[:5]
     )
     if not dry_run:
-        for merge_batch in _batches(merges, max(1, config.batch_size // 4)):
-            with database.session() as session:
-                lock_user(session, tenant_id, user_id)
-                for merge in merge_batch:
-                    _apply_merge(
-                        session,
-                        tenant_id,
-                        user_id,
-                        merge.survivor_id,
-                        merge.duplicate_ids,
-                        actor,
-                        run_id,
-                        now,
-                    )
+        _apply_merges(
+            database,
+            tenant_id,
+            user_id,
+            merges,
+            config.batch_size,
+            lambda session, m: _apply_merge(
+                session, tenant_id, user_id, m.survivor_id, m.duplicate_ids, actor, run_id, now
+            ),
+        )
         if progress:
             progress(len(merges))
 
@@ -717,13 +732,16 @@ def consolidate_user(
         for m in entity_merges[:3]
     )
     if not dry_run:
-        for entity_batch in _batches(entity_merges, max(1, config.batch_size // 4)):
-            with database.session() as session:
-                lock_user(session, tenant_id, user_id)
-                for merge in entity_batch:
-                    report.relations_folded += _apply_entity_merge(
-                        session, tenant_id, user_id, merge.survivor_id, merge.duplicate_ids, actor, run_id
-                    )
+        report.relations_folded = _apply_merges(
+            database,
+            tenant_id,
+            user_id,
+            entity_merges,
+            config.batch_size,
+            lambda session, m: _apply_entity_merge(
+                session, tenant_id, user_id, m.survivor_id, m.duplicate_ids, actor, run_id
+            ),
+        )
         if progress:
             progress(len(entity_merges))
 

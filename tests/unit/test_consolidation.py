@@ -17,6 +17,7 @@ from memsvc.consolidation import (
     RetentionRow,
     Slot,
     SlotFact,
+    close_to_earlier,
     fact_slot,
     is_small_talk,
     plan_entity_merges,
@@ -245,3 +246,14 @@ def test_entities_merge_by_name_form_and_first_name_unless_ambiguous() -> None:
     [merge] = plan_entity_merges(rows, close, 0.92)
     assert merge.survivor_id == rows[0].id and merge.duplicate_ids == (rows[1].id,)
     assert plan_entity_merges(rows[:1], close[:1], 0.92) == []
+
+
+def test_close_to_earlier_is_the_same_in_chunks_as_whole() -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(11, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    whole = (vectors @ vectors.T) >= 0.3
+    seen = list(close_to_earlier(vectors, 0.3, chunk=4))  # chunks of 4, 4 and 3 rows
+    assert [p for p, _ in seen] == list(range(11))
+    for position, close in seen:
+        assert close.tolist() == whole[position, :position].tolist()  # earlier rows only
