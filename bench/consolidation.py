@@ -418,7 +418,7 @@ def locomo_paths(names: list[str]) -> list[Path]:
     return paths
 
 
-def locomo(conversations: list[str]) -> dict[str, Any]:
+def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]:
     from bench.locomo import CATEGORIES, KS, Scores, evidence_turns, result_words
     from memsvc.importers import locomo_batches
     from memsvc.schemas import SearchRequest
@@ -428,7 +428,10 @@ def locomo(conversations: list[str]) -> dict[str, Any]:
     # The questions must not vote on what is forgotten: a search counts as a use of what it
     # returns, and a use keeps a memory, so asking them before the run would shield their own
     # results from it (and a use at today's date is years after a LoCoMo user's clock).
-    recorder, service.uses = service.uses, None
+    # (`count_uses`: as the figures before 2026-12-02 were measured, to compare.)
+    recorder = service.uses
+    if not count_uses:
+        service.uses = None
     data = {p.stem: json.loads(p.read_text()) for p in paths}
     session_of: dict[str, dict[str, str]] = {}
     for user, conv in data.items():
@@ -455,6 +458,8 @@ def locomo(conversations: list[str]) -> dict[str, Any]:
         return summary
 
     before = evaluate()
+    if recorder is not None and count_uses:
+        recorder.flush()  # every use counted before the run, not only those of the last flush period
     counts_before = {u: active_count(service, ctx.tenant_id, u) for u in data}
     report = service.consolidate(ctx.tenant_id)
     after = evaluate()
@@ -657,6 +662,11 @@ def main() -> None:
     )
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument(
+        "--count-question-uses",
+        action="store_true",
+        help="LoCoMo: count the questions asked before the run as uses (they then keep what they found)",
+    )
+    parser.add_argument(
         "--entity-pairs",
         type=Path,
         nargs="?",
@@ -688,7 +698,7 @@ def main() -> None:
             f" purge run {result['purge_run']['s']:.1f} s"
         )
     if args.locomo is not None:
-        result = locomo(args.locomo)
+        result = locomo(args.locomo, count_uses=args.count_question_uses)
         out["locomo"] = result
         print_locomo(result)
         print(f"run {result['run_s']:.1f} s: {result['totals']}")
