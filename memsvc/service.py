@@ -207,6 +207,10 @@ class MemoryService:
             job = Job(tenant_id=ctx.tenant_id, user_id=request.user_id, kind="ingest", payload=payload)
             job.id = uuid.uuid4()
             session.add(job)
+            if request.wait:
+                # Its answer follows the job's own commit (or failure), which waits for the disk and
+                # so makes this row durable too: only an add answered at once must wait here.
+                store.commit_without_waiting(session)
         return job.id
 
     def run_ingest_job(self, job_id: uuid.UUID) -> IngestOutcome:

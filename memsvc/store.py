@@ -452,12 +452,20 @@ def _entity_sources(session: Session, entity_ids: list[uuid.UUID]) -> dict[uuid.
     return out
 
 
+def commit_without_waiting(session: Session) -> None:
+    """Let this transaction's commit return before its WAL reaches the disk (`synchronous_commit`
+    off, for this transaction alone): for writes that a later commit which does wait makes durable
+    (WAL is flushed in order), or that recovery redoes. Others see them at once; only a database
+    crash within a fraction of a second (the WAL writer's delay) can lose them."""
+    session.execute(text("SET LOCAL synchronous_commit = off"))
+
+
 def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
     """Mark a queued job running (a retry of one whose worker died finds it running: its clock
-    starts again). Committed without waiting for the disk (`synchronous_commit` off, this
-    transaction only): a status lost in a database crash only shows the job queued again, and the
-    job's own commit, which waits, makes it durable; the wait was the largest part of this step."""
-    session.execute(text("SET LOCAL synchronous_commit = off"))
+    starts again). Committed without waiting for the disk: a status lost in a database crash only
+    shows the job queued again, and the job's own commit, which waits, makes it durable; the wait
+    was the largest part of this step."""
+    commit_without_waiting(session)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running")))

@@ -75,3 +75,22 @@ def test_the_queues_own_commits_do_not_wait_for_the_disk_and_keep_given_options(
     assert {k: v for k, v in kept.items() if k != "options"} == {
         k: v for k, v in conninfo_to_dict(given).items() if k != "options"
     }
+
+
+def test_a_commit_without_waiting_is_that_transactions_alone(database) -> None:  # type: ignore[no-untyped-def]
+    """The job row of an add with wait: true and the running mark skip the disk wait; the pooled
+    connection's next transaction (an ingest commit, say) must wait again."""
+    from sqlalchemy import text
+
+    from memsvc import store
+
+    with database.session() as session:
+        store.commit_without_waiting(session)
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+        backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    for _ in range(25):  # the pool hands that connection out again (it cycles through the idle ones)
+        with database.session() as session:
+            if session.execute(text("SELECT pg_backend_pid()")).scalar_one() == backend:
+                assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+                return
+    pytest.fail("the pool never handed the connection back")
