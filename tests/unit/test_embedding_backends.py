@@ -38,3 +38,33 @@ def test_auto_is_onnx_on_the_cpu_and_torch_on_cuda() -> None:
     assert resolve_backend("auto", "cpu") == "onnx-int8"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
+
+
+def test_torch_path_gives_sentence_transformers_vectors() -> None:
+    """The torch path (token ids from the Rust tokenizer through the model's own modules) gives
+    `SentenceTransformer.encode`'s ids and vectors."""
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch")
+    texts = [*TEXTS, "word " * 400]  # the last one past the model's 256 tokens: truncated alike
+    model = embedder._model
+    wrapper_ids = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+    assert [e.ids for e in embedder._tokenizer.encode_batch(texts)] == wrapper_ids
+    assert len(wrapper_ids[-1]) == model.max_seq_length
+    with embedder._precision():
+        expected = model.encode(texts, batch_size=8, normalize_embeddings=True, convert_to_numpy=True)
+    # Batches of other shapes round alike only in fp32; bf16 autocast (CPUs with native bf16) differs
+    # in the 4th decimal.
+    assert (embedder.embed(texts) * expected).sum(axis=1).min() >= 0.9999
+
+
+@pytest.mark.gpu
+def test_cuda_vectors_match_the_cpu() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    cuda = SentenceTransformerEmbedder(device="cuda", backend="torch").embed(TEXTS)
+    cpu = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch").embed(TEXTS)
+    assert (cuda * cpu).sum(axis=1).min() >= 0.999  # fp16 on the GPU
