@@ -63,8 +63,11 @@ def test_cuda_vectors_match_the_cpu() -> None:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+    from memsvc.config import Settings
     from memsvc.embedding import SentenceTransformerEmbedder
 
-    cuda = SentenceTransformerEmbedder(device="cuda", backend="torch").embed(TEXTS)
-    cpu = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch").embed(TEXTS)
+    model = Settings().embedding_model  # the configured model: on a GPU host, whatever it carries
+    cuda = SentenceTransformerEmbedder(model, device="cuda", backend="torch").embed(TEXTS)
+    cpu = SentenceTransformerEmbedder(model, device="cpu", threads=1, backend="torch", cpu_bf16=False)
+    cpu = cpu.embed(TEXTS)
     assert (cuda * cpu).sum(axis=1).min() >= 0.999  # fp16 on the GPU
