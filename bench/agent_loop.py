@@ -151,7 +151,12 @@ def timed(http: httpx.Client, path: str, body: dict[str, Any], into: list[Any] |
 
 
 def stats(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "n": len(values)}
+    return {
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "max_ms": max(values, default=float("nan")),
+        "n": len(values),
+    }
 
 
 class Target:
