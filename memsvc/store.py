@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from memsvc.errors import InvalidInput, NotFound
 from memsvc.models import Entity, EntityMention, HistoryEvent, Job, Memory, MemorySource, Relation
@@ -336,7 +336,7 @@ def list_jobs(
     cursor: str | None = None,
 ) -> JobList:
     """The tenant's jobs, newest first, optionally of one user, status or kind."""
-    stmt = select(Job).where(Job.tenant_id == ctx.tenant_id)
+    stmt = select(Job).options(defer(Job.payload)).where(Job.tenant_id == ctx.tenant_id)
     if user_id is not None:
         stmt = stmt.where(Job.user_id == user_id)
     if status:
@@ -474,8 +474,11 @@ def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
 
 
 def get_job(session: Session, ctx: TenantContext, job_id: uuid.UUID) -> Job:
+    """A job without its payload (the request's messages, up to thousands of them): what a job
+    says of itself (`job_out`) does not include it, and a waiting add reads its job each time it
+    is woken."""
     job = session.execute(
-        select(Job).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id)
+        select(Job).options(defer(Job.payload)).where(Job.id == job_id, Job.tenant_id == ctx.tenant_id)
     ).scalar_one_or_none()
     if job is None:
         raise NotFound(f"job {job_id} not found")
