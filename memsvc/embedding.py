@@ -177,7 +177,7 @@ class SentenceTransformerEmbedder:
                 todo = list(missing.values())
                 fresh = self._embed_onnx(todo) if self._onnx is not None else self._embed_torch(todo)
                 for key, vector in zip(missing, fresh, strict=True):
-                    self._cache[key] = vector
+                    self._cache[key] = vector.copy()  # not a view that would keep the whole call alive
             out = np.stack([self._cache[k] for k in keys])
             for key in keys:
                 self._cache.move_to_end(key)
