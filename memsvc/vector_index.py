@@ -2,10 +2,12 @@
 
 At start it loads every active memory's embedding onto the device (a GPU when there is one),
 grouped by (tenant, user) so a query of one user scans only that user's rows. Afterwards it
-replays `memory_changes` (appended by a trigger on `memories`, woken by LISTEN/NOTIFY, and
-polled as a fallback) so inserts, edits, supersessions and deletions reach it within
-`max_lag_s`. Search hydrates results from Postgres by id, so even a change not yet replayed
-can never surface a deleted memory. Compaction reclaims deleted rows.
+replays `memory_changes` (appended by a trigger on `memories`), polled every `max_lag_s` over one
+connection, so inserts, edits, supersessions and deletions reach it within `max_lag_s`. Polled,
+not woken by NOTIFY: PostgreSQL commits transactions that notify one at a time under one global
+lock, which capped ingest on 16 cores and cut concurrent commits 3x on 2 (BENCHMARKS.md). Search
+hydrates results from Postgres by id, so even a change not yet replayed can never surface a
+deleted memory. Compaction reclaims deleted rows.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
 import torch
+
+if TYPE_CHECKING:
+    import psycopg
 
 from memsvc.kernels import Int8Corpus, fused_topk, precompile, segmented_topk, topk_torch
 
@@ -94,7 +99,7 @@ class VectorIndex:
         dim: int,
         *,
         device: str = "cpu",
-        max_lag_s: float = 0.2,
+        max_lag_s: float = 0.05,
         int8_prescreen: bool = True,
     ) -> None:
         self.conninfo = conninfo
@@ -184,25 +189,27 @@ class VectorIndex:
                 start = i
         self._size, self._dead = len(rows), 0
 
-    def sync(self) -> int:
+    def sync(self, conn: psycopg.Connection[Any] | None = None) -> int:
         """Apply every committed change not yet applied; returns how many were applied."""
-        import psycopg
+        if conn is None:
+            import psycopg
 
-        with psycopg.connect(self.conninfo) as conn:
-            changes = conn.execute(
-                "SELECT seq, memory_id, op FROM memory_changes WHERE seq > %s ORDER BY seq",
-                (self._watermark,),
+            with psycopg.connect(self.conninfo, autocommit=True) as own:
+                return self.sync(own)
+        changes = conn.execute(
+            "SELECT seq, memory_id, op FROM memory_changes WHERE seq > %s ORDER BY seq",
+            (self._watermark,),
+        ).fetchall()
+        fresh = [c for c in changes if c[0] not in self._applied_above]
+        upserts = list({c[1] for c in fresh if c[2] != "D"})
+        rows = (
+            conn.execute(
+                "SELECT id, tenant_id, user_id, embedding::text, status FROM memories WHERE id = ANY(%s)",
+                (upserts,),
             ).fetchall()
-            fresh = [c for c in changes if c[0] not in self._applied_above]
-            upserts = list({c[1] for c in fresh if c[2] != "D"})
-            rows = (
-                conn.execute(
-                    "SELECT id, tenant_id, user_id, embedding::text, status FROM memories WHERE id = ANY(%s)",
-                    (upserts,),
-                ).fetchall()
-                if upserts
-                else []
-            )
+            if upserts
+            else []
+        )
         current = {r[0]: r for r in rows}
         with self._lock:
             for _seq, memory_id, op in fresh:
@@ -290,7 +297,7 @@ class VectorIndex:
             self._rebuild(rows)
 
     def start(self) -> None:
-        """Follow the change feed in a background thread: LISTEN wakes it, polling backs it up."""
+        """Follow the change feed in a background thread, every `max_lag_s`."""
         self._thread = threading.Thread(target=self._follow, name="vector-index-sync", daemon=True)
         self._thread.start()
 
@@ -305,12 +312,9 @@ class VectorIndex:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                    conn.execute("LISTEN memsvc_memory_changes")
                     while not self._stop.is_set():
-                        self.sync()
-                        # Returns at the first notification or after the poll interval.
-                        for _ in conn.notifies(timeout=self.max_lag_s, stop_after=1):
-                            pass
+                        self.sync(conn)  # one indexed read when nothing changed
+                        self._stop.wait(self.max_lag_s)
             except Exception as exc:  # the follower must outlive any error: a dead one freezes the index
                 log.warning("vector index sync failed (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._stop.wait(1.0)

@@ -104,3 +104,25 @@ def test_change_feed_is_trimmed(service, tenant, sql) -> None:  # type: ignore[n
     # Background work of other tests (the live server's worker) may log new changes meanwhile.
     left = sql.execute("SELECT count(*) FROM memory_changes WHERE at < %s", (before,)).fetchone()[0]
     assert left == 0
+
+
+def test_writes_send_no_notify_and_the_index_polls(service, database, embedder, tenant) -> None:  # type: ignore[no-untyped-def]
+    """Writing memories sends no NOTIFY (PostgreSQL would commit every writer one at a time): the
+    index finds a write by polling the feed, within a small multiple of `max_lag_s`."""
+    import psycopg
+
+    ctx, _ = tenant
+    _add(service, ctx, "poll-user", ["I keep bees on the roof."])
+    index = VectorIndex(libpq_url(database.url), embedder.dim, max_lag_s=0.05)
+    index.load()
+    index.start()
+    try:
+        with psycopg.connect(libpq_url(database.url), autocommit=True) as listener:
+            listener.execute("LISTEN memsvc_memory_changes")
+            [new] = _add(service, ctx, "poll-user", ["My sister Ada lives in Oslo."])
+            assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+        _eventually(
+            lambda: bool(set(_top(index, embedder, ctx, "poll-user", "sister Ada Oslo")[:1]) & new), 2.0
+        )
+    finally:
+        index.stop()
