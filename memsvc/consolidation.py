@@ -272,7 +272,10 @@ class RetentionRow:
     attribute: str | None
     archived_at: datetime | None
     expires_at: datetime | None
-    answers_question: bool = False  # a turn right after a question: "Glad to be part of it." is an answer
+    # Half of a question and its answer: the turn right after a question ("Glad to be part of it."
+    # is an answer), or a question with a turn after it ("Wow, congrats! What game were you
+    # playing?" names what the answer is about). Search returns the two as one excerpt.
+    in_exchange: bool = False
 
 
 def retention(importance: float, uses: int, days: float, config: RetentionConfig) -> float:
@@ -282,7 +285,7 @@ def retention(importance: float, uses: int, days: float, config: RetentionConfig
 
 
 def importance_of(row: RetentionRow, speakers: Iterable[str], config: RetentionConfig) -> float:
-    if row.answers_question or not is_small_talk(row.content, speakers):
+    if row.in_exchange or not is_small_talk(row.content, speakers):
         return row.importance
     return config.small_talk_importance
 

@@ -784,10 +784,15 @@ def consolidate_user(
     )
     speakers = {r.speaker for r in rows if r.speaker}
     line_at = {(r.session_id, r.position): r.content for r in rows if r.kind == "turn"}
-    answers = {
+    exchanges = {
         r.id
         for r in rows
-        if r.kind == "turn" and r.position and "?" in line_at.get((r.session_id, r.position - 1), "")
+        if r.kind == "turn"
+        and r.position is not None
+        and (
+            "?" in line_at.get((r.session_id, r.position - 1), "")
+            or ("?" in r.content and (r.session_id, r.position + 1) in line_at)
+        )
     }
     retention_rows = []
     for r in rows:
@@ -808,7 +813,7 @@ def consolidate_user(
                 attribute_of.get(r.id),
                 r.archived_at,
                 _expiry(r),
-                r.id in answers,
+                r.id in exchanges,
             )
         )
     forget = plan_forgetting(

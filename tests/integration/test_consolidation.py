@@ -158,9 +158,22 @@ def test_forgetting_archives_small_talk_keeps_pins_honours_ttl_and_purges(servic
         "s3",
         metadata={"expires_at": (T0 + timedelta(days=95)).isoformat()},
     )
+    # A question with its answer after it is half of an exchange, not small talk; one left
+    # unanswered at the end of its session is.
+    _add(
+        service,
+        ctx,
+        user,
+        ["Wow, nice! What game was it?", "Street Fighter, at the local tournament."],
+        T0,
+        "s4",
+    )
+    _add(service, ctx, user, ["Sounds great! What time?"], T0, "s5")
     rows = _rows(service, ctx, user)
     thanks = next(m for m in rows if m.kind == "turn" and m.content.startswith("Thanks"))
-    congrats = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow"))
+    congrats = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow, congrats"))
+    question = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow, nice"))
+    unanswered = next(m for m in rows if m.kind == "turn" and m.content.startswith("Sounds great"))
     gate = next(m for m in rows if m.kind == "turn" and "gate" in m.content)
     service.update(ctx, congrats.id, _patch(pinned=True))
 
@@ -169,6 +182,7 @@ def test_forgetting_archives_small_talk_keeps_pins_honours_ttl_and_purges(servic
     after = {m.id: m for m in _rows(service, ctx, user)}
     assert after[thanks.id].status == "archived" and after[thanks.id].archived_at == now
     assert after[congrats.id].status == "active"  # pinned
+    assert after[question.id].status == "active" and after[unanswered.id].status == "archived"
     assert after[gate.id].status == "archived"  # its TTL passed
     assert _fact(list(after.values()), "Ann's pet is called Miso").status == "active"
     assert [e.op for e in service.history(ctx, thanks.id)][-1] == "archive"

@@ -156,7 +156,7 @@ def _retention_row(content: str, day: int, **kw: object) -> RetentionRow:
         attribute=kw.get("attribute"),  # type: ignore[arg-type]
         archived_at=kw.get("archived_at"),  # type: ignore[arg-type]
         expires_at=kw.get("expires_at"),  # type: ignore[arg-type]
-        answers_question=kw.get("answers_question", False),  # type: ignore[arg-type]
+        in_exchange=kw.get("in_exchange", False),  # type: ignore[arg-type]
     )
 
 
@@ -169,16 +169,30 @@ def test_forgetting_rules() -> None:
     fresh_thanks = _retention_row("Thanks so much!", 99)
     expired = _retention_row("The gate code is 4411.", 99, pinned=True, expires_at=now - timedelta(days=1))
     fact = _retention_row("Thanks so much!", 0, attribute="residence")
-    answer = _retention_row("Yeah, awesome! Glad to be part of it.", 0, answers_question=True)
+    answer = _retention_row("Yeah, awesome! Glad to be part of it.", 0, in_exchange=True)
+    question = _retention_row("Wow, congrats! What game were you playing?", 0, in_exchange=True)
+    lone_question = _retention_row("Wow, congrats! What game were you playing?", 0)
     old_archive = _retention_row("x", 0, status="archived", archived_at=now - timedelta(days=31))
     new_archive = _retention_row("x", 0, status="archived", archived_at=now - timedelta(days=29))
     plan = plan_forgetting(
-        [thanks, pinned, useful, fresh_thanks, expired, fact, answer, old_archive, new_archive],
+        [
+            thanks,
+            pinned,
+            useful,
+            fresh_thanks,
+            expired,
+            fact,
+            answer,
+            question,
+            lone_question,
+            old_archive,
+            new_archive,
+        ],
         user_clock=clock,
         now=now,
         config=RetentionConfig(),
     )
-    assert {i for i, _ in plan.archive} == {thanks.id, expired.id}
+    assert {i for i, _ in plan.archive} == {thanks.id, expired.id, lone_question.id}
     assert plan.purge == [old_archive.id]
 
 
