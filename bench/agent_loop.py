@@ -242,7 +242,21 @@ def main() -> None:
         questions = [q["question"] for q in conversation["qa"] if q.get("category") in (1, 2, 3, 4)]
         from memsvc.importers import locomo_batches
 
-        lines = [m.content for b in locomo_batches(conversation, "x") for m in b.messages]
+        seed_lines = {m.content for b in locomo_batches(conversation, "x") for m in b.messages}
+        # Each add says something the server has never embedded, once: its embedder keeps the
+        # vectors of recent texts, and a line of the seed conversation would be timed without its
+        # encoding. Lines of the other LoCoMo conversations, in a seeded random order.
+        lines = sorted(
+            {
+                m.content
+                for path in sorted(LOCOMO_DIR.glob("conv-*.json"))
+                if path.stem != args.seed_conversation
+                for b in locomo_batches(json.loads(path.read_text()), "x")
+                for m in b.messages
+            }
+            - seed_lines
+        )
+        rng.shuffle(lines)
         many = [f"many-{i}" for i in range(args.users)]
         for target in targets:
             fill_target(target, conversation, args.sizes, many)
@@ -262,7 +276,7 @@ def main() -> None:
                 message = {
                     "role": "user",
                     "name": "Caroline",
-                    "content": rng.choice(lines),
+                    "content": lines.pop(),
                     "id": f"loop-{i}",
                 }
                 add = {"user_id": user, "session_id": "loop", "messages": [message], "wait": True}
