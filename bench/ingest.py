@@ -266,6 +266,21 @@ def run_once(
     }
 
 
+SURNAMES = ("Adler", "Brook", "Castro", "Dunn", "Ekwueme", "Fischer", "Garcia", "Hale", "Ito", "Jansen")
+
+
+def copy_of(batch: Any, k: int) -> Any:
+    """Copy `k` of a batch as another user whose speakers bear a surname: the same conversation in
+    other words, so the embedder's cache of recent texts cannot answer one copy from another."""
+    if k == 0:
+        return batch
+    surname = f"{SURNAMES[k % len(SURNAMES)]}{'' if k < len(SURNAMES) else k}"
+    messages = [
+        m.model_copy(update={"name": f"{m.name} {surname}" if m.name else surname}) for m in batch.messages
+    ]
+    return batch.model_copy(update={"user_id": f"{batch.user_id}/{k}", "messages": messages})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,9 +312,7 @@ def main() -> None:
         names = [n for n in names if n in {c for h in SPLIT[set_name].values() for c in h}]
         conversations = [LOADERS[set_name](n) for n in names]
         batches = {
-            f"{c.batches[0].user_id}/{k}": [
-                b.model_copy(update={"user_id": f"{b.user_id}/{k}"}) for b in c.batches
-            ]
+            f"{c.batches[0].user_id}/{k}": [copy_of(b, k) for b in c.batches]
             for c in conversations
             for k in range(args.copies)
         }
