@@ -8,6 +8,7 @@ public contract. It knows nothing of HTTP or of the job queue: ingest requests a
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import time
 import uuid
@@ -26,7 +27,7 @@ from memsvc.consolidation_store import RunReport, UserReport
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder, get_embedder, resolve_device
-from memsvc.errors import InvalidInput, Overloaded
+from memsvc.errors import InvalidInput, NotReady, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.extraction.llm import LLMExtractor
@@ -238,6 +239,7 @@ class MemoryService:
             job.status, job.result, job.error = "succeeded", result.model_dump(mode="json"), None
             job.attempts += 1
             job.updated_at = func.now()
+        self._notify_job_done(job_id)
         return IngestOutcome(job_id, "succeeded", result)
 
     def _llm_operations(
@@ -284,6 +286,14 @@ class MemoryService:
                     updated_at=func.now(),
                 )
             )
+        if final:
+            self._notify_job_done(job_id)
+
+    def _notify_job_done(self, job_id: uuid.UUID) -> None:
+        """Wake whoever waits on the job, after its commit. A notification that cannot be sent (the
+        database just went away) is only late: waiters look at their job every second anyway."""
+        with contextlib.suppress(NotReady), self.db.session() as session:
+            store.notify_job_done(session, job_id)
 
     def mark_job_running(self, job_id: uuid.UUID) -> None:
         with self.db.session() as session:
@@ -433,6 +443,7 @@ class MemoryService:
                     updated_at=func.now(),
                 )
             )
+        self._notify_job_done(job_id)
         return IngestOutcome(job_id, "succeeded")
 
     def restore(self, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:

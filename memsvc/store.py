@@ -473,6 +473,18 @@ def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
     )
 
 
+JOB_DONE_CHANNEL = "memsvc_job_done"
+
+
+def notify_job_done(session: Session, job_id: uuid.UUID) -> None:
+    """Tell requests waiting on the job (`LISTEN memsvc_job_done`, payload: its id) that it has
+    finished. Sent in a transaction of its own after the job's commit, which does not wait for the
+    disk: PostgreSQL commits notifying transactions one at a time under a global lock held through
+    the WAL flush (migration 0009), and the job's own commit must not queue behind other workers'."""
+    commit_without_waiting(session)
+    session.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": JOB_DONE_CHANNEL, "id": str(job_id)})
+
+
 def get_job(session: Session, ctx: TenantContext, job_id: uuid.UUID) -> Job:
     """A job without its payload (the request's messages, up to thousands of them): what a job
     says of itself (`job_out`) does not include it, and a waiting add reads its job each time it

@@ -21,15 +21,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import anyio.to_thread
 import psycopg
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy, SyncPsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from memsvc import logs
+from memsvc import logs, store
 from memsvc.errors import NotReady
 from memsvc.metrics import JOB_SECONDS, JOBS, WORKER_RESTARTS
 from memsvc.schemas import JobOut
@@ -204,9 +206,23 @@ class SupervisedWorker:
             delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
 
 
-JOB_DONE_CHANNEL = "memsvc_job_done"  # migration 0007: NOTIFY'd with the job id when a job finishes
+JOB_DONE_CHANNEL = store.JOB_DONE_CHANNEL  # NOTIFY'd with the job id after a job finishes
 # A waiter looks at its job this often even when no notification came (one lost, a blip).
 SAFETY_POLL_S = 1.0
+RECENT_JOBS = 4096  # finished jobs the listener remembers (see JobListener.watch)
+
+
+def _final(job: JobOut) -> bool:
+    return job.status in ("succeeded", "failed")
+
+
+def _look_intervals() -> Iterator[float]:
+    """Pauses between looks at a job while no notification can come: 10 ms growing to 50 ms, no
+    more (the add of an agent's loop waits on this)."""
+    delay = 0.01
+    while True:
+        yield delay
+        delay = min(delay * 1.5, 0.05)
 
 
 class JobListener:
@@ -221,7 +237,10 @@ class JobListener:
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self._waiters: dict[uuid.UUID, list[threading.Event]] = {}
+        self._waiters: dict[uuid.UUID, list[Callable[[], None]]] = {}
+        # Jobs whose notification came lately: a waiter that registers just after its job
+        # finished is woken at once (the add route registers after deferring, see `wait_async`).
+        self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._lock = threading.Lock()
         self._listening = threading.Event()
         self._stop = threading.Event()
@@ -248,31 +267,36 @@ class JobListener:
         return self._listening.wait(timeout_s)
 
     @contextlib.contextmanager
-    def watch(self, job_id: uuid.UUID) -> Iterator[threading.Event]:
-        """An event set when `job_id` finishes (or the listener reconnects): register before the
-        first look at the job, so a completion between that look and the wait is not missed."""
-        event = threading.Event()
+    def watch(self, job_id: uuid.UUID, wake: Callable[[], None]) -> Iterator[None]:
+        """Call `wake` (from the listener's thread) when `job_id` finishes or the listener
+        reconnects; register before the first look at the job, so a completion between that look
+        and the wait is not missed."""
         with self._lock:
-            self._waiters.setdefault(job_id, []).append(event)
+            self._waiters.setdefault(job_id, []).append(wake)
+            finished = job_id in self._recent
+        if finished:
+            wake()
         try:
-            yield event
+            yield
         finally:
             with self._lock:
-                events = self._waiters.get(job_id, [])
-                if event in events:
-                    events.remove(event)
-                if not events:
+                waiters = self._waiters.get(job_id, [])
+                if wake in waiters:
+                    waiters.remove(wake)
+                if not waiters:
                     self._waiters.pop(job_id, None)
 
     def _wake(self, job_id: uuid.UUID | None) -> None:
         with self._lock:
-            events = (
-                [e for es in self._waiters.values() for e in es]
-                if job_id is None
-                else self._waiters.get(job_id, [])
-            )
-            for event in events:
-                event.set()
+            if job_id is None:
+                wakes = [w for ws in self._waiters.values() for w in ws]
+            else:
+                wakes = list(self._waiters.get(job_id, []))
+                self._recent[job_id] = None
+                if len(self._recent) > RECENT_JOBS:
+                    self._recent.popitem(last=False)
+        for wake in wakes:
+            wake()
 
     def _run(self) -> None:
         delay = 0.2
@@ -351,20 +375,50 @@ class ProcrastinateQueue:
         `SAFETY_POLL_S` covers a notification lost, and while the listener is not connected (a
         database restart, `job_notify` off) it looks every 50 ms as it did before notifications."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.01
-        with self.listener.watch(job_id) as finished:
+        finished = threading.Event()
+        looks = _look_intervals()
+        with self.listener.watch(job_id, finished.set):
             while True:
                 job = self.service.job(ctx, job_id)
                 remaining = deadline - time.monotonic()
-                if job.status == "succeeded" or job.status == "failed" or remaining <= 0:
+                if _final(job) or remaining <= 0:
                     return job
                 if self.listener.listening:
                     finished.wait(min(SAFETY_POLL_S, remaining))
                     finished.clear()
                 else:
-                    time.sleep(min(delay, remaining))
-                    # At most 50 ms between looks: the add of an agent's loop waits on this.
-                    delay = min(delay * 1.5, 0.05)
+                    time.sleep(min(next(looks), remaining))
+
+    async def wait_async(self, ctx: TenantContext, job_id: uuid.UUID, timeout_s: float = 120.0) -> JobOut:
+        """`wait` on the event loop, for a job deferred a moment ago: a request waiting on its job
+        holds no thread (40 waiting adds would otherwise take every thread of the server's pool,
+        and searches would queue behind). While the listener is connected the first look is after
+        the first wake-up: a job that finished before this call is one the listener remembers."""
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(finished.set)
+
+        deadline = time.monotonic() + timeout_s
+        looks = _look_intervals()
+        look = not self.listener.listening
+        with self.listener.watch(job_id, wake):
+            while True:
+                remaining = deadline - time.monotonic()
+                if look:
+                    job = await anyio.to_thread.run_sync(self.service.job, ctx, job_id)
+                    remaining = deadline - time.monotonic()
+                    if _final(job) or remaining <= 0:
+                        return job
+                look = True
+                if self.listener.listening:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(finished.wait(), min(SAFETY_POLL_S, remaining))
+                    finished.clear()
+                else:
+                    await asyncio.sleep(min(next(looks), remaining))
 
     async def start(self) -> None:
         """Listen for finished jobs (requests wait on them) and start the worker, if it runs here."""

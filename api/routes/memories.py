@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from memsvc.api import problems
@@ -35,16 +36,24 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=problems.
         **problems.responses(400, 429),
     },
 )
-def add_memories(body: AddRequest, service: Service, tenant: WriteTenant, request: Request) -> JSONResponse:
+async def add_memories(
+    body: AddRequest, service: Service, tenant: WriteTenant, request: Request
+) -> JSONResponse:
     """Accept a conversation batch for ingest; with `wait: true`, answer once it is stored."""
-    job_id = service.submit_ingest(tenant, body)
     queue = request.app.state.queue
-    queue.defer_ingest(job_id, (tenant.tenant_id, body.user_id))  # one user's adds apply in order
+
+    def submit() -> uuid.UUID:
+        job_id = service.submit_ingest(tenant, body)
+        queue.defer_ingest(job_id, (tenant.tenant_id, body.user_id))  # one user's adds apply in order
+        return job_id
+
+    job_id = await run_in_threadpool(submit)
     if not body.wait:
         return JSONResponse(
             AddResponse(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202
         )
-    job = queue.wait(tenant, job_id)
+    # Waits on the event loop: no thread is held while the job runs.
+    job = await queue.wait_async(tenant, job_id)
     result = AddResult.model_validate(job.result) if job.result else None
     response = AddResponse(job_id=job_id, status=job.status, result=result, error=job.error)
     return JSONResponse(
