@@ -3,7 +3,7 @@
 Jobs carry only our `jobs.id`; the request itself is in the `jobs` row, written before the job
 is deferred, so nothing accepted is lost. Attempts retry with exponential backoff; the last
 error is kept on the job (`GET /v1/jobs/{id}`). A request waiting on a job (`wait: true`) is
-woken by the NOTIFY of the transaction that finishes it (`JobListener`). A periodic task retries
+woken by the NOTIFY sent right after the job's commit (`JobListener`). A periodic task retries
 the jobs of dead workers and re-defers jobs that were accepted while the queue could not take them.
 
 procrastinate's worker stops for good when the database goes away; `SupervisedWorker` starts it
