@@ -1,4 +1,5 @@
-"""Passages for messages stored before passages existed (the store side of `extraction.passages`).
+"""The store side of `extraction.passages`: passages of messages stored before passages existed,
+and passages that follow an edit of their message (`recut_passages`).
 
 Ingest cuts a long message into passages as it stores it; messages stored by an older memsvc have
 none, and search returns them whole. `backfill_passages` finds every long turn without passages and
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
+from sqlalchemy.orm import Session
 
 from memsvc.consolidation_store import lock_user
 from memsvc.database import Database
@@ -26,7 +29,7 @@ from memsvc.embedding import Embedder
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.ingest import PASSAGE_KEY, content_hash, derived_id, turn_line
 from memsvc.models import HistoryEvent, Memory, MemorySource
-from memsvc.store import bulk_insert
+from memsvc.store import bulk_insert, passages_of, snapshot
 
 # Turns of the scope that may need passages: long enough (a message of more than `max_words` words
 # has at least 2 * max_words + 1 characters; `plan_passages` decides), not archived, without any.
@@ -134,50 +137,166 @@ def _rows(
     sources: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     for turn in turns:
-        scope = {"tenant_id": turn.tenant_id, "user_id": turn.user_id}
         cut, passages = plans.get(turn.id, ("", []))
         if turn.content != cut:
             continue  # edited since it was cut: the next run cuts it again
         for passage in passages:
-            memory_id = derived_id(
-                turn.tenant_id, turn.user_id, "passage", turn.message_id, passage.start_word, passage.end_word
-            )
-            memories.append(
-                {
-                    "id": memory_id,
-                    **scope,
-                    "agent_id": turn.agent_id,
-                    "session_id": turn.session_id,
-                    "type": "episodic",
-                    "kind": "passage",
-                    "content": passage.text,
-                    "content_hash": content_hash(passage.text),
-                    "role": turn.role,
-                    "speaker": turn.speaker,
-                    "position": turn.position,
-                    "event_at": turn.event_at,
-                    "valid_from": turn.event_at,
-                    "valid_to": turn.valid_to,
-                    "status": turn.status,
-                    "superseded_by": turn.superseded_by,
-                    "metadata_": {
-                        **(turn.metadata or {}),
-                        PASSAGE_KEY: {"turn_id": str(turn.id), "index": passage.index},
-                    },
-                    "embedding": vector_of[turn_line(turn.speaker or "", passage.text)],
-                }
-            )
-            sources.append(
-                {"memory_id": memory_id, "message_id": turn.message_id, "turn_id": turn.id, **scope}
-            )
+            memory, source, event = _passage_row(turn, turn.metadata, passage, vector_of, actor)
+            memories.append(memory)
+            sources.append(source)
+            history.append(event)
+    return memories, sources, history
+
+
+def _passage_row(
+    turn: Any,
+    metadata: dict[str, Any] | None,
+    passage: Passage,
+    vector_of: dict[str, Any],
+    actor: str,
+    archived_at: datetime | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One passage of `turn` as ingest writes it (memory, provenance, history), in the turn's state
+    (status, `valid_to`, successor): a closed or archived message's new passages are so too."""
+    scope = {"tenant_id": turn.tenant_id, "user_id": turn.user_id}
+    memory_id = passage_id(turn, passage)
+    memory = {
+        "id": memory_id,
+        **scope,
+        "agent_id": turn.agent_id,
+        "session_id": turn.session_id,
+        "type": "episodic",
+        "kind": "passage",
+        "content": passage.text,
+        "content_hash": content_hash(passage.text),
+        "role": turn.role,
+        "speaker": turn.speaker,
+        "position": turn.position,
+        "event_at": turn.event_at,
+        "valid_from": turn.event_at,
+        "valid_to": turn.valid_to,
+        "status": turn.status,
+        "superseded_by": turn.superseded_by,
+        "archived_at": archived_at,
+        "metadata_": {**(metadata or {}), PASSAGE_KEY: {"turn_id": str(turn.id), "index": passage.index}},
+        "embedding": vector_of[turn_line(turn.speaker or "", passage.text)],
+    }
+    source = {"memory_id": memory_id, "message_id": turn.message_id, "turn_id": turn.id, **scope}
+    event = {
+        **scope,
+        "memory_id": memory_id,
+        "op": "create",
+        "actor": actor,
+        "before": None,
+        "after": {"kind": "passage", "content": passage.text},
+    }
+    return memory, source, event
+
+
+def passage_id(turn: Any, passage: Passage) -> uuid.UUID:
+    """A passage's id, derived as ingest derives it: from its message and its span of words."""
+    return derived_id(
+        turn.tenant_id, turn.user_id, "passage", turn.message_id, passage.start_word, passage.end_word
+    )
+
+
+@dataclass(slots=True)
+class Recut:
+    """What an edit of a message did to its passages (ids): made, rewritten, deleted."""
+
+    created: list[uuid.UUID] = field(default_factory=list)
+    updated: list[uuid.UUID] = field(default_factory=list)
+    deleted: list[uuid.UUID] = field(default_factory=list)
+
+
+_FEED_UPDATE = text(
+    "INSERT INTO memory_changes (tenant_id, memory_id, op) SELECT :t, unnest(CAST(:ids AS uuid[])), 'U'"
+)
+
+
+def recut_passages(
+    session: Session, turn: Memory, embedder: Embedder, config: PassageConfig, actor: str
+) -> Recut:
+    """After a turn's content was edited: its passages become those of the new text, cut as ingest
+    cuts it, in the edit's transaction, each change a history event by `actor`. A passage whose
+    span and text are unchanged stays as it is; one whose span (so its derived id) remains with
+    other words is rewritten (re-embedded, an `update` event); the others are made (`create`) or
+    deleted (`delete`). New passages take the turn's state (closed or archived with it).
+
+    Call with the turn row locked and the user's ingest lock held (a backfill of the same message
+    waits, then finds it has passages)."""
+    done = Recut()
+    if turn.kind != "turn":
+        return done
+    old = {p.id: p for p in passages_of(session, turn.tenant_id, [turn.id], lock=True)}
+    wanted = {passage_id(turn, p): p for p in plan_passages(turn.content, config)}
+    scope = {"tenant_id": turn.tenant_id, "user_id": turn.user_id}
+    rewrite = [
+        i
+        for i, p in wanted.items()
+        if i in old
+        and (
+            old[i].content != p.text
+            or ((old[i].metadata_ or {}).get(PASSAGE_KEY) or {}).get("index") != p.index
+        )
+    ]
+    embed = [wanted[i] for i in wanted if i not in old or (i in rewrite and old[i].content != wanted[i].text)]
+    lines = list(dict.fromkeys(turn_line(turn.speaker or "", p.text) for p in embed))
+    vector_of = dict(zip(lines, embedder.embed(lines), strict=True)) if lines else {}
+    history: list[dict[str, Any]] = []
+    for memory_id in rewrite:
+        row, passage = old[memory_id], wanted[memory_id]
+        before = snapshot(row)
+        if row.content != passage.text:
+            row.content, row.content_hash = passage.text, content_hash(passage.text)
+            row.embedding = vector_of[turn_line(turn.speaker or "", passage.text)]
+        row.metadata_ = {
+            **(row.metadata_ or {}),
+            PASSAGE_KEY: {"turn_id": str(turn.id), "index": passage.index},
+        }
+        row.updated_at = func.now()
+        history.append(
+            {
+                **scope,
+                "memory_id": memory_id,
+                "op": "update",
+                "actor": actor,
+                "before": before,
+                "after": snapshot(row),
+            }
+        )
+        done.updated.append(memory_id)
+    for memory_id, row in old.items():
+        if memory_id not in wanted:
             history.append(
                 {
                     **scope,
                     "memory_id": memory_id,
-                    "op": "create",
+                    "op": "delete",
                     "actor": actor,
-                    "before": None,
-                    "after": {"kind": "passage", "content": passage.text},
+                    "before": snapshot(row),
+                    "after": None,
                 }
             )
-    return memories, sources, history
+            session.delete(row)
+            done.deleted.append(memory_id)
+    session.flush()
+    made = [
+        _passage_row(turn, turn.metadata_, p, vector_of, actor, turn.archived_at)
+        for i, p in wanted.items()
+        if i not in old
+    ]
+    created = {
+        memory_id
+        for (memory_id,) in bulk_insert(
+            session, Memory, [m for m, _, _ in made], conflict="(id) DO NOTHING", returning="id"
+        )
+    }
+    bulk_insert(session, MemorySource, [s for _, s, _ in made if s["memory_id"] in created])
+    history.extend(e for _, _, e in made if e["memory_id"] in created)
+    done.created = [m["id"] for m, _, _ in made if m["id"] in created]
+    bulk_insert(session, HistoryEvent, history)
+    if done.updated:
+        # Metadata (the passage's index) is not a column the feed's trigger watches; corpora read it.
+        session.execute(_FEED_UPDATE, {"t": turn.tenant_id, "ids": done.updated})
+    return done

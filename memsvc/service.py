@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
 
-from memsvc import consolidation_store, store, tenants
+from memsvc import consolidation_store, passages_store, store, tenants
 from memsvc.config import Settings
 from memsvc.consolidation import ConsolidationConfig, RetentionConfig
 from memsvc.consolidation_store import RunReport, UserReport
@@ -449,8 +449,9 @@ class MemoryService:
     def restore(self, ctx: TenantContext, memory_id: uuid.UUID) -> MemoryOut:
         """Bring an archived memory back into search (recorded in its history)."""
         with self.db.session() as session:
+            # A message and its passages come back together: a run's batch of the user waits.
+            _user_lock(session, ctx.tenant_id, store.get_memory(session, ctx, memory_id).user_id or "")
             if not consolidation_store.restore(session, ctx.tenant_id, memory_id, ctx.actor):
-                store.get_memory(session, ctx, memory_id)  # 404 when it does not exist
                 raise InvalidInput(f"memory {memory_id} is not archived")
         return self.get(ctx, memory_id)
 
@@ -527,11 +528,19 @@ class MemoryService:
             return store.user_history(session, ctx, user_id, run_id=run_id, limit=limit, cursor=cursor)
 
     def update(self, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> MemoryOut:
+        """Edit a memory; a turn whose content changes has its passages cut again from the new text
+        (`passages_store.recut_passages`), in the same transaction."""
         with self.db.session() as session:
+            if patch.content is not None:
+                # Re-cutting passages: an ingest or a backfill of the same user waits (same lock).
+                _user_lock(session, ctx.tenant_id, store.get_memory(session, ctx, memory_id).user_id or "")
             memory = store.update_memory(session, ctx, memory_id, patch)
             if patch.content is not None:
                 memory.content_hash = content_hash(patch.content)
                 memory.embedding = self.embedder.embed([patch.content])[0]
+                passages_store.recut_passages(
+                    session, memory, self.embedder, self.ingestor.passages, ctx.actor
+                )
             else:
                 # The feed's trigger watches the columns a vector index reads; cached corpora of
                 # every process also read metadata and pinned, so such an edit is put in the feed.

@@ -98,7 +98,8 @@ def memory_out(memory: Memory, sources: Sequence[str], score: float | None = Non
     )
 
 
-def _snapshot(memory: Memory) -> dict[str, Any]:
+def snapshot(memory: Memory) -> dict[str, Any]:
+    """What a history event keeps of a memory's state (its `before` and `after`)."""
     return {
         "content": memory.content,
         "metadata": memory.metadata_,
@@ -134,7 +135,8 @@ def _record(
 def _load(session: Session, ctx: TenantContext, memory_id: uuid.UUID, *, lock: bool = False) -> Memory:
     stmt = select(Memory).where(Memory.id == memory_id, Memory.tenant_id == ctx.tenant_id)
     if lock:
-        stmt = stmt.with_for_update()
+        # Read afresh under the lock, not from what the session read before it.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     memory = session.execute(stmt).scalar_one_or_none()
     if memory is None:
         raise NotFound(f"memory {memory_id} not found")
@@ -204,7 +206,7 @@ def list_memories(
 def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> Memory:
     """Apply a PATCH and record it in history. Returns the memory (re-embed if content changed)."""
     memory = _load(session, ctx, memory_id, lock=True)
-    before = _snapshot(memory)
+    before = snapshot(memory)
     if patch.content is not None:
         memory.content = patch.content
     if patch.metadata is not None:
@@ -212,29 +214,40 @@ def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, pa
     if patch.pinned is not None:
         memory.pinned = patch.pinned
     memory.updated_at = func.now()
-    _record(session, ctx, memory, "update", before, _snapshot(memory))
+    _record(session, ctx, memory, "update", before, snapshot(memory))
     return memory
 
 
-def supersede_memory(
-    session: Session, ctx: TenantContext, old_id: uuid.UUID, new_id: uuid.UUID, *, actor: str | None = None
-) -> Memory:
-    """Mark `old_id` as no longer true from when `new_id` became true; both stay searchable in time."""
-    old, new = _load(session, ctx, old_id, lock=True), _load(session, ctx, new_id)
-    if old.user_id != new.user_id or old.id == new.id:
-        raise InvalidInput("a memory can only be superseded by another memory of the same user")
-    before = _snapshot(old)
-    old.status, old.superseded_by = "superseded", new.id
-    old.valid_to = new.valid_from or new.event_at
-    old.updated_at = func.now()
-    _record(session, ctx, old, "supersede", before, {**_snapshot(old), "superseded_by": str(new.id)}, actor)
-    return old
+def passages_of(
+    session: Session, tenant_id: uuid.UUID, turn_ids: Sequence[uuid.UUID], *, lock: bool = False
+) -> list[Memory]:
+    """The passages of these turns: memories of kind `passage` whose provenance is one of them (a
+    long message's parts, `memsvc.extraction.passages`), in id order; locked when asked."""
+    if not turn_ids:
+        return []
+    stmt = (
+        select(Memory)
+        .join(MemorySource, MemorySource.memory_id == Memory.id)
+        .where(
+            MemorySource.turn_id.in_(list(turn_ids)),
+            MemorySource.tenant_id == tenant_id,
+            Memory.tenant_id == tenant_id,
+            Memory.kind == "passage",
+        )
+        .order_by(Memory.id)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Memory).execution_options(populate_existing=True)
+    return list(session.execute(stmt).scalars().unique())
 
 
 def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> None:
+    """Delete a memory (its history stays); a turn's passages go with it, each with its event."""
     memory = _load(session, ctx, memory_id, lock=True)
-    _record(session, ctx, memory, "delete", _snapshot(memory), None)
-    session.delete(memory)
+    parts = passages_of(session, ctx.tenant_id, [memory.id], lock=True) if memory.kind == "turn" else []
+    for row in (*parts, memory):
+        _record(session, ctx, row, "delete", snapshot(row), None)
+        session.delete(row)
 
 
 def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[HistoryEventOut]:

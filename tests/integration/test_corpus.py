@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from memsvc import consolidation_store
 from memsvc import corpus as corpus_module
-from memsvc import store
+from memsvc.consolidation import Supersede
 from memsvc.corpus import CorpusCache, UserCorpus
 from memsvc.schemas import AddRequest, Message, SearchRequest, UpdateRequest
 from memsvc.search import rank_corpus
@@ -144,8 +145,12 @@ def test_incremental_corpus_equals_a_fresh_load(service, tenant, monkeypatch, se
             facts = [m for m in listing if m.type == "semantic" and m.status == "active"]
             if len(facts) >= 2:
                 old, new = rng.sample(facts, 2)
+                # As consolidation closes a value (and the turn that said only it) with its successor.
                 with service.db.session() as session:
-                    store.supersede_memory(session, ctx, old.id, new.id)
+                    until = new.valid_from or new.event_at or clock
+                    consolidation_store.apply_supersessions(
+                        session, ctx.tenant_id, user, [Supersede(old.id, new.id, until)], "test"
+                    )
         elif op == "erase":
             service.delete_user(ctx, user)
         _check(service, ctx, user)
