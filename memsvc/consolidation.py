@@ -284,10 +284,36 @@ def retention(importance: float, uses: int, days: float, config: RetentionConfig
     return math.exp(-max(days, 0.0) / stability)
 
 
+def in_exchange(content: str, previous: str | None, has_next: bool) -> bool:
+    """Whether a turn is half of a question and its answer: the turn right after a question, or a
+    question with a turn after it (see `RetentionRow.in_exchange`)."""
+    return (previous is not None and "?" in previous) or ("?" in content and has_next)
+
+
+def low_importance(content: str, speakers: Iterable[str] = (), *, exchange: bool = False) -> bool:
+    """The one judgement of what is not worth remembering: small talk (`is_small_talk`) that is
+    not half of a question and its answer. Forgetting gives it `small_talk_importance`; search
+    ranks it lower (`RankingConfig.low_importance_penalty`), before a run as after it."""
+    return not exchange and is_small_talk(content, speakers)
+
+
+def judged_importance(
+    content: str,
+    importance: float,
+    speakers: Iterable[str] = (),
+    *,
+    exchange: bool = False,
+    config: RetentionConfig | None = None,
+) -> float:
+    """The importance forgetting goes by: `small_talk_importance` for small talk outside a question
+    and its answer (`low_importance`), else the stored one. Search ranks by the same judgement."""
+    if low_importance(content, speakers, exchange=exchange):
+        return (config or RetentionConfig()).small_talk_importance
+    return importance
+
+
 def importance_of(row: RetentionRow, speakers: Iterable[str], config: RetentionConfig) -> float:
-    if row.in_exchange or not is_small_talk(row.content, speakers):
-        return row.importance
-    return config.small_talk_importance
+    return judged_importance(row.content, row.importance, speakers, exchange=row.in_exchange, config=config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,7 +601,10 @@ __all__ = [
     "close_to_earlier",
     "entity_key",
     "fact_slot",
+    "in_exchange",
     "is_small_talk",
+    "judged_importance",
+    "low_importance",
     "merged_fields",
     "plan_entity_merges",
     "plan_forgetting",

@@ -73,6 +73,7 @@ class CorpusRow(NamedTuple):
     metadata: dict[str, Any]
     source_message_ids: tuple[str, ...]
     entity_ids: tuple[uuid.UUID, ...]  # the entities it mentions
+    importance: float = 0.5  # as stored; search ranks by consolidation's judgement of it
 
     @property
     def key(self) -> str:
@@ -173,6 +174,15 @@ class UserCorpus:
         turns = self._session_turns.get(row.session_id, [])
         i = bisect.bisect_left(turns, self._keys[slot], key=self._keys.__getitem__)
         return turns[i - 1] if i > 0 else None
+
+    def next_turn(self, slot: int) -> int | None:
+        """The slot of the turn after this turn in its session, if any."""
+        row = self.rows[slot]
+        if row.kind != "turn":
+            return None
+        turns = self._session_turns.get(row.session_id, [])
+        i = bisect.bisect_right(turns, self._keys[slot], key=self._keys.__getitem__)
+        return turns[i] if i < len(turns) else None
 
     def mentions_of(self, memory_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
         slot = self._slot_of.get(memory_id)
@@ -403,7 +413,7 @@ class UserCorpus:
 # Columns of a `CorpusRow`, then the vector in pgvector's binary form (2-byte dimension count,
 # 2 unused bytes, big-endian float16s): ~4x fewer bytes than float4[] text, and no parsing.
 _COLUMNS = """m.id, m.type, m.kind, m.content, m.speaker, m.role, m.agent_id, m.session_id, m.position,
-    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata"""
+    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata, m.importance"""
 _VECTOR = "halfvec_send(m.embedding)"
 _SOURCES_OF = (
     "ARRAY(SELECT s.message_id FROM memory_sources s WHERE s.memory_id = m.id ORDER BY s.message_id)"
@@ -488,14 +498,17 @@ def _rows(
     """Rows from `_ROWS` records, or from `_LOAD` records and the user's provenance and mentions."""
     if sources is None or mentions is None:
         rows = [
-            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[16]), tuple(r[17]))) for r in records
+            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[17]), tuple(r[18]), r[16]))
+            for r in records
         ]
     else:
         rows = [
-            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ())))
+            CorpusRow._make(
+                (*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ()), r[16])
+            )
             for r in records
         ]
-    return rows, _decode_vectors([r[18] for r in records])
+    return rows, _decode_vectors([r[19] for r in records])
 
 
 def _grouped(pairs: Iterable[tuple[uuid.UUID, Any]]) -> dict[uuid.UUID, tuple[Any, ...]]:

@@ -15,12 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from memsvc.consolidation import in_exchange, is_small_talk, judged_importance
 from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
@@ -31,6 +33,8 @@ from memsvc.ranking import (
     RankingConfig,
     analyze_query,
     fuse_scores,
+    importance_deficit,
+    pass_to_survivors,
     propagate_neighbours,
     rank,
     tokenize,
@@ -64,6 +68,10 @@ class SearchConfig:
     # Rows that take part in the full ranking: the best by fused dense + BM25 (exact backend), or
     # the BM25 top added to the dense top-k (index backend). LoCoMo users (~1.5k rows) fit whole.
     pool_size: int = 400
+    # Archived rows (until purged) still take part in the scoring (the cosine's statistics, the
+    # pool, BM25's maximum, what a turn passes to the turn before it) but are never returned: a
+    # consolidation run then only hides rows, and the others rank as they did (issue 18).
+    archived_in_scoring: bool = True
 
 
 class SearchEngine:
@@ -139,13 +147,14 @@ def rank_corpus(
 ) -> list[MemoryOut]:
     """Rank a user's corpus for one query (the part of search after the I/O): the rows the request
     may see, the pool worth ranking, the graph and supersession bonuses, then `ranking.rank`."""
-    eligible = _eligible(corpus, request)
+    eligible = _eligible(corpus, request, with_archived=config.archived_in_scoring)
     if not len(eligible):
         return []
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
+        pool = _with_survivors(corpus, pool)
         stats = corpus.dense_stats(query_vector)
         dense = _pool_dense(corpus, pool, scored, query_vector)
     else:
@@ -154,12 +163,15 @@ def rank_corpus(
         by_slot = _dot(corpus.vectors, query_vector)
         dense_all = by_slot[eligible]
         stats = (float(dense_all.mean()), float(dense_all.std()))
-        pool = _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config)
+        pool = _with_survivors(
+            corpus, _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config)
+        )
         dense = by_slot[pool]
     lexical = lexical_all[pool]
     rows = [corpus.rows[i] for i in pool]
     # A long message whose passages are in the pool is returned through them, never whole.
     cut = {row.source_message_ids[0] for row in rows if row.kind == "passage" and row.source_message_ids}
+    speakers = corpus.speakers
     candidates = [
         Candidate(
             id=row.key,
@@ -174,13 +186,14 @@ def rank_corpus(
             lexical=float(lx),
             role=row.role if row.kind in _MESSAGE_KINDS else None,
             episode=row.session_id if row.kind != "session" else None,
-            returnable=not (
-                row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut
-            ),
+            returnable=row.status != "archived"
+            and not (row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut),
+            importance=_importance(corpus, slot, speakers),
+            merged_into=row.metadata.get("merged_into") if row.status == "archived" else None,
         )
-        for row, d, lx in zip(rows, dense, lexical, strict=True)
+        for slot, row, d, lx in zip(pool, rows, dense, lexical, strict=True)
     ]
-    named = analyze_query(request.query, corpus.speakers).named_speakers
+    named = analyze_query(request.query, speakers).named_speakers
     graph = _graph_bonus(corpus, rows, request.query, named, config)
     bonus = graph.copy()
     if request.as_of is None and not PAST_QUERY.search(request.query):
@@ -192,11 +205,11 @@ def rank_corpus(
         max_results=request.limit,
         dedup_covered=config.ranking.dedup_covered and not keep_covered,
     )
-    results = rank(candidates, request.query, corpus.speakers, ranking, dense_stats=stats, bonus=bonus)
+    results = rank(candidates, request.query, speakers, ranking, dense_stats=stats, bonus=bonus)
     by_id = {row.key: row for row in rows}
     out = [_result_out(result, by_id) for result in results]
     if request.explain:
-        signals = explain(results, candidates, request.query, corpus.speakers, ranking, stats, graph, bonus)
+        signals = explain(results, candidates, request.query, speakers, ranking, stats, graph, bonus)
         for item, explained in zip(out, signals, strict=True):
             item.metadata = {**item.metadata, "explain": explained}
     return out
@@ -218,7 +231,13 @@ def explain(
     breakdown is its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
     zero = replace(
-        config, dense_weight=0.0, lexical_weight=0.0, speaker_boost=0.0, temporal_boost=0.0, role_boost=0.0
+        config,
+        dense_weight=0.0,
+        lexical_weight=0.0,
+        speaker_boost=0.0,
+        temporal_boost=0.0,
+        role_boost=0.0,
+        low_importance_penalty=0.0,
     )
 
     def only(alone: RankingConfig) -> npt.NDArray[np.float64]:
@@ -234,8 +253,11 @@ def explain(
         "role": only(replace(zero, role_boost=config.role_boost)),
         "superseded": bonus - graph,
         "neighbours": propagate_neighbours(candidates, fused, config) - fused,
+        "importance": -config.low_importance_penalty * importance_deficit(candidates),
     }
-    total = fused + parts["neighbours"]
+    before = fused + parts["neighbours"] + parts["importance"]
+    parts["merged"] = pass_to_survivors(candidates, before) - before
+    total = before + parts["merged"]
     index = {c.id: i for i, c in enumerate(candidates)}
     out = []
     for result in results:
@@ -350,9 +372,46 @@ def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[
     return list(dict.fromkeys(seeds))
 
 
-def _eligible(corpus: UserCorpus, request: SearchRequest) -> Slots:
-    """Rows the request may see, in canonical order: types, filters, and the world as of `as_of`
-    (else all but archived)."""
+def _with_survivors(corpus: UserCorpus, pool: list[int]) -> list[int]:
+    """The pool with the memory each archived row of it was merged into (which now stands for
+    it), in canonical order."""
+    slot_of = corpus.row_index()
+    extra = set()
+    for slot in pool:
+        row = corpus.rows[slot]
+        into = row.metadata.get("merged_into") if row.status == "archived" else None
+        survivor = slot_of.get(uuid.UUID(into)) if isinstance(into, str) else None
+        if survivor is not None and corpus.rows[survivor].status != "archived":
+            extra.add(survivor)
+    if not extra.difference(pool):
+        return pool
+    return sorted(extra.union(pool), key=corpus.sort_key)
+
+
+def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:
+    """The row's importance as consolidation's forgetting judges it (`judged_importance`), with
+    the turns around it from the corpus. Pinned rows, digests and summaries are never forgotten:
+    they keep what is stored."""
+    row = corpus.rows[slot]
+    if row.pinned or row.kind in ("session", "summary") or not _chatter(row.content, speakers):
+        return row.importance
+    exchange = False
+    if row.kind == "turn":
+        previous = corpus.previous_turn(slot)
+        before = corpus.rows[previous].content if previous is not None else None
+        exchange = in_exchange(row.content, before, corpus.next_turn(slot) is not None)
+    return judged_importance(row.content, row.importance, speakers, exchange=exchange)
+
+
+@lru_cache(maxsize=65_536)
+def _chatter(content: str, speakers: tuple[str, ...]) -> bool:
+    # Cached: a pool's few hundred rows are judged on every query, and most repeat across queries.
+    return is_small_talk(content, speakers)
+
+
+def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool = False) -> Slots:
+    """Rows the request may see, in canonical order: types, filters, and the world as of `as_of`;
+    archived rows only `with_archived` (to score, never to return)."""
     filters = request.filters or {}
     for key in ("agent_id", "session_id", "kind"):
         if key in filters and not isinstance(filters[key], str):
@@ -365,13 +424,13 @@ def _eligible(corpus: UserCorpus, request: SearchRequest) -> Slots:
         and request.as_of is None
         and set(request.types or ()) in (set(), {"episodic", "semantic"})
     ):
-        return corpus.unarchived()
+        return corpus.order if with_archived else corpus.unarchived()
     types = set(request.types or ("episodic", "semantic"))
     as_of = request.as_of
     out = []
     for i in corpus.order.tolist():
         row = corpus.rows[i]
-        if row.type not in types or row.status == "archived":
+        if row.type not in types or (row.status == "archived" and not with_archived):
             continue
         if any(
             key in filters and getattr(row, key) != filters[key] for key in ("agent_id", "session_id", "kind")

@@ -200,3 +200,60 @@ def test_an_excerpt_joins_an_answer_to_its_question_not_an_unrelated_reply(servi
     # A question and its answer come back together, whichever of the two the query matches.
     results = service.search(ctx, SearchRequest(query="What is Melanie reading?", user_id=user, limit=5))
     assert any(r.kind == "excerpt" and r.source_message_ids == ["m2", "m3"] for r in results)
+
+
+def test_a_consolidation_run_hides_what_it_forgets_and_the_rest_ranks_as_before(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    ctx, _ = tenant
+    user = f"forget-{uuid.uuid4().hex[:6]}"
+    t0 = datetime(2024, 1, 10, 12, tzinfo=UTC)
+    lines = [
+        "I signed up for a pottery class downtown.",
+        "Thanks, Jon! Appreciate the kind words.",
+        "The pottery class meets on Thursdays.",
+        "Wow, congrats!",
+        "My first bowl from the class cracked in the kiln.",
+    ]
+    _ingest(
+        service,
+        ctx,
+        AddRequest(
+            user_id=user,
+            session_id="s1",
+            messages=[
+                Message(
+                    role="user", name="Ann", content=text, id=f"m{i}", created_at=t0 + timedelta(minutes=i)
+                )
+                for i, text in enumerate(lines)
+            ],
+        ),
+    )
+    _ingest(service, ctx, _say(user, "I moved my studio to the garage.", t0 + timedelta(days=90), "m9"))
+    request = SearchRequest(
+        query="thanks for the kind words about the pottery class", user_id=user, explain=True
+    )
+
+    def search() -> list:  # type: ignore[type-arg]
+        # Through the engine, not the service: a search counts as a use, and a use keeps a memory.
+        with service.db.session() as session:
+            return service.search_engine.search(session, ctx, request)
+
+    before = search()
+    small_talk = {r.id for r in before if r.metadata["explain"]["importance"] < 0}
+    by_content = {r.content: r for r in before}
+    # Consolidation's judgement, at search time: the thanks and the congratulations rank lower
+    # (0.8 x the penalty: importance 0.1 where an ordinary memory has 0.5), and nothing else does.
+    assert small_talk == {by_content[lines[1]].id, by_content[lines[3]].id}
+    assert by_content[lines[1]].metadata["explain"]["importance"] == pytest.approx(-0.8 * 3.0)
+    assert before[0].content != lines[1]
+
+    service.consolidate(ctx.tenant_id, user, now=t0 + timedelta(days=100))
+    listing = service.list(ctx, user, memory_type=None, limit=100, cursor=None, status="archived")
+    archived = {m.id for m in listing.items}
+    assert archived & {r.id for r in before} == small_talk
+    after = search()
+    # The run only hides rows: they still count in the scoring, so what stays keeps its score.
+    kept = [r for r in before if r.id not in small_talk]
+    assert [r.id for r in after] == [r.id for r in kept]
+    assert [r.score for r in after] == pytest.approx([r.score for r in kept])

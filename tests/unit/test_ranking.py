@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,8 @@ from memsvc.ranking import (
     build_results,
     fuse_scores,
     has_temporal_expression,
+    importance_deficit,
+    pass_to_survivors,
     propagate_neighbours,
     rank,
     tokenize,
@@ -301,3 +305,50 @@ def test_bm25_removal_scores_like_an_index_built_without_the_document() -> None:
     assert compact.ordinals == 4 and len(compact) == 4
     for q in ("pottery class", "class"):
         assert compact.score(q).tolist() == fresh.score(q).tolist()
+
+
+def test_importance_below_an_ordinary_memorys_ranks_lower_and_still_lifts_the_turn_before() -> None:
+    config = RankingConfig(speaker_boost=0.0, temporal_boost=0.0, merge_max_turns=1)
+    before = turn(0, "Let's meet for the dance festival.", dense=0.3)
+    thanks = replace(turn(1, "Thanks, glad to be part of it!", dense=0.5), importance=0.1)
+    other = turn(5, "I rehearsed the routine twice.", dense=0.4)
+    remark = replace(turn(7, "Gina shared a photo of a stage.", dense=0.45), importance=0.3)
+    cands = [before, thanks, other, remark]
+    assert importance_deficit(cands).tolist() == pytest.approx([0.0, 0.8, 0.0, 0.4])
+    plain = rank(cands, "q", config=replace(config, low_importance_penalty=0.0))
+    assert [r.id for r in plain][:2] == ["D1:1", "D1:7"]
+    demoted = rank(cands, "q", config=config)  # the default penalty, as search runs it
+    assert [r.id for r in demoted] == ["D1:5", "D1:7", "D1:0", "D1:1"]
+    # The small talk is ranked lower by 0.8 x the penalty, after it passed its score to the turn
+    # before it: that turn scores as it did without the penalty.
+    by_id = {r.id: r.score for r in demoted}
+    plain_by_id = {r.id: r.score for r in plain}
+    assert by_id["D1:1"] == pytest.approx(plain_by_id["D1:1"] - 0.8 * config.low_importance_penalty)
+    assert by_id["D1:7"] == pytest.approx(plain_by_id["D1:7"] - 0.4 * config.low_importance_penalty)
+    assert by_id["D1:0"] == pytest.approx(plain_by_id["D1:0"])
+
+
+def test_a_merged_memory_passes_its_score_to_its_survivor_and_is_never_returned() -> None:
+    survivor = Candidate(
+        id="s", content="Ann has a kitten", kind="fact", source_message_ids=("m1",), dense=0.1
+    )
+    merged = Candidate(
+        id="m",
+        content="Ann has a kitten named Miso",
+        kind="fact",
+        source_message_ids=("m2",),
+        dense=0.6,
+        returnable=False,
+        merged_into="s",
+    )
+    other = Candidate(
+        id="o", content="Ann lives in Boston", kind="fact", source_message_ids=("m3",), dense=0.3
+    )
+    cands = [survivor, merged, other]
+    scores = np.array([0.1, 0.6, 0.3])
+    assert pass_to_survivors(cands, scores).tolist() == [0.6, 0.6, 0.3]
+    assert scores.tolist() == [0.1, 0.6, 0.3]  # the input is left as it was
+    results = rank(cands, "q", config=NO_EXTRAS)
+    assert [r.id for r in results] == ["s", "o"]
+    # A survivor that scores higher keeps its own score.
+    assert pass_to_survivors(cands, np.array([0.9, 0.6, 0.3])).tolist() == [0.9, 0.6, 0.3]
