@@ -342,9 +342,15 @@ class ProcrastinateQueue:
         self.service = service
         self.conninfo = conninfo
         queue_conninfo = bookkeeping_conninfo(conninfo)
-        self.app = build_app(service, PsycopgConnector(conninfo=queue_conninfo))
+        # Pools open one connection and grow on demand (psycopg_pool keeps 4 open by default):
+        # every worker process holds both, and a dozen workers filled PostgreSQL's 100 connections.
+        self.app = build_app(
+            service, PsycopgConnector(conninfo=queue_conninfo, min_size=1, max_size=max(4, concurrency + 2))
+        )
         # Deferring happens from request threads: an app of its own on a synchronous connector.
-        self._defer_app = build_app(service, SyncPsycopgConnector(conninfo=queue_conninfo))
+        self._defer_app = build_app(
+            service, SyncPsycopgConnector(conninfo=queue_conninfo, min_size=1, max_size=4)
+        )
         self._defer_app.open()
         self.worker_mode = worker
         self.concurrency = concurrency
