@@ -19,7 +19,18 @@ CONVERSATION = [
     ("Caroline", "Last month I moved to Seattle for a new job at Blue Harbor."),
     ("Melanie", "My favourite food is ramen, and Anna loves sushi."),
 ]
-SIGNALS = {"dense", "keyword", "graph", "time", "speaker", "role", "neighbours", "superseded"}
+SIGNALS = {
+    "dense",
+    "keyword",
+    "graph",
+    "time",
+    "speaker",
+    "role",
+    "neighbours",
+    "superseded",
+    "importance",
+    "merged",
+}
 REPO = Path(__file__).resolve().parents[2]
 
 
