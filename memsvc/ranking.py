@@ -13,6 +13,8 @@ query against the memory's embedding and a lexical BM25 score — and hands them
 3. **Neighbour propagation** (:func:`propagate_neighbours`): a turn inherits a share of the score of
    the turn right after it — in dialogue the evidence is often a question ("What did you paint?")
    whose answer ("A sunrise") shares no words with the query.
+   Then a memory of little importance (by consolidation's judgement: small talk, a remark about the
+   other speaker) ranks lower, and the survivor of a merge scores at least what was merged into it.
 4. **Final ordering** (:func:`build_results`): score order with a shorter-first tie-break, near
    duplicate / already-covered removal, and merging of adjacent turns that answer together (both
    scored near the top for the query, or a question and its answer) into one result (at most

@@ -5,7 +5,10 @@ the turn and the turn before it, the speaker the query names, time cues, and the
 (entities the query names, spread to their neighbours by personalised PageRank). `rank_corpus`
 picks the pool and the store-side bonuses, and `memsvc.ranking.rank` (the one recipe) fuses the
 signals, passes score to the turn before an answer, removes near-duplicates and merges adjacent
-turns into one result of at most a few turns, so provenance stays precise.
+turns into one result of at most a few turns, so provenance stays precise. Archived memories
+count in the scoring until they are purged but are never returned, and what consolidation's
+forgetting judges of little importance ranks lower: a consolidation run hides rows and moves little
+else.
 """
 
 from __future__ import annotations
