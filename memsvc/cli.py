@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,21 +132,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_encoder(args: argparse.Namespace, settings: Settings) -> None:
-    from memsvc.embedding import get_embedder
+    from memsvc.embedding import configured_embedder
     from memsvc.shared_encoder import EncoderServer
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     address = args.address or settings.encoder_address
     if not address:
         raise SystemExit("memsvc encoder: give --address or MEMSVC_ENCODER_ADDRESS (a socket path)")
-    embedder = get_embedder(
-        settings.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        cpu_bf16=settings.embedding_cpu_bf16,
-        backend=settings.embedding_backend,
-    )
+    embedder = configured_embedder(settings)
     server = EncoderServer(embedder, address)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -260,15 +254,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
-    """Consolidate now, in this process: every user, a tenant's users, or one user."""
+def _tenant_scope(database: Database, args: argparse.Namespace) -> uuid.UUID | None:
+    """The tenant `--tenant` names (None: every tenant); `--user` needs one."""
     from sqlalchemy import select
-    from tqdm import tqdm
 
     from memsvc.models import Tenant
-    from memsvc.service import MemoryService
 
-    database = open_database(settings)
     tenant_id = None
     if args.tenant:
         with database.session() as session:
@@ -277,6 +268,17 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
             raise MemsvcError(f"no tenant named {args.tenant!r}")
     if args.user and tenant_id is None:
         raise MemsvcError("--user needs --tenant (user ids are unique within a tenant)")
+    return tenant_id
+
+
+def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
+    """Consolidate now, in this process: every user, a tenant's users, or one user."""
+    from tqdm import tqdm
+
+    from memsvc.service import MemoryService
+
+    database = open_database(settings)
+    tenant_id = _tenant_scope(database, args)
     service = MemoryService(settings, database)
     bar = tqdm(unit="user", desc="consolidate" + (" (dry run)" if args.dry_run else ""), file=sys.stderr)
 
@@ -318,31 +320,15 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_backfill_passages(args: argparse.Namespace, settings: Settings) -> None:
     """Store passages for long messages stored before passages existed (or with them turned off)."""
-    from sqlalchemy import select
     from tqdm import tqdm
 
-    from memsvc.embedding import get_embedder
+    from memsvc.embedding import configured_embedder
     from memsvc.extraction.passages import PassageConfig
-    from memsvc.models import Tenant
     from memsvc.passages_store import backfill_passages
 
     database = open_database(settings)
-    tenant_id = None
-    if args.tenant:
-        with database.session() as session:
-            tenant_id = session.execute(select(Tenant.id).where(Tenant.name == args.tenant)).scalar()
-        if tenant_id is None:
-            raise MemsvcError(f"no tenant named {args.tenant!r}")
-    if args.user and tenant_id is None:
-        raise MemsvcError("--user needs --tenant (user ids are unique within a tenant)")
-    embedder = get_embedder(
-        settings.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        cpu_bf16=settings.embedding_cpu_bf16,
-        backend=settings.embedding_backend,
-    )
+    tenant_id = _tenant_scope(database, args)
+    embedder = configured_embedder(settings)
     bar = tqdm(unit="message", desc="backfill passages", file=sys.stderr)
 
     def on_total(n: int) -> None:

@@ -15,12 +15,15 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from memsvc.errors import NotReady
+
+if TYPE_CHECKING:
+    from memsvc.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +385,15 @@ def get_embedder(
                 backend=backend,
             )
         return _shared[key]
+
+
+def configured_embedder(settings: Settings) -> Embedder:
+    """The process-wide embedder that `settings` describe."""
+    return get_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        cpu_bf16=settings.embedding_cpu_bf16,
+        backend=settings.embedding_backend,
+    )
