@@ -4,6 +4,7 @@ explanations) through HTTP, and the console itself end to end in a real headless
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -151,6 +152,12 @@ def test_search_explains_each_score(live_server: str, seeded: tuple[str, str]) -
         assert SIGNALS | {"cosine", "bm25"} == set(parts)
         assert sum(parts[s] for s in SIGNALS) == pytest.approx(result["score"], abs=2e-3)
     assert any(r["metadata"]["explain"]["keyword"] > 0 for r in results)
+    # The console draws and explains every part the server sends, each with its colour.
+    script = (REPO / "api" / "static" / "ui" / "console.js").read_text()
+    listed = script[script.index("const SIGNALS = [") : script.index("];", script.index("const SIGNALS = ["))]
+    assert set(re.findall(r'\["(\w+)", "', listed)) == SIGNALS
+    styles = (REPO / "api" / "static" / "ui" / "console.css").read_text()
+    assert all(f".seg-{name} " in styles for name in SIGNALS)
 
 
 @pytest.mark.slow
