@@ -583,19 +583,12 @@ def entity_merge_thresholds(labels_path: Path, thresholds: tuple[float, ...]) ->
     import numpy as np
 
     from memsvc.config import Settings
-    from memsvc.embedding import get_embedder, resolve_backend, resolve_device
+    from memsvc.embedding import configured_embedder, resolve_backend, resolve_device
 
     if not labels_path.is_file():
         raise SystemExit(f"entity pair labels not found: {labels_path}")
     settings = Settings()
-    embedder = get_embedder(
-        settings.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        cpu_bf16=settings.embedding_cpu_bf16,
-        backend=settings.embedding_backend,
-    )
+    embedder = configured_embedder(settings)
     labelled = json.loads(labels_path.read_text())
     pairs = [p for p in labelled["pairs"] if p["same"] is not None]
     if not pairs:

@@ -26,7 +26,7 @@ from memsvc.consolidation import ConsolidationConfig, RetentionConfig
 from memsvc.consolidation_store import RunReport, UserReport
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
-from memsvc.embedding import Embedder, get_embedder, resolve_device
+from memsvc.embedding import Embedder, configured_embedder, resolve_device
 from memsvc.errors import InvalidInput, NotReady, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
@@ -94,14 +94,7 @@ class MemoryService:
     ) -> None:
         self.settings = settings
         self.db = database
-        self.embedder = embedder or get_embedder(
-            settings.embedding_model,
-            device=settings.embedding_device,
-            batch_size=settings.embedding_batch_size,
-            threads=settings.embedding_threads,
-            cpu_bf16=settings.embedding_cpu_bf16,
-            backend=settings.embedding_backend,
-        )
+        self.embedder = embedder or configured_embedder(settings)
         if self.embedder.dim != settings.embedding_dim:
             raise InvalidInput(
                 f"model {self.embedder.model_name} makes {self.embedder.dim}-d vectors but "
