@@ -276,6 +276,9 @@ class RetentionRow:
     # is an answer), or a question with a turn after it ("Wow, congrats! What game were you
     # playing?" names what the answer is about). Search returns the two as one excerpt.
     in_exchange: bool = False
+    # A passage's message (its turn); None for a passage whose message was deleted before passages
+    # followed it, and for every other memory.
+    turn_id: uuid.UUID | None = None
 
 
 def retention(importance: float, uses: int, days: float, config: RetentionConfig) -> float:
@@ -335,11 +338,28 @@ def plan_forgetting(
     Pinned memories are never forgotten by retention; a memory whose TTL (`expires_at`) has passed
     is archived whatever its retention (an explicit expiry wins over a pin). Session digests and
     facts with an attribute (where someone lives, their job: their history answers `as_of`
-    questions) are kept; superseded facts too."""
+    questions) are kept; superseded facts too.
+
+    A long message and its passages are one: a use of a passage is a use of the message (search
+    returns the passages, never the whole message), and passages are archived and purged with their
+    message, never alone; a passage whose message is gone is archived (then purged as usual)."""
     plan = ForgetPlan()
     names = list(speakers)
     purge_before = now - timedelta(days=config.purge_after_days)
+    parts: dict[uuid.UUID, list[RetentionRow]] = defaultdict(list)
     for row in rows:
+        if row.kind == "passage" and row.turn_id is not None:
+            parts[row.turn_id].append(row)
+    for row in rows:
+        if row.kind == "passage":
+            continue
+        if parts.get(row.id):
+            members = parts[row.id]
+            row = replace(
+                row,
+                access_count=row.access_count + sum(p.access_count for p in members),
+                last_used_at=max(row.last_used_at, *(p.last_used_at for p in members)),
+            )
         if row.status == "archived":
             if row.archived_at is not None and row.archived_at <= purge_before:
                 plan.purge.append(row.id)
@@ -353,7 +373,28 @@ def plan_forgetting(
         score = retention(importance_of(row, names, config), row.access_count, days, config)
         if score < config.archive_below:
             plan.archive.append((row.id, f"retention {score:.3f}"))
+    _passages_follow(plan, rows, purge_before)
     return plan
+
+
+def _passages_follow(plan: ForgetPlan, rows: Sequence[RetentionRow], purge_before: datetime) -> None:
+    """Add to `plan` the passages that follow their message (see `plan_forgetting`)."""
+    by_id = {r.id: r for r in rows}
+    why = dict(plan.archive)
+    purged = set(plan.purge)
+    for row in rows:
+        if row.kind != "passage":
+            continue
+        turn = by_id.get(row.turn_id) if row.turn_id is not None else None
+        if turn is None:
+            if row.status != "archived":
+                plan.archive.append((row.id, "its message is gone"))
+            elif row.archived_at is not None and row.archived_at <= purge_before:
+                plan.purge.append(row.id)
+        elif turn.id in purged:
+            plan.purge.append(row.id)
+        elif row.status == "active" and (turn.id in why or turn.status == "archived"):
+            plan.archive.append((row.id, why.get(turn.id, "its message is archived")))
 
 
 # -- merging ------------------------------------------------------------------------------------

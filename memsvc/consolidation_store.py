@@ -43,7 +43,9 @@ from memsvc.consolidation import (
 )
 from memsvc.database import Database
 from memsvc.embedding import Embedder
+from memsvc.errors import InvalidInput
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
+from memsvc.store import passages_of
 
 log = logging.getLogger(__name__)
 
@@ -592,6 +594,14 @@ def consolidate_user(
                 select(*_ROW_COLUMNS).where(Memory.tenant_id == tenant_id, Memory.user_id == user_id)
             ).all()
         )
+        # The message each passage is part of (None: deleted before its passages followed it).
+        turn_of = dict(
+            session.execute(
+                select(MemorySource.memory_id, MemorySource.turn_id)
+                .join(Memory, Memory.id == MemorySource.memory_id)
+                .where(Memory.tenant_id == tenant_id, Memory.user_id == user_id, Memory.kind == "passage")
+            ).all()
+        )
     report.memories_before = sum(1 for r in rows if r.status != "archived")
     by_id = {r.id: r for r in rows}
 
@@ -814,6 +824,7 @@ def consolidate_user(
                 r.archived_at,
                 _expiry(r),
                 r.id in exchanges,
+                turn_of.get(r.id),
             )
         )
     forget = plan_forgetting(
@@ -1181,6 +1192,20 @@ def _apply_entity_merge(
     return len(folded)
 
 
+# Active passages (among :ids, or of the turns :turns) whose message is archived or gone: a passage
+# is archived with its message and never alone, so none is searchable without it.
+_PASSAGES_TO_ARCHIVE = text(
+    """
+    SELECT p.id FROM memories p JOIN memory_sources s ON s.memory_id = p.id
+    LEFT JOIN memories t ON t.id = s.turn_id
+    WHERE p.tenant_id = :t AND p.user_id = :u AND p.kind = 'passage' AND p.status = 'active'
+      AND (p.id = ANY(CAST(:ids AS uuid[])) OR s.turn_id = ANY(CAST(:turns AS uuid[])))
+      AND (t.id IS NULL OR t.status = 'archived')
+    ORDER BY p.id
+    """
+)
+
+
 def _apply_archive(
     session: Session,
     tenant_id: uuid.UUID,
@@ -1192,7 +1217,20 @@ def _apply_archive(
 ) -> None:
     why = dict(items)
     expired = [i for i, reason in items if reason == "expired"]
-    moved = _move_out(session, tenant_id, user_id, list(why), now, unpin=expired)
+    # Messages first; then the passages of those archived (now or before) or gone, pinned or not.
+    planned_parts = set(
+        session.execute(select(Memory.id).where(Memory.id.in_(list(why)), Memory.kind == "passage")).scalars()
+    )
+    moved = _move_out(
+        session, tenant_id, user_id, [i for i in why if i not in planned_parts], now, unpin=expired
+    )
+    follow = list(
+        session.execute(
+            _PASSAGES_TO_ARCHIVE,
+            {"t": tenant_id, "u": user_id, "ids": sorted(planned_parts), "turns": [m.id for m in moved]},
+        ).scalars()
+    )
+    parts = _move_out(session, tenant_id, user_id, follow, now, unpin=follow)
     events = [
         _event(
             tenant_id,
@@ -1202,12 +1240,13 @@ def _apply_archive(
             actor,
             run_id,
             _snapshot(m),
-            {**_snapshot(m), "status": "archived", "why": why[m.id]},
+            {**_snapshot(m), "status": "archived", "why": why.get(m.id, "its message is archived")},
         )
-        for m in moved
+        for m in (*moved, *parts)
     ]
     if events:
         session.execute(insert(HistoryEvent), events)
+    if moved:
         # A forgotten successor (a new value whose TTL passed) no longer closes what it replaced.
         reopen_predecessors(session, tenant_id, user_id, actor, [m.id for m in moved], run_id)
 
@@ -1238,6 +1277,14 @@ def _apply_purge(
     )
     if not rows:
         return
+    # A purged message's passages go with it, whatever their state (read before the message goes:
+    # its provenance link would be cleared).
+    purged = {m.id for m in rows}
+    rows += [
+        p
+        for p in passages_of(session, tenant_id, [m.id for m in rows if m.kind == "turn"], lock=True)
+        if p.id not in purged
+    ]
     events = [_event(tenant_id, user_id, m.id, "purge", actor, run_id, _snapshot(m), None) for m in rows]
     for memory in rows:
         session.delete(memory)
@@ -1319,22 +1366,49 @@ def _insert_summary(
 
 def restore(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID, actor: str) -> bool:
     """Bring an archived memory back into search; a restore counts as a use, so the next run does
-    not archive it again at once. False if it is not archived."""
+    not archive it again at once. False if it is not archived.
+
+    A message comes back with its archived passages, and a passage of an archived message brings
+    the message back (with its other passages): a passage is never searchable without its message.
+    A passage whose message was deleted cannot be restored (`InvalidInput`)."""
     memory = session.execute(
-        select(Memory).where(Memory.id == memory_id, Memory.tenant_id == tenant_id).with_for_update()
+        select(Memory)
+        .where(Memory.id == memory_id, Memory.tenant_id == tenant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if memory is None or memory.status != "archived":
         return False
-    before = _snapshot(memory)
-    memory.status, memory.archived_at, memory.superseded_by = "active", None, None
+    if memory.kind == "passage":
+        turn_id = session.execute(
+            select(MemorySource.turn_id).where(MemorySource.memory_id == memory.id)
+        ).scalar_one_or_none()
+        turn = (
+            session.get(Memory, turn_id, with_for_update=True, populate_existing=True)
+            if turn_id is not None
+            else None
+        )
+        if turn is None:
+            raise InvalidInput(f"memory {memory_id} is a passage of a message that was deleted")
+        if turn.status == "archived":
+            memory = turn
+    parts = [
+        p
+        for p in (passages_of(session, tenant_id, [memory.id], lock=True) if memory.kind == "turn" else [])
+        if p.status == "archived"
+    ]
+    events = []
+    for row in (memory, *parts):
+        before = _snapshot(row)
+        row.status, row.archived_at, row.superseded_by = "active", None, None
+        row.updated_at = func.now()
+        events.append(_event(tenant_id, row.user_id, row.id, "restore", actor, None, before, None))
     memory.access_count += 1
     memory.last_accessed_at = func.now()
-    memory.updated_at = func.now()
     session.flush()
-    session.execute(
-        insert(HistoryEvent),
-        [_event(tenant_id, memory.user_id, memory.id, "restore", actor, None, before, _snapshot(memory))],
-    )
+    for event, row in zip(events, (memory, *parts), strict=True):
+        event["after"] = _snapshot(row)
+    session.execute(insert(HistoryEvent), events)
     if memory.attribute and memory.subject:  # a value back in force closes what it replaced again
         supersede_at_ingest(session, tenant_id, memory.user_id, {(memory.subject, memory.attribute)}, actor)
     return True
