@@ -34,6 +34,7 @@ from memsvc.consolidation import (
     SlotFact,
     Supersede,
     fact_slot,
+    in_exchange,
     merged_fields,
     plan_entity_merges,
     plan_forgetting,
@@ -799,9 +800,10 @@ def consolidate_user(
         for r in rows
         if r.kind == "turn"
         and r.position is not None
-        and (
-            "?" in line_at.get((r.session_id, r.position - 1), "")
-            or ("?" in r.content and (r.session_id, r.position + 1) in line_at)
+        and in_exchange(
+            r.content,
+            line_at.get((r.session_id, r.position - 1)),
+            (r.session_id, r.position + 1) in line_at,
         )
     }
     retention_rows = []
