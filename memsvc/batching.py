@@ -34,8 +34,11 @@ class DynamicBatcher(Generic[In, Out]):
         self._thread.start()
         self.batches = 0
         self.items = 0
+        self._closed = False
 
     def submit(self, item: In) -> Future[Out]:
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
         future: Future[Out] = Future()
         self._queue.put((item, future))
         return future
@@ -45,8 +48,17 @@ class DynamicBatcher(Generic[In, Out]):
         return self.submit(item).result()
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=5)
+        # What was submitted while closing would wait forever: it fails instead.
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if entry is not None:
+                entry[1].set_exception(RuntimeError("the batcher is closed"))
 
     def _loop(self) -> None:
         while True:

@@ -13,6 +13,7 @@ at most ask for embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ class EncoderServer:
         finally:
             os.umask(old_mask)
         self._closed = threading.Event()
+        self._clients: set[Connection] = set()
+        self._clients_lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name="encoder-accept", daemon=True)
         self._thread.start()
 
@@ -70,28 +73,38 @@ class EncoderServer:
             threading.Thread(target=self._serve, args=(conn,), name="encoder-client", daemon=True).start()
 
     def _serve(self, conn: Connection) -> None:
-        with conn:
-            hello = {"model_name": self.embedder.model_name, "dim": self.embedder.dim}
-            conn.send_bytes(json.dumps(hello).encode())
-            while not self._closed.is_set():
-                try:
-                    request = conn.recv_bytes()
-                except (EOFError, OSError):
-                    return  # the worker went away
-                try:
-                    texts = json.loads(request)
-                    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                        raise ValueError("a request is a JSON list of strings")
-                    vectors = self._batcher(texts)
-                    answer = (
-                        _OK + struct.pack("<II", *vectors.shape) + np.ascontiguousarray(vectors).tobytes()
-                    )
-                except Exception as exc:  # the worker gets the reason; the server keeps serving
-                    answer = _ERROR + f"{type(exc).__name__}: {exc}".encode()
-                try:
-                    conn.send_bytes(answer)
-                except OSError:
-                    return
+        with self._clients_lock:
+            self._clients.add(conn)
+        try:
+            self._answer(conn)
+        except (OSError, EOFError):
+            pass  # the worker went away, or the server closed its connection
+        finally:
+            with self._clients_lock:
+                self._clients.discard(conn)
+            conn.close()
+
+    def _answer(self, conn: Connection) -> None:
+        """Answer one worker's requests until it goes away or the server closes."""
+        hello = {"model_name": self.embedder.model_name, "dim": self.embedder.dim}
+        conn.send_bytes(json.dumps(hello).encode())
+        while not self._closed.is_set():
+            try:
+                request = conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the worker went away
+            try:
+                texts = json.loads(request)
+                if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                    raise ValueError("a request is a JSON list of strings")
+                vectors = self._batcher(texts)
+                answer = _OK + struct.pack("<II", *vectors.shape) + np.ascontiguousarray(vectors).tobytes()
+            except Exception as exc:  # the worker gets the reason; the server keeps serving
+                answer = _ERROR + f"{type(exc).__name__}: {exc}".encode()
+            try:
+                conn.send_bytes(answer)
+            except OSError:
+                return
 
     @property
     def batches(self) -> int:
@@ -105,8 +118,14 @@ class EncoderServer:
         self._closed.wait()
 
     def close(self) -> None:
+        """Stop serving: connected workers see their connection end (and open a new one to the next
+        server at this address)."""
         self._closed.set()
         self._listener.close()
+        with self._clients_lock:
+            for conn in self._clients:
+                with contextlib.suppress(OSError):
+                    conn.close()
         self._batcher.close()
         Path(self.address).unlink(missing_ok=True)
 

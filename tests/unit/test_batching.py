@@ -52,3 +52,11 @@ def test_errors_reach_every_caller() -> None:
     with pytest.raises(ValueError, match="device fell over"):
         batcher(1)
     batcher.close()
+
+
+def test_a_closed_batcher_refuses_work_instead_of_leaving_it_waiting() -> None:
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(lambda items: [i * 2 for i in items])
+    assert batcher(21) == 42
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(1)
