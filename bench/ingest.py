@@ -133,7 +133,7 @@ def _job_seconds(logs: Path) -> float:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(_metrics_dir(logs)))
+    MultiProcessCollector(registry, path=str(_metrics_dir(logs)))  # type: ignore[no-untyped-call]
     return sum(
         sample.value
         for metric in registry.collect()
