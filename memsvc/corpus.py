@@ -595,6 +595,19 @@ class CorpusCache:
             assert entry.corpus is not None
             yield entry.corpus
 
+    def refresh(self, session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
+        """Bring a cached user's corpus up to date now, e.g. right after a write this process
+        acknowledged, so that the search which follows finds nothing left to apply. A user not
+        cached is left to load on their first search."""
+        asked = time.monotonic()
+        with self._lock:
+            entry = self._entries.get((tenant_id, user_id))
+        if entry is None or entry.corpus is None:
+            return
+        with entry.sync_lock:
+            if entry.synced_at < asked:
+                self._sync(session, entry, tenant_id, user_id)
+
     def nbytes(self) -> int:
         with self._lock:
             return sum(e.nbytes for e in self._entries.values())

@@ -456,6 +456,13 @@ class MemoryService:
         self._count_uses(results)
         return results
 
+    def catch_up(self, ctx: TenantContext, user_id: str) -> None:
+        """Bring this process's cached view of the user up to date (after a write it acknowledged):
+        an agent searches right after its add, and would otherwise pay for applying the write.
+        Best effort: if it fails, the next search applies the write."""
+        with contextlib.suppress(NotReady), self.db.session() as session:
+            self.search_engine.corpora.refresh(session, ctx.tenant_id, user_id)
+
     def context(self, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         with self.db.session() as session:
             response = self.search_engine.context(session, ctx, request)

@@ -54,6 +54,9 @@ async def add_memories(
         )
     # Waits on the event loop: no thread is held while the job runs.
     job = await queue.wait_async(tenant, job_id)
+    if job.status == "succeeded":
+        # The agent's next call is a search: this process's cache of the user takes the write now.
+        await run_in_threadpool(service.catch_up, tenant, body.user_id)
     result = AddResult.model_validate(job.result) if job.result else None
     response = AddResponse(job_id=job_id, status=job.status, result=result, error=job.error)
     return JSONResponse(
