@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("6f1c5a52-4c1e-4b0e-9a55-1b9b0e1e7a11")
 DIGEST_TURNS = 6  # a session digest quotes this many of its most informative turns
-ENTITY_MERGE_COSINE = 0.92  # entities of one type this close in meaning are the same thing
+# Entities of one type this close in meaning are the same thing; the bar consolidation merges at too
+# (59 labelled name pairs: different things reach 0.909, `bench/consolidation.py --entity-pairs`).
+ENTITY_MERGE_COSINE = 0.95
 PASSAGE_KEY = "passage"  # a passage's metadata: {turn_id, index} of the message it is part of
 # A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
 # new mentions and keeps the new spellings.
