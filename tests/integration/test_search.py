@@ -257,3 +257,53 @@ def test_a_consolidation_run_hides_what_it_forgets_and_the_rest_ranks_as_before(
     kept = [r for r in before if r.id not in small_talk]
     assert [r.id for r in after] == [r.id for r in kept]
     assert [r.score for r in after] == pytest.approx([r.score for r in kept])
+
+
+def test_what_a_consolidation_run_would_merge_is_returned_once_and_the_run_changes_nothing(
+    service, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+    from datetime import timedelta
+
+    ctx, _ = tenant
+    user = f"merge-{uuid.uuid4().hex[:6]}"
+    t0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    # The same thing said twice, in other words: a run merges the two facts (same subject and kind,
+    # cosine >= the merge threshold) though their words differ too much for the text dedup.
+    _ingest(service, ctx, _say(user, "My brother's support means a lot to me.", t0, "m1"))
+    _ingest(
+        service,
+        ctx,
+        _say(user, "My brother's support really means a lot to me.", t0 + timedelta(days=2), "m2"),
+    )
+    _ingest(service, ctx, _say(user, "I adopted a puppy named Max.", t0 + timedelta(days=3), "m3"))
+    # Facts only: a fact whose message is returned already would be dropped as covered.
+    request = SearchRequest(
+        query="How does Ann feel about her brother's support?", user_id=user, types=["semantic"], explain=True
+    )
+
+    def search(merge_cosine: float | None = 0.95) -> list:  # type: ignore[type-arg]
+        engine = service.search_engine
+        config = engine.config
+        engine.config = replace(config, merge_cosine=merge_cosine)
+        try:
+            with service.db.session() as session:
+                return engine.search(session, ctx, request)
+        finally:
+            engine.config = config
+
+    facts = [r for r in search(None) if r.type == "semantic" and "support" in r.content]
+    assert len(facts) == 2, [r.content for r in facts]  # without the rule both come back
+    before = search()
+    kept = [r for r in before if r.type == "semantic" and "support" in r.content]
+    # Once, as the earlier one (the run's survivor), at the better score of the two and with the
+    # provenance of both: as the survivor will be after the run.
+    assert len(kept) == 1 and kept[0].content == min(facts, key=lambda r: r.event_at).content
+    assert kept[0].score == pytest.approx(max(r.score for r in facts))
+    assert kept[0].source_message_ids == ["m1", "m2"]
+
+    report = service.consolidate(ctx.tenant_id, user, now=t0 + timedelta(days=4))
+    assert report.totals()["merged"] == 1
+    after = search()
+    assert [(r.id, r.content) for r in after] == [(r.id, r.content) for r in before]
+    assert [r.score for r in after] == pytest.approx([r.score for r in before])
