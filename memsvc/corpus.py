@@ -75,7 +75,7 @@ class CorpusRow(NamedTuple):
     entity_ids: tuple[uuid.UUID, ...]  # the entities it mentions
     importance: float = 0.5  # as stored; search ranks by consolidation's judgement of it
     # What consolidation's merge rule reads (`consolidation.plan_merges`): search treats the
-    # memories a run would merge as one (`search._merge_clusters`).
+    # memories a run would merge as merged already (`search._would_merge`).
     subject: str | None = None
     attribute: str | None = None
     content_hash: str = ""
