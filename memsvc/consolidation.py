@@ -410,6 +410,19 @@ class MergeRow:
     event_at: datetime
 
 
+def merge_row(
+    memory_id: uuid.UUID,
+    kind: str,
+    subject: str | None,
+    content_hash: str,
+    valid_from: datetime | None,
+    event_at: datetime,
+) -> MergeRow:
+    """A memory as merge planning reads it: an event merges only with events of its day."""
+    day = (valid_from or event_at).date().isoformat() if kind == "event" else None
+    return MergeRow(memory_id, kind, subject, content_hash, day, event_at)
+
+
 @dataclass(frozen=True, slots=True)
 class Merge:
     """`duplicate_ids` become part of `survivor_id`."""
@@ -646,6 +659,7 @@ __all__ = [
     "is_small_talk",
     "judged_importance",
     "low_importance",
+    "merge_row",
     "merged_fields",
     "plan_entity_merges",
     "plan_forgetting",

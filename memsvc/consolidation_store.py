@@ -29,12 +29,12 @@ from memsvc.consolidation import (
     EntityRow,
     EventRow,
     Merge,
-    MergeRow,
     RetentionRow,
     SlotFact,
     Supersede,
     fact_slot,
     in_exchange,
+    merge_row,
     merged_fields,
     plan_entity_merges,
     plan_forgetting,
@@ -698,17 +698,7 @@ def consolidate_user(
         )
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         merges = plan_merges(
-            [
-                MergeRow(
-                    r.id,
-                    r.kind,
-                    r.subject,
-                    r.content_hash,
-                    (r.valid_from or r.event_at).date().isoformat() if r.kind == "event" else None,
-                    r.event_at,
-                )
-                for r in mergeable
-            ],
+            [merge_row(r.id, r.kind, r.subject, r.content_hash, r.valid_from, r.event_at) for r in mergeable],
             vectors,
             config.merge_cosine,
         )

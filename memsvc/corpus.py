@@ -45,7 +45,9 @@ MAX_FEED_ROWS = 5000
 MAX_INCREMENTAL = 1000
 COMPACT_MIN_DEAD = 1024  # compaction drops dead slots once they are this many and a quarter of all
 SETTLE_WAIT_S = 2.0  # the first load of a process waits this long at most for a settled watermark
-ROW_OVERHEAD_BYTES = 1200  # a row's Python objects besides text and vector (tracemalloc: 3 KB a row in all)
+# A row's Python objects besides text and vector (its 64-character content hash among them;
+# tracemalloc: ~3 KB a row in all).
+ROW_OVERHEAD_BYTES = 1320
 
 Vector = npt.NDArray[np.float32]
 SortKey = tuple[bool, str, bool, int, datetime, uuid.UUID]

@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 
 from memsvc.consolidation import (
     ConsolidationConfig,
-    MergeRow,
     fact_slot,
     in_exchange,
     is_small_talk,
     judged_importance,
+    merge_row,
     plan_merges,
 )
 from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
@@ -461,7 +461,12 @@ def _would_merge(corpus: UserCorpus, pool: Sequence[int], threshold: float) -> d
         )
     if len(slots) < 2:
         return {}
-    merges = plan_merges([_merge_row(corpus.rows[slot]) for slot in slots], corpus.vectors[slots], threshold)
+    rows = [corpus.rows[slot] for slot in slots]
+    merges = plan_merges(
+        [merge_row(r.id, r.kind, r.subject, r.content_hash, r.valid_from, r.event_at) for r in rows],
+        corpus.vectors[slots],
+        threshold,
+    )
     slot_of = corpus.row_index()
     return {slot_of[d]: slot_of[m.survivor_id] for m in merges for d in m.duplicate_ids}
 
@@ -470,13 +475,6 @@ def _would_merge(corpus: UserCorpus, pool: Sequence[int], threshold: float) -> d
 def _states_attribute(content: str, subject: str | None) -> bool:
     # Cached as `_chatter` is: the pool's facts are judged on every query.
     return fact_slot(content, subject) is not None
-
-
-def _merge_row(row: CorpusRow) -> MergeRow:
-    """The row as consolidation's merge planning reads it (as memsvc.consolidation_store builds
-    it: an event merges only with events of its day)."""
-    day = (row.valid_from or row.event_at).date().isoformat() if row.kind == "event" else None
-    return MergeRow(row.id, row.kind, row.subject, row.content_hash, day, row.event_at)
 
 
 def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:
