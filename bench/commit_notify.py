@@ -3,7 +3,7 @@
 PostgreSQL commits transactions that issued a NOTIFY one at a time (a global lock held through the
 commit). This measures commits per second of W concurrent writers, each inserting rows into a table
 whose row trigger appends to a feed table, with and without `pg_notify` in that trigger: the shape
-of memsvc's change feed before and after migration 0008. Runs on a new embedded PostgreSQL.
+of memsvc's change feed before and after migration 0007. Runs on a new embedded PostgreSQL.
 
     python bench/commit_notify.py [--writers 8] [--transactions 60] [--rows 50] [--rounds 2]
 """
@@ -25,7 +25,7 @@ import psycopg
 from bench._common import machine, print_table, write_json
 
 FEED = "INSERT INTO feed (row_id) VALUES (NEW.id);"
-TRIGGERS = {"feed only (now)": FEED, "feed + pg_notify (before 0008)": FEED + " PERFORM pg_notify('ch', '');"}
+TRIGGERS = {"feed only (now)": FEED, "feed + pg_notify (before 0007)": FEED + " PERFORM pg_notify('ch', '');"}
 
 
 def commits_per_s(url: str, body: str, writers: int, transactions: int, rows: int) -> float:

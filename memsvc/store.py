@@ -493,7 +493,7 @@ def notify_job_done(session: Session, job_id: uuid.UUID) -> None:
     """Tell requests waiting on the job (`LISTEN memsvc_job_done`, payload: its id) that it has
     finished. Sent in a transaction of its own after the job's commit, which does not wait for the
     disk: PostgreSQL commits notifying transactions one at a time under a global lock held through
-    the WAL flush (migration 0009), and the job's own commit must not queue behind other workers'."""
+    the WAL flush (bench/commit_notify.py), and the job's own commit must not queue behind other workers'."""
     commit_without_waiting(session)
     session.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": JOB_DONE_CHANNEL, "id": str(job_id)})
 

@@ -2,19 +2,19 @@
 
 PostgreSQL commits the transactions that issued a NOTIFY one at a time, under one global lock held
 through the commit's WAL flush, so every transaction writing memories queued behind the others':
-on the dev CPU 8 writers committed 3x fewer transactions per second with the NOTIFY than without,
-and on an H200 host ingest stopped scaling at ~1,500 turns/s however many workers ran. The feed's
-one reader that listened (the GPU index) polls `memory_changes` instead (`VectorIndex.max_lag_s`).
+on the dev CPU 8 writers committed 2.7x fewer transactions per second with the NOTIFY than without
+(bench/commit_notify.py). The feed's one reader that listened (the GPU index) polls
+`memory_changes` instead (`VectorIndex.max_lag_s`).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
