@@ -45,9 +45,7 @@ MAX_FEED_ROWS = 5000
 MAX_INCREMENTAL = 1000
 COMPACT_MIN_DEAD = 1024  # compaction drops dead slots once they are this many and a quarter of all
 SETTLE_WAIT_S = 2.0  # the first load of a process waits this long at most for a settled watermark
-# A row's Python objects besides text and vector (its 64-character content hash among them;
-# tracemalloc: ~3 KB a row in all).
-ROW_OVERHEAD_BYTES = 1320
+ROW_OVERHEAD_BYTES = 1200  # a row's Python objects besides text and vector (tracemalloc: 3 KB a row in all)
 
 Vector = npt.NDArray[np.float32]
 SortKey = tuple[bool, str, bool, int, datetime, uuid.UUID]
@@ -76,11 +74,6 @@ class CorpusRow(NamedTuple):
     source_message_ids: tuple[str, ...]
     entity_ids: tuple[uuid.UUID, ...]  # the entities it mentions
     importance: float = 0.5  # as stored; search ranks by consolidation's judgement of it
-    # What consolidation's merge rule reads (`consolidation.plan_merges`): search treats the
-    # memories a run would merge as merged already (`search._would_merge`).
-    subject: str | None = None
-    attribute: str | None = None
-    content_hash: str = ""
 
     @property
     def key(self) -> str:
@@ -420,8 +413,7 @@ class UserCorpus:
 # Columns of a `CorpusRow`, then the vector in pgvector's binary form (2-byte dimension count,
 # 2 unused bytes, big-endian float16s): ~4x fewer bytes than float4[] text, and no parsing.
 _COLUMNS = """m.id, m.type, m.kind, m.content, m.speaker, m.role, m.agent_id, m.session_id, m.position,
-    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata, m.importance,
-    m.subject, m.attribute, m.content_hash"""
+    m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata, m.importance"""
 _VECTOR = "halfvec_send(m.embedding)"
 _SOURCES_OF = (
     "ARRAY(SELECT s.message_id FROM memory_sources s WHERE s.memory_id = m.id ORDER BY s.message_id)"
@@ -506,17 +498,17 @@ def _rows(
     """Rows from `_ROWS` records, or from `_LOAD` records and the user's provenance and mentions."""
     if sources is None or mentions is None:
         rows = [
-            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[20]), tuple(r[21]), *r[16:20]))
+            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[17]), tuple(r[18]), r[16]))
             for r in records
         ]
     else:
         rows = [
             CorpusRow._make(
-                (*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ()), *r[16:20])
+                (*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ()), r[16])
             )
             for r in records
         ]
-    return rows, _decode_vectors([r[22] for r in records])
+    return rows, _decode_vectors([r[19] for r in records])
 
 
 def _grouped(pairs: Iterable[tuple[uuid.UUID, Any]]) -> dict[uuid.UUID, tuple[Any, ...]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,15 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from memsvc.consolidation import (
-    ConsolidationConfig,
-    fact_slot,
-    in_exchange,
-    is_small_talk,
-    judged_importance,
-    merge_row,
-    plan_merges,
-)
+from memsvc.consolidation import in_exchange, is_small_talk, judged_importance
 from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
@@ -84,10 +75,6 @@ class SearchConfig:
     # pool, BM25's maximum, what a turn passes to the turn before it) but are never returned: a
     # consolidation run then only hides rows, and the others rank as they did (issue 18).
     archived_in_scoring: bool = True
-    # Semantic memories a consolidation run would merge (its rule, `consolidation.plan_merges`, at
-    # this cosine: `MEMSVC_CONSOLIDATION_MERGE_COSINE`) count as one in the results, the best
-    # standing for the others as the merge survivor will; None: only near-identical text counts.
-    merge_cosine: float | None = field(default_factory=lambda: ConsolidationConfig().merge_cosine)
 
 
 class SearchEngine:
@@ -188,12 +175,6 @@ def rank_corpus(
     # A long message whose passages are in the pool is returned through them, never whole.
     cut = {row.source_message_ids[0] for row in rows if row.kind == "passage" and row.source_message_ids}
     speakers = corpus.speakers
-    # What a consolidation run would merge counts as merged already: the survivor stands for it.
-    merged = _would_merge(corpus, pool, config.merge_cosine) if config.merge_cosine is not None else {}
-    # ... with the provenance the merge gives it: its own and theirs.
-    gained: dict[int, set[str]] = {}
-    for slot, into in merged.items():
-        gained.setdefault(into, set()).update(corpus.rows[slot].source_message_ids)
     candidates = [
         Candidate(
             id=row.key,
@@ -203,20 +184,15 @@ def rank_corpus(
             event_time=row.event_at,
             session=row.session_id if row.kind == "turn" else None,
             position=row.position if row.kind == "turn" else None,
-            source_message_ids=tuple(sorted(gained[slot].union(row.source_message_ids)))
-            if slot in gained
-            else row.source_message_ids,
+            source_message_ids=row.source_message_ids,
             dense=float(d),
             lexical=float(lx),
             role=row.role if row.kind in _MESSAGE_KINDS else None,
             episode=row.session_id if row.kind != "session" else None,
             returnable=row.status != "archived"
-            and slot not in merged
             and not (row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut),
             importance=_importance(corpus, slot, speakers),
-            merged_into=row.metadata.get("merged_into")
-            if row.status == "archived"
-            else (corpus.rows[merged[slot]].key if slot in merged else None),
+            merged_into=row.metadata.get("merged_into") if row.status == "archived" else None,
         )
         for slot, row, d, lx in zip(pool, rows, dense, lexical, strict=True)
     ]
@@ -413,68 +389,6 @@ def _with_survivors(corpus: UserCorpus, pool: list[int]) -> list[int]:
     if not extra.difference(pool):
         return pool
     return sorted(extra.union(pool), key=corpus.sort_key)
-
-
-# The semantic kinds consolidation merges (memsvc.consolidation_store.SEMANTIC_KINDS).
-_MERGED_KINDS = frozenset(("fact", "preference", "plan", "event"))
-
-
-def _would_merge(corpus: UserCorpus, pool: Sequence[int], threshold: float) -> dict[int, int]:
-    """Slot → the slot of the memory a consolidation run would merge it into, for the pool's
-    memories a run would merge away: the run's own planning (`consolidation.plan_merges`, at
-    `threshold`) over the pool's memories it would consider (active semantic memories that state
-    no attribute: supersession owns those). Search then ranks them as merged already (the
-    survivor scores at least what it stands for; they are not returned), so a run's merges leave
-    the results as they were. Planned over the pool, not the user: cheap per query, and the
-    memories of one cluster are alike enough to enter the pool together."""
-    slots = []
-    for slot in pool:
-        row = corpus.rows[slot]
-        if (
-            row.type == "semantic"
-            and row.kind in _MERGED_KINDS
-            and row.status == "active"
-            and row.attribute is None
-            and not _states_attribute(row.content, row.subject)
-        ):
-            slots.append(slot)
-    if len(slots) < 2:
-        return {}
-    # Only memories with a partner of their subject (a cosine >= threshold, or the same text) can
-    # merge or lead a merge; the planning over them alone gives the same merges, and most pools
-    # hold few. (float64: the smaller products are faster so on the loaded CPU measured.)
-    by_subject: dict[str, list[int]] = {}
-    for slot in slots:
-        by_subject.setdefault((corpus.rows[slot].subject or "").lower(), []).append(slot)
-    slots = []
-    for members in by_subject.values():
-        if len(members) < 2:
-            continue
-        vectors = corpus.vectors[members].astype(np.float64)
-        close = vectors @ vectors.T >= threshold
-        np.fill_diagonal(close, False)
-        hashes = Counter(corpus.rows[slot].content_hash for slot in members)
-        slots.extend(
-            slot
-            for i, slot in enumerate(members)
-            if close[i].any() or hashes[corpus.rows[slot].content_hash] > 1
-        )
-    if len(slots) < 2:
-        return {}
-    rows = [corpus.rows[slot] for slot in slots]
-    merges = plan_merges(
-        [merge_row(r.id, r.kind, r.subject, r.content_hash, r.valid_from, r.event_at) for r in rows],
-        corpus.vectors[slots],
-        threshold,
-    )
-    slot_of = corpus.row_index()
-    return {slot_of[d]: slot_of[m.survivor_id] for m in merges for d in m.duplicate_ids}
-
-
-@lru_cache(maxsize=65_536)
-def _states_attribute(content: str, subject: str | None) -> bool:
-    # Cached as `_chatter` is: the pool's facts are judged on every query.
-    return fact_slot(content, subject) is not None
 
 
 def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:

@@ -54,7 +54,7 @@ from memsvc.schemas import (
     UpdateRequest,
     UserList,
 )
-from memsvc.search import SearchConfig, SearchEngine
+from memsvc.search import SearchEngine
 from memsvc.tenants import TenantContext, authenticate
 from memsvc.usage import UseRecorder
 from memsvc.vector_index import VectorIndex
@@ -137,8 +137,6 @@ class MemoryService:
             self.embedder,
             dense=self.dense,
             cache_bytes=settings.corpus_cache_mb * 2**20,
-            # What a run would merge counts as merged in search, at the run's own threshold.
-            config=SearchConfig(merge_cosine=settings.consolidation_merge_cosine),
         )
         # What search returns counts as a use (forgetting keeps used memories), written off the read path.
         self.uses: UseRecorder | None = None
