@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import struct
 import threading
 from collections.abc import Sequence
@@ -124,8 +125,13 @@ class EncoderServer:
         self._listener.close()
         with self._clients_lock:
             for conn in self._clients:
-                with contextlib.suppress(OSError):
-                    conn.close()
+                # Shut the socket down under its serving thread, which then reads EOF and closes it
+                # (closing the Connection from here would pull the handle from under its read).
+                with (
+                    contextlib.suppress(OSError),
+                    socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock,
+                ):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._batcher.close()
         Path(self.address).unlink(missing_ok=True)
 
