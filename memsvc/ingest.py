@@ -27,7 +27,7 @@ from memsvc.consolidation import fact_slot, with_state_facts
 from memsvc.consolidation_store import supersede_at_ingest
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import Extraction, Extractor, Turn
-from memsvc.extraction.passages import PassageConfig, plan_passages
+from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import name_sources
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
@@ -167,6 +167,47 @@ class _Rows:
     memories: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def passage_id(tenant_id: uuid.UUID, user_id: str, message_id: str, passage: Passage) -> uuid.UUID:
+    """A passage's id, from its message and its span of words: the same passage, the same id."""
+    return derived_id(tenant_id, user_id, "passage", message_id, passage.start_word, passage.end_word)
+
+
+def passage_memory(
+    tenant_id: uuid.UUID,
+    user_id: str,
+    message_id: str,
+    turn_id: uuid.UUID,
+    passage: Passage,
+    *,
+    agent_id: str | None,
+    session_id: str | None,
+    role: str,
+    speaker: str | None,
+    position: int | None,
+    event_at: datetime,
+    metadata: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A long message's passage as its memory row: the message's role, speaker, session and time,
+    and `metadata.passage = {turn_id, index}` (ingest, backfill and edits write the same row)."""
+    return {
+        "id": passage_id(tenant_id, user_id, message_id, passage),
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "agent_id": agent_id,
+        "session_id": session_id,
+        "type": "episodic",
+        "kind": "passage",
+        "content": passage.text,
+        "content_hash": content_hash(passage.text),
+        "role": role,
+        "speaker": speaker,
+        "position": position,
+        "event_at": event_at,
+        "valid_from": event_at,
+        "metadata_": {**(metadata or {}), PASSAGE_KEY: {"turn_id": str(turn_id), "index": passage.index}},
+    }
 
 
 class Ingestor:
@@ -327,32 +368,22 @@ class Ingestor:
         for prepared in turns:
             turn = prepared.turn
             for passage in plan_passages(turn.text, config):
-                memory_id = derived_id(
-                    tenant_id, user_id, "passage", turn.message_id, passage.start_word, passage.end_word
+                memory = passage_memory(
+                    tenant_id,
+                    user_id,
+                    turn.message_id,
+                    prepared.id,
+                    passage,
+                    agent_id=prepared.agent_id,
+                    session_id=turn.session_id,
+                    role=turn.role,
+                    speaker=turn.speaker,
+                    position=prepared.position,
+                    event_at=turn.event_at,
+                    metadata=prepared.metadata,
                 )
-                rows.memories.append(
-                    {
-                        "id": memory_id,
-                        "tenant_id": tenant_id,
-                        "user_id": user_id,
-                        "agent_id": prepared.agent_id,
-                        "session_id": turn.session_id,
-                        "type": "episodic",
-                        "kind": "passage",
-                        "content": passage.text,
-                        "content_hash": content_hash(passage.text),
-                        "role": turn.role,
-                        "speaker": turn.speaker,
-                        "position": prepared.position,
-                        "event_at": turn.event_at,
-                        "valid_from": turn.event_at,
-                        "metadata_": {
-                            **prepared.metadata,
-                            PASSAGE_KEY: {"turn_id": str(prepared.id), "index": passage.index},
-                        },
-                        "_embed": turn_line(turn.speaker, passage.text),
-                    }
-                )
+                memory_id = memory["id"]
+                rows.memories.append({**memory, "_embed": turn_line(turn.speaker, passage.text)})
                 rows.sources.append(_source(memory_id, turn.message_id, prepared.id, tenant_id, user_id))
                 rows.history.append(_created(tenant_id, user_id, memory_id, actor, "passage", passage.text))
 

@@ -27,7 +27,8 @@ from memsvc.consolidation_store import lock_user
 from memsvc.database import Database
 from memsvc.embedding import Embedder
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
-from memsvc.ingest import PASSAGE_KEY, content_hash, derived_id, turn_line
+from memsvc.ingest import PASSAGE_KEY, content_hash, passage_memory, turn_line
+from memsvc.ingest import passage_id as ingest_passage_id
 from memsvc.models import HistoryEvent, Memory, MemorySource
 from memsvc.store import bulk_insert, passages_of, snapshot
 
@@ -159,26 +160,26 @@ def _passage_row(
     """One passage of `turn` as ingest writes it (memory, provenance, history), in the turn's state
     (status, `valid_to`, successor): a closed or archived message's new passages are so too."""
     scope = {"tenant_id": turn.tenant_id, "user_id": turn.user_id}
-    memory_id = passage_id(turn, passage)
-    memory = {
-        "id": memory_id,
-        **scope,
-        "agent_id": turn.agent_id,
-        "session_id": turn.session_id,
-        "type": "episodic",
-        "kind": "passage",
-        "content": passage.text,
-        "content_hash": content_hash(passage.text),
-        "role": turn.role,
-        "speaker": turn.speaker,
-        "position": turn.position,
-        "event_at": turn.event_at,
-        "valid_from": turn.event_at,
+    memory = passage_memory(
+        turn.tenant_id,
+        turn.user_id,
+        turn.message_id,
+        turn.id,
+        passage,
+        agent_id=turn.agent_id,
+        session_id=turn.session_id,
+        role=turn.role,
+        speaker=turn.speaker,
+        position=turn.position,
+        event_at=turn.event_at,
+        metadata=metadata,
+    )
+    memory_id = memory["id"]
+    memory |= {
         "valid_to": turn.valid_to,
         "status": turn.status,
         "superseded_by": turn.superseded_by,
         "archived_at": archived_at,
-        "metadata_": {**(metadata or {}), PASSAGE_KEY: {"turn_id": str(turn.id), "index": passage.index}},
         "embedding": vector_of[turn_line(turn.speaker or "", passage.text)],
     }
     source = {"memory_id": memory_id, "message_id": turn.message_id, "turn_id": turn.id, **scope}
@@ -195,9 +196,7 @@ def _passage_row(
 
 def passage_id(turn: Any, passage: Passage) -> uuid.UUID:
     """A passage's id, derived as ingest derives it: from its message and its span of words."""
-    return derived_id(
-        turn.tenant_id, turn.user_id, "passage", turn.message_id, passage.start_word, passage.end_word
-    )
+    return ingest_passage_id(turn.tenant_id, turn.user_id, turn.message_id, passage)
 
 
 @dataclass(slots=True)
