@@ -13,6 +13,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -113,10 +114,16 @@ class SentenceTransformerEmbedder:
         self.bf16 = cpu_bf16 and self.device == "cpu" and cpu_has_native_bf16() and self.backend == "torch"
         if batch_size <= 0:
             batch_size = CPU_BATCH_SIZE if self.device == "cpu" else CUDA_BATCH_SIZE
-        if threads > 0 and self.device == "cpu":
+        if self.device == "cpu":
             import torch
 
-            torch.set_num_threads(threads)
+            # One torch thread unless asked: a spin-waiting pool made one query 20x slower on a
+            # busy 2-core machine (torch also runs the CPU top-k of search).
+            torch.set_num_threads(threads or 1)
+        # ONNX Runtime runs this many batches at once, one thread each: on short texts that beat
+        # one batch on several threads (LoCoMo ingest's texts on 2 cores: 1.92x vs 1.02x).
+        self.parallel_batches = threads or available_cores()
+        self._batch_pool: ThreadPoolExecutor | None = None
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, Vector] = OrderedDict()
@@ -132,9 +139,9 @@ class SentenceTransformerEmbedder:
         self._tokenizer = _rust_tokenizer(self._model)
         self._onnx: Any = None
         if self.backend != "torch":
-            self._onnx = _onnx_session(
-                self._model, model_name, int8=self.backend == "onnx-int8", threads=threads
-            )
+            self._onnx = _onnx_session(self._model, model_name, int8=self.backend == "onnx-int8")
+            if self.parallel_batches > 1:
+                self._batch_pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="embed")
 
     @staticmethod
     def _load(model_name: str, device: str) -> Any:
@@ -210,13 +217,24 @@ class SentenceTransformerEmbedder:
     def _embed_onnx(self, texts: list[str]) -> Vectors:
         # As sentence-transformers does: mean pooling over the real tokens, then unit length; but a
         # CPU batch holds only texts of similar token counts, so padding stays small.
+        # Batches run on `parallel_batches` threads at once (the session is thread-safe and
+        # releases the GIL while it runs).
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for rows, input_ids, mask in self._token_batches(texts, MIN_LENGTH_SHARE):
+
+        def run(batch: tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> None:
+            rows, input_ids, mask = batch
             inputs = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
             hidden = self._onnx.run(None, inputs)[0]
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+        batches = list(self._token_batches(texts, MIN_LENGTH_SHARE))
+        if self._batch_pool is None or len(batches) == 1:
+            for batch in batches:
+                run(batch)
+        else:
+            list(self._batch_pool.map(run, batches))
         return out
 
     def _embed_torch(self, texts: list[str]) -> Vectors:
@@ -280,7 +298,15 @@ def _text_key(text: str) -> bytes:
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def _onnx_session(model: Any, model_name: str, *, int8: bool, threads: int) -> Any:
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, as a container's CPU set limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _onnx_session(model: Any, model_name: str, *, int8: bool) -> Any:
     """An ONNX Runtime session of `model`'s encoder, exported (and quantised) once into the user's
     cache folder, keyed by the model's files and the torch version that exported it."""
     import onnxruntime as ort
@@ -315,12 +341,10 @@ def _onnx_session(model: Any, model_name: str, *, int8: bool, threads: int) -> A
             quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True)
             partial.replace(path)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(threads, 0)
+    # One thread per run: parallelism comes from running batches at once (`parallel_batches`).
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Threads that wait for work sleep instead of spinning: a spinning pool took the core that
-    # PostgreSQL and the other worker needed (2 threads: 3x slower on a shared 2-core machine).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     log.info("embedding model %s on ONNX Runtime (%s)", model_name, "int8" if int8 else "fp32")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

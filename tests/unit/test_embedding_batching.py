@@ -44,3 +44,16 @@ def test_a_text_met_again_gets_its_cached_vector() -> None:
     # What the caller gets is a copy: changing it leaves the cache alone.
     again[1] *= 2
     assert np.array_equal(embedder.embed([first])[0], together[0])
+
+
+def test_batches_run_at_once_give_the_vectors_of_one_thread() -> None:
+    pytest.importorskip("onnxruntime")
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    words = "we talked about the lake trip the dog the new job and the painting class".split()
+    # Texts of many lengths: several batches, so the threads really run side by side.
+    texts = [f"Line {i}: " + " ".join(words[: 3 + i % 12]) for i in range(60)]
+    one = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    several = SentenceTransformerEmbedder(device="cpu", threads=3, backend="onnx-int8")
+    assert one._batch_pool is None and several.parallel_batches == 3
+    assert np.array_equal(one.embed(texts), several.embed(texts))
