@@ -140,6 +140,8 @@ def cmd_encoder(args: argparse.Namespace, settings: Settings) -> None:
     if not address:
         raise SystemExit("memsvc encoder: give --address or MEMSVC_ENCODER_ADDRESS (a socket path)")
     embedder = configured_embedder(settings)
+    if warm_up := getattr(embedder, "warm_up", None):
+        warm_up()
     server = EncoderServer(embedder, address)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

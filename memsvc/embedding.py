@@ -143,6 +143,27 @@ class SentenceTransformerEmbedder:
             if self.parallel_batches > 1:
                 self._batch_pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="embed")
 
+    def warm_up(self) -> None:
+        """On a GPU, run every shape `bucketed` pads a batch to once, so that no request pays a
+        shape's first pass (~10x a later one); a few seconds at start. Nothing to do on the CPU."""
+        if self.device == "cpu":
+            return
+        import torch
+
+        max_tokens = self._model.max_seq_length
+        row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
+        with torch.inference_mode():
+            for rows in row_counts:
+                for width in range(32, max_tokens + 1, 32):
+                    ids = torch.zeros((rows, width), dtype=torch.int64, device=self._model.device)
+                    features = {
+                        "input_ids": ids,
+                        "attention_mask": torch.ones_like(ids),
+                        "token_type_ids": ids,
+                    }
+                    self._model(features)
+            torch.cuda.synchronize()
+
     @staticmethod
     def _load(model_name: str, device: str) -> Any:
         # Never reach for a model hub at run time: this service must start offline.
@@ -250,15 +271,39 @@ class SentenceTransformerEmbedder:
         with torch.inference_mode(), self._precision():
             min_share = MIN_LENGTH_SHARE if self.device == "cpu" else 0.0
             for rows, input_ids, mask in self._token_batches(texts, min_share):
+                if self.device != "cpu":
+                    input_ids, mask = bucketed(input_ids, mask, self.batch_size, self._model.max_seq_length)
                 ids_t = torch.from_numpy(input_ids).to(device)
                 features = {
                     "input_ids": ids_t,
                     "attention_mask": torch.from_numpy(mask).to(device),
                     "token_type_ids": torch.zeros_like(ids_t),
                 }
-                pooled = self._model(features)["sentence_embedding"].float()
+                pooled = self._model(features)["sentence_embedding"][: len(rows)].float()
                 out[rows] = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
         return out
+
+
+def bucketed(
+    input_ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], max_rows: int, max_tokens: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A batch padded to one of few shapes: rows to a power of two (at least 8, at most `max_rows`
+    unless it has more), tokens to a multiple of 32 (at most `max_tokens` unless it has more).
+
+    On a GPU a forward pass of a shape not seen before cost ~70 ms against ~6 ms (H200, MiniLM, a
+    LoCoMo session's 49 texts), and every ingest job and query batch had a shape of its own. The
+    added rows attend to their first token only; their outputs are dropped."""
+    rows, width = input_ids.shape
+    to_rows = max(rows, min(max_rows, max(8, 1 << (rows - 1).bit_length())))
+    to_width = max(width, min(max_tokens, -(-width // 32) * 32))
+    if (to_rows, to_width) == (rows, width):
+        return input_ids, mask
+    ids = np.zeros((to_rows, to_width), dtype=input_ids.dtype)
+    ids[:rows, :width] = input_ids
+    padded = np.zeros((to_rows, to_width), dtype=mask.dtype)
+    padded[:rows, :width] = mask
+    padded[rows:, 0] = 1
+    return ids, padded
 
 
 def similar_length_batches(

@@ -108,6 +108,8 @@ class MemoryService:
             llm_timeout_s=settings.llm_timeout_s,
             llm_max_retries=settings.llm_max_retries,
         )
+        if warm_up := getattr(self.embedder, "warm_up", None):
+            warm_up()
         self.ingestor = Ingestor(
             self.embedder,
             self.extractor,

@@ -57,3 +57,43 @@ def test_batches_run_at_once_give_the_vectors_of_one_thread() -> None:
     several = SentenceTransformerEmbedder(device="cpu", threads=3, backend="onnx-int8")
     assert one._batch_pool is None and several.parallel_batches == 3
     assert np.array_equal(one.embed(texts), several.embed(texts))
+
+
+def test_gpu_batches_are_padded_to_few_shapes() -> None:
+    from memsvc.embedding import bucketed
+
+    shapes = set()
+    for rows in range(1, 300, 7):
+        for width in range(3, 260, 11):
+            ids = np.ones((rows, width), dtype=np.int64)
+            padded_ids, mask = bucketed(ids, np.ones_like(ids), max_rows=256, max_tokens=256)
+            assert np.array_equal(padded_ids[:rows, :width], ids) and mask[:rows, :width].all()
+            assert not mask[:rows, width:].any() and (mask[rows:, 0] == 1).all() and not mask[rows:, 1:].any()
+            shapes.add(padded_ids.shape)
+    # 6 row counts (8 ... 256) x 8 widths (32 ... 256), plus batches larger than both limits.
+    assert {s for s in shapes if s[0] <= 256 and s[1] <= 256} <= {
+        (r, w) for r in (8, 16, 32, 64, 128, 256) for w in range(32, 257, 32)
+    }
+
+
+def test_padding_rows_and_tokens_leave_the_vectors_alone() -> None:
+    import torch
+
+    from memsvc.embedding import SentenceTransformerEmbedder, bucketed
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch", cpu_bf16=False)
+    texts = ["Caroline went to a support group.", "Melanie painted a lake at sunrise last year."]
+    [(rows, ids, mask)] = list(embedder._token_batches(texts, 0.0))
+
+    def vectors(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        features = {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "token_type_ids": torch.zeros_like(torch.from_numpy(ids)),
+        }
+        with torch.inference_mode():
+            return embedder._model(features)["sentence_embedding"][: len(rows)].numpy()
+
+    padded = vectors(*bucketed(ids, mask, 256, 256))
+    assert padded.shape == (2, 384)
+    assert np.allclose(vectors(ids, mask), padded, atol=1e-5)
