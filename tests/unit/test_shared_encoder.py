@@ -130,3 +130,54 @@ def test_memsvc_encoder_process_serves_the_real_model(address: Path, embedder) -
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     assert not address.exists()  # SIGTERM shut it down cleanly
+
+
+def test_workers_tokenize_and_get_the_models_own_vectors(address: Path) -> None:
+    """With a model that has a fast tokenizer the server hands it to its clients, which send token
+    ids: the vectors are those of the model embedding the texts itself."""
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    served = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    server = EncoderServer(served, address)
+    client = RemoteEmbedder(address)
+    assert client._tokenizer is not None
+    texts = ["I moved to Boston last spring.", "My dog Rex loves the beach.", "Thanks!"]
+    remote = client.embed(texts)
+    served._cache.clear()
+    np.testing.assert_array_equal(remote, served.embed(texts))
+    assert server.requests == 1
+    server.close()
+
+
+def test_token_ids_outside_the_model_are_refused(address: Path) -> None:
+    from multiprocessing.connection import Client
+
+    from memsvc.embedding import SentenceTransformerEmbedder
+    from memsvc.shared_encoder import ids_request, parse_ids
+
+    assert [i.tolist() for i in parse_ids(ids_request([[101, 7, 102], [101, 102]])[1:], 30522, 256)] == [
+        [101, 7, 102],
+        [101, 102],
+    ]
+    bad = {
+        "id past the vocabulary": ids_request([[101, 30522, 102]]),
+        "too long": ids_request([[101] * 257]),
+        "empty text": ids_request([[101], []]),
+        "lengths and ids disagree": ids_request([[101, 102]])[:-4],
+        "no count": b"I\x01",
+    }
+    for why, request in bad.items():
+        with pytest.raises(ValueError):
+            parse_ids(request[1:], 30522, 256)
+            pytest.fail(why)
+    server = EncoderServer(SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8"), address)
+    conn = Client(str(address), family="AF_UNIX")
+    conn.recv_bytes()  # hello
+    for request in [*bad.values(), b"X[]"]:
+        conn.send_bytes(request)
+        assert conn.recv_bytes()[:1] == b"\x01"  # an error answer, not a fault
+    conn.send_bytes(ids_request([[101, 7592, 102]]))
+    answer = conn.recv_bytes()
+    assert answer[:1] == b"\x00" and len(answer) == 9 + 384 * 4
+    conn.close()
+    server.close()
