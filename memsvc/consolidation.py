@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memsvc.extraction.base import ExtractedFact
+from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
 
@@ -408,19 +409,23 @@ class MergeRow:
     content_hash: str
     must_match: str | None  # rows merge only with rows of the same value: an event's day
     event_at: datetime
+    # Stemmed content words: close vectors merge only when one's words hold the other's, since a
+    # fact that replaces a word ("keeps a kayak in her shed" / "keeps a violin ...") reads ≥ 0.95.
+    words: frozenset[str] = frozenset()
 
 
 def merge_row(
     memory_id: uuid.UUID,
     kind: str,
     subject: str | None,
+    content: str,
     content_hash: str,
     valid_from: datetime | None,
     event_at: datetime,
 ) -> MergeRow:
     """A memory as merge planning reads it: an event merges only with events of its day."""
     day = (valid_from or event_at).date().isoformat() if kind == "event" else None
-    return MergeRow(memory_id, kind, subject, content_hash, day, event_at)
+    return MergeRow(memory_id, kind, subject, content_hash, day, event_at, frozenset(tokenize(content)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +451,7 @@ def close_to_earlier(
 def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], threshold: float) -> list[Merge]:
     """Near-duplicate semantic memories (same subject and kind, cosine ≥ `threshold` or the same
     text, the same `must_match`: two events of different days stay two) merge into the earliest.
+    Close vectors are not enough when each text has a word the other lacks: that is another fact.
 
     Greedy leader clustering in (event time, id) order: a row joins the first earlier leader it
     is close to, else leads. Merging changes neither order nor vectors of leaders, so planning
@@ -465,7 +471,11 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
             if leader is None:
                 for lp in np.flatnonzero(close & is_leader[:position]).tolist():
                     other = rows[members[lp]]
-                    if other.kind == row.kind and other.must_match == row.must_match:
+                    if (
+                        other.kind == row.kind
+                        and other.must_match == row.must_match
+                        and (other.words <= row.words or row.words <= other.words)
+                    ):
                         leader = lp
                         break
             if leader is None:

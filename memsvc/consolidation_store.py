@@ -698,7 +698,10 @@ def consolidate_user(
         )
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         merges = plan_merges(
-            [merge_row(r.id, r.kind, r.subject, r.content_hash, r.valid_from, r.event_at) for r in mergeable],
+            [
+                merge_row(r.id, r.kind, r.subject, r.content, r.content_hash, r.valid_from, r.event_at)
+                for r in mergeable
+            ],
             vectors,
             config.merge_cosine,
         )

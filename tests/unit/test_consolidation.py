@@ -20,6 +20,7 @@ from memsvc.consolidation import (
     close_to_earlier,
     fact_slot,
     is_small_talk,
+    merge_row,
     plan_entity_merges,
     plan_forgetting,
     plan_merges,
@@ -271,3 +272,21 @@ def test_close_to_earlier_is_the_same_in_chunks_as_whole() -> None:
     assert [p for p, _ in seen] == list(range(11))
     for position, close in seen:
         assert close.tolist() == whole[position, :position].tolist()  # earlier rows only
+
+
+def test_close_facts_that_each_have_a_word_of_their_own_stay_two() -> None:
+    # Vectors as close as can be; the texts decide: a word added merges, a word replaced does not.
+    same = np.asarray([_unit([1, 0, 0])] * 3, dtype=np.float32)
+    texts = [
+        "Ann keeps a kayak in her shed",
+        "Ann keeps a violin in her shed",
+        "Ann keeps a red kayak in her shed",
+    ]
+    rows = [
+        merge_row(uuid.uuid4(), "fact", "Ann", text, f"h{i}", None, T0 + timedelta(days=i))
+        for i, text in enumerate(texts)
+    ]
+    kayak, violin, red_kayak = rows
+    merges = plan_merges(rows, same, 0.95)
+    assert [(m.survivor_id, m.duplicate_ids) for m in merges] == [(kayak.id, (red_kayak.id,))]
+    assert violin.id not in {d for m in merges for d in (m.survivor_id, *m.duplicate_ids)}
