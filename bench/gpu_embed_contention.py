@@ -120,16 +120,16 @@ def breakdown(model: str, device: str, calls: list[list[str]]) -> dict[str, Any]
     sync = torch.cuda.synchronize if embedder.device.startswith("cuda") else (lambda: None)
     out: dict[str, Any] = {}
     for label, texts in (("one job", calls[0]), ("16 jobs", [t for c in calls[:16] for t in c])):
-        embedder._encode(embedder.tokenize(texts))
+        embedder._embed_torch(texts)
         tokenize, total = [], []
         for r in range(10):
             fresh = [f"{t} #{r}" for t in texts]
             sync()
             t0 = time.perf_counter()
-            ids = embedder.tokenize(fresh)
+            list(embedder._token_batches(fresh, 0.0))
             tokenize.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            embedder._encode(ids)
+            embedder._embed_torch(fresh)
             sync()
             total.append(time.perf_counter() - t0)
         out[label] = {

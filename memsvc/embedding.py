@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -150,7 +150,7 @@ class SentenceTransformerEmbedder:
             return
         import torch
 
-        max_tokens = self.max_tokens
+        max_tokens = self._model.max_seq_length
         row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
         with torch.inference_mode():
             for rows in row_counts:
@@ -199,43 +199,14 @@ class SentenceTransformerEmbedder:
         Each distinct text is encoded once per call, and not at all when it is among the last
         `CACHE_SIZE` texts embedded (a turn's previous line, a fact or an entity name said again,
         a query asked again)."""
-        keys = [_text_key(t) for t in texts]
-        return self._cached(keys, texts, lambda todo: self._encode(self.tokenize(todo)))
-
-    def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> Vectors:
-        """`embed` for texts a client tokenized with `tokenizer_json()`'s tokenizer (the shared
-        encoder's workers tokenize, so that the process holding the GPU only runs the model)."""
-        return self._cached([_ids_key(i) for i in ids], ids, self._encode)
-
-    def tokenizer_json(self) -> str | None:
-        """The tokenizer `tokenize` runs (truncation included) as JSON; None without a fast one."""
-        return None if self._tokenizer is None else str(self._tokenizer.to_str())
-
-    @property
-    def vocab_size(self) -> int:
-        """Token ids the model has embeddings for (an id past them faults a GPU)."""
-        return int(self._model[0].auto_model.get_input_embeddings().num_embeddings)
-
-    @property
-    def max_tokens(self) -> int:
-        return int(self._model.max_seq_length)
-
-    def tokenize(self, texts: Sequence[str]) -> list[Sequence[int]]:
-        """Token ids per text, truncated to the model's length, unpadded."""
-        if self._tokenizer is not None:
-            return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
-        tokenized = self._model.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)
-        return list(tokenized["input_ids"])
-
-    def _cached(
-        self, keys: list[bytes], items: Sequence[Any], encode: Callable[[list[Any]], Vectors]
-    ) -> Vectors:
-        if not keys:
+        if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [_text_key(t) for t in texts]
         with self._lock:
-            missing = {k: item for k, item in zip(keys, items, strict=True) if k not in self._cache}
+            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
             if missing:
-                fresh = encode(list(missing.values()))
+                todo = list(missing.values())
+                fresh = self._embed_onnx(todo) if self._onnx is not None else self._embed_torch(todo)
                 for key, vector in zip(missing, fresh, strict=True):
                     self._cache[key] = vector.copy()  # not a view that would keep the whole call alive
             out = np.stack([self._cache[k] for k in keys])
@@ -245,14 +216,16 @@ class SentenceTransformerEmbedder:
                 self._cache.popitem(last=False)
         return out
 
-    def _encode(self, ids: list[Sequence[int]]) -> Vectors:
-        return self._embed_onnx(ids) if self._onnx is not None else self._embed_torch(ids)
-
     def _token_batches(
-        self, ids: list[Sequence[int]], min_share: float
+        self, texts: list[str], min_share: float
     ) -> Iterator[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-        """(rows, input ids, attention mask) per batch of tokenized texts, longest first, a batch
-        holding only texts of at least `min_share` of its longest's tokens."""
+        """(rows, input ids, attention mask) per batch: `texts` tokenized once for the whole call,
+        longest first, a batch holding only texts of at least `min_share` of its longest's tokens."""
+        max_length = self._model.max_seq_length
+        if self._tokenizer is not None:
+            ids = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
+        else:
+            ids = self._model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         lengths = np.array([len(i) for i in ids])
         for rows in similar_length_batches(lengths, self.batch_size, min_share):
             width = int(lengths[rows[0]])
@@ -262,12 +235,12 @@ class SentenceTransformerEmbedder:
             mask = (np.arange(width) < lengths[rows][:, None]).astype(np.int64)
             yield rows, input_ids, mask
 
-    def _embed_onnx(self, ids: list[Sequence[int]]) -> Vectors:
+    def _embed_onnx(self, texts: list[str]) -> Vectors:
         # As sentence-transformers does: mean pooling over the real tokens, then unit length; but a
         # CPU batch holds only texts of similar token counts, so padding stays small.
         # Batches run on `parallel_batches` threads at once (the session is thread-safe and
         # releases the GIL while it runs).
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
 
         def run(batch: tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> None:
             rows, input_ids, mask = batch
@@ -277,7 +250,7 @@ class SentenceTransformerEmbedder:
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
-        batches = list(self._token_batches(ids, MIN_LENGTH_SHARE))
+        batches = list(self._token_batches(texts, MIN_LENGTH_SHARE))
         if self._batch_pool is None or len(batches) == 1:
             for batch in batches:
                 run(batch)
@@ -285,7 +258,7 @@ class SentenceTransformerEmbedder:
             list(self._batch_pool.map(run, batches))
         return out
 
-    def _embed_torch(self, ids: list[Sequence[int]]) -> Vectors:
+    def _embed_torch(self, texts: list[str]) -> Vectors:
         """The model's own modules (transformer, pooling, normalisation) on batches of token ids,
         as `SentenceTransformer.encode` runs them, without its per-call overhead: on a GPU the
         forward pass was the small part of `encode` (H200, 256 LoCoMo lines: 4 ms of 38), the rest
@@ -293,13 +266,13 @@ class SentenceTransformerEmbedder:
         texts of similar token counts."""
         import torch
 
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         device = self._model.device
         with torch.inference_mode(), self._precision():
             min_share = MIN_LENGTH_SHARE if self.device == "cpu" else 0.0
-            for rows, input_ids, mask in self._token_batches(ids, min_share):
+            for rows, input_ids, mask in self._token_batches(texts, min_share):
                 if self.device != "cpu":
-                    input_ids, mask = bucketed(input_ids, mask, self.batch_size, self.max_tokens)
+                    input_ids, mask = bucketed(input_ids, mask, self.batch_size, self._model.max_seq_length)
                 ids_t = torch.from_numpy(input_ids).to(device)
                 features = {
                     "input_ids": ids_t,
@@ -365,11 +338,6 @@ def _rust_tokenizer(model: Any) -> Any:
 
 def _text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-def _ids_key(ids: Sequence[int]) -> bytes:
-    # Another key space than texts': a text and a token-id sequence never share a cache entry.
-    return hashlib.blake2b(np.asarray(ids, dtype=np.int32).tobytes(), digest_size=16, person=b"ids").digest()
 
 
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
