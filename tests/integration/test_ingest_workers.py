@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -127,3 +128,34 @@ def test_two_workers_apply_one_users_jobs_in_order(settings, database, embedder,
     # Running a finished job again (a retry after a lost acknowledgement) makes nothing new.
     assert service.run_ingest_job(ordered[3]).status == "succeeded"
     assert _turn_order(database, ctx.tenant_id, "ann") == expected
+
+
+def test_one_users_backlog_drains_without_waiting_for_polls(settings, database, embedder, tenant) -> None:  # type: ignore[no-untyped-def]
+    """A worker running two jobs at once finds nothing it may run while a user's job runs (the next
+    one waits on the user's lock); when that job ends it is woken at once (migration 0008), not at its
+    next poll: a backlog of one user drained at one job per second before."""
+    ctx, _ = tenant
+    service = MemoryService(settings, database, embedder=embedder)
+    url = libpq_url(database.url)
+    deferrer = ProcrastinateQueue(service, url, worker="none")
+    jobs = []
+    for job in range(12):
+        jobs.append(service.submit_ingest(ctx, _batch("bob", job)))
+        deferrer.defer_ingest(jobs[-1], (ctx.tenant_id, "bob"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    worker = ProcrastinateQueue(service, url, worker="inline", concurrency=2)
+    try:
+        asyncio.run_coroutine_threadsafe(worker.start(), loop).result()
+        started = time.monotonic()
+        results = [deferrer.wait(ctx, job_id, timeout_s=120) for job_id in jobs]
+        elapsed = time.monotonic() - started
+    finally:
+        asyncio.run_coroutine_threadsafe(worker.stop(), loop).result()
+        deferrer.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    assert [r.status for r in results] == ["succeeded"] * 12
+    # Each job takes tens of milliseconds; eleven waits for the 1 s poll took more than 11 s.
+    assert elapsed < 6, elapsed
