@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=2,
         description="jobs a worker runs at once (threads): one job's database work and extraction run "
-        "while another's texts are embedded (2-core CPU, LoCoMo: 250-268 vs 204-222 turns/s)",
+        "while another's texts are embedded (2-core CPU, LoCoMo: ~1.2x the turns/s of one at a time)",
     )
     worker_heartbeat_s: float = Field(default=5.0, description="how often a worker says it is alive")
     worker_stalled_after_s: float = Field(
