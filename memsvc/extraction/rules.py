@@ -256,6 +256,17 @@ _ANY = re.compile(r"\bany\b")
 _ANSWER_YES = re.compile(r"^(?:yes|yeah|yep|yup|sure|definitely|absolutely|of course|totally|indeed)\b", re.I)
 _ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+)*\b")
+# What may stand before a sentence's first word: quotes, brackets, and the list markers, numbers,
+# headings and emphasis of markdown ("- **Focus**: ...", "2. Research the company"): a capital
+# there is the sentence's, not a name's (BEAM's assistant answers made "Ensure", "If", "Be" entities).
+_SENTENCE_LEAD = re.compile(r"[\s\"'“(\[*_#>`~•\-–—]*(?:\d+[.)]|[a-z][.)])?[\s\"'“(\[*_#>`~•\-–—]*")
+
+
+def _opens(sentence: str, start: int) -> bool:
+    """Whether the word at `start` is the first word of `sentence` (its lead aside)."""
+    return _SENTENCE_LEAD.fullmatch(sentence, 0, start) is not None
+
+
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
 _KIN_NAME = re.compile(rf"\b(?:my|[A-Z][a-z]+'s)\s+({_KIN})\s+(?:named\s+|called\s+)?([A-Z][a-z]+)\b")
 _NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+([A-Z][a-z]+)\b")
@@ -601,7 +612,7 @@ class _Batch:
         """Capitalised words not at the start of a sentence are name candidates for the whole batch."""
         for sentence in sentences:
             for m in _CAPITALISED.finditer(sentence):
-                if m.start() == 0 or sentence[: m.start()].strip() in ('"', "'", "(", "“"):
+                if _opens(sentence, m.start()):
                     continue
                 name = m.group(0)
                 if " " not in name and name not in _PERSON_STOP:
@@ -618,7 +629,7 @@ class _Batch:
                 if not words:
                     continue
                 name = " ".join(words)
-                start_of_sentence = m.start() == 0 and len(words) == len(m.group(0).split())
+                start_of_sentence = _opens(sentence, m.start()) and len(words) == len(m.group(0).split())
                 if start_of_sentence and name not in self.names:
                     continue
                 before = sentence[max(0, m.start() - 12) : m.start()].lower()

@@ -316,3 +316,22 @@ def test_system_and_unnamed_assistant_turns_are_not_facts() -> None:
         ("User moved to Berlin in 2022", ("u",))
     ]
     assert RulesExtractor().extract([]).facts == []
+
+
+def test_words_opening_markdown_lines_are_not_names() -> None:
+    """An assistant's lists and headings capitalise their first words; those are not entities, and
+    a name inside such a line still is."""
+    answer = (
+        "## Plan for the interview\n"
+        "1. Research the company before Monday.\n"
+        "- **Focus**: on what you did at Acme.\n"
+        "* Ensure you ask Priya about the team.\n"
+        "> If in doubt, be brief."
+    )
+    turns = [
+        Turn("m1", "user", "Sam", "How do I prepare for the interview?", AT),
+        Turn("m2", "assistant", "assistant", answer, AT),
+    ]
+    names = {e.name for e in RulesExtractor().extract(turns).entities}
+    assert {"Acme", "Priya"} <= names
+    assert not names & {"Plan", "Research", "Focus", "Ensure", "If"}
