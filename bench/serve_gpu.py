@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--embed-repeats", type=int, default=40)
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json")
     # client process mode (internal)
     parser.add_argument("--client", help=argparse.SUPPRESS)
@@ -284,7 +285,7 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     embedder = SentenceTransformerEmbedder(
-        str(random_weight_model(args.arch_dir)), device=device, batch_size=256
+        str(random_weight_model(args.arch_dir)), device=device, batch_size=256, cuda_graphs=args.cuda_graphs
     )
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.rows, embedder.dim), dtype=np.float32)
@@ -341,6 +342,7 @@ def main() -> None:
         "k": args.k,
         "procs": args.procs,
         "warm_up_s": warm_s,
+        "cuda_graphs": embedder._graphs is not None,
         "embedding_texts_per_s_batch256": rate,
         "results": results,
         "torch": torch.__version__,

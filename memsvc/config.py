@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         default=True,
         description="bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX): MiniLM ~2x faster; off: fp32",
     )
+    embedding_cuda_graphs: bool = Field(
+        default=True,
+        description="on CUDA, capture each padded batch shape as a CUDA graph at start (checked against "
+        "eager passes; off on any failure): one launch per pass instead of ~100 from Python",
+    )
     encoder_address: str | None = Field(
         default=None,
         description="Unix socket of a `memsvc encoder`: `memsvc worker` embeds through it instead of "

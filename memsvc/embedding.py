@@ -107,6 +107,7 @@ class SentenceTransformerEmbedder:
         threads: int = 0,
         cpu_bf16: bool = True,
         backend: Backend = "auto",
+        cuda_graphs: bool = True,
     ) -> None:
         self.model_name = model_name
         self.device = resolve_device(device)
@@ -137,6 +138,11 @@ class SentenceTransformerEmbedder:
             raise NotReady(f"model {model_name} does not report its embedding width")
         self.dim = int(dim)
         self._tokenizer = _rust_tokenizer(self._model)
+        # Filled by warm_up on CUDA (the padded shapes' graphs); empty: every pass runs eagerly.
+        self._graphs: CudaGraphEncoder | None = None
+        self.cuda_graphs = (
+            cuda_graphs and self.device != "cpu" and mean_pooled_transformer(self._model) is not None
+        )
         self._onnx: Any = None
         if self.backend != "torch":
             self._onnx = _onnx_session(self._model, model_name, int8=self.backend == "onnx-int8")
@@ -145,24 +151,23 @@ class SentenceTransformerEmbedder:
 
     def warm_up(self) -> None:
         """On a GPU, run every shape `bucketed` pads a batch to once, so that no request pays a
-        shape's first pass (~10x a later one); a few seconds at start. Nothing to do on the CPU."""
+        shape's first pass (~10x a later one), and capture each as a CUDA graph when the model
+        allows (`CudaGraphEncoder`); a few seconds at start. Nothing to do on the CPU."""
         if self.device == "cpu":
             return
         import torch
 
         max_tokens = self._model.max_seq_length
         row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
-        with torch.inference_mode():
-            for rows in row_counts:
-                for width in range(32, max_tokens + 1, 32):
-                    ids = torch.zeros((rows, width), dtype=torch.int64, device=self._model.device)
-                    features = {
-                        "input_ids": ids,
-                        "attention_mask": torch.ones_like(ids),
-                        "token_type_ids": ids,
-                    }
-                    self._model(features)
+        shapes = [(rows, width) for rows in row_counts for width in range(32, max_tokens + 1, 32)]
+        with self._lock, torch.inference_mode():
+            for rows, width in shapes:
+                ids = torch.zeros((rows, width), dtype=torch.int64, device=self._model.device)
+                features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": ids}
+                self._model(features)
             torch.cuda.synchronize()
+            if self.cuda_graphs and self._graphs is None:
+                self._graphs = CudaGraphEncoder.capture(self._model, shapes)
 
     @staticmethod
     def _load(model_name: str, device: str) -> Any:
@@ -273,6 +278,10 @@ class SentenceTransformerEmbedder:
             for rows, input_ids, mask in self._token_batches(texts, min_share):
                 if self.device != "cpu":
                     input_ids, mask = bucketed(input_ids, mask, self.batch_size, self._model.max_seq_length)
+                graphed = self._graphs.run(input_ids, mask) if self._graphs is not None else None
+                if graphed is not None:
+                    out[rows] = graphed[: len(rows)].cpu().numpy()
+                    continue
                 ids_t = torch.from_numpy(input_ids).to(device)
                 features = {
                     "input_ids": ids_t,
@@ -281,6 +290,107 @@ class SentenceTransformerEmbedder:
                 }
                 pooled = self._model(features)["sentence_embedding"][: len(rows)].float()
                 out[rows] = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
+        return out
+
+
+def mean_pooled_transformer(model: Any) -> Any:
+    """The Hugging Face encoder inside `model` when the model is exactly a transformer with SDPA
+    attention, mean pooling and (optionally) normalisation, as MiniLM is; else None."""
+    modules = list(model)
+    names = [type(m).__name__ for m in modules]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return None
+    pooling = modules[1]
+    mode = getattr(pooling, "pooling_mode", None)
+    if mode is None and hasattr(pooling, "get_pooling_mode_str"):  # sentence-transformers < 6
+        mode = pooling.get_pooling_mode_str()
+    encoder = getattr(modules[0], "auto_model", None)
+    if mode != "mean" or encoder is None or encoder.config._attn_implementation != "sdpa":
+        return None
+    return encoder
+
+
+def _encode_mean_pooled(encoder: Any, input_ids: Any, mask: Any) -> Any:
+    """Unit vectors of mean-pooled last hidden states, as the model's modules compute them, with the
+    padding mask handed over in attention's 4-D boolean form: given the 2-D one, transformers
+    checks it for padding with a host sync on every pass, which also keeps a pass out of a CUDA
+    graph."""
+    import torch
+
+    hidden = encoder(
+        input_ids=input_ids,
+        attention_mask=mask[:, None, None, :].bool(),
+        token_type_ids=torch.zeros_like(input_ids),
+    ).last_hidden_state
+    weights = mask[..., None].to(hidden.dtype)
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled.float(), dim=1)
+
+
+class CudaGraphEncoder:
+    """One CUDA graph per padded batch shape: a replay launches the whole forward pass at once,
+    where an eager pass launches ~100 kernels from Python, which kept a GPU worker's CPU busy
+    (BENCHMARKS.md). Graphs share one memory pool (captured largest first) and are replayed one
+    at a time under the embedder's lock; each is checked against the eager pass at capture."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
+
+    @classmethod
+    def capture(cls, model: Any, shapes: Sequence[tuple[int, int]]) -> CudaGraphEncoder | None:
+        import torch
+
+        encoder = mean_pooled_transformer(model)
+        graphs = cls()
+        pool = None
+        generator = torch.Generator().manual_seed(0)
+        try:
+            for rows, width in sorted(shapes, reverse=True):
+                ids = torch.zeros((rows, width), dtype=torch.int64, device=model.device)
+                mask = torch.ones_like(ids)
+                side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # as capture asks: the shape run once off the main stream
+                    _encode_mean_pooled(encoder, ids, mask)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+                    out = _encode_mean_pooled(encoder, ids, mask)
+                pool = graph.pool()
+                graphs._graphs[(rows, width)] = (graph, ids, mask, out)
+                # Check the replay against the model's own modules on random tokens and lengths.
+                sample = torch.randint(1000, 20000, (rows, width), generator=generator)
+                lengths = torch.randint(1, width + 1, (rows, 1), generator=generator)
+                sample_mask = (torch.arange(width) < lengths).long()
+                replayed = graphs.run(sample.numpy(), sample_mask.numpy())
+                features = {
+                    "input_ids": sample.to(model.device),
+                    "attention_mask": sample_mask.to(model.device),
+                    "token_type_ids": torch.zeros_like(sample).to(model.device),
+                }
+                eager = torch.nn.functional.normalize(model(features)["sentence_embedding"].float(), dim=1)
+                cosine = float((replayed * eager).sum(dim=1).min())
+                if cosine < 0.999:
+                    raise RuntimeError(f"graph of shape {rows}x{width} gives cosine {cosine:.4f} to eager")
+        except Exception as exc:  # any failure leaves the eager path, which works
+            log.warning("CUDA graphs off, eager passes instead: %s", exc)
+            return None
+        torch.cuda.synchronize()
+        log.info("captured %d CUDA graphs of the embedding model", len(graphs._graphs))
+        return graphs
+
+    def run(self, input_ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Any:
+        """The batch's unit vectors (a view of the graph's output, valid until the next replay), or
+        None for a shape without a graph."""
+        import torch
+
+        entry = self._graphs.get(input_ids.shape)
+        if entry is None:
+            return None
+        graph, ids, static_mask, out = entry
+        ids.copy_(torch.from_numpy(input_ids))
+        static_mask.copy_(torch.from_numpy(mask))
+        graph.replay()
         return out
 
 
@@ -428,7 +538,7 @@ def _export_onnx(encoder: Any, tokenizer: Any, target: Path) -> None:
     partial.replace(target)
 
 
-_shared: dict[tuple[str, str, int, bool, str], SentenceTransformerEmbedder] = {}
+_shared: dict[tuple[str, str, int, bool, str, bool], SentenceTransformerEmbedder] = {}
 _shared_lock = threading.Lock()
 
 
@@ -440,9 +550,10 @@ def get_embedder(
     threads: int = 0,
     cpu_bf16: bool = True,
     backend: Backend = "auto",
+    cuda_graphs: bool = True,
 ) -> Embedder:
     """A process-wide embedder per (model, device): loading a model costs seconds and memory."""
-    key = (model_name, resolve_device(device), batch_size, cpu_bf16, backend)
+    key = (model_name, resolve_device(device), batch_size, cpu_bf16, backend, cuda_graphs)
     with _shared_lock:
         if key not in _shared:
             _shared[key] = SentenceTransformerEmbedder(
@@ -452,6 +563,7 @@ def get_embedder(
                 threads=threads,
                 cpu_bf16=cpu_bf16,
                 backend=backend,
+                cuda_graphs=cuda_graphs,
             )
         return _shared[key]
 
@@ -465,4 +577,5 @@ def configured_embedder(settings: Settings) -> Embedder:
         threads=settings.embedding_threads,
         cpu_bf16=settings.embedding_cpu_bf16,
         backend=settings.embedding_backend,
+        cuda_graphs=settings.embedding_cuda_graphs,
     )

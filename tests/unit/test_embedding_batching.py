@@ -97,3 +97,45 @@ def test_padding_rows_and_tokens_leave_the_vectors_alone() -> None:
     padded = vectors(*bucketed(ids, mask, 256, 256))
     assert padded.shape == (2, 384)
     assert np.allclose(vectors(ids, mask), padded, atol=1e-5)
+
+
+def test_the_graphed_pass_computes_what_the_models_modules_compute() -> None:
+    # What a CUDA graph captures (`_encode_mean_pooled`: the encoder with a 4-D padding mask, our
+    # own mean pooling) gives the model's vectors, padding rows and tokens included.
+    import torch
+
+    from memsvc.embedding import (
+        SentenceTransformerEmbedder,
+        _encode_mean_pooled,
+        bucketed,
+        mean_pooled_transformer,
+    )
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch", cpu_bf16=False)
+    encoder = mean_pooled_transformer(embedder._model)
+    assert encoder is not None
+    texts = ["Caroline went to a support group.", "Melanie painted a lake at sunrise last year, at dawn."]
+    [(rows, ids, mask)] = list(embedder._token_batches(texts, 0.0))
+    ids, mask = bucketed(ids, mask, 256, 256)
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    with torch.inference_mode():
+        ours = _encode_mean_pooled(encoder, ids_t, mask_t).numpy()
+        features = {"input_ids": ids_t, "attention_mask": mask_t, "token_type_ids": torch.zeros_like(ids_t)}
+        theirs = embedder._model(features)["sentence_embedding"].numpy()
+    assert ours.shape == (8, 384)
+    assert np.allclose(ours, theirs, atol=1e-5)
+    assert np.allclose(ours[: len(rows)], embedder.embed(texts)[rows], atol=1e-5)
+
+
+def test_a_model_other_than_mean_pooling_keeps_the_eager_path() -> None:
+    from memsvc.embedding import SentenceTransformerEmbedder, mean_pooled_transformer
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch", cpu_bf16=False)
+    model = embedder._model
+    assert mean_pooled_transformer(model) is not None
+    model[1].pooling_mode = "cls"
+    try:
+        assert mean_pooled_transformer(model) is None
+    finally:
+        model[1].pooling_mode = "mean"
+    assert not embedder.cuda_graphs  # CPU: never
