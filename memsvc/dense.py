@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from memsvc.batching import DynamicBatcher
+from memsvc.batching import Callback, DynamicBatcher
 from memsvc.embedding import Embedder
 from memsvc.vector_index import DenseHits, VectorIndex
 
@@ -31,12 +31,15 @@ class DenseRetriever:
         batching: bool = True,
         max_wait_s: float = 0.002,
         max_size: int = 256,
+        batch_threads: int = 1,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.k = k
         self._batcher = (
-            DynamicBatcher(self.run_batch, max_wait_s=max_wait_s, max_size=max_size) if batching else None
+            DynamicBatcher(self.run_batch, max_wait_s=max_wait_s, max_size=max_size, threads=batch_threads)
+            if batching
+            else None
         )
 
     def run_batch(self, items: Sequence[DenseQuery]) -> list[DenseAnswer]:
@@ -56,6 +59,19 @@ class DenseRetriever:
         future: Future[DenseAnswer] = Future()
         future.set_result(self.run_batch([(text, partition)])[0])
         return future
+
+    def send(self, text: str, partition: int | None, callback: Callback[DenseAnswer]) -> None:
+        """The answer to `callback` (result, error), from the batcher's thread: the cheapest way for an
+        event loop to take part in batches (no Future per request)."""
+        if self._batcher is not None:
+            self._batcher.send((text, partition), callback)
+            return
+        try:
+            answer = self.run_batch([(text, partition)])[0]
+        except Exception as exc:
+            callback(None, exc)
+        else:
+            callback(answer, None)
 
     def close(self) -> None:
         if self._batcher is not None:

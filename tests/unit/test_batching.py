@@ -60,3 +60,42 @@ def test_a_closed_batcher_refuses_work_instead_of_leaving_it_waiting() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(1)
+
+
+def test_callbacks_get_each_result_and_a_failing_callback_spares_the_others() -> None:
+    sizes: list[int] = []
+
+    def double_all(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        return [2 * i for i in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(double_all, max_wait_s=0.05, max_size=16)
+    got: dict[int, tuple[int | None, BaseException | None]] = {}
+    done = threading.Event()
+
+    def record(i: int, result: int | None, error: BaseException | None) -> None:
+        if i == 3:
+            raise KeyError("a caller's bug")
+        got[i] = (result, error)
+        if len(got) == 39:
+            done.set()
+
+    for i in range(40):
+        batcher.send(i, lambda r, e, i=i: record(i, r, e))
+    assert done.wait(5)
+    assert got == {i: (2 * i, None) for i in range(40) if i != 3}
+    assert sum(sizes) == 40 and max(sizes) <= 16
+    # The batcher still serves after the failed callback.
+    assert batcher(5) == 10
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.send(1, lambda r, e: None)
+
+
+def test_a_full_batch_goes_without_waiting_out_the_bound() -> None:
+    batcher = DynamicBatcher(lambda items: list(items), max_wait_s=5.0, max_size=4)
+    futures = [batcher.submit(i) for i in range(4)]
+    started = time.perf_counter()
+    assert [f.result(timeout=2) for f in futures] == [0, 1, 2, 3]
+    assert time.perf_counter() - started < 1.0
+    batcher.close()

@@ -139,3 +139,19 @@ def test_a_model_other_than_mean_pooling_keeps_the_eager_path() -> None:
     finally:
         model[1].pooling_mode = "mean"
     assert not embedder.cuda_graphs  # CPU: never
+
+
+def test_token_batches_hold_each_texts_own_ids_then_padding() -> None:
+    from memsvc.embedding import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(device="cpu", threads=1, backend="torch", cpu_bf16=False)
+    texts = ["Hi!", "", "Caroline went to a support group yesterday.", "ok " * 300, "Melanie paints lakes."]
+    seen = []
+    for rows, input_ids, mask in embedder._token_batches(texts, 0.5):
+        for j, i in enumerate(rows):
+            own = embedder._tokenizer.encode(texts[i]).ids
+            n = len(own)
+            assert input_ids[j, :n].tolist() == own and not input_ids[j, n:].any()
+            assert mask[j, :n].all() and not mask[j, n:].any()
+            seen.append(int(i))
+    assert sorted(seen) == list(range(len(texts)))
