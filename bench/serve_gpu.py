@@ -264,9 +264,6 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--embed-repeats", type=int, default=40)
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument(
-        "--batch-threads", type=int, nargs="+", default=[1], help="batcher threads; one server each"
-    )
     parser.add_argument("--json")
     # client process mode (internal)
     parser.add_argument("--client", help=argparse.SUPPRESS)
@@ -313,40 +310,31 @@ def main() -> None:
 
     users = len(index._partitions)
     results = []
-    for n, threads in enumerate(args.batch_threads):
-        retriever = DenseRetriever(
-            embedder,
-            index,
-            k=args.k,
-            batching=True,
-            max_wait_s=args.max_wait_ms / 1e3,
-            max_size=256,
-            batch_threads=threads,
+    retriever = DenseRetriever(
+        embedder, index, k=args.k, batching=True, max_wait_s=args.max_wait_ms / 1e3, max_size=256
+    )
+    path = os.path.join(tempfile.mkdtemp(prefix="serve-gpu-"), "sock")
+    serve(retriever, path)
+    # The first traffic right after warm_up, then the same again (steady state), then the others.
+    plan = [("first", max(args.clients)), ("repeat", max(args.clients))] + [
+        ("steady", c) for c in args.clients
+    ]
+    for label, clients in plan:
+        batches0, items0 = retriever._batcher.batches, retriever._batcher.items
+        r = run_clients(path, users, clients, args.procs, args.seconds)
+        batches = retriever._batcher.batches - batches0
+        r.update(
+            label=label, clients=clients, mean_batch=(retriever._batcher.items - items0) / max(batches, 1)
         )
-        path = os.path.join(tempfile.mkdtemp(prefix="serve-gpu-"), "sock")
-        serve(retriever, path)
-        # The first traffic right after warm_up, then the same again (steady state), then the others.
-        plan = [("first", max(args.clients)), ("repeat", max(args.clients))] if n == 0 else []
-        plan += [("steady", c) for c in args.clients]
-        for label, clients in plan:
-            batches0, items0 = retriever._batcher.batches, retriever._batcher.items
-            r = run_clients(path, users, clients, args.procs, args.seconds)
-            batches = retriever._batcher.batches - batches0
-            r.update(
-                label=label,
-                clients=clients,
-                batch_threads=threads,
-                mean_batch=(retriever._batcher.items - items0) / max(batches, 1),
-            )
-            r["of_embedding_rate"] = r["qps"] / rate
-            results.append(r)
-            print(
-                f"{label:7s} clients={clients:4d} batch threads={threads}  {r['qps']:9.1f} q/s "
-                f"({100 * r['of_embedding_rate']:5.1f}% of the embedding rate)  p50 {r['p50_ms']:7.2f} ms  "
-                f"p95 {r['p95_ms']:7.2f} ms  max {r['max_ms']:8.1f} ms  mean batch {r['mean_batch']:.0f}",
-                flush=True,
-            )
-        retriever.close()
+        r["of_embedding_rate"] = r["qps"] / rate
+        results.append(r)
+        print(
+            f"{label:7s} clients={clients:4d}  {r['qps']:9.1f} q/s "
+            f"({100 * r['of_embedding_rate']:5.1f}% of the embedding rate)  p50 {r['p50_ms']:7.2f} ms  "
+            f"p95 {r['p95_ms']:7.2f} ms  max {r['max_ms']:8.1f} ms  mean batch {r['mean_batch']:.0f}",
+            flush=True,
+        )
+    retriever.close()
     report = {
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "rows": args.rows,

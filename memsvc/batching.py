@@ -1,9 +1,9 @@
 """Dynamic batching: concurrent requests are coalesced into one call on the device.
 
 The first request of a batch waits at most `max_wait_s` for company; a batch never exceeds
-`max_size`. A request alone pays no more than the bounded wait. A worker thread runs the batches,
-so the device sees one large call instead of many small ones; with `threads` > 1 the next batch
-forms and starts while one waits on the device.
+`max_size`. A request alone pays no more than the bounded wait. One worker thread runs the
+batches, so the device sees one large call instead of many small ones (a second thread, starting
+the next batch while one waits on the device, served fewer queries: BENCHMARKS.md).
 
 Requests are handed over under one lock and taken a batch at a time, and an event loop can be
 answered through a callback (`send`) instead of a `Future`: at ~20k requests/s a Future's
@@ -36,7 +36,6 @@ class DynamicBatcher(Generic[In, Out]):
         *,
         max_wait_s: float = 0.002,
         max_size: int = 256,
-        threads: int = 1,
     ) -> None:
         self.run_batch = run_batch
         self.max_wait_s = max_wait_s
@@ -46,12 +45,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._closed = False
         self.batches = 0
         self.items = 0
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"dynamic-batcher-{i}", daemon=True)
-            for i in range(max(1, threads))
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._loop, name="dynamic-batcher", daemon=True)
+        self._thread.start()
 
     def send(self, item: In, callback: Callback[Out]) -> None:
         """Queue `item`; `callback` gets its result or error from the batcher's thread."""
@@ -82,10 +77,9 @@ class DynamicBatcher(Generic[In, Out]):
     def close(self) -> None:
         with self._changed:
             self._closed = True
-            self._changed.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        # What is still queued (a thread did not stop in time) fails instead of waiting forever.
+            self._changed.notify()
+        self._thread.join(timeout=5)
+        # What is still queued (the thread did not stop in time) fails instead of waiting forever.
         with self._changed:
             left, self._pending = list(self._pending), deque()
         self._answer(left, None, RuntimeError("the batcher is closed"))

@@ -31,15 +31,12 @@ class DenseRetriever:
         batching: bool = True,
         max_wait_s: float = 0.002,
         max_size: int = 256,
-        batch_threads: int = 1,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.k = k
         self._batcher = (
-            DynamicBatcher(self.run_batch, max_wait_s=max_wait_s, max_size=max_size, threads=batch_threads)
-            if batching
-            else None
+            DynamicBatcher(self.run_batch, max_wait_s=max_wait_s, max_size=max_size) if batching else None
         )
 
     def run_batch(self, items: Sequence[DenseQuery]) -> list[DenseAnswer]:
