@@ -442,8 +442,9 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
             if outcome.status != "succeeded":
                 raise SystemExit(f"ingest of {user} failed: {outcome.error}")
 
-    def evaluate() -> dict[str, Any]:
+    def evaluate() -> tuple[dict[str, Any], list[tuple[str, list[tuple[str, str, int, str]]]]]:
         scores = Scores()
+        tops = []  # each question's top 10: (id, kind, words, text), to trace what a run changed
         for user, conv in data.items():
             for q in conv["qa"]:
                 evidence = evidence_turns(q.get("evidence", []))
@@ -452,17 +453,22 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
                 results = service.search(ctx, SearchRequest(query=q["question"], user_id=user, limit=max(KS)))
                 ours = [(r.source_message_ids, result_words(r.speaker, r.kind, r.content)) for r in results]
                 scores.add(q["category"], evidence, ours, session_of[user])
+                top = [
+                    (str(r.id), r.kind, n, r.content[:100])
+                    for r, (_, n) in zip(results[:10], ours, strict=False)
+                ]
+                tops.append((q["question"], top))
         summary = scores.summary()
         if not summary["questions"]:
             raise SystemExit(f"no LoCoMo questions of categories {CATEGORIES} with evidence in {list(data)}")
-        return summary
+        return summary, tops
 
-    before = evaluate()
+    before, tops_before = evaluate()
     if recorder is not None and count_uses:
         recorder.flush()  # every use counted before the run, not only those of the last flush period
     counts_before = {u: active_count(service, ctx.tenant_id, u) for u in data}
     report = service.consolidate(ctx.tenant_id)
-    after = evaluate()
+    after, tops_after = evaluate()
     counts_after = {u: active_count(service, ctx.tenant_id, u) for u in data}
     service.uses = recorder
     service.close()
@@ -475,7 +481,29 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
         "run_s": report.seconds,
         "totals": report.totals(),
         "examples": [e for u in report.users for e in u.examples][:40],
+        "changed_top10": changed_top10(tops_before, tops_after),
     }
+
+
+def changed_top10(
+    before: list[tuple[str, list[tuple[str, str, int, str]]]],
+    after: list[tuple[str, list[tuple[str, str, int, str]]]],
+) -> list[dict[str, Any]]:
+    """The questions whose top 10 a run changed: the words it added or saved, what left, what came."""
+    changed = []
+    for (question, old), (_, new) in zip(before, after, strict=True):
+        old_ids, new_ids = {r[0] for r in old}, {r[0] for r in new}
+        words = sum(r[2] for r in new) - sum(r[2] for r in old)
+        if old_ids != new_ids or words:
+            changed.append(
+                {
+                    "question": question,
+                    "words": words,
+                    "left": [r[1:] for r in old if r[0] not in new_ids],
+                    "came": [r[1:] for r in new if r[0] not in old_ids],
+                }
+            )
+    return changed
 
 
 FACT_CONVERSATIONS = ["conv-43", "conv-44", "conv-47", "conv-48"]  # the report half of LoCoMo
@@ -641,6 +669,10 @@ def print_locomo(result: dict[str, Any]) -> None:
             rows.append([label, before["questions"], name, f"{before[name]:.4f}", f"{after[name]:.4f}"])
     print_table(["LoCoMo questions", "n", "figure", "before", "after"], rows)
     print(f"memories (not archived): {result['memories_before']} -> {result['memories_after']}")
+    changed = result["changed_top10"]
+    print(f"top 10 changed for {len(changed)} questions, {sum(c['words'] for c in changed):+d} words in all:")
+    for c in changed:
+        print(f"  {c['words']:+4d}  {c['question']}  (left: {len(c['left'])}, came: {len(c['came'])})")
 
 
 def main() -> None:
