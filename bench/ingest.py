@@ -311,6 +311,10 @@ def main() -> None:
         names = args.conversations or [c for h in halves for c in SPLIT[set_name][h]]
         names = [n for n in names if n in {c for h in SPLIT[set_name].values() for c in h}]
         conversations = [LOADERS[set_name](n) for n in names]
+        if args.copies > 1 and any(not m.name for c in conversations for b in c.batches for m in b.messages):
+            # A copy names its speakers; a conversation whose speakers have no name (BEAM's user and
+            # assistant) would then be extracted as another, heavier one (4x the facts, seen).
+            raise SystemExit(f"--copies needs named speakers; {set_name} has messages without a name")
         batches = {
             f"{c.batches[0].user_id}/{k}": [copy_of(b, k) for b in c.batches]
             for c in conversations
