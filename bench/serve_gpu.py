@@ -226,13 +226,15 @@ def run_clients(path: str, users: int, clients: int, procs: int, seconds: float)
 # ----------------------------------------------------------------------------------------- main
 
 
-def random_weight_model(arch_dir: Path) -> Path:
-    """A sentence-transformers folder with the architecture and tokenizer of `arch_dir`, random weights."""
+def random_weight_model(arch_dir: Path, target: Path | None = None) -> Path:
+    """A sentence-transformers folder with the architecture and tokenizer of `arch_dir` (a model
+    folder, its weights left behind), random weights; in `target`, else a new temporary folder."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    target = Path(tempfile.mkdtemp(prefix="minilm-random-"))
-    shutil.copytree(arch_dir, target, dirs_exist_ok=True)
+    target = target or Path(tempfile.mkdtemp(prefix="minilm-random-"))
+    weights = shutil.ignore_patterns("*.safetensors", "*.bin", "onnx")
+    shutil.copytree(arch_dir, target, ignore=weights, dirs_exist_ok=True)
     torch.manual_seed(0)
     AutoModel.from_config(AutoConfig.from_pretrained(target)).save_pretrained(target)
     return target

