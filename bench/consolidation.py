@@ -7,8 +7,8 @@
    Reports run time, active memories before/after and search latency (warm, exact backend)
    before/after.
 2. LoCoMo (`--locomo`): the conversations of shared/data/locomo ingested as in bench/locomo.py,
-   recall@10 and words in the top 10 before and after a consolidation run.
-
+   recall@10 and words in the top 10 before and after a consolidation run, and the questions
+   whose top 10 it changed. `--beam 1 2 ...`: the same on BEAM chats (user–assistant).
 3. Fact precision (`--facts N`): a labelled sample of the facts extracted from LoCoMo's report half,
    before and after a run (labels: bench/labels/locomo_facts.json).
 4. Entity merging (`--entity-pairs [FILE]`): precision and recall of merging two entities of one
@@ -16,8 +16,8 @@
    names extracted from LoCoMo's tune half (bench/labels/entity_pairs.json); how
    `MEMSVC_CONSOLIDATION_ENTITY_MERGE_COSINE` was chosen.
 
-    python bench/consolidation.py [--memories 50000] [--locomo [conv-26 ...]] [--facts 240]
-                                  [--entity-pairs] [--json PATH]
+    python bench/consolidation.py [--memories 50000] [--locomo [conv-26 ...]] [--beam 8 ...]
+                                  [--facts 240] [--entity-pairs] [--json PATH]
 """
 
 from __future__ import annotations
@@ -419,12 +419,33 @@ def locomo_paths(names: list[str]) -> list[Path]:
 
 
 def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]:
-    from bench.locomo import CATEGORIES, KS, Scores, evidence_turns, result_words
-    from memsvc.importers import locomo_batches
+    """Before and after a run on LoCoMo conversations (all of them when `conversations` is empty)."""
+    from bench.retrieval import load_locomo
+
+    return before_after([load_locomo(p.stem) for p in locomo_paths(conversations)], count_uses)
+
+
+def beam(chats: list[str]) -> dict[str, Any]:
+    """Before and after a run on BEAM chats (user–assistant): a check on conversations of another
+    shape than the ones the forgetting rules were chosen on."""
+    from bench.retrieval import BEAM_DIR, MAX_MESSAGE_CHARS, load_beam
+
+    missing = [c for c in chats if not (BEAM_DIR / c).is_dir()]
+    if missing or not chats:
+        raise SystemExit(f"BEAM chats not found in {BEAM_DIR}: {', '.join(missing) or 'none named'}")
+    return before_after([load_beam(c) for c in chats], max_content_chars=MAX_MESSAGE_CHARS)
+
+
+def before_after(
+    conversations: list[Any], count_uses: bool = False, max_content_chars: int | None = None
+) -> dict[str, Any]:
+    """Ingest each conversation (`bench.retrieval.Conversation`) as one user, ask its questions,
+    run consolidation, ask them again: the retrieval figures before and after, and what changed."""
+    from bench.retrieval import KS, Scores, result_words
     from memsvc.schemas import SearchRequest
 
-    paths = locomo_paths(conversations)
-    service, ctx = fresh_service()
+    overrides = {"max_content_chars": max_content_chars} if max_content_chars else {}
+    service, ctx = fresh_service(None, **overrides)
     # The questions must not vote on what is forgotten: a search counts as a use of what it
     # returns, and a use keeps a memory, so asking them before the run would shield their own
     # results from it (and a use at today's date is years after a LoCoMo user's clock).
@@ -432,12 +453,11 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
     recorder = service.uses
     if not count_uses:
         service.uses = None
-    data = {p.stem: json.loads(p.read_text()) for p in paths}
+    data = {conv.batches[0].user_id: conv for conv in conversations}
     session_of: dict[str, dict[str, str]] = {}
     for user, conv in data.items():
-        batches = list(locomo_batches(conv, user))
-        session_of[user] = {m.id or "": b.session_id or "" for b in batches for m in b.messages}
-        for batch in batches:
+        session_of[user] = {m.id or "": b.session_id or "" for b in conv.batches for m in b.messages}
+        for batch in conv.batches:
             outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
             if outcome.status != "succeeded":
                 raise SystemExit(f"ingest of {user} failed: {outcome.error}")
@@ -446,21 +466,18 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
         scores = Scores()
         tops = []  # each question's top 10: (id, kind, words, text), to trace what a run changed
         for user, conv in data.items():
-            for q in conv["qa"]:
-                evidence = evidence_turns(q.get("evidence", []))
-                if q.get("category") not in CATEGORIES or not evidence:
-                    continue
-                results = service.search(ctx, SearchRequest(query=q["question"], user_id=user, limit=max(KS)))
+            for q in conv.questions:
+                results = service.search(ctx, SearchRequest(query=q.text, user_id=user, limit=max(KS)))
                 ours = [(r.source_message_ids, result_words(r.speaker, r.kind, r.content)) for r in results]
-                scores.add(q["category"], evidence, ours, session_of[user])
+                scores.add(q.category, q.evidence, ours, session_of[user])
                 top = [
                     (str(r.id), r.kind, n, r.content[:100])
                     for r, (_, n) in zip(results[:10], ours, strict=False)
                 ]
-                tops.append((q["question"], top))
+                tops.append((q.text, top))
         summary = scores.summary()
         if not summary["questions"]:
-            raise SystemExit(f"no LoCoMo questions of categories {CATEGORIES} with evidence in {list(data)}")
+            raise SystemExit(f"no questions with evidence in {list(data)}")
         return summary, tops
 
     before, tops_before = evaluate()
@@ -473,7 +490,7 @@ def locomo(conversations: list[str], count_uses: bool = False) -> dict[str, Any]
     service.uses = recorder
     service.close()
     return {
-        "conversations": list(data),
+        "conversations": [conv.name for conv in data.values()],
         "before": before,
         "after": after,
         "memories_before": sum(counts_before.values()),
@@ -658,16 +675,16 @@ def entity_merge_thresholds(labels_path: Path, thresholds: tuple[float, ...]) ->
     }
 
 
-def print_locomo(result: dict[str, Any]) -> None:
+def print_before_after(result: dict[str, Any], label: str = "LoCoMo") -> None:
     """Before and after, for all questions and per category: recall, words, session hit."""
     figures = ["recall@5", "recall@10", "recall@20", "words@10", "recall@350w", "session_hit@5"]
     rows: list[list[Any]] = []
     b, a = result["before"], result["after"]
     parts = [("all", b, a)] + [(c, b["categories"][c], a["categories"][c]) for c in b["categories"]]
-    for label, before, after in parts:
+    for part, before, after in parts:
         for name in figures:
-            rows.append([label, before["questions"], name, f"{before[name]:.4f}", f"{after[name]:.4f}"])
-    print_table(["LoCoMo questions", "n", "figure", "before", "after"], rows)
+            rows.append([part, before["questions"], name, f"{before[name]:.4f}", f"{after[name]:.4f}"])
+    print_table([f"{label} questions", "n", "figure", "before", "after"], rows)
     print(f"memories (not archived): {result['memories_before']} -> {result['memories_after']}")
     changed = result["changed_top10"]
     print(f"top 10 changed for {len(changed)} questions, {sum(c['words'] for c in changed):+d} words in all:")
@@ -682,6 +699,7 @@ def main() -> None:
     parser.add_argument("--memories", type=int, default=50_000, help="0 = skip the scale part")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--locomo", nargs="*", help="run the LoCoMo part (optionally: these conversations)")
+    parser.add_argument("--beam", nargs="+", help="the same before/after check on these BEAM chats")
     parser.add_argument(
         "--facts", type=int, default=0, help="fact precision on a labelled sample of this many LoCoMo facts"
     )
@@ -725,7 +743,12 @@ def main() -> None:
     if args.locomo is not None:
         result = locomo(args.locomo, count_uses=args.count_question_uses)
         out["locomo"] = result
-        print_locomo(result)
+        print_before_after(result)
+        print(f"run {result['run_s']:.1f} s: {result['totals']}")
+    if args.beam is not None:
+        result = beam(args.beam)
+        out["beam"] = result
+        print_before_after(result, "BEAM")
         print(f"run {result['run_s']:.1f} s: {result['totals']}")
     if args.facts:
         result = fact_precision(args.facts, args.seed, args.labels)

@@ -231,7 +231,7 @@ _SMALL_TALK = re.compile(
 _FUNCTION_WORDS = frozenset(
     """a an the and or but so to of in on at for with is are was were be been am i you he she it we
     they me him her us them my your his its our their this that these those do does did have has had
-    just really so very too yeah yes oh hey hi hello well what how all much such again always what's
+    just really so very too yeah yes oh hey hi hello well what how all much many such again always what's
     it's that's i'm you're i've you've we're it was thank thanks appreciate words kind awesome great
     amazing cool nice wow lol haha congrats congratulations luck take care bye see no problem glad
     happy proud sweet love sounds good totally definitely sure same""".split()

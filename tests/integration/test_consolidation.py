@@ -427,19 +427,13 @@ def test_search_counts_uses_in_the_background_and_forgetting_and_merging_use_the
     assert service.uses is not None
     _add(service, ctx, user, ["Wow, congrats!"], T0 - timedelta(days=1), "s0")
     _add(service, ctx, user, ["Thanks, Jon! Appreciate the kind words."], T0, "s1")
-    _add(
-        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=90), "s2"
-    )
-    _add(
-        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=93), "s3"
-    )
     service.uses.flush()
     rows = _rows(service, ctx, user)
     thanks = next(m for m in rows if m.kind == "turn" and m.content.startswith("Thanks"))
     congrats = next(m for m in rows if m.kind == "turn" and m.content.startswith("Wow"))
-    hiking = sorted((m for m in rows if m.type == "semantic"), key=lambda m: m.event_at)
-    assert len(hiking) == 2 and all(m.access_count == 0 for m in rows)
+    assert all(m.access_count == 0 for m in rows)
 
+    # Asked before anything worth more is stored: small talk ranks below every ordinary memory.
     hits = service.search(ctx, SearchRequest(query="appreciate the kind words, Jon", user_id=user, limit=1))
     returned = {r.id for r in hits} | {
         uuid.UUID(i) for r in hits if r.kind == "excerpt" for i in r.metadata["memory_ids"]
@@ -447,8 +441,16 @@ def test_search_counts_uses_in_the_background_and_forgetting_and_merging_use_the
     assert thanks.id in returned and congrats.id not in returned
     # Not written on the request path: only when the background flush runs.
     assert _rows_by_id(service, ctx, user)[thanks.id].access_count == 0
+    _add(
+        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=90), "s2"
+    )
+    _add(
+        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=93), "s3"
+    )
+    hiking = sorted((m for m in _rows(service, ctx, user) if m.type == "semantic"), key=lambda m: m.event_at)
+    assert len(hiking) == 2
     service.uses.record([hiking[0].id, hiking[1].id, hiking[1].id])
-    assert service.uses.flush() >= 4
+    assert service.uses.flush() >= 3  # the search's use may have gone in a background flush already
     after = _rows_by_id(service, ctx, user)
     assert after[thanks.id].access_count == 1 and after[thanks.id].last_accessed_at is not None
     assert all(after[m].access_count == 0 for m in after if m not in returned | {h.id for h in hiking})

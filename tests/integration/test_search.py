@@ -245,7 +245,8 @@ def test_a_consolidation_run_hides_what_it_forgets_and_the_rest_ranks_as_before(
     # Consolidation's judgement, at search time: the thanks and the congratulations rank lower
     # (0.8 x the penalty: importance 0.1 where an ordinary memory has 0.5), and nothing else does.
     assert small_talk == {by_content[lines[1]].id, by_content[lines[3]].id}
-    assert by_content[lines[1]].metadata["explain"]["importance"] == pytest.approx(-0.8 * 3.0)
+    penalty = service.search_engine.config.ranking.low_importance_penalty
+    assert by_content[lines[1]].metadata["explain"]["importance"] == pytest.approx(-0.8 * penalty)
     assert before[0].content != lines[1]
 
     service.consolidate(ctx.tenant_id, user, now=t0 + timedelta(days=100))

@@ -134,6 +134,10 @@ def test_small_talk() -> None:
     assert is_small_talk("Wow, congrats!")
     assert not is_small_talk("That's great! I painted a lake sunrise last year.")
     assert not is_small_talk("I went to a support group yesterday.")
+    # "many" is an intensifier like "much": a duplicate that says "so many" is small talk as its
+    # twin is (a run merging the two would otherwise keep the wording it then archives).
+    assert is_small_talk("Tim has heard great things", ["Tim"])
+    assert is_small_talk("Tim has heard so many great things", ["Tim"])
 
 
 def test_retention_decays_with_time_and_less_with_importance_and_use() -> None:

@@ -318,7 +318,8 @@ def test_importance_below_an_ordinary_memorys_ranks_lower_and_still_lifts_the_tu
     plain = rank(cands, "q", config=replace(config, low_importance_penalty=0.0))
     assert [r.id for r in plain][:2] == ["D1:1", "D1:7"]
     demoted = rank(cands, "q", config=config)  # the default penalty, as search runs it
-    assert [r.id for r in demoted] == ["D1:5", "D1:7", "D1:0", "D1:1"]
+    # Both rank below every ordinary memory, the less important one last.
+    assert [r.id for r in demoted] == ["D1:5", "D1:0", "D1:7", "D1:1"]
     # The small talk is ranked lower by 0.8 x the penalty, after it passed its score to the turn
     # before it: that turn scores as it did without the penalty.
     by_id = {r.id: r.score for r in demoted}
