@@ -165,13 +165,16 @@ class SentenceTransformerEmbedder:
         row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
         shapes = [(rows, width) for rows in row_counts for width in range(32, max_tokens + 1, 32)]
         with self._lock, torch.inference_mode():
-            for rows, width in shapes:
-                ids = torch.zeros((rows, width), dtype=torch.int64, device=self._device)
-                features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": ids}
-                self._model(features)
-            torch.cuda.synchronize()
+            # Capturing runs each shape eagerly too (a pass before capture, a check after it), so
+            # the eager passes below are only for a model without graphs.
             if self.cuda_graphs and self._graphs is None:
                 self._graphs = CudaGraphEncoder.capture(self._model, shapes)
+            if self._graphs is None:
+                for rows, width in shapes:
+                    ids = torch.zeros((rows, width), dtype=torch.int64, device=self._device)
+                    features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": ids}
+                    self._model(features)
+                torch.cuda.synchronize()
 
     @staticmethod
     def _load(model_name: str, device: str) -> Any:
