@@ -172,8 +172,8 @@ class SentenceTransformerEmbedder:
             if self._graphs is None:
                 for rows, width in shapes:
                     ids = torch.zeros((rows, width), dtype=torch.int64, device=self._device)
-                    features = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": ids}
-                    self._model(features)
+                    mask = torch.ones_like(ids)
+                    self._model({"input_ids": ids, "attention_mask": mask, "token_type_ids": ids})
                 torch.cuda.synchronize()
 
     @staticmethod
