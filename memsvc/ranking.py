@@ -665,7 +665,11 @@ def build_results(
         if near < 1.0 and any(_jaccard(tokens, t) >= near for t in kept_tokens):
             continue
         if len(groups) >= config.max_results:
-            break
+            # Full: no new result, but a turn ranked within `merge_depth` may still join one, so
+            # the results' shape does not depend on how many were asked for.
+            if rank >= config.merge_depth:
+                break
+            continue
         group_of[i] = len(groups)
         groups.append([i])
         kept_tokens.append(tokens)

@@ -353,3 +353,32 @@ def test_a_merged_memory_passes_its_score_to_its_survivor_and_is_never_returned(
     assert [r.id for r in results] == ["s", "o"]
     # A survivor that scores higher keeps its own score.
     assert pass_to_survivors(cands, np.array([0.9, 0.6, 0.3])).tolist() == [0.9, 0.6, 0.3]
+
+
+def test_the_top_results_do_not_depend_on_how_many_were_asked_for() -> None:
+    # A turn that answers with the best one but ranks below the last result asked for still joins
+    # it: asking for 2 results gives the same first result as asking for 5.
+    config = RankingConfig(speaker_boost=0.0, temporal_boost=0.0, propagate_from_next=0.0)
+    best = turn(0, "We went to the lake on Sunday.", dense=1.0)
+    answer = turn(1, "The lake was calm and cold.", speaker="Melanie", dense=0.95)
+    facts = [
+        Candidate(
+            id=f"f{i}",
+            content=f"Caroline likes colour {c}",
+            kind="fact",
+            source_message_ids=(f"m{i}",),
+            dense=d,
+        )
+        for i, (c, d) in enumerate((("red", 0.99), ("blue", 0.98), ("green", 0.97)))
+    ]
+    filler = [
+        Candidate(
+            id=f"x{i}", content=f"Filler memory {i} on topic {i}", kind="fact", source_message_ids=(f"n{i}",)
+        )
+        for i in range(20)
+    ]
+    cands = [best, answer, *facts, *filler]
+    two = rank(cands, "q", config=replace(config, max_results=2))
+    five = rank(cands, "q", config=replace(config, max_results=5))
+    assert [m.id for m in two[0].members] == ["D1:0", "D1:1"]
+    assert [[m.id for m in r.members] for r in two] == [[m.id for m in r.members] for r in five[:2]]
