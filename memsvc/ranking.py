@@ -135,8 +135,8 @@ class RankingConfig:
     # (issue 18). LoCoMo tune half: every weight from 3 to 20 leaves R@10 and words@10 as they were
     # after a run (0.7989; 323.3 at 3, 323.8 from 10) and costs 0.0034 R@10 before one (0: 0.8023);
     # 3, the least such weight, still let small talk into the top 10 of unseen conversations, which
-    # a run then replaced with longer results. 10 puts small talk (10 x 0.8 = 8 z) below every
-    # ordinary memory: fused scores span about 8 z units.
+    # a run then replaced with longer results. 10 takes 8 z from small talk, more than lies between
+    # a question's first and tenth results (0.5-5.6 z in the questions traced in BENCHMARKS.md).
     low_importance_penalty: float = 10.0
     # Merge adjacent turns of one session into one result (<= 5 turns keeps the provenance precise).
     # (3 -> 4 and 15 -> 25 on LoCoMo's tune half: R@10 0.791 -> 0.799, words@10 312 -> 324; issue 19.)
