@@ -34,13 +34,9 @@ def warm_up_before_c18bb2d(embedder: Any) -> None:
 
     from memsvc.embedding import CudaGraphEncoder
 
-    rows = sorted({min(embedder.batch_size, 8 << i) for i in range(6)})
-    shapes = [(r, w) for r in rows for w in range(32, embedder._max_tokens + 1, 32)]
+    shapes = embedder.padded_shapes()
     with torch.inference_mode():
-        for r, w in shapes:
-            ids = torch.zeros((r, w), dtype=torch.int64, device=embedder._device)
-            embedder._model({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": ids})
-        torch.cuda.synchronize()
+        embedder._run_shapes(shapes)
         embedder._graphs = CudaGraphEncoder.capture(embedder._model, shapes)
 
 

@@ -161,20 +161,29 @@ class SentenceTransformerEmbedder:
             return
         import torch
 
-        max_tokens = self._max_tokens
-        row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
-        shapes = [(rows, width) for rows in row_counts for width in range(32, max_tokens + 1, 32)]
+        shapes = self.padded_shapes()
         with self._lock, torch.inference_mode():
             # Capturing runs each shape eagerly too (a pass before capture, a check after it), so
-            # the eager passes below are only for a model without graphs.
+            # the eager passes are only for a model without graphs.
             if self.cuda_graphs and self._graphs is None:
                 self._graphs = CudaGraphEncoder.capture(self._model, shapes)
             if self._graphs is None:
-                for rows, width in shapes:
-                    ids = torch.zeros((rows, width), dtype=torch.int64, device=self._device)
-                    mask = torch.ones_like(ids)
-                    self._model({"input_ids": ids, "attention_mask": mask, "token_type_ids": ids})
-                torch.cuda.synchronize()
+                self._run_shapes(shapes)
+
+    def padded_shapes(self) -> list[tuple[int, int]]:
+        """Every (rows, tokens) shape `bucketed` pads a GPU batch to."""
+        row_counts = sorted({min(self.batch_size, 8 << i) for i in range(6)})
+        return [(rows, width) for rows in row_counts for width in range(32, self._max_tokens + 1, 32)]
+
+    def _run_shapes(self, shapes: Sequence[tuple[int, int]]) -> None:
+        """One eager pass of the model per shape (inside the caller's `inference_mode`)."""
+        import torch
+
+        for rows, width in shapes:
+            ids = torch.zeros((rows, width), dtype=torch.int64, device=self._device)
+            mask = torch.ones_like(ids)
+            self._model({"input_ids": ids, "attention_mask": mask, "token_type_ids": ids})
+        torch.cuda.synchronize()
 
     @staticmethod
     def _load(model_name: str, device: str) -> Any:
