@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from memsvc.ingest import turn_line
+from memsvc.ingest import APPLIES_TO_KEY, turn_line
 from memsvc.ranking import BM25Index, turn_index_text
 
 DEFAULT_CACHE_MB = 1024
@@ -98,6 +98,11 @@ class CorpusRow(NamedTuple):
         )
 
 
+def is_instruction(row: CorpusRow) -> bool:
+    """A standing instruction: a preference that names the requests it governs."""
+    return row.kind == "preference" and bool(row.metadata.get(APPLIES_TO_KEY))
+
+
 class UserCorpus:
     """One user's memories indexed for ranking, updated in place from changed rows.
 
@@ -120,6 +125,7 @@ class UserCorpus:
         self._slot_of: dict[uuid.UUID, int] = {}
         self._session_turns: dict[str | None, list[int]] = {}  # turn slots of a session, in order
         self._speaker_turns: Counter[str] = Counter()
+        self._instructions: set[uuid.UUID] = set()  # live standing instructions (`is_instruction`)
         self._dead = 0
         self._archived_live = 0
         self._text_bytes = 0
@@ -183,6 +189,10 @@ class UserCorpus:
         turns = self._session_turns.get(row.session_id, [])
         i = bisect.bisect_right(turns, self._keys[slot], key=self._keys.__getitem__)
         return turns[i] if i < len(turns) else None
+
+    def instruction_slots(self) -> list[int]:
+        """Slots of the user's standing instructions (few: a search scores each), in canonical order."""
+        return sorted((self._slot_of[i] for i in self._instructions), key=self._keys.__getitem__)
 
     def mentions_of(self, memory_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
         slot = self._slot_of.get(memory_id)
@@ -359,6 +369,11 @@ class UserCorpus:
             self._slot_of[row.id] = slot
         elif self._slot_of.get(row.id) == slot:
             del self._slot_of[row.id]
+        if is_instruction(row):
+            if sign > 0:
+                self._instructions.add(row.id)
+            elif (live := self._slot_of.get(row.id)) is None or not is_instruction(self.rows[live]):
+                self._instructions.discard(row.id)
         if row.kind == "turn" and row.speaker:
             self._speaker_turns[row.speaker] += sign
             if self._speaker_turns[row.speaker] <= 0:

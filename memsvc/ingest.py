@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from memsvc.consolidation import fact_slot, with_state_facts
 from memsvc.consolidation_store import supersede_at_ingest
 from memsvc.embedding import Embedder, Vector
-from memsvc.extraction.base import Extraction, Extractor, Turn
+from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import name_sources
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
@@ -42,6 +42,8 @@ DIGEST_TURNS = 6  # a session digest quotes this many of its most informative tu
 # (59 labelled name pairs: different things reach 0.909, `bench/consolidation.py --entity-pairs`).
 ENTITY_MERGE_COSINE = 0.95
 PASSAGE_KEY = "passage"  # a passage's metadata: {turn_id, index} of the message it is part of
+# A standing instruction's metadata: the requests it governs ("history"), whose vector it has.
+APPLIES_TO_KEY = "applies_to"
 # A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
 # new mentions and keeps the new spellings.
 _SESSION_UPSERT = (
@@ -426,8 +428,9 @@ class Ingestor:
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
-                    "metadata_": dict(request.metadata or {}),
-                    "_embed": fact.content,
+                    "metadata_": {**(request.metadata or {}), **_instruction_metadata(fact)},
+                    # A standing instruction is found by the requests it governs, not its wording.
+                    "_embed": fact.applies_to or fact.content,
                 }
             )
             for message_id in sources:
@@ -701,6 +704,10 @@ def session_digest(turns: Iterable[tuple[str, str]]) -> str:
         first = text.split(". ")[0].strip()
         lines.append(f"{speaker}: {first[:160]}")
     return " | ".join(lines)
+
+
+def _instruction_metadata(fact: ExtractedFact) -> dict[str, str]:
+    return {APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {}
 
 
 def _source(

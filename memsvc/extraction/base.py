@@ -41,6 +41,9 @@ class ExtractedFact:
     )
     confidence: float = 0.7
     importance: float = 0.5
+    # A standing instruction ("Always cite sources when I ask about history") applies to requests
+    # about this ("history"): its vector is this text's, so the requests it governs find it.
+    applies_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

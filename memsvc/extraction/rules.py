@@ -341,6 +341,7 @@ class _Batch:
         self.names: set[str] = set(self.speakers)
         self.entities: dict[str, _EntityAcc] = {}
         self.statements: list[_Statement] = []
+        self.instructions: list[ExtractedFact] = []
         self.relations: list[tuple[str, str, str, _Statement]] = []
 
     # -- driver ----------------------------------------------------------------------------------
@@ -378,6 +379,10 @@ class _Batch:
             if sentence.endswith("?"):
                 opening = False
                 continue  # a question states no fact
+            instruction = _instruction(sentence, turn)
+            if instruction is not None:
+                self.instructions.append(instruction)
+                continue
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
             narrating = False
             for group in groups:
@@ -667,6 +672,8 @@ class _Batch:
                 confidence=s.confidence,
                 importance=s.importance,
             )
+        for instruction in self.instructions:
+            facts.setdefault(instruction.content.lower(), instruction)
         canonical = {k: a.name for k, a in self.entities.items()}
         relations: dict[tuple[str, str, str], ExtractedRelation] = {}
         for subj, pred, obj, stmt in self.relations:
@@ -905,6 +912,41 @@ def _has_content(text: str, subject: str) -> bool:
 
 
 _CONTENT_WORD = re.compile(r"[a-z][a-z'+&-]*")
+
+
+# A standing instruction with the requests it governs: "Always cite sources when I ask about
+# history", "Never use jargon whenever I ask for explanations", "When I ask about taxes, always
+# give the year". Only the conditional form: "Always happy to help!" is small talk, not an order.
+_INSTRUCTION_AFTER = re.compile(
+    r"^(?:please,? )?(?P<directive>(?:always|never|don't|do not)\b.+?),? when(?:ever)? i ask(?: you)?"
+    r" (?P<about>about|for) (?P<topic>[^,;]+?)[.!]*$",
+    re.IGNORECASE,
+)
+_INSTRUCTION_BEFORE = re.compile(
+    r"^when(?:ever)? i ask(?: you)? (?P<about>about|for) (?P<topic>[^,;]+?), (?:please,? )?"
+    r"(?P<directive>(?:always|never|don't|do not)\b.+?)[.!]*$",
+    re.IGNORECASE,
+)
+
+
+def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
+    """A standing instruction as a preference the requests it governs find (`applies_to`)."""
+    m = _INSTRUCTION_AFTER.match(sentence) or _INSTRUCTION_BEFORE.match(sentence)
+    if m is None:
+        return None
+    topic = m.group("topic").strip()
+    directive = m.group("directive").strip()
+    who = "the user" if _is_role_name(turn.speaker) else turn.speaker
+    return ExtractedFact(
+        content=f"When {who} asks {m.group('about').lower()} {topic}: {directive[0].lower()}{directive[1:]}.",
+        kind="preference",
+        subject=turn.speaker,
+        source_message_ids=(turn.message_id,),
+        valid_from=turn.event_at,
+        confidence=0.9,
+        importance=0.7,
+        applies_to=topic,
+    )
 
 
 def _is_role_name(speaker: str) -> bool:

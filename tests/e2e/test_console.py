@@ -29,6 +29,7 @@ SIGNALS = {
     "role",
     "neighbours",
     "superseded",
+    "instruction",
     "importance",
     "merged",
 }

@@ -67,6 +67,7 @@ def _state(corpus: UserCorpus) -> dict[str, Any]:
         "bm25_live": len(corpus.bm25),
         "unarchived": [corpus.rows[s].id for s in corpus.unarchived().tolist()],
         "speakers": corpus.speakers,
+        "instructions": sorted(str(corpus.rows[s].id) for s in corpus.instruction_slots()),
         "entities": corpus.entities,
         "labels": corpus.entity_labels,
         "edges": corpus.edges,

@@ -22,11 +22,12 @@ QUERIES = ["paint a sunrise", "sister pilot boston", "dog park", "chess"]
 
 
 def _row(rng: random.Random, memory_id: uuid.UUID | None = None, **over: object) -> CorpusRow:
-    kind = rng.choice(["turn", "turn", "turn", "fact", "session"])
-    session = rng.choice(["s1", "s2", "s3", None]) if kind != "fact" else rng.choice(["s1", None])
+    kind = rng.choice(["turn", "turn", "turn", "fact", "preference", "session"])
+    semantic = kind in ("fact", "preference")
+    session = rng.choice(["s1", "s2", "s3", None]) if not semantic else rng.choice(["s1", None])
     values: dict[str, object] = {
         "id": memory_id or uuid.UUID(int=rng.getrandbits(128)),
-        "type": "semantic" if kind == "fact" else "episodic",
+        "type": "semantic" if semantic else "episodic",
         "kind": kind,
         "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 6))),
         "speaker": rng.choice(["Ann", "Bob"]) if kind == "turn" else None,
@@ -40,12 +41,17 @@ def _row(rng: random.Random, memory_id: uuid.UUID | None = None, **over: object)
         "status": rng.choice(["active"] * 6 + ["superseded", "archived"]),
         "pinned": False,
         "created_at": datetime(2024, 1, 1, tzinfo=UTC),
-        "metadata": {},
+        "metadata": _instruction_metadata(rng) if kind == "preference" else {},
         "source_message_ids": (f"m{rng.randint(0, 99)}",),
         "entity_ids": (),
     }
     values.update(over)
     return CorpusRow(**values)  # type: ignore[arg-type]
+
+
+def _instruction_metadata(rng: random.Random) -> dict[str, str]:
+    """A standing instruction's metadata, or (a plain preference) none."""
+    return {"applies_to": rng.choice(QUERIES)} if rng.random() < 0.7 else {}
 
 
 def _vector(rng: random.Random) -> npt.NDArray[np.float32]:
@@ -71,6 +77,7 @@ def _view(corpus: UserCorpus) -> tuple[object, ...]:
         [corpus.bm25.score(q)[order].tolist() for q in QUERIES],
         [corpus.rows[s].id for s in corpus.unarchived().tolist()],
         corpus.speakers,
+        [corpus.rows[s].id for s in corpus.instruction_slots()],
         len(corpus),
         len(corpus.bm25),
     )
@@ -98,7 +105,9 @@ def test_apply_equals_a_fresh_load(seed: int, monkeypatch: pytest.MonkeyPatch) -
                     _row(rng, old.id, kind=old.kind, type=old.type)
                     if op == "move"
                     else old._replace(
-                        content=" ".join(rng.choices(WORDS, k=3)), status=rng.choice(["active", "archived"])
+                        content=" ".join(rng.choices(WORDS, k=3)),
+                        status=rng.choice(["active", "archived"]),
+                        metadata=_instruction_metadata(rng) if old.kind == "preference" else old.metadata,
                     )
                 )
                 upserts.append((new, vector if op == "edit" else _vector(rng)))

@@ -335,3 +335,33 @@ def test_words_opening_markdown_lines_are_not_names() -> None:
     names = {e.name for e in RulesExtractor().extract(turns).entities}
     assert {"Acme", "Priya"} <= names
     assert not names & {"Plan", "Research", "Focus", "Ensure", "If"}
+
+
+def test_a_standing_instruction_is_a_preference_found_by_the_requests_it_governs() -> None:
+    turns = [
+        Turn("m1", "user", "user", "Always include version numbers when I ask about libraries used.", AT),
+        Turn("m2", "user", "Ann", "When I ask about taxes, please always give the year. Thanks!", AT),
+        Turn("m3", "user", "Ann", "Never use jargon whenever I ask for explanations!", AT),
+    ]
+    result = RulesExtractor().extract(turns)
+    instructions = {f.source_message_ids: f for f in result.facts if f.applies_to}
+    assert set(instructions) == {("m1",), ("m2",), ("m3",)}
+    first, taxes, jargon = instructions[("m1",)], instructions[("m2",)], instructions[("m3",)]
+    assert first.content == "When the user asks about libraries used: always include version numbers."
+    assert (first.kind, first.applies_to, first.subject) == ("preference", "libraries used", "user")
+    assert (taxes.content, taxes.applies_to) == ("When Ann asks about taxes: always give the year.", "taxes")
+    assert jargon.content == "When Ann asks for explanations: never use jargon."
+    assert jargon.applies_to == "explanations"
+    assert all(f.importance > 0.5 for f in instructions.values())
+
+
+def test_always_without_a_request_it_governs_is_no_instruction() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "Always happy to help!"),
+            ("Bob", "I always go hiking when I ask for a break."),
+            ("Ann", "Always rooting for you."),
+        )
+    )
+    assert not [f for f in result.facts if f.applies_to]
+    assert not [f for f in result.facts if f.kind == "preference" and "asks about" in f.content]

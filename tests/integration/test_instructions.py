@@ -1,0 +1,81 @@
+"""A standing instruction ("Always … when I ask about …") is remembered as a preference that the
+requests it governs find, though they are worded nothing like it (real PostgreSQL, real model)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from memsvc.schemas import AddRequest, Message, SearchRequest
+
+START = datetime(2024, 3, 15, 9, tzinfo=UTC)
+INSTRUCTION = "Always give step-by-step explanations with concrete examples when I ask about probability."
+
+LINES = [
+    ("user", "I'm revising for my statistics exam next week and want to get conditional probability right."),
+    ("assistant", "Happy to help. Conditional probability is the chance of A given that B happened."),
+    ("user", INSTRUCTION),
+    ("assistant", "Understood, I will explain probability step by step with examples."),
+    ("user", "My textbook asks for the odds of rolling two sixes with a pair of dice."),
+    ("assistant", "Each die shows a six with chance 1/6, so two sixes come up with chance 1/36."),
+    ("user", "The exam also has a question on drawing two aces from a deck without replacement."),
+    ("assistant", "The first ace has chance 4/52, the second 3/51, so both have chance 1/221."),
+    ("user", "My study group meets in the library on Thursday evenings to work through dice problems."),
+]
+
+
+def _ingest(service, ctx, user: str) -> None:  # type: ignore[no-untyped-def]
+    request = AddRequest(
+        user_id=user,
+        session_id="s1",
+        messages=[
+            Message(role=role, content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
+            for i, (role, text) in enumerate(LINES)
+        ],
+    )
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+
+
+def _search(service, ctx, user: str, query: str):  # type: ignore[no-untyped-def]
+    return service.search(ctx, SearchRequest(query=query, user_id=user, limit=3))
+
+
+def test_the_instruction_a_request_falls_under_is_among_its_first_results(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user)
+    request = "How likely is it that I draw a red card from a shuffled deck?"
+    results = _search(service, ctx, user, request)
+    instructions = [r for r in results if r.metadata.get("applies_to")]
+    assert len(instructions) == 1, [(r.kind, r.content) for r in results]
+    (found,) = instructions
+    assert found.kind == "preference"
+    assert found.content == (
+        "When the user asks about probability: always give step-by-step explanations with concrete examples."
+    )
+    assert found.source_message_ids == ["m2"]  # exactly the message that gave it
+    explained = service.search(ctx, SearchRequest(query=request, user_id=user, limit=3, explain=True))
+    (lead,) = [r for r in explained if r.metadata.get("applies_to")]
+    assert lead.metadata["explain"]["instruction"] == service.search_engine.config.instruction_boost
+
+    # Without the boost the same request ranks the instruction below three messages about dice and
+    # decks: the request is not worded like the instruction.
+    engine = service.search_engine
+    config = engine.config
+    engine.config = replace(config, instruction_boost=0.0)
+    try:
+        unboosted = _search(service, ctx, user, request)
+    finally:
+        engine.config = config
+    assert "m2" not in {m for r in unboosted for m in r.source_message_ids}
+
+
+def test_a_request_about_something_else_gets_no_instruction(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user)
+    results = _search(service, ctx, user, "Where does my study group meet?")
+    assert not [r for r in results if r.metadata.get("applies_to")]
+    assert "m8" in results[0].source_message_ids
