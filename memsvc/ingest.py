@@ -706,6 +706,13 @@ def session_digest(turns: Iterable[tuple[str, str]]) -> str:
     return " | ".join(lines)
 
 
+def vector_text(kind: str, content: str, metadata: dict[str, Any] | None) -> str:
+    """The text a semantic memory's vector is made from: a standing instruction's topic (the
+    requests it governs find it), else its content."""
+    topic = (metadata or {}).get(APPLIES_TO_KEY) if kind == "preference" else None
+    return topic if isinstance(topic, str) and topic else content
+
+
 def _instruction_metadata(fact: ExtractedFact) -> dict[str, str]:
     return {APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {}
 

@@ -32,7 +32,7 @@ from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.extraction.llm import LLMExtractor
 from memsvc.extraction.passages import PassageConfig
-from memsvc.ingest import Ingestor, content_hash
+from memsvc.ingest import Ingestor, content_hash, vector_text
 from memsvc.models import Job
 from memsvc.schemas import (
     AddRequest,
@@ -541,7 +541,9 @@ class MemoryService:
             memory = store.update_memory(session, ctx, memory_id, patch)
             if patch.content is not None:
                 memory.content_hash = content_hash(patch.content)
-                memory.embedding = self.embedder.embed([patch.content])[0]
+                memory.embedding = self.embedder.embed(
+                    [vector_text(memory.kind, patch.content, memory.metadata_)]
+                )[0]
                 passages_store.recut_passages(
                     session, memory, self.embedder, self.ingestor.passages, ctx.actor
                 )

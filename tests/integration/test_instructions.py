@@ -7,7 +7,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from memsvc.schemas import AddRequest, Message, SearchRequest
+from memsvc.schemas import AddRequest, Message, SearchRequest, UpdateRequest
 
 START = datetime(2024, 3, 15, 9, tzinfo=UTC)
 INSTRUCTION = "Always give step-by-step explanations with concrete examples when I ask about probability."
@@ -79,3 +79,20 @@ def test_a_request_about_something_else_gets_no_instruction(service, tenant) -> 
     results = _search(service, ctx, user, "Where does my study group meet?")
     assert not [r for r in results if r.metadata.get("applies_to")]
     assert "m8" in results[0].source_message_ids
+
+
+def test_an_edited_instruction_keeps_the_vector_of_the_requests_it_governs(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user)
+    request = "How likely is it that I draw a red card from a shuffled deck?"
+    (instruction,) = [r for r in _search(service, ctx, user, request) if r.metadata.get("applies_to")]
+    reworded = "When the user asks about probability: always show each step and end with a worked example."
+    service.update(ctx, instruction.id, UpdateRequest(content=reworded))
+    (found,) = [r for r in _search(service, ctx, user, request) if r.metadata.get("applies_to")]
+    assert (found.id, found.content) == (instruction.id, reworded)
+    topic = service.embedder.embed(["probability"])[0]
+    corpora = service.search_engine.corpora
+    with service.db.session() as session, corpora.reading(session, ctx.tenant_id, user) as corpus:
+        (slot,) = corpus.instruction_slots()
+        assert float(corpus.vectors[slot] @ topic) > 0.99
