@@ -30,6 +30,7 @@ from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
+from memsvc.ingest import APPLIES_TO_KEY
 from memsvc.ranking import (
     Candidate,
     RankedResult,
@@ -565,10 +566,15 @@ def related_entities(corpus: UserCorpus, results: Sequence[MemoryOut]) -> list[t
 def assemble_context(
     results: Sequence[MemoryOut], max_tokens: int, entities: Sequence[tuple[str, list[str]]] = ()
 ) -> ContextResponse:
-    """Fill the budget best-first, then lay out facts first, events in time order, and the
-    entities they mention with whatever budget is left."""
-    header_facts, header_events = "## Facts", "## Events (oldest first)"
-    budget = max_tokens - count_tokens(header_facts) - count_tokens(header_events) - 2
+    """Fill the budget best-first, then lay out the user's standing instructions, facts, events
+    in time order, and the entities they mention with whatever budget is left."""
+    header_instructions, header_facts, header_events = (
+        "## Instructions",
+        "## Facts",
+        "## Events (oldest first)",
+    )
+    headers = count_tokens(header_instructions) + count_tokens(header_facts) + count_tokens(header_events)
+    budget = max_tokens - headers - 3
     chosen: list[tuple[MemoryOut, str]] = []
     used = 0
     for item in results:
@@ -578,12 +584,15 @@ def assemble_context(
             continue
         chosen.append((item, line))
         used += cost
-    facts = [(i, line) for i, line in chosen if i.type == "semantic"]
+    instructions = [(i, line) for i, line in chosen if i.metadata.get(APPLIES_TO_KEY)]
+    facts = [(i, line) for i, line in chosen if i.type == "semantic" and not i.metadata.get(APPLIES_TO_KEY)]
     events = sorted(
         ((i, line) for i, line in chosen if i.type != "semantic"),
         key=lambda pair: pair[0].event_at or pair[0].created_at or datetime.min.replace(tzinfo=UTC),
     )
     sections = []
+    if instructions:
+        sections.append("\n".join([header_instructions, *(line for _, line in instructions)]))
     if facts:
         sections.append("\n".join([header_facts, *(line for _, line in facts)]))
     if events:
@@ -600,5 +609,5 @@ def assemble_context(
         sections.append("\n".join([header_entities, *entity_lines]))
     context = "\n\n".join(sections)
     return ContextResponse(
-        context=context, items=[i for i, _ in facts + events], tokens=count_tokens(context)
+        context=context, items=[i for i, _ in instructions + facts + events], tokens=count_tokens(context)
     )

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from memsvc.schemas import AddRequest, Message, SearchRequest, UpdateRequest
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest, UpdateRequest
 
 START = datetime(2024, 3, 15, 9, tzinfo=UTC)
 INSTRUCTION = "Always give step-by-step explanations with concrete examples when I ask about probability."
@@ -96,3 +96,21 @@ def test_an_edited_instruction_keeps_the_vector_of_the_requests_it_governs(servi
     with service.db.session() as session, corpora.reading(session, ctx.tenant_id, user) as corpus:
         (slot,) = corpus.instruction_slots()
         assert float(corpus.vectors[slot] @ topic) > 0.99
+
+
+def test_the_context_block_gives_the_instruction_its_own_section_first(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user)
+    block = service.context(
+        ctx,
+        ContextRequest(query="How likely is it that I draw a red card from a shuffled deck?", user_id=user),
+    )
+    sections = block.context.split("\n\n")
+    assert sections[0].splitlines() == [
+        "## Instructions",
+        "- [2024-03-15] When the user asks about probability: always give step-by-step explanations"
+        " with concrete examples. (src: m2)",
+    ]
+    assert block.items[0].metadata["applies_to"] == "probability"
+    assert not any("When the user asks" in s for s in sections[1:])
