@@ -53,7 +53,11 @@ names resolved ("I went to a support group yesterday" said by Caroline on 8 May 
 turn that says them and write absolute dates. Questions, greetings and small talk state no fact. \
 kind is "preference" (likes, dislikes, favourites), "plan" (intentions, future events), "event" \
 (something that happened) or "fact" (anything else). subject is the person the fact is about. \
-valid_from is when it happened or became true (ISO 8601 date), or null.
+valid_from is when it happened or became true (ISO 8601 date), or null. A standing instruction \
+to the assistant for some kind of request ("Always include version numbers when I ask about \
+libraries") is a "preference" stated as "When <speaker> asks about libraries: always include \
+version numbers.", with applies_to naming those requests ("libraries"); applies_to is null for \
+every other fact.
 - entities: people, places, organizations, things and events mentioned, with a canonical name and \
 any aliases used in the text.
 - relations: (subject, predicate, object) triples between entity names, with a short snake_case \
@@ -78,6 +82,7 @@ class _Fact(BaseModel):
     valid_from: str | None = None
     confidence: float = 0.7
     importance: float = 0.5
+    applies_to: str | None = None
 
 
 class _Entity(BaseModel):
@@ -148,6 +153,7 @@ def response_schema() -> dict[str, Any]:
             "valid_from": nullable_date,
             "confidence": {"type": "number"},
             "importance": {"type": "number"},
+            "applies_to": {"type": ["string", "null"], "description": "a standing instruction's requests"},
         }
     )
     entity = obj(
@@ -455,6 +461,7 @@ class LLMExtractor:
                     valid_from=_parse_when(f.valid_from, known[ids[0]].event_at),
                     confidence=_unit(f.confidence),
                     importance=_unit(f.importance),
+                    applies_to=(f.applies_to or "").strip() or None if f.kind == "preference" else None,
                 )
             )
         names: dict[str, ExtractedEntity] = {}

@@ -115,6 +115,34 @@ def test_success_sends_model_schema_and_turns_and_converts_the_answer(server: Fa
     assert rel.valid_from == datetime(2023, 5, 7, tzinfo=UTC)
 
 
+def test_a_standing_instruction_keeps_the_requests_it_governs(server: FakeOpenAI) -> None:
+    turns = [*TURNS, Turn("m4", "user", "Caroline", "Always cite sources when I ask about history.", AT)]
+    answer = json.loads(json.dumps(GOOD))
+    answer["facts"][1]["applies_to"] = "kids"  # on a plain fact it means nothing: dropped
+    answer["facts"].append(
+        {
+            "content": "When Caroline asks about history: always cite sources.",
+            "kind": "preference",
+            "subject": "Caroline",
+            "source_message_ids": ["m4"],
+            "valid_from": None,
+            "confidence": 0.9,
+            "importance": 0.7,
+            "applies_to": " history ",
+        }
+    )
+    server.script(Reply(content=answer))
+    result = extractor(server).extract(turns)
+    schema = server.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert "applies_to" in schema["properties"]["facts"]["items"]["required"]
+    assert "applies_to" in server.requests[0].body["messages"][0]["content"]
+    assert [(f.source_message_ids, f.applies_to) for f in result.facts] == [
+        (("m3",), None),
+        (("m2",), None),
+        (("m4",), "history"),
+    ]
+
+
 def test_hallucinated_message_ids_are_dropped(server: FakeOpenAI) -> None:
     answer = json.loads(json.dumps(GOOD))
     answer["facts"][1]["source_message_ids"] = ["m2", "m99"]  # one made-up id: the item goes
