@@ -412,8 +412,11 @@ def _governing_instruction(
     enough (`SearchConfig.instruction_min_cosine`)."""
     if not config.instruction_boost:
         return None
-    live = [s for s in corpus.instruction_slots() if corpus.rows[s].status != "archived"]
-    slots = np.intersect1d(np.asarray(live, dtype=np.int64), eligible)
+    live = np.asarray(
+        [s for s in corpus.instruction_slots() if corpus.rows[s].status != "archived"], dtype=np.int64
+    )
+    # isin, not intersect1d: a handful of instructions against up to every slot (no sort of those).
+    slots = live[np.isin(live, eligible)] if len(live) else live
     if not len(slots):
         return None
     cosines = _dot(corpus.vectors[slots], query_vector)

@@ -59,6 +59,8 @@ def test_the_instruction_a_request_falls_under_is_among_its_first_results(servic
     explained = service.search(ctx, SearchRequest(query=request, user_id=user, limit=3, explain=True))
     (lead,) = [r for r in explained if r.metadata.get("applies_to")]
     assert lead.metadata["explain"]["instruction"] == service.search_engine.config.instruction_boost
+    episodic = service.search(ctx, SearchRequest(query=request, user_id=user, limit=3, types=["episodic"]))
+    assert not [r for r in episodic if r.metadata.get("applies_to")]  # filters hold for it too
 
     # Without the boost the same request ranks the instruction below three messages about dice and
     # decks: the request is not worded like the instruction.
