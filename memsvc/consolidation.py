@@ -102,10 +102,25 @@ _VALUE_END = re.compile(
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 
 
+# A standing instruction as the extractors state it ("When the user asks about taxes: always give
+# the year."): the requests it governs are its attribute and the directive its value, so a newer
+# instruction for the same requests supersedes the older one.
+_INSTRUCTION = re.compile(r"^When (?P<who>.+?) asks (?:about|for) (?P<topic>[^:]+): (?P<directive>.+?)\.?$")
+INSTRUCTION_ATTRIBUTE = "instruction: "
+
+
 def fact_slot(content: str, subject: str | None) -> Slot | None:
     """The attribute of `subject` a fact states a value of, if it is one that has one current value
-    (where they live, their job, employer, pet, car, partner); None for anything else."""
-    if not subject or not content.startswith(subject):
+    (where they live, their job, employer, pet, car, partner, the instruction for some requests);
+    None for anything else."""
+    if not subject:
+        return None
+    instruction = _INSTRUCTION.match(content)
+    if instruction and instruction.group("who") in (subject, "the user"):
+        topic = " ".join(instruction.group("topic").lower().split())
+        directive = instruction.group("directive")
+        return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
+    if not content.startswith(subject):
         return None
     rest = content[len(subject) :].replace("’", "'")
     if rest.startswith(" and others "):  # "we" in the speaker's words
@@ -162,6 +177,8 @@ class SlotFact:
     @property
     def plain(self) -> bool:
         """Whether this is the value's plain statement (`state_sentence`), not the words as said."""
+        if self.attribute not in _STATE:
+            return False  # an instruction has no plain statement: it is said plainly
         slot = Slot(self.attribute, self.value, self.value)
         return self.content.lower() == state_sentence(self.subject, slot).lower()
 
@@ -210,7 +227,7 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
     seen = {f.content.lower() for f in facts}
     for fact in facts:
         slot = fact_slot(fact.content, fact.subject)
-        if slot is None:
+        if slot is None or slot.attribute not in _STATE:
             continue
         sentence = state_sentence(fact.subject, slot)
         if sentence.lower() in seen:

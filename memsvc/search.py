@@ -165,7 +165,9 @@ def rank_corpus(
         return []
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
-    instruction = _governing_instruction(corpus, eligible, query_vector, config)
+    instruction = _governing_instruction(
+        corpus, eligible, query_vector, config, current=request.as_of is None
+    )
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
         pool = _with_survivors(corpus, pool, instruction)
@@ -406,14 +408,22 @@ def _with_survivors(corpus: UserCorpus, pool: list[int], instruction: int | None
 
 
 def _governing_instruction(
-    corpus: UserCorpus, eligible: Slots, query_vector: npt.NDArray[np.float32], config: SearchConfig
+    corpus: UserCorpus,
+    eligible: Slots,
+    query_vector: npt.NDArray[np.float32],
+    config: SearchConfig,
+    *,
+    current: bool,
 ) -> int | None:
     """The slot of the searchable standing instruction whose topic is nearest the query, if near
     enough (`SearchConfig.instruction_min_cosine`)."""
     if not config.instruction_boost:
         return None
+    # Now, a newer instruction for the same requests has superseded an older one; `as_of` a past
+    # time, the one in force then is eligible.
+    statuses = ("active",) if current else ("active", "superseded")
     live = np.asarray(
-        [s for s in corpus.instruction_slots() if corpus.rows[s].status != "archived"], dtype=np.int64
+        [s for s in corpus.instruction_slots() if corpus.rows[s].status in statuses], dtype=np.int64
     )
     # isin, not intersect1d: a handful of instructions against up to every slot (no sort of those).
     slots = live[np.isin(live, eligible)] if len(live) else live
@@ -587,8 +597,11 @@ def assemble_context(
             continue
         chosen.append((item, line))
         used += cost
-    instructions = [(i, line) for i, line in chosen if i.metadata.get(APPLIES_TO_KEY)]
-    facts = [(i, line) for i, line in chosen if i.type == "semantic" and not i.metadata.get(APPLIES_TO_KEY)]
+    # An instruction a newer one replaced is history, a fact like any other.
+    instructions = [
+        (i, line) for i, line in chosen if i.metadata.get(APPLIES_TO_KEY) and i.status == "active"
+    ]
+    facts = [(i, line) for i, line in chosen if i.type == "semantic" and (i, line) not in instructions]
     events = sorted(
         ((i, line) for i, line in chosen if i.type != "semantic"),
         key=lambda pair: pair[0].event_at or pair[0].created_at or datetime.min.replace(tzinfo=UTC),

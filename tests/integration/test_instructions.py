@@ -116,3 +116,36 @@ def test_the_context_block_gives_the_instruction_its_own_section_first(service, 
     ]
     assert block.items[0].metadata["applies_to"] == "probability"
     assert not any("When the user asks" in s for s in sections[1:])
+
+
+def test_a_newer_instruction_for_the_same_requests_supersedes_the_older(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    said = [
+        ("m0", START, "Always give amounts in grams when I ask about recipes."),
+        ("m1", START + timedelta(days=30), "When I ask about recipes, always give amounts in cups."),
+    ]
+    for message_id, at, text in said:
+        request = AddRequest(
+            user_id=user,
+            session_id=message_id,
+            messages=[Message(role="user", content=text, id=message_id, created_at=at)],
+        )
+        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+        assert outcome.status == "succeeded", outcome.error
+    query = "Can you give me a recipe for pancakes?"
+    now = next(r for r in _search(service, ctx, user, query) if r.metadata.get("applies_to"))
+    assert (now.source_message_ids, now.status) == (["m1"], "active")
+    stored = service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    older = [r for r in stored if r.source_message_ids == ["m0"] and r.kind == "preference"]
+    assert [(r.status, r.valid_to) for r in older] == [("superseded", START + timedelta(days=30))]
+    block = service.context(ctx, ContextRequest(query=query, user_id=user)).context
+    assert (
+        "## Instructions\n- [2024-04-14] When the user asks about recipes: always give amounts in cups."
+        in block
+    )
+    assert "grams" not in block.split("## Facts")[0]  # the replaced one is no standing instruction
+    between = START + timedelta(days=10)
+    past = service.search(ctx, SearchRequest(query=query, user_id=user, limit=3, as_of=between))
+    (then,) = [r for r in past if r.metadata.get("applies_to")]
+    assert then.source_message_ids == ["m0"]

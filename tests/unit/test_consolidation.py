@@ -17,6 +17,7 @@ from memsvc.consolidation import (
     RetentionRow,
     Slot,
     SlotFact,
+    Supersede,
     close_to_earlier,
     fact_slot,
     is_small_talk,
@@ -56,11 +57,38 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann will move to Paris next year", None),
         ("Ann wants to live in Paris", None),
         ("Bob lives in Denver", None),  # not about the subject given
+        ("When Ann asks about Taxes: always give the year.", ("instruction: taxes", "always give the year")),
+        ("When Ann asks for  recipes: never use cups.", ("instruction: recipes", "never use cups")),
+        ("When Bob asks about taxes: always give the year.", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
     slot = fact_slot(content, "Ann")
     assert (None if slot is None else (slot.attribute, slot.value)) == expected
+
+
+def test_an_instruction_has_no_plain_statement_and_the_next_one_supersedes_it() -> None:
+    said = ExtractedFact(
+        "When the user asks about taxes: always give the year.", "preference", "user", ("m1",), T0
+    )
+    assert with_state_facts([said]) == [said]
+    slot = fact_slot(said.content, "user")
+    assert slot is not None
+    later = T0 + timedelta(days=3)
+    facts = [
+        SlotFact(uuid.UUID(int=i), "user", slot.attribute, value, at, at, "active", None, None, content)
+        for i, (value, at, content) in enumerate(
+            [
+                ("always give the year", T0, said.content),
+                (
+                    "always give the year and the form",
+                    later,
+                    "When the user asks about taxes: always give the year and the form.",
+                ),
+            ]
+        )
+    ]
+    assert plan_supersessions(facts) == [Supersede(uuid.UUID(int=0), uuid.UUID(int=1), later)]
 
 
 def test_state_sentences_restate_changes_plainly() -> None:
