@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from memsvc.ingest import APPLIES_TO_KEY, turn_line
+from memsvc.ingest import is_instruction, turn_line
 from memsvc.ranking import BM25Index, turn_index_text
 
 DEFAULT_CACHE_MB = 1024
@@ -98,11 +98,6 @@ class CorpusRow(NamedTuple):
         )
 
 
-def is_instruction(row: CorpusRow) -> bool:
-    """A standing instruction: a preference that names the requests it governs."""
-    return row.kind == "preference" and bool(row.metadata.get(APPLIES_TO_KEY))
-
-
 class UserCorpus:
     """One user's memories indexed for ranking, updated in place from changed rows.
 
@@ -125,7 +120,7 @@ class UserCorpus:
         self._slot_of: dict[uuid.UUID, int] = {}
         self._session_turns: dict[str | None, list[int]] = {}  # turn slots of a session, in order
         self._speaker_turns: Counter[str] = Counter()
-        self._instructions: set[uuid.UUID] = set()  # live standing instructions (`is_instruction`)
+        self._instructions: set[uuid.UUID] = set()  # live standing instructions (`ingest.is_instruction`)
         self._dead = 0
         self._archived_live = 0
         self._text_bytes = 0
@@ -369,10 +364,12 @@ class UserCorpus:
             self._slot_of[row.id] = slot
         elif self._slot_of.get(row.id) == slot:
             del self._slot_of[row.id]
-        if is_instruction(row):
+        if is_instruction(row.kind, row.metadata):
             if sign > 0:
                 self._instructions.add(row.id)
-            elif (live := self._slot_of.get(row.id)) is None or not is_instruction(self.rows[live]):
+            elif (live := self._slot_of.get(row.id)) is None or not is_instruction(
+                self.rows[live].kind, self.rows[live].metadata
+            ):
                 self._instructions.discard(row.id)
         if row.kind == "turn" and row.speaker:
             self._speaker_turns[row.speaker] += sign

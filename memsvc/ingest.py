@@ -428,9 +428,8 @@ class Ingestor:
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
-                    "metadata_": {**(request.metadata or {}), **_instruction_metadata(fact)},
-                    # A standing instruction is found by the requests it governs, not its wording.
-                    "_embed": fact.applies_to or fact.content,
+                    "metadata_": (metadata := {**(request.metadata or {}), **_instruction_metadata(fact)}),
+                    "_embed": vector_text(fact.kind, fact.content, metadata),
                 }
             )
             for message_id in sources:
@@ -706,11 +705,16 @@ def session_digest(turns: Iterable[tuple[str, str]]) -> str:
     return " | ".join(lines)
 
 
+def is_instruction(kind: str, metadata: dict[str, Any] | None) -> bool:
+    """A standing instruction: a preference that names the requests it governs."""
+    topic = (metadata or {}).get(APPLIES_TO_KEY)
+    return kind == "preference" and isinstance(topic, str) and bool(topic)
+
+
 def vector_text(kind: str, content: str, metadata: dict[str, Any] | None) -> str:
     """The text a semantic memory's vector is made from: a standing instruction's topic (the
     requests it governs find it), else its content."""
-    topic = (metadata or {}).get(APPLIES_TO_KEY) if kind == "preference" else None
-    return topic if isinstance(topic, str) and topic else content
+    return str(metadata[APPLIES_TO_KEY]) if metadata and is_instruction(kind, metadata) else content
 
 
 def _instruction_metadata(fact: ExtractedFact) -> dict[str, str]:

@@ -30,7 +30,7 @@ from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
-from memsvc.ingest import APPLIES_TO_KEY
+from memsvc.ingest import is_instruction
 from memsvc.ranking import (
     Candidate,
     RankedResult,
@@ -597,11 +597,13 @@ def assemble_context(
             continue
         chosen.append((item, line))
         used += cost
-    # An instruction a newer one replaced is history, a fact like any other.
-    instructions = [
-        (i, line) for i, line in chosen if i.metadata.get(APPLIES_TO_KEY) and i.status == "active"
-    ]
-    facts = [(i, line) for i, line in chosen if i.type == "semantic" and (i, line) not in instructions]
+
+    def standing(item: MemoryOut) -> bool:
+        # An instruction a newer one replaced is history, a fact like any other.
+        return is_instruction(item.kind or "", item.metadata) and item.status == "active"
+
+    instructions = [(i, line) for i, line in chosen if standing(i)]
+    facts = [(i, line) for i, line in chosen if i.type == "semantic" and not standing(i)]
     events = sorted(
         ((i, line) for i, line in chosen if i.type != "semantic"),
         key=lambda pair: pair[0].event_at or pair[0].created_at or datetime.min.replace(tzinfo=UTC),
