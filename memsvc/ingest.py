@@ -428,7 +428,7 @@ class Ingestor:
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
-                    "metadata_": (metadata := {**(request.metadata or {}), **_instruction_metadata(fact)}),
+                    "metadata_": (metadata := _fact_metadata(request.metadata, fact)),
                     "_embed": vector_text(fact.kind, fact.content, metadata),
                 }
             )
@@ -717,8 +717,11 @@ def vector_text(kind: str, content: str, metadata: dict[str, Any] | None) -> str
     return str(metadata[APPLIES_TO_KEY]) if metadata and is_instruction(kind, metadata) else content
 
 
-def _instruction_metadata(fact: ExtractedFact) -> dict[str, str]:
-    return {APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {}
+def _fact_metadata(batch: dict[str, Any] | None, fact: ExtractedFact) -> dict[str, Any]:
+    """The batch's metadata, and the requests a standing instruction governs: only the extractor
+    says what is an instruction (a batch tagged `applies_to` makes none of its facts one)."""
+    metadata = {k: v for k, v in (batch or {}).items() if k != APPLIES_TO_KEY}
+    return metadata | ({APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {})
 
 
 def _source(

@@ -149,3 +149,24 @@ def test_a_newer_instruction_for_the_same_requests_supersedes_the_older(service,
     past = service.search(ctx, SearchRequest(query=query, user_id=user, limit=3, as_of=between))
     (then,) = [r for r in past if r.metadata.get("applies_to")]
     assert then.source_message_ids == ["m0"]
+
+
+def test_a_batch_tagged_applies_to_makes_no_instruction(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    request = AddRequest(
+        user_id=user,
+        session_id="s1",
+        metadata={"applies_to": "music", "source": "import"},
+        messages=[
+            Message(role="user", content="I love jazz and I prefer vinyl records.", id="m0", created_at=START)
+        ],
+    )
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+    stored = service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    assert stored and all(r.metadata.get("source") == "import" for r in stored)
+    assert not [r for r in stored if "applies_to" in r.metadata]
+    query = SearchRequest(query="What music should I listen to?", user_id=user, explain=True)
+    explained = service.search(ctx, query)
+    assert explained and all(r.metadata["explain"]["instruction"] == 0 for r in explained)
