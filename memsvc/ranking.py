@@ -299,6 +299,10 @@ ORDER_QUERY = re.compile(
     r"|(came|happened) first|chronolog\w*|sequence of|timeline)\b",
     re.IGNORECASE,
 )
+# A request for a summary ("summarize how my resume developed", "an overview of my plans"), not
+# a question that names one ("the monthly summary"): it asks for the substance of whole messages,
+# not the one passage that answers a pointed question.
+SUMMARY_QUERY = re.compile(r"\bsummari[sz](e|es|ed|ing)\b|\b(summary|overview|recap) of\b", re.IGNORECASE)
 TEMPORAL_QUERY = re.compile(
     r"^\s*when\b|\bwhat (year|month|day|date|time|week|season)\b|\bhow long\b"
     r"|\bwhich (year|month|day|week)\b|\bhow many (years|months|weeks|days)\b",
@@ -781,6 +785,7 @@ def _best_of_each_episode_first(groups: list[list[int]], candidates: Sequence[Ca
 __all__ = [
     "CONTEXT_MAX_WORDS",
     "STOP_WORDS",
+    "SUMMARY_QUERY",
     "TEMPORAL_EXPRESSION",
     "TEMPORAL_QUERY",
     "BM25Index",

@@ -218,3 +218,18 @@ def test_the_passages_of_a_superseded_turn_are_closed_and_reopened_with_it(servi
             None,
         )
         assert service.history(ctx, memory_id)[-1].op == "reopen"
+
+
+def test_a_summary_request_gets_whole_messages(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pw-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _chat(user))
+    results = service.search(
+        ctx, SearchRequest(query="Can you summarize how I should speed up my dashboard?", user_id=user)
+    )
+    (answer,) = [r for r in results if "m1" in r.source_message_ids]
+    assert answer.kind in ("turn", "excerpt") and f"assistant: {ANSWER}" in answer.content  # whole
+    assert not [r for r in results if r.kind == "passage"]
+    # A question that only names a summary still gets the passage that answers it.
+    pointed = service.search(ctx, SearchRequest(query="What TTL for the monthly summary?", user_id=user))
+    assert pointed[0].kind == "passage" and "TTL of 300 seconds" in pointed[0].content
