@@ -266,6 +266,7 @@ def explain(
         speaker_boost=0.0,
         temporal_boost=0.0,
         role_boost=0.0,
+        order_role_boost=0.0,
         low_importance_penalty=0.0,
     )
 
@@ -279,7 +280,7 @@ def explain(
         "keyword": only(replace(zero, lexical_weight=config.lexical_weight)),
         "time": only(replace(zero, temporal_boost=config.temporal_boost)),
         "speaker": only(replace(zero, speaker_boost=config.speaker_boost)),
-        "role": only(replace(zero, role_boost=config.role_boost)),
+        "role": only(replace(zero, role_boost=config.role_boost, order_role_boost=config.order_role_boost)),
         **bonuses,
         "neighbours": propagate_neighbours(candidates, fused, config) - fused,
         "importance": -config.low_importance_penalty * importance_deficit(candidates),

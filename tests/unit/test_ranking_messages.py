@@ -80,3 +80,11 @@ def test_an_order_question_gets_the_best_of_each_session_first() -> None:
     assert ordered == ["a1", "b1", "c1", "a2", "a3"]
     plain = [r.id for r in rank(candidates, "Which features did I bring up?", config=config)]
     assert plain == ["a1", "a2", "a3", "b1", "c1"]
+
+
+def test_an_order_question_about_what_i_brought_up_prefers_my_messages_more() -> None:
+    config = RankingConfig(role_boost=1.0, order_role_boost=3.0, propagate_from_next=0.0)
+    both = [_message("a", "assistant", 0.9), _message("u", "user", 0.5), _message("x", "user", 0.0)]
+    # Another question: the boost of 1 does not lift the user's message over a much closer answer.
+    assert rank(both, "What did I decide?", config=config)[0].id == "a"
+    assert rank(both, "In what order did I bring these up?", config=config)[0].id == "u"
