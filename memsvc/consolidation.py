@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memsvc.extraction.base import ExtractedFact
+from memsvc.extraction.base import INSTRUCTION_SENTENCE, ExtractedFact
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -102,10 +102,9 @@ _VALUE_END = re.compile(
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 
 
-# A standing instruction as the extractors state it ("When the user asks about taxes: always give
-# the year."): the requests it governs are its attribute and the directive its value, so a newer
-# instruction for the same requests supersedes the older one.
-_INSTRUCTION = re.compile(r"^When (?P<who>.+?) asks (?:about|for) (?P<topic>[^:]+): (?P<directive>.+?)\.?$")
+# A standing instruction as the extractors state it (`instruction_sentence`): the requests it
+# governs are its attribute and the directive its value, so a newer instruction for the same
+# requests supersedes the older one.
 INSTRUCTION_ATTRIBUTE = "instruction: "
 
 
@@ -115,7 +114,7 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     None for anything else."""
     if not subject:
         return None
-    instruction = _INSTRUCTION.match(content)
+    instruction = INSTRUCTION_SENTENCE.match(content)
     if instruction and instruction.group("who") in (subject, "the user"):
         topic = " ".join(instruction.group("topic").lower().split())
         directive = instruction.group("directive")

@@ -7,6 +7,7 @@ database nor the embedding model, so ingest can run them anywhere and test them 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +45,17 @@ class ExtractedFact:
     # A standing instruction ("Always cite sources when I ask about history") applies to requests
     # about this ("history"): its vector is this text's, so the requests it governs find it.
     applies_to: str | None = None
+
+
+def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str:
+    """How every extractor states a standing instruction: "When the user asks about taxes: always
+    give the year." (`asks` is "about" or "for"); `INSTRUCTION_SENTENCE` reads it back."""
+    return f"When {who} asks {asks} {topic}: {directive[0].lower()}{directive[1:]}."
+
+
+INSTRUCTION_SENTENCE = re.compile(
+    r"^When (?P<who>.+?) asks (?:about|for) (?P<topic>[^:]+): (?P<directive>.+?)\.?$"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from memsvc.extraction.base import (
     Extraction,
     FactKind,
     Turn,
+    instruction_sentence,
 )
 from memsvc.extraction.dates import ResolvedDate, main_date, resolve_dates, rewrite_relative, tense_of
 
@@ -938,7 +939,7 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
     directive = m.group("directive").strip()
     who = "the user" if _is_role_name(turn.speaker) else turn.speaker
     return ExtractedFact(
-        content=f"When {who} asks {m.group('about').lower()} {topic}: {directive[0].lower()}{directive[1:]}.",
+        content=instruction_sentence(who, m.group("about").lower(), topic, directive),
         kind="preference",
         subject=turn.speaker,
         source_message_ids=(turn.message_id,),
