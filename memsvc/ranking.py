@@ -308,6 +308,34 @@ ORDER_QUERY = re.compile(
 # a question that names one ("the monthly summary"): it asks for the substance of whole messages,
 # not the one passage that answers a pointed question.
 SUMMARY_QUERY = re.compile(r"\bsummari[sz](e|es|ed|ing)\b|\b(summary|overview|recap) of\b", re.IGNORECASE)
+# Words that frame a question about the conversation rather than name its subject: the request
+# ("can you list", "walk me through"), the conversation itself ("across our sessions", "the order
+# in which I brought up different aspects of"), the answer's form ("in order", "Mention only three
+# items", "Answer yes or no"), a summary's wrapper ("a comprehensive summary of", "over time").
+# A mean-pooled encoder spreads a vector over every word, and in a long framed question ("Can you
+# list the order in which I brought up different aspects of developing my budget tracker
+# throughout our conversations, in order? Mention ONLY and ONLY three items.") the subject is a
+# few words of thirty: the dense query is made from the question without them (`query_focus`).
+_ASK = (
+    r"(list|tell me|walk me through|give me|provide|remind me( of)?|summari[sz]e|describe|show me"
+    r"|explain|recall)"
+)
+_FRAMING = (
+    rf"(^|(?<=[.?!])\s+)(can|could|would|will) you( please)?( {_ASK})?\b",
+    rf"^(please )?{_ASK}\b",
+    r"\b(in )?the order in which\b",
+    r"\bin (chronological |what )?order\b",
+    r"\bI('ve| have)? (brought up|mentioned|discussed|raised|talked about|asked about)\b",
+    r"\b(the )?(different|various) (aspects|concepts|topics|things|points) (of|related to|about|in)\b",
+    r"\b(throughout|across|over|in|during|through|from) (all )?(of )?(our|my|the|these)"
+    r" (previous |past |earlier |recent )?(conversations?|sessions?|discussions?|chats?|exchanges?)\b",
+    r"\bacross my (questions|requests|messages)\b",
+    r"(^|(?<=[.?!])\s+)(mention|answer|respond|reply)\b[^.?!]*\b(only|exactly|yes or no)\b[^.?!]*[.?!]?",
+    r"\b(a |an )?(clear |comprehensive |brief |short |detailed |quick |full )?(summary|overview|recap) of\b",
+    r"\bover time\b",
+    r"\bso far\b",
+)
+FRAMING = re.compile("|".join(f"(?:{p})" for p in _FRAMING), re.IGNORECASE)
 TEMPORAL_QUERY = re.compile(
     r"^\s*when\b|\bwhat (year|month|day|date|time|week|season)\b|\bhow long\b"
     r"|\bwhich (year|month|day|week)\b|\bhow many (years|months|weeks|days)\b",
@@ -361,6 +389,18 @@ def query_role(query: str) -> str | None:
     if ASKS_USER.search(query.replace("’", "'")):
         return "user"
     return None
+
+
+def query_focus(query: str) -> str:
+    """The query without the words that frame it (`FRAMING`): the text its dense vector is made
+    from. A question that is all framing keeps its words (two left at least); one with none is
+    left as it is, punctuation too (the encoder's vectors depend on it)."""
+    if not FRAMING.search(query):
+        return query
+    focus = " ".join(FRAMING.sub(" ", query).split())
+    # Tidy what the cut leaves: no space before punctuation, no comma before the question mark.
+    focus = re.sub(r",+(?=[?.!]|$)", "", re.sub(r"\s+(?=[?.!,])", "", focus)).strip(" ,")
+    return focus if len(focus.split()) >= 2 else query
 
 
 def analyze_query(query: str, speakers: Iterable[str] = ()) -> QueryAnalysis:

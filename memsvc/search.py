@@ -41,6 +41,7 @@ from memsvc.ranking import (
     importance_deficit,
     pass_to_survivors,
     propagate_neighbours,
+    query_focus,
     rank,
     tokenize,
 )
@@ -57,6 +58,8 @@ PAST_QUERY = re.compile(
 _RANKING_KIND = {"turn": "turn", "passage": "passage", "session": "digest"}  # semantic: "fact"
 _MESSAGE_KINDS = ("turn", "passage")
 CONTEXT_CANDIDATES = 30
+# Words the first results of a summary request may hold: no limit that a chat's messages reach.
+SUMMARY_WORD_BUDGET = 10**9
 Slots = npt.NDArray[np.int64]
 
 
@@ -77,15 +80,18 @@ class SearchConfig:
     # pool, BM25's maximum, what a turn passes to the turn before it) but are never returned: a
     # consolidation run then only hides rows, and the others rank as they did (issue 18).
     archived_in_scoring: bool = True
-    # The user's standing instruction whose topic is nearest the query ("Always cite sources when
-    # I ask about history" for "Who won at Austerlitz?") ranks this much higher (z units) when the
-    # topic's cosine to the query is at least `instruction_min_cosine`: a request is rarely worded
-    # like the instruction that governs it. BEAM tune half (issue 19), against no boost: R@10
-    # 0.6413 -> 0.6497, words@10 559 -> 544, instruction following 0.589 -> 0.679; boost 4 left
-    # it below turns that gain role and neighbour boosts (0.6417), 8 and 12 alike; cosine 0.2 /
-    # 0.3 / 0.4 within 0.001 of each other.
+    # The user's standing instructions whose topics are nearest the query ("Always cite sources
+    # when I ask about history" for "Who won at Austerlitz?"), at most `instruction_limit` of
+    # them, rank this much higher (z units) when the topic's cosine to the query is at least
+    # `instruction_min_cosine`: a request is rarely worded like the instruction that governs it.
+    # BEAM tune half (issue 19), against no boost: R@10 0.6413 -> 0.6497, instruction following
+    # 0.589 -> 0.679 with the nearest one at 0.3; boost 4 left it below turns that gain role and
+    # neighbour boosts. The three nearest at 0.25 (session 13): instruction following 0.679 ->
+    # 0.857, all 0.6740 -> 0.6839 (two at 0.25: 0.6799; three at 0.3: 0.6720); the topics of a
+    # user's instructions are often near each other ("resume formatting", "resume design").
     instruction_boost: float = 8.0
-    instruction_min_cosine: float = 0.3
+    instruction_min_cosine: float = 0.25
+    instruction_limit: int = 3
 
 
 class SearchEngine:
@@ -128,10 +134,10 @@ class SearchEngine:
         # The query is embedded before the corpus is synced and held: a sync in flight for this
         # user (after a write) overlaps the embedding instead of adding to it.
         if self.dense is None:
-            query_vector, hits = self.embedder.embed([request.query])[0], None
+            query_vector, hits = self.embedder.embed([query_focus(request.query)])[0], None
         else:
             partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
-            query_vector, hits = self.dense(request.query, partition)
+            query_vector, hits = self.dense(query_focus(request.query), partition)
         with self.corpora.reading(session, ctx.tenant_id, request.user_id) as corpus:
             if not len(corpus):
                 return [], []
@@ -166,12 +172,12 @@ def rank_corpus(
         return []
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
-    instruction = _governing_instruction(
+    instructions = _governing_instructions(
         corpus, eligible, query_vector, config, current=request.as_of is None
     )
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
-        pool = _with_survivors(corpus, pool, instruction)
+        pool = _with_survivors(corpus, pool, instructions)
         stats = corpus.dense_stats(query_vector)
         dense = _pool_dense(corpus, pool, scored, query_vector)
     else:
@@ -181,7 +187,9 @@ def rank_corpus(
         dense_all = by_slot[eligible]
         stats = (float(dense_all.mean()), float(dense_all.std()))
         pool = _with_survivors(
-            corpus, _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config), instruction
+            corpus,
+            _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config),
+            instructions,
         )
         dense = by_slot[pool]
     lexical = lexical_all[pool]
@@ -227,14 +235,19 @@ def rank_corpus(
             (row.status == "superseded" for row in rows), dtype=np.float64, count=n
         )
     bonuses["instruction"] = np.zeros(n)
-    if instruction is not None:
-        bonuses["instruction"][pool.index(instruction)] = config.instruction_boost
+    for slot in instructions:
+        bonuses["instruction"][pool.index(slot)] = config.instruction_boost
     bonus = sum(bonuses.values(), np.zeros(n))
     ranking = replace(
         config.ranking,
         max_results=request.limit,
         dedup_covered=config.ranking.dedup_covered and not keep_covered,
     )
+    if whole:
+        # A summary is of what was asked and what was answered: adjacent messages ranked within
+        # the merge depth join one result whatever their words (BEAM tune half: summarization
+        # R@10 0.157 -> 0.271, all 0.6712 -> 0.6839).
+        ranking = replace(ranking, merge_word_budget=SUMMARY_WORD_BUDGET, merge_min_share=0.0)
     results = rank(candidates, request.query, speakers, ranking, dense_stats=stats, bonus=bonus)
     by_id = {row.key: row for row in rows}
     out = [_result_out(result, by_id) for result in results]
@@ -402,11 +415,11 @@ def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[
     return list(dict.fromkeys(seeds))
 
 
-def _with_survivors(corpus: UserCorpus, pool: list[int], instruction: int | None = None) -> list[int]:
+def _with_survivors(corpus: UserCorpus, pool: list[int], instructions: Sequence[int] = ()) -> list[int]:
     """The pool with the memory each archived row of it was merged into (which now stands for
-    it) and the governing `instruction`, in canonical order."""
+    it) and the governing `instructions`, in canonical order."""
     slot_of = corpus.row_index()
-    extra = {instruction} if instruction is not None else set()
+    extra = set(instructions)
     for slot in pool:
         row = corpus.rows[slot]
         into = row.metadata.get("merged_into") if row.status == "archived" else None
@@ -418,18 +431,18 @@ def _with_survivors(corpus: UserCorpus, pool: list[int], instruction: int | None
     return sorted(extra.union(pool), key=corpus.sort_key)
 
 
-def _governing_instruction(
+def _governing_instructions(
     corpus: UserCorpus,
     eligible: Slots,
     query_vector: npt.NDArray[np.float32],
     config: SearchConfig,
     *,
     current: bool,
-) -> int | None:
-    """The slot of the searchable standing instruction whose topic is nearest the query, if near
-    enough (`SearchConfig.instruction_min_cosine`)."""
+) -> list[int]:
+    """The slots of the searchable standing instructions whose topics are nearest the query, at
+    most `SearchConfig.instruction_limit`, each near enough (`instruction_min_cosine`)."""
     if not config.instruction_boost:
-        return None
+        return []
     # Now, a newer instruction for the same requests has superseded an older one; `as_of` a past
     # time, the one in force then is eligible.
     statuses = ("active",) if current else ("active", "superseded")
@@ -439,10 +452,10 @@ def _governing_instruction(
     # isin, not intersect1d: a handful of instructions against up to every slot (no sort of those).
     slots = live[np.isin(live, eligible)] if len(live) else live
     if not len(slots):
-        return None
+        return []
     cosines = _dot(corpus.vectors[slots], query_vector)
-    best = int(np.argmax(cosines))
-    return int(slots[best]) if cosines[best] >= config.instruction_min_cosine else None
+    nearest = np.argsort(-cosines, kind="stable")[: config.instruction_limit]
+    return [int(slots[i]) for i in nearest if cosines[i] >= config.instruction_min_cosine]
 
 
 def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:

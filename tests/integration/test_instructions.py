@@ -170,3 +170,39 @@ def test_a_batch_tagged_applies_to_makes_no_instruction(service, tenant) -> None
     query = SearchRequest(query="What music should I listen to?", user_id=user, explain=True)
     explained = service.search(ctx, query)
     assert explained and all(r.metadata["explain"]["instruction"] == 0 for r in explained)
+
+
+def test_every_instruction_near_a_request_is_found_up_to_the_limit(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    said = [
+        "Always use numbered bullet points when I ask about resume formatting.",
+        "Always highlight quantified achievements when I ask about resume content.",
+        "Always give amounts in grams when I ask about recipes.",
+    ]
+    request = AddRequest(
+        user_id=user,
+        session_id="s1",
+        messages=[
+            Message(role="user", content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
+            for i, text in enumerate(said)
+        ],
+    )
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+    query = "How should I improve my resume?"
+
+    def governing() -> set[str]:
+        results = service.search(ctx, SearchRequest(query=query, user_id=user, limit=3, explain=True))
+        return {r.source_message_ids[0] for r in results if r.metadata["explain"].get("instruction")}
+
+    # Both resume instructions may govern the request (their topics are near each other), the
+    # recipe one does not.
+    assert governing() == {"m0", "m1"}
+    engine = service.search_engine
+    config = engine.config
+    engine.config = replace(config, instruction_limit=1)
+    try:
+        assert len(governing()) == 1
+    finally:
+        engine.config = config

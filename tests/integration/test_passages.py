@@ -233,3 +233,32 @@ def test_a_summary_request_gets_whole_messages(service, tenant) -> None:  # type
     # A question that only names a summary still gets the passage that answers it.
     pointed = service.search(ctx, SearchRequest(query="What TTL for the monthly summary?", user_id=user))
     assert pointed[0].kind == "passage" and "TTL of 300 seconds" in pointed[0].content
+
+
+def test_a_summary_request_gets_what_was_asked_and_answered_together(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pw-{uuid.uuid4().hex[:6]}"
+    long_answer = "\n\n".join(
+        [ANSWER, ANSWER.replace("dashboard", "report page"), ANSWER.replace("Redis", "Memcached")]
+    )
+    lines = [
+        ("user", "Here is where my dashboard stands before the launch, and I would like your plan for it."),
+        ("assistant", long_answer),  # 570 words: past the words an ordinary result may merge
+        ("user", "My sister is visiting next week, so I will be busy on the weekend."),
+    ]
+    request = AddRequest(
+        user_id=user,
+        session_id="s1",
+        messages=[
+            Message(role=role, content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
+            for i, (role, text) in enumerate(lines)
+        ],
+    )
+    _ingest(service, ctx, request)
+    results = service.search(
+        ctx, SearchRequest(query="Can you summarize the plan for my dashboard launch?", user_id=user)
+    )
+    assert results[0].kind == "excerpt"
+    assert results[0].source_message_ids[:2] == ["m0", "m1"], [
+        (r.kind, r.source_message_ids) for r in results
+    ]

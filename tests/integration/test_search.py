@@ -258,3 +258,29 @@ def test_a_consolidation_run_hides_what_it_forgets_and_the_rest_ranks_as_before(
     kept = [r for r in before if r.id not in small_talk]
     assert [r.id for r in after] == [r.id for r in kept]
     assert [r.score for r in after] == pytest.approx([r.score for r in kept])
+
+
+def test_the_dense_query_is_the_question_without_its_framing(service, tenant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"focus-{uuid.uuid4().hex[:6]}"
+    _ingest(
+        service,
+        ctx,
+        _say(user, "I set up the budget tracker's database today.", datetime(2024, 3, 1, tzinfo=UTC), "m0"),
+    )
+    engine = service.search_engine
+    embedded: list[str] = []
+    embed = engine.embedder.embed
+
+    def recording(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        embedded.extend(texts)
+        return embed(texts, *args, **kwargs)
+
+    monkeypatch.setattr(engine.embedder, "embed", recording)
+    question = (
+        "Can you list the order in which I brought up different aspects of my budget tracker "
+        "throughout our conversations? Mention ONLY and ONLY three items."
+    )
+    results = service.search(ctx, SearchRequest(query=question, user_id=user))
+    assert embedded == ["my budget tracker?"]
+    assert results[0].source_message_ids == ["m0"]

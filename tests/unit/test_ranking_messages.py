@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from memsvc.ranking import Candidate, RankingConfig, analyze_query, query_role, rank
+from memsvc.ranking import Candidate, RankingConfig, analyze_query, query_focus, query_role, rank
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,43 @@ def test_an_order_question_about_what_i_brought_up_prefers_my_messages_more() ->
     # Another question: the boost of 1 does not lift the user's message over a much closer answer.
     assert rank(both, "What did I decide?", config=config)[0].id == "a"
     assert rank(both, "In what order did I bring these up?", config=config)[0].id == "u"
+
+
+@pytest.mark.parametrize(
+    ("query", "focus"),
+    [
+        (
+            "Can you list the order in which I brought up different aspects of developing my budget "
+            "tracker throughout our conversations, in order? Mention ONLY and ONLY three items.",
+            "developing my budget tracker?",
+        ),
+        (
+            "Can you give me a comprehensive summary of how my weather app has progressed over time?",
+            "how my weather app has progressed?",
+        ),
+        (
+            "How many columns did I want to add to the transactions table across my sessions?",
+            "How many columns did I want to add to the transactions table?",
+        ),
+        (
+            "Was the first half of September a good month for Nate? Answer yes or no.",
+            "Was the first half of September a good month for Nate?",
+        ),
+        ("Could you show me how to implement a login feature?", "how to implement a login feature?"),
+    ],
+)
+def test_query_focus_drops_the_words_that_frame_a_question(query: str, focus: str) -> None:
+    assert query_focus(query) == focus
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "When did Caroline go to the support group?",  # nothing framed: left as it is, "?" too
+        "How does Gina describe the studio that Jon has opened?",  # "describe" is the question here
+        "What steps would you suggest I take?",  # "would you" mid-sentence asks for advice
+        "Can you list them?",  # all framing: the words are kept
+    ],
+)
+def test_query_focus_leaves_a_question_with_nothing_to_drop(query: str) -> None:
+    assert query_focus(query) == query
