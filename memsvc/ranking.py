@@ -336,6 +336,14 @@ _FRAMING = (
     r"\bso far\b",
 )
 FRAMING = re.compile("|".join(f"(?:{p})" for p in _FRAMING), re.IGNORECASE)
+# A question whose answer is a place ("Where has Melanie camped?", "Which European countries has
+# Maria been to?"): the memories that mention a place answer it, though a country's name is
+# rarely near "countries" in meaning.
+PLACE_QUERY = re.compile(
+    r"\bwhere\b|\b(which|what)( \w+){0,2} (cit(y|ies)|countr(y|ies)|states?|places?|locations?|towns?|spots?"
+    r"|destinations?)\b",
+    re.IGNORECASE,
+)
 TEMPORAL_QUERY = re.compile(
     r"^\s*when\b|\bwhat (year|month|day|date|time|week|season)\b|\bhow long\b"
     r"|\bwhich (year|month|day|week)\b|\bhow many (years|months|weeks|days)\b",

@@ -29,6 +29,7 @@ SIGNALS = {
     "role",
     "neighbours",
     "superseded",
+    "place",
     "instruction",
     "importance",
     "merged",

@@ -284,3 +284,25 @@ def test_the_dense_query_is_the_question_without_its_framing(service, tenant, mo
     results = service.search(ctx, SearchRequest(query=question, user_id=user))
     assert embedded == ["my budget tracker?"]
     assert results[0].source_message_ids == ["m0"]
+
+
+def test_a_question_about_places_raises_the_memories_that_name_one(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"place-{uuid.uuid4().hex[:6]}"
+    said = [
+        "Last summer I took a trip to Lisbon with my sister.",
+        "I have been baking sourdough bread every weekend and it is getting better.",
+        "In April I finally visited Kyoto and saw the temples.",
+    ]
+    for i, text in enumerate(said):
+        _ingest(service, ctx, _say(user, text, datetime(2024, 3, 1 + i, tzinfo=UTC), f"m{i}"))
+    place_boost = service.search_engine.config.place_boost
+
+    def place_part(query: str) -> dict[str, float]:
+        results = service.search(
+            ctx, SearchRequest(query=query, user_id=user, explain=True, types=["episodic"])
+        )
+        return {r.source_message_ids[0]: r.metadata["explain"]["place"] for r in results}
+
+    assert place_part("Which cities has Ann been to?") == {"m0": place_boost, "m1": 0.0, "m2": place_boost}
+    assert set(place_part("What does Ann bake?").values()) == {0.0}

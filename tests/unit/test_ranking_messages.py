@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from memsvc.ranking import Candidate, RankingConfig, analyze_query, query_focus, query_role, rank
+from memsvc.ranking import (
+    PLACE_QUERY,
+    Candidate,
+    RankingConfig,
+    analyze_query,
+    query_focus,
+    query_role,
+    rank,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,3 +136,17 @@ def test_query_focus_drops_the_words_that_frame_a_question(query: str, focus: st
 )
 def test_query_focus_leaves_a_question_with_nothing_to_drop(query: str) -> None:
     assert query_focus(query) == query
+
+
+@pytest.mark.parametrize(
+    ("query", "asks"),
+    [
+        ("Where has Melanie camped?", True),
+        ("Which European countries has Maria been to?", True),
+        ("What states has Maria vacationed at?", True),
+        ("What is something Andrew misses while working in the city?", False),  # names a place, asks none
+        ("What did Caroline paint?", False),
+    ],
+)
+def test_place_query(query: str, asks: bool) -> None:
+    assert bool(PLACE_QUERY.search(query)) is asks

@@ -15,6 +15,7 @@ const SIGNALS = [
   ["role", "role: said by the user or the assistant, as the query asks"],
   ["neighbours", "neighbours: inherited from the turn that answers it"],
   ["superseded", "superseded: a fact no longer true, pushed down"],
+  ["place", "place: mentions a place, and the query asks where"],
   ["instruction", "instruction: the user's standing instruction for requests like this one"],
   ["importance", "importance: small talk and thanks, pushed down (as forgetting judges them)"],
   ["merged", "merged: raised to where the memories merged into it ranked"],
