@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         "this many words, each with the message as its provenance (search returns them instead)",
     )
     passage_overlap_words: int = Field(
-        default=0, ge=0, description="words of whole sentences a passage repeats from the one before it"
+        default=20, ge=0, description="words of whole sentences a passage repeats from the one before it"
     )
     max_messages_per_request: int = 1000
     max_content_chars: int = 32_000
@@ -183,6 +183,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     dev_key_file: Path | None = Field(default=None, description="where `serve` writes the development key")
+
+    @model_validator(mode="after")
+    def _passages_fit(self) -> Settings:
+        # Checked here, with the variables' names, not first when the ingest worker starts.
+        if self.passage_overlap_words >= self.passage_max_words // 2:
+            raise ValueError(
+                f"MEMSVC_PASSAGE_OVERLAP_WORDS ({self.passage_overlap_words}) must be below half of "
+                f"MEMSVC_PASSAGE_MAX_WORDS ({self.passage_max_words})"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -30,8 +30,8 @@ def _message(rng: random.Random) -> str:
 
 
 def test_a_short_message_stays_whole() -> None:
-    assert plan_passages("I moved to Lisbon last month.", PassageConfig(max_words=20)) == []
-    assert plan_passages(" ".join(["word"] * 20), PassageConfig(max_words=20)) == []
+    assert plan_passages("I moved to Lisbon last month.", PassageConfig(max_words=20, overlap_words=0)) == []
+    assert plan_passages(" ".join(["word"] * 20), PassageConfig(max_words=20, overlap_words=0)) == []
 
 
 @pytest.mark.parametrize(("max_words", "overlap"), [(20, 0), (60, 0), (100, 0), (100, 30), (150, 20)])
@@ -68,16 +68,16 @@ def test_passages_cover_every_word_in_order_within_size(max_words: int, overlap:
 def test_cuts_fall_between_sentences_and_paragraphs() -> None:
     first = "Flask handles the routes. " * 6  # 24 words, 6 sentences
     second = "Postgres stores the rows. " * 6
-    passages = plan_passages(first.strip() + "\n\n" + second.strip(), PassageConfig(max_words=30))
+    passages = plan_passages(first.strip() + "\n\n" + second.strip(), PassageConfig(max_words=30, overlap_words=0))
     assert [p.text for p in passages] == [first.strip(), second.strip()]
     long_paragraph = " ".join(f"Sentence number {i} ends here." for i in range(20))  # 100 words
-    for passage in plan_passages(long_paragraph, PassageConfig(max_words=30)):
+    for passage in plan_passages(long_paragraph, PassageConfig(max_words=30, overlap_words=0)):
         assert passage.text.startswith("Sentence number") and passage.text.endswith("ends here.")
 
 
 def test_a_code_block_is_cut_only_between_its_lines() -> None:
     code = "```python\n" + "\n".join(f"value_{i} = compute(alpha, beta, {i})" for i in range(30)) + "\n```"
-    passages = plan_passages("Here is the code:\n\n" + code, PassageConfig(max_words=40))
+    passages = plan_passages("Here is the code:\n\n" + code, PassageConfig(max_words=40, overlap_words=0))
     lines = set(code.split("\n"))
     for passage in passages:
         for line in passage.text.split("\n"):
@@ -94,6 +94,16 @@ def test_overlap_repeats_the_end_of_the_previous_passage() -> None:
 
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
-        PassageConfig(max_words=5)
+        PassageConfig(max_words=5, overlap_words=0)
     with pytest.raises(ValueError):
         PassageConfig(max_words=100, overlap_words=60)
+
+
+def test_settings_name_the_variables_when_the_overlap_does_not_fit() -> None:
+    from pydantic import ValidationError
+
+    from memsvc.config import Settings
+
+    with pytest.raises(ValidationError, match="MEMSVC_PASSAGE_OVERLAP_WORDS"):
+        Settings(passage_max_words=30)
+    assert Settings(passage_max_words=30, passage_overlap_words=0).passage_overlap_words == 0
