@@ -81,6 +81,10 @@ class SearchConfig:
     # pool, BM25's maximum, what a turn passes to the turn before it) but are never returned: a
     # consolidation run then only hides rows, and the others rank as they did (issue 18).
     archived_in_scoring: bool = True
+    # Memories that mention a place (the graph's entity type), when the query asks where or which
+    # cities, countries, places… (in z units). LoCoMo tune half (issue 19): R@10 0.7989 -> 0.8049,
+    # multi-hop 0.529 -> 0.551 (0.5: 0.8006; 1.5, 2, 3: 0.8040); BEAM tune half unchanged.
+    place_boost: float = 1.0
     # The user's standing instructions whose topics are nearest the query ("Always cite sources
     # when I ask about history" for "Who won at Austerlitz?"), at most `instruction_limit` of
     # them, rank this much higher (z units) when the topic's cosine to the query is at least
@@ -88,12 +92,8 @@ class SearchConfig:
     # BEAM tune half (issue 19), against no boost: R@10 0.6413 -> 0.6497, instruction following
     # 0.589 -> 0.679 with the nearest one at 0.3; boost 4 left it below turns that gain role and
     # neighbour boosts. The three nearest at 0.25 (session 13): instruction following 0.679 ->
-    # 0.857, all 0.6740 -> 0.6839 (two at 0.25: 0.6799; three at 0.3: 0.6720); the topics of a
+    # 0.857, all 0.6741 -> 0.6839 (two at 0.25: 0.6799; three at 0.3: 0.6720); the topics of a
     # user's instructions are often near each other ("resume formatting", "resume design").
-    # Memories that mention a place (the graph's entity type), when the query asks where or which
-    # cities, countries, places… (in z units). LoCoMo tune half (issue 19): R@10 0.7989 -> 0.8049,
-    # multi-hop 0.529 -> 0.551 (0.5: 0.8006; 1.5, 2, 3: 0.8040); BEAM tune half unchanged.
-    place_boost: float = 1.0
     instruction_boost: float = 8.0
     instruction_min_cosine: float = 0.25
     instruction_limit: int = 3

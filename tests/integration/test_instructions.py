@@ -25,13 +25,13 @@ LINES = [
 ]
 
 
-def _ingest(service, ctx, user: str) -> None:  # type: ignore[no-untyped-def]
+def _ingest(service, ctx, user: str, lines: list[tuple[str, str]] = LINES) -> None:  # type: ignore[no-untyped-def]
     request = AddRequest(
         user_id=user,
         session_id="s1",
         messages=[
             Message(role=role, content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
-            for i, (role, text) in enumerate(LINES)
+            for i, (role, text) in enumerate(lines)
         ],
     )
     outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
@@ -180,16 +180,7 @@ def test_every_instruction_near_a_request_is_found_up_to_the_limit(service, tena
         "Always highlight quantified achievements when I ask about resume content.",
         "Always give amounts in grams when I ask about recipes.",
     ]
-    request = AddRequest(
-        user_id=user,
-        session_id="s1",
-        messages=[
-            Message(role="user", content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
-            for i, text in enumerate(said)
-        ],
-    )
-    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
-    assert outcome.status == "succeeded", outcome.error
+    _ingest(service, ctx, user, [("user", text) for text in said])
     query = "How should I improve my resume?"
 
     def governing() -> set[str]:

@@ -32,12 +32,14 @@ ANSWER = "\n\n".join(
 )
 
 
-def _chat(user: str) -> AddRequest:
-    lines = [
-        ("user", "My budget tracker dashboard is slow. How can I speed it up before the launch?"),
-        ("assistant", ANSWER),
-        ("user", "Thanks! I will start with the database index tomorrow."),
-    ]
+CHAT = [
+    ("user", "My budget tracker dashboard is slow. How can I speed it up before the launch?"),
+    ("assistant", ANSWER),
+    ("user", "Thanks! I will start with the database index tomorrow."),
+]
+
+
+def _chat(user: str, lines: list[tuple[str, str]] = CHAT) -> AddRequest:
     return AddRequest(
         user_id=user,
         session_id="s1",
@@ -246,15 +248,7 @@ def test_a_summary_request_gets_what_was_asked_and_answered_together(service, te
         ("assistant", long_answer),  # 570 words: past the words an ordinary result may merge
         ("user", "My sister is visiting next week, so I will be busy on the weekend."),
     ]
-    request = AddRequest(
-        user_id=user,
-        session_id="s1",
-        messages=[
-            Message(role=role, content=text, id=f"m{i}", created_at=START + timedelta(minutes=i))
-            for i, (role, text) in enumerate(lines)
-        ],
-    )
-    _ingest(service, ctx, request)
+    _ingest(service, ctx, _chat(user, lines))
     results = service.search(
         ctx, SearchRequest(query="Can you summarize the plan for my dashboard launch?", user_id=user)
     )

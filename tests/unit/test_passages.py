@@ -68,7 +68,9 @@ def test_passages_cover_every_word_in_order_within_size(max_words: int, overlap:
 def test_cuts_fall_between_sentences_and_paragraphs() -> None:
     first = "Flask handles the routes. " * 6  # 24 words, 6 sentences
     second = "Postgres stores the rows. " * 6
-    passages = plan_passages(first.strip() + "\n\n" + second.strip(), PassageConfig(max_words=30, overlap_words=0))
+    passages = plan_passages(
+        first.strip() + "\n\n" + second.strip(), PassageConfig(max_words=30, overlap_words=0)
+    )
     assert [p.text for p in passages] == [first.strip(), second.strip()]
     long_paragraph = " ".join(f"Sentence number {i} ends here." for i in range(20))  # 100 words
     for passage in plan_passages(long_paragraph, PassageConfig(max_words=30, overlap_words=0)):
