@@ -186,12 +186,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _passages_fit(self) -> Settings:
-        # Checked here, with the variables' names, not first when the ingest worker starts.
-        if self.passage_overlap_words >= self.passage_max_words // 2:
+        # PassageConfig owns the rule; checked here, with the variables' names, not first when the
+        # ingest worker starts.
+        from memsvc.extraction.passages import PassageConfig
+
+        try:
+            PassageConfig(self.passage_max_words, self.passage_overlap_words)
+        except ValueError as exc:
             raise ValueError(
-                f"MEMSVC_PASSAGE_OVERLAP_WORDS ({self.passage_overlap_words}) must be below half of "
-                f"MEMSVC_PASSAGE_MAX_WORDS ({self.passage_max_words})"
-            )
+                f"MEMSVC_PASSAGE_MAX_WORDS ({self.passage_max_words}) and MEMSVC_PASSAGE_OVERLAP_WORDS "
+                f"({self.passage_overlap_words}): {exc}"
+            ) from exc
         return self
 
 

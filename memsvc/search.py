@@ -138,11 +138,12 @@ class SearchEngine:
         corpus."""
         # The query is embedded before the corpus is synced and held: a sync in flight for this
         # user (after a write) overlaps the embedding instead of adding to it.
+        focus = query_focus(request.query)
         if self.dense is None:
-            query_vector, hits = self.embedder.embed([query_focus(request.query)])[0], None
+            query_vector, hits = self.embedder.embed([focus])[0], None
         else:
             partition = self.dense.index.partition(ctx.tenant_id, request.user_id)
-            query_vector, hits = self.dense(query_focus(request.query), partition)
+            query_vector, hits = self.dense(focus, partition)
         with self.corpora.reading(session, ctx.tenant_id, request.user_id) as corpus:
             if not len(corpus):
                 return [], []
