@@ -129,6 +129,14 @@ class RankingConfig:
     # best result of each session first, then the rest by score: the events it asks about are
     # spread over time, and similarity alone fills the top with the one session most alike.
     order_spread: bool = True
+    # A long message's best passage scores at least what the whole message scores, when the
+    # message is short enough for the encoder to read whole (at most this many words; 0: never):
+    # its vector then holds all of it, where each passage holds a piece cut from its intent ("I'm
+    # trying to add login to my budget tracker" in one, the code in the next). BEAM tune half
+    # (issue 19): R@10 0.6901 -> 0.7046, recall within 350 words 0.610 -> 0.613; 150 / 200 / 300 /
+    # no limit: 0.7000 / 0.7020 / 0.7046 / 0.7054, the last with temporal questions 0.964 ->
+    # 0.893: an answer of 500 words is much text for BM25 and its vector is of its opening only.
+    whole_message_max_words: int = 250
     # Share of the (non-negative) score of the *next* / *previous* turn a turn inherits (+0.025).
     propagate_from_next: float = 0.3
     propagate_from_prev: float = 0.0
@@ -632,6 +640,30 @@ def propagate_neighbours(
     return out
 
 
+def pass_whole_message(
+    candidates: Sequence[Candidate], scores: FloatArray, config: RankingConfig
+) -> FloatArray:
+    """Each long message's best-scoring passage raised to the score of the whole message (its
+    turn), where the message has at most `whole_message_max_words` words."""
+    limit = config.whole_message_max_words
+    whole = {
+        c.source_message_ids[0]: i
+        for i, c in enumerate(candidates)
+        if c.kind == "turn" and c.source_message_ids and c.words <= limit
+    }
+    if not whole:
+        return scores
+    best: dict[str, int] = {}
+    for i, c in enumerate(candidates):
+        message = c.source_message_ids[0] if c.kind == "passage" and c.source_message_ids else None
+        if message in whole and (message not in best or scores[i] > scores[best[message]]):
+            best[message] = i
+    out = scores.copy()
+    for message, i in best.items():
+        out[i] = max(scores[i], scores[whole[message]])
+    return out
+
+
 def _token_set(text: str) -> frozenset[str]:
     # Unstemmed: near-duplicate detection needs no stemming, and this runs for every kept result.
     return frozenset(_TOKEN.findall(text.lower()))
@@ -778,8 +810,9 @@ def rank(
     bonus: FloatArray | None = None,
 ) -> list[RankedResult]:
     """The recipe search runs: analyse the query, fuse signals, add the caller's per-candidate
-    `bonus`, propagate to neighbours, rank memories of little importance lower, give each merge
-    survivor the best score of what was merged into it, order and merge.
+    `bonus`, give a long message's best passage the whole message's score, propagate to
+    neighbours, rank memories of little importance lower, give each merge survivor the best score
+    of what was merged into it, order and merge.
 
     ``speakers`` are the known participant names of the user's conversations (for the speaker
     boost). ``dense_stats`` is the (mean, std) of the dense scores over the whole pool when the
@@ -792,6 +825,7 @@ def rank(
     scores = fuse_scores(candidates, analysis, config, dense_stats=dense_stats)
     if bonus is not None:
         scores = scores + bonus
+    scores = pass_whole_message(candidates, scores, config)
     scores = propagate_neighbours(candidates, scores, config)
     if config.low_importance_penalty:
         scores = scores - config.low_importance_penalty * importance_deficit(candidates)
@@ -853,6 +887,7 @@ __all__ = [
     "has_temporal_expression",
     "importance_deficit",
     "pass_to_survivors",
+    "pass_whole_message",
     "propagate_neighbours",
     "query_role",
     "rank",

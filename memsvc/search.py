@@ -41,6 +41,7 @@ from memsvc.ranking import (
     fuse_scores,
     importance_deficit,
     pass_to_survivors,
+    pass_whole_message,
     propagate_neighbours,
     query_focus,
     rank,
@@ -276,7 +277,8 @@ def explain(
 ) -> list[dict[str, float]]:
     """Each result's score signal by signal, the parts adding up to the score: ranking's own fusion
     run once per signal with the other weights at zero, the search layer's `bonuses` (graph,
-    supersession, place, governing instruction), and what neighbouring turns passed on; plus the raw
+    supersession, place, governing instruction), what a long message passed to its best passage and
+    what neighbouring turns passed on; plus the raw
     cosine and BM25. A merged result's breakdown is its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
     zero = replace(
@@ -302,6 +304,10 @@ def explain(
         "speaker": only(replace(zero, speaker_boost=config.speaker_boost)),
         "role": only(replace(zero, role_boost=config.role_boost, order_role_boost=config.order_role_boost)),
         **bonuses,
+        "message": pass_whole_message(candidates, fused, config) - fused,
+    }
+    fused = fused + parts["message"]
+    parts |= {
         "neighbours": propagate_neighbours(candidates, fused, config) - fused,
         "importance": -config.low_importance_penalty * importance_deficit(candidates),
     }

@@ -27,6 +27,7 @@ SIGNALS = {
     "time",
     "speaker",
     "role",
+    "message",
     "neighbours",
     "superseded",
     "place",

@@ -17,6 +17,7 @@ from memsvc.ranking import (
     has_temporal_expression,
     importance_deficit,
     pass_to_survivors,
+    pass_whole_message,
     propagate_neighbours,
     rank,
     tokenize,
@@ -353,6 +354,38 @@ def test_a_merged_memory_passes_its_score_to_its_survivor_and_is_never_returned(
     assert [r.id for r in results] == ["s", "o"]
     # A survivor that scores higher keeps its own score.
     assert pass_to_survivors(cands, np.array([0.9, 0.6, 0.3])).tolist() == [0.9, 0.6, 0.3]
+
+
+def test_a_message_short_enough_to_read_whole_lifts_its_best_passage_to_its_own_score() -> None:
+    def message(mid: str, words: int, passages: list[float], whole: float) -> list[Candidate]:
+        text = " ".join(["word"] * words)
+        cut = [
+            Candidate(
+                id=f"{mid}/{i}", content=f"part {i}", kind="passage", source_message_ids=(mid,), dense=d
+            )
+            for i, d in enumerate(passages)
+        ]
+        turn_row = Candidate(
+            id=mid, content=text, kind="turn", source_message_ids=(mid,), dense=whole, returnable=False
+        )
+        return [*cut, turn_row]
+
+    config = RankingConfig(whole_message_max_words=250)
+    # A 200-word message: its best passage (0.3) rises to the whole message's 0.9; the other
+    # passage, the turn and a 400-word message's passages keep their own scores.
+    cands = [*message("m1", 200, [0.1, 0.3], 0.9), *message("m2", 400, [0.5], 0.8)]
+    scores = np.array([c.dense for c in cands])
+    assert pass_whole_message(cands, scores, config).tolist() == [0.1, 0.9, 0.9, 0.5, 0.8]
+    assert scores.tolist() == [0.1, 0.3, 0.9, 0.5, 0.8]  # the input is left as it was
+    # A passage that scores above its message keeps its own score; 0 words turns the rule off.
+    higher = np.array([0.1, 0.95, 0.9, 0.5, 0.8])
+    assert pass_whole_message(cands, higher, config).tolist() == higher.tolist()
+    off = replace(config, whole_message_max_words=0)
+    assert pass_whole_message(cands, scores, off).tolist() == scores.tolist()
+    # In the ranking, m1's passage now comes before m2's, and no turn is returned whole.
+    assert [r.id for r in rank(cands, "q", config=NO_EXTRAS)][:2] == ["m1/1", "m2/0"]
+    without = replace(NO_EXTRAS, whole_message_max_words=0)
+    assert [r.id for r in rank(cands, "q", config=without)][:2] == ["m2/0", "m1/1"]
 
 
 def test_the_top_results_do_not_depend_on_how_many_were_asked_for() -> None:

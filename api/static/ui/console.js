@@ -13,6 +13,7 @@ const SIGNALS = [
   ["time", "time: the query asks when, and the memory states a time"],
   ["speaker", "speaker: said by the one person the query names"],
   ["role", "role: said by the user or the assistant, as the query asks"],
+  ["message", "message: a passage raised to its whole message's score"],
   ["neighbours", "neighbours: inherited from the turn that answers it"],
   ["superseded", "superseded: a fact no longer true, pushed down"],
   ["place", "place: mentions a place, and the query asks where"],
