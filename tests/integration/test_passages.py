@@ -4,8 +4,10 @@ apart in search results and the context block (real PostgreSQL, real embedding m
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from memsvc.models import Memory
@@ -256,3 +258,32 @@ def test_a_summary_request_gets_what_was_asked_and_answered_together(service, te
     assert results[0].source_message_ids[:2] == ["m0", "m1"], [
         (r.kind, r.source_message_ids) for r in results
     ]
+
+
+def test_a_message_the_encoder_reads_whole_lifts_its_best_passage(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pw-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _chat(user))
+    assert len(ANSWER.split()) <= service.search_engine.config.ranking.whole_message_max_words
+    # A question about the answer as a whole: each passage holds one of its parts.
+    query = "How do I make my budget tracker dashboard faster, from the database to deployment?"
+
+    def answer_passage() -> tuple[float, dict[str, float]]:
+        results = service.search(ctx, SearchRequest(query=query, user_id=user, explain=True))
+        (passage,) = [r for r in results if r.source_message_ids == ["m1"]]
+        assert passage.kind == "passage"
+        parts = passage.metadata["explain"]
+        total = sum(v for k, v in parts.items() if k not in ("cosine", "bm25"))
+        assert total == pytest.approx(passage.score, abs=2e-3)  # the parts add up to the score
+        return passage.score, parts
+
+    score, parts = answer_passage()
+    assert parts["message"] > 0
+    engine = service.search_engine
+    default = engine.config
+    engine.config = replace(default, ranking=replace(default.ranking, whole_message_max_words=0))
+    try:
+        alone, parts_alone = answer_passage()
+    finally:
+        engine.config = default
+    assert parts_alone["message"] == 0 and alone == pytest.approx(score - parts["message"], abs=2e-3)
