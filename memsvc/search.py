@@ -278,8 +278,8 @@ def explain(
     """Each result's score signal by signal, the parts adding up to the score: ranking's own fusion
     run once per signal with the other weights at zero, the search layer's `bonuses` (graph,
     supersession, place, governing instruction), what a long message passed to its best passage and
-    what neighbouring turns passed on; plus the raw
-    cosine and BM25. A merged result's breakdown is its best-scoring turn's."""
+    what neighbouring turns passed on; plus the raw cosine and BM25. A merged result's breakdown is
+    its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
     zero = replace(
         config,
