@@ -378,8 +378,13 @@ class _Batch:
         opening = True
         for sentence in sentences:
             if sentence.endswith("?"):
+                # A question states no fact, but what the speaker says before asking it does: "I'm
+                # building a budget app, and I prefer minimal dependencies, so can you help me…?"
+                statement = _statement_before_question(sentence)
                 opening = False
-                continue  # a question states no fact
+                if statement is None:
+                    continue
+                sentence = statement
             instruction = _instruction(sentence, turn)
             if instruction is not None:
                 self.instructions.append(instruction)
@@ -709,6 +714,39 @@ class _Batch:
 
 def _normalise(text: str) -> str:
     return text.replace("’", "'").replace("‘", "'").replace("`", "'")
+
+
+# Where a run-on question starts asking ("…, so can you help me", "…, how can I", "… what do you
+# think"): a wh-word or an auxiliary and its subject, after a comma or a joining word.
+_ASKING = re.compile(
+    r"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:tips|ideas|advice|suggestions)\b"
+    r"|(?:what|how|why|where|when|which|who|whom|whose)\b"
+    r"|(?:can|could|would|will|should|shall|do|does|did|is|are|was|were|have|has|may|might|am)"
+    r"\s+(?:you|i|we|it|they|he|she|this|that|there|these|those|my|your|the|a|an)\b)",
+    re.IGNORECASE,
+)
+
+
+def _statement_before_question(sentence: str) -> str | None:
+    """The statement a run-on question opens with ("I'm learning Flask, and I prefer minimal
+    dependencies" of "…, so how can I add logins?"); None when it asks from its first word."""
+    m = _ASKING.search(sentence)
+    if m is None:
+        return None
+    statement = sentence[: m.start()].strip(" ,;")
+    if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
+        return None
+    return statement
+
+
+_ASKING_FIRST = re.compile(
+    r"(?:what|how|why|where|when|which|who|whom|whose|can|could|would|will|should|shall|do|does|did"
+    r"|is|are|was|were|have|has|may|might|am)\b",
+    re.IGNORECASE,
+)
+# What leads into a question rather than states anything: "enough about me", "I mean", "I want to
+# ask you", "I was wondering", "I'm kinda curious".
+_LEAD_IN = re.compile(r"\b(?:ask|asked|asking|wonder\w*|mean|curious|enough about)\b", re.IGNORECASE)
 
 
 def _sentences(text: str) -> list[str]:

@@ -79,6 +79,34 @@ def test_questions_and_greetings_state_no_fact() -> None:
     assert solo.facts == []
 
 
+def test_a_run_on_question_keeps_the_statement_it_opens_with() -> None:
+    asked = RulesExtractor().extract(
+        chat(
+            (
+                "user",
+                "I'm learning probability, and I prefer step-by-step explanations with dice examples, "
+                "so can you help me find the chance of rolling an even number?",
+            ),
+            (
+                "user",
+                "I'm kinda stuck with my essay, and I prefer Microsoft Word over Google Docs, any tips?",
+            ),
+            ("user", "Is it true that dice rolls are independent events?"),
+            ("user", "Wow, that sounds great, what did you paint?"),
+            ("user", "Well enough about me though, what have you been up to?"),
+            ("user", "I was wondering about the exam, do you know when it starts?"),
+        )
+    )
+    by_message = {
+        m: [(f.kind, f.content) for f in asked.facts if m in f.source_message_ids] for m in ("m1", "m2")
+    }
+    assert ("preference", "User prefers step-by-step explanations with dice examples") in by_message["m1"]
+    assert ("preference", "User prefers Microsoft Word over Google Docs") in by_message["m2"]
+    assert not any("chance" in content or "rolling" in content for _, content in by_message["m1"])
+    # A question from its first word, or after a reaction or a lead-in, still states nothing.
+    assert not [f for f in asked.facts if {"m3", "m4", "m5", "m6"} & set(f.source_message_ids)]
+
+
 def test_relative_dates_resolve_against_the_session_time() -> None:
     result = extracted("conv-26", 2)  # 1:14 pm on 25 May 2023, a Thursday
     (race,) = [f for f in result.facts if "charity race" in f.content]
