@@ -733,7 +733,8 @@ def _statement_before_question(sentence: str) -> str | None:
     m = _ASKING.search(sentence)
     if m is None:
         return None
-    statement = sentence[: m.start()].strip(" ,;")
+    # "…, but I'm not sure how to start" is the question's lead-in too: the statement ends before it.
+    statement = _UNSURE.split(sentence[: m.start()], maxsplit=1)[0].strip(" ,;")
     if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
         return None
     return statement
@@ -746,6 +747,9 @@ _ASKING_FIRST = re.compile(
 )
 # What leads into a question rather than states anything: "enough about me", "I mean", "I want to
 # ask you", "I was wondering", "I'm kinda curious".
+_UNSURE = re.compile(
+    r"(?:^|,\s*|\s+)(?:(?:but|and|so)\s+)?i(?:'m| am)(?:\s+\w+)?\s+(?:not sure|unsure)\b", re.IGNORECASE
+)
 _LEAD_IN = re.compile(r"\b(?:ask|asked|asking|wonder\w*|mean|curious|enough about)\b", re.IGNORECASE)
 
 

@@ -91,6 +91,7 @@ def test_a_run_on_question_keeps_the_statement_it_opens_with() -> None:
                 "user",
                 "I'm kinda stuck with my essay, and I prefer Microsoft Word over Google Docs, any tips?",
             ),
+            ("user", "I moved my app to Render, but I'm not sure how to set the port, can you help?"),
             ("user", "Is it true that dice rolls are independent events?"),
             ("user", "Wow, that sounds great, what did you paint?"),
             ("user", "Well enough about me though, what have you been up to?"),
@@ -98,13 +99,15 @@ def test_a_run_on_question_keeps_the_statement_it_opens_with() -> None:
         )
     )
     by_message = {
-        m: [(f.kind, f.content) for f in asked.facts if m in f.source_message_ids] for m in ("m1", "m2")
+        m: [(f.kind, f.content) for f in asked.facts if m in f.source_message_ids] for m in ("m1", "m2", "m3")
     }
     assert ("preference", "User prefers step-by-step explanations with dice examples") in by_message["m1"]
     assert ("preference", "User prefers Microsoft Word over Google Docs") in by_message["m2"]
     assert not any("chance" in content or "rolling" in content for _, content in by_message["m1"])
+    # What the speaker is unsure of leads into the question too.
+    assert [content for _, content in by_message["m3"]] == ["User moved user's app to Render"]
     # A question from its first word, or after a reaction or a lead-in, still states nothing.
-    assert not [f for f in asked.facts if {"m3", "m4", "m5", "m6"} & set(f.source_message_ids)]
+    assert not [f for f in asked.facts if {"m4", "m5", "m6", "m7"} & set(f.source_message_ids)]
 
 
 def test_relative_dates_resolve_against_the_session_time() -> None:
