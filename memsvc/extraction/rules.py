@@ -717,12 +717,14 @@ def _normalise(text: str) -> str:
 
 
 # Where a run-on question starts asking ("…, so can you help me", "…, how can I", "… what do you
-# think"): a wh-word or an auxiliary and its subject, after a comma or a joining word.
+# think"): a wh-word or an auxiliary and its subject, after a comma or a joining word. "Which",
+# "who", "where" and "when" after a comma mostly start a relative clause (", which Joshua
+# recommended"), so they ask only before an auxiliary (", where should I start?").
+_AUXILIARY = r"(?:can|could|would|will|should|shall|do|does|did|is|are|was|were|have|has|may|might|am)"
 _ASKING = re.compile(
-    r"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:tips|ideas|advice|suggestions)\b"
-    r"|(?:what|how|why|where|when|which|who|whom|whose)\b"
-    r"|(?:can|could|would|will|should|shall|do|does|did|is|are|was|were|have|has|may|might|am)"
-    r"\s+(?:you|i|we|it|they|he|she|this|that|there|these|those|my|your|the|a|an)\b)",
+    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:tips|ideas|advice|suggestions)\b"
+    rf"|(?:what|how|why)\b|(?:where|when|which|who|whom|whose)\s+{_AUXILIARY}\b"
+    rf"|{_AUXILIARY}\s+(?:you|i|we|it|they|he|she|this|that|there|these|those|my|your|the|a|an)\b)",
     re.IGNORECASE,
 )
 
@@ -746,11 +748,16 @@ _ASKING_FIRST = re.compile(
     re.IGNORECASE,
 )
 # What leads into a question rather than states anything: "enough about me", "I mean", "I want to
-# ask you", "I was wondering", "I'm kinda curious".
+# ask you", "I was wondering", "I'm kinda curious", "my question is", "if I wanted to", "I want to
+# make sure I'm doing this right".
 _UNSURE = re.compile(
     r"(?:^|,\s*|\s+)(?:(?:but|and|so)\s+)?i(?:'m| am)(?:\s+\w+)?\s+(?:not sure|unsure)\b", re.IGNORECASE
 )
-_LEAD_IN = re.compile(r"\b(?:ask|asked|asking|wonder\w*|mean|curious|enough about)\b", re.IGNORECASE)
+_LEAD_IN = re.compile(
+    r"\b(?:ask|asked|asking|wonder\w*|mean|curious|enough about|question)\b|^(?:if|whether|suppose)\b"
+    r"|\bmake sure\b.*\b(?:right|correct\w*|properly)\b",
+    re.IGNORECASE,
+)
 
 
 def _sentences(text: str) -> list[str]:

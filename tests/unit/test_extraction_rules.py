@@ -92,22 +92,27 @@ def test_a_run_on_question_keeps_the_statement_it_opens_with() -> None:
                 "I'm kinda stuck with my essay, and I prefer Microsoft Word over Google Docs, any tips?",
             ),
             ("user", "I moved my app to Render, but I'm not sure how to set the port, can you help?"),
+            ("user", "I got a raise in August, which Joshua told me to add to my resume, any tips?"),
             ("user", "Is it true that dice rolls are independent events?"),
             ("user", "Wow, that sounds great, what did you paint?"),
             ("user", "Well enough about me though, what have you been up to?"),
             ("user", "I was wondering about the exam, do you know when it starts?"),
+            ("user", "I want to make sure I'm doing this right, can you check my proof?"),
         )
     )
     by_message = {
-        m: [(f.kind, f.content) for f in asked.facts if m in f.source_message_ids] for m in ("m1", "m2", "m3")
+        m: [(f.kind, f.content) for f in asked.facts if m in f.source_message_ids]
+        for m in ("m1", "m2", "m3", "m4")
     }
     assert ("preference", "User prefers step-by-step explanations with dice examples") in by_message["m1"]
     assert ("preference", "User prefers Microsoft Word over Google Docs") in by_message["m2"]
     assert not any("chance" in content or "rolling" in content for _, content in by_message["m1"])
     # What the speaker is unsure of leads into the question too.
     assert [content for _, content in by_message["m3"]] == ["User moved user's app to Render"]
+    # A relative clause after a comma ("which Joshua told me…") is part of the statement.
+    assert any("which Joshua told user to add" in content for _, content in by_message["m4"])
     # A question from its first word, or after a reaction or a lead-in, still states nothing.
-    assert not [f for f in asked.facts if {"m4", "m5", "m6", "m7"} & set(f.source_message_ids)]
+    assert not [f for f in asked.facts if {"m5", "m6", "m7", "m8", "m9"} & set(f.source_message_ids)]
 
 
 def test_relative_dates_resolve_against_the_session_time() -> None:
