@@ -729,35 +729,33 @@ _ASKING = re.compile(
 )
 
 
-def _statement_before_question(sentence: str) -> str | None:
-    """The statement a run-on question opens with ("I'm learning Flask, and I prefer minimal
-    dependencies" of "…, so how can I add logins?"); None when it asks from its first word."""
-    m = _ASKING.search(sentence)
-    if m is None:
-        return None
-    # "…, but I'm not sure how to start" is the question's lead-in too: the statement ends before it.
-    statement = _UNSURE.split(sentence[: m.start()], maxsplit=1)[0].strip(" ,;")
-    if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
-        return None
-    return statement
-
-
-_ASKING_FIRST = re.compile(
-    r"(?:what|how|why|where|when|which|who|whom|whose|can|could|would|will|should|shall|do|does|did"
-    r"|is|are|was|were|have|has|may|might|am)\b",
-    re.IGNORECASE,
+# Where the question starts when it asks from its first word.
+_ASKING_FIRST = re.compile(rf"(?:what|how|why|where|when|which|who|whom|whose|{_AUXILIARY})\b", re.IGNORECASE)
+# "…, but I'm not sure how to start" leads into the question: the statement ends before it.
+_UNSURE = re.compile(
+    r"(?:^|,\s*|\s+)(?:(?:but|and|so)\s+)?i(?:'m| am)(?:\s+\w+)?\s+(?:not sure|unsure)\b", re.IGNORECASE
 )
 # What leads into a question rather than states anything: "enough about me", "I mean", "I want to
 # ask you", "I was wondering", "I'm kinda curious", "my question is", "if I wanted to", "I want to
 # make sure I'm doing this right".
-_UNSURE = re.compile(
-    r"(?:^|,\s*|\s+)(?:(?:but|and|so)\s+)?i(?:'m| am)(?:\s+\w+)?\s+(?:not sure|unsure)\b", re.IGNORECASE
-)
 _LEAD_IN = re.compile(
     r"\b(?:ask|asked|asking|wonder\w*|mean|curious|enough about|question)\b|^(?:if|whether|suppose)\b"
     r"|\bmake sure\b.*\b(?:right|correct\w*|properly)\b",
     re.IGNORECASE,
 )
+
+
+def _statement_before_question(sentence: str) -> str | None:
+    """The statement a run-on question opens with ("I'm learning Flask, and I prefer minimal
+    dependencies" of "…, so how can I add logins?"); None when it asks from its first word or
+    only leads into the question."""
+    m = _ASKING.search(sentence)
+    if m is None:
+        return None
+    statement = _UNSURE.split(sentence[: m.start()], maxsplit=1)[0].strip(" ,;")
+    if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
+        return None
+    return statement
 
 
 def _sentences(text: str) -> list[str]:
