@@ -153,7 +153,7 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
     for m in _TRIGGER.finditer(text):
         kind = m.lastgroup
         span = m.group(0)
-        if kind is None or _rejects_month(span):
+        if kind is None or _rejects_month(span) or (kind == "wd" and _in_day_range(text, m.start(), m.end())):
             continue
         if tense is None:
             tense = tense_of(text)
@@ -163,6 +163,18 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
         value, granularity, label, relative, approximate = resolved
         found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))
     return found
+
+
+# "Monday to Friday", "Mon-Fri": days of every week, not the dates of one.
+_RANGE_AFTER = re.compile(rf"\s*(?:to|through|thru|till|until|-|–|—)\s*(?:{_WD}|{_WD_ABBR})", re.IGNORECASE)
+_RANGE_BEFORE = re.compile(
+    rf"(?:{_WD}|{_WD_ABBR})\s*(?:to|through|thru|till|until|-|–|—)\s*(?:on\s+)?$", re.IGNORECASE
+)
+
+
+def _in_day_range(text: str, start: int, end: int) -> bool:
+    """Whether the weekday at text[start:end] is an end of a range of weekdays."""
+    return _RANGE_AFTER.match(text, end) is not None or _RANGE_BEFORE.search(text, 0, start) is not None
 
 
 def main_date(dates: list[ResolvedDate]) -> ResolvedDate | None:

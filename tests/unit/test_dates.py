@@ -92,12 +92,20 @@ def test_resolves(text: str, base: datetime, span: str, expected: date, granular
         "It was a while ago",
         "We should march for it",
         "I love Fridays",  # a habit, not a date
+        "I write from 7-9 PM, Monday to Friday",  # days of every week, not the dates of one
+        "The studio is open Mon-Fri",
+        "I run Monday through Wednesday",
         "See you soon!",
         "the week before my birthday",  # anchored to something we cannot date
     ],
 )
 def test_no_date(text: str) -> None:
     assert resolve_dates(text, MON_8_MAY) == []
+
+
+def test_two_weekdays_that_are_not_a_range_are_two_dates() -> None:
+    found = resolve_dates("I met her on Thursday and Friday", MON_8_MAY)
+    assert [d.value.date() for d in found] == [date(2023, 5, 4), date(2023, 5, 5)]
 
 
 def test_keeps_the_base_timezone_and_wall_clock() -> None:
