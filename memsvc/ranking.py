@@ -645,22 +645,20 @@ def pass_whole_message(
 ) -> FloatArray:
     """Each long message's best-scoring passage raised to the score of the whole message (its
     turn), where the message has at most `whole_message_max_words` words."""
-    limit = config.whole_message_max_words
-    whole = {
-        c.source_message_ids[0]: i
-        for i, c in enumerate(candidates)
-        if c.kind == "turn" and c.source_message_ids and c.words <= limit
-    }
-    if not whole:
-        return scores
-    best: dict[str, int] = {}
+    best: dict[str, int] = {}  # message id -> its best-scoring passage
     for i, c in enumerate(candidates):
-        message = c.source_message_ids[0] if c.kind == "passage" and c.source_message_ids else None
-        if message in whole and (message not in best or scores[i] > scores[best[message]]):
-            best[message] = i
+        if c.kind == "passage" and c.source_message_ids:
+            message = c.source_message_ids[0]
+            if message not in best or scores[i] > scores[best[message]]:
+                best[message] = i
+    if not best or not config.whole_message_max_words:
+        return scores
     out = scores.copy()
-    for message, i in best.items():
-        out[i] = max(scores[i], scores[whole[message]])
+    # Only the turns of messages that have passages count their words (it runs on every search).
+    for i, c in enumerate(candidates):
+        passage = best.get(c.source_message_ids[0]) if c.kind == "turn" and c.source_message_ids else None
+        if passage is not None and c.words <= config.whole_message_max_words:
+            out[passage] = max(out[passage], scores[i])
     return out
 
 
