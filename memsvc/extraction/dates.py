@@ -166,10 +166,10 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
 
 
 # "Monday to Friday", "Mon-Fri": days of every week, not the dates of one.
-_RANGE_AFTER = re.compile(rf"\s*(?:to|through|thru|till|until|-|–|—)\s*(?:{_WD}|{_WD_ABBR})", re.IGNORECASE)
-_RANGE_BEFORE = re.compile(
-    rf"(?:{_WD}|{_WD_ABBR})\s*(?:to|through|thru|till|until|-|–|—)\s*(?:on\s+)?$", re.IGNORECASE
-)
+_ANY_DAY = rf"(?:{_WD}|{_WD_ABBR})"
+_TO = r"\s*(?:to|through|thru|till|until|-|–|—)\s*"
+_RANGE_AFTER = re.compile(_TO + _ANY_DAY, re.IGNORECASE)  # right after the weekday: " to Friday"
+_RANGE_BEFORE = re.compile(rf"{_ANY_DAY}{_TO}(?:on\s+)?$", re.IGNORECASE)  # up to it: "Monday to "
 
 
 def _in_day_range(text: str, start: int, end: int) -> bool:
