@@ -108,10 +108,16 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _utc_if_naive(value: datetime) -> datetime:
-    # One year of margin at both ends, so the date arithmetic of ingest and search never overflows.
-    if not 1 < value.year < 9999:
-        raise PydanticCustomError("datetime_range", "year must be between 2 and 9998")
-    return value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
+    aware = value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
+    # The year of the instant as stored (UTC), with one year of margin at both ends, so the date
+    # arithmetic of ingest and search never overflows: "0002-01-01T00:00+05:00" is year 1 in UTC.
+    try:
+        year = aware.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not 1 < year < 9999:
+        raise PydanticCustomError("datetime_range", "year must be between 2 and 9998 (in UTC)")
+    return aware
 
 
 # Every client string passes `Text`: PostgreSQL stores neither NUL nor lone surrogates, and a

@@ -157,8 +157,12 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
             continue
         if tense is None:
             tense = tense_of(text)
-        resolved = _resolve(kind, span, base, tense)
-        if resolved is None:
+        try:
+            resolved = _resolve(kind, span, base, tense)
+        except (ValueError, OverflowError):  # "in two years" said in 9998: past the calendar
+            continue
+        # Dates kept within the years a request may carry (2-9998), as the times it sends are.
+        if resolved is None or not 1 < resolved[0].year < 9999:
             continue
         value, granularity, label, relative, approximate = resolved
         found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))

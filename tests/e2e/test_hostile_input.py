@@ -339,7 +339,18 @@ def test_a_time_without_timezone_is_utc(client: MemoryClient, live_server, tenan
         assert context.status_code == 200, context.text
 
 
-@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "2024-13-01T00:00:00"])
+# The year is the UTC instant's: "0002-01-01T00:00+05:00" is year 1 and was once stored, after
+# which every search of that user failed on PostgreSQL's year 1 BC.
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-01:00",
+        "2024-13-01T00:00:00",
+        "0002-01-01T00:00:00+05:00",
+        "9998-12-31T23:00:00-05:00",
+    ],
+)
 def test_times_at_the_ends_of_the_calendar_are_422(live_server: str, tenant, sql, when: str) -> None:
     ctx, key = tenant
     before = _tenant_rows(sql, ctx.tenant_id)
@@ -352,6 +363,23 @@ def test_times_at_the_ends_of_the_calendar_are_422(live_server: str, tenant, sql
         "as_of",
     )
     assert _tenant_rows(sql, ctx.tenant_id) == before
+
+
+@pytest.mark.parametrize(
+    ("when", "content"),
+    [("9998-06-01T00:00:00Z", "In two years I will retire."), ("0002-06-01T00:00:00Z", "Two years ago I lived in Oslo.")],
+)
+def test_a_relative_date_past_the_calendar_is_left_unresolved(live_server: str, tenant, when, content) -> None:
+    # "In two years", said in 9998, is year 10000: the batch is stored, the phrase kept as said.
+    body = _add_body()
+    body.update(user_id="edge", wait=True)
+    body["messages"][0].update(created_at=when, content=content)
+    added = _send(live_server, tenant[1], "POST", "/v1/memories", body)
+    assert added.status_code == 201, added.text
+    assert added.json()["status"] == "succeeded", added.text
+    for path in ("/v1/search", "/v1/context"):
+        response = _send(live_server, tenant[1], "POST", path, {"query": "where", "user_id": "edge"})
+        assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("query", ["", " ", " \t\n\r ", "\u3000"])

@@ -147,3 +147,15 @@ def test_tense_and_trigger() -> None:
     assert tense_of("I went hiking on Saturday") == "past"
     assert has_trigger("see you on Friday") and has_trigger("back in 2019")
     assert not has_trigger("I love painting and pottery")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("In two years I will retire.", datetime(9998, 6, 1, tzinfo=UTC)),
+        ("Two years ago I lived in Oslo.", datetime(2, 6, 1, tzinfo=UTC)),
+        ("A year ago I lived in Oslo.", datetime(2, 6, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_date_past_the_years_a_request_may_carry_is_left_out(text: str, said: datetime) -> None:
+    assert resolve_dates(text, said) == []
