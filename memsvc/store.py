@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -152,12 +152,20 @@ def _encode_cursor(created_at: datetime, memory_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), str(memory_id)]).encode()).decode()
 
 
+_FOREIGN_CURSOR = "cursor is not one this server issued"
+_BIGINT_MAX = 2**63 - 1
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created_at, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(memory_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not one this server issued") from exc
+        at = datetime.fromisoformat(created_at)
+        # A forged time PostgreSQL cannot hold (naive, or before year 1 in UTC) is the caller's error.
+        if at.utcoffset() is None or not 1 < at.astimezone(UTC).year < 9999:
+            raise ValueError(created_at)
+        return at, uuid.UUID(memory_id)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(_FOREIGN_CURSOR) from exc
 
 
 def list_memories(
@@ -293,9 +301,12 @@ def user_history(
         stmt = stmt.where(HistoryEvent.run_id == run_id)
     if cursor:
         try:
-            stmt = stmt.where(HistoryEvent.id < int(cursor))
+            before = int(cursor)
         except ValueError as exc:
-            raise InvalidInput("cursor is not one this server issued") from exc
+            raise InvalidInput(_FOREIGN_CURSOR) from exc
+        if not 0 < before <= _BIGINT_MAX:  # event ids are positive bigints
+            raise InvalidInput(_FOREIGN_CURSOR)
+        stmt = stmt.where(HistoryEvent.id < before)
     rows = list(session.execute(stmt.order_by(HistoryEvent.id.desc()).limit(limit + 1)).scalars())
     page = rows[:limit]
     return HistoryPage(
@@ -315,7 +326,9 @@ def list_users(
         try:
             after = base64.urlsafe_b64decode(cursor.encode()).decode()
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput("cursor is not one this server issued") from exc
+            raise InvalidInput(_FOREIGN_CURSOR) from exc
+        if "\x00" in after:  # PostgreSQL text cannot hold NUL; no user id has one
+            raise InvalidInput(_FOREIGN_CURSOR)
         stmt = stmt.where(Memory.user_id > after)
     rows = session.execute(stmt.group_by(Memory.user_id).order_by(Memory.user_id).limit(limit + 1)).all()
     page = rows[:limit]

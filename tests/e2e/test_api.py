@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 import httpx
@@ -240,6 +242,14 @@ def test_sdk_raises_typed_errors(live_server: str, client: MemoryClient) -> None
         client.search("x", "u", filters={"colour": "red"})
 
 
+def _forged(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _forged_time(at: str) -> str:
+    return _forged(json.dumps([at, str(uuid.uuid4())]).encode())
+
+
 def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
     auth = {"Authorization": f"Bearer {tenant[1]}"}
     cases = [
@@ -254,6 +264,13 @@ def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
         ("PATCH", f"/v1/memories/{uuid.uuid4()}", {"colour": "x"}),
         ("GET", f"/v1/jobs/{uuid.uuid4()}", None),
         ("GET", "/v1/graph?user_id=u&depth=9", None),
+        # Forged cursors with values PostgreSQL cannot hold were 500s.
+        ("GET", "/v1/history?user_id=u&cursor=9223372036854775808", None),
+        ("GET", "/v1/history?user_id=u&cursor=-5", None),
+        ("GET", f"/v1/users?cursor={_forged(b'a' + bytes(1) + b'b')}", None),
+        ("GET", f"/v1/memories?user_id=u&cursor={_forged_time('0001-01-01T00:00:00+05:00')}", None),
+        ("GET", f"/v1/memories?user_id=u&cursor={_forged_time('2024-01-01T00:00:00')}", None),
+        ("GET", f"/v1/jobs?cursor={_forged_time('0001-01-01T00:00:00+05:00')}", None),
     ]
     for method, path, body in cases:
         response = httpx.request(method, f"{live_server}{path}", json=body, headers=auth)
