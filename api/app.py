@@ -70,6 +70,10 @@ def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
         started = time.perf_counter()
         try:
             response = await call_next(request)
+        except Exception as exc:  # answered here, so that the connection stays open
+            # Past this point Starlette would answer the 500 and re-raise, and the server would
+            # close the client's keep-alive connection under it.
+            response = problems.internal_error(exc)
         finally:
             logs.request_id.reset(token)
         elapsed = time.perf_counter() - started

@@ -77,6 +77,12 @@ def _invalid_json(reason: str, doc: Any = None, pos: Any = None) -> JSONResponse
     )
 
 
+def internal_error(exc: BaseException) -> JSONResponse:
+    """The answer to a failure the server did not expect: logged whole, told in one line."""
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal error", "the server failed; the error is in its log", code="internal")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(MemsvcError)
     async def _memsvc_error(_: Request, exc: MemsvcError) -> JSONResponse:
@@ -101,8 +107,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem(500, "internal error", "the server failed; the error is in its log", code="internal")
+        return internal_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 
 import httpx
@@ -288,3 +289,34 @@ def test_health_ready_metrics_docs(live_server: str) -> None:
     assert {"/v1/memories", "/v1/search", "/v1/context", "/v1/users/{user_id}", "/v1/jobs/{job_id}"} <= set(
         spec["paths"]
     )
+
+
+def test_an_unexpected_failure_is_a_500_problem_and_the_connection_stays_open(
+    live_server: str, tenant, service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette answers an unhandled exception and re-raises it, and the server then closed the
+    client's keep-alive connection under it: the client's next request on it was reset."""
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "users", broken)
+    host, port = live_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        reader = conn.makefile("rb")
+        statuses = []
+        for path in ("/v1/users", "/healthz"):
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tenant[1]}\r\n\r\n"
+            conn.sendall(request.encode())
+            status = reader.readline().split()[1]
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = json.loads(reader.read(int(headers["content-length"])))
+            statuses.append(int(status))
+            if path == "/v1/users":
+                assert headers["content-type"].startswith("application/problem+json")
+                assert body["code"] == "internal" and "a bug" not in json.dumps(body)
+                assert headers.get("x-request-id") and headers.get("connection") != "close"
+    assert statuses == [500, 200]

@@ -367,9 +367,14 @@ def test_times_at_the_ends_of_the_calendar_are_422(live_server: str, tenant, sql
 
 @pytest.mark.parametrize(
     ("when", "content"),
-    [("9998-06-01T00:00:00Z", "In two years I will retire."), ("0002-06-01T00:00:00Z", "Two years ago I lived in Oslo.")],
+    [
+        ("9998-06-01T00:00:00Z", "In two years I will retire."),
+        ("0002-06-01T00:00:00Z", "Two years ago I lived in Oslo."),
+    ],
 )
-def test_a_relative_date_past_the_calendar_is_left_unresolved(live_server: str, tenant, when, content) -> None:
+def test_a_relative_date_past_the_calendar_is_left_unresolved(
+    live_server: str, tenant, when, content
+) -> None:
     # "In two years", said in 9998, is year 10000: the batch is stored, the phrase kept as said.
     body = _add_body()
     body.update(user_id="edge", wait=True)
