@@ -258,7 +258,7 @@ def rank_corpus(
         ranking = replace(ranking, merge_word_budget=SUMMARY_WORD_BUDGET, merge_min_share=0.0)
     results = rank(candidates, request.query, speakers, ranking, dense_stats=stats, bonus=bonus)
     by_id = {row.key: row for row in rows}
-    out = [_result_out(result, by_id) for result in results]
+    out = [_result_out(result, by_id, request.user_id) for result in results]
     if request.explain:
         signals = explain(results, candidates, request.query, speakers, ranking, stats, bonuses)
         for item, explained in zip(out, signals, strict=True):
@@ -546,7 +546,7 @@ def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool
     return np.asarray(out, dtype=np.int64)
 
 
-def _result_out(result: RankedResult, rows: dict[str, CorpusRow]) -> MemoryOut:
+def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) -> MemoryOut:
     members = [rows[m.id] for m in result.members]
     first = members[0]
     if len(members) == 1:
@@ -561,7 +561,7 @@ def _result_out(result: RankedResult, rows: dict[str, CorpusRow]) -> MemoryOut:
         kind=kind,
         content=content,
         score=result.score,
-        user_id=None,
+        user_id=user_id,
         agent_id=first.agent_id,
         session_id=first.session_id,
         speaker=first.speaker if len(members) == 1 else None,
@@ -590,7 +590,9 @@ def _line(item: MemoryOut) -> str:
     date = f"[{when.date().isoformat()}] " if when else ""
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
-    return f"- {date}{who}{body} (src: {_refs(item.source_message_ids)})"
+    # A fact a newer one replaced says so, or a model reads two current home towns.
+    until = f" (until {item.valid_to.date().isoformat()})" if item.type == "semantic" and item.valid_to else ""
+    return f"- {date}{who}{body}{until} (src: {_refs(item.source_message_ids)})"
 
 
 def _who(item: MemoryOut) -> str:

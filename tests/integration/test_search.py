@@ -78,6 +78,12 @@ def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> N
     history = service.history(ctx, boston.id)
     assert [e.op for e in history] == ["create", "supersede"]
     assert history[1].after and history[1].after["superseded_by"] == str(denver.id)
+    assert {r.user_id for r in service.search(ctx, SearchRequest(query="Boston", user_id=user))} == {user}
+    # The context block says the old value ended: a model reading it sees one home town now.
+    lines = service.context(ctx, ContextRequest(query="Where does Ann live?", user_id=user)).context.splitlines()
+    boston_lines = [line for line in lines if "Ann lives in Boston" in line]
+    assert boston_lines and all("(until 2024-06-01)" in line for line in boston_lines)
+    assert all("(until" not in line for line in lines if "Denver" in line)
 
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
