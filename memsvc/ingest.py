@@ -290,10 +290,6 @@ class Ingestor:
         ):
             created[kind] += 1
         timings["database"] += time.perf_counter() - t0
-        # A newer value of an attribute ("moved to Boston") closes the older one ("lives in Denver").
-        slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
-        if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
-            created["superseded"] = superseded
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
         t0 = time.perf_counter()
         created["session"] += _upsert_sessions(session, tenant_id, user_id, digests, vector_of, rows)
@@ -313,6 +309,13 @@ class Ingestor:
         created["entity"] += n_entities
         created["relation"] += n_relations
         bulk_insert(session, HistoryEvent, rows.history)
+        # A newer value of an attribute ("moved to Boston") closes the older one ("lives in Denver"),
+        # and the turn that said only the old value with it: after the sources are written, which
+        # tell that turn (a batch older than what is stored closes its own facts and turns), and
+        # after the creation events, which come first in each memory's history.
+        slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
+        if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
+            created["superseded"] = superseded
         timings["database"] += time.perf_counter() - t0
 
         return AddResult(

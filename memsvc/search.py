@@ -591,7 +591,8 @@ def _line(item: MemoryOut) -> str:
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
     # A fact a newer one replaced says so, or a model reads two current home towns.
-    until = f" (until {item.valid_to.date().isoformat()})" if item.type == "semantic" and item.valid_to else ""
+    ended = item.valid_to if item.type == "semantic" else None
+    until = f" (until {ended.date().isoformat()})" if ended else ""
     return f"- {date}{who}{body}{until} (src: {_refs(item.source_message_ids)})"
 
 

@@ -80,10 +80,48 @@ def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> N
     assert history[1].after and history[1].after["superseded_by"] == str(denver.id)
     assert {r.user_id for r in service.search(ctx, SearchRequest(query="Boston", user_id=user))} == {user}
     # The context block says the old value ended: a model reading it sees one home town now.
-    lines = service.context(ctx, ContextRequest(query="Where does Ann live?", user_id=user)).context.splitlines()
+    lines = service.context(
+        ctx, ContextRequest(query="Where does Ann live?", user_id=user)
+    ).context.splitlines()
     boston_lines = [line for line in lines if "Ann lives in Boston" in line]
     assert boston_lines and all("(until 2024-06-01)" in line for line in boston_lines)
     assert all("(until" not in line for line in lines if "Denver" in line)
+
+
+@pytest.mark.parametrize("arrival", ["newer first", "one batch"])
+def test_the_turn_of_an_old_value_goes_out_of_date_whatever_order_it_arrives_in(  # type: ignore[no-untyped-def]
+    service, tenant, arrival: str
+) -> None:
+    """Supersession ran before the batch's sources were written, so a batch older than what was
+    stored closed its fact but left the turn that said it current, second for "Where …?"."""
+    ctx, _ = tenant
+    user = f"order-{uuid.uuid4().hex[:6]}"
+    lisbon = Message(
+        role="user",
+        name="Pia",
+        content="I live in Lisbon.",
+        id="a",
+        created_at=datetime(2025, 1, 10, tzinfo=UTC),
+    )
+    porto = Message(
+        role="user",
+        name="Pia",
+        content="I moved to Porto.",
+        id="b",
+        created_at=datetime(2025, 6, 10, tzinfo=UTC),
+    )
+    batches = [[porto], [lisbon]] if arrival == "newer first" else [[lisbon, porto]]
+    for messages in batches:
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="s", messages=messages))
+    listing = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    turn = next(m for m in listing if m.kind == "turn" and m.content == "I live in Lisbon.")
+    fact = next(m for m in listing if m.content == "Pia lives in Lisbon")
+    for old in (turn, fact):
+        assert old.status == "superseded" and old.valid_to == datetime(2025, 6, 10, tzinfo=UTC), old
+        assert [e.op for e in service.history(ctx, old.id)] == ["create", "supersede"]
+    results = service.search(ctx, SearchRequest(query="Where does Pia live?", user_id=user))
+    assert "Porto" in results[0].content
+    assert all(r.status != "active" for r in results if "Lisbon" in r.content)
 
 
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
