@@ -534,6 +534,11 @@ class MemoryService:
     def update(self, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> MemoryOut:
         """Edit a memory; a turn whose content changes has its passages cut again from the new text
         (`passages_store.recut_passages`), in the same transaction."""
+        if patch.content is not None and len(patch.content) > self.settings.max_content_chars:
+            # The limit an add has: an edit is not a way around it.
+            raise InvalidInput(
+                f"content has {len(patch.content)} characters; the limit is {self.settings.max_content_chars}"
+            )
         with self.db.session() as session:
             if patch.content is not None:
                 # Re-cutting passages: an ingest or a backfill of the same user waits (same lock).

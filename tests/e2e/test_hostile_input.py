@@ -161,7 +161,9 @@ def test_nul_and_lone_surrogates_are_422_naming_the_field(
     assert _tenant_rows(sql, ctx.tenant_id) == before
 
 
-def test_bad_text_in_an_update_is_422_and_changes_nothing(client: MemoryClient, live_server, tenant) -> None:
+def test_bad_text_in_an_update_is_422_and_changes_nothing(
+    client: MemoryClient, live_server, tenant, service
+) -> None:
     added = client.add(_add_body()["messages"], user_id="u", wait=True)
     assert added.result
     memory_id = added.result.memory_ids[0]
@@ -179,6 +181,10 @@ def test_bad_text_in_an_update_is_422_and_changes_nothing(client: MemoryClient, 
         _send(live_server, tenant[1], "PATCH", f"/v1/memories/{memory_id}", {"content": " \t\n"}),
         422,
         "blank",
+    )
+    too_long = {"content": "x" * (service.settings.max_content_chars + 1)}  # the limit an add has
+    _assert_problem(
+        _send(live_server, tenant[1], "PATCH", f"/v1/memories/{memory_id}", too_long), 422, "content"
     )
     assert client.get(memory_id) == before
     assert [e.op for e in client.history(memory_id)] == ["create"]
