@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from memsvc import logs, migrate
 from memsvc.config import Settings, get_settings
 from memsvc.database import Database, libpq_url, resolve_database_url
-from memsvc.errors import MemsvcError
+from memsvc.errors import InvalidInput, MemsvcError
 
 if TYPE_CHECKING:
     from memsvc.workers.queue import WorkerMode
@@ -233,12 +233,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     from memsvc.service import MemoryService
     from memsvc.tenants import TenantContext, get_or_create_tenant
 
+    user_id = args.user_id or Path(args.file).stem
+    try:
+        batches = read_batches(Path(args.file), user_id)
+    except OSError as exc:  # a missing or unreadable file: said in a line, before any database work
+        raise InvalidInput(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     database = open_database(settings)
     with database.session() as session:
         tenant_id = get_or_create_tenant(session, args.tenant)
     ctx = TenantContext(tenant_id=tenant_id)
-    user_id = args.user_id or Path(args.file).stem
-    batches = read_batches(Path(args.file), user_id)
     service = MemoryService(settings, database)
     created = duplicates = 0
     total = sum(len(b.messages) for b in batches)
@@ -246,7 +249,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
         for batch in batches:
             # The same job path the queue runs, in this process: a file import needs no worker.
             outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
-            assert outcome.result is not None
+            if outcome.result is None:
+                raise MemsvcError(f"a batch of {len(batch.messages)} messages failed: {outcome.error}")
             created += sum(outcome.result.created.values())
             duplicates += outcome.result.duplicates
             bar.update(len(batch.messages))

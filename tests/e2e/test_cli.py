@@ -75,3 +75,7 @@ def test_import_jsonl_with_progress_and_idempotence(database_url: str, database,
     bad.write_text('{"role": "user"}\n')
     failed = _memsvc(database_url, "import", str(bad), "--tenant", "cli-import")
     assert failed.returncode == 2 and "line 1" in failed.stderr
+
+    missing = _memsvc(database_url, "import", str(tmp_path / "no-such.jsonl"), "--tenant", "cli-import")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "cannot read" in missing.stderr and "no-such.jsonl" in missing.stderr
