@@ -5,7 +5,7 @@ import builtins
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -73,7 +73,17 @@ def _body(**fields: Any) -> dict[str, Any]:
 
 
 def _messages(messages: Sequence[MessageLike]) -> builtins.list[dict[str, Any]]:
-    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in m.items()} for m in messages]
+    if isinstance(messages, str | bytes):
+        raise TypeError('messages is a list of dicts, e.g. [{"role": "user", "content": "..."}]')
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise TypeError(
+                f"messages[{i}] is a {type(m).__name__}; each message is a dict like "
+                '{"role": "user", "content": "..."}'
+            )
+        out.append({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in m.items()})
+    return out
 
 
 def _segment(value: object) -> str:

@@ -5,6 +5,7 @@ Every case runs through both clients, which must decide alike."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -250,3 +251,14 @@ def test_a_timeout_is_not_retried(kind: str, waits) -> None:
 )
 def test_idempotent(method: str, path: str, body: Any, idempotent: bool) -> None:
     assert _client._idempotent(method, path, body) is idempotent
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("messages", "says"), [(["hello"], "messages[0] is a str"), ("hello", "list of dicts")]
+)
+def test_messages_that_are_not_dicts_say_so_before_any_request(kind: str, messages: Any, says: str) -> None:
+    script = Script(201, body=JOB)
+    with pytest.raises(TypeError, match=re.escape(says)):
+        call(kind, script, "add", messages, "u")
+    assert script.requests == []
