@@ -126,6 +126,17 @@ Text = Annotated[str, AfterValidator(_check_text)]
 NonBlankText = Annotated[Text, AfterValidator(_not_blank)]
 # Scope identifiers are opaque strings chosen by the client: any printable text, `/ ? # %` included.
 ScopeId = Text
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable() or not value.strip():
+        raise PydanticCustomError("scope_id", "must be printable text, not blank (no control characters)")
+    return value
+
+
+# An id a write brings in is held to that; reads and erasure take any id, so that one stored before
+# the rule can still be read and erased.
+NewScopeId = Annotated[ScopeId, AfterValidator(_printable)]
 # Client-chosen JSON (metadata, filters): at most 32 levels deep and 64 KiB, no NaN or Infinity.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 # A time without a timezone is UTC, as API.md says; one with an offset keeps it.
@@ -150,9 +161,9 @@ class Message(_Model):
 
 class AddRequest(_Model):
     messages: list[Message] = Field(min_length=1)
-    user_id: ScopeId = Field(min_length=1, max_length=255)
-    agent_id: ScopeId | None = Field(default=None, min_length=1, max_length=255)
-    session_id: ScopeId | None = Field(default=None, min_length=1, max_length=255)
+    user_id: NewScopeId = Field(min_length=1, max_length=255)
+    agent_id: NewScopeId | None = Field(default=None, min_length=1, max_length=255)
+    session_id: NewScopeId | None = Field(default=None, min_length=1, max_length=255)
     metadata: JsonObject | None = None
     wait: bool = False
 

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from memsvc.client import MemoryClient
+from memsvc.schemas import AddRequest
 
 BAD_TEXT = {"nul": "a\x00b", "surrogate": "a\ud800b"}
 
@@ -461,3 +462,38 @@ def test_user_ids_with_url_characters_by_raw_http(live_server: str, tenant, sql,
 
 def test_empty_user_id_in_the_path_is_422(live_server: str, tenant) -> None:
     _assert_problem(_send(live_server, tenant[1], "DELETE", "/v1/users/"), 422, "user_id")
+
+
+@pytest.mark.parametrize("field", ["user_id", "agent_id", "session_id"])
+@pytest.mark.parametrize("bad", ["a\u0007b", "  ", "line\nbreak", "\u200b\u2028"])
+def test_an_add_with_a_blank_or_unprintable_scope_id_is_422(
+    live_server: str, tenant, sql, field, bad
+) -> None:
+    ctx, key = tenant
+    before = _tenant_rows(sql, ctx.tenant_id)
+    _assert_problem(_send(live_server, key, "POST", "/v1/memories", {**_add_body(), field: bad}), 422, field)
+    assert _tenant_rows(sql, ctx.tenant_id) == before
+
+
+def test_an_id_stored_before_the_printable_rule_can_still_be_read_and_erased(
+    live_server: str, tenant, sql, service
+) -> None:
+    ctx, key = tenant
+    old = "bell\u0007user"
+    added = AddRequest(messages=_add_body()["messages"], user_id="placeholder")
+    assert service.run_ingest_job(service.submit_ingest(ctx, added)).status == "succeeded"
+    # Renamed as an earlier server would have stored it: the rule is on what a request brings in.
+    tables = sql.execute(
+        "SELECT table_name FROM information_schema.columns WHERE column_name = 'user_id'"
+        " AND table_schema = current_schema() AND table_name IN"
+        " (SELECT table_name FROM information_schema.columns WHERE column_name = 'tenant_id')"
+    ).fetchall()
+    for (table,) in tables:
+        sql.execute(
+            f'UPDATE "{table}" SET user_id = %s WHERE tenant_id = %s AND user_id = %s',
+            (old, ctx.tenant_id, "placeholder"),
+        )
+    listed = _send(live_server, key, "GET", f"/v1/memories?user_id={quote(old, safe='')}")
+    assert listed.status_code == 200 and listed.json()["items"]
+    assert _send(live_server, key, "DELETE", f"/v1/users/{quote(old, safe='')}").status_code == 204
+    assert _user_rows(sql, ctx.tenant_id, old) == 0
