@@ -185,6 +185,17 @@ class SearchRequest(_Model):
         "in its `metadata.explain`",
     )
 
+    @field_validator("types")
+    @classmethod
+    def _searchable_types(cls, value: list[str] | None) -> list[str] | None:
+        # The graph is not ranked with memories; saying so beats an empty answer.
+        if value is not None and not set(value) <= {"episodic", "semantic"}:
+            raise PydanticCustomError(
+                "search_types",
+                "search ranks episodic and semantic memories; entities and relations are at GET /v1/graph",
+            )
+        return value
+
     @field_validator("filters")
     @classmethod
     def _known_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:

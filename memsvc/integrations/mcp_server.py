@@ -48,7 +48,8 @@ UserId = Annotated[
         max_length=255,
     ),
 ]
-MemoryType = Literal["episodic", "semantic", "entity", "relation"]
+# What search and listing hold; the graph (entities, relations) is its own endpoint.
+MemoryType = Literal["episodic", "semantic"]
 
 T = TypeVar("T")
 

@@ -261,6 +261,8 @@ def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
         ("POST", "/v1/search", {"query": "x"}),
         ("POST", "/v1/search", {"query": "x", "user_id": "u", "limit": 1000}),
         ("POST", "/v1/search", {"query": "x", "user_id": "u", "as_of": "not a date"}),
+        # The graph is its own endpoint: search says so instead of answering nothing.
+        ("POST", "/v1/search", {"query": "x", "user_id": "u", "types": ["semantic", "entity"]}),
         ("PATCH", f"/v1/memories/{uuid.uuid4()}", {"content": "x"}),
         ("PATCH", f"/v1/memories/{uuid.uuid4()}", {"colour": "x"}),
         ("GET", f"/v1/jobs/{uuid.uuid4()}", None),
