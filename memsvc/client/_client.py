@@ -227,21 +227,38 @@ class MemoryClient(_Base):
         types: builtins.list[str] | None = None,
         as_of: datetime | None = None,
         filters: dict[str, Any] | None = None,
+        explain: bool = False,
     ) -> builtins.list[MemoryOut]:
+        """`explain=True` puts each result's score, signal by signal, in its `metadata["explain"]`."""
         body = _body(query=query, user_id=user_id, limit=limit, types=types, as_of=as_of, filters=filters)
+        if explain:
+            body["explain"] = True
         return SearchResponse.model_validate(self._request("POST", "/v1/search", json=body).json()).results
 
-    def context(self, query: str, user_id: str, *, max_tokens: int = 1000) -> ContextResponse:
-        body = _body(query=query, user_id=user_id, max_tokens=max_tokens)
+    def context(
+        self, query: str, user_id: str, *, max_tokens: int = 1000, as_of: datetime | None = None
+    ) -> ContextResponse:
+        body = _body(query=query, user_id=user_id, max_tokens=max_tokens, as_of=as_of)
         return ContextResponse.model_validate(self._request("POST", "/v1/context", json=body).json())
 
     def get(self, memory_id: UUID | str) -> MemoryOut:
         return MemoryOut.model_validate(self._request("GET", f"/v1/memories/{_segment(memory_id)}").json())
 
     def list(
-        self, user_id: str, *, type: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        type: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> MemoryList:
-        params = _body(user_id=user_id, type=type, limit=limit, cursor=cursor)
+        """Newest stored first; `since`/`until` bound when they happened (event time)."""
+        params = _body(
+            user_id=user_id, type=type, status=status, since=since, until=until, limit=limit, cursor=cursor
+        )
         return MemoryList.model_validate(self._request("GET", "/v1/memories", params=params).json())
 
     def update(
@@ -341,14 +358,20 @@ class AsyncMemoryClient(_Base):
         types: builtins.list[str] | None = None,
         as_of: datetime | None = None,
         filters: dict[str, Any] | None = None,
+        explain: bool = False,
     ) -> builtins.list[MemoryOut]:
+        """`explain=True` puts each result's score, signal by signal, in its `metadata["explain"]`."""
         body = _body(query=query, user_id=user_id, limit=limit, types=types, as_of=as_of, filters=filters)
+        if explain:
+            body["explain"] = True
         return SearchResponse.model_validate(
             (await self._request("POST", "/v1/search", json=body)).json()
         ).results
 
-    async def context(self, query: str, user_id: str, *, max_tokens: int = 1000) -> ContextResponse:
-        body = _body(query=query, user_id=user_id, max_tokens=max_tokens)
+    async def context(
+        self, query: str, user_id: str, *, max_tokens: int = 1000, as_of: datetime | None = None
+    ) -> ContextResponse:
+        body = _body(query=query, user_id=user_id, max_tokens=max_tokens, as_of=as_of)
         return ContextResponse.model_validate((await self._request("POST", "/v1/context", json=body)).json())
 
     async def get(self, memory_id: UUID | str) -> MemoryOut:
@@ -357,9 +380,20 @@ class AsyncMemoryClient(_Base):
         )
 
     async def list(
-        self, user_id: str, *, type: str | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        type: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> MemoryList:
-        params = _body(user_id=user_id, type=type, limit=limit, cursor=cursor)
+        """Newest stored first; `since`/`until` bound when they happened (event time)."""
+        params = _body(
+            user_id=user_id, type=type, status=status, since=since, until=until, limit=limit, cursor=cursor
+        )
         return MemoryList.model_validate((await self._request("GET", "/v1/memories", params=params)).json())
 
     async def update(

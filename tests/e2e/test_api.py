@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import psycopg
 import pytest
 
-from memsvc.client import AuthenticationError, BadRequest, MemoryClient, NotFoundError
+from memsvc.client import AsyncMemoryClient, AuthenticationError, BadRequest, MemoryClient, NotFoundError
 
 CONVERSATION = [
     {
@@ -322,3 +324,38 @@ def test_an_unexpected_failure_is_a_500_problem_and_the_connection_stays_open(
                 assert body["code"] == "internal" and "a bug" not in json.dumps(body)
                 assert headers.get("x-request-id") and headers.get("connection") != "close"
     assert statuses == [500, 200]
+
+
+def test_the_sdk_has_what_rest_has_explain_as_of_status_since_until(live_server: str, tenant) -> None:
+    said = [
+        ("I live in Lisbon.", datetime(2025, 1, 10, tzinfo=UTC), "k1"),
+        ("I moved to Porto.", datetime(2025, 6, 10, tzinfo=UTC), "k2"),
+    ]
+    with MemoryClient(live_server, tenant[1]) as client:
+        for content, when, mid in said:
+            message = {"role": "user", "name": "Pia", "id": mid, "content": content, "created_at": when}
+            assert client.add([message], "sdk-pia", wait=True).status == "succeeded"
+        explained = client.search("Where does Pia live?", "sdk-pia", explain=True)
+        assert explained and all("explain" in r.metadata for r in explained)
+        assert all("explain" not in r.metadata for r in client.search("Where does Pia live?", "sdk-pia"))
+        then = client.context("Where does Pia live?", "sdk-pia", as_of=datetime(2025, 3, 1, tzinfo=UTC))
+        assert "Lisbon" in then.context and "Porto" not in then.context
+        old = client.list("sdk-pia", status="superseded").items
+        assert old and all(m.status == "superseded" for m in old)
+        spring = client.list(
+            "sdk-pia", since=datetime(2025, 1, 1, tzinfo=UTC), until=datetime(2025, 3, 1, tzinfo=UTC)
+        )
+        assert spring.items and all(
+            m.event_at and m.event_at < datetime(2025, 3, 1, tzinfo=UTC) for m in spring.items
+        )
+
+    async def the_async_client() -> None:
+        async with AsyncMemoryClient(live_server, tenant[1]) as aclient:
+            assert all(
+                "explain" in r.metadata for r in await aclient.search("Porto", "sdk-pia", explain=True)
+            )
+            now = await aclient.context("Where does Pia live?", "sdk-pia")
+            assert "Porto" in now.context
+            assert (await aclient.list("sdk-pia", status="superseded")).items
+
+    asyncio.run(the_async_client())
