@@ -16,11 +16,12 @@ router = APIRouter(prefix="/v1", tags=["consolidation"], responses=problems.resp
 
 @router.post("/consolidate", status_code=202, response_model=JobOut, responses=problems.responses(400))
 def consolidate(
-    body: ConsolidateRequest, service: Service, tenant: WriteTenant, request: Request
+    service: Service, tenant: WriteTenant, request: Request, body: ConsolidateRequest | None = None
 ) -> JSONResponse:
     """Queue a consolidation run (supersede, merge, summarise, forget) of one user, or of every user
-    of the tenant; `GET /v1/jobs/{job_id}` follows it, and its result is the run's report."""
-    job_id = service.submit_consolidate(tenant, body)
+    of the tenant (no body, or no `user_id`); `GET /v1/jobs/{job_id}` follows it, and its result is
+    the run's report."""
+    job_id = service.submit_consolidate(tenant, body or ConsolidateRequest())
     request.app.state.queue.defer_consolidate(job_id)
     out = JobOut(job_id=job_id, status="queued", kind="consolidate")
     return JSONResponse(out.model_dump(mode="json", exclude_none=True), status_code=202)

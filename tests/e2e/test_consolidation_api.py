@@ -53,3 +53,10 @@ def test_consolidate_job_through_the_queue(client: MemoryClient) -> None:
 def test_consolidate_without_a_user_covers_the_tenant(client: MemoryClient) -> None:
     job = _wait(client, client.consolidate().job_id)
     assert job.status == "succeeded", job.error
+
+
+def test_a_consolidate_request_without_a_body_covers_the_tenant(client: MemoryClient) -> None:
+    response = client._http.post("/v1/consolidate")  # no body at all, as `curl -X POST` sends
+    assert response.status_code == 202, response.text
+    job = _wait(client, response.json()["job_id"])
+    assert job.status == "succeeded" and job.kind == "consolidate", job.error
