@@ -292,7 +292,7 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
         t0 = time.perf_counter()
-        created["session"] += _upsert_sessions(session, tenant_id, user_id, digests, vector_of, rows)
+        created["session"] += _upsert_sessions(session, tenant_id, user_id, digests, vector_of, rows, actor)
         timings["database"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         bulk_insert(session, MemorySource, rows.sources)
@@ -661,8 +661,11 @@ def _upsert_sessions(
     plans: Sequence[_SessionPlan],
     vector_of: dict[str, Vector],
     rows_out: _Rows,
+    actor: str,
 ) -> int:
-    """Write each touched session's episode; its provenance rows join `rows_out.sources`."""
+    """Write each touched session's episode; its provenance rows join `rows_out.sources`, and a
+    `create` event the history of a session new here (a digest rebuilt as turns arrive is derived
+    from them, and its rebuilds are not events)."""
     values: list[dict[str, Any]] = []
     for plan in plans:
         memory_id = derived_id(tenant_id, user_id, "session", plan.session_id)
@@ -688,7 +691,19 @@ def _upsert_sessions(
         rows_out.sources.extend(
             _source(memory_id, turn.message_id, turn.id, tenant_id, user_id) for turn in plan.turns
         )
-    bulk_insert(session, Memory, values, conflict=_SESSION_UPSERT)
+    # `xmax = 0`: the row was inserted by this statement, not updated on conflict.
+    inserted = {
+        memory_id
+        for memory_id, new in bulk_insert(
+            session, Memory, values, conflict=_SESSION_UPSERT, returning="id, xmax = 0"
+        )
+        if new
+    }
+    rows_out.history.extend(
+        _created(tenant_id, user_id, v["id"], actor, "session", v["content"])
+        for v in values
+        if v["id"] in inserted
+    )
     return len(values)
 
 

@@ -267,7 +267,9 @@ def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[
         ).scalars()
     )
     if not rows:
-        raise NotFound(f"memory {memory_id} not found")
+        _load(
+            session, ctx, memory_id
+        )  # a memory without events (a session digest made before they had one) has []
     return [_history_out(r) for r in rows]
 
 

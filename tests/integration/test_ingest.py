@@ -123,6 +123,20 @@ def test_a_session_episode_is_embedded_as_the_turns_its_digest_quotes(service, t
         assert float(stored[batch.session_id] @ digest_alone) < 0.99
 
 
+def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    """Its history was empty, and GET /v1/memories/{id}/history answered 404 for a stored memory;
+    rebuilds as the session's turns arrive are derived from them, not events."""
+    ctx, _ = tenant
+    user = f"episode-{uuid.uuid4().hex[:6]}"
+    for i, text in enumerate(["I bought a kayak.", "It is bright red.", "I paddle on Sundays."]):
+        when = datetime(2025, 1, 10, 9, i, tzinfo=UTC)
+        message = Message(role="user", name="Pia", content=text, id=f"e{i}", created_at=when)
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="one", messages=[message]))
+    [episode], _ = _memories(service, ctx, user, kind="session")
+    events = service.history(ctx, episode.id)
+    assert [e.op for e in events] == ["create"] and events[0].after["kind"] == "session"
+
+
 def test_facts_are_self_contained_with_resolved_dates_and_exact_provenance(service, conversation) -> None:  # type: ignore[no-untyped-def]
     ctx, user, _, _ = conversation
     facts, sources = _memories(service, ctx, user, type="semantic")
