@@ -46,7 +46,7 @@ from memsvc.database import Database
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
-from memsvc.store import passages_of
+from memsvc.store import delete_rows, passages_of
 
 log = logging.getLogger(__name__)
 
@@ -1256,7 +1256,8 @@ def _apply_purge(
     cutoff: datetime,
 ) -> None:
     """Delete archived memories for good: the row, its vector (the change feed tells the GPU
-    index), provenance and mentions (cascade). The history stays."""
+    index), provenance and mentions (cascade), the relations it stated and the entities only it
+    named (`store.delete_rows`). The history stays."""
     rows = list(
         session.execute(
             select(Memory)
@@ -1281,9 +1282,7 @@ def _apply_purge(
         if p.id not in purged
     ]
     events = [_event(tenant_id, user_id, m.id, "purge", actor, run_id, _snapshot(m), None) for m in rows]
-    for memory in rows:
-        session.delete(memory)
-    session.flush()
+    delete_rows(session, tenant_id, rows)
     session.execute(insert(HistoryEvent), events)
     reopen_predecessors(session, tenant_id, user_id, actor, [m.id for m in rows], run_id)
 

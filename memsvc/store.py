@@ -255,7 +255,31 @@ def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) ->
     parts = passages_of(session, ctx.tenant_id, [memory.id], lock=True) if memory.kind == "turn" else []
     for row in (*parts, memory):
         _record(session, ctx, row, "delete", snapshot(row), None)
+    delete_rows(session, ctx.tenant_id, [*parts, memory])
+
+
+def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) -> None:
+    """Delete memories (their history is the caller's) and what the graph held only through them,
+    or a deleted fact is still readable at GET /v1/graph: the relations they stated (their sentence
+    is the memory's; the foreign key would only unlink them), then the entities that nothing else
+    names or relates any more."""
+    ids = [row.id for row in rows]
+    named = set(
+        session.execute(select(EntityMention.entity_id).where(EntityMention.memory_id.in_(ids))).scalars()
+    )
+    session.execute(delete(Relation).where(Relation.tenant_id == tenant_id, Relation.memory_id.in_(ids)))
+    for row in rows:
         session.delete(row)
+    session.flush()
+    if not named:
+        return
+    kept = set(
+        session.execute(select(EntityMention.entity_id).where(EntityMention.entity_id.in_(named))).scalars()
+    )
+    for end in (Relation.subject_id, Relation.object_id):
+        kept.update(session.execute(select(end).where(end.in_(named))).scalars())
+    if gone := named - kept:
+        session.execute(delete(Entity).where(Entity.tenant_id == tenant_id, Entity.id.in_(gone)))
 
 
 def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[HistoryEventOut]:

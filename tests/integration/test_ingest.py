@@ -123,6 +123,37 @@ def test_a_session_episode_is_embedded_as_the_turns_its_digest_quotes(service, t
         assert float(stored[batch.session_id] @ digest_alone) < 0.99
 
 
+def test_deleting_a_fact_takes_its_relation_and_lone_entities_out_of_the_graph(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    """The relation kept the deleted fact's sentence (its foreign key only unlinked it)."""
+    ctx, _ = tenant
+    user = f"grapher-{uuid.uuid4().hex[:6]}"
+    said = [
+        ("I moved to Lisbon with my dog Rex.", "g1"),
+        ("My sister Jo lives in Lisbon too.", "g2"),
+    ]
+    for text, mid in said:
+        when = datetime(2025, 1, 10, tzinfo=UTC)
+        message = Message(role="user", name="Ann", content=text, id=mid, created_at=when)
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="s", messages=[message]))
+    graph = service.graph(ctx, user, entity=None, depth=1)
+    dog = next(r for r in graph.relations if r.object == "Rex")
+    with service.db.session() as session:
+        fact_id = session.execute(select(Relation.memory_id).where(Relation.id == dog.id)).scalar_one()
+    stated = {r.id for r in graph.relations if r.fact == dog.fact}
+    service.delete(ctx, fact_id)
+    after = service.graph(ctx, user, entity=None, depth=1)
+    assert not {r.id for r in after.relations} & stated
+    assert all(dog.fact != r.fact for r in after.relations)
+    assert "Rex" in {e.name for e in after.entities}  # the turn that said it still names Rex
+    # Everything the first message made, deleted: Rex goes; what the second names stays.
+    listing = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    for memory in listing:
+        if memory.source_message_ids == ["g1"] and memory.kind != "session":
+            service.delete(ctx, memory.id)
+    names = {e.name for e in service.graph(ctx, user, entity=None, depth=1).entities}
+    assert "Rex" not in names and {"Lisbon", "Jo"} <= names
+
+
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
     """Its history was empty, and GET /v1/memories/{id}/history answered 404 for a stored memory;
     rebuilds as the session's turns arrive are derived from them, not events."""
