@@ -113,7 +113,11 @@ _AMBIGUOUS_MONTH = re.compile(r"\b(?:may|march)\b")
 _FUTURE = re.compile(
     r"\b(?:will|going to|gonna|plan|plans|planning|next|tomorrow|tonight|upcoming|coming up|can't wait"
     r"|cannot wait|looking forward|hope to|hoping to|want to|wanna|intend|about to|soon)\b|'ll\b"
-    r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b",
+    r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b"
+    # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
+    # wedding's this Saturday" (were both resolved to the days before they were said).
+    r"|(?:'s|'re|\bis|\bare)\s+(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
+    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b",
     re.IGNORECASE,
 )
 

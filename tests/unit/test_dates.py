@@ -159,3 +159,18 @@ def test_tense_and_trigger() -> None:
 )
 def test_a_date_past_the_years_a_request_may_carry_is_left_out(text: str, said: datetime) -> None:
     assert resolve_dates(text, said) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said", "day"),
+    [
+        ("My brother's wedding is this Saturday.", datetime(2023, 5, 16, tzinfo=UTC), date(2023, 5, 20)),
+        ("My chemistry exam is on Friday.", datetime(2023, 5, 10, tzinfo=UTC), date(2023, 5, 12)),
+        ("My exam's Friday.", datetime(2023, 5, 10, tzinfo=UTC), date(2023, 5, 12)),
+        ("The party was on Friday.", datetime(2023, 5, 10, tzinfo=UTC), date(2023, 5, 5)),
+        ("I went hiking on Saturday.", datetime(2023, 5, 16, tzinfo=UTC), date(2023, 5, 13)),
+    ],
+)
+def test_a_day_a_thing_is_on_is_one_to_come(text: str, said: datetime, day: date) -> None:
+    # Present-tense schedules were read as past: "is this Saturday" became the Saturday before.
+    assert [d.value.date() for d in resolve_dates(text, said)] == [day]
