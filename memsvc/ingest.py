@@ -234,10 +234,21 @@ class Ingestor:
         # Which messages are new: re-sent ones are skipped before any work is done on them.
         ids = [t.id for t in turns]
         existing = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
-        new_turns = [t for t in turns if t.id not in existing]
+        # A message whose turn was deleted or purged stays gone when the conversation is sent again.
+        gone = set(
+            session.execute(
+                select(HistoryEvent.memory_id).where(
+                    HistoryEvent.memory_id.in_([i for i in ids if i not in existing]),
+                    HistoryEvent.tenant_id == tenant_id,
+                    HistoryEvent.op.in_(("delete", "purge")),
+                )
+            ).scalars()
+        )
+        new_turns = [t for t in turns if t.id not in existing and t.id not in gone]
+        notes = [f"{len(gone)} message(s) deleted before, not stored again"] if gone else []
         if not new_turns:
             timings["database"] += time.perf_counter() - started
-            return AddResult(duplicates=len(turns), extractor=self.extractor.name)
+            return AddResult(duplicates=len(turns), extractor=self.extractor.name, notes=notes)
         stored_turns = self._place_in_sessions(session, tenant_id, user_id, new_turns)
         timings["database"] += time.perf_counter() - started
 
@@ -323,7 +334,7 @@ class Ingestor:
             created=dict(created),
             duplicates=len(turns) - len(new_turns),
             extractor=extraction.extractor or self.extractor.name,
-            notes=list(extraction.notes),
+            notes=[*notes, *extraction.notes],
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )
 

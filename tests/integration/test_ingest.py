@@ -154,6 +154,28 @@ def test_deleting_a_fact_takes_its_relation_and_lone_entities_out_of_the_graph(s
     assert "Rex" not in names and {"Lisbon", "Jo"} <= names
 
 
+def test_a_deleted_message_stays_gone_when_the_conversation_is_sent_again(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"resend-{uuid.uuid4().hex[:6]}"
+    when = datetime(2025, 1, 10, tzinfo=UTC)
+    request = AddRequest(
+        user_id=user,
+        session_id="s",
+        messages=[
+            Message(
+                role="user", name="Ann", content="My PIN is 4411, keep it secret.", id="r1", created_at=when
+            ),
+            Message(role="user", name="Ann", content="I play the cello.", id="r2", created_at=when),
+        ],
+    )
+    _ingest(service, ctx, request)
+    [turn], _ = _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")
+    service.delete(ctx, turn.id)
+    again = _ingest(service, ctx, request)
+    assert again.duplicates == 2 and not again.created and again.notes
+    assert _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")[0] == []
+
+
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
     """Its history was empty, and GET /v1/memories/{id}/history answered 404 for a stored memory;
     rebuilds as the session's turns arrive are derived from them, not events."""
