@@ -84,6 +84,13 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("car", r"^'s\s+(?:new\s+)?car\s+is\s+(?:an?\s+)?(?P<v>.+)"),
         (
+            # "sold the Honda Civic and bought a Tesla Model 3": the car bought is the one now.
+            "car",
+            rf"^\s+{_NOW}(?:sold|traded in|got rid of)\s+[^,.;]+?\s+and\s+(?:then\s+)?"
+            rf"(?:bought|got|leased)\s+(?:an?\s+)?(?:new\s+)?(?:car,?\s+(?:an?\s+)?)?"
+            rf"(?P<v>(?:{_CAR_BRANDS})\b.*)",
+        ),
+        (
             "partner",
             rf"^\s+{_NOW}(?:is dating|started dating|has been dating|is seeing|started seeing|married|got "
             rf"married to|is married to|is engaged to|got engaged to|is in a relationship with)\s+(?P<v>.+)",

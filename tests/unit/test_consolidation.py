@@ -50,6 +50,8 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann adopted a dog named Max last week", ("pet", "max")),
         ("Ann drives a Honda Civic", ("car", "honda civic")),
         ("Ann bought a Tesla Model 3", ("car", "tesla model 3")),
+        ("Ann sold the Honda Civic and bought a Tesla Model 3 yesterday", ("car", "tesla model 3")),
+        ("Ann sold the house and bought a boat", None),
         ("Ann started dating Alex", ("partner", "alex")),
         ("Ann's partner is Sam", ("partner", "sam")),
         ("Ann bought a book", None),
