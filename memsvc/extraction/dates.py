@@ -13,6 +13,7 @@ said on 8 May 2023 is 1 June 2023 at month granularity; "last week" is the Monda
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -170,6 +171,36 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
             continue
         value, granularity, label, relative, approximate = resolved
         found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))
+    return _ago_today(text, base, found)
+
+
+_AGO_TODAY = re.compile(r"(\w+)\s+(day|week|month|year)s?\s+ago\s+today$", re.IGNORECASE)
+
+
+def _ago_today(text: str, base: datetime, found: list[ResolvedDate]) -> list[ResolvedDate]:
+    """'A year ago today' is one day, not a year and today ("In 2023 on 1 March 2024 ...")."""
+    for i, (ago, today) in enumerate(itertools.pairwise(found)):
+        if today.span.lower() != "today" or text[ago.end : today.start].strip():
+            continue
+        whole = text[ago.start : today.end]
+        match = _AGO_TODAY.search(whole)
+        n = _count(match.group(1).lower()) if match else None
+        if match is None or n is None:
+            continue
+        try:
+            unit = match.group(2).lower()
+            d = base.date() - relativedelta(
+                years=n if unit == "year" else 0,
+                months=n if unit == "month" else 0,
+                weeks=n if unit == "week" else 0,
+                days=n if unit == "day" else 0,
+            )
+        except (ValueError, OverflowError):
+            continue
+        if not 1 < d.year < 9999:
+            continue
+        merged = ResolvedDate(whole, ago.start, today.end, _at(base, d), "day", _day_label(d), True)
+        return [*found[:i], merged, *_ago_today(text, base, found[i + 2 :])]
     return found
 
 

@@ -174,3 +174,14 @@ def test_a_date_past_the_years_a_request_may_carry_is_left_out(text: str, said: 
 def test_a_day_a_thing_is_on_is_one_to_come(text: str, said: datetime, day: date) -> None:
     # Present-tense schedules were read as past: "is this Saturday" became the Saturday before.
     assert [d.value.date() for d in resolve_dates(text, said)] == [day]
+
+
+def test_a_year_ago_today_is_one_day() -> None:
+    said = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    text = "A year ago today I ran my first marathon, and yesterday I ran again."
+    found = resolve_dates(text, said)
+    assert [(d.span, d.value.date()) for d in found] == [
+        ("A year ago today", date(2023, 3, 1)),
+        ("yesterday", date(2024, 2, 29)),
+    ]
+    assert rewrite_relative(text, found).startswith("on 1 March 2023 I ran my first marathon")
