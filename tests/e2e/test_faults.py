@@ -333,3 +333,19 @@ def test_a_request_that_times_out_leaves_no_partial_write(live_server: str, tena
     again = httpx.post(f"{live_server}/v1/memories", json=body, headers=headers, timeout=120)
     assert again.status_code == 201 and again.json()["result"]["duplicates"] == len(messages)
     assert turns() == len(messages)
+
+
+def test_a_killed_embedded_postgres_is_started_again(tmp_path: Path) -> None:
+    """Only a restart of `memsvc serve` brought it back: until then every request was a 503."""
+    with _serve(tmp_path) as serve:
+        pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
+        old = int(pid_file.read_text().split()[0])
+        os.kill(old, signal.SIGKILL)
+        _wait_for(lambda: not _ready(serve.base), 20, "readiness to report the database gone")
+        _wait_for(lambda: _ready(serve.base), 90, f"the database back\n{serve.log.read_text()}")
+        assert int(pid_file.read_text().split()[0]) != old
+        headers = {"Authorization": f"Bearer {serve.key}"}
+        body = {"user_id": "u", "wait": True, "messages": [{"role": "user", "content": "I like tea."}]}
+        response = httpx.post(f"{serve.base}/v1/memories", json=body, headers=headers, timeout=120)
+        assert response.status_code == 201, response.text
+    _wait_for(lambda: not pid_file.exists(), 20, "the embedded PostgreSQL to stop with serve")
