@@ -248,16 +248,21 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
 _SMALL_TALK = re.compile(
     r"\b(thanks?|thank you|thx|appreciate[sd]?|awesome|great|amazing|cool|nice|wow|lol|haha|congrats"
     r"|congratulations|good luck|take care|you too|bye|see you|no problem|glad|happy for you|sounds good"
-    r"|love (it|that)|so proud|proud of you|sweet|kind words|that's (great|awesome|amazing|cool))\b",
+    r"|love (it|that)|so proud|proud of you|sweet|kind words|that's (great|awesome|amazing|cool)"
+    r"|good (morning|afternoon|evening|night)|how are you|how's it going)\b",
     re.IGNORECASE,
 )
+# A word the speaker says of themselves: with any other word beside the thanks, a statement
+# ("Thanks! I moved to Lisbon." was small talk, its turn ranked below every ordinary memory).
+_FIRST_PERSON = frozenset("i i'm i've i'll i'd me my mine we we're we've we'll our us".split())
 _FUNCTION_WORDS = frozenset(
     """a an the and or but so to of in on at for with is are was were be been am i you he she it we
     they me him her us them my your his its our their this that these those do does did have has had
     just really so very too yeah yes oh hey hi hello well what how all much many such again always what's
     it's that's i'm you're i've you've we're it was thank thanks appreciate words kind awesome great
     amazing cool nice wow lol haha congrats congratulations luck take care bye see no problem glad
-    happy proud sweet love sounds good totally definitely sure same""".split()
+    happy proud sweet love sounds good totally definitely sure same morning afternoon evening night
+    how's going""".split()
 )
 
 
@@ -266,8 +271,9 @@ def is_small_talk(content: str, names: Iterable[str] = ()) -> bool:
     if not _SMALL_TALK.search(content):
         return False
     skip = _FUNCTION_WORDS | {n.lower() for n in names}
-    words = [w for w in re.findall(r"[a-z']+", content.lower()) if w not in skip and len(w) > 2]
-    return len(words) <= 2
+    said = re.findall(r"[a-z']+", content.lower().replace("’", "'"))
+    words = [w for w in said if w not in skip and len(w) > 2]
+    return len(words) <= 2 and not (words and _FIRST_PERSON.intersection(said))
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,6 +168,11 @@ def test_small_talk() -> None:
     # twin is (a run merging the two would otherwise keep the wording it then archives).
     assert is_small_talk("Tim has heard great things", ["Tim"])
     assert is_small_talk("Tim has heard so many great things", ["Tim"])
+    # A statement after the thanks is not small talk; a greeting alone is.
+    assert not is_small_talk("Thanks! I moved to Lisbon.")
+    assert not is_small_talk("Good morning! I moved to Lisbon.")
+    assert is_small_talk("Good morning!") and is_small_talk("How are you?")
+    assert is_small_talk("Thanks, I appreciate it!")
 
 
 def test_retention_decays_with_time_and_less_with_importance_and_use() -> None:
