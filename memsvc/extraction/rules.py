@@ -84,6 +84,11 @@ _FILLER_WORDS = _words(
 )
 _FILLER_PHRASES = ("by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man")
 _FIRST_WORD = re.compile(r"([A-Za-z']+)(?![-\w])(\s*[,!.…]+)?\s*")
+# A label before what the speaker says of themselves ("Big news: I got a new job", "Update: we
+# moved"): not part of the fact, and a fact that opens with it is not read as the change it states.
+_LABEL = re.compile(
+    r"[A-Za-z][A-Za-z']*(?:\s+[A-Za-z][A-Za-z']*){0,2}\s*:\s+(?=(?i:i|i'm|i've|we|we're|my|our)\b)"
+)
 _TRAILING_WORD = re.compile(r",\s*([A-Za-z]+)\s*[.!]*$")
 _SPLIT_WORDS = re.compile(r"\s(?:and|but|so)\s", re.IGNORECASE)
 # Whole clauses that are conversational glue, not facts about anyone.
@@ -443,7 +448,8 @@ class _Batch:
         return groups, had_content
 
     def _clean(self, clause: str) -> str:
-        """Strip greetings, reactions and the addressee: "Wow, Caroline! Yeah, I went" -> "I went"."""
+        """Strip greetings, reactions, labels and the addressee: "Wow, Caroline! Yeah, I went" ->
+        "I went", "Big news: I got a job" -> "I got a job"."""
         c = clause.strip()
         while c:
             m = _FIRST_WORD.match(c)
@@ -460,6 +466,8 @@ class _Batch:
                 c = c[m.end() :]  # "Caroline, I ..."
             else:
                 break
+        if label := _LABEL.match(c):
+            c = c[label.end() :]
         if "," in c:
             m = _TRAILING_WORD.search(c)
             if m and self._is_vocative(m.group(1)):

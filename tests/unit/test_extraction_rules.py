@@ -401,3 +401,17 @@ def test_always_without_a_request_it_governs_is_no_instruction() -> None:
     )
     assert not [f for f in result.facts if f.applies_to]
     assert not [f for f in result.facts if f.kind == "preference" and "asks about" in f.content]
+
+
+def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
+    # "Big news: Sam got a new job as …" was not read as a job: a slot's fact opens with its subject.
+    result = RulesExtractor().extract(
+        chat(
+            ("Sam", "Big news: I got a new job as a software engineer at Acme Corp!"),
+            ("Sam", "Wow, update: we moved to Porto."),
+            ("Sam", "My favorite foods: pizza, pasta and sushi."),
+        )
+    )
+    assert facts_from(result, "m1") == ["Sam got a new job as a software engineer at Acme Corp"]
+    assert facts_from(result, "m2")[0].startswith("Sam and others moved to Porto")
+    assert facts_from(result, "m3") == ["Sam's favorite foods: pizza, pasta and sushi"]
