@@ -235,14 +235,19 @@ class Ingestor:
         ids = [t.id for t in turns]
         existing = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
         # A message whose turn was deleted or purged stays gone when the conversation is sent again.
-        gone = set(
-            session.execute(
-                select(HistoryEvent.memory_id).where(
-                    HistoryEvent.memory_id.in_([i for i in ids if i not in existing]),
-                    HistoryEvent.tenant_id == tenant_id,
-                    HistoryEvent.op.in_(("delete", "purge")),
-                )
-            ).scalars()
+        unseen = [i for i in ids if i not in existing]
+        gone = (
+            set(
+                session.execute(
+                    select(HistoryEvent.memory_id).where(
+                        HistoryEvent.memory_id.in_(unseen),
+                        HistoryEvent.tenant_id == tenant_id,
+                        HistoryEvent.op.in_(("delete", "purge")),
+                    )
+                ).scalars()
+            )
+            if unseen
+            else set()
         )
         new_turns = [t for t in turns if t.id not in existing and t.id not in gone]
         notes = [f"{len(gone)} message(s) deleted before, not stored again"] if gone else []

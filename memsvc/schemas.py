@@ -107,15 +107,18 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def storable_time(value: datetime) -> bool:
+    """Whether an aware time's UTC year is 2-9998: one year of margin at both ends, so the date
+    arithmetic of ingest and search never overflows ("0002-01-01T00:00+05:00" is year 1 in UTC)."""
+    try:
+        return 1 < value.astimezone(UTC).year < 9999
+    except OverflowError:
+        return False
+
+
 def _utc_if_naive(value: datetime) -> datetime:
     aware = value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
-    # The year of the instant as stored (UTC), with one year of margin at both ends, so the date
-    # arithmetic of ingest and search never overflows: "0002-01-01T00:00+05:00" is year 1 in UTC.
-    try:
-        year = aware.astimezone(UTC).year
-    except OverflowError:
-        year = 0
-    if not 1 < year < 9999:
+    if not storable_time(aware):
         raise PydanticCustomError("datetime_range", "year must be between 2 and 9998 (in UTC)")
     return aware
 
@@ -261,4 +264,5 @@ __all__ = [
     "SearchResponse",
     "UserList",
     "UserOut",
+    "storable_time",
 ]

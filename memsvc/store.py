@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -53,6 +53,7 @@ from memsvc.schemas import (
     UpdateRequest,
     UserList,
     UserOut,
+    storable_time,
 )
 from memsvc.tenants import TenantContext
 
@@ -161,10 +162,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         at = datetime.fromisoformat(created_at)
         # A forged time PostgreSQL cannot hold (naive, or before year 1 in UTC) is the caller's error.
-        if at.utcoffset() is None or not 1 < at.astimezone(UTC).year < 9999:
+        if at.utcoffset() is None or not storable_time(at):
             raise ValueError(created_at)
         return at, uuid.UUID(memory_id)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError) as exc:
         raise InvalidInput(_FOREIGN_CURSOR) from exc
 
 
@@ -291,9 +292,8 @@ def history(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[
         ).scalars()
     )
     if not rows:
-        _load(
-            session, ctx, memory_id
-        )  # a memory without events (a session digest made before they had one) has []
+        # A memory without events (a session digest made before they had one) has [], not a 404.
+        _load(session, ctx, memory_id)
     return [_history_out(r) for r in rows]
 
 

@@ -166,12 +166,12 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
             resolved = _resolve(kind, span, base, tense)
         except (ValueError, OverflowError):  # "in two years" said in 9998: past the calendar
             continue
-        # Dates kept within the years a request may carry (2-9998), as the times it sends are.
-        if resolved is None or not 1 < resolved[0].year < 9999:
+        if resolved is None:
             continue
         value, granularity, label, relative, approximate = resolved
         found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))
-    return _ago_today(text, base, found)
+    # Dates kept within the years a request may carry (2-9998), as the times it sends are.
+    return [d for d in _ago_today(text, base, found) if 1 < d.value.year < 9999]
 
 
 _AGO_TODAY = re.compile(r"(\w+)\s+(day|week|month|year)s?\s+ago\s+today$", re.IGNORECASE)
@@ -196,8 +196,6 @@ def _ago_today(text: str, base: datetime, found: list[ResolvedDate]) -> list[Res
                 days=n if unit == "day" else 0,
             )
         except (ValueError, OverflowError):
-            continue
-        if not 1 < d.year < 9999:
             continue
         merged = ResolvedDate(whole, ago.start, today.end, _at(base, d), "day", _day_label(d), True)
         return [*found[:i], merged, *_ago_today(text, base, found[i + 2 :])]
