@@ -265,6 +265,45 @@ def supersede_at_ingest(
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
 
 
+# Active facts of a user stated only by the given turns (the messages a correction replaces).
+_STATED_ONLY_BY = text(
+    """
+    SELECT DISTINCT m.id, m.content, m.valid_from FROM memory_sources s JOIN memories m ON m.id = s.memory_id
+    WHERE s.turn_id = ANY(CAST(:turns AS uuid[])) AND s.tenant_id = :t AND m.user_id = :u
+      AND m.type = 'semantic' AND m.status = 'active'
+      AND NOT EXISTS (
+        SELECT 1 FROM memory_sources o WHERE o.memory_id = m.id
+          AND (o.turn_id IS NULL OR o.turn_id <> ALL(CAST(:turns AS uuid[]))))
+    ORDER BY m.id
+    """
+)
+
+
+def supersede_corrected(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    corrections: Sequence[tuple[Sequence[uuid.UUID], dict[uuid.UUID, str]]],
+    actor: str,
+) -> int:
+    """After an ingest wrote what corrections say ("Sorry, I meant Tuesday."): close the facts read
+    from the messages they correct. Each correction is (the turns it replaces, the facts read from
+    it by id and content); a replaced fact's successor is the corrected fact that shares the most
+    words with it. A corrected fact was never true: its validity ends where it began, so no search
+    returns it (`CorpusRow.never_valid`), while its history keeps what was said and when."""
+    plans = []
+    for turns, corrected in corrections:
+        if not corrected:
+            continue
+        for old_id, content, valid_from in session.execute(
+            _STATED_ONLY_BY, {"turns": list(turns), "t": tenant_id, "u": user_id}
+        ).all():
+            words = set(content.lower().split())
+            new_id = max(corrected, key=lambda i: (len(words & set(corrected[i].lower().split())), str(i)))
+            plans.append(Supersede(old_id=old_id, new_id=new_id, valid_to=valid_from))
+    return apply_supersessions(session, tenant_id, user_id, plans, actor)
+
+
 # -- use statistics -----------------------------------------------------------------------------
 
 # Rows a consolidation run holds are skipped (SKIP LOCKED), never waited for: their counts stay

@@ -81,6 +81,12 @@ class CorpusRow(NamedTuple):
         return str(self.id)
 
     @property
+    def never_valid(self) -> bool:
+        """Valid at no time: a fact a correction replaced ("Sorry, I meant Tuesday."). It is kept
+        for its history and the list of memories, but search never returns it."""
+        return self.valid_to is not None and self.valid_from is not None and self.valid_to <= self.valid_from
+
+    @property
     def line(self) -> str:
         """What the row costs in a context block: a turn carries its speaker."""
         return turn_line(self.speaker or "", self.content) if self.kind == "turn" else self.content

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,9 +24,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from memsvc.consolidation import fact_slot, with_state_facts
-from memsvc.consolidation_store import supersede_at_ingest
+from memsvc.consolidation_store import supersede_at_ingest, supersede_corrected
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
+from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import name_sources
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
@@ -117,6 +118,40 @@ class PreparedTurn:
     previous_line: str | None = None  # the turn before it in its session
 
 
+def _read_corrections(
+    new_turns: Sequence[PreparedTurn], stored: dict[str | None, list[_StoredTurn]]
+) -> tuple[list[Turn], dict[str, Correction], dict[str, uuid.UUID]]:
+    """The batch as the extractor reads it: a correction ("Sorry, I meant Tuesday.") as the message
+    it corrects, rewritten, under its own id (what was said stays stored as said). Also returns the
+    corrections by message id, and the turn ids of the stored messages they could correct."""
+    earlier: list[Turn] = []
+    turn_ids: dict[str, uuid.UUID] = {}
+    for session_id in dict.fromkeys(t.turn.session_id for t in new_turns):
+        held = sorted(stored.get(session_id, ()), key=lambda s: -1 if s.position is None else s.position)
+        for s in held[-LOOKBACK_MESSAGES:]:
+            earlier.append(
+                Turn(s.message_id, s.role or "user", s.speaker or "", s.content, s.event_at, session_id)
+            )
+            turn_ids[s.message_id] = s.id
+    turns = [t.turn for t in new_turns]
+    corrections = corrections_in(turns, earlier)
+    read = [
+        replace(corrections[t.message_id].corrected, message_id=t.message_id)
+        if t.message_id in corrections
+        else t
+        for t in turns
+    ]
+    return read, corrections, turn_ids
+
+
+def _citing_originals(fact: ExtractedFact, corrections: dict[str, Correction]) -> ExtractedFact:
+    """A fact read from a correction cites the message corrected too."""
+    originals = [corrections[m].original for m in fact.source_message_ids if m in corrections]
+    if not originals:
+        return fact
+    return replace(fact, source_message_ids=tuple(dict.fromkeys([*fact.source_message_ids, *originals])))
+
+
 def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
     """Give every message its id, speaker, time and session; the same input always gives the same ids."""
     prepared = []
@@ -162,6 +197,7 @@ class _StoredTurn:
     message_id: str  # every turn has one
     id: uuid.UUID
     position: int | None
+    role: str | None
 
 
 @dataclass(slots=True)
@@ -258,13 +294,16 @@ class Ingestor:
         timings["database"] += time.perf_counter() - started
 
         t0 = time.perf_counter()
-        extraction = self.extractor.extract([t.turn for t in new_turns])
+        read, corrections, earlier_turn_ids = _read_corrections(new_turns, stored_turns)
+        extraction = self.extractor.extract(read)
         # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
         extraction.entities = name_sources(extraction.entities, [t.turn for t in new_turns])
+        # What a correction says is stated by it and by the message it corrects.
+        extraction.facts = [_citing_originals(fact, corrections) for fact in extraction.facts]
         timings["extraction"] += time.perf_counter() - t0
 
         rows = _Rows()
-        turn_id_by_message = {t.turn.message_id: t.id for t in turns}
+        turn_id_by_message = {**earlier_turn_ids, **{t.turn.message_id: t.id for t in turns}}
         self._turn_rows(rows, tenant_id, user_id, new_turns, actor)
         fact_rows = self._fact_rows(rows, tenant_id, user_id, request, extraction, turn_id_by_message, actor)
         self._passage_rows(rows, tenant_id, user_id, new_turns, actor, self.passages)
@@ -332,6 +371,23 @@ class Ingestor:
         slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
         if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
             created["superseded"] = superseded
+        if corrections:
+            cited = defaultdict(set)
+            for source in rows.sources:
+                cited[source["message_id"]].add(source["memory_id"])
+            replaced = [
+                (
+                    [turn_id_by_message[m] for m in correction.replaces],
+                    {
+                        memory_id: content
+                        for content, memory_id in fact_rows.items()
+                        if memory_id in cited[message_id]
+                    },
+                )
+                for message_id, correction in corrections.items()
+            ]
+            if corrected := supersede_corrected(session, tenant_id, user_id, replaced, actor):
+                created["corrected"] = corrected
         timings["database"] += time.perf_counter() - t0
 
         return AddResult(
@@ -428,8 +484,9 @@ class Ingestor:
                 continue
             memory_id = derived_id(tenant_id, user_id, "fact", fact.kind, fact.content, *sorted(sources))
             by_content[fact.content] = memory_id
-            # Stated when its last source turn was said (all sources are turns of this batch).
-            stated_at: datetime = max(event_at_by_message[s] for s in sources)
+            # Stated when its last source turn of this batch was said (a corrected fact also cites
+            # the stored message it corrects).
+            stated_at: datetime = max(event_at_by_message[s] for s in sources if s in event_at_by_message)
             rows.memories.append(
                 {
                     "id": memory_id,
@@ -471,7 +528,7 @@ class Ingestor:
         session_ids = list({t.turn.session_id for t in new_turns})
         rows = session.execute(
             select(Memory.session_id, Memory.speaker, Memory.content, Memory.event_at, Memory.message_id)
-            .add_columns(Memory.id, Memory.position)
+            .add_columns(Memory.id, Memory.position, Memory.role)
             .where(
                 Memory.tenant_id == tenant_id,
                 Memory.user_id == user_id,
@@ -658,7 +715,9 @@ def _plan_sessions(
     for session_id in sorted({t.turn.session_id for t in new_turns if t.turn.session_id}):
         turns = [*stored.get(session_id, ())]
         turns += [
-            _StoredTurn(t.turn.speaker, t.turn.text, t.turn.event_at, t.turn.message_id, t.id, t.position)
+            _StoredTurn(
+                t.turn.speaker, t.turn.text, t.turn.event_at, t.turn.message_id, t.id, t.position, t.turn.role
+            )
             for t in new_turns
             if t.turn.session_id == session_id
         ]

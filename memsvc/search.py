@@ -227,6 +227,7 @@ def rank_corpus(
             role=row.role if row.kind in _MESSAGE_KINDS else None,
             episode=row.session_id if row.kind != "session" else None,
             returnable=row.status != "archived"
+            and not row.never_valid
             and not (whole and row.kind == "passage")
             and not (row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut),
             importance=_importance(corpus, slot, speakers),

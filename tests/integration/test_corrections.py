@@ -1,0 +1,124 @@
+"""Corrections at ingest on the real Postgres: "Sorry, I meant Tuesday." replaces the facts of the
+message it corrects, whether that message came in the same add or an earlier one, with provenance
+in both messages and every change in the history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from memsvc.models import Memory, MemorySource
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
+
+T0 = datetime(2024, 1, 10, 12, tzinfo=UTC)  # a Wednesday
+
+
+def _add(
+    service, ctx, user: str, said: list[tuple[str, str]], minute: int = 0, session_id: str = "s1"
+) -> None:  # type: ignore[no-untyped-def]
+    messages = [
+        Message(
+            role="user",
+            name=name,
+            content=text,
+            id=f"{user}-{minute + i}",
+            created_at=T0 + timedelta(minutes=minute + i),
+        )
+        for i, (name, text) in enumerate(said)
+    ]
+    outcome = service.run_ingest_job(
+        service.submit_ingest(ctx, AddRequest(messages=messages, user_id=user, session_id=session_id))
+    )
+    assert outcome.status == "succeeded", outcome.error
+
+
+def _facts(service, ctx, user: str) -> dict[str, Memory]:  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        rows = session.execute(
+            select(Memory).where(
+                Memory.tenant_id == ctx.tenant_id, Memory.user_id == user, Memory.type == "semantic"
+            )
+        ).scalars()
+        return {m.content: m for m in rows}
+
+
+def _sources(service, memory_id: uuid.UUID) -> set[str]:  # type: ignore[no-untyped-def]
+    with service.db.session() as session:
+        return set(
+            session.execute(
+                select(MemorySource.message_id).where(MemorySource.memory_id == memory_id)
+            ).scalars()
+        )
+
+
+def _user() -> str:
+    return f"ann-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_correction_in_a_later_add_replaces_the_fact_it_corrects(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My exam is on Monday.")])
+    _add(service, ctx, user, [("Ann", "Sorry, I meant Tuesday.")], minute=1)
+    facts = _facts(service, ctx, user)
+    monday, tuesday = facts["Ann's exam is on 15 January 2024"], facts["Ann's exam is on 16 January 2024"]
+    assert monday.status == "superseded" and monday.superseded_by == tuesday.id
+    assert monday.valid_to == monday.valid_from  # never true: no search, now or as of then, returns it
+    assert tuesday.status == "active"
+    # Stated by the correction and the message it corrects: exactly those two.
+    assert _sources(service, tuesday.id) == {f"{user}-0", f"{user}-1"}
+    assert not any("meant" in content for content in facts)
+    assert [e.op for e in service.history(ctx, monday.id)] == ["create", "supersede"]
+    # The current answer is Tuesday.
+    results = service.search(ctx, SearchRequest(query="When is Ann's exam?", user_id=user, limit=5))
+    first_fact = next(r for r in results if r.type == "semantic")
+    assert first_fact.content == tuesday.content
+    assert not any("15 January" in r.content for r in results)
+    then = SearchRequest(query="When is Ann's exam?", user_id=user, as_of=T0 + timedelta(days=6))
+    assert not any("15 January" in r.content for r in service.search(ctx, then))
+    context = service.context(ctx, ContextRequest(query="When is Ann's exam?", user_id=user)).context
+    assert "16 January 2024" in context and "15 January 2024" not in context
+    assert "Ann: Sorry, I meant Tuesday." in context  # what was said stays as said
+
+
+def test_a_correction_in_the_same_add_and_a_second_one_later(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(
+        service,
+        ctx,
+        user,
+        [("Ann", "I moved to Lisbon last week."), ("Ann", "Actually, I meant Porto, not Lisbon.")],
+    )
+    facts = _facts(service, ctx, user)
+    assert facts["Ann lives in Porto"].status == "active"
+    assert facts["Ann lives in Lisbon"].status == "superseded"
+    assert facts["Ann moved to Lisbon in the week of 1 January 2024"].status == "superseded"
+    porto = facts["Ann moved to Porto in the week of 1 January 2024"]
+    assert porto.status == "active" and _sources(service, porto.id) == {f"{user}-0", f"{user}-1"}
+
+    _add(service, ctx, user, [("Ann", "Sorry, I meant Braga, not Porto.")], minute=2)
+    facts = _facts(service, ctx, user)
+    braga = facts["Ann moved to Braga in the week of 1 January 2024"]
+    assert braga.status == "active" and _sources(service, braga.id) == {f"{user}-0", f"{user}-2"}
+    assert facts["Ann lives in Braga"].status == "active"
+    assert all(m.status == "superseded" for c, m in facts.items() if "Lisbon" in c or "Porto" in c)
+    assert [e.op for e in service.history(ctx, porto.id)] == ["create", "supersede"]
+
+
+def test_an_unclear_correction_or_another_speakers_message_changes_nothing(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    # Two names it could replace: which one was meant is not known.
+    _add(service, ctx, user, [("Ann", "I met Sarah in Paris."), ("Ann", "Sorry, I meant Rome.")])
+    # Bob's party is not Ann's to correct.
+    _add(
+        service, ctx, user, [("Bob", "My party is on Friday."), ("Ann", "Sorry, I meant Saturday.")], minute=2
+    )
+    facts = _facts(service, ctx, user)
+    assert facts["Ann met Sarah in Paris"].status == "active"
+    assert facts["Bob's party is on 12 January 2024"].status == "active"
+    assert all(m.status == "active" for m in facts.values())
+    assert not any("Rome" in c or "Saturday" in c or "13 January" in c for c in facts)
