@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import REAL, cast, func, select, text, update
+from sqlalchemy import REAL, cast, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
@@ -156,6 +156,8 @@ def _slot_facts(
         Memory.user_id == user_id,
         Memory.attribute.is_not(None),
         Memory.status.in_(("active", "superseded")),
+        # A corrected fact, valid at no time, is no value of its attribute.
+        or_(Memory.valid_to.is_(None), Memory.valid_to > Memory.valid_from),
     )
     if keys is not None:
         subjects = sorted({s for s, _ in keys})
@@ -339,11 +341,12 @@ def record_uses(session: Session, counts: dict[uuid.UUID, int], at: datetime) ->
 # -- successors that went away ------------------------------------------------------------------
 
 # Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live
-# memory of the user (deleted, purged, archived).
+# memory of the user (deleted, purged, archived). A corrected fact, valid at no time, stays closed.
 _ORPHANED = text(
     """
     SELECT m.id FROM memories m
     WHERE m.tenant_id = :t AND m.user_id = :u AND m.status = 'superseded'
+      AND (m.valid_to IS NULL OR m.valid_from IS NULL OR m.valid_to > m.valid_from)
       AND CASE WHEN CAST(:gone AS uuid[]) IS NULL THEN NOT EXISTS (
                  SELECT 1 FROM memories s WHERE s.id = m.superseded_by AND s.tenant_id = :t
                    AND s.user_id = :u AND s.status IN ('active', 'superseded'))

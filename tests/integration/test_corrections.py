@@ -122,3 +122,21 @@ def test_an_unclear_correction_or_another_speakers_message_changes_nothing(servi
     assert facts["Bob's party is on 12 January 2024"].status == "active"
     assert all(m.status == "active" for m in facts.values())
     assert not any("Rome" in c or "Saturday" in c or "13 January" in c for c in facts)
+
+
+def test_a_corrected_fact_stays_closed_when_its_successor_goes_or_the_value_changes(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "I live in Lisbon.")])
+    _add(service, ctx, user, [("Ann", "Sorry, I meant Porto.")], minute=1)
+    lisbon = _facts(service, ctx, user)["Ann lives in Lisbon"]
+    _add(service, ctx, user, [("Ann", "I moved to Braga.")], minute=60 * 24 * 30)
+    facts = _facts(service, ctx, user)
+    assert facts["Ann lives in Porto"].status == "superseded"  # a real change: valid until the move
+    assert facts["Ann lives in Porto"].superseded_by == facts["Ann lives in Braga"].id
+    assert facts["Ann lives in Lisbon"].valid_to == lisbon.valid_from  # never true, whatever came later
+    service.delete(ctx, facts["Ann lives in Porto"].id)
+    service.delete(ctx, facts["Ann lives in Braga"].id)
+    service.delete(ctx, facts["Ann moved to Braga"].id)
+    after = _facts(service, ctx, user)["Ann lives in Lisbon"]
+    assert after.status == "superseded" and after.valid_to == after.valid_from
