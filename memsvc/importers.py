@@ -105,9 +105,13 @@ def jsonl_batches(lines: Iterator[str], user_id: str) -> Iterator[AddRequest]:
 
 def read_batches(path: Path, user_id: str) -> list[AddRequest]:
     """Every batch in a LoCoMo JSON or a JSONL file (by content, not by name)."""
-    text = path.read_text()
+    # UTF-8 whatever the locale, a byte-order mark (as Windows tools write one) skipped.
+    text = path.read_text(encoding="utf-8-sig")
+    # Lines end at "\n" only: `splitlines` would also cut at U+2028, U+0085 and the like, which
+    # JSON strings may hold unescaped (json.dumps(..., ensure_ascii=False) writes them so).
+    lines = text.split("\n")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return list(jsonl_batches(iter(text.splitlines()), user_id))
+        return list(jsonl_batches(iter(lines), user_id))
     try:
         data = json.loads(text)
     except ValueError:
@@ -116,4 +120,4 @@ def read_batches(path: Path, user_id: str) -> list[AddRequest]:
         if "conversation" in data or any(k.startswith("session_") for k in data):
             return list(locomo_batches(data, user_id))
         raise InvalidInput(f"{path} is JSON but not a LoCoMo conversation")
-    return list(jsonl_batches(iter(text.splitlines()), user_id))
+    return list(jsonl_batches(iter(lines), user_id))

@@ -79,3 +79,38 @@ def test_import_jsonl_with_progress_and_idempotence(database_url: str, database,
     missing = _memsvc(database_url, "import", str(tmp_path / "no-such.jsonl"), "--tenant", "cli-import")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "cannot read" in missing.stderr and "no-such.jsonl" in missing.stderr
+
+
+def test_import_keeps_any_unicode_a_json_line_may_hold(database_url: str, database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A JSONL file as `json.dumps(..., ensure_ascii=False)` writes it (U+2028, U+0085 and emoji
+    unescaped), behind a byte-order mark: every message comes back as written, timed as sent."""
+    lines = [
+        {
+            "role": "user",
+            "name": "Zoë",
+            "id": "u1",
+            "session_id": "s/ü",
+            "created_at": "2024-02-29T23:59:59+01:00",
+            "content": "Line one\u2028line two\u2029, a café in Kraków 🎉",
+        },
+        {
+            "role": "assistant",
+            "id": "u2",
+            "session_id": "s/ü",
+            "created_at": "2024-03-01T00:00:30+01:00",
+            "content": "next\x85line \x0c\x1c and 🙂",
+        },
+    ]
+    path = tmp_path / "unicode.jsonl"
+    path.write_text("\r\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8-sig")
+    done = _memsvc(database_url, "import", str(path), "--user-id", "unicode", "--tenant", "cli-import")
+    assert done.returncode == 0, done.stderr
+    with database.session() as session:
+        turns = session.execute(
+            select(Memory).where(Memory.user_id == "unicode", Memory.kind == "turn").order_by(Memory.event_at)
+        ).scalars()
+        stored = [(t.content, t.speaker, t.role, t.session_id, t.event_at.isoformat()) for t in turns]
+    assert stored == [
+        (lines[0]["content"], "Zoë", "user", "s/ü", "2024-02-29T22:59:59+00:00"),
+        (lines[1]["content"], "assistant", "assistant", "s/ü", "2024-02-29T23:00:30+00:00"),
+    ]
