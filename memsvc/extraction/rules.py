@@ -261,7 +261,11 @@ _ALTERNATIVE = re.compile(r"\bor\b", re.IGNORECASE)
 _ANY = re.compile(r"\bany\b")
 _ANSWER_YES = re.compile(r"^(?:yes|yeah|yep|yup|sure|definitely|absolutely|of course|totally|indeed)\b", re.I)
 _ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
-_CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+)*\b")
+# Latin, Greek and Cyrillic letters by case, so that "Zoë", "Kraków" and "Łódź" are names as "Zoe" is.
+_UPPER = "A-Z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.isupper())
+_LOWER = "a-z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.islower())
+_NAME_WORD = f"[{_UPPER}][{_LOWER}]+"
+_CAPITALISED = re.compile(rf"\b{_NAME_WORD}(?:[-'][{_UPPER}]?[{_LOWER}]+)?(?:\s+{_NAME_WORD})*\b")
 # What may stand before a sentence's first word: quotes, brackets, and the list markers, numbers,
 # headings and emphasis of markdown ("- **Focus**: ...", "2. Research the company"): a capital
 # there is the sentence's, not a name's (BEAM's assistant answers made "Ensure", "If", "Be" entities).
@@ -274,8 +278,8 @@ def _opens(sentence: str, start: int) -> bool:
 
 
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
-_KIN_NAME = re.compile(rf"\b(?:my|[A-Z][a-z]+'s)\s+({_KIN})\s+(?:named\s+|called\s+)?([A-Z][a-z]+)\b")
-_NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+([A-Z][a-z]+)\b")
+_KIN_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({_KIN})\s+(?:named\s+|called\s+)?({_NAME_WORD})\b")
+_NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+({_NAME_WORD})\b")
 _EMOJI_TAIL = re.compile(r"[\s:;)(<3^_\-\u2600-\u27bf\U0001f000-\U0001faff]+$")
 _PLAN = re.compile(
     r"\b(?:going to|gonna|will|plan|plans|planning|planned to|want to|wanna|wants to|hope to|hoping to"
@@ -513,7 +517,7 @@ class _Batch:
         )
 
     def _named_subject(self, clause: str) -> str | None:
-        m = re.match(r"^([A-Z][a-z]+)(?:'s)?\s+[a-z]", clause)
+        m = re.match(rf"^({_NAME_WORD})(?:'s)?\s+[a-z]", clause)
         if m and m.group(1) in self.names and m.group(1) not in _PERSON_STOP:
             return m.group(1)
         return None
@@ -1044,7 +1048,7 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
 
 
 def _noun_phrase(rest: str) -> str | None:
-    tokens = re.findall(r"[A-Za-z0-9][\w'+&-]*|[^\w\s]", rest)
+    tokens = re.findall(r"[^\W_][\w'+&-]*|[^\w\s]", rest)  # a word opens with any letter or digit
     i = 0
     while i < len(tokens) and (
         tokens[i].lower() in _NP_DETERMINERS

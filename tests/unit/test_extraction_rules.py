@@ -341,6 +341,26 @@ def test_named_people_and_pets() -> None:
     assert ("Ann", "has_dog", "Oliver") in triples
 
 
+def test_names_with_letters_beyond_ascii_are_names() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Zoë", "My sister Anaïs lives in Kraków."),
+            ("Łukasz", "Nice! I visited Łódź with Émile last week."),
+            ("Zoë", "We have a cat named Škoda."),
+        )
+    )
+    entities = {e.name: e for e in result.entities}
+    assert entities["Anaïs"].type == "person" and entities["Anaïs"].source_message_ids == ("m1",)
+    assert entities["Kraków"].type == "place"
+    assert {"Zoë", "Łukasz", "Łódź", "Émile", "Škoda"} <= set(entities)
+    triples = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert ("Zoë", "has_sister", "Anaïs") in triples
+    assert ("Zoë", "has_cat", "Škoda") in triples
+    assert any(
+        r.subject == "Łukasz" and r.predicate == "visited" and r.object == "Łódź" for r in result.relations
+    )
+
+
 def test_system_and_unnamed_assistant_turns_are_not_facts() -> None:
     turns = [
         Turn("s", "system", "system", "You are a helpful assistant.", AT),
