@@ -158,6 +158,8 @@ def _raise_for(response: httpx.Response) -> None:
         try:
             body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):  # not problem+json: a proxy's page, or JSON of another shape
             body = {"title": response.reason_phrase, "detail": response.text[:500]}
         raise error_for(response.status_code, body, _retry_after(response))
 

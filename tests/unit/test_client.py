@@ -235,6 +235,19 @@ def test_a_timeout_is_not_retried(kind: str, waits) -> None:
     assert len(script.requests) == 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("content", [b'"Bad Gateway"', b"[1, 2]", b"null", b"<html>Bad Gateway</html>"])
+def test_an_error_answer_that_is_not_a_problem_raises_the_sdks_error(kind: str, content: bytes) -> None:
+    """A proxy in front of memsvc may answer JSON of any shape, or none: still the SDK's error."""
+
+    def proxy(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, content=content, headers={"content-type": "application/json"})
+
+    with pytest.raises(ServerError) as info:
+        call(kind, proxy, "get", "6f1c1c1e-8a43-4a44-9d0b-2a3c07c2a3d1")
+    assert info.value.status_code == 502 and info.value.detail == content.decode()
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "idempotent"),
     [
