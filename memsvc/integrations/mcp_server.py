@@ -48,6 +48,8 @@ UserId = Annotated[
         max_length=255,
     ),
 ]
+# The API's bounds, in the tools' schemas: a model reads them there instead of meeting a 422.
+QUERY_LENGTH: dict[str, Any] = {"min_length": 1, "max_length": 4000}
 # What search and listing hold; the graph (entities, relations) is its own endpoint.
 MemoryType = Literal["episodic", "semantic"]
 
@@ -98,11 +100,15 @@ class MemoryTools:
             str | None, Field(description="the speaker's name, e.g. 'Caroline'", max_length=255)
         ] = None,
         session_id: Annotated[
-            str | None, Field(description="the conversation this belongs to", max_length=255)
+            str | None, Field(description="the conversation this belongs to", min_length=1, max_length=255)
         ] = None,
         message_id: Annotated[
             str | None,
-            Field(description="a stable id of the message: sending it again stores nothing new"),
+            Field(
+                description="a stable id of the message: sending it again stores nothing new",
+                min_length=1,
+                max_length=255,
+            ),
         ] = None,
         created_at: Annotated[
             str | None, Field(description="when it was said, ISO 8601 (default: now; no zone = UTC)")
@@ -122,7 +128,9 @@ class MemoryTools:
 
     async def search_memory(
         self,
-        query: Annotated[str, Field(description="a question or keywords, e.g. 'Where does Ann live?'")],
+        query: Annotated[
+            str, Field(description="a question or keywords, e.g. 'Where does Ann live?'", **QUERY_LENGTH)
+        ],
         ctx: Context,
         user_id: UserId = None,
         limit: Annotated[int, Field(description="how many results", ge=1, le=100)] = 10,
@@ -139,7 +147,9 @@ class MemoryTools:
 
     async def get_context(
         self,
-        query: Annotated[str, Field(description="what the next answer is about, e.g. the user's question")],
+        query: Annotated[
+            str, Field(description="what the next answer is about, e.g. the user's question", **QUERY_LENGTH)
+        ],
         ctx: Context,
         user_id: UserId = None,
         max_tokens: Annotated[int, Field(description="size of the block in tokens", ge=50, le=32000)] = 1000,

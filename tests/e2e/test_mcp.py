@@ -203,3 +203,25 @@ async def test_memsvc_mcp_script_of_the_light_client(live_server: str, tenant: A
         assert (
             "bees" in (await call(client, "get_context", query="What does Cy keep?", user_id="cy"))["result"]
         )
+
+
+async def test_arguments_the_api_would_refuse_are_refused_by_the_tools_schema() -> None:
+    """What a tool's schema admits, the API takes: a model reads the bounds there, instead of
+    meeting a 422 after the call (no server is needed: nothing reaches one)."""
+    from memsvc.integrations.mcp_server import build_server
+
+    async with Client(build_server("http://127.0.0.1:9", "msk_unused", "ann")) as client:
+        schemas = {tool.name: tool.input_schema["properties"] for tool in (await client.list_tools()).tools}
+        for tool, argument, bad in [
+            ("add_memory", "session_id", ""),
+            ("add_memory", "message_id", ""),
+            ("add_memory", "message_id", "m" * 256),
+            ("search_memory", "query", ""),
+            ("search_memory", "query", "q" * 4001),
+            ("get_context", "query", "q" * 4001),
+        ]:
+            arguments = {"content": "I moved to Lisbon."} if tool == "add_memory" else {"query": "Lisbon"}
+            message = await call_error(client, tool, **{**arguments, argument: bad})
+            assert argument in message and "cannot reach" not in message, (tool, argument, message)
+        assert "maxLength" in str(schemas["add_memory"]["message_id"])
+        assert schemas["search_memory"]["query"]["maxLength"] == 4000
