@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from memsvc.api import deps
 from memsvc.errors import (
     Conflict,
     Forbidden,
@@ -83,16 +84,22 @@ def internal_error(exc: BaseException) -> JSONResponse:
     return problem(500, "internal error", "the server failed; the error is in its log", code="internal")
 
 
+def _memsvc_problem(exc: MemsvcError) -> JSONResponse:
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    return problem(status, exc.code.replace("_", " "), exc.detail, code=exc.code, **exc.extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(MemsvcError)
     async def _memsvc_error(_: Request, exc: MemsvcError) -> JSONResponse:
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
-        return problem(status, exc.code.replace("_", " "), exc.detail, code=exc.code, **exc.extra)
+        return _memsvc_problem(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         for e in exc.errors():
             if e.get("type") == "json_invalid":  # the body did not parse: the client's syntax, not a field
+                if refused := await deps.refusal(request):  # parsed before the key was checked
+                    return _memsvc_problem(refused)
                 return _invalid_json(e.get("ctx", {}).get("error", "syntax error"), exc.body, e["loc"][-1])
         errors = [
             {
@@ -110,9 +117,11 @@ def install(app: FastAPI) -> None:
         return internal_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError | ValueError):
             # FastAPI could not read the JSON body: nested too deeply, a number too long, not UTF-8.
+            if refused := await deps.refusal(request):
+                return _memsvc_problem(refused)
             cause = exc.__cause__
             reason = "nested too deeply" if isinstance(cause, RecursionError) else str(cause).split(";")[0]
             return _invalid_json(reason)

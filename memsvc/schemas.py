@@ -43,6 +43,8 @@ from memsvc.client.models import (
 
 MAX_JSON_DEPTH = 32
 MAX_JSON_BYTES = 64 * 1024
+# The kinds a memory is stored as (`filters.kind`); an `excerpt` is made by search from turns.
+MEMORY_KINDS = ("turn", "passage", "session", "fact", "preference", "plan", "event", "summary")
 
 
 def _escaped(text: str) -> str:
@@ -205,6 +207,15 @@ class SearchRequest(_Model):
         allowed = {"agent_id", "session_id", "kind", "metadata"}
         if value is not None and (unknown := set(value) - allowed):
             raise ValueError(f"unknown filter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        kind = (value or {}).get("kind")
+        # A kind no memory has would match nothing: an answer that looks like "no memories".
+        if isinstance(kind, str) and kind not in MEMORY_KINDS:
+            hint = " (an excerpt is made of turns: filter on 'turn')" if kind == "excerpt" else ""
+            raise PydanticCustomError(
+                "filter_kind",
+                "unknown kind '{kind}'{hint}; allowed: {allowed}",
+                {"kind": kind, "hint": hint, "allowed": ", ".join(MEMORY_KINDS)},
+            )
         return value
 
 

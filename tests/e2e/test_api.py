@@ -245,6 +245,22 @@ def test_sdk_raises_typed_errors(live_server: str, client: MemoryClient) -> None
         client.search("x", "u", filters={"colour": "red"})
 
 
+def test_an_unknown_filter_kind_is_a_422_naming_the_kinds(live_server: str, tenant) -> None:
+    """A kind no memory has would answer nothing, which reads as "no such memories"."""
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    for kind in ("facts", "excerpt", "Fact"):
+        body = {"query": "x", "user_id": "u", "filters": {"kind": kind}}
+        response = httpx.post(f"{live_server}/v1/search", json=body, headers=auth)
+        assert response.status_code == 422, (kind, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["code"] == "invalid_input" and problem["errors"][0]["loc"] == ["body", "filters"]
+        assert f"unknown kind '{kind}'" in problem["detail"]
+        assert "turn, passage, session, fact, preference, plan, event, summary" in problem["detail"]
+    body = {"query": "x", "user_id": "u", "filters": {"kind": "fact"}}
+    assert httpx.post(f"{live_server}/v1/search", json=body, headers=auth).status_code == 200
+
+
 def _forged(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 

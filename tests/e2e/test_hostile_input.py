@@ -320,6 +320,26 @@ def test_invalid_json_is_400_saying_where(live_server: str, tenant, raw: bytes, 
         assert problem["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize("raw", [b"{bad", b"[" * 100_000, b"\xff\xfe\x00garbage"])
+def test_a_body_that_is_not_json_is_refused_for_the_key_first(
+    live_server: str, database, tenant, raw: bytes
+) -> None:
+    """No key, a wrong one or one without the route's scope learns that (401, 403), not how its
+    body failed to parse: FastAPI reads the body before the key is checked."""
+    from memsvc.tenants import create_api_key
+
+    with database.session() as session:
+        reader = create_api_key(session, f"t-{uuid.uuid4().hex[:12]}", "reader", scopes=["read"])
+    no_key = httpx.post(f"{live_server}/v1/search", content=raw, headers={"Content-Type": "application/json"})
+    problem = _assert_problem(no_key, 401)
+    assert problem["code"] == "unauthorized" and no_key.headers["WWW-Authenticate"] == "Bearer"
+    for path in ("/v1/search", "/v1/memories", "/v1/keys"):
+        assert _send(live_server, "msk_not-a-key", "POST", path, raw=raw).status_code == 401, path
+    _assert_problem(_send(live_server, reader, "POST", "/v1/memories", raw=raw), 403, "'write'")
+    _assert_problem(_send(live_server, reader, "POST", "/v1/search", raw=raw), 400, "not valid JSON")
+    _assert_problem(_send(live_server, tenant[1], "POST", "/v1/memories", raw=raw), 400, "not valid JSON")
+
+
 def test_a_time_without_timezone_is_utc(client: MemoryClient, live_server, tenant) -> None:
     message = {**_add_body()["messages"][0], "created_at": "2024-03-01T10:00:00"}
     added = client.add([message], user_id="naive", wait=True)
