@@ -537,14 +537,22 @@ def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool
             continue
         if metadata and any(row.metadata.get(k) != v for k, v in metadata.items()):
             continue
-        if as_of is not None and not (
-            row.event_at <= as_of
-            and (row.valid_from is None or row.valid_from <= as_of)
-            and (row.valid_to is None or row.valid_to > as_of)
-        ):
+        if as_of is not None and not _held_at(row, as_of):
             continue
         out.append(i)
     return np.asarray(out, dtype=np.int64)
+
+
+def _held_at(row: CorpusRow, as_of: datetime) -> bool:
+    """Whether a row is part of the world as of `as_of`: a fact that held then, whenever it was told
+    ("I moved to Boston last week", said on 10 June, holds from 3 June: a search as of 5 June finds
+    it, and the old city it closed on 3 June no longer); a message said by then, until it went out
+    of date with its fact."""
+    if row.valid_to is not None and row.valid_to <= as_of:
+        return False
+    if row.type == "semantic":
+        return (row.valid_from or row.event_at) <= as_of
+    return row.event_at <= as_of and (row.valid_from is None or row.valid_from <= as_of)
 
 
 def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) -> MemoryOut:

@@ -88,6 +88,24 @@ def test_superseded_fact_loses_now_and_wins_as_of_the_past(service, tenant) -> N
     assert all("(until" not in line for line in lines if "Denver" in line)
 
 
+def test_as_of_sees_a_fact_from_when_it_held_not_from_when_it_was_told(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"mover-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, _say(user, "I live in Lisbon.", datetime(2024, 1, 10, tzinfo=UTC), "b1"))
+    # Said on 10 June of the week before: Boston holds from 3 June, Lisbon until then.
+    _ingest(service, ctx, _say(user, "I moved to Boston last week.", datetime(2024, 6, 10, tzinfo=UTC), "b2"))
+
+    def cities(as_of: datetime) -> list[str]:
+        results = service.search(
+            ctx, SearchRequest(query="Where does Ann live?", user_id=user, types=["semantic"], as_of=as_of)
+        )
+        return [c for r in results for c in ("Lisbon", "Boston") if c in r.content]
+
+    assert set(cities(datetime(2024, 6, 5, tzinfo=UTC))) == {"Boston"}  # was: neither
+    assert set(cities(datetime(2024, 6, 2, tzinfo=UTC))) == {"Lisbon"}
+    assert set(cities(datetime(2024, 1, 9, tzinfo=UTC))) == set()
+
+
 @pytest.mark.parametrize("arrival", ["newer first", "one batch"])
 def test_the_turn_of_an_old_value_goes_out_of_date_whatever_order_it_arrives_in(  # type: ignore[no-untyped-def]
     service, tenant, arrival: str
