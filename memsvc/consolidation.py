@@ -62,8 +62,8 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("job", r"^'s\s+(?:new\s+)?(?:job|position|role)\s+is\s+(?:an?\s+)?(?P<v>.+)"),
         (
             "employer",
-            rf"^\s+{_NOW}(?:works|is working|started working|got a (?:new )?job|joined|began working)"
-            rf"\s+(?:at|for)\s+(?P<v>.+)",
+            rf"^\s+{_NOW}(?:works|is working|started working|joined|began working"
+            rf"|(?:got|started|took|landed|accepted) a (?:new )?job)\s+(?:at|for|with)\s+(?P<v>.+)",
         ),
         (
             "pet",
@@ -99,7 +99,59 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "partner",
             r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+is\s+(?:called\s+|named\s+)?(?P<v>.+)",
         ),
+        # "Sam's girlfriend Mia", without "is": only a name follows.
+        (
+            "partner",
+            r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+"
+            r"(?P<v>(?-i:[A-Z])[\w'-]+)(?:\s|$)",
+        ),
     )
+)
+
+# The value of an attribute that ends with nothing in its place ("Ann quit her job at Acme",
+# "Ann sold her car", "Ann broke up with Tom"): `ENDED` + the value it names, or "" for whatever
+# value held. Values never hold ":" (`_VALUE_END` cuts there), so the prefix is unambiguous.
+ENDED = "ended:"
+# What may follow "broke up" / "separated" that ends a couple, not a fight or the eggs.
+_PARTED_END = r"(?=[,.;!?]|\s+(?:in|on|last|this|yesterday|today|recently|after|because|and|for good)\b|\s*$)"
+_OWN = r"(?:(?:his|her|their|the|a|an|my|our)\s+|\S+'s\s+)"
+_ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (attribute, re.compile(pattern, re.IGNORECASE))
+    for attribute, pattern in (
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:quit|left|resigned from|lost|(?:was|got) (?:laid off|fired|let go) from)\s+"
+            rf"{_OWN}?(?:(?:old|current|day)\s+)?job(?:\s+(?:at|with)\s+(?P<v>.+)|(?=[,.;!?]|\s+(?:in|on|last|this"
+            rf"|yesterday|today|recently|after|because|to|and)\b|$))",
+        ),
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:no longer works|doesn't work|does not work|stopped working)"
+            rf"\s+(?:at|for)\s+(?P<v>.+)",
+        ),
+        ("employer", rf"^\s+{_NOW}(?:was|got) (?:laid off|fired|let go)(?:\s+(?:from|by)\s+(?P<v>.+))?$"),
+        (
+            "partner",
+            rf"^\s+{_NOW}(?:broke up|split up|separated|got divorced|is divorced)"
+            rf"(?:\s+(?:with|from)\s+(?P<v>.+)|{_PARTED_END})",
+        ),
+        ("partner", rf"^\s+{_NOW}divorced\s+(?P<v>.+)"),
+        ("partner", rf"^\s+and\s+(?P<v>.+?)\s+(?:broke up|split up|separated|got divorced){_PARTED_END}"),
+        (
+            "car",
+            rf"^\s+{_NOW}(?:sold|totaled|totalled|wrecked|got rid of|gave away)\s+{_OWN}"
+            rf"(?:(?:old|new)\s+)?(?:car\b|(?P<v>(?:{_CAR_BRANDS})\b.*))",
+        ),
+        (
+            "pet",
+            r"^'s\s+(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)\s+(?P<v>(?-i:[A-Z])[\w'-]+)?\s*"
+            r"(?:died|passed away|ran away)",
+        ),
+    )
+)
+# "Tom and Ann broke up": the other one named first.
+_PARTED = re.compile(
+    rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|separated|got divorced){_PARTED_END}", re.IGNORECASE
 )
 # Where a value ends: a time phrase, a clause, punctuation.
 _VALUE_END = re.compile(
@@ -126,6 +178,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         topic = " ".join(instruction.group("topic").lower().split())
         directive = instruction.group("directive")
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
+    if (parted := _PARTED.match(content)) and parted.group("s") == subject:
+        return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))
     if not content.startswith(subject):
         return None
     rest = content[len(subject) :].replace("’", "'")
@@ -138,12 +192,28 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         match = pattern.match(rest)
         if match is None:
             continue
-        written = _VALUE_END.split(match.group("v"), maxsplit=1)[0]
-        written = " ".join(_ARTICLE.sub("", written.strip()).split()[:4])
+        written = _value_text(match.group("v"))
         value = written.lower()
         if value and value not in ("there", "here", "it", "him", "her", "them", "home", "one"):
             return Slot(attribute, value, written)
+    for attribute, pattern in _ENDING_PATTERNS:
+        if match := pattern.match(rest):
+            written = _value_text(match.group("v") or "")
+            return Slot(attribute, ENDED + written.lower(), written)
     return None
+
+
+def _value_text(said: str) -> str:
+    written = _VALUE_END.split(said, maxsplit=1)[0]
+    return " ".join(_ARTICLE.sub("", written.strip()).split()[:4])
+
+
+def _replaces(later: SlotFact, earlier: SlotFact) -> bool:
+    """Whether `later` is a different value of the attribute than `earlier`: a new value, or the
+    end of the one `earlier` states (an end that names another value ends that one, not this)."""
+    if later.value.startswith(ENDED):
+        return not earlier.value.startswith(ENDED) and later.value[len(ENDED) :] in ("", earlier.value)
+    return later.value != earlier.value
 
 
 # Each names the attribute as questions do ("what is Ann's job?", "what car does Ann drive?").
@@ -212,7 +282,7 @@ def plan_supersessions(facts: Iterable[SlotFact]) -> list[Supersede]:
     for group in groups.values():
         group.sort(key=lambda f: (f.valid_from, f.event_at, not f.plain, f.content, str(f.id)))
         for i, fact in enumerate(group):
-            successor = next((g for g in group[i + 1 :] if g.value != fact.value), None)
+            successor = next((g for g in group[i + 1 :] if _replaces(g, fact)), None)
             if successor is None:
                 continue
             valid_to = max(successor.valid_from, fact.valid_from)
@@ -233,7 +303,7 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
     seen = {f.content.lower() for f in facts}
     for fact in facts:
         slot = fact_slot(fact.content, fact.subject)
-        if slot is None or slot.attribute not in _STATE:
+        if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
             continue
         sentence = state_sentence(fact.subject, slot)
         if sentence.lower() in seen:

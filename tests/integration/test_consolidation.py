@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from memsvc import consolidation_store
 from memsvc.models import HistoryEvent, Memory, MemorySource
-from memsvc.schemas import AddRequest, Message, SearchRequest
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
 
 T0 = datetime(2024, 1, 10, 12, tzinfo=UTC)
 
@@ -96,6 +96,46 @@ def test_an_older_statement_ingested_later_is_closed_by_the_newer_one(service, t
     said = _fact(rows, "Ann works as a nurse")
     assert teacher.status == "superseded" and teacher.superseded_by == nurse.id
     assert nurse.status == said.status == "active"
+
+
+def test_an_ended_value_is_closed_and_the_context_block_says_until_when(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(
+        service,
+        ctx,
+        user,
+        ["I work at Acme.", "My girlfriend Mia is a chef.", "I drive a Honda Civic."],
+        T0,
+        "s1",
+    )
+    quit_at = T0 + timedelta(days=60)
+    _add(
+        service, ctx, user, ["I quit my job at Acme.", "Mia and I broke up.", "I sold my car."], quit_at, "s2"
+    )
+    rows = _rows(service, ctx, user)
+    for stale in (
+        "Ann's employer: Ann works at Acme",
+        "Ann's partner is Mia",
+        "Ann's car: Ann drives a Honda Civic",
+    ):
+        fact = _fact(rows, stale)
+        assert fact.status == "superseded" and fact.valid_to is not None and quit_at <= fact.valid_to, stale
+    quit_fact = _fact(rows, "Ann quit Ann's job at Acme")
+    assert quit_fact.attribute == "employer" and quit_fact.status == "active"
+    block = service.context(
+        ctx, ContextRequest(query="Where does Ann work?", user_id=user, max_tokens=300)
+    ).context
+    acme_line = next(line for line in block.splitlines() if "works at Acme" in line)
+    assert f"(until {quit_at.date().isoformat()})" in acme_line
+
+    # A new employer closes the end of the old one; an end naming another employer ends nothing.
+    _add(service, ctx, user, ["I started a new job at Globex."], T0 + timedelta(days=90), "s3")
+    _add(service, ctx, user, ["I no longer work at Initech."], T0 + timedelta(days=95), "s4")
+    rows = _rows(service, ctx, user)
+    globex = _fact(rows, "Ann's employer: Ann works at Globex")
+    assert _fact(rows, "Ann quit Ann's job at Acme").superseded_by == globex.id
+    assert globex.status == "active"
 
 
 def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant) -> None:  # type: ignore[no-untyped-def]

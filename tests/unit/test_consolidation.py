@@ -62,6 +62,22 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("When Ann asks about Taxes: always give the year.", ("instruction: taxes", "always give the year")),
         ("When Ann asks for  recipes: never use cups.", ("instruction: recipes", "never use cups")),
         ("When Bob asks about taxes: always give the year.", None),
+        ("Ann just started a new job at Globex", ("employer", "globex")),
+        ("Ann's girlfriend Mia", ("partner", "mia")),
+        ("Ann's girlfriend loves hiking", None),
+        # The end of a value, with the value it names or none.
+        ("Ann quit Ann's job at Acme", ("employer", "ended:acme")),
+        ("Ann was laid off", ("employer", "ended:")),
+        ("Ann no longer works at Acme", ("employer", "ended:acme")),
+        ("Ann left the job fair early", None),
+        ("Mia and Ann broke up", ("partner", "ended:mia")),
+        ("Ann broke up with Tom last week", ("partner", "ended:tom")),
+        ("Ann sold Ann's car", ("car", "ended:")),
+        ("Ann sold Ann's old bike", None),
+        ("Ann's dog Rex died", ("pet", "ended:rex")),
+        ("Ann broke up the fight between the kids", None),  # a couple parts, a fight is broken up
+        ("Ann separated the eggs", None),
+        ("Tom and Ann separated the recycling", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
