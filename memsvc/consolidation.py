@@ -153,6 +153,73 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _PARTED = re.compile(
     rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|separated|got divorced){_PARTED_END}", re.IGNORECASE
 )
+# A habit or state that stopped, with no value in its place ("Sam is no longer vegetarian", "Sam
+# doesn't drink coffee anymore", "Sam stopped drinking coffee", "Sam switched from Python to Rust"):
+# its attribute is `STOPPED` + the stemmed words of what stopped, its value "no". The subject's
+# present-tense facts that hold those words take the attribute with the value "yes" (`state_slot`),
+# so supersession closes them as it closes a city left, and "Sam is vegetarian again" closes the stop.
+STOPPED = "state: "
+_STOPPED_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        r"^\s+(?:is|are)\s+no longer\s+(?P<x>.+)",
+        r"^\s+(?:is|are)\s+not\s+(?P<x>.+?)\s+any\s?more\b",
+        r"^\s+no longer\s+(?P<x>.+)",
+        r"^\s+(?:doesn't|does not|don't|do not)\s+(?P<x>.+?)\s+any\s?more\b",
+        r"^\s+(?:has\s+)?(?:stopped|given up|gave up|quit)\s+(?:on\s+)?(?P<x>.+)",
+        r"^\s+(?:has\s+)?switched\s+(?:away\s+)?from\s+(?P<x>.+?)\s+to\b",
+    )
+)
+# Where what stopped ends: punctuation, a time phrase, a reason.
+_STATE_END = re.compile(
+    r"[,.;:!?(]|\s+(?:because|when|after|before|since|last|this|yesterday|today|recently|any\s?more|again"
+    r"|in\s+\d+|on\s+\d+|in\s+(?:january|february|march|april|may|june|july|august|september|october"
+    r"|november|december))\b",
+    re.IGNORECASE,
+)
+_NEGATED = re.compile(r"\b(?:not|no|never|no longer)\b|n't\b", re.IGNORECASE)
+_LIKE = {"love": "like", "enjoy": "like", "ador": "like"}  # stems that say the same of a taste
+
+
+def _state_words(text: str) -> frozenset[str]:
+    return frozenset(_LIKE.get(word, word) for word in tokenize(text))
+
+
+def _stopped(rest: str) -> str | None:
+    """The attribute of the state a fact says stopped (`rest` follows its subject), if it says so."""
+    for pattern in _STOPPED_PATTERNS:
+        if match := pattern.match(rest):
+            said = _STATE_END.split(match.group("x"), maxsplit=1)[0]
+            words = sorted(w for w in _state_words(said) if not w.isdigit())
+            attribute = STOPPED
+            for word in words:  # whole words within the column's 64 characters
+                if len(attribute) + len(word) + 1 > 64:
+                    break
+                attribute += word + " "
+            return attribute.rstrip() if attribute != STOPPED else None
+    return None
+
+
+def stored_slot(content: str, subject: str, attribute: str) -> Slot | None:
+    """The value a stored fact gives its `attribute`; None if it no longer reads as one."""
+    if attribute.startswith(STOPPED):
+        return state_slot(content, subject, attribute)
+    slot = fact_slot(content, subject)
+    return slot if slot is not None and slot.attribute == attribute else None
+
+
+def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
+    """The value a fact gives the stopped state `attribute` (see `STOPPED`): "no" where it says the
+    state stopped, "yes" where it states it (holds its words, and no negation), None otherwise."""
+    slot = fact_slot(content, subject)
+    if slot is not None:
+        return slot if slot.attribute == attribute else None
+    if not content.startswith(subject) or _NEGATED.search(content):
+        return None
+    words = frozenset(attribute[len(STOPPED) :].split())
+    return Slot(attribute, "yes", "yes") if words <= _state_words(content[len(subject) :]) else None
+
+
 # Where a value ends: a time phrase, a clause, punctuation.
 _VALUE_END = re.compile(
     r"\s+(?:in|on|since|last|this|from|after|before|because|with|when|and|but|for|at|during|until|as"
@@ -200,6 +267,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if match := pattern.match(rest):
             written = _value_text(match.group("v") or "")
             return Slot(attribute, ENDED + written.lower(), written)
+    if stopped := _stopped(rest):
+        return Slot(stopped, "no", "no")
     return None
 
 

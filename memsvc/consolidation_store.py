@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from memsvc.consolidation import (
+    STOPPED,
     ConsolidationConfig,
     EntityRow,
     EventRow,
@@ -41,6 +42,8 @@ from memsvc.consolidation import (
     plan_merges,
     plan_summaries,
     plan_supersessions,
+    state_slot,
+    stored_slot,
 )
 from memsvc.database import Database
 from memsvc.embedding import Embedder
@@ -164,8 +167,8 @@ def _slot_facts(
         stmt = stmt.where(Memory.subject.in_(subjects), Memory.attribute.in_(sorted({a for _, a in keys})))
     out = []
     for row in session.execute(stmt).all():
-        slot = fact_slot(row.content, row.subject)
-        if slot is None or slot.attribute != row.attribute:
+        slot = stored_slot(row.content, row.subject or "", row.attribute)
+        if slot is None:
             continue
         out.append(
             SlotFact(
@@ -265,6 +268,68 @@ def supersede_at_ingest(
         return 0
     facts = [f for f in _slot_facts(session, tenant_id, user_id, keys) if (f.subject, f.attribute) in keys]
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
+
+
+def tag_stopped_states(
+    session: Session, tenant_id: uuid.UUID, user_id: str, new_rows: Sequence[dict[str, Any]]
+) -> None:
+    """Before a batch's memories are written: give the state a subject stopped (`STOPPED`: "Sam is
+    no longer vegetarian") to the facts that state it, so that supersession orders them: the new
+    facts that hold its words ("Sam is vegetarian again"), and, when this batch stops a state for
+    the first time, the subject's stored present-tense facts that do ("Sam is vegetarian")."""
+    facts = [r for r in new_rows if r["type"] == "semantic" and r.get("subject")]
+    if not facts:
+        return
+    stopping = {(r["subject"], r["attribute"]) for r in facts if str(r.get("attribute")).startswith(STOPPED)}
+    known = {
+        (subject or "", attribute or "")
+        for subject, attribute in session.execute(
+            select(Memory.subject, Memory.attribute)
+            .where(
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.subject.in_(sorted({r["subject"] for r in facts})),
+                Memory.attribute.startswith(STOPPED),
+            )
+            .distinct()
+        ).all()
+    }
+    states = sorted(stopping | known)
+    for row in facts:
+        if row.get("attribute") is None and row["kind"] in _STATE_KINDS:
+            row["attribute"] = next(
+                (
+                    attribute
+                    for subject, attribute in states
+                    if subject == row["subject"] and _states(row["content"], subject, attribute)
+                ),
+                None,
+            )
+    for subject, attribute in sorted(stopping - known):
+        stored = session.execute(
+            select(Memory.id, Memory.content).where(
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.subject == subject,
+                Memory.type == "semantic",
+                Memory.status == "active",
+                Memory.attribute.is_(None),
+                Memory.kind.in_(_STATE_KINDS),
+            )
+        ).all()
+        stating = [memory_id for memory_id, content in stored if _states(content, subject, attribute)]
+        if stating:
+            session.execute(update(Memory).where(Memory.id.in_(stating)).values(attribute=attribute))
+
+
+# What holds until it stops ("Sam drinks coffee every morning"); an event ("Sam tried coffee") does not.
+_STATE_KINDS = ("fact", "preference")
+
+
+def _states(content: str, subject: str, attribute: str) -> bool:
+    """Whether a fact states the state `attribute` names (rather than its stop)."""
+    slot = state_slot(content, subject, attribute)
+    return slot is not None and slot.value == "yes"
 
 
 # Active facts of a user stated only by the given turns (the messages a correction replaces).
@@ -655,8 +720,21 @@ def consolidate_user(
             slot = fact_slot(r.content, r.subject)
             if slot is not None:
                 backfill.append((r.id, slot.attribute))
-    report.attributes = len(backfill)
+    # ... and the states they stop, on the facts that state them (as `tag_stopped_states` at ingest).
     attribute_of = {r.id: r.attribute for r in rows} | dict(backfill)
+    stops = sorted({(r.subject, a) for r in rows if (a := attribute_of[r.id]) and a.startswith(STOPPED)})
+    for r in rows:
+        if (
+            attribute_of[r.id] is None
+            and r.type == "semantic"
+            and r.status == "active"
+            and r.kind in _STATE_KINDS
+        ):
+            stated = (a for s, a in stops if s == r.subject and _states(r.content, s, a))
+            if attribute := next(stated, None):
+                backfill.append((r.id, attribute))
+                attribute_of[r.id] = attribute
+    report.attributes = len(backfill)
     if not dry_run:
         for batch in _batches(backfill, 1000):
             with database.session() as session:
@@ -672,9 +750,10 @@ def consolidate_user(
     slot_facts = []
     for r in rows:
         attribute = attribute_of.get(r.id)
-        if attribute and r.status in ("active", "superseded"):
-            slot = fact_slot(r.content, r.subject)
-            if slot is not None and slot.attribute == attribute:
+        never_valid = r.valid_to is not None and r.valid_from is not None and r.valid_to <= r.valid_from
+        if attribute and r.status in ("active", "superseded") and not never_valid:
+            slot = stored_slot(r.content, r.subject or "", attribute)
+            if slot is not None:
                 slot_facts.append(
                     SlotFact(
                         r.id,

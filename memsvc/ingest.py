@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from memsvc.consolidation import fact_slot, with_state_facts
-from memsvc.consolidation_store import supersede_at_ingest, supersede_corrected
+from memsvc.consolidation_store import supersede_at_ingest, supersede_corrected, tag_stopped_states
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
@@ -339,6 +339,7 @@ class Ingestor:
 
         t0 = time.perf_counter()
         created: dict[str, int] = defaultdict(int)
+        tag_stopped_states(session, tenant_id, user_id, rows.memories)
         # The rows' keys are ORM attribute names (`metadata_`), as bulk_insert takes them.
         for (kind,) in bulk_insert(
             session, Memory, rows.memories, conflict="(id) DO NOTHING", returning="kind"

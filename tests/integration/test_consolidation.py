@@ -159,6 +159,22 @@ def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant
     assert again.totals()["superseded"] == again.totals()["merged"] == 0
 
 
+def test_consolidation_closes_states_stopped_before_stops_were_read(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I drink coffee every morning."], T0, "s1")
+    _add(service, ctx, user, ["I don't drink coffee anymore."], T0 + timedelta(days=20), "s2")
+    with service.db.session() as session:  # as if stored by a version that did not read stops
+        for m in session.execute(select(Memory).where(Memory.user_id == user)).scalars():
+            m.attribute, m.status, m.superseded_by, m.valid_to = None, "active", None, None
+    report = service.consolidate(ctx.tenant_id, user)
+    assert report.totals()["attributes"] == 2 and report.totals()["superseded"] == 1
+    rows = _rows(service, ctx, user)
+    stop = _fact(rows, "Ann doesn't drink coffee anymore")
+    assert _fact(rows, "Ann drinks coffee every morning").superseded_by == stop.id
+    assert service.consolidate(ctx.tenant_id, user).totals()["superseded"] == 0
+
+
 def test_near_duplicates_merge_with_provenance_and_history(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()
@@ -834,3 +850,57 @@ def test_an_llm_proposes_add_update_delete_noop_applied_with_history(
         )
         if service.uses is not None:  # the database is shared with other tests: only stop the thread
             service.uses.close()
+
+
+def test_a_state_that_stopped_closes_the_facts_that_state_it_and_a_return_closes_the_stop(
+    service, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(
+        service,
+        ctx,
+        user,
+        [
+            "I'm vegetarian.",
+            "I drink coffee every morning.",
+            "I mostly code in Python.",
+            "I play tennis on Sundays.",
+        ],
+        T0,
+        "s1",
+    )
+    _add(
+        service,
+        ctx,
+        user,
+        ["I'm no longer vegetarian.", "I don't drink coffee anymore.", "I switched from Python to Rust."],
+        T0 + timedelta(days=30),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    stopped = _fact(rows, "Ann is no longer vegetarian")
+    for old, new in (
+        ("Ann is vegetarian", stopped),
+        ("Ann drinks coffee every morning", _fact(rows, "Ann doesn't drink coffee anymore")),
+        ("Ann mostly codes in Python", _fact(rows, "Ann switched from Python to Rust")),
+    ):
+        closed = _fact(rows, old)
+        assert closed.status == "superseded" and closed.superseded_by == new.id, old
+        assert closed.valid_to == new.valid_from
+    assert _fact(rows, "Ann plays tennis on Sundays").status == "active"
+
+    _add(service, ctx, user, ["I'm vegetarian again."], T0 + timedelta(days=60), "s3")
+    rows = _rows(service, ctx, user)
+    again = _fact(rows, "Ann is vegetarian again")
+    assert _fact(rows, "Ann is no longer vegetarian").superseded_by == again.id
+    assert _fact(rows, "Ann is vegetarian").superseded_by == stopped.id  # the stop still ended it
+    assert again.status == "active"
+
+    def first(**kw: Any) -> str:  # type: ignore[no-untyped-def]
+        query = SearchRequest(query="Is Ann vegetarian?", user_id=user, types=["semantic"], **kw)
+        return next(r.content for r in service.search(ctx, query) if "vegetarian" in r.content)
+
+    assert first() == "Ann is vegetarian again"
+    assert first(as_of=T0 + timedelta(days=45)) == "Ann is no longer vegetarian"
+    assert first(as_of=T0 + timedelta(days=10)) == "Ann is vegetarian"

@@ -29,6 +29,7 @@ from memsvc.consolidation import (
     plan_supersessions,
     retention,
     state_sentence,
+    state_slot,
     with_state_facts,
 )
 from memsvc.extraction.base import ExtractedFact
@@ -78,6 +79,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann broke up the fight between the kids", None),  # a couple parts, a fight is broken up
         ("Ann separated the eggs", None),
         ("Tom and Ann separated the recycling", None),
+        # A state that stopped: its words are the attribute.
+        ("Ann is no longer vegetarian", ("state: vegetarian", "no")),
+        ("Ann doesn't drink coffee anymore", ("state: coffe drink", "no")),
+        ("Ann stopped drinking coffee last week", ("state: coffe drink", "no")),
+        ("Ann quit smoking in 2023", ("state: smoke", "no")),
+        ("Ann switched from Python to Rust", ("state: python", "no")),
+        ("Ann is vegetarian", None),  # a state only has the attribute once its stop is known
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
@@ -345,3 +353,21 @@ def test_close_facts_that_each_have_a_word_of_their_own_stay_two() -> None:
     merges = plan_merges(rows, same, 0.95)
     assert [(m.survivor_id, m.duplicate_ids) for m in merges] == [(kayak.id, (red_kayak.id,))]
     assert violin.id not in {d for m in merges for d in (m.survivor_id, *m.duplicate_ids)}
+
+
+@pytest.mark.parametrize(
+    ("content", "attribute", "value"),
+    [
+        ("Ann is vegetarian", "state: vegetarian", "yes"),
+        ("Ann is vegetarian again", "state: vegetarian", "yes"),
+        ("Ann drinks coffee every morning", "state: coffe drink", "yes"),
+        ("Ann loves jazz", "state: jazz like", "yes"),  # "loves" says what "likes" does
+        ("Ann is no longer vegetarian", "state: vegetarian", "no"),
+        ("Ann doesn't eat meat", "state: eat meat", None),  # a negation states no state
+        ("Ann likes coffee shops", "state: coffe drink", None),
+        ("Bob is vegetarian", "state: vegetarian", None),
+    ],
+)
+def test_state_slot(content: str, attribute: str, value: str | None) -> None:
+    slot = state_slot(content, "Ann", attribute)
+    assert (slot.value if slot else None) == value
