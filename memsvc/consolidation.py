@@ -168,12 +168,13 @@ _STOPPED_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"^\s+(?:doesn't|does not|don't|do not)\s+(?P<x>.+?)\s+any\s?more\b",
         r"^\s+(?:has\s+)?(?:stopped|given up|gave up|quit)\s+(?:on\s+)?(?P<x>.+)",
         r"^\s+(?:has\s+)?switched\s+(?:away\s+)?from\s+(?P<x>.+?)\s+to\b",
+        r"^\s+(?:has\s+)?(?:cancell?ed|called off)\s+(?P<x>.+)",
     )
 )
 # Where what stopped ends: punctuation, a time phrase, a reason.
 _STATE_END = re.compile(
     r"[,.;:!?(]|\s+(?:because|when|after|before|since|last|this|yesterday|today|recently|any\s?more|again"
-    r"|in\s+\d+|on\s+\d+|in\s+(?:january|february|march|april|may|june|july|august|september|october"
+    r"|in\s+\d+|on\s+\d+|in\s+the\s+week|in\s+(?:january|february|march|april|may|june|july|august|september|october"
     r"|november|december))\b",
     re.IGNORECASE,
 )
@@ -185,12 +186,13 @@ def _state_words(text: str) -> frozenset[str]:
     return frozenset(_LIKE.get(word, word) for word in tokenize(text))
 
 
-def _stopped(rest: str) -> str | None:
+def _stopped(rest: str, subject: str) -> str | None:
     """The attribute of the state a fact says stopped (`rest` follows its subject), if it says so."""
     for pattern in _STOPPED_PATTERNS:
         if match := pattern.match(rest):
             said = _STATE_END.split(match.group("x"), maxsplit=1)[0]
-            words = sorted(w for w in _state_words(said) if not w.isdigit())
+            # "Sam cancelled Sam's trip to Japan": what stopped is the trip, not Sam.
+            words = sorted(w for w in _state_words(said) - _state_words(subject) if not w.isdigit())
             attribute = STOPPED
             for word in words:  # whole words within the column's 64 characters
                 if len(attribute) + len(word) + 1 > 64:
@@ -267,7 +269,7 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if match := pattern.match(rest):
             written = _value_text(match.group("v") or "")
             return Slot(attribute, ENDED + written.lower(), written)
-    if stopped := _stopped(rest):
+    if stopped := _stopped(rest, subject):
         return Slot(stopped, "no", "no")
     return None
 

@@ -322,7 +322,8 @@ def tag_stopped_states(
             session.execute(update(Memory).where(Memory.id.in_(stating)).values(attribute=attribute))
 
 
-# What holds until it stops ("Sam drinks coffee every morning"); an event ("Sam tried coffee") does not.
+# What holds until it stops ("Sam drinks coffee every morning"); an event ("Sam tried coffee") does
+# not, nor does a plan, whose time is when it is to happen, not when it was said.
 _STATE_KINDS = ("fact", "preference")
 
 

@@ -159,6 +159,17 @@ def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant
     assert again.totals()["superseded"] == again.totals()["merged"] == 0
 
 
+def test_a_cancelled_membership_is_closed(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I have a gym membership at FitLife.", "I love sushi."], T0, "s1")
+    _add(service, ctx, user, ["I cancelled my gym membership last week."], T0 + timedelta(days=20), "s2")
+    rows = _rows(service, ctx, user)
+    cancelled = next(m for m in rows if m.type == "semantic" and m.content.startswith("Ann cancelled"))
+    assert _fact(rows, "Ann has a gym membership at FitLife").superseded_by == cancelled.id
+    assert _fact(rows, "Ann loves sushi").status == "active"
+
+
 def test_consolidation_closes_states_stopped_before_stops_were_read(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()
