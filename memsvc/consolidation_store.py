@@ -49,7 +49,7 @@ from memsvc.database import Database
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
-from memsvc.store import delete_rows, passages_of
+from memsvc.store import delete_rows, passages_of, stated_only_by
 
 log = logging.getLogger(__name__)
 
@@ -333,20 +333,6 @@ def _states(content: str, subject: str, attribute: str) -> bool:
     return slot is not None and slot.value == "yes"
 
 
-# Active facts of a user stated only by the given turns (the messages a correction replaces).
-_STATED_ONLY_BY = text(
-    """
-    SELECT DISTINCT m.id, m.content, m.valid_from FROM memory_sources s JOIN memories m ON m.id = s.memory_id
-    WHERE s.turn_id = ANY(CAST(:turns AS uuid[])) AND s.tenant_id = :t AND m.user_id = :u
-      AND m.type = 'semantic' AND m.status = 'active'
-      AND NOT EXISTS (
-        SELECT 1 FROM memory_sources o WHERE o.memory_id = m.id
-          AND (o.turn_id IS NULL OR o.turn_id <> ALL(CAST(:turns AS uuid[]))))
-    ORDER BY m.id
-    """
-)
-
-
 def supersede_corrected(
     session: Session,
     tenant_id: uuid.UUID,
@@ -363,12 +349,12 @@ def supersede_corrected(
     for turns, corrected in corrections:
         if not corrected:
             continue
-        for old_id, content, valid_from in session.execute(
-            _STATED_ONLY_BY, {"turns": list(turns), "t": tenant_id, "u": user_id}
-        ).all():
-            words = set(content.lower().split())
+        for old in stated_only_by(session, tenant_id, turns):
+            if old.status != "active" or old.id in corrected:
+                continue
+            words = set(old.content.lower().split())
             new_id = max(corrected, key=lambda i: (len(words & set(corrected[i].lower().split())), str(i)))
-            plans.append(Supersede(old_id=old_id, new_id=new_id, valid_to=valid_from))
+            plans.append(Supersede(old_id=old.id, new_id=new_id, valid_to=old.valid_from or old.event_at))
     return apply_supersessions(session, tenant_id, user_id, plans, actor)
 
 

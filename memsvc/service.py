@@ -567,9 +567,9 @@ class MemoryService:
         with self.db.session() as session:
             user_id = store.get_memory(session, ctx, memory_id).user_id or ""
             _user_lock(session, ctx.tenant_id, user_id)
-            store.delete_memory(session, ctx, memory_id)
+            gone = store.delete_memory(session, ctx, memory_id)
             session.flush()
-            consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, [memory_id])
+            consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, gone)
 
     def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:
         with self.db.session() as session:

@@ -250,13 +250,49 @@ def passages_of(
     return list(session.execute(stmt).scalars().unique())
 
 
-def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> None:
-    """Delete a memory (its history stays); a turn's passages go with it, each with its event."""
+def stated_only_by(session: Session, tenant_id: uuid.UUID, turn_ids: Sequence[uuid.UUID]) -> list[Memory]:
+    """The semantic memories these turns state and no other stored turn does (a source whose turn
+    was deleted states nothing any more), in id order, locked."""
+    if not turn_ids:
+        return []
+    turns = list(turn_ids)
+    other = aliased(MemorySource)
+    others = (
+        select(other.memory_id)
+        .where(other.memory_id == Memory.id, other.turn_id.is_not(None), other.turn_id.not_in(turns))
+        .exists()
+    )
+    stmt = (
+        select(Memory)
+        .join(MemorySource, MemorySource.memory_id == Memory.id)
+        .where(
+            MemorySource.turn_id.in_(turns),
+            MemorySource.tenant_id == tenant_id,
+            Memory.tenant_id == tenant_id,
+            Memory.type == "semantic",
+            ~others,
+        )
+        .order_by(Memory.id)
+        .with_for_update(of=Memory)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.execute(stmt).scalars().unique())
+
+
+def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[uuid.UUID]:
+    """Delete a memory (its history stays); a turn's passages go with it, and so do the facts only
+    it stated ("forget that I said it"), each with its event. Returns the ids deleted."""
     memory = _load(session, ctx, memory_id, lock=True)
-    parts = passages_of(session, ctx.tenant_id, [memory.id], lock=True) if memory.kind == "turn" else []
-    for row in (*parts, memory):
+    turn = [memory.id] if memory.kind == "turn" else []
+    rows = [
+        *passages_of(session, ctx.tenant_id, turn, lock=True),
+        *stated_only_by(session, ctx.tenant_id, turn),
+        memory,
+    ]
+    for row in rows:
         _record(session, ctx, row, "delete", snapshot(row), None)
-    delete_rows(session, ctx.tenant_id, [*parts, memory])
+    delete_rows(session, ctx.tenant_id, rows)
+    return [row.id for row in rows]
 
 
 def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) -> None:

@@ -170,7 +170,14 @@ def test_a_deleted_message_stays_gone_when_the_conversation_is_sent_again(servic
     )
     _ingest(service, ctx, request)
     [turn], _ = _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")
+    facts, _ = _memories(service, ctx, user, type="semantic")
+    pin = [f for f in facts if "4411" in f.content]
+    assert pin and any("cello" in f.content for f in facts)
     service.delete(ctx, turn.id)
+    # What only that message stated goes with it, each with its event; the cello stays.
+    facts, _ = _memories(service, ctx, user, type="semantic")
+    assert not any("4411" in f.content for f in facts) and any("cello" in f.content for f in facts)
+    assert all([e.op for e in service.history(ctx, f.id)] == ["create", "delete"] for f in pin)
     again = _ingest(service, ctx, request)
     assert again.duplicates == 2 and not again.created and again.notes
     assert _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")[0] == []
