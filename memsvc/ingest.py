@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import REAL, cast, select
+from sqlalchemy import REAL, cast, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -400,6 +400,26 @@ class Ingestor:
             timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
         )
 
+    def rebuild_session(
+        self, session: Session, tenant_id: uuid.UUID, user_id: str, session_id: str, actor: str
+    ) -> uuid.UUID | None:
+        """After a turn of the session was deleted: its episode from the turns left, so that its
+        digest quotes nothing deleted and its provenance is the turns it has. With no turn left,
+        returns the episode's id, for the caller to delete."""
+        turns = _session_turns(session, tenant_id, user_id, [session_id]).get(session_id, [])
+        memory_id = derived_id(tenant_id, user_id, "session", session_id)
+        if not turns:
+            return memory_id
+        session.execute(
+            delete(MemorySource).where(MemorySource.memory_id == memory_id, MemorySource.turn_id.is_(None))
+        )
+        plan = _session_plan(session_id, turns)
+        vector_of = dict(zip(plan.quoted_lines, self.embedder.embed(plan.quoted_lines), strict=True))
+        rows = _Rows()
+        _upsert_sessions(session, tenant_id, user_id, [plan], vector_of, rows, actor)
+        bulk_insert(session, MemorySource, rows.sources)
+        return None
+
     # -- rows -----------------------------------------------------------------------------
 
     @staticmethod
@@ -526,20 +546,7 @@ class Ingestor:
 
         Returns the turns each touched session already holds (read once: the session digests are
         rebuilt from them and the new turns, without reading them back after the insert)."""
-        session_ids = list({t.turn.session_id for t in new_turns})
-        rows = session.execute(
-            select(Memory.session_id, Memory.speaker, Memory.content, Memory.event_at, Memory.message_id)
-            .add_columns(Memory.id, Memory.position, Memory.role)
-            .where(
-                Memory.tenant_id == tenant_id,
-                Memory.user_id == user_id,
-                Memory.kind == "turn",
-                Memory.session_id.in_(session_ids),
-            )
-        ).all()
-        stored: dict[str | None, list[_StoredTurn]] = defaultdict(list)
-        for row in rows:
-            stored[row.session_id].append(_StoredTurn(*row[1:]))
+        stored = _session_turns(session, tenant_id, user_id, {t.turn.session_id for t in new_turns})
         last: dict[str | None, tuple[int, str | None]] = {}
         for session_id, turns in stored.items():
             tail = max(turns, key=lambda t: -1 if t.position is None else t.position)
@@ -698,6 +705,26 @@ def _closest(
     return best
 
 
+def _session_turns(
+    session: Session, tenant_id: uuid.UUID, user_id: str, session_ids: Iterable[str | None]
+) -> dict[str | None, list[_StoredTurn]]:
+    """The turns these sessions hold, by session."""
+    rows = session.execute(
+        select(Memory.session_id, Memory.speaker, Memory.content, Memory.event_at, Memory.message_id)
+        .add_columns(Memory.id, Memory.position, Memory.role)
+        .where(
+            Memory.tenant_id == tenant_id,
+            Memory.user_id == user_id,
+            Memory.kind == "turn",
+            Memory.session_id.in_(list(session_ids)),
+        )
+    ).all()
+    stored: dict[str | None, list[_StoredTurn]] = defaultdict(list)
+    for row in rows:
+        stored[row.session_id].append(_StoredTurn(*row[1:]))
+    return stored
+
+
 @dataclass(slots=True)
 class _SessionPlan:
     """A session episode as rebuilt from all its turns (those stored and the new ones), in time order."""
@@ -722,12 +749,16 @@ def _plan_sessions(
             for t in new_turns
             if t.turn.session_id == session_id
         ]
-        # In time order, ties by position (as ORDER BY event_at, position with NULLs last).
-        turns.sort(key=lambda t: (t.event_at, t.position is None, t.position or 0))
-        items = [(r.speaker or "", r.content) for r in turns]
-        quoted = [turn_line(*items[i]) for i in digest_turns(items)]
-        plans.append(_SessionPlan(session_id, turns, session_digest(items), quoted))
+        plans.append(_session_plan(session_id, turns))
     return plans
+
+
+def _session_plan(session_id: str, turns: list[_StoredTurn]) -> _SessionPlan:
+    # In time order, ties by position (as ORDER BY event_at, position with NULLs last).
+    turns.sort(key=lambda t: (t.event_at, t.position is None, t.position or 0))
+    items = [(r.speaker or "", r.content) for r in turns]
+    quoted = [turn_line(*items[i]) for i in digest_turns(items)]
+    return _SessionPlan(session_id, turns, session_digest(items), quoted)
 
 
 def _upsert_sessions(

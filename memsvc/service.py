@@ -27,7 +27,7 @@ from memsvc.consolidation_store import RunReport, UserReport
 from memsvc.database import Database, libpq_url
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder, configured_embedder, resolve_device
-from memsvc.errors import InvalidInput, NotReady, Overloaded
+from memsvc.errors import InvalidInput, NotFound, NotReady, Overloaded
 from memsvc.extraction import make_extractor
 from memsvc.extraction.base import Extractor
 from memsvc.extraction.llm import LLMExtractor
@@ -565,10 +565,19 @@ class MemoryService:
     def delete(self, ctx: TenantContext, memory_id: uuid.UUID) -> None:
         """Delete a memory; what it superseded holds again unless another successor closes it."""
         with self.db.session() as session:
-            user_id = store.get_memory(session, ctx, memory_id).user_id or ""
+            memory = store.get_memory(session, ctx, memory_id)
+            user_id = memory.user_id or ""
             _user_lock(session, ctx.tenant_id, user_id)
             gone = store.delete_memory(session, ctx, memory_id)
             session.flush()
+            if memory.kind == "turn" and memory.session_id:
+                # Its session's digest quoted it: rebuilt from the turns left, or gone with the last.
+                emptied = self.ingestor.rebuild_session(
+                    session, ctx.tenant_id, user_id, memory.session_id, ctx.actor
+                )
+                if emptied is not None:
+                    with contextlib.suppress(NotFound):  # deleted by itself before
+                        gone += store.delete_memory(session, ctx, emptied)
             consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, gone)
 
     def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:

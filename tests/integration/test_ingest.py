@@ -145,11 +145,12 @@ def test_deleting_a_fact_takes_its_relation_and_lone_entities_out_of_the_graph(s
     assert not {r.id for r in after.relations} & stated
     assert all(dog.fact != r.fact for r in after.relations)
     assert "Rex" in {e.name for e in after.entities}  # the turn that said it still names Rex
-    # Everything the first message made, deleted: Rex goes; what the second names stays.
+    # The first message deleted, and with it everything only it stated: Rex goes; what the
+    # second names stays.
     listing = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
-    for memory in listing:
-        if memory.source_message_ids == ["g1"] and memory.kind != "session":
-            service.delete(ctx, memory.id)
+    service.delete(ctx, next(m.id for m in listing if m.kind == "turn" and m.source_message_ids == ["g1"]))
+    left = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    assert not [m for m in left if m.source_message_ids == ["g1"]]
     names = {e.name for e in service.graph(ctx, user, entity=None, depth=1).entities}
     assert "Rex" not in names and {"Lisbon", "Jo"} <= names
 
@@ -181,6 +182,27 @@ def test_a_deleted_message_stays_gone_when_the_conversation_is_sent_again(servic
     again = _ingest(service, ctx, request)
     assert again.duplicates == 2 and not again.created and again.notes
     assert _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")[0] == []
+
+
+def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"forget-{uuid.uuid4().hex[:6]}"
+    said = ["My PIN is 4411, please remember it for me.", "I play the cello in an orchestra.", "Thanks!"]
+    for i, text in enumerate(said):
+        when = datetime(2025, 1, 10, 9, i, tzinfo=UTC)
+        message = Message(role="user", name="Pia", content=text, id=f"f{i}", created_at=when)
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="one", messages=[message]))
+    [episode], sources = _memories(service, ctx, user, kind="session")
+    assert "4411" in episode.content and sorted(sources[episode.id]) == ["f0", "f1", "f2"]
+    turns = {t.content: t for t in _memories(service, ctx, user, kind="turn")[0]}
+    service.delete(ctx, turns[said[0]].id)
+    [episode], sources = _memories(service, ctx, user, kind="session")
+    assert "4411" not in episode.content and "cello" in episode.content
+    assert sorted(sources[episode.id]) == ["f1", "f2"]
+    for text in said[1:]:
+        service.delete(ctx, turns[text].id)
+    assert _memories(service, ctx, user, kind="session")[0] == []  # no turn left, no episode
+    assert [e.op for e in service.history(ctx, episode.id)] == ["create", "delete"]
 
 
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
