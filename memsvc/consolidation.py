@@ -202,6 +202,12 @@ def _stopped(rest: str, subject: str) -> str | None:
     return None
 
 
+def never_valid(valid_from: datetime | None, valid_to: datetime | None) -> bool:
+    """Valid at no time: a fact a correction replaced ("Sorry, I meant Tuesday."). It is kept for
+    its history and the list of memories, but no search returns it and no supersession plans it."""
+    return valid_to is not None and valid_from is not None and valid_to <= valid_from
+
+
 def stored_slot(content: str, subject: str, attribute: str) -> Slot | None:
     """The value a stored fact gives its `attribute`; None if it no longer reads as one."""
     if attribute.startswith(STOPPED):

@@ -37,6 +37,7 @@ from memsvc.consolidation import (
     in_exchange,
     merge_row,
     merged_fields,
+    never_valid,
     plan_entity_merges,
     plan_forgetting,
     plan_merges,
@@ -344,7 +345,7 @@ def supersede_corrected(
     from the messages they correct. Each correction is (the turns it replaces, the facts read from
     it by id and content); a replaced fact's successor is the corrected fact that shares the most
     words with it. A corrected fact was never true: its validity ends where it began, so no search
-    returns it (`CorpusRow.never_valid`), while its history keeps what was said and when."""
+    returns it (`consolidation.never_valid`), while its history keeps what was said and when."""
     plans = []
     for turns, corrected in corrections:
         if not corrected:
@@ -737,8 +738,7 @@ def consolidate_user(
     slot_facts = []
     for r in rows:
         attribute = attribute_of.get(r.id)
-        never_valid = r.valid_to is not None and r.valid_from is not None and r.valid_to <= r.valid_from
-        if attribute and r.status in ("active", "superseded") and not never_valid:
+        if attribute and r.status in ("active", "superseded") and not never_valid(r.valid_from, r.valid_to):
             slot = stored_slot(r.content, r.subject or "", attribute)
             if slot is not None:
                 slot_facts.append(

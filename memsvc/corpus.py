@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from memsvc.consolidation import never_valid
 from memsvc.ingest import is_instruction, turn_line
 from memsvc.ranking import BM25Index, turn_index_text
 
@@ -82,9 +83,8 @@ class CorpusRow(NamedTuple):
 
     @property
     def never_valid(self) -> bool:
-        """Valid at no time: a fact a correction replaced ("Sorry, I meant Tuesday."). It is kept
-        for its history and the list of memories, but search never returns it."""
-        return self.valid_to is not None and self.valid_from is not None and self.valid_to <= self.valid_from
+        """Valid at no time (`consolidation.never_valid`): never returned by search."""
+        return never_valid(self.valid_from, self.valid_to)
 
     @property
     def line(self) -> str:
