@@ -289,6 +289,13 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
 
     database = open_database(settings)
     tenant_id = _tenant_scope(database, args)
+    if args.user and tenant_id is not None:
+        from memsvc.consolidation_store import users_to_consolidate
+
+        # A mistyped user id was "consolidated" (1 user, 0 memories) and exited 0.
+        with database.session() as session:
+            if (tenant_id, args.user) not in users_to_consolidate(session, tenant_id):
+                raise MemsvcError(f"no memories of user {args.user!r} in tenant {args.tenant!r}")
     service = MemoryService(settings, database)
     bar = tqdm(unit="user", desc="consolidate" + (" (dry run)" if args.dry_run else ""), file=sys.stderr)
 
@@ -379,19 +386,34 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: 0 made `--batch-size` store nothing and `--concurrency` fall back unsaid."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for LLM agents")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (DEBUG for serve and worker)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="migrate, then serve the API with an in-process worker")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to listen on (default MEMSVC_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default MEMSVC_PORT, else 8000)")
     serve.add_argument("--no-worker", action="store_true", help="serve only; run `memsvc worker` elsewhere")
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a standalone ingest worker")
-    worker.add_argument("--concurrency", type=int)
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="jobs run at once (default MEMSVC_WORKER_CONCURRENCY, else 2)",
+    )
     worker.set_defaults(func=cmd_worker)
 
     encoder = sub.add_parser("encoder", help="one shared, batched embedding model for the workers of a GPU")
@@ -404,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key (and the tenant if new); prints it once")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--name")
+    create.add_argument("--tenant", required=True, help="the tenant's name (made if new)")
+    create.add_argument("--name", help="a label to tell keys apart (never secret)")
     create.add_argument(
         "--scope",
         action="append",
@@ -414,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=cmd_keys_create)
     klist = keys.add_parser("list", help="a tenant's keys: id, name, prefix, scopes, times (never a secret)")
-    klist.add_argument("--tenant", required=True)
+    klist.add_argument("--tenant", required=True, help="the tenant's name")
     klist.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="stop a key now")
     revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX", help="its id, its prefix (msk_…) or the key")
@@ -429,9 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=cmd_keys_rotate)
 
     imp = sub.add_parser("import", help="ingest a LoCoMo conversation file or a JSONL of messages")
-    imp.add_argument("file")
+    imp.add_argument("file", help="a LoCoMo JSON file, or JSONL with one message per line")
     imp.add_argument("--user-id", help="default: the file name without extension")
-    imp.add_argument("--tenant", default="default")
+    imp.add_argument("--tenant", default="default", help="made if new (default: default)")
     imp.set_defaults(func=cmd_import)
 
     cons = sub.add_parser("consolidate", help="supersede, merge, summarise and forget memories now")
@@ -445,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     back.add_argument("--tenant", help="only this tenant's users (default: every tenant)")
     back.add_argument("--user", help="only this user (needs --tenant)")
-    back.add_argument("--batch-size", type=int, default=64, help="messages per transaction (default 64)")
+    back.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="messages per transaction (default 64)"
+    )
     back.set_defaults(func=cmd_backfill_passages)
 
     mcp = sub.add_parser("mcp", help="memory as Model Context Protocol tools (a client of the REST API)")

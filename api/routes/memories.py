@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from memsvc.api import problems
 from memsvc.api.deps import ReadTenant, Service, WriteTenant
+from memsvc.errors import InvalidInput
 from memsvc.schemas import (
     AddRequest,
     AddResponse,
@@ -77,6 +78,12 @@ def list_memories(
     until: Annotated[UtcDatetime | None, Query(description="happened before (event time)")] = None,
 ) -> MemoryList:
     """A user's memories, newest stored first; filter by type, status and when they happened."""
+    if since is not None and until is not None and since > until:
+        # Swapped bounds would answer an empty page, which reads as "nothing happened then".
+        raise InvalidInput(
+            "since is later than until: [since, until) holds nothing",
+            errors=[{"loc": ["query", "until"], "msg": "must not be before since", "type": "value_error"}],
+        )
     return service.list(
         tenant,
         user_id,

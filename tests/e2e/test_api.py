@@ -299,6 +299,23 @@ def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
         assert response.headers["content-type"].startswith("application/problem+json"), (method, path)
 
 
+def test_a_since_later_than_until_is_a_422_not_an_empty_page(live_server: str, tenant) -> None:
+    """Swapped bounds answered an empty page, which a script reads as "nothing happened then"."""
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    with MemoryClient(live_server, tenant[1]) as client:
+        message = {"role": "user", "name": "Ann", "content": "I live in Lisbon.", "created_at": "2025-02-01"}
+        assert client.add([message], "window", wait=True).status == "succeeded"
+    listed = f"{live_server}/v1/memories?user_id=window"
+    swapped = httpx.get(f"{listed}&since=2025-03-01&until=2025-01-01", headers=auth)
+    assert swapped.status_code == 422, swapped.text
+    assert swapped.headers["content-type"].startswith("application/problem+json")
+    assert swapped.json()["errors"][0]["loc"] == ["query", "until"]
+    # An empty window [t, t) is a question with an empty answer, not a mistake.
+    assert httpx.get(f"{listed}&since=2025-02-01&until=2025-02-01", headers=auth).json()["items"] == []
+    window = httpx.get(f"{listed}&since=2025-01-01&until=2025-03-01", headers=auth)
+    assert window.status_code == 200 and window.json()["items"]
+
+
 def test_health_ready_metrics_docs(live_server: str) -> None:
     assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{live_server}/readyz")

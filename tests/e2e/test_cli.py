@@ -114,3 +114,44 @@ def test_import_keeps_any_unicode_a_json_line_may_hold(database_url: str, databa
         (lines[0]["content"], "Zoë", "user", "s/ü", "2024-02-29T22:59:59+00:00"),
         (lines[1]["content"], "assistant", "assistant", "s/ü", "2024-02-29T23:00:30+00:00"),
     ]
+
+
+def test_consolidate_names_a_user_with_no_memories_and_fails(database_url: str, tmp_path: Path) -> None:
+    """A mistyped `--user` was "consolidated" (1 user, 0 memories before and after) with exit 0."""
+    path = tmp_path / "kim.jsonl"
+    path.write_text(
+        json.dumps({"role": "user", "name": "Kim", "id": "k1", "content": "I live in Oslo."}) + "\n"
+    )
+    imported = _memsvc(database_url, "import", str(path), "--user-id", "kim", "--tenant", "cli-consolidate")
+    assert imported.returncode == 0, imported.stderr
+    typo = _memsvc(database_url, "consolidate", "--tenant", "cli-consolidate", "--user", "kin", "--dry-run")
+    assert typo.returncode == 2
+    assert "no memories of user 'kin' in tenant 'cli-consolidate'" in typo.stderr
+    assert "consolidation run" not in typo.stdout
+    done = _memsvc(database_url, "consolidate", "--tenant", "cli-consolidate", "--user", "kim", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "memories before" in done.stdout
+
+
+def test_counts_below_one_are_refused_before_any_work(database_url: str) -> None:
+    """`--batch-size 0` read no batch, stored nothing and exited 0 saying how many messages it saw."""
+    for args in (("backfill-passages", "--batch-size", "0"), ("worker", "--concurrency", "-1")):
+        done = _memsvc(database_url, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "must be at least 1" in done.stderr
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    from argparse import _HelpAction, _SubParsersAction
+
+    from memsvc.cli import build_parser
+
+    parsers, silent = [build_parser()], []
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, _SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif not isinstance(action, _HelpAction) and action.help is None and action.option_strings:
+                silent.append(f"{parser.prog} {action.option_strings[-1]}")
+    assert not silent, silent
