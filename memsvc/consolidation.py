@@ -42,7 +42,7 @@ _CAR_BRANDS = (
     "audi|bmw|chevrolet|chevy|ford|honda|hyundai|jeep|kia|mazda|mercedes|mini|nissan|porsche|"
     "subaru|tesla|toyota|volkswagen|vw|volvo|lexus|fiat|renault|peugeot|skoda|rivian"
 )
-_NOW = r"(?:(?:now|just|recently|finally|officially|currently|also)\s+)*"
+_NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
 # February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
 _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -231,7 +231,8 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
 # Where a value ends: a time phrase, a clause, punctuation.
 _VALUE_END = re.compile(
     r"\s+(?:in|on|since|last|this|from|after|before|because|with|when|and|but|for|at|during|until|as"
-    r"|now|again|yesterday|today|recently|a few|two|three|several|about)\b|[,.;:!?(]"
+    r"|now|again|yesterday|today|recently|a few|two|three|several|about|these days|nowadays|currently"
+    r"|lately|right now|too|anymore|still)\b|[,.;:!?(]"
 )
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 
@@ -396,7 +397,8 @@ _SMALL_TALK = re.compile(
     r"\b(thanks?|thank you|thx|appreciate[sd]?|awesome|great|amazing|cool|nice|wow|lol|haha|congrats"
     r"|congratulations|good luck|take care|you too|bye|see you|no problem|glad|happy for you|sounds good"
     r"|love (it|that)|so proud|proud of you|sweet|kind words|that's (great|awesome|amazing|cool)"
-    r"|good (morning|afternoon|evening|night)|how are you|how's it going)\b",
+    r"|good (morning|afternoon|evening|night)|how are you|how's it going|hi|hello|hey|ok|okay|k|hmm+"
+    r"|you'?re welcome|good to know|got it)\b",
     re.IGNORECASE,
 )
 # A word the speaker says of themselves: with any other word beside the thanks, a statement
@@ -414,7 +416,10 @@ _FUNCTION_WORDS = frozenset(
 
 
 def is_small_talk(content: str, names: Iterable[str] = ()) -> bool:
-    """Thanks, compliments and greetings with (almost) nothing else in them: nothing to remember."""
+    """Thanks, compliments, greetings and acknowledgements with (almost) nothing else in them, or no
+    word at all ("👍"): nothing to remember."""
+    if not re.search(r"[^\W_]", content):
+        return bool(content.strip())
     if not _SMALL_TALK.search(content):
         return False
     skip = _FUNCTION_WORDS | {n.lower() for n in names}

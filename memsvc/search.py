@@ -586,7 +586,9 @@ def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) 
     )
 
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+# Chinese, Japanese and Korean characters are about a token each (a run of them is no one word).
+_CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 
 
 def count_tokens(text: str) -> int:

@@ -368,3 +368,10 @@ def test_a_question_about_places_raises_the_memories_that_name_one(service, tena
 
     assert place_part("Which cities has Ann been to?") == {"m0": place_boost, "m1": 0.0, "m2": place_boost}
     assert set(place_part("What does Ann bake?").values()) == {0.0}
+
+
+def test_a_token_is_a_chinese_or_japanese_character_not_a_run_of_them() -> None:
+    # A 15-character sentence was 1 token, so a small budget held several times its size.
+    assert count_tokens("我们明天去北京看长城然后吃烤鸭") == 15
+    assert count_tokens("東京タワーに行きました") == 11
+    assert count_tokens("Hello, world!") == 4

@@ -76,6 +76,12 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann sold Ann's car", ("car", "ended:")),
         ("Ann sold Ann's old bike", None),
         ("Ann's dog Rex died", ("pet", "ended:rex")),
+        # How long or how surely it holds is no part of the value ("lisbon these days" replaced "lisbon").
+        ("Ann lives in Lisbon these days", ("residence", "lisbon")),
+        ("Ann is based in Lisbon nowadays", ("residence", "lisbon")),
+        ("Ann lives in Lisbon right now", ("residence", "lisbon")),
+        ("Ann still lives in Lisbon", ("residence", "lisbon")),
+        ("Ann works at Acme these days", ("employer", "acme")),
         ("Ann broke up the fight between the kids", None),  # a couple parts, a fight is broken up
         ("Ann separated the eggs", None),
         ("Tom and Ann separated the recycling", None),
@@ -197,6 +203,11 @@ def test_small_talk() -> None:
     # A statement after the thanks is not small talk; a greeting alone is.
     assert not is_small_talk("Thanks! I moved to Lisbon.")
     assert not is_small_talk("Good morning! I moved to Lisbon.")
+    # Greetings, acknowledgements and emoji alone: they piled up as ordinary memories.
+    for said in ("Hi!", "Hello there!", "Hey", "ok", "k", "hmm", "You're welcome!", "Good to know!", "👍"):
+        assert is_small_talk(said), said
+    assert not is_small_talk("Hi! I moved to Lisbon.")
+    assert not is_small_talk("ok so my sister visits next week")
     assert is_small_talk("Good morning!") and is_small_talk("How are you?")
     assert is_small_talk("Thanks, I appreciate it!")
 
