@@ -684,8 +684,13 @@ def assemble_context(
     header_entities = "## Related entities"
     left = max_tokens - sum(count_tokens(section) for section in sections) - count_tokens(header_entities)
     entity_lines = []
+    # Only what the lines above name: an entity of a result the budget left out would stand alone.
+    shown = {m for item, _ in chosen for m in item.source_message_ids}
     for label, messages in entities:
-        line = f"- {label} (src: {_refs(messages)})"
+        named = [m for m in messages if m in shown]
+        if not named:
+            continue
+        line = f"- {label} (src: {_refs(named)})"
         if count_tokens(line) <= left:
             entity_lines.append(line)
             left -= count_tokens(line)

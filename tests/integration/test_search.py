@@ -174,6 +174,10 @@ def test_context_never_exceeds_its_budget(service, tenant, max_tokens: int) -> N
     )
     assert count_tokens(response.context) <= max_tokens
     assert response.tokens == count_tokens(response.context)
+    # The entities are those of the lines above, citing their messages (not of results left out).
+    shown = {m for r in response.items for m in r.source_message_ids}
+    for line in response.context.partition("## Related entities\n")[2].splitlines():
+        assert set(line.rsplit(" (src: ", 1)[1].rstrip(")…").split(",")) <= shown, line
     if max_tokens >= 120:
         assert response.items and all(r.source_message_ids for r in response.items)
         # Facts first, then events oldest first; every line names its sources.
