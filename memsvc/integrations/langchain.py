@@ -11,12 +11,13 @@ A thin layer over `memsvc.client`; install with `pip install 'memsvc-client[lang
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from memsvc.client import AsyncMemoryClient, MemoryClient, MemoryOut
+from memsvc.client import AsyncMemoryClient, MemoryClient, MemoryOut, NotFoundError
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -94,7 +95,9 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
     def clear(self) -> None:
         """Delete every memory made from this conversation (turns, its session, its facts)."""
         for memory in list(self._session_memories(None)):
-            self.client.delete(memory.id)
+            # A turn takes the facts only it stated (and a session's last turn its digest) with it.
+            with contextlib.suppress(NotFoundError):
+                self.client.delete(memory.id)
 
     def _session_memories(self, memory_type: str | None) -> Iterator[MemoryOut]:
         cursor = None

@@ -75,6 +75,16 @@ async def exercise(client: Client, user: dict[str, str]) -> str:
     assert added["status"] == "succeeded" and added["result"]["memory_ids"]
     again = await call(client, "add_memory", content="I moved to Lisbon last month.", message_id="m1", **user)
     assert again["result"]["duplicates"] == 1 and not again["result"]["memory_ids"]
+    await call(
+        client,
+        "add_memory",
+        content="I play the cello on Sundays.",
+        speaker="Ann",
+        message_id="m2",
+        created_at="2024-03-10T09:05:00Z",
+        session_id="s1",
+        **user,
+    )
 
     hits = (await call(client, "search_memory", query="What is the name of Ann's cat?", limit=5, **user))[
         "result"
@@ -100,6 +110,9 @@ async def exercise(client: Client, user: dict[str, str]) -> str:
     assert turn["id"] in deleted["result"]
     remaining = await call(client, "list_memories", limit=200, **user)
     assert turn["id"] not in {m["id"] for m in remaining["items"]}
+    # What only that message stated went with it; its session's digest no longer cites it.
+    said = turn["source_message_ids"][0]
+    assert remaining["items"] and all(said not in m["source_message_ids"] for m in remaining["items"])
     assert "not found" in await call_error(client, "delete_memory", memory_id=turn["id"], **user)
     return next(m["id"] for m in remaining["items"])
 
