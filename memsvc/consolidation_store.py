@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import REAL, cast, func, or_, select, text, update
+from sqlalchemy import REAL, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
@@ -160,14 +160,14 @@ def _slot_facts(
         Memory.user_id == user_id,
         Memory.attribute.is_not(None),
         Memory.status.in_(("active", "superseded")),
-        # A corrected fact, valid at no time, is no value of its attribute.
-        or_(Memory.valid_to.is_(None), Memory.valid_to > Memory.valid_from),
     )
     if keys is not None:
         subjects = sorted({s for s, _ in keys})
         stmt = stmt.where(Memory.subject.in_(subjects), Memory.attribute.in_(sorted({a for _, a in keys})))
     out = []
     for row in session.execute(stmt).all():
+        if never_valid(row.valid_from, row.valid_to):
+            continue  # a corrected fact, valid at no time, is no value of its attribute
         slot = stored_slot(row.content, row.subject or "", row.attribute)
         if slot is None:
             continue
@@ -298,14 +298,7 @@ def tag_stopped_states(
     states = sorted(stopping | known)
     for row in facts:
         if row.get("attribute") is None and row["kind"] in _STATE_KINDS:
-            row["attribute"] = next(
-                (
-                    attribute
-                    for subject, attribute in states
-                    if subject == row["subject"] and _states(row["content"], subject, attribute)
-                ),
-                None,
-            )
+            row["attribute"] = _state_stated(row["content"], row["subject"], states)
     for subject, attribute in sorted(stopping - known):
         stored = session.execute(
             select(Memory.id, Memory.content).where(
@@ -332,6 +325,11 @@ def _states(content: str, subject: str, attribute: str) -> bool:
     """Whether a fact states the state `attribute` names (rather than its stop)."""
     slot = state_slot(content, subject, attribute)
     return slot is not None and slot.value == "yes"
+
+
+def _state_stated(content: str, subject: str, states: Sequence[tuple[str, str]]) -> str | None:
+    """The first of the stopped `states` ((subject, attribute), sorted) a fact of `subject` states."""
+    return next((a for s, a in states if s == subject and _states(content, s, a)), None)
 
 
 def supersede_corrected(
@@ -712,14 +710,9 @@ def consolidate_user(
     attribute_of = {r.id: r.attribute for r in rows} | dict(backfill)
     stops = sorted({(r.subject, a) for r in rows if (a := attribute_of[r.id]) and a.startswith(STOPPED)})
     for r in rows:
-        if (
-            attribute_of[r.id] is None
-            and r.type == "semantic"
-            and r.status == "active"
-            and r.kind in _STATE_KINDS
-        ):
-            stated = (a for s, a in stops if s == r.subject and _states(r.content, s, a))
-            if attribute := next(stated, None):
+        if attribute_of[r.id] is None and r.status == "active" and r.kind in _STATE_KINDS:  # semantic kinds
+            attribute = _state_stated(r.content, r.subject or "", stops)
+            if attribute is not None:
                 backfill.append((r.id, attribute))
                 attribute_of[r.id] = attribute
     report.attributes = len(backfill)
