@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Literal
 
 from dateparser.date import DateDataParser
+from dateutil.easter import easter
 from dateutil.relativedelta import FR, MO, SA, SU, TH, TU, WE, relativedelta
 
 Granularity = Literal["day", "week", "month", "year"]
@@ -50,10 +51,13 @@ class ResolvedDate:
     label: str  # "6 May 2023", "the week of 1 May 2023", "the weekend of 6 May 2023", "June 2023", "2022"
     relative: bool  # only meaningful against the base ("yesterday"); such spans get rewritten in facts
     approximate: bool = False  # "a few years ago"
+    says: str | None = None  # what to put in place of the span, when not the label with a preposition
 
     @property
     def phrase(self) -> str:
         """The label with a preposition, to put in place of a relative span: "on 6 May 2023"."""
+        if self.says is not None:
+            return self.says
         if self.approximate:
             return f"around {self.label}"
         if self.granularity == "day" or self.label.startswith("the weekend"):
@@ -74,12 +78,27 @@ _MON_ABBR = r"(?:jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\b\.?"
 _ORD = r"\d{1,2}(?:st|nd|rd|th)?"
 _YEAR = r"(?:19|20)\d{2}"
 _PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
+# Holidays of a fixed or computable day. "New Year" needs its "'s" ("a new year of school" is none).
+_HOLIDAY = (
+    r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|thanksgiving|easter(?:\s+sunday)?"
+    r"|halloween|valentine'?s'?\s+day|independence\s+day|(?:the\s+)?fourth\s+of\s+july)"
+)
+# A holiday is a date only with a word that points at one of them ("last Christmas", "at Easter",
+# "before Thanksgiving"); "Christmas movies" or "Thanksgiving's always special" name none.
+# "Christmas break", "Easter eggs": a thing named after the holiday, not its day.
+_HOLIDAY_NOUN = (
+    r"(?:resolutions?|trees?|movies?|films?|songs?|music|break|holidays?|vacation|season|week|weekend|time"
+    r"|spirit|gifts?|presents?|cards?|decorations?|lights|dinner|lunch|part(?:y|ies)|markets?|shopping"
+    r"|sales?|eggs?|bunny|costumes?)"
+)
+_HOLIDAY_MODE = r"(?:this\s+past|this\s+coming|last|this|next|coming|on|at|over|for|during|since|until|till|before|after|by)"
 
 # One alternation, longest forms first; the group that matched says how to resolve the span.
 _TRIGGER = re.compile(
     "|".join(
         [
             rf"(?P<ago>\b{_NUM}\s+(?:day|week|weekend|month|year)s?\s+ago\b)",
+            rf"(?P<holiday>\b{_HOLIDAY_MODE}\s+{_HOLIDAY}\b(?!'s|\s+{_HOLIDAY_NOUN}\b))",
             # Anchored ones ("the week before my birthday") are left alone: their anchor is unknown.
             r"(?P<before>\bthe\s+(?:day|week|weekend|month|year)\s+before\s+last\b"
             r"|\bthe\s+(?:day|week|weekend|month|year)\s+before\b(?=\s*(?:[.,;:!?)\-–—]|$|and\b|but\b|so\b)))",
@@ -105,7 +124,8 @@ _TRIGGER_TEXT = (
     "yesterday today tonight tomorrow ago day days week weeks weekend weekends month months year years night "
     "morning afternoon evening monday tuesday wednesday thursday friday saturday sunday mon tue tues wed "
     "thu thur thurs fri sat sun january february march april may june july august september october "
-    "november december jan feb mar apr jun jul aug sep sept oct nov dec"
+    "november december jan feb mar apr jun jul aug sep sept oct nov dec christmas xmas thanksgiving "
+    "easter halloween valentine valentines independence fourth"
 )
 _TRIGGER_WORDS = frozenset(_TRIGGER_TEXT.split(" "))
 _WORD = re.compile(r"[a-z]+|(?:19|20)\d\d")
@@ -118,7 +138,11 @@ _FUTURE = re.compile(
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
     # wedding's this Saturday" (were both resolved to the days before they were said).
     r"|(?:'s|'re|\bis|\bare)\s+(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
-    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b",
+    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
+    # An action in the present progressive with a date is one planned: "I'm hiking this weekend",
+    # "we're hosting at Christmas" (a state is not: "I'm still enjoying the book I got on Friday").
+    r"|(?:'m|'re|\bam|\bare)\s+(?!(?:feel|think|lov|enjoy|miss|remember|wonder|read|still|really|just)\w*\b)"
+    r"[a-z]+ing\b",
     re.IGNORECASE,
 )
 
@@ -169,7 +193,10 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
         if resolved is None:
             continue
         value, granularity, label, relative, approximate = resolved
-        found.append(ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate))
+        says = _holiday_phrase(span, label) if kind == "holiday" else None
+        found.append(
+            ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate, says)
+        )
     # Dates kept within the years a request may carry (2-9998), as the times it sends are.
     return [d for d in _ago_today(text, base, found) if 1 < d.value.year < 9999]
 
@@ -261,6 +288,8 @@ def _rejects_month(span: str) -> bool:
 
 def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved | None:
     s = " ".join(span.lower().split())
+    if kind == "holiday":
+        return _holiday(s, base, tense)
     if kind == "rel":
         return _resolve_rel(s, base, tense)
     if kind == "wkend":
@@ -360,6 +389,56 @@ def _weekend(base: datetime, mode: str, tense: Prefer, n: int, *, approximate: b
     else:
         sat = current or (previous if tense == "past" else upcoming)
     return _at(base, sat), "week", f"the weekend of {_day_label(sat)}", True, approximate
+
+
+_HOLIDAY_NAMES = (  # (words that start the name, how it is written, its day in a year)
+    ("christmas eve", "Christmas Eve", lambda y: date(y, 12, 24)),
+    ("christmas", "Christmas", lambda y: date(y, 12, 25)),
+    ("xmas", "Christmas", lambda y: date(y, 12, 25)),
+    ("new year", "New Year's Eve", lambda y: date(y, 12, 31)),  # only with "eve": see _holiday
+    ("thanksgiving", "Thanksgiving", lambda y: date(y, 11, 1) + relativedelta(weekday=TH(+4))),
+    ("easter", "Easter", easter),
+    ("halloween", "Halloween", lambda y: date(y, 10, 31)),
+    ("valentine", "Valentine's Day", lambda y: date(y, 2, 14)),
+    ("independence", "Independence Day", lambda y: date(y, 7, 4)),
+    ("fourth", "the Fourth of July", lambda y: date(y, 7, 4)),
+)
+_DIRECTIONS = {"last": "last", "this past": "last", "next": "next", "coming": "next", "this coming": "next"}
+
+
+def _holiday_words(s: str) -> tuple[str, str]:
+    """('last', 'christmas') of 'last christmas'; ('on', 'fourth of july') of 'on the fourth of july'."""
+    words = s.split()
+    mode_words = 2 if words[:2] in (["this", "past"], ["this", "coming"]) else 1
+    return " ".join(words[:mode_words]), " ".join(words[mode_words:]).removeprefix("the ")
+
+
+def _holiday(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
+    """'last Christmas' said on 8 May 2023 is Christmas 2022 (25 December); 'at Easter' takes the
+    sentence's tense, 'this Christmas' is the one of the base's year."""
+    mode, name = _holiday_words(s)
+    for start, written, day_in in _HOLIDAY_NAMES:
+        if name.startswith(start):
+            break
+    else:
+        return None
+    if start == "new year" and not name.endswith("eve"):
+        written, day_in = "New Year's Day", lambda y: date(y, 1, 1)
+    today = base.date()
+    wanted = _DIRECTIONS.get(mode, "this" if mode == "this" else tense)
+    d = day_in(today.year)
+    if wanted in ("last", "past") and (d > today or (wanted == "last" and d == today)):
+        d = day_in(today.year - 1)
+    elif wanted in ("next", "future") and (d < today or (wanted == "next" and d == today)):
+        d = day_in(today.year + 1)
+    return _at(base, d), "day", f"{written} {d.year}", True, False
+
+
+def _holiday_phrase(span: str, label: str) -> str:
+    """The holiday stays in the text, with its year ("last Christmas" becomes "Christmas 2022",
+    "before Easter" "before Easter 2023"): a question names the holiday, not its date."""
+    mode, _ = _holiday_words(" ".join(span.lower().split()))
+    return label if mode in _DIRECTIONS or mode == "this" else f"{span.split()[0]} {label}"
 
 
 def _named_month(base: datetime, month: int, mode: str) -> _Resolved:

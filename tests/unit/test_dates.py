@@ -145,6 +145,11 @@ def test_tense_and_trigger() -> None:
     assert tense_of("I'm going hiking on Saturday") == "future"
     assert tense_of("I'll call") == "future"
     assert tense_of("I went hiking on Saturday") == "past"
+    # An action in the present progressive is planned; a state is not (LoCoMo conv-42 said the
+    # first on Friday 3 June 2022, of the weekend to come; it was read as the weekend before).
+    assert tense_of("Yep, I'm hiking with some buddies this weekend.") == "future"
+    assert tense_of("We're hosting at Thanksgiving.") == "future"
+    assert tense_of("I'm still enjoying the book I got at Christmas.") == "past"
     assert has_trigger("see you on Friday") and has_trigger("back in 2019")
     assert not has_trigger("I love painting and pottery")
 
@@ -185,3 +190,44 @@ def test_a_year_ago_today_is_one_day() -> None:
         ("yesterday", date(2024, 2, 29)),
     ]
     assert rewrite_relative(text, found).startswith("on 1 March 2023 I ran my first marathon")
+
+
+# (text, base, the span's new words, the day) of holidays: the holiday stays in the text, with its year.
+HOLIDAYS = [
+    ("We got engaged last Christmas.", MON_8_MAY, "We got engaged Christmas 2022.", date(2022, 12, 25)),
+    ("I visited my parents at Christmas.", MON_8_MAY, "I visited my parents at Christmas 2022.", date(2022, 12, 25)),
+    ("I'll visit my parents at Christmas.", MON_8_MAY, "I'll visit my parents at Christmas 2023.", date(2023, 12, 25)),
+    ("We're hosting this Thanksgiving.", MON_8_MAY, "We're hosting Thanksgiving 2023.", date(2023, 11, 23)),
+    ("I finished the quilt before Easter.", MON_8_MAY, "I finished the quilt before Easter 2023.", date(2023, 4, 9)),
+    ("We met on New Year's Eve.", MON_8_MAY, "We met on New Year's Eve 2022.", date(2022, 12, 31)),
+    ("On the Fourth of July we watched fireworks.", SAT_15_JUL, "On the Fourth of July 2023 we watched fireworks.",
+     date(2023, 7, 4)),
+    ("See you next Halloween!", datetime(2023, 10, 31, 20, 0, tzinfo=UTC), "See you Halloween 2024!",
+     date(2024, 10, 31)),
+    ("It was the best gift I got last Christmas.", datetime(2023, 12, 28, 9, 0, tzinfo=UTC),
+     "It was the best gift I got Christmas 2023.", date(2023, 12, 25)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "base", "rewritten", "day"), HOLIDAYS)
+def test_holidays_resolve_to_their_day_of_the_year_meant(
+    text: str, base: datetime, rewritten: str, day: date
+) -> None:
+    (found,) = resolve_dates(text, base)
+    assert found.value.date() == day and found.granularity == "day" and found.relative
+    assert rewrite_relative(text, [found]) == rewritten
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I love Christmas movies.",
+        "Thanksgiving's always special for us.",
+        "My New Year's resolution is to run more.",
+        "We went skiing over Christmas break.",
+        "The kids hunted for Easter eggs.",
+        "A new year of school starts soon.",
+    ],
+)
+def test_a_thing_named_after_a_holiday_is_no_date(text: str) -> None:
+    assert resolve_dates(text, MON_8_MAY) == []
