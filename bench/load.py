@@ -5,7 +5,9 @@ Reports throughput, p50/p95/p99 per operation, errors, how many ingest jobs fini
 the backlog at the end and how long it took to drain. `--worker-mode both` runs the same load
 against a server whose worker is a child process and one whose worker shares the server's process,
 side by side. `--fault db-restart` stops PostgreSQL for `--fault-s` seconds in the middle of the
-run; `--fault kill-worker` kills the worker process.
+run; `--fault kill-worker` kills the worker process in the middle of a 400-message add, and reports
+how long that job took to succeed after the kill (`killed_job_done_s`: the new worker's start, the
+retry and the job itself).
 
     python bench/load.py --clients 100 --duration 60
     python bench/load.py --clients 20 --duration 40 --fault db-restart --fault-s 10
@@ -207,10 +209,28 @@ def _inject(server: Server, fault: str, at_s: float, for_s: float, log: dict[str
         server.pg_ctl("start")
         log["fault_ended"] = time.time()
     elif fault == "kill-worker":
+        # A long job of its own (400 messages, seconds of work), so the worker dies mid-job.
+        headers = {"Authorization": f"Bearer {server.key}"}
+        http = httpx.Client(base_url=server.base, headers=headers, timeout=30)
+        rng = random.Random(11)
+        messages = [
+            {"role": "user", "name": "Sam", "id": f"big-{i}", "content": _sentence(rng)} for i in range(400)
+        ]
+        body = {"user_id": "killed-mid-job", "messages": messages}
+        job = http.post("/v1/memories", json=body).json()["job_id"]
+        give_up = time.monotonic() + 60
+        while http.get(f"/v1/jobs/{job}").json()["status"] != "running" and time.monotonic() < give_up:
+            time.sleep(0.05)
+        time.sleep(0.3)
         pid = server.worker_pid()
         if pid:
             os.kill(pid, signal.SIGKILL)
-            log["fault_started"] = log["fault_ended"] = time.time()
+            killed = time.time()
+            log["fault_started"] = log["fault_ended"] = killed
+            log["killed_job_status_after_kill"] = http.get(f"/v1/jobs/{job}").json()["status"]
+            while http.get(f"/v1/jobs/{job}").json()["status"] != "succeeded" and time.time() - killed < 180:
+                time.sleep(0.2)
+            log["killed_job_done_s"] = round(time.time() - killed, 2)
 
 
 def run_once(worker_process: bool, args: argparse.Namespace) -> dict[str, Any]:

@@ -292,9 +292,13 @@ class MemoryService:
         with contextlib.suppress(NotReady), self.db.session() as session:
             store.notify_job_done(session, job_id)
 
-    def mark_job_running(self, job_id: uuid.UUID) -> None:
+    def mark_job_running(self, job_id: uuid.UUID, runner: str | None = None) -> None:
         with self.db.session() as session:
-            store.mark_job_running(session, job_id)
+            store.mark_job_running(session, job_id, runner)
+
+    def running_jobs_on(self, machine: str) -> list[store.RunningJob]:
+        with self.db.session() as session:
+            return store.running_jobs_on(session, machine)
 
     def trim_change_feed(self, older_than_s: float = 3600.0) -> int:
         """Drop change-feed entries every index has long replayed (indexes poll every fraction of a

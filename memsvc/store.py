@@ -548,17 +548,41 @@ def commit_without_waiting(session: Session) -> None:
     session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
-def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
-    """Mark a queued job running (a retry of one whose worker died finds it running: its clock
-    starts again). Committed without waiting for the disk: a status lost in a database crash only
-    shows the job queued again, and the job's own commit, which waits, makes it durable; the wait
-    was the largest part of this step."""
+def mark_job_running(session: Session, job_id: uuid.UUID, runner: str | None) -> None:
+    """Mark a queued job running in process `runner` (a retry of one whose worker died finds it
+    running: its clock starts again). Committed without waiting for the disk: a status lost in a
+    database crash only shows the job queued again, and the job's own commit, which waits, makes it
+    durable; the wait was the largest part of this step."""
     commit_without_waiting(session)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-        .values(status="running", updated_at=func.now())
+        .values(status="running", runner=runner, updated_at=func.now())
     )
+
+
+class RunningJob(NamedTuple):
+    id: uuid.UUID
+    runner: str
+    queue_job: int  # the queue's (procrastinate's) id of the attempt that runs it
+
+
+def running_jobs_on(session: Session, machine: str) -> list[RunningJob]:
+    """Jobs running in a process of `machine` (memsvc.workers.liveness) whose attempt the queue
+    still counts as running."""
+    return [
+        RunningJob(*row)
+        for row in session.execute(
+            text(
+                """
+                SELECT j.id, j.runner, p.id FROM jobs j
+                JOIN procrastinate_jobs p ON p.queueing_lock = j.id::text AND p.status = 'doing'
+                WHERE j.status = 'running' AND starts_with(j.runner, :machine || '/')
+                """
+            ),
+            {"machine": machine},
+        )
+    ]
 
 
 JOB_DONE_CHANNEL = "memsvc_job_done"

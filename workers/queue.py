@@ -4,7 +4,9 @@ Jobs carry only our `jobs.id`; the request itself is in the `jobs` row, written 
 is deferred, so nothing accepted is lost. Attempts retry with exponential backoff; the last
 error is kept on the job (`GET /v1/jobs/{id}`). A request waiting on a job (`wait: true`) is
 woken by the NOTIFY sent right after the job's commit (`JobListener`). A periodic task retries
-the jobs of dead workers and re-defers jobs that were accepted while the queue could not take them.
+the jobs of dead workers and re-defers jobs that were accepted while the queue could not take them;
+every worker also retries, within a heartbeat, the jobs of processes of its machine that are gone
+(`liveness`), without waiting for their heartbeat to time out.
 
 procrastinate's worker stops for good when the database goes away; `SupervisedWorker` starts it
 again, with backoff, for as long as it is meant to run.
@@ -23,6 +25,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -37,6 +40,7 @@ from memsvc.metrics import JOB_SECONDS, JOBS, WORKER_RESTARTS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
+from memsvc.workers import liveness
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ def _run_job(service: MemoryService, context: JobContext, kind: str, job_id: str
     token = logs.job_id.set(job_id)
     started = time.perf_counter()
     try:
-        service.mark_job_running(memory_job)
+        runner = liveness.this_process()
+        service.mark_job_running(memory_job, None if runner is None else str(runner))
         run = service.run_ingest_job if kind == "ingest" else service.run_consolidate_job
         outcome = run(memory_job)
     except NotReady:
@@ -113,9 +118,28 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
     return app
 
 
+async def retry_jobs_of_gone_processes(app: App, service: MemoryService) -> int:
+    """Retry the jobs that processes of this machine were running when they died (killed, out of
+    memory): at once, where the heartbeat would tell only after `worker_stalled_after_s`."""
+    machine = liveness.machine()
+    if machine is None:
+        return 0
+    retried = 0
+    for job in await asyncio.to_thread(service.running_jobs_on, machine):
+        if not liveness.is_gone(job.runner):
+            continue
+        log.warning("retrying job %s: its worker process (%s) is gone", job.id, job.runner)
+        # Another worker of this machine may have retried it a moment ago.
+        with contextlib.suppress(Exception):
+            await app.job_manager.retry_job_by_id_async(job.queue_job, retry_at=datetime.now(UTC))
+            retried += 1
+    return retried
+
+
 async def recover_jobs(app: App, service: MemoryService) -> None:
     """Retry jobs whose worker died mid-job, defer jobs accepted while the queue was away, and trim
     the change feed."""
+    await retry_jobs_of_gone_processes(app, service)
     stalled_after = service.settings.worker_stalled_after_s
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
         log.warning("retrying job %s of a worker that stopped answering", job.id)
@@ -192,7 +216,11 @@ class SupervisedWorker:
             try:
                 async with self.app.open_async():
                     await recover_jobs(self.app, self.service)
-                    await self.app.run_worker_async(**self.options())
+                    watch = asyncio.create_task(self._watch_processes(), name="dead process watch")
+                    try:
+                        await self.app.run_worker_async(**self.options())
+                    finally:
+                        watch.cancel()
                 log.warning("ingest worker stopped by itself")
             except asyncio.CancelledError:
                 raise
@@ -204,6 +232,16 @@ class SupervisedWorker:
             WORKER_RESTARTS.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+
+    async def _watch_processes(self) -> None:
+        """Every heartbeat, retry the jobs of this machine's worker processes that died (one
+        indexed query over running jobs); the minute's recovery does it for other machines."""
+        while True:
+            await asyncio.sleep(self.service.settings.worker_heartbeat_s)
+            try:
+                await retry_jobs_of_gone_processes(self.app, self.service)
+            except Exception as exc:  # the database is away: the worker's own restart handles it
+                log.debug("dead process watch: %s: %s", type(exc).__name__, exc)
 
 
 JOB_DONE_CHANNEL = store.JOB_DONE_CHANNEL  # NOTIFY'd with the job id after a job finishes

@@ -1,5 +1,6 @@
-"""A real `memsvc worker` process killed mid-job leaves nothing of the batch; a second worker
-retries the job and completes it, with exactly what an uninterrupted ingest makes."""
+"""A real `memsvc worker` process killed mid-job leaves nothing of the batch; a second worker on
+the same machine retries the job at once (the dead process's heartbeat has not timed out: the stall
+timeout here is 10 minutes) and completes it, with exactly what an uninterrupted ingest makes."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def _start_worker(database_url: str, tmp_path: Path, name: str) -> subprocess.Po
         **os.environ,
         "MEMSVC_DATABASE_URL": database_url,
         "MEMSVC_WORKER_HEARTBEAT_S": "0.5",
-        "MEMSVC_WORKER_STALLED_AFTER_S": "2",
+        # Only the dead process can say the job needs a retry: its heartbeat would take this long.
+        "MEMSVC_WORKER_STALLED_AFTER_S": "600",
         "HF_HUB_OFFLINE": "1",
     }
     log = (tmp_path / f"{name}.log").open("wb")
@@ -115,4 +117,5 @@ def test_killed_worker_leaves_nothing_and_the_retry_completes(
             second.kill()
     queue.close()
 
+    assert "its worker process" in (tmp_path / "worker-2.log").read_text()
     assert _counts(database, ctx.tenant_id, "crash") == expected
