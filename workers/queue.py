@@ -118,13 +118,12 @@ def build_app(service: MemoryService, connector: PsycopgConnector | SyncPsycopgC
     return app
 
 
-async def retry_jobs_of_gone_processes(app: App, service: MemoryService) -> int:
+async def retry_jobs_of_gone_processes(app: App, service: MemoryService) -> None:
     """Retry the jobs that processes of this machine were running when they died (killed, out of
-    memory): at once, where the heartbeat would tell only after `worker_stalled_after_s`."""
+    memory): at once, where their heartbeat would tell only after `worker_stalled_after_s`."""
     machine = liveness.machine()
     if machine is None:
-        return 0
-    retried = 0
+        return
     for job in await asyncio.to_thread(service.running_jobs_on, machine):
         if not liveness.is_gone(job.runner):
             continue
@@ -132,8 +131,6 @@ async def retry_jobs_of_gone_processes(app: App, service: MemoryService) -> int:
         # Another worker of this machine may have retried it a moment ago.
         with contextlib.suppress(Exception):
             await app.job_manager.retry_job_by_id_async(job.queue_job, retry_at=datetime.now(UTC))
-            retried += 1
-    return retried
 
 
 async def recover_jobs(app: App, service: MemoryService) -> None:
