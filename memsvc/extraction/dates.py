@@ -417,11 +417,10 @@ def _holiday(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
     """'last Christmas' said on 8 May 2023 is Christmas 2022 (25 December); 'at Easter' takes the
     sentence's tense, 'this Christmas' is the one of the base's year."""
     mode, name = _holiday_words(s)
-    for start, written, day_in in _HOLIDAY_NAMES:
-        if name.startswith(start):
-            break
-    else:
+    holiday = next((h for h in _HOLIDAY_NAMES if name.startswith(h[0])), None)
+    if holiday is None:
         return None
+    start, written, day_in = holiday
     if start == "new year" and not name.endswith("eve"):
         written, day_in = "New Year's Day", lambda y: date(y, 1, 1)
     today = base.date()
