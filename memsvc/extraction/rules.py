@@ -652,11 +652,12 @@ class _Batch:
                 if not words:
                     continue
                 name = " ".join(words)
+                after = sentence[m.end() : m.end() + 8]
                 start_of_sentence = _opens(sentence, m.start()) and len(words) == len(m.group(0).split())
-                if start_of_sentence and name not in self.names:
+                if start_of_sentence and name not in self.names and not _PERSON_AFTER.match(after):
                     continue
-                before = sentence[max(0, m.start() - 12) : m.start()].lower()
-                self._add_entity(name, _name_type(name, before, self.names, self.speakers))
+                before = sentence[max(0, m.start() - 24) : m.start()].lower()
+                self._add_entity(name, _name_type(name, before, after, self.names, self.speakers))
             for title in _QUOTED.findall(sentence) if '"' in sentence or "“" in sentence else ():
                 if len(title.split()) <= 8:
                     self._add_entity(title.strip(" .,!"), "thing")
@@ -879,6 +880,12 @@ _FIRST_PERSON_FORMS = {
     "i was": "S was", "i don't": "S doesn't", "i do not": "S does not", "i wanna": "S wants to",
     "i gotta": "S has to", "my": "S's", "mine": "S's", "me": "S", "myself": "themselves",
 }  # fmt: skip
+# "Mia and I" is a plural subject: its verb is not conjugated for the speaker alone.
+_JOINT_SUBJECT = re.compile(r"\b(?:and|&)\s+$")
+_JOINT_FORMS = {
+    "i'm": "S are", "i am": "S are", "i've": "S have", "i have": "S have", "i was": "S were",
+    "i don't": "S don't", "i do not": "S do not",
+}  # fmt: skip
 # One pass: fixed forms first, then "I (adverbs) verb" with the verb conjugated, then a bare "I".
 _FP_REWRITE = re.compile(
     r"\b(?P<had>i'd)(?=\s+(?:been|had|gone|done|never|already|just|seen|made|taken|met|heard)\b)"
@@ -912,11 +919,15 @@ def _third_person(text: str, speaker: str, other: str | None) -> str:
         if m.group("had"):
             return f"{speaker} had"
         fixed = m.group("fixed")
+        joint = _JOINT_SUBJECT.search(text, 0, m.start()) is not None  # "Mia and I have": plural
         if fixed:
-            return _FIRST_PERSON_FORMS[" ".join(fixed.lower().split())].replace("S", speaker)
+            form = " ".join(fixed.lower().split())
+            if joint and form in _JOINT_FORMS:
+                return _JOINT_FORMS[form].replace("S", speaker)
+            return _FIRST_PERSON_FORMS[form].replace("S", speaker)
         verb = m.group("verb")
         if verb:
-            return f"{speaker}{m.group('adv')} {_third_singular(verb)}"
+            return f"{speaker}{m.group('adv')} {verb if joint else _third_singular(verb)}"
         return speaker
 
     text = _FP_REWRITE.sub(first_person, text)
@@ -1092,16 +1103,32 @@ def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
     return "thing"
 
 
-_PERSON_CONTEXT = re.compile(rf"\b(?:{_KIN}|named|called)\s*$")
+_PERSON_CONTEXT = re.compile(
+    rf"\b(?:{_KIN}|named|called|dating|dated|married|marry|marrying|engaged\s+to|divorced|kissed|hugged"
+    r"|texted|met|meet|meeting|(?:hang|hung|hanging)\s+out\s+with|broke\s+up\s+with|(?:me|i)\s+(?:and|&))\s*$"
+)
+# "Mia and I": a name beside the speaker is a person.
+_PERSON_AFTER = re.compile(r"\s+(?:and|&)\s+(?:I|me)\b")
+# Languages, tools and platforms are things, whatever "in" or "at" comes before them ("I code in
+# Python" made Python a place).
+_TECH_NAMES = _words(
+    "python rust java javascript typescript kotlin swift ruby haskell scala elixir perl php golang go sql "
+    "html css react vue angular svelte django flask rails docker kubernetes linux windows macos ios android "
+    "excel photoshop figma unity blender matlab tableau notion slack"
+)
 _ORG_CONTEXT = re.compile(r"\b(?:job|work|works|worked|working|intern|internship)\s+(?:at|for)\s*$")
 _PLACE_CONTEXT = re.compile(
     r"(?:country|city|town|state),?\s*$|\b(?:in|to|from|at|visited|visit|near|around|across)\s*$"
 )
 
 
-def _name_type(name: str, before: str, names: set[str], speakers: set[str]) -> EntityType:
+def _name_type(name: str, before: str, after: str, names: set[str], speakers: set[str]) -> EntityType:
     head = name.split()[-1].lower()
     if name in speakers:
+        return "person"
+    if name.lower() in _TECH_NAMES:
+        return "thing"
+    if " " not in name and _PERSON_AFTER.match(after):
         return "person"
     if head in _ORG_HEADS or _ORG_CONTEXT.search(before):
         return "organization"

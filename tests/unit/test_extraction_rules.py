@@ -435,3 +435,25 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
     assert facts_from(result, "m1") == ["Sam got a new job as a software engineer at Acme Corp"]
     assert facts_from(result, "m2")[0].startswith("Sam and others moved to Porto")
     assert facts_from(result, "m3") == ["Sam's favorite foods: pizza, pasta and sushi"]
+
+
+@pytest.mark.parametrize(
+    ("said", "fact", "entity", "entity_type"),
+    [
+        ("Mia and I have been together for two years.", "Mia and Ann have been together for two years",
+         "Mia", "person"),
+        ("Mia and I got married last June.", "Mia and Ann got married in June 2022", "Mia", "person"),
+        ("Tom and I are going hiking on Friday.", "Tom and Ann are going hiking on 12 May 2023",
+         "Tom", "person"),
+        ("Me and Tom play chess.", "Ann and Tom play chess", "Tom", "person"),
+        ("I've been dating Mia since March.", "Ann has been dating Mia since March", "Mia", "person"),
+        ("I code in Python every day.", "Ann codes in Python every day", "Python", "thing"),
+        ("I write code in Rust at work.", "Ann writes code in Rust at work", "Rust", "thing"),
+    ],
+)  # fmt: skip
+def test_a_name_beside_the_speaker_is_a_person_and_a_language_no_place(
+    said: str, fact: str, entity: str, entity_type: str
+) -> None:
+    result = RulesExtractor().extract(chat(("Ann", said)))
+    assert [f.content for f in result.facts] == [fact]
+    assert [(e.name, e.type) for e in result.entities] == [(entity, entity_type)]
