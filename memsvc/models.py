@@ -298,8 +298,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # The process running it (memsvc.workers.liveness.Runner), while it runs.
+    # The process running it (memsvc.workers.liveness.Runner) and the queue's attempt it runs.
     runner: Mapped[str | None] = mapped_column(Text)
+    runner_attempt: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=now_utc())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=now_utc())
 

@@ -292,9 +292,11 @@ class MemoryService:
         with contextlib.suppress(NotReady), self.db.session() as session:
             store.notify_job_done(session, job_id)
 
-    def mark_job_running(self, job_id: uuid.UUID, runner: str | None = None) -> None:
+    def mark_job_running(
+        self, job_id: uuid.UUID, runner: str | None = None, attempt: int | None = None
+    ) -> None:
         with self.db.session() as session:
-            store.mark_job_running(session, job_id, runner)
+            store.mark_job_running(session, job_id, runner, attempt)
 
     def running_jobs_on(self, machine: str) -> list[store.RunningJob]:
         with self.db.session() as session:

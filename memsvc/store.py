@@ -548,16 +548,16 @@ def commit_without_waiting(session: Session) -> None:
     session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
-def mark_job_running(session: Session, job_id: uuid.UUID, runner: str | None) -> None:
-    """Mark a queued job running in process `runner` (a retry of one whose worker died finds it
-    running: its clock starts again). Committed without waiting for the disk: a status lost in a
-    database crash only shows the job queued again, and the job's own commit, which waits, makes it
-    durable; the wait was the largest part of this step."""
+def mark_job_running(session: Session, job_id: uuid.UUID, runner: str | None, attempt: int | None) -> None:
+    """Mark a queued job running in process `runner`, as the queue's `attempt` (a retry of one
+    whose worker died finds it running: its clock starts again). Committed without waiting for the
+    disk: a status lost in a database crash only shows the job queued again, and the job's own
+    commit, which waits, makes it durable; the wait was the largest part of this step."""
     commit_without_waiting(session)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-        .values(status="running", runner=runner, updated_at=func.now())
+        .values(status="running", runner=runner, runner_attempt=attempt, updated_at=func.now())
     )
 
 
@@ -569,7 +569,8 @@ class RunningJob(NamedTuple):
 
 def running_jobs_on(session: Session, machine: str) -> list[RunningJob]:
     """Jobs running in a process of `machine` (memsvc.workers.liveness) whose attempt the queue
-    still counts as running."""
+    still counts as running: the same attempt, not a retry that another worker has just fetched
+    and not yet marked as its own."""
     return [
         RunningJob(*row)
         for row in session.execute(
@@ -577,6 +578,7 @@ def running_jobs_on(session: Session, machine: str) -> list[RunningJob]:
                 """
                 SELECT j.id, j.runner, p.id FROM jobs j
                 JOIN procrastinate_jobs p ON p.queueing_lock = j.id::text AND p.status = 'doing'
+                                           AND p.attempts = j.runner_attempt
                 WHERE j.status = 'running' AND starts_with(j.runner, :machine || '/')
                 """
             ),

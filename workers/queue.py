@@ -64,7 +64,8 @@ def _run_job(service: MemoryService, context: JobContext, kind: str, job_id: str
     started = time.perf_counter()
     try:
         runner = liveness.this_process()
-        service.mark_job_running(memory_job, None if runner is None else str(runner))
+        queue_attempt = context.job.attempts if context.job else None
+        service.mark_job_running(memory_job, None if runner is None else str(runner), queue_attempt)
         run = service.run_ingest_job if kind == "ingest" else service.run_consolidate_job
         outcome = run(memory_job)
     except NotReady:

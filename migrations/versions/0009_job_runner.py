@@ -1,5 +1,6 @@
-"""The process running a job (`jobs.runner`): a job whose process is gone is retried at once by a
-worker of the same machine, instead of after the dead worker's heartbeat times out (30 s).
+"""The process running a job (`jobs.runner`) and the queue's attempt it runs (`runner_attempt`): a
+job whose process is gone is retried at once by a worker of the same machine, instead of after the
+dead worker's heartbeat times out (30 s).
 
 Revision ID: 0009
 Revises: 0008
@@ -15,8 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE jobs ADD COLUMN runner text")
+    op.execute("ALTER TABLE jobs ADD COLUMN runner text, ADD COLUMN runner_attempt integer")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE jobs DROP COLUMN IF EXISTS runner")
+    op.execute("ALTER TABLE jobs DROP COLUMN IF EXISTS runner, DROP COLUMN IF EXISTS runner_attempt")

@@ -94,3 +94,33 @@ def test_a_commit_without_waiting_is_that_transactions_alone(database) -> None: 
                 assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
                 return
     pytest.fail("the pool never handed the connection back")
+
+
+def test_running_jobs_of_a_machine_are_of_the_attempt_their_runner_took(service, database, tenant) -> None:  # type: ignore[no-untyped-def]
+    """A job retried and fetched by another worker, not yet marked by it, still names the dead
+    runner: it is not that runner's job any more, and is not retried again under its new worker."""
+    from sqlalchemy import text
+
+    from memsvc.database import libpq_url
+    from memsvc.workers.queue import ProcrastinateQueue
+
+    ctx, _ = tenant
+    job = service.submit_ingest(ctx, _add("runners", "I like tea."))
+    queue = ProcrastinateQueue(service, libpq_url(database.url), worker="none")
+    try:
+        queue.defer_ingest(job)
+    finally:
+        queue.close()
+
+    def queue_job(sql: str) -> None:
+        with database.session() as session:
+            session.execute(text(sql), {"lock": str(job)})
+
+    queue_job("UPDATE procrastinate_jobs SET status = 'doing' WHERE queueing_lock = :lock")
+    service.mark_job_running(job, "host boot ns/4242/77", 0)
+    assert [j.id for j in service.running_jobs_on("host boot ns")] == [job]
+    assert service.running_jobs_on("another machine") == []
+    queue_job("UPDATE procrastinate_jobs SET attempts = 1 WHERE queueing_lock = :lock")  # retried, refetched
+    assert service.running_jobs_on("host boot ns") == []
+    queue_job("DELETE FROM procrastinate_jobs WHERE queueing_lock = :lock")
+    service.run_ingest_job(job)
