@@ -138,6 +138,22 @@ def test_an_ended_value_is_closed_and_the_context_block_says_until_when(service,
     assert globex.status == "active"
 
 
+def test_a_couple_said_as_we_is_a_partner_closed_when_they_part(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["Mia and I have been together for two years."], T0, "s1")
+    parted_at = T0 + timedelta(days=40)
+    _add(service, ctx, user, ["Mia and I broke up."], parted_at, "s2")
+    rows = _rows(service, ctx, user)
+    together = _fact(rows, "Mia and Ann have been together for two years")
+    assert together.attribute == "partner"
+    assert together.status == "superseded" and together.valid_to == parted_at
+    asked = ContextRequest(query="Who is Ann with?", user_id=user, max_tokens=300)
+    block = service.context(ctx, asked).context
+    line = next(line for line in block.splitlines() if "Ann's partner is Mia" in line)  # its plain statement
+    assert f"(until {parted_at.date().isoformat()})" in line
+
+
 def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()

@@ -66,6 +66,11 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann just started a new job at Globex", ("employer", "globex")),
         ("Ann's girlfriend Mia", ("partner", "mia")),
         ("Ann's girlfriend loves hiking", None),
+        ("Mia and Ann have been together for two years", ("partner", "mia")),
+        ("Mia and Ann got married in June 2022", ("partner", "mia")),
+        ("Mia and Ann are engaged", ("partner", "mia")),
+        ("Mia and Ann are going hiking together", None),
+        ("Tom and Ann were together at the party", None),
         # The end of a value, with the value it names or none.
         ("Ann quit Ann's job at Acme", ("employer", "ended:acme")),
         ("Ann was laid off", ("employer", "ended:")),
