@@ -187,6 +187,8 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
         span = m.group(0)
         if kind is None or _rejects_month(span) or (kind == "wd" and _in_day_range(text, m.start(), m.end())):
             continue
+        if kind in ("wd", "my", "holiday") and _EVERY.search(text, 0, m.start()):
+            continue  # "every Monday", "each June": every one, not one
         if tense is None:
             tense = tense_of(text)
         try:
@@ -232,6 +234,7 @@ def _ago_today(text: str, base: datetime, found: list[ResolvedDate]) -> list[Res
     return found
 
 
+_EVERY = re.compile(r"\b(?:every|each|most)(?:\s+(?:other|single|second))?\s+(?:on\s+)?$", re.IGNORECASE)
 # "Monday to Friday", "Mon-Fri": days of every week, not the dates of one.
 _ANY_DAY = rf"(?:{_WD}|{_WD_ABBR})"
 _TO = r"\s*(?:to|through|thru|till|until|-|–|—)\s*"

@@ -237,7 +237,9 @@ _CAPTION_PREFIX = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')\]])\s+|\n+")
-_ABBREV_END = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|approx)\.$")
+_ABBREV_END = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft|Jr|Sr|vs|etc|e\.g|i\.e|approx|U\.S|U\.K|a\.m|p\.m)\.$"
+)
 # Clause boundaries: dashes, semicolons, and "and/but/so" when a new subject follows.
 _CLAUSE_SPLIT = re.compile(
     r"\s*;\s*|\s+[-–—]+\s+|\s*[–—]\s*|,?\s+(?:and|but|so)\s+(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've"
@@ -265,7 +267,13 @@ _ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
 _UPPER = "A-Z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.isupper())
 _LOWER = "a-z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.islower())
 _NAME_WORD = f"[{_UPPER}][{_LOWER}]+"
-_CAPITALISED = re.compile(rf"\b{_NAME_WORD}(?:[-'][{_UPPER}]?[{_LOWER}]+)?(?:\s+{_NAME_WORD})*\b")
+# A title before a name is part of it ("Dr. Patel", "Mt. Rainier", "St. Luke's Hospital").
+_PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
+_TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))
+_TITLE = r"(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft)\.\s+"
+_CAPITALISED = re.compile(
+    rf"\b(?:{_TITLE})?{_NAME_WORD}(?:[-'][{_UPPER}]?[{_LOWER}]+)?(?:\s+{_NAME_WORD})*\b"
+)
 # What may stand before a sentence's first word: quotes, brackets, and the list markers, numbers,
 # headings and emphasis of markdown ("- **Focus**: ...", "2. Research the company"): a capital
 # there is the sentence's, not a name's (BEAM's assistant answers made "Ensure", "If", "Be" entities).
@@ -654,7 +662,9 @@ class _Batch:
                 name = " ".join(words)
                 after = sentence[m.end() : m.end() + 8]
                 start_of_sentence = _opens(sentence, m.start()) and len(words) == len(m.group(0).split())
-                if start_of_sentence and name not in self.names and not _PERSON_AFTER.match(after):
+                # At a sentence's start a capital says nothing, unless a title or "and I" does.
+                named = name in self.names or name.startswith(_PERSON_TITLES) or _PERSON_AFTER.match(after)
+                if start_of_sentence and not named:
                     continue
                 before = sentence[max(0, m.start() - 24) : m.start()].lower()
                 self._add_entity(name, _name_type(name, before, after, self.names, self.speakers))
@@ -1034,7 +1044,7 @@ def _is_unnamed_assistant(turn: Turn) -> bool:
 _REL_PATTERN = re.compile(
     r"(?P<verb>"
     + "|".join(re.escape(v) for v in sorted(_REL_VERBS, key=len, reverse=True))
-    + r")\s+(?P<rest>[^.!?;]+)"
+    + r")\s+(?P<rest>(?:(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft)\.\s+)?[^.!?;]+)"
 )
 _AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|finally|and|then))*\s*$", re.I)
 
@@ -1071,9 +1081,13 @@ def _noun_phrase(rest: str) -> str | None:
     words: list[str] = []
     for tok in tokens[i:]:
         low = tok.lower()
+        titled = len(words) == 1 and words[0] in _TITLE_WORDS  # "St. Luke's Hospital", "Dr. Patel"
+        if titled and tok == "." and not words[0].endswith("."):
+            words[0] += "."
+            continue
         if not tok[0].isalnum() or low in _NP_STOP or len(words) >= 5:
             break
-        if words and (low in _NP_DETERMINERS or low.endswith("'s")):
+        if words and (low in _NP_DETERMINERS or (low.endswith("'s") and not words[-1].endswith("."))):
             break
         words.append(tok)
     if not words or words[0].lower() in _NON_VERB_START:
@@ -1128,6 +1142,10 @@ def _name_type(name: str, before: str, after: str, names: set[str], speakers: se
         return "person"
     if name.lower() in _TECH_NAMES:
         return "thing"
+    if name.startswith(_PERSON_TITLES):
+        return "person"
+    if name.startswith(("Mt.", "Ft.")):
+        return "place"
     if " " not in name and _PERSON_AFTER.match(after):
         return "person"
     if head in _ORG_HEADS or _ORG_CONTEXT.search(before):

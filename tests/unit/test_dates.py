@@ -233,7 +233,10 @@ def test_holidays_resolve_to_their_day_of_the_year_meant(
         "We went skiing over Christmas break.",
         "The kids hunted for Easter eggs.",
         "A new year of school starts soon.",
+        "I volunteer at the shelter every Monday.",
+        "I swim every other Tuesday.",
+        "Each June we go to the lake.",
     ],
 )
-def test_a_thing_named_after_a_holiday_is_no_date(text: str) -> None:
+def test_a_thing_named_after_a_holiday_or_every_weekday_is_no_date(text: str) -> None:
     assert resolve_dates(text, MON_8_MAY) == []

@@ -457,3 +457,23 @@ def test_a_name_beside_the_speaker_is_a_person_and_a_language_no_place(
     result = RulesExtractor().extract(chat(("Ann", said)))
     assert [f.content for f in result.facts] == [fact]
     assert [(e.name, e.type) for e in result.entities] == [(entity, entity_type)]
+
+
+@pytest.mark.parametrize(
+    ("said", "fact", "entities"),
+    [
+        ("I volunteer at St. Luke's Hospital every Monday.",
+         "Ann volunteers at St. Luke's Hospital every Monday", [("St. Luke's Hospital", "place")]),
+        ("We hiked Mt. Rainier last summer.", "Ann and others hiked Mt. Rainier last summer",
+         [("Mt. Rainier", "place")]),
+        ("I met Mr. Johnson at the U.S. embassy.", "Ann met Mr. Johnson at the U.S. embassy",
+         [("Mr. Johnson", "person")]),
+        ("Dr. Patel said my knee is fine.", "Dr. Patel said Ann's knee is fine", [("Dr. Patel", "person")]),
+    ],
+)  # fmt: skip
+def test_a_title_is_part_of_the_name_and_ends_no_sentence(
+    said: str, fact: str, entities: list[tuple[str, str]]
+) -> None:
+    result = RulesExtractor().extract(chat(("Ann", said)))
+    assert [f.content for f in result.facts] == [fact]
+    assert [(e.name, e.type) for e in result.entities if e.name != "Ann"] == entities
