@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memsvc.extraction.base import INSTRUCTION_SENTENCE, ExtractedFact
+from memsvc.extraction.base import EVERY_REQUEST, INSTRUCTION_SENTENCE, ExtractedFact
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -258,6 +258,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     instruction = INSTRUCTION_SENTENCE.match(content)
     if instruction and instruction.group("who") in (subject, "the user"):
         topic = " ".join(instruction.group("topic").lower().split())
+        if topic == EVERY_REQUEST:
+            return None  # "always answer in Spanish" does not replace "never use emojis"
         directive = instruction.group("directive")
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -30,7 +31,8 @@ from memsvc.corpus import DEFAULT_CACHE_MB, CorpusCache, CorpusRow, UserCorpus
 from memsvc.dense import DenseRetriever
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
-from memsvc.ingest import is_instruction
+from memsvc.extraction.base import EVERY_REQUEST
+from memsvc.ingest import APPLIES_TO_KEY, is_instruction
 from memsvc.ranking import (
     PLACE_QUERY,
     SUMMARY_QUERY,
@@ -134,9 +136,11 @@ class SearchEngine:
         request: SearchRequest,
         keep_covered: bool,
         with_entities: bool = False,
+        with_standing: bool = False,
     ) -> tuple[list[MemoryOut], list[tuple[str, list[str]]]]:
         """Results, and (`with_entities`) the entities they mention, read under one hold of the
-        corpus."""
+        corpus; `with_standing`: the user's instructions for every request first, whatever the
+        query."""
         # The query is embedded before the corpus is synced and held: a sync in flight for this
         # user (after a write) overlaps the embedding instead of adding to it.
         focus = query_focus(request.query)
@@ -151,6 +155,10 @@ class SearchEngine:
             results = rank_corpus(
                 corpus, request, query_vector, self.config, dense_hits=hits, keep_covered=keep_covered
             )
+            if with_standing:
+                standing = _standing_instructions(corpus, request)
+                shown = {item.id for item in standing}
+                results = [*standing, *(item for item in results if item.id not in shown)]
             return results, related_entities(corpus, results) if with_entities else []
 
     def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
@@ -159,7 +167,9 @@ class SearchEngine:
         search = SearchRequest(
             query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
         )
-        results, entities = self._search(session, ctx, search, keep_covered=True, with_entities=True)
+        results, entities = self._search(
+            session, ctx, search, keep_covered=True, with_entities=True, with_standing=True
+        )
         return assemble_context(results, request.max_tokens, entities)
 
 
@@ -487,6 +497,23 @@ def _governing_instructions(
     return [int(slots[i]) for i in nearest if cosines[i] >= config.instruction_min_cosine]
 
 
+def _standing_instructions(corpus: UserCorpus, request: SearchRequest) -> list[MemoryOut]:
+    """The user's instructions for every request ("Always answer in Spanish"), oldest first, as
+    they stood at `as_of` (or now): every context block carries them, whatever it is about."""
+    eligible = set(_eligible(corpus, request).tolist())
+    statuses = ("active",) if request.as_of is None else ("active", "superseded")
+    rows = [
+        corpus.rows[slot]
+        for slot in corpus.instruction_slots()
+        if slot in eligible
+        and corpus.rows[slot].status in statuses
+        and not corpus.rows[slot].never_valid
+        and corpus.rows[slot].metadata.get(APPLIES_TO_KEY) == EVERY_REQUEST
+    ]
+    rows.sort(key=lambda row: row.event_at)
+    return [_row_out(row, request.user_id, 0.0, row.source_message_ids) for row in rows]
+
+
 def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:
     """The row's importance as consolidation's forgetting judges it (`judged_importance`), with
     the turns around it from the corpus. Pinned rows, digests and summaries are never forgotten:
@@ -559,30 +586,43 @@ def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) 
     members = [rows[m.id] for m in result.members]
     first = members[0]
     if len(members) == 1:
-        content, kind, metadata = first.content, first.kind, first.metadata
-    else:
-        # Adjacent turns merged into one excerpt: one slot, provenance still exact.
-        content = "\n".join(m.line for m in members)
-        kind, metadata = "excerpt", {"memory_ids": [str(m.id) for m in members]}
+        return _row_out(first, user_id, result.score, result.source_message_ids)
+    # Adjacent turns merged into one excerpt: one slot, provenance still exact.
+    content = "\n".join(m.line for m in members)
+    metadata = {"memory_ids": [str(m.id) for m in members]}
+    return _row_out(first, user_id, result.score, result.source_message_ids, content, "excerpt", metadata)
+
+
+def _row_out(
+    first: CorpusRow,
+    user_id: str,
+    score: float,
+    source_message_ids: Sequence[str],
+    content: str | None = None,
+    kind: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> MemoryOut:
+    """A result: `first`'s row, or (with `content`, `kind`, `metadata`) an excerpt it opens."""
+    whole = content is None
     return MemoryOut(
         id=first.id,
         type=first.type,
-        kind=kind,
-        content=content,
-        score=result.score,
+        kind=first.kind if whole else kind,
+        content=first.content if whole else content,
+        score=score,
         user_id=user_id,
         agent_id=first.agent_id,
         session_id=first.session_id,
-        speaker=first.speaker if len(members) == 1 else None,
-        role=first.role if len(members) == 1 else None,
+        speaker=first.speaker if whole else None,
+        role=first.role if whole else None,
         created_at=first.created_at,
         event_at=first.event_at,
         valid_from=first.valid_from,
         valid_to=first.valid_to,
         status=first.status,
         pinned=first.pinned,
-        source_message_ids=list(result.source_message_ids),
-        metadata=metadata,
+        source_message_ids=list(source_message_ids),
+        metadata=first.metadata if whole else metadata or {},
     )
 
 

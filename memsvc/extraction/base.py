@@ -53,6 +53,10 @@ def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str
     return f"When {who} asks {asks} {topic}: {directive[0].lower()}{directive[1:]}."
 
 
+# The topic of a standing instruction for every request ("Always answer in Spanish"): the
+# context block carries it whatever the question.
+EVERY_REQUEST = "anything"
+
 INSTRUCTION_SENTENCE = re.compile(
     r"^When (?P<who>.+?) asks (?:about|for) (?P<topic>[^:]+): (?P<directive>.+?)\.?$"
 )

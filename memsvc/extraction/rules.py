@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from memsvc.extraction.base import (
+    EVERY_REQUEST,
     EntityType,
     ExtractedEntity,
     ExtractedFact,
@@ -1010,16 +1011,44 @@ _INSTRUCTION_BEFORE = re.compile(
 )
 
 
+# One for every request: an order to the assistant about how it answers ("Please always answer in
+# Spanish", "From now on, keep your answers short", "Never use emojis"); "Always happy to help!"
+# orders nothing.
+_ANSWER_VERBS = (
+    r"answer|reply|respond|use|write|call|address|include|add|give|keep|format|speak|talk|mention|say|ask"
+    r"|suggest|recommend|explain|start|end|sign|show|list|put|translate|refer|assume|bring|be|cite|avoid"
+)
+_INSTRUCTION_ALWAYS = re.compile(
+    r"^(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
+    rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?)"
+    r"(?:,? (?:from now on|going forward|please))?[.!]*$",
+    re.IGNORECASE,
+)
+_ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
+_FROM_NOW_ON = re.compile(
+    r"\b(?:from now on|going forward|in (?:the )?future|always|never)\b|^(?:don't|do not)\b", re.I
+)
+
+
 def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
-    """A standing instruction as a preference the requests it governs find (`applies_to`)."""
+    """A standing instruction as a preference the requests it governs find (`applies_to`); one
+    without requests named governs every request (`EVERY_REQUEST`)."""
     m = _INSTRUCTION_AFTER.match(sentence) or _INSTRUCTION_BEFORE.match(sentence)
-    if m is None:
+    if m is not None:
+        about, topic, directive = (
+            m.group("about").lower(),
+            m.group("topic").strip(),
+            m.group("directive").strip(),
+        )
+    elif (always := _INSTRUCTION_ALWAYS.match(sentence)) and _FROM_NOW_ON.search(sentence):
+        about, topic, directive = "about", EVERY_REQUEST, always.group("directive").strip()
+    else:
         return None
-    topic = m.group("topic").strip()
-    directive = m.group("directive").strip()
     who = "the user" if _is_role_name(turn.speaker) else turn.speaker
+    # "Call me Annie" is about the speaker, "your answers" about the assistant.
+    directive = _ME.sub(lambda m: f"{who}'s" if m.group(0).lower() == "my" else who, directive)
     return ExtractedFact(
-        content=instruction_sentence(who, m.group("about").lower(), topic, directive),
+        content=instruction_sentence(who, about, topic, directive),
         kind="preference",
         subject=turn.speaker,
         source_message_ids=(turn.message_id,),

@@ -197,3 +197,28 @@ def test_every_instruction_near_a_request_is_found_up_to_the_limit(service, tena
         assert len(governing()) == 1
     finally:
         engine.config = config
+
+
+def test_an_instruction_for_every_request_is_in_every_context_block(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    """ "Please always answer in Spanish" names no requests: it governs all of them, so a context
+    block carries it whatever the question, from the time it was given; "Always happy to help!"
+    orders nothing."""
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    lines = [
+        *LINES,
+        ("user", "Please always answer in Spanish."),
+        ("assistant", "Always happy to help!"),
+        ("user", "Never mention my ex, please."),
+    ]
+    _ingest(service, ctx, user, lines)
+    for query in ("What should I cook for dinner tonight?", "When does my study group meet?"):
+        block = service.context(ctx, ContextRequest(query=query, user_id=user, max_tokens=400)).context
+        instructions = block.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        assert instructions[:2] == [
+            "- [2024-03-15] When the user asks about anything: always answer in Spanish. (src: m9)",
+            "- [2024-03-15] When the user asks about anything: never mention the user's ex. (src: m11)",
+        ], block
+        assert not any("happy" in line.lower() for line in instructions)
+    before = ContextRequest(query="What should I cook?", user_id=user, max_tokens=400, as_of=START)
+    assert "answer in Spanish" not in service.context(ctx, before).context

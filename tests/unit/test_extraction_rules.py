@@ -477,3 +477,22 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
     result = RulesExtractor().extract(chat(("Ann", said)))
     assert [f.content for f in result.facts] == [fact]
     assert [(e.name, e.type) for e in result.entities if e.name != "Ann"] == entities
+
+
+@pytest.mark.parametrize(
+    ("said", "fact"),
+    [
+        ("Please always answer in Spanish.", "When Ann asks about anything: always answer in Spanish."),
+        ("From now on, keep your answers short.", "When Ann asks about anything: keep your answers short."),
+        ("Call me Annie from now on.", "When Ann asks about anything: call Ann Annie."),
+        ("Never mention my ex.", "When Ann asks about anything: never mention Ann's ex."),
+        ("Always happy to help!", None),
+        ("Use bullet points.", None),  # a request of the moment, not standing
+        ("I always use a standing desk.", "Ann always uses a standing desk"),
+    ],
+)
+def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
+    result = RulesExtractor().extract(chat(("Ann", said)))
+    assert [f.content for f in result.facts] == ([fact] if fact else [])
+    if fact and fact.startswith("When"):
+        assert result.facts[0].kind == "preference" and result.facts[0].applies_to == "anything"
