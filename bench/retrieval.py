@@ -288,7 +288,7 @@ def run(
 ) -> dict[str, Any]:
     """Ingest and ask every conversation; `progress` gets the report so far after each one (a long
     run on a loaded machine leaves per-category figures for the conversations it finished)."""
-    from memsvc.embedding import SentenceTransformerEmbedder
+    from memsvc.embedding import configured_embedder
     from memsvc.schemas import SearchRequest
 
     # BEAM chats 4 and 5 hold pasted documents of 349k and 53k characters in one message, past the
@@ -299,15 +299,7 @@ def run(
     # depend on their batch, so the baseline moved with whatever else ingest embedded (BEAM report
     # R@10 0.510 / 0.518 for the same messages; 0.5417 / 0.5409 over all chats when only the
     # extraction of facts changed).
-    settings = service.settings
-    baseline_embedder = SentenceTransformerEmbedder(
-        settings.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        cpu_bf16=settings.embedding_cpu_bf16,
-        backend=settings.embedding_backend,
-    )
+    baseline_embedder = configured_embedder(service.settings, shared=False)
     names = ("memsvc", "dense", "bm25")
     systems: dict[str, dict[str, Scores]] = defaultdict(lambda: {n: Scores() for n in names})
     per_conversation: dict[str, dict[str, Any]] = {}

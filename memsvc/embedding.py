@@ -673,9 +673,11 @@ def get_embedder(
         return _shared[key]
 
 
-def configured_embedder(settings: Settings) -> Embedder:
-    """The process-wide embedder that `settings` describe."""
-    return get_embedder(
+def configured_embedder(settings: Settings, *, shared: bool = True) -> Embedder:
+    """The process-wide embedder that `settings` describe (`shared` false: one of its own, with a
+    cache of its own)."""
+    make = get_embedder if shared else SentenceTransformerEmbedder
+    return make(
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
