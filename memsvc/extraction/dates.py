@@ -80,8 +80,8 @@ _YEAR = r"(?:19|20)\d{2}"
 _PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
 # Holidays of a fixed or computable day. "New Year" needs its "'s" ("a new year of school" is none).
 _HOLIDAY = (
-    r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|thanksgiving|easter(?:\s+sunday)?"
-    r"|halloween|valentine'?s'?\s+day|independence\s+day|(?:the\s+)?fourth\s+of\s+july)"
+    r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|thanksgiving(?:\s+day)?"
+    r"|easter(?:\s+sunday)?|halloween|valentine'?s'?\s+day|independence\s+day|(?:the\s+)?fourth\s+of\s+july)"
 )
 # A holiday is a date only with a word that points at one of them ("last Christmas", "at Easter",
 # "before Thanksgiving"); "Christmas movies" or "Thanksgiving's always special" name none.
@@ -101,7 +101,10 @@ _TRIGGER = re.compile(
     "|".join(
         [
             rf"(?P<ago>\b{_NUM}\s+(?:day|week|weekend|month|year)s?\s+ago\b)",
-            rf"(?P<holiday>\b{_HOLIDAY_MODE}\s+{_HOLIDAY}\b(?!'s|\s+{_HOLIDAY_NOUN}\b))",
+            # "born on Christmas Day" names a day of the year, not one Christmas; "Christmas Island",
+            # "A Christmas Carol": a capitalised word after the holiday makes it a name.
+            rf"(?P<holiday>(?<!\bborn\s)\b{_HOLIDAY_MODE}\s+{_HOLIDAY}(?:,?\s+{_YEAR})?\b"
+            rf"(?!'s|\s+{_HOLIDAY_NOUN}\b|\s+(?-i:[A-Z][a-z])))",
             # Anchored ones ("the week before my birthday") are left alone: their anchor is unknown.
             r"(?P<before>\bthe\s+(?:day|week|weekend|month|year)\s+before\s+last\b"
             r"|\bthe\s+(?:day|week|weekend|month|year)\s+before\b(?=\s*(?:[.,;:!?)\-–—]|$|and\b|but\b|so\b)))",
@@ -430,6 +433,10 @@ def _holiday(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
     if start == "new year" and not name.endswith("eve"):
         written, day_in = "New Year's Day", lambda y: date(y, 1, 1)
     today = base.date()
+    written_year = re.search(r"\b((?:19|20)\d{2})$", name)
+    if written_year:  # "on Christmas 2019": the year said is the year meant
+        d = day_in(int(written_year.group(1)))
+        return _at(base, d), "day", f"{written} {d.year}", True, False
     wanted = _DIRECTIONS.get(mode, "this" if mode == "this" else tense)
     d = day_in(today.year)
     if wanted in ("last", "past") and (d > today or (wanted == "last" and d == today)):

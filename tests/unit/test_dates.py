@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from memsvc.extraction import RulesExtractor, Turn
 from memsvc.extraction.dates import (
     has_trigger,
     main_date,
@@ -240,3 +242,57 @@ def test_holidays_resolve_to_their_day_of_the_year_meant(
 )
 def test_a_thing_named_after_a_holiday_or_every_weekday_is_no_date(text: str) -> None:
     assert resolve_dates(text, MON_8_MAY) == []
+
+
+# Found through REST by a QA pass (session 18): a holiday that is a name, a year said with it, and a
+# birthday on a holiday.
+WED_6_MAR_2024 = datetime(2024, 3, 6, 12, tzinfo=UTC)
+FRI_1_OCT_2023 = datetime(2023, 10, 1, 12, tzinfo=UTC)
+
+
+def _facts(text: str, at: datetime) -> list[tuple[str, datetime | None]]:
+    result = RulesExtractor().extract([Turn("m1", "user", "Ann", text, at)])
+    return [(f.content, f.valid_from) for f in result.facts]
+
+
+def test_christmas_island_is_a_place_not_a_date() -> None:
+    # REST: "My sister lives on Christmas Island." -> "Ann's sister lives on Christmas 2022 Island",
+    # valid_from 2022-12-25.
+    text = "My sister lives on Christmas Island."
+    assert resolve_dates(text, FRI_1_OCT_2023) == []
+    assert all("Christmas Island" in content for content, _ in _facts(text, FRI_1_OCT_2023))
+
+
+def test_a_holiday_with_its_year_written_keeps_that_year() -> None:
+    # REST: "We got engaged on Christmas 2019." -> "... on Christmas 2022 2019", valid_from 2022-12-25.
+    text = "We got engaged on Christmas 2019."
+    found = resolve_dates(text, WED_6_MAR_2024)
+    assert [d.value.date() for d in found] == [date(2019, 12, 25)]
+    assert "2023 2019" not in rewrite_relative(text, found)
+    assert "2024 2019" not in rewrite_relative(text, found)
+
+
+def test_new_years_day_with_its_year_keeps_that_year() -> None:
+    # REST: "I quit smoking on New Year's Day 2020." -> "... on New Year's Day 2023 2020", vf 2023-01-01.
+    text = "I quit smoking on New Year's Day 2020."
+    found = resolve_dates(text, datetime(2023, 3, 10, 12, tzinfo=UTC))
+    assert [d.value.date() for d in found] == [date(2020, 1, 1)]
+    assert len(re.findall(r"\b(?:19|20)\d{2}\b", rewrite_relative(text, found))) == 1  # one year, not two
+
+
+def test_thanksgiving_day_leaves_no_stray_day() -> None:
+    # REST: "I visited my parents on thanksgiving day." -> "... on Thanksgiving 2023 day".
+    text = "I visited my parents on thanksgiving day."
+    found = resolve_dates(text, datetime(2023, 12, 5, 12, tzinfo=UTC))
+    assert [d.value.date() for d in found] == [date(2023, 11, 23)]
+    assert rewrite_relative(text, found) == "I visited my parents on Thanksgiving 2023."
+
+
+def test_born_on_christmas_day_is_no_christmas_of_last_year() -> None:
+    # REST: "I was born on Christmas Day." said 1 Oct 2023 -> "Ann was born on Christmas 2022",
+    # valid_from 2022-12-25: a birthday names the day of the year, not last year's Christmas.
+    facts = _facts("I was born on Christmas Day.", FRI_1_OCT_2023)
+    assert facts, "no fact at all"
+    for content, said_from in facts:
+        assert "2022" not in content and "2023" not in content, content
+        assert said_from is None or said_from.date() != date(2022, 12, 25), said_from
