@@ -136,13 +136,11 @@ class SentenceTransformerEmbedder:
         self._model: Any = None  # the sentence-transformers model; None when ONNX runs from the cache
         self._device: Any = None
         int8 = self.backend == "onnx-int8"
-        exported = _exported(model_name, int8) if self.backend != "torch" else None
+        exported = _load_exported(model_name, int8) if self.backend != "torch" else None
         if exported is not None:
             # The encoder was exported here before: its session and tokenizer load in a fraction of
             # a second, without importing sentence-transformers (~5 s of every start).
-            self._onnx = _ort_session(Path(exported["onnx"]))
-            self._tokenizer = _load_tokenizer(exported["tokenizer"])
-            self.dim, self._max_tokens = int(exported["dim"]), int(exported["max_tokens"])
+            self._onnx, self._tokenizer, self.dim, self._max_tokens = exported
             log.info("embedding model %s on ONNX Runtime (%s, exported before)", model_name, self.backend)
         else:
             self._model = self._load(model_name, self.device)
@@ -572,18 +570,29 @@ def _export_record(model_name: str, int8: bool) -> Path | None:
     return _onnx_folder() / f"{digest.hexdigest()[:16]}.export.json"
 
 
-def _exported(model_name: str, int8: bool) -> dict[str, Any] | None:
-    """The recorded export of this model (ONNX file, tokenizer, width), if its files are all there."""
+def _load_exported(model_name: str, int8: bool) -> tuple[Any, Any, int, int] | None:
+    """The recorded export of this model, loaded: (ONNX session, tokenizer, width, token limit);
+    None if there is none. An export that does not load (a file cut short, a disk that filled) is
+    removed, record and files, so that this start exports again instead of failing."""
     record = _export_record(model_name, int8)
     if record is None or not record.exists():
         return None
+    files: list[Path] = [record]
     try:
-        exported: dict[str, Any] = json.loads(record.read_text())
-    except (OSError, ValueError):
+        exported = json.loads(record.read_text())
+        files += [Path(exported["onnx"]), Path(exported["tokenizer"])]
+        session = _ort_session(files[1])
+        return session, _load_tokenizer(str(files[2])), int(exported["dim"]), int(exported["max_tokens"])
+    except Exception as exc:  # whatever is wrong with it, a fresh export replaces it
+        log.warning(
+            "the exported encoder in %s does not load (%s: %s); exporting again",
+            record,
+            type(exc).__name__,
+            exc,
+        )
+        for path in files:
+            path.unlink(missing_ok=True)
         return None
-    if not (Path(exported["onnx"]).exists() and Path(exported["tokenizer"]).exists()):
-        return None
-    return exported
 
 
 def _remember_export(

@@ -101,3 +101,23 @@ def test_an_exported_encoder_starts_from_the_cache_with_the_same_tokens_and_vect
     )
     started = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert started.stdout.strip() == "False"
+
+
+def test_an_export_that_does_not_load_is_made_again() -> None:
+    """A recorded export cut short (a full disk, a killed copy) must not keep the service from
+    starting: the embedder removes it, exports again, and gives the same vectors."""
+    import json
+
+    from memsvc.embedding import DEFAULT_MODEL, SentenceTransformerEmbedder, _export_record
+
+    good = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    expected = good.embed(TEXTS)
+    record = _export_record(DEFAULT_MODEL, True)
+    assert record is not None and record.exists()
+    tokenizer = json.loads(record.read_text())["tokenizer"]
+    with open(tokenizer, "w") as cut_short:
+        cut_short.write('{"version": ')
+    again = SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")
+    assert again._model is not None  # exported again, not loaded from the broken export
+    np.testing.assert_allclose(again.embed(TEXTS), expected, atol=1e-6)
+    assert SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")._model is None
