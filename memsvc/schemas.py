@@ -172,6 +172,23 @@ class AddRequest(_Model):
     metadata: JsonObject | None = None
     wait: bool = False
 
+    @field_validator("messages")
+    @classmethod
+    def _one_message_per_id(cls, value: list[Message]) -> list[Message]:
+        # A message sent twice is one message; two messages under one id would store only one.
+        said: dict[str, Message] = {}
+        for message in value:
+            if message.id is None:
+                continue
+            earlier = said.setdefault(message.id, message)
+            if earlier != message:
+                raise PydanticCustomError(
+                    "message_id_reused",
+                    "two different messages have the id {id}: a client message id names one message",
+                    {"id": repr(message.id)},
+                )
+        return value
+
 
 class SearchRequest(_Model):
     query: NonBlankText = Field(min_length=1, max_length=4000)

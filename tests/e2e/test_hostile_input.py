@@ -495,6 +495,28 @@ def test_an_add_with_a_blank_or_unprintable_scope_id_is_422(
     assert _tenant_rows(sql, ctx.tenant_id) == before
 
 
+def test_two_messages_under_one_client_id_are_422_and_one_sent_twice_is_one(
+    live_server: str, tenant, sql
+) -> None:
+    ctx, key = tenant
+    before = _tenant_rows(sql, ctx.tenant_id)
+    clash = {"user_id": "ids", "messages": [
+        {"role": "user", "id": "m1", "content": "I live in Lisbon."},
+        {"role": "user", "id": "m1", "content": "I live in Porto."},
+    ]}  # fmt: skip
+    problem = _assert_problem(_send(live_server, key, "POST", "/v1/memories", clash), 422, "messages")
+    assert "'m1'" in problem["detail"] + json.dumps(problem.get("errors"))
+    assert _tenant_rows(sql, ctx.tenant_id) == before
+    twice = {**clash, "messages": [clash["messages"][0]] * 2, "wait": True}
+    added = _send(live_server, key, "POST", "/v1/memories", twice)
+    assert added.status_code == 201, added.text
+    turns = sql.execute(
+        "SELECT count(*) FROM memories WHERE tenant_id = %s AND user_id = 'ids' AND kind = 'turn'",
+        (ctx.tenant_id,),
+    ).fetchone()
+    assert turns == (1,)
+
+
 def test_an_id_stored_before_the_printable_rule_can_still_be_read_and_erased(
     live_server: str, tenant, sql, service
 ) -> None:
