@@ -156,7 +156,7 @@ _PARTED = re.compile(
 # "Mia and Ann have been together", "Mia and Ann got married": the other one named first is the partner.
 _COUPLED = re.compile(
     r"^(?P<v>(?-i:[A-Z])[\w'-]+) and (?P<s>.+?) (?:have been|are|got|just got) "
-    r"(?:together|married|engaged|a couple)\b",
+    r"(?:together|married|engaged|a couple|dating)\b",
     re.IGNORECASE,
 )
 # A habit or state that stopped, with no value in its place ("Sam is no longer vegetarian", "Sam

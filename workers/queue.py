@@ -50,6 +50,9 @@ RETRY = RetryStrategy(max_attempts=MAX_ATTEMPTS, exponential_wait=2)
 # A job accepted this long ago that the queue does not hold is deferred again (its defer failed).
 ORPHANED_AFTER_S = 10.0
 RESTART_BACKOFF_MAX_S = 15.0
+# A worker that ran this long before it stopped had started fine (a start takes a few seconds):
+# it is restarted after the shortest delay, where one that keeps failing at start backs off.
+RAN_FINE_AFTER_S = 15.0
 
 
 # The procrastinate task that runs each kind of `jobs` row.
@@ -224,7 +227,7 @@ class SupervisedWorker:
                 raise
             except Exception as exc:  # whatever stopped it, the worker must come back
                 log.warning("ingest worker failed: %s: %s", type(exc).__name__, exc)
-            if time.monotonic() - started > 60:
+            if time.monotonic() - started > RAN_FINE_AFTER_S:
                 delay = 0.5  # it had been running fine: this is a new incident
             log.warning("restarting the ingest worker in %.1f s", delay)
             WORKER_RESTARTS.inc()
@@ -537,8 +540,8 @@ class WorkerProcess:
             code = await self.process.wait()
             if self._stopping:
                 return
-            if time.monotonic() - started > 60:
-                delay = 0.5
+            if time.monotonic() - started > RAN_FINE_AFTER_S:
+                delay = 0.5  # it had started and run: a new incident, not a crash loop
             log.warning("ingest worker process exited with %s; restarting in %.1f s", code, delay)
             WORKER_RESTARTS.inc()
             await asyncio.sleep(delay)

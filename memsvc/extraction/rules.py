@@ -1148,7 +1148,8 @@ def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
 
 _PERSON_CONTEXT = re.compile(
     rf"\b(?:{_KIN}|named|called|dating|dated|married|marry|marrying|engaged\s+to|divorced|kissed|hugged"
-    r"|texted|met|meet|meeting|(?:hang|hung|hanging)\s+out\s+with|broke\s+up\s+with|(?:me|i)\s+(?:and|&))\s*$"
+    r"|texted|met|meet|meeting|(?:hang|hung|hanging)\s+out\s+with|broke\s+up\s+with|(?:me|i)\s+(?:and|&)"
+    r"|(?:live|lives|lived|living)\s+with)\s*$"
 )
 # "Mia and I": a name beside the speaker is a person.
 _PERSON_AFTER = re.compile(r"\s+(?:and|&)\s+(?:I|me)\b")

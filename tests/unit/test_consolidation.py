@@ -69,6 +69,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Mia and Ann have been together for two years", ("partner", "mia")),
         ("Mia and Ann got married in June 2022", ("partner", "mia")),
         ("Mia and Ann are engaged", ("partner", "mia")),
+        ("Mia and Ann are dating", ("partner", "mia")),
         ("Mia and Ann are going hiking together", None),
         ("Tom and Ann were together at the party", None),
         # The end of a value, with the value it names or none.

@@ -447,6 +447,7 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
          "Tom", "person"),
         ("Me and Tom play chess.", "Ann and Tom play chess", "Tom", "person"),
         ("I've been dating Mia since March.", "Ann has been dating Mia since March", "Mia", "person"),
+        ("I live with Mia in a small flat.", "Ann lives with Mia in a small flat", "Mia", "person"),
         ("I code in Python every day.", "Ann codes in Python every day", "Python", "thing"),
         ("I write code in Rust at work.", "Ann writes code in Rust at work", "Rust", "thing"),
     ],
