@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
 
@@ -554,7 +554,10 @@ def _naive(base: datetime) -> datetime:
 
 
 def _at(base: datetime, d: date) -> datetime:
-    return datetime.combine(d, time(0), tzinfo=base.tzinfo)
+    """The speaker's calendar day `d` as stored: its midnight in UTC. At midnight in the speaker's
+    time zone, a day said east of UTC ("yesterday", 08:00 in Tokyo on 10 May) was stored on the day
+    before in UTC, and every date shown with the fact (`[2024-05-08] … on 9 May 2024`) was a day off."""
+    return datetime.combine(d, time(0), tzinfo=UTC if base.tzinfo is not None else None)
 
 
 def _day_label(d: date) -> str:

@@ -110,11 +110,16 @@ def test_two_weekdays_that_are_not_a_range_are_two_dates() -> None:
     assert [d.value.date() for d in found] == [date(2023, 5, 4), date(2023, 5, 5)]
 
 
-def test_keeps_the_base_timezone_and_wall_clock() -> None:
+def test_a_day_is_the_speaker_s_calendar_day_stored_at_midnight_utc() -> None:
     # 23:30 in New York is already the next day in UTC; "yesterday" is about the speaker's day.
     ny = timezone(timedelta(hours=-4))
     (d,) = resolve_dates("I went yesterday", datetime(2023, 5, 8, 23, 30, tzinfo=ny))
-    assert d.value == datetime(2023, 5, 7, tzinfo=ny)
+    assert d.value == datetime(2023, 5, 7, tzinfo=UTC) and d.label == "7 May 2023"
+    # 08:00 in Tokyo is still the day before in UTC: the day stored is the one the text names
+    # (at the speaker's midnight it was 8 May in UTC, and the context block said "[2024-05-08]").
+    tokyo = timezone(timedelta(hours=9))
+    (d,) = resolve_dates("I went hiking yesterday", datetime(2024, 5, 10, 8, tzinfo=tokyo))
+    assert d.value == datetime(2024, 5, 9, tzinfo=UTC) and d.label == "9 May 2024"
 
 
 def test_labels_and_rewrite() -> None:
