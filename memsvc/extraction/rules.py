@@ -253,7 +253,10 @@ _CONTINUATION = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'll|i'd|my)\b", re.IGNORECASE)
-_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b(?!-)", re.IGNORECASE)
+# "we" counts wherever it stands: "Yesterday we got engaged", "On Friday we went hiking".
+_FIRST_PERSON = re.compile(
+    r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself|we|we're|we've|we'll|we'd)\b(?!-)", re.IGNORECASE
+)
 _WE_START = re.compile(r"^(?:we|we're|we've|we'll|we'd|our)\b", re.IGNORECASE)
 _YOU_START = re.compile(r"^(?:you|you're|you've|you'll|you'd|your)\b", re.IGNORECASE)
 _QUESTION_YN = re.compile(

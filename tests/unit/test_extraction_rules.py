@@ -497,3 +497,15 @@ def test_an_instruction_without_requests_named_governs_every_request(said: str, 
     assert [f.content for f in result.facts] == ([fact] if fact else [])
     if fact and fact.startswith("When"):
         assert result.facts[0].kind == "preference" and result.facts[0].applies_to == "anything"
+
+
+@pytest.mark.parametrize(
+    ("said", "fact"),
+    [
+        ("Yesterday, we went hiking.", "On 7 May 2023, Ann and others went hiking"),
+        ("On Friday we went hiking.", "On 5 May 2023 Ann and others went hiking"),
+        ("Then we went hiking.", "Then Ann and others went hiking"),
+    ],
+)
+def test_we_after_a_time_or_a_link_word_is_the_speaker(said: str, fact: str) -> None:
+    assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == [fact]
