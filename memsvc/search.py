@@ -500,16 +500,18 @@ def _governing_instructions(
 def _standing_instructions(corpus: UserCorpus, request: SearchRequest) -> list[MemoryOut]:
     """The user's instructions for every request ("Always answer in Spanish"), oldest first, as
     they stood at `as_of` (or now): every context block carries them, whatever it is about."""
-    eligible = set(_eligible(corpus, request).tolist())
     statuses = ("active",) if request.as_of is None else ("active", "superseded")
-    rows = [
-        corpus.rows[slot]
+    slots = [
+        slot
         for slot in corpus.instruction_slots()
-        if slot in eligible
-        and corpus.rows[slot].status in statuses
+        if corpus.rows[slot].status in statuses
         and not corpus.rows[slot].never_valid
         and corpus.rows[slot].metadata.get(APPLIES_TO_KEY) == EVERY_REQUEST
     ]
+    if not slots:  # most users: no list of every eligible row to read
+        return []
+    live = np.asarray(slots, dtype=np.int64)
+    rows = [corpus.rows[slot] for slot in live[np.isin(live, _eligible(corpus, request))].tolist()]
     rows.sort(key=lambda row: row.event_at)
     return [_row_out(row, request.user_id, 0.0, row.source_message_ids) for row in rows]
 
