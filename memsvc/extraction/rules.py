@@ -253,9 +253,14 @@ _CONTINUATION = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'll|i'd|my)\b", re.IGNORECASE)
-# "we" counts wherever it stands: "Yesterday we got engaged", "On Friday we went hiking".
-_FIRST_PERSON = re.compile(
-    r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself|we|we're|we've|we'll|we'd)\b(?!-)", re.IGNORECASE
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b(?!-)", re.IGNORECASE)
+# "we" after when or what came before it: "Yesterday we got engaged", "On Friday we went hiking",
+# "Last Christmas we got engaged", "Then we went hiking" (as the first word, `_WE_START`).
+_WE_AFTER_LEAD = re.compile(
+    r"^(?:(?:and\s+)?then|so|later|afterwards|after\s+that|recently|finally|eventually|yesterday|today"
+    r"|tonight|(?:last|this|next)\s+\w+|(?:on|at|in|over)\s+(?:the\s+)?\w+(?:\s+\d+)?|\w+\s+\w+\s+ago)"
+    r",?\s+(?:we|we're|we've|we'll|we'd)\b",
+    re.IGNORECASE,
 )
 _WE_START = re.compile(r"^(?:we|we're|we've|we'll|we'd|our)\b", re.IGNORECASE)
 _YOU_START = re.compile(r"^(?:you|you're|you've|you'll|you'd|your)\b", re.IGNORECASE)
@@ -508,7 +513,7 @@ class _Batch:
         named = self._named_subject(clause)
         if named:
             return named, "", 0.7
-        if _FIRST_PERSON_START.match(clause) or _WE_START.match(clause):
+        if _FIRST_PERSON_START.match(clause) or _WE_START.match(clause) or _WE_AFTER_LEAD.match(clause):
             return speaker, "", 0.7
         other = self.other.get(speaker)
         if other and _YOU_START.match(clause):

@@ -508,4 +508,6 @@ def test_an_instruction_without_requests_named_governs_every_request(said: str, 
     ],
 )
 def test_we_after_a_time_or_a_link_word_is_the_speaker(said: str, fact: str) -> None:
+    # Only after when or what came before: "we" anywhere in a clause cost LoCoMo's tune half
+    # 0.0079 R@10 on conv-41 (facts said of the speaker with others, beside their turns).
     assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == [fact]
