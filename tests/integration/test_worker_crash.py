@@ -102,6 +102,8 @@ def test_killed_worker_leaves_nothing_and_the_retry_completes(
         "relations": 0,
     }  # nothing half-written
 
+    # Done within the deadline below only if a worker of this machine saw the process gone (the
+    # second one, or one the suite runs in this process): its heartbeat would take 600 s.
     second = _start_worker(database_url, tmp_path, "worker-2")
     try:
         deadline = time.monotonic() + 180
@@ -117,5 +119,4 @@ def test_killed_worker_leaves_nothing_and_the_retry_completes(
             second.kill()
     queue.close()
 
-    assert "its worker process" in (tmp_path / "worker-2.log").read_text()
     assert _counts(database, ctx.tenant_id, "crash") == expected
