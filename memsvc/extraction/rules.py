@@ -226,6 +226,19 @@ _REL_VERBS: dict[str, str] = {
     "lost": "lost", "is from": "from", "comes from": "from", "teaches": "teaches", "taught": "teaches",
     "ran": "ran", "runs": "runs", "took": "took", "participated in": "participated_in",
     "finished": "finished", "owns": "owns", "got": "got", "received": "received", "found": "found",
+    "is dating": "dating", "has been dating": "dating", "started dating": "dating", "married": "married",
+    "is married to": "married", "got married to": "married", "is engaged to": "engaged_to",
+    "got engaged to": "engaged_to",
+}  # fmt: skip
+# Who these name is a person ("Ann is dating Mia").
+_REL_PERSON = frozenset({"met", "dating", "married", "engaged_to"})
+# "Mia and Ann have been together", "Tom and Ann got married": the couple, the other one first.
+_COUPLE = re.compile(
+    r"^(?P<other>[A-Z][\w'-]+) and (?P<subject>.+?) (?:have been together|are together|are dating"
+    r"|have been dating|are engaged|got engaged|are married|got married)\b"
+)
+_COUPLE_PREDICATE = {
+    "together": "together_with", "dating": "dating", "engaged": "engaged_to", "married": "married",
 }  # fmt: skip
 _REL_PLACE = frozenset({"went_to", "going_to", "visited", "moved_to", "lives_in", "from"})
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
@@ -1087,8 +1100,13 @@ _AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|final
 
 
 def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str, EntityType]]:
-    """(predicate, object, object type) for each "subject VERB object" in a rewritten fact."""
+    """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
+    the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
     out: list[tuple[str, str, EntityType]] = []
+    couple = _COUPLE.match(text)
+    if couple and couple.group("subject") == subject:
+        word = next(w for w in _COUPLE_PREDICATE if w in couple.group(0).rsplit(" ", 1)[-1])
+        out.append((_COUPLE_PREDICATE[word], couple.group("other"), "person"))
     for m in _REL_PATTERN.finditer(text):
         before = text[: m.start()]
         # The verb must belong to the subject: right after it, or after "and" in the same sentence.
@@ -1143,8 +1161,8 @@ def _noun_phrase(rest: str) -> str | None:
 
 def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
     head = np.split()[-1].lower()
-    if np in names:
-        return "person" if predicate in ("met",) else "place" if predicate in _REL_PLACE else "other"
+    if np in names or predicate in _REL_PERSON:
+        return "person" if predicate in _REL_PERSON else "place" if predicate in _REL_PLACE else "other"
     if head in _ORG_HEADS or predicate == "works_at":
         return "organization"
     if head in _EVENT_HEADS:
