@@ -292,7 +292,7 @@ _NAME_WORD = f"[{_UPPER}][{_LOWER}]+"
 # A title before a name is part of it ("Dr. Patel", "Mt. Rainier", "St. Luke's Hospital").
 _PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
 _TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))
-_TITLE = r"(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft)\.\s+"
+_TITLE = rf"(?:{'|'.join(sorted(_TITLE_WORDS))})\.\s+"
 _CAPITALISED = re.compile(
     rf"\b(?:{_TITLE})?{_NAME_WORD}(?:[-'][{_UPPER}]?[{_LOWER}]+)?(?:\s+{_NAME_WORD})*\b"
 )
@@ -1094,7 +1094,7 @@ def _is_unnamed_assistant(turn: Turn) -> bool:
 _REL_PATTERN = re.compile(
     r"(?P<verb>"
     + "|".join(re.escape(v) for v in sorted(_REL_VERBS, key=len, reverse=True))
-    + r")\s+(?P<rest>(?:(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft)\.\s+)?[^.!?;]+)"
+    + rf")\s+(?P<rest>(?:{_TITLE})?[^.!?;]+)"
 )
 _AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|finally|and|then))*\s*$", re.I)
 
