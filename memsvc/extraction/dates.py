@@ -346,16 +346,20 @@ def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved |
     )
 
 
+# The direction a modifier gives a day, weekend, month or holiday: "this past Friday" = "last
+# Friday"; "this coming Friday", "the following week" = "next ...".
+_MODES = {
+    "last": "last", "past": "last", "this past": "last", "the past": "last",
+    "next": "next", "coming": "next", "this coming": "next", "the coming": "next",
+    "the following": "next", "this": "this",
+}  # fmt: skip
+
+
 def _resolve_rel(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
     words = s.split()
     unit = words[-1].rstrip(".")
     modifier = " ".join(words[:-1])
-    # "this past Friday" = "last Friday"; "this coming Friday", "the following week" = "next ...".
-    mode = {
-        "last": "last", "past": "last", "this past": "last", "the past": "last",
-        "next": "next", "coming": "next", "this coming": "next", "the coming": "next",
-        "the following": "next", "this": "this",
-    }.get(modifier, "this")  # fmt: skip
+    mode = _MODES.get(modifier, "this")
     if unit == "weekend":
         return _weekend(base, mode, tense, 1)
     if unit != "month" and unit[:3] in _WEEKDAYS:
@@ -412,7 +416,6 @@ _HOLIDAY_NAMES = (  # (words that start the name, how it is written, its day in 
     ("independence", "Independence Day", lambda y: date(y, 7, 4)),
     ("fourth", "the Fourth of July", lambda y: date(y, 7, 4)),
 )
-_DIRECTIONS = {"last": "last", "this past": "last", "next": "next", "coming": "next", "this coming": "next"}
 
 
 def _holiday_words(s: str) -> tuple[str, str]:
@@ -436,13 +439,13 @@ def _holiday(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
     written_year = re.search(r"\b((?:19|20)\d{2})$", name)
     if written_year:  # "on Christmas 2019": the year said is the year meant
         d = day_in(int(written_year.group(1)))
-        return _at(base, d), "day", f"{written} {d.year}", True, False
-    wanted = _DIRECTIONS.get(mode, "this" if mode == "this" else tense)
-    d = day_in(today.year)
-    if wanted in ("last", "past") and (d > today or (wanted == "last" and d == today)):
-        d = day_in(today.year - 1)
-    elif wanted in ("next", "future") and (d < today or (wanted == "next" and d == today)):
-        d = day_in(today.year + 1)
+    else:
+        wanted = _MODES.get(mode, tense)  # "at Christmas": the sentence's tense says which
+        d = day_in(today.year)
+        if wanted in ("last", "past") and (d > today or (wanted == "last" and d == today)):
+            d = day_in(today.year - 1)
+        elif wanted in ("next", "future") and (d < today or (wanted == "next" and d == today)):
+            d = day_in(today.year + 1)
     return _at(base, d), "day", f"{written} {d.year}", True, False
 
 
@@ -450,7 +453,7 @@ def _holiday_phrase(span: str, label: str) -> str:
     """The holiday stays in the text, with its year ("last Christmas" becomes "Christmas 2022",
     "before Easter" "before Easter 2023"): a question names the holiday, not its date."""
     mode, _ = _holiday_words(" ".join(span.lower().split()))
-    return label if mode in _DIRECTIONS or mode == "this" else f"{span.split()[0]} {label}"
+    return label if mode in _MODES else f"{span.split()[0]} {label}"
 
 
 def _named_month(base: datetime, month: int, mode: str) -> _Resolved:
