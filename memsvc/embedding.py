@@ -136,7 +136,8 @@ class SentenceTransformerEmbedder:
         self._model: Any = None  # the sentence-transformers model; None when ONNX runs from the cache
         self._device: Any = None
         int8 = self.backend == "onnx-int8"
-        exported = _load_exported(model_name, int8) if self.backend != "torch" else None
+        record = _export_record(model_name, int8) if self.backend != "torch" else None
+        exported = _load_exported(record) if record is not None else None
         if exported is not None:
             # The encoder was exported here before: its session and tokenizer load in a fraction of
             # a second, without importing sentence-transformers (~5 s of every start).
@@ -159,7 +160,8 @@ class SentenceTransformerEmbedder:
             if self.backend != "torch":
                 path = _onnx_session_path(self._model, model_name, int8=int8)
                 self._onnx = _ort_session(path)
-                _remember_export(model_name, int8, path, self._tokenizer, self.dim, self._max_tokens)
+                if record is not None:
+                    _remember_export(record, path, self._tokenizer, self.dim, self._max_tokens)
         self.cuda_graphs = (
             cuda_graphs and self.device != "cpu" and mean_pooled_transformer(self._model) is not None
         )
@@ -570,12 +572,11 @@ def _export_record(model_name: str, int8: bool) -> Path | None:
     return _onnx_folder() / f"{digest.hexdigest()[:16]}.export.json"
 
 
-def _load_exported(model_name: str, int8: bool) -> tuple[Any, Any, int, int] | None:
-    """The recorded export of this model, loaded: (ONNX session, tokenizer, width, token limit);
-    None if there is none. An export that does not load (a file cut short, a disk that filled) is
-    removed, record and files, so that this start exports again instead of failing."""
-    record = _export_record(model_name, int8)
-    if record is None or not record.exists():
+def _load_exported(record: Path) -> tuple[Any, Any, int, int] | None:
+    """The export `record` names, loaded: (ONNX session, tokenizer, width, token limit); None if
+    there is none. An export that does not load (a file cut short, a disk that filled) is removed,
+    record and files, so that this start exports again instead of failing."""
+    if not record.exists():
         return None
     files: list[Path] = [record]
     try:
@@ -595,12 +596,9 @@ def _load_exported(model_name: str, int8: bool) -> tuple[Any, Any, int, int] | N
         return None
 
 
-def _remember_export(
-    model_name: str, int8: bool, onnx: Path, tokenizer: Any, dim: int, max_tokens: int
-) -> None:
-    """Record the export, with the tokenizer as it is set up here, for the next start."""
-    record = _export_record(model_name, int8)
-    if record is None or tokenizer is None:
+def _remember_export(record: Path, onnx: Path, tokenizer: Any, dim: int, max_tokens: int) -> None:
+    """Record the export in `record`, with the tokenizer as it is set up here, for the next start."""
+    if tokenizer is None:
         return
     saved = onnx.with_suffix(".tokenizer.json")
     partial = saved.with_suffix(f".{os.getpid()}.tmp")
