@@ -482,12 +482,7 @@ def _governing_instructions(
     most `SearchConfig.instruction_limit`, each near enough (`instruction_min_cosine`)."""
     if not config.instruction_boost:
         return []
-    # Now, a newer instruction for the same requests has superseded an older one; `as_of` a past
-    # time, the one in force then is eligible.
-    statuses = ("active",) if current else ("active", "superseded")
-    live = np.asarray(
-        [s for s in corpus.instruction_slots() if corpus.rows[s].status in statuses], dtype=np.int64
-    )
+    live = _live_instructions(corpus, current)
     # isin, not intersect1d: a handful of instructions against up to every slot (no sort of those).
     slots = live[np.isin(live, eligible)] if len(live) else live
     if not len(slots):
@@ -497,20 +492,30 @@ def _governing_instructions(
     return [int(slots[i]) for i in nearest if cosines[i] >= config.instruction_min_cosine]
 
 
+def _live_instructions(corpus: UserCorpus, current: bool) -> Slots:
+    """The slots of the user's standing instructions that may govern a request: now, those no
+    newer instruction for the same requests has superseded; `as_of` a past time, the one in force
+    then too (the as-of filter of `_eligible` tells)."""
+    statuses = ("active",) if current else ("active", "superseded")
+    return np.asarray(
+        [s for s in corpus.instruction_slots() if corpus.rows[s].status in statuses], dtype=np.int64
+    )
+
+
 def _standing_instructions(corpus: UserCorpus, request: SearchRequest) -> list[MemoryOut]:
     """The user's instructions for every request ("Always answer in Spanish"), oldest first, as
     they stood at `as_of` (or now): every context block carries them, whatever it is about."""
-    statuses = ("active",) if request.as_of is None else ("active", "superseded")
-    slots = [
-        slot
-        for slot in corpus.instruction_slots()
-        if corpus.rows[slot].status in statuses
-        and not corpus.rows[slot].never_valid
-        and corpus.rows[slot].metadata.get(APPLIES_TO_KEY) == EVERY_REQUEST
-    ]
-    if not slots:  # most users: no list of every eligible row to read
+    live = np.asarray(
+        [
+            slot
+            for slot in _live_instructions(corpus, request.as_of is None).tolist()
+            if not corpus.rows[slot].never_valid
+            and corpus.rows[slot].metadata.get(APPLIES_TO_KEY) == EVERY_REQUEST
+        ],
+        dtype=np.int64,
+    )
+    if not len(live):  # most users: no list of every eligible row to read
         return []
-    live = np.asarray(slots, dtype=np.int64)
     rows = [corpus.rows[slot] for slot in live[np.isin(live, _eligible(corpus, request))].tolist()]
     rows.sort(key=lambda row: row.event_at)
     return [_row_out(row, request.user_id, 0.0, row.source_message_ids) for row in rows]
