@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import name_sources
+from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
@@ -158,7 +159,8 @@ def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: dateti
     for position, message in enumerate(request.messages):
         event_at = message.created_at or received_at
         message_id = message.id or _server_message_id(request, message)
-        session_id = request.session_id or f"auto-{event_at.astimezone(UTC).date().isoformat()}"
+        # A day's session is the speaker's day: 17:00 and 18:00 in California are one session.
+        session_id = request.session_id or f"auto-{event_at.date().isoformat()}"
         turn = Turn(
             message_id=message_id,
             role=message.role,
@@ -243,6 +245,7 @@ def passage_memory(
         "speaker": speaker,
         "position": position,
         "event_at": event_at,
+        "utc_offset": utc_offset_of(event_at),
         "valid_from": event_at,
         "metadata_": {**(metadata or {}), PASSAGE_KEY: {"turn_id": str(turn_id), "index": passage.index}},
     }
@@ -444,6 +447,7 @@ class Ingestor:
                     "message_id": turn.message_id,
                     "position": prepared.position,
                     "event_at": turn.event_at,
+                    "utc_offset": utc_offset_of(turn.event_at),
                     "valid_from": turn.event_at,
                     "metadata_": prepared.metadata,
                     "_embed": turn_line(turn.speaker, turn.text),
@@ -522,6 +526,7 @@ class Ingestor:
                     "subject": fact.subject,
                     "attribute": slot.attribute if (slot := fact_slot(fact.content, fact.subject)) else None,
                     "event_at": stated_at,
+                    "utc_offset": utc_offset_of(stated_at),
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
@@ -711,7 +716,7 @@ def _session_turns(
     """The turns these sessions hold, by session."""
     rows = session.execute(
         select(Memory.session_id, Memory.speaker, Memory.content, Memory.event_at, Memory.message_id)
-        .add_columns(Memory.id, Memory.position, Memory.role)
+        .add_columns(Memory.id, Memory.position, Memory.role, Memory.utc_offset)
         .where(
             Memory.tenant_id == tenant_id,
             Memory.user_id == user_id,
@@ -721,7 +726,10 @@ def _session_turns(
     ).all()
     stored: dict[str | None, list[_StoredTurn]] = defaultdict(list)
     for row in rows:
-        stored[row.session_id].append(_StoredTurn(*row[1:]))
+        # On the speaker's clock, as a new turn's time is: a correction resolves "Tuesday" by it.
+        turn = _StoredTurn(*row[1:-1])
+        turn.event_at = local_time(turn.event_at, row.utc_offset)
+        stored[row.session_id].append(turn)
     return stored
 
 
@@ -789,6 +797,7 @@ def _upsert_sessions(
                 "content_hash": content_hash(plan.digest),
                 "event_at": start,
                 "event_end_at": end,
+                "utc_offset": utc_offset_of(start),
                 "valid_from": start,
                 "importance": 0.3,
                 "metadata_": {"turns": len(plan.turns)},

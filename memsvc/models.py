@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     func,
@@ -128,6 +129,8 @@ class Memory(Base):
     # When it happened (turn time, session start); semantic memories: when it was stated.
     event_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a session's last turn
+    # Minutes east of UTC event_at was given with (NULL: UTC): the speaker's calendar (`local_time`).
+    utc_offset: Mapped[int | None] = mapped_column(SmallInteger)
     # Semantic: the subject it is about and when it holds in the world.
     subject: Mapped[str | None] = mapped_column(String(255))
     # The subject's attribute a fact states a value of ("residence", "job"): a newer value of the

@@ -29,6 +29,7 @@ from memsvc.embedding import Embedder
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.ingest import PASSAGE_KEY, content_hash, passage_memory, turn_line
 from memsvc.ingest import passage_id as ingest_passage_id
+from memsvc.local_time import local_time
 from memsvc.models import HistoryEvent, Memory, MemorySource
 from memsvc.store import bulk_insert, passages_of, snapshot
 
@@ -54,7 +55,7 @@ _BATCH = text(
 # their state now (a supersession or an edit may have come in between).
 _LOCKED = text(
     "SELECT m.id, m.tenant_id, m.user_id, m.agent_id, m.session_id, m.content, m.role, m.speaker, "
-    "m.message_id, m.position, m.event_at, m.metadata, m.status, m.superseded_by, m.valid_to "
+    "m.message_id, m.position, m.event_at, m.utc_offset, m.metadata, m.status, m.superseded_by, m.valid_to "
     + _NEEDS
     + " AND m.id = ANY(CAST(:ids AS uuid[]))"
 )
@@ -171,7 +172,7 @@ def _passage_row(
         role=turn.role,
         speaker=turn.speaker,
         position=turn.position,
-        event_at=turn.event_at,
+        event_at=local_time(turn.event_at, turn.utc_offset),
         metadata=metadata,
     )
     memory_id = memory["id"]

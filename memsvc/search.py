@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +33,7 @@ from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.extraction.base import EVERY_REQUEST
 from memsvc.ingest import APPLIES_TO_KEY, is_instruction
+from memsvc.local_time import local_time, said_day
 from memsvc.ranking import (
     PLACE_QUERY,
     SUMMARY_QUERY,
@@ -623,7 +624,7 @@ def _row_out(
         speaker=first.speaker if whole else None,
         role=first.role if whole else None,
         created_at=first.created_at,
-        event_at=first.event_at,
+        event_at=local_time(first.event_at, first.utc_offset),
         valid_from=first.valid_from,
         valid_to=first.valid_to,
         status=first.status,
@@ -644,14 +645,24 @@ def count_tokens(text: str) -> int:
 
 
 def _line(item: MemoryOut) -> str:
-    when = item.valid_from if item.type == "semantic" and item.valid_from else item.event_at
-    date = f"[{when.date().isoformat()}] " if when else ""
+    # Days on the speaker's calendar: `event_at` comes in the speaker's offset.
+    zone = item.event_at.tzinfo if item.event_at else None
+    day = _shown_day(item)
+    stamp = f"[{day.isoformat()}] " if day else ""
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
     # A fact a newer one replaced says so, or a model reads two current home towns.
     ended = item.valid_to if item.type == "semantic" else None
-    until = f" (until {ended.date().isoformat()})" if ended else ""
-    return f"- {date}{who}{body}{until} (src: {_refs(item.source_message_ids)})"
+    until = f" (until {said_day(ended, zone).isoformat()})" if ended else ""
+    return f"- {stamp}{who}{body}{until} (src: {_refs(item.source_message_ids)})"
+
+
+def _shown_day(item: MemoryOut) -> date | None:
+    """A line's day: a fact's from when it holds (a day said, or the moment it was stated), any
+    other memory's from when it happened."""
+    if item.type == "semantic" and item.valid_from and item.valid_from != item.event_at:
+        return said_day(item.valid_from, item.event_at.tzinfo if item.event_at else None)
+    return item.event_at.date() if item.event_at else None
 
 
 def _who(item: MemoryOut) -> str:

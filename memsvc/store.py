@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session, aliased, defer
 
 from memsvc.errors import InvalidInput, NotFound
+from memsvc.local_time import local_time
 from memsvc.models import Entity, EntityMention, HistoryEvent, Job, Memory, MemorySource, Relation
 from memsvc.schemas import (
     EntityOut,
@@ -89,7 +90,7 @@ def memory_out(memory: Memory, sources: Sequence[str], score: float | None = Non
         speaker=memory.speaker,
         role=memory.role,
         created_at=memory.created_at,
-        event_at=memory.event_at,
+        event_at=local_time(memory.event_at, memory.utc_offset),
         valid_from=memory.valid_from,
         valid_to=memory.valid_to,
         status=memory.status,
