@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memsvc.extraction.base import EVERY_REQUEST, INSTRUCTION_SENTENCE, ExtractedFact
+from memsvc.extraction.base import COUPLE, EVERY_REQUEST, INSTRUCTION_SENTENCE, ExtractedFact
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -153,12 +153,6 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _PARTED = re.compile(
     rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|separated|got divorced){_PARTED_END}", re.IGNORECASE
 )
-# "Mia and Ann have been together", "Mia and Ann got married": the other one named first is the partner.
-_COUPLED = re.compile(
-    r"^(?P<v>(?-i:[A-Z])[\w'-]+) and (?P<s>.+?) (?:have been|are|got|just got) "
-    r"(?:together|married|engaged|a couple|dating)\b",
-    re.IGNORECASE,
-)
 # A habit or state that stopped, with no value in its place ("Sam is no longer vegetarian", "Sam
 # doesn't drink coffee anymore", "Sam stopped drinking coffee", "Sam switched from Python to Rust"):
 # its attribute is `STOPPED` + the stemmed words of what stopped, its value "no". The subject's
@@ -264,8 +258,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:
         return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))
-    if (coupled := _COUPLED.match(content)) and coupled.group("s") == subject:
-        return Slot("partner", coupled.group("v").lower(), coupled.group("v"))
+    if (couple := COUPLE.match(content)) and couple.group("subject") == subject:
+        return Slot("partner", couple.group("other").lower(), couple.group("other"))
     if not content.startswith(subject):
         return None
     rest = content[len(subject) :].replace("’", "'")

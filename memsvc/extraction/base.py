@@ -61,6 +61,16 @@ INSTRUCTION_SENTENCE = re.compile(
     r"^When (?P<who>.+?) asks (?:about|for) (?P<topic>[^:]+): (?P<directive>.+?)\.?$"
 )
 
+# A couple as a fact states it ("Mia and Ann have been together", "… just got engaged", "… are a
+# couple"): the one named first is the partner of the rest. Ingest's graph reads the relation from
+# it (`rules`), supersession the partner (`consolidation.fact_slot`). "got together" is a meeting.
+COUPLE = re.compile(
+    r"^(?P<other>(?-i:[A-Z])[\w'-]+) and (?P<subject>.+?) "
+    r"(?:have been|are|(?:just )?got(?= engaged\b| married\b)) "
+    r"(?P<state>together|dating|engaged|married|a couple)\b",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ExtractedEntity:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from memsvc.extraction.base import (
+    COUPLE,
     EVERY_REQUEST,
     EntityType,
     ExtractedEntity,
@@ -233,12 +234,9 @@ _REL_VERBS: dict[str, str] = {
 # Who these name is a person ("Ann is dating Mia").
 _REL_PERSON = frozenset({"met", "dating", "married", "engaged_to"})
 # "Mia and Ann have been together", "Tom and Ann got married": the couple, the other one first.
-_COUPLE = re.compile(
-    r"^(?P<other>[A-Z][\w'-]+) and (?P<subject>.+?) (?:have been together|are together|are dating"
-    r"|have been dating|are engaged|got engaged|are married|got married)\b"
-)
 _COUPLE_PREDICATE = {
-    "together": "together_with", "dating": "dating", "engaged": "engaged_to", "married": "married",
+    "together": "together_with", "a couple": "together_with", "dating": "dating", "engaged": "engaged_to",
+    "married": "married",
 }  # fmt: skip
 _REL_PLACE = frozenset({"went_to", "going_to", "visited", "moved_to", "lives_in", "from"})
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
@@ -1103,10 +1101,9 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
     """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
     the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
     out: list[tuple[str, str, EntityType]] = []
-    couple = _COUPLE.match(text)
+    couple = COUPLE.match(text)
     if couple and couple.group("subject") == subject:
-        word = next(w for w in _COUPLE_PREDICATE if w in couple.group(0).rsplit(" ", 1)[-1])
-        out.append((_COUPLE_PREDICATE[word], couple.group("other"), "person"))
+        out.append((_COUPLE_PREDICATE[couple.group("state").lower()], couple.group("other"), "person"))
     for m in _REL_PATTERN.finditer(text):
         before = text[: m.start()]
         # The verb must belong to the subject: right after it, or after "and" in the same sentence.

@@ -70,6 +70,9 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Mia and Ann got married in June 2022", ("partner", "mia")),
         ("Mia and Ann are engaged", ("partner", "mia")),
         ("Mia and Ann are dating", ("partner", "mia")),
+        ("Mia and Ann just got engaged", ("partner", "mia")),
+        ("Mia and Ann are a couple", ("partner", "mia")),
+        ("Mia and Ann got together for coffee", None),  # a meeting, not a couple
         ("Mia and Ann are going hiking together", None),
         ("Tom and Ann were together at the party", None),
         # The end of a value, with the value it names or none.

@@ -520,7 +520,10 @@ def test_we_after_a_time_or_a_link_word_is_the_speaker(said: str, fact: str) -> 
         ("Mia and I have been together for two years.", ("Ann", "together_with", "Mia")),
         ("Tom and I got married last June.", ("Ann", "married", "Tom")),
         ("I'm engaged to Sam!", ("Ann", "engaged_to", "Sam")),
+        ("Mia and I just got engaged!", ("Ann", "engaged_to", "Mia")),
+        ("Mia and I have been married for ten years.", ("Ann", "married", "Mia")),
         ("Tom and I are going hiking.", None),
+        ("Tom and I got together for coffee.", None),
     ],
 )
 def test_a_partner_is_a_relation_in_the_graph(said: str, relation: tuple[str, str, str] | None) -> None:
