@@ -50,15 +50,12 @@ from memsvc.database import Database
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
-from memsvc.store import delete_rows, passages_of, stated_only_by
+from memsvc.store import delete_rows, passages_of, stated_only_by, touch_feed
 
 log = logging.getLogger(__name__)
 
 _SUMMARY_NAMESPACE = uuid.UUID("0b6f7a3c-8d7e-4c55-9a31-6f0c2b7d9e42")
 SEMANTIC_KINDS = ("fact", "preference", "plan", "event")
-_FEED_UPDATE = """
-INSERT INTO memory_changes (tenant_id, memory_id, op) SELECT :t, unnest(CAST(:ids AS uuid[])), 'U'
-"""
 
 
 def lock_user(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
@@ -128,15 +125,6 @@ def _event(
         "before": before,
         "after": after,
     }
-
-
-def _touch_feed(session: Session, tenant_id: uuid.UUID, memory_ids: Sequence[uuid.UUID]) -> None:
-    # Provenance and use statistics are not columns the feed's trigger watches; cached corpora read them.
-    if memory_ids:
-        session.execute(
-            text(_FEED_UPDATE),
-            {"t": tenant_id, "ids": list(memory_ids)},
-        )
 
 
 # -- supersession -------------------------------------------------------------------------------
@@ -1113,7 +1101,7 @@ def _apply_merge(
             )
         )
     session.execute(insert(HistoryEvent), events)
-    _touch_feed(session, tenant_id, [survivor.id])
+    touch_feed(session, tenant_id, [survivor.id])
 
 
 def plan_user_entity_merges(
@@ -1284,7 +1272,7 @@ def _apply_entity_merge(
     ]
     session.execute(insert(HistoryEvent), events)
     # Cached corpora hold each memory's entities and the graph: the feed makes them read both again.
-    _touch_feed(session, tenant_id, mentioning)
+    touch_feed(session, tenant_id, mentioning)
     return len(folded)
 
 

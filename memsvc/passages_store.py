@@ -31,7 +31,7 @@ from memsvc.ingest import PASSAGE_KEY, content_hash, passage_memory, turn_line
 from memsvc.ingest import passage_id as ingest_passage_id
 from memsvc.local_time import local_time
 from memsvc.models import HistoryEvent, Memory, MemorySource
-from memsvc.store import bulk_insert, passages_of, snapshot
+from memsvc.store import bulk_insert, passages_of, snapshot, touch_feed
 
 # Turns of the scope that may need passages: long enough (a message of more than `max_words` words
 # has at least 2 * max_words + 1 characters; `plan_passages` decides), not archived, without any.
@@ -209,11 +209,6 @@ class Recut:
     deleted: list[uuid.UUID] = field(default_factory=list)
 
 
-_FEED_UPDATE = text(
-    "INSERT INTO memory_changes (tenant_id, memory_id, op) SELECT :t, unnest(CAST(:ids AS uuid[])), 'U'"
-)
-
-
 def recut_passages(
     session: Session, turn: Memory, embedder: Embedder, config: PassageConfig, actor: str
 ) -> Recut:
@@ -296,7 +291,6 @@ def recut_passages(
     history.extend(e for _, _, e in made if e["memory_id"] in created)
     done.created = [m["id"] for m, _, _ in made if m["id"] in created]
     bulk_insert(session, HistoryEvent, history)
-    if done.updated:
-        # Metadata (the passage's index) is not a column the feed's trigger watches; corpora read it.
-        session.execute(_FEED_UPDATE, {"t": turn.tenant_id, "ids": done.updated})
+    # Metadata (the passage's index) is not a column the feed's trigger watches; corpora read it.
+    touch_feed(session, turn.tenant_id, done.updated)
     return done

@@ -561,10 +561,7 @@ class MemoryService:
             else:
                 # The feed's trigger watches the columns a vector index reads; cached corpora of
                 # every process also read metadata and pinned, so such an edit is put in the feed.
-                session.execute(
-                    text("INSERT INTO memory_changes (tenant_id, memory_id, op) VALUES (:t, :m, 'U')"),
-                    {"t": ctx.tenant_id, "m": memory.id},
-                )
+                store.touch_feed(session, ctx.tenant_id, [memory.id])
             session.flush()
             return store.memory_out(memory, store.sources_of(session, [memory.id]).get(memory.id, []))
 

@@ -282,7 +282,8 @@ def stated_only_by(session: Session, tenant_id: uuid.UUID, turn_ids: Sequence[uu
 
 def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[uuid.UUID]:
     """Delete a memory (its history stays); a turn's passages go with it, and so do the facts only
-    it stated ("forget that I said it"), each with its event. Returns the ids deleted."""
+    it stated ("forget that I said it"), each with its event; what other messages state too stays,
+    citing those messages only. Returns the ids deleted."""
     memory = _load(session, ctx, memory_id, lock=True)
     turn = [memory.id] if memory.kind == "turn" else []
     rows = [
@@ -292,8 +293,32 @@ def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) ->
     ]
     for row in rows:
         _record(session, ctx, row, "delete", snapshot(row), None)
+    gone = [row.id for row in rows]
+    if turn:
+        cited = session.execute(
+            delete(MemorySource)
+            .where(
+                MemorySource.tenant_id == ctx.tenant_id,
+                MemorySource.turn_id == memory.id,
+                MemorySource.memory_id.not_in(gone),
+            )
+            .returning(MemorySource.memory_id)
+        ).scalars()
+        touch_feed(session, ctx.tenant_id, list(cited))
     delete_rows(session, ctx.tenant_id, rows)
-    return [row.id for row in rows]
+    return gone
+
+
+_FEED_UPDATE = text(
+    "INSERT INTO memory_changes (tenant_id, memory_id, op) SELECT :t, unnest(CAST(:ids AS uuid[])), 'U'"
+)
+
+
+def touch_feed(session: Session, tenant_id: uuid.UUID, memory_ids: Sequence[uuid.UUID]) -> None:
+    """Put memories in the change feed after an edit of what its trigger does not watch (provenance,
+    metadata, pinned, use statistics), which every process's cached corpora read."""
+    if memory_ids:
+        session.execute(_FEED_UPDATE, {"t": tenant_id, "ids": list(memory_ids)})
 
 
 def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) -> None:

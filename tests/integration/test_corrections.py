@@ -140,3 +140,26 @@ def test_a_corrected_fact_stays_closed_when_its_successor_goes_or_the_value_chan
     service.delete(ctx, facts["Ann moved to Braga"].id)
     after = _facts(service, ctx, user)["Ann lives in Lisbon"]
     assert after.status == "superseded" and after.valid_to == after.valid_from
+
+
+def test_deleting_the_corrected_message_leaves_the_fact_citing_the_correction_only(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My exam is on Monday.")])
+    _add(service, ctx, user, [("Ann", "Sorry, I meant Tuesday.")], minute=1)
+    tuesday = _facts(service, ctx, user)["Ann's exam is on 16 January 2024"]
+    query = SearchRequest(query="When is Ann's exam?", user_id=user, limit=5)
+    assert service.search(ctx, query)  # the corpus is cached before the delete
+    first = next(
+        r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.source_message_ids == [f"{user}-0"] and r.kind == "turn"
+    )
+    service.delete(ctx, first.id)
+    # The fact still holds (the correction states it), and no longer names a message that is gone.
+    assert _sources(service, tuesday.id) == {f"{user}-1"}
+    assert service.get(ctx, tuesday.id).source_message_ids == [f"{user}-1"]
+    found = next(r for r in service.search(ctx, query) if r.id == tuesday.id)
+    assert found.source_message_ids == [f"{user}-1"]
+    context = service.context(ctx, ContextRequest(query="When is Ann's exam?", user_id=user)).context
+    assert f"{user}-0" not in context and f"(src: {user}-1)" in context
