@@ -171,7 +171,7 @@ class SearchEngine:
         results, entities = self._search(
             session, ctx, search, keep_covered=True, with_entities=True, with_standing=True
         )
-        return assemble_context(results, request.max_tokens, entities)
+        return assemble_context(results, request.max_tokens, entities, as_of=request.as_of)
 
 
 def rank_corpus(
@@ -644,17 +644,28 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def _line(item: MemoryOut) -> str:
+def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
     # Days on the speaker's calendar: `event_at` comes in the speaker's offset.
     zone = item.event_at.tzinfo if item.event_at else None
     day = _shown_day(item)
     stamp = f"[{day.isoformat()}] " if day else ""
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
-    # A fact a newer one replaced says so, or a model reads two current home towns.
+    # A fact a newer one replaced says so, or a model reads two current home towns; as of a past
+    # time, only an end that had come by then.
     ended = item.valid_to if item.type == "semantic" else None
+    if ended and as_of is not None and ended > as_of:
+        ended = None
     until = f" (until {said_day(ended, zone).isoformat()})" if ended else ""
     return f"- {stamp}{who}{body}{until} (src: {_refs(item.source_message_ids)})"
+
+
+def _in_force(item: MemoryOut, as_of: datetime | None) -> bool:
+    """Whether a result held now (its status), or at `as_of` (its validity)."""
+    if as_of is None:
+        return item.status == "active"
+    starts = item.valid_from or item.event_at
+    return (starts is None or starts <= as_of) and (item.valid_to is None or as_of < item.valid_to)
 
 
 def _shown_day(item: MemoryOut) -> date | None:
@@ -701,10 +712,16 @@ def related_entities(corpus: UserCorpus, results: Sequence[MemoryOut]) -> list[t
 
 
 def assemble_context(
-    results: Sequence[MemoryOut], max_tokens: int, entities: Sequence[tuple[str, list[str]]] = ()
+    results: Sequence[MemoryOut],
+    max_tokens: int,
+    entities: Sequence[tuple[str, list[str]]] = (),
+    *,
+    as_of: datetime | None = None,
 ) -> ContextResponse:
     """Fill the budget best-first, then lay out the user's standing instructions, facts, events
-    in time order, and the entities they mention with whatever budget is left."""
+    in time order, and the entities they mention with whatever budget is left. `as_of` a past
+    time, the block is the world as it stood then: the instructions in force then stand, and no
+    line tells when a fact stopped holding after it."""
     header_instructions, header_facts, header_events = (
         "## Instructions",
         "## Facts",
@@ -715,7 +732,7 @@ def assemble_context(
     chosen: list[tuple[MemoryOut, str]] = []
     used = 0
     for item in results:
-        line = _line(item)
+        line = _line(item, as_of)
         cost = count_tokens(line) + 1
         if used + cost > budget:
             continue
@@ -724,7 +741,7 @@ def assemble_context(
 
     def standing(item: MemoryOut) -> bool:
         # An instruction a newer one replaced is history, a fact like any other.
-        return is_instruction(item.kind or "", item.metadata) and item.status == "active"
+        return is_instruction(item.kind or "", item.metadata) and _in_force(item, as_of)
 
     instructions = [(i, line) for i, line in chosen if standing(i)]
     facts = [(i, line) for i, line in chosen if i.type == "semantic" and not standing(i)]

@@ -149,6 +149,13 @@ def test_a_newer_instruction_for_the_same_requests_supersedes_the_older(service,
     past = service.search(ctx, SearchRequest(query=query, user_id=user, limit=3, as_of=between))
     (then,) = [r for r in past if r.metadata.get("applies_to")]
     assert then.source_message_ids == ["m0"]
+    # The block as of then: the instruction in force then stands, and nothing tells what came after.
+    then_block = service.context(ctx, ContextRequest(query=query, user_id=user, as_of=between)).context
+    assert (
+        "## Instructions\n- [2024-03-15] When the user asks about recipes: always give amounts in grams."
+        in then_block
+    )
+    assert "2024-04-14" not in then_block and "until" not in then_block
 
 
 def test_a_batch_tagged_applies_to_makes_no_instruction(service, tenant) -> None:  # type: ignore[no-untyped-def]
