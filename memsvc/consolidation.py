@@ -241,6 +241,10 @@ _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 # governs are its attribute and the directive its value, so a newer instruction for the same
 # requests supersedes the older one.
 INSTRUCTION_ATTRIBUTE = "instruction: "
+# What an instruction for every request says of what it is about (stemmed as `tokenize` stems).
+_STANCE_WORDS = frozenset(
+    tokenize("always never don't do not stop stopping no need needn't longer anymore any more please can")
+)
 
 
 def fact_slot(content: str, subject: str | None) -> Slot | None:
@@ -252,9 +256,13 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     instruction = INSTRUCTION_SENTENCE.match(content)
     if instruction and instruction.group("who") in (subject, "the user"):
         topic = " ".join(instruction.group("topic").lower().split())
-        if topic == EVERY_REQUEST:
-            return None  # "always answer in Spanish" does not replace "never use emojis"
         directive = instruction.group("directive")
+        if topic == EVERY_REQUEST:
+            # One for every request replaces another about the same thing, whatever it says of it:
+            # "stop answering in Spanish" and "never use emojis" end "always answer in Spanish" and
+            # "always use emojis"; "always answer in Spanish" does not replace "never use emojis".
+            about = sorted(frozenset(tokenize(directive)) - _STANCE_WORDS)
+            topic = f"{EVERY_REQUEST}: {' '.join(about)}"
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:
         return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))

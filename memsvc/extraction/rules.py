@@ -1037,15 +1037,26 @@ _ANSWER_VERBS = (
     r"answer|reply|respond|use|write|call|address|include|add|give|keep|format|speak|talk|mention|say|ask"
     r"|suggest|recommend|explain|start|end|sign|show|list|put|translate|refer|assume|bring|be|cite|avoid"
 )
+# An order taken back is an order too ("Please stop answering in Spanish", "You don't need to
+# answer in Spanish anymore"): it replaces the one it takes back (`consolidation.fact_slot`).
+_STOP_VERBS = (
+    r"answering|replying|responding|using|writing|calling|addressing|including|adding|giving|keeping"
+    r"|formatting|speaking|talking|mentioning|saying|asking|suggesting|recommending|explaining|starting"
+    r"|ending|signing|showing|listing|putting|translating|referring|assuming|bringing|being|citing"
+)
 _INSTRUCTION_ALWAYS = re.compile(
     r"^(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
-    rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?)"
+    rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?"
+    rf"|(?:you can )?stop (?:{_STOP_VERBS})\b.+?"
+    rf"|(?:you )?(?:don't|do not|no) need to (?:{_ANSWER_VERBS})\b.+?)"
     r"(?:,? (?:from now on|going forward|please))?[.!]*$",
     re.IGNORECASE,
 )
 _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _FROM_NOW_ON = re.compile(
-    r"\b(?:from now on|going forward|in (?:the )?future|always|never)\b|^(?:don't|do not)\b", re.I
+    r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b|^(?:don't|do not)\b"
+    rf"|\bstop (?:{_STOP_VERBS})\b",
+    re.I,
 )
 
 

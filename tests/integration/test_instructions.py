@@ -229,3 +229,29 @@ def test_an_instruction_for_every_request_is_in_every_context_block(service, ten
         assert not any("happy" in line.lower() for line in instructions)
     before = ContextRequest(query="What should I cook?", user_id=user, max_tokens=400, as_of=START)
     assert "answer in Spanish" not in service.context(ctx, before).context
+
+
+def test_an_instruction_taken_back_leaves_the_instructions(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    said = [
+        (START, "Please always answer in Spanish."),
+        (START + timedelta(minutes=1), "Never use emojis."),
+        (START + timedelta(days=3), "Please stop answering in Spanish."),
+    ]
+    for i, (at, text) in enumerate(said):
+        request = AddRequest(
+            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
+        )
+        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+        assert outcome.status == "succeeded", outcome.error
+    block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
+    instructions = block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert instructions == [
+        "- [2024-03-15] When the user asks about anything: never use emojis. (src: t1)",
+        "- [2024-03-18] When the user asks about anything: stop answering in Spanish. (src: t2)",
+    ]
+    # The order taken back is history, with when it ended.
+    assert "always answer in Spanish. (until 2024-03-18)" in block.context.split("## Instructions", 1)[1]
+    earlier = ContextRequest(query="What should I cook?", user_id=user, as_of=START + timedelta(days=1))
+    assert "always answer in Spanish" in service.context(ctx, earlier).context.split("## Facts")[0]

@@ -63,6 +63,19 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("When Ann asks about Taxes: always give the year.", ("instruction: taxes", "always give the year")),
         ("When Ann asks for  recipes: never use cups.", ("instruction: recipes", "never use cups")),
         ("When Bob asks about taxes: always give the year.", None),
+        # One for every request is about what its words name, whatever it says of it.
+        (
+            "When Ann asks about anything: always answer in Spanish.",
+            ("instruction: anything: answer spanish", "always answer in spanish"),
+        ),
+        (
+            "When Ann asks about anything: stop answering in Spanish.",
+            ("instruction: anything: answer spanish", "stop answering in spanish"),
+        ),
+        (
+            "When Ann asks about anything: never use emojis.",
+            ("instruction: anything: emoji use", "never use emojis"),
+        ),
         ("Ann just started a new job at Globex", ("employer", "globex")),
         ("Ann's girlfriend Mia", ("partner", "mia")),
         ("Ann's girlfriend loves hiking", None),

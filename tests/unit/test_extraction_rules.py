@@ -490,6 +490,14 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
         ("Always happy to help!", None),
         ("Use bullet points.", None),  # a request of the moment, not standing
         ("I always use a standing desk.", "Ann always uses a standing desk"),
+        # Taken back: an order of its own, which replaces the one it takes back.
+        ("Please stop answering in Spanish.", "When Ann asks about anything: stop answering in Spanish."),
+        (
+            "You don't need to answer in Spanish anymore.",
+            "When Ann asks about anything: you don't need to answer in Spanish anymore.",
+        ),
+        ("You can stop using emojis.", "When Ann asks about anything: you can stop using emojis."),
+        ("Stop worrying about it.", None),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
