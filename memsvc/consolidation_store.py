@@ -204,15 +204,24 @@ def apply_supersessions(
         if old is None or plan.new_id not in rows:
             continue  # changed since the plan: the next run decides again
         before = _snapshot(old)
+        closed_with = old.superseded_by if old.status == "superseded" else None
         old.status, old.superseded_by, old.valid_to = "superseded", plan.new_id, plan.valid_to
         old.updated_at = func.now()
         session.flush()
         events = [_event(tenant_id, user_id, old.id, "supersede", actor, run_id, before, _snapshot(old))]
         # The turn that said it ("I live in Denver.") goes out of date with it, unless it says
         # something else still true: otherwise it outranks the current value for questions about now.
+        # A turn closed with the fact before (a value between the two came in later) moves with it.
         for turn in session.execute(_STALE_TURNS, {"fact": old.id, "t": tenant_id}).scalars():
             memory = session.get(Memory, turn, with_for_update=True)
-            if memory is None or memory.status != "active":
+            if memory is None:
+                continue
+            moved = (
+                memory.status == "superseded"
+                and closed_with is not None
+                and memory.superseded_by == closed_with
+            )
+            if memory.status != "active" and not moved:
                 continue
             turn_before = _snapshot(memory)
             memory.status, memory.superseded_by, memory.valid_to = "superseded", plan.new_id, plan.valid_to

@@ -142,6 +142,28 @@ def test_the_turn_of_an_old_value_goes_out_of_date_whatever_order_it_arrives_in(
     assert all(r.status != "active" for r in results if "Lisbon" in r.content)
 
 
+def test_a_value_that_comes_in_between_later_closes_the_older_turn_at_its_own_start(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    """Barista (January) came after nurse (September) and closed there; waitress (May), sent last,
+    moves the barista fact's end to May, and the turn that said it moves with it."""
+    ctx, _ = tenant
+    user = f"order-{uuid.uuid4().hex[:6]}"
+    said = [
+        ("n", "I work as a nurse.", datetime(2024, 9, 1, tzinfo=UTC)),
+        ("b", "I work as a barista.", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("w", "I work as a waitress.", datetime(2024, 5, 1, tzinfo=UTC)),
+    ]
+    for message_id, text, at in said:
+        message = Message(role="user", name="Pia", content=text, id=message_id, created_at=at)
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="s", messages=[message]))
+    listing = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    barista = [m for m in listing if "barista" in m.content and m.kind in ("turn", "fact")]
+    assert {m.kind for m in barista} == {"turn", "fact"}
+    for old in barista:
+        assert (old.status, old.valid_to) == ("superseded", datetime(2024, 5, 1, tzinfo=UTC)), old
+    june = SearchRequest(query="Where does Pia work?", user_id=user, as_of=datetime(2024, 6, 1, tzinfo=UTC))
+    assert not any("barista" in r.content for r in service.search(ctx, june))
+
+
 @pytest.mark.skipif(not LOCOMO.exists(), reason="needs shared/data/locomo")
 def test_date_question_finds_the_turn_that_states_the_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
