@@ -46,6 +46,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """`time level logger [request or job id]: message`; no brackets when there is neither id (a
+    line logged outside a request or job)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(ids)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        ids = [str(i) for i in (getattr(record, "request_id", None), getattr(record, "job_id", None)) if i]
+        # On a copy: other handlers get the record without this formatter's field.
+        shown = logging.makeLogRecord({**record.__dict__, "ids": f" [{' '.join(ids)}]" if ids else ""})
+        return super().formatMessage(shown)
+
+
 def configure(fmt: str = "json", level: str | int = "INFO") -> None:
     """Send every logger's records to stderr in `fmt` ('json' or 'text'); replaces earlier handlers."""
     handler = logging.StreamHandler(sys.stderr)
@@ -53,9 +67,7 @@ def configure(fmt: str = "json", level: str | int = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s%(job_id)s]: %(message)s")
-        )
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -69,4 +81,4 @@ def configure(fmt: str = "json", level: str | int = "INFO") -> None:
         logging.getLogger(name).propagate = True
 
 
-__all__ = ["JsonFormatter", "configure", "job_id", "request_id"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "job_id", "request_id"]

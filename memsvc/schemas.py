@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -69,9 +70,24 @@ def _check_text(value: str, where: str = "") -> str:
     return value
 
 
+def _nfc(value: str) -> str:
+    # One spelling per letter: macOS and iOS keyboards send "é" decomposed (e + U+0301), which the
+    # extractor and keyword search would read as "e" and a stray mark. Server message ids hash the
+    # content and name, so normalising before that hash also makes an NFD re-send of a message
+    # the same message as its NFC send.
+    return unicodedata.normalize("NFC", value)
+
+
+def _visible(char: str) -> bool:
+    # Format characters (category Cf: U+200B-U+200D, U+2060, U+FEFF, bidi marks, ...) show nothing.
+    return not char.isspace() and unicodedata.category(char) != "Cf"
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise PydanticCustomError("text_blank", "must not be blank (only whitespace)")
+    if not any(_visible(char) for char in value):
+        raise PydanticCustomError(
+            "text_blank", "must not be blank (only whitespace or invisible format characters)"
+        )
     return value
 
 
@@ -128,7 +144,11 @@ def _utc_if_naive(value: datetime) -> datetime:
 # Every client string passes `Text`: PostgreSQL stores neither NUL nor lone surrogates, and a
 # request carrying one is the client's error (422 naming the field), not the server's (500).
 Text = Annotated[str, AfterValidator(_check_text)]
-NonBlankText = Annotated[Text, AfterValidator(_not_blank)]
+# What people write (content, speaker names, queries, entity names) is compared by what it says, so
+# it is NFC-normalised; ids and metadata are opaque and kept as sent (an id already stored stays
+# reachable by the exact string it was stored under).
+Prose = Annotated[Text, AfterValidator(_nfc)]
+NonBlankProse = Annotated[Prose, AfterValidator(_not_blank)]
 # Scope identifiers are opaque strings chosen by the client: any printable text, `/ ? # %` included.
 ScopeId = Text
 
@@ -156,8 +176,8 @@ class Message(_Model):
     """One conversation message as the client sends it."""
 
     role: Literal["user", "assistant", "system", "tool"]
-    content: NonBlankText = Field(min_length=1)
-    name: Text | None = Field(default=None, max_length=255, description="speaker's name, e.g. 'Caroline'")
+    content: NonBlankProse = Field(min_length=1)
+    name: Prose | None = Field(default=None, max_length=255, description="speaker's name, e.g. 'Caroline'")
     id: Text | None = Field(default=None, min_length=1, max_length=255, description="client message id")
     created_at: UtcDatetime | None = Field(
         default=None, description="when it was said; without a timezone it is UTC; default: now"
@@ -191,7 +211,7 @@ class AddRequest(_Model):
 
 
 class SearchRequest(_Model):
-    query: NonBlankText = Field(min_length=1, max_length=4000)
+    query: NonBlankProse = Field(min_length=1, max_length=4000)
     user_id: ScopeId = Field(min_length=1, max_length=255)
     limit: int = Field(default=10, ge=1, le=100)
     types: list[MemoryType] | None = Field(default=None, min_length=1)
@@ -237,14 +257,14 @@ class SearchRequest(_Model):
 
 
 class ContextRequest(_Model):
-    query: NonBlankText = Field(min_length=1, max_length=4000)
+    query: NonBlankProse = Field(min_length=1, max_length=4000)
     user_id: ScopeId = Field(min_length=1, max_length=255)
     max_tokens: int = Field(default=1000, ge=50, le=32000)
     as_of: UtcDatetime | None = Field(default=None, description="without a timezone it is UTC")
 
 
 class UpdateRequest(_Model):
-    content: NonBlankText | None = Field(default=None, min_length=1)
+    content: NonBlankProse | None = Field(default=None, min_length=1)
     metadata: JsonObject | None = None
     pinned: bool | None = None
 

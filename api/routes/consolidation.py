@@ -21,9 +21,11 @@ def consolidate(
     """Queue a consolidation run (supersede, merge, summarise, forget) of one user, or of every user
     of the tenant (no body, or no `user_id`); `GET /v1/jobs/{job_id}` follows it, and its result is
     the run's report."""
-    job_id = service.submit_consolidate(tenant, body or ConsolidateRequest())
+    body = body or ConsolidateRequest()
+    job_id = service.submit_consolidate(tenant, body)
     request.app.state.queue.defer_consolidate(job_id)
-    out = JobOut(job_id=job_id, status="queued", kind="consolidate")
+    # The answer names the user, as `GET /v1/jobs/{job_id}` does; absent, the run is the tenant's.
+    out = JobOut(job_id=job_id, status="queued", kind="consolidate", user_id=body.user_id)
     return JSONResponse(out.model_dump(mode="json", exclude_none=True), status_code=202)
 
 

@@ -9,7 +9,17 @@ from fastapi import APIRouter, Path, Query, Response
 
 from memsvc.api import problems
 from memsvc.api.deps import ReadTenant, Service, WriteTenant
-from memsvc.schemas import GraphResponse, HistoryPage, JobList, JobOut, JobStatus, ScopeId, Text, UserList
+from memsvc.schemas import (
+    GraphResponse,
+    HistoryPage,
+    JobList,
+    JobOut,
+    JobStatus,
+    Prose,
+    ScopeId,
+    Text,
+    UserList,
+)
 
 router = APIRouter(prefix="/v1", tags=["users"], responses=problems.responses(401, 403, 422, 503))
 
@@ -54,7 +64,8 @@ def get_graph(
     service: Service,
     tenant: ReadTenant,
     user_id: Annotated[ScopeId, Query(min_length=1, max_length=255)],
-    entity: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
+    # NFC as stored entity names are, so a decomposed "Zürich" finds the entity.
+    entity: Annotated[Prose | None, Query(min_length=1, max_length=255)] = None,
     depth: Annotated[int, Query(ge=0, le=3)] = 1,
 ) -> GraphResponse:
     return service.graph(tenant, user_id, entity=entity, depth=depth)

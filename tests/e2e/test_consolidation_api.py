@@ -60,3 +60,11 @@ def test_a_consolidate_request_without_a_body_covers_the_tenant(client: MemoryCl
     assert response.status_code == 202, response.text
     job = _wait(client, response.json()["job_id"])
     assert job.status == "succeeded" and job.kind == "consolidate", job.error
+
+
+def test_the_queued_answer_names_the_user_it_was_asked_for(client: MemoryClient) -> None:
+    response = client._http.post("/v1/consolidate", json={"user_id": "ann"})
+    assert response.status_code == 202, response.text
+    assert response.json()["user_id"] == "ann"
+    assert client.consolidate("bob").user_id == "bob"
+    assert client.consolidate().user_id is None  # the tenant's run names no user

@@ -1,0 +1,67 @@
+"""The text rules of the request schemas: prose is NFC-normalised, ids are kept as sent, and text
+with nothing visible is blank."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from pydantic import ValidationError
+
+from memsvc.schemas import AddRequest, SearchRequest, UpdateRequest
+
+NFC = "Renée met me at Café Zürich in Malmö."
+NFD = unicodedata.normalize("NFD", NFC)
+
+
+def test_decomposed_content_names_and_queries_become_nfc() -> None:
+    assert NFD != NFC
+    request = AddRequest.model_validate(
+        {"user_id": "u", "messages": [{"role": "user", "name": "Ren" + "e\u0301e", "content": NFD}]}
+    )
+    assert request.messages[0].content == NFC
+    assert request.messages[0].name == "Renée"
+    assert SearchRequest(query=NFD, user_id="u").query == NFC
+    assert UpdateRequest(content=NFD).content == NFC
+
+
+def test_ids_and_metadata_are_kept_as_sent() -> None:
+    # Opaque: normalising them would make an id stored before unreachable by the string it has.
+    request = AddRequest.model_validate(
+        {
+            "user_id": NFD,
+            "session_id": NFD,
+            "metadata": {NFD: NFD},
+            "messages": [{"role": "user", "id": NFD, "content": "hi"}],
+        }
+    )
+    assert request.user_id == NFD and request.session_id == NFD
+    assert request.metadata == {NFD: NFD}
+    assert request.messages[0].id == NFD
+
+
+def test_an_nfd_and_an_nfc_copy_under_one_id_are_one_message() -> None:
+    request = AddRequest.model_validate(
+        {
+            "user_id": "u",
+            "messages": [{"role": "user", "id": "m1", "content": c} for c in (NFD, NFC)],
+        }
+    )
+    assert request.messages[0] == request.messages[1]
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", " \u200b\n\ufeff "])
+def test_content_or_query_with_nothing_visible_is_blank(invisible: str) -> None:
+    with pytest.raises(ValidationError, match="blank") as raised:
+        AddRequest.model_validate({"user_id": "u", "messages": [{"role": "user", "content": invisible}]})
+    assert raised.value.errors()[0]["loc"] == ("messages", 0, "content")
+    with pytest.raises(ValidationError, match="blank"):
+        SearchRequest(query=invisible, user_id="u")
+    with pytest.raises(ValidationError, match="blank"):
+        UpdateRequest(content=invisible)
+
+
+def test_visible_text_around_invisible_characters_is_kept() -> None:
+    text = "co\u200bop \ufeffhi"
+    request = AddRequest.model_validate({"user_id": "u", "messages": [{"role": "user", "content": text}]})
+    assert request.messages[0].content == text
