@@ -84,7 +84,10 @@ _FILLER_WORDS = _words(
     "anyway also plus and but hmm um uh true right exactly indeed man dude gosh ha hah yay woo phew ugh "
     "wowza yikes"
 )
-_FILLER_PHRASES = ("by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man")
+_FILLER_PHRASES = (
+    "by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man", "just so you know",
+    "just to let you know", "for the record", "for what it's worth", "to be honest", "fyi",
+)  # fmt: skip
 _FIRST_WORD = re.compile(r"([A-Za-z']+)(?![-\w])(\s*[,!.…]+)?\s*")
 # A label before what the speaker says of themselves ("Big news: I got a new job", "Update: we
 # moved"): not part of the fact, and a fact that opens with it is not read as the change it states.
@@ -166,6 +169,10 @@ _KIN = (
     r"|girlfriend|cousin|aunt|uncle|grandma|grandmother|grandpa|grandfather|boss|colleague|coworker"
     r"|co-worker|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
     r"|bird|hamster|fish|snake"
+)
+# "my girlfriend Anna", "my best friend Tom": someone of the speaker's, named.
+_NAMED_KIN = re.compile(
+    rf"^\s*(?:my|our)\s+(?:new\s+|old\s+|little\s+|big\s+)?(?:{_KIN})\s+(?-i:[A-Z])[\w'-]+\s*$", re.I
 )
 _ANIMALS = _words("dog cat puppy kitten pet bunny rabbit horse turtle bird hamster fish snake")
 _PLACE_HEADS = _words(
@@ -259,6 +266,16 @@ _CLAUSE_SPLIT = re.compile(
     re.IGNORECASE,
 )
 _LAST_PHRASE = re.compile(r",|\band\b")
+
+
+def _one_subject(before: str, after: str) -> bool:
+    """Whether "… and" joins a subject to the next clause's: a phrase of at most two words ("my
+    teammates and I"), or someone of the speaker's named ("my girlfriend Anna and I")."""
+    return len(before.split()) < 3 or (
+        _NAMED_KIN.match(before) is not None and after[:2].lower() in ("i ", "i'")
+    )
+
+
 _CONTINUATION = re.compile(
     r"^(?:it|it's|that|that's|this|which|they|they're|there|he|she|these|those|who|as|because|'cause)\b",
     re.IGNORECASE,
@@ -451,9 +468,8 @@ class _Batch:
         pieces: list[tuple[str, str]] = []
         splittable = any(c in sentence for c in ";-–—") or _SPLIT_WORDS.search(sentence)
         for m in _CLAUSE_SPLIT.finditer(sentence) if splittable else ():
-            if (
-                m.group(0).strip(" ,").isalpha()
-                and len(_LAST_PHRASE.split(sentence[pos : m.start()])[-1].split()) < 3
+            if m.group(0).strip(" ,").isalpha() and _one_subject(
+                _LAST_PHRASE.split(sentence[pos : m.start()])[-1], sentence[m.end() :]
             ):
                 continue  # "my teammates and I were thrilled" is one subject, not two clauses
             pieces.append((sentence[pos : m.start()], m.group(0)))
@@ -488,7 +504,7 @@ class _Batch:
             if m is None:
                 break
             word = m.group(1)
-            low = c[:12].lower()
+            low = c[:24].lower()
             two = next((p for p in _FILLER_PHRASES if low.startswith(p)), None)
             if two is not None and (len(c) == len(two) or not c[len(two)].isalnum()):
                 c = c[len(two) :].lstrip(" ,!.…")
@@ -911,7 +927,7 @@ _FIRST_PERSON_FORMS = {
     "i gotta": "S has to", "my": "S's", "mine": "S's", "me": "S", "myself": "themselves",
 }  # fmt: skip
 # "Mia and I" is a plural subject: its verb is not conjugated for the speaker alone.
-_JOINT_SUBJECT = re.compile(r"\b(?:and|&)\s+$")
+_JOINT_SUBJECT = re.compile(r"[^,;\s]\s+(?:and|&)\s+$")  # ", and I love it" joins two clauses
 _JOINT_FORMS = {
     "i'm": "S are", "i am": "S are", "i've": "S have", "i have": "S have", "i was": "S were",
     "i don't": "S don't", "i do not": "S do not",

@@ -539,3 +539,25 @@ def test_a_partner_is_a_relation_in_the_graph(said: str, relation: tuple[str, st
     assert [(r.subject, r.predicate, r.object) for r in result.relations] == ([relation] if relation else [])
     if relation:
         assert (relation[2], "person") in [(e.name, e.type) for e in result.entities]
+
+
+@pytest.mark.parametrize(
+    ("said", "facts"),
+    [
+        # Someone of the speaker's, named, is one subject with the speaker.
+        (
+            "My girlfriend Anna and I have been together for two years.",
+            ["Ann's girlfriend Anna and Ann have been together for two years"],
+        ),
+        ("My best friend Tom and I went hiking.", ["Ann's best friend Tom and Ann went hiking"]),
+        ("My trip to Paris and I loved it.", ["Ann's trip to Paris", "Ann loved it"]),
+        # After a comma "and I" opens a clause of the speaker's own.
+        ("My new job is great and I love it.", ["Ann's new job is great, and Ann loves it"]),
+        # A lead-in is no part of the fact.
+        ("Just so you know, I'm allergic to peanuts.", ["Ann is allergic to peanuts"]),
+        ("Just so you know, Zoe has a peanut allergy.", ["Zoe has a peanut allergy"]),
+        ("FYI, I moved to Porto.", ["Ann moved to Porto"]),
+    ],
+)
+def test_subjects_beside_the_speaker_and_lead_ins(said: str, facts: list[str]) -> None:
+    assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == facts
