@@ -239,24 +239,39 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
 
     user_id = args.user_id or Path(args.file).stem
     try:
-        batches = read_batches(Path(args.file), user_id)
+        # The whole file is read and checked first: a mistake in it stores nothing.
+        batches = read_batches(Path(args.file), user_id, max_content_chars=settings.max_content_chars)
     except OSError as exc:  # a missing or unreadable file: said in a line, before any database work
         raise InvalidInput(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{args.file} is not UTF-8 text (byte {exc.start})") from exc
+    if not batches:
+        # An empty file is more likely a failed export than a wish to import nothing.
+        raise InvalidInput(f"{args.file} holds no messages: nothing imported")
     database = open_database(settings)
     with database.session() as session:
         tenant_id = get_or_create_tenant(session, args.tenant)
     ctx = TenantContext(tenant_id=tenant_id)
     service = MemoryService(settings, database)
-    created = duplicates = 0
+    created = duplicates = done = 0
     total = sum(len(b.messages) for b in batches)
     with tqdm(total=total, unit="msg", desc=f"import {Path(args.file).name}", file=sys.stderr) as bar:
         for batch in batches:
             # The same job path the queue runs, in this process: a file import needs no worker.
-            outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
-            if outcome.result is None:
-                raise MemsvcError(f"a batch of {len(batch.messages)} messages failed: {outcome.error}")
+            # Each batch is stored whole or not at all, so a failure leaves the batches before it.
+            try:
+                outcome = service.run_ingest_job(service.submit_ingest(ctx, batch))
+                error = outcome.error
+            except MemsvcError as exc:
+                outcome, error = None, exc.detail
+            if outcome is None or outcome.result is None:
+                raise MemsvcError(
+                    f"{args.file}: stopped at message {done + 1} of {total}: {error}; the {done} before it "
+                    "were imported, the rest not (importing the file again skips those already stored)"
+                )
             created += sum(outcome.result.created.values())
             duplicates += outcome.result.duplicates
+            done += len(batch.messages)
             bar.update(len(batch.messages))
     print(
         f"user {user_id!r} (tenant {args.tenant!r}): {created} memories made, "

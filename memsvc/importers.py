@@ -1,4 +1,4 @@
-"""Readers for conversation files `memsvc import` and the benchmarks take.
+"""Readers for conversation files: `memsvc import` takes LoCoMo and JSONL, the benchmarks also BEAM.
 
 - LoCoMo (`conv-*.json`): each session becomes one batch, each turn one message whose id is
   its `dia_id`, timed at the session's start plus one second per turn (to keep order); a shared
@@ -8,6 +8,10 @@
   `time_anchor` of its first message, e.g. `March-15-2024`) plus one second per message.
 - JSONL: one message per line, `{"role", "content", "name"?, "id"?, "created_at"?, "session_id"?}`,
   batched by session in file order.
+
+A file is read and checked whole before anything is stored: a mistake anywhere in it is an
+`InvalidInput` with one line per problem, naming the file, where in it (line, or LoCoMo session and
+turn) and the field.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from memsvc.errors import InvalidInput
 from memsvc.schemas import AddRequest, Message
@@ -31,29 +38,101 @@ def parse_locomo_time(text: str) -> datetime:
     return datetime.strptime(text.strip(), LOCOMO_TIME).replace(tzinfo=UTC)
 
 
-def locomo_batches(data: dict[str, Any], user_id: str) -> Iterator[AddRequest]:
+def _problem(where: str, error: ErrorDetails, user_id: str, fields: dict[str, str]) -> str:
+    """One line for one validation error, the field named as the file names it."""
+    loc = [str(part) for part in error["loc"] if part != "messages" and not isinstance(part, int)]
+    if loc == ["user_id"]:
+        return f"user id {user_id!r}: {error['msg']}"  # not the file's mistake: no place in it
+    field = ".".join(fields.get(part, part) for part in loc) or "message"
+    return f"{where}: {field}: {error['msg']}"
+
+
+class _Checker:
+    """Validates a file's messages one by one, as they will be sent, so every error has a place."""
+
+    def __init__(self, user_id: str, max_content_chars: int | None) -> None:
+        self.user_id = user_id
+        self.max_content_chars = max_content_chars
+        self.ids: dict[str, tuple[str, Message]] = {}
+
+    def message(
+        self, where: str, record: dict[str, Any], session_id: object, fields: dict[str, str] | None = None
+    ) -> Message:
+        fields = fields or {}
+        try:
+            request = AddRequest.model_validate(
+                {"messages": [record], "user_id": self.user_id, "session_id": session_id}
+            )
+        except ValidationError as exc:
+            problems = dict.fromkeys(_problem(where, e, self.user_id, fields) for e in exc.errors())
+            raise InvalidInput("\n".join(problems)) from None
+        message = request.messages[0]
+        content = fields.get("content", "content")
+        if self.max_content_chars and len(message.content) > self.max_content_chars:
+            # Refused here rather than by the service half way through the file.
+            size = len(message.content)
+            raise InvalidInput(
+                f"{where}: {content}: {size} characters; the limit is {self.max_content_chars}"
+            )
+        # One id for two messages would store only the first, even across sessions.
+        if message.id is not None:
+            first, earlier = self.ids.setdefault(message.id, (where, message))
+            if earlier != message:
+                id_field = fields.get("id", "id")
+                raise InvalidInput(
+                    f"{where}: {id_field}: {message.id!r} is the id of another message ({first})"
+                )
+        return message
+
+
+def locomo_batches(
+    data: dict[str, Any],
+    user_id: str,
+    *,
+    source: str = "LoCoMo",
+    max_content_chars: int | None = None,
+) -> Iterator[AddRequest]:
     """One `AddRequest` per LoCoMo session, in session order."""
+    check = _Checker(user_id, max_content_chars)
+    fields = {"content": "text", "name": "speaker", "id": "dia_id"}
     conversation = data.get("conversation", data)
+    if not isinstance(conversation, dict):
+        raise InvalidInput(
+            f"{source}: conversation: an object of sessions, not {json.dumps(conversation)[:40]}"
+        )
     numbers = sorted(int(m.group(1)) for key in conversation if (m := re.fullmatch(r"session_(\d+)", key)))
     for n in numbers:
-        turns = conversation[f"session_{n}"]
-        start = parse_locomo_time(conversation[f"session_{n}_date_time"])
+        session = f"session_{n}"
+        turns, when = conversation[session], conversation.get(f"{session}_date_time")
+        example = "e.g. '1:56 pm on 8 May, 2023'"
+        if not isinstance(when, str):
+            raise InvalidInput(f"{source}: {session}_date_time: missing, the session's start ({example})")
+        try:
+            start = parse_locomo_time(when)
+        except ValueError:
+            raise InvalidInput(f"{source}: {session}_date_time: {when!r} is not a time ({example})") from None
+        if not isinstance(turns, list):
+            raise InvalidInput(f"{source}: {session}: a list of turns, not {json.dumps(turns)[:40]}")
         messages = []
         for i, turn in enumerate(turns):
+            where = f"{source}, {session} turn {i + 1}"
+            if not isinstance(turn, dict):
+                raise InvalidInput(f"{where}: a turn is an object {{speaker, text, dia_id}}")
+            if missing := [key for key in ("speaker", "text", "dia_id") if key not in turn]:
+                raise InvalidInput(f"{where}: {', '.join(missing)}: missing")
             text = turn["text"]
-            if turn.get("blip_caption"):
+            if turn.get("blip_caption") and isinstance(text, str):
                 text = f"{text} [photo: {turn['blip_caption']}]"
-            messages.append(
-                Message(
-                    role="user",
-                    name=turn["speaker"],
-                    content=text,
-                    id=turn["dia_id"],
-                    created_at=start + timedelta(seconds=i),
-                )
-            )
+            record = {
+                "role": "user",
+                "name": turn["speaker"],
+                "content": text,
+                "id": turn["dia_id"],
+                "created_at": start + timedelta(seconds=i),
+            }
+            messages.append(check.message(where, record, session, fields))
         if messages:
-            yield AddRequest(messages=messages, user_id=user_id, session_id=f"session_{n}")
+            yield AddRequest(messages=messages, user_id=user_id, session_id=session)
 
 
 def beam_batches(batches: list[dict[str, Any]], user_id: str) -> Iterator[AddRequest]:
@@ -82,18 +161,31 @@ def beam_batches(batches: list[dict[str, Any]], user_id: str) -> Iterator[AddReq
             yield AddRequest(messages=messages, user_id=user_id, session_id=f"batch_{batch['batch_number']}")
 
 
-def jsonl_batches(lines: Iterator[str], user_id: str) -> Iterator[AddRequest]:
+def jsonl_batches(
+    lines: Iterator[str],
+    user_id: str,
+    *,
+    source: str = "JSONL",
+    max_content_chars: int | None = None,
+) -> Iterator[AddRequest]:
+    check = _Checker(user_id, max_content_chars)
     session: str | None = None
     batch: list[Message] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"{source}, line {number}"
         try:
             record = json.loads(line)
-            line_session = record.pop("session_id", None)
-            message = Message.model_validate(record)
-        except ValueError as exc:
-            raise InvalidInput(f"line {number}: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise InvalidInput(
+                f'{where}: a message is one JSON object per line, e.g. {{"role": "user", "content": "…"}}, '
+                f"not {line.strip()[:40]}"
+            )
+        line_session = record.pop("session_id", None)
+        message = check.message(where, record, line_session)
         if batch and (line_session != session or len(batch) >= JSONL_BATCH):
             yield AddRequest(messages=batch, user_id=user_id, session_id=session)
             batch = []
@@ -103,21 +195,28 @@ def jsonl_batches(lines: Iterator[str], user_id: str) -> Iterator[AddRequest]:
         yield AddRequest(messages=batch, user_id=user_id, session_id=session)
 
 
-def read_batches(path: Path, user_id: str) -> list[AddRequest]:
-    """Every batch in a LoCoMo JSON or a JSONL file (by content, not by name)."""
+def read_batches(path: Path, user_id: str, *, max_content_chars: int | None = None) -> list[AddRequest]:
+    """Every batch in a LoCoMo JSON or a JSONL file (by content, not by name), all checked before
+    any is returned; messages longer than `max_content_chars` are refused too, by their place."""
     # UTF-8 whatever the locale, a byte-order mark (as Windows tools write one) skipped.
     text = path.read_text(encoding="utf-8-sig")
     # Lines end at "\n" only: `splitlines` would also cut at U+2028, U+0085 and the like, which
     # JSON strings may hold unescaped (json.dumps(..., ensure_ascii=False) writes them so).
     lines = text.split("\n")
+    source, limit = str(path), max_content_chars
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return list(jsonl_batches(iter(lines), user_id))
+        return list(jsonl_batches(iter(lines), user_id, source=source, max_content_chars=limit))
     try:
         data = json.loads(text)
     except ValueError:
         data = None  # not one JSON document: JSONL
+    if isinstance(data, list):
+        # A list of messages, or a BEAM chat (a benchmark format, not one `memsvc import` takes).
+        raise InvalidInput(
+            f"{path} is a JSON array: give one message object per line (JSONL) or a LoCoMo conversation"
+        )
     if isinstance(data, dict) and "role" not in data:
         if "conversation" in data or any(k.startswith("session_") for k in data):
-            return list(locomo_batches(data, user_id))
+            return list(locomo_batches(data, user_id, source=source, max_content_chars=limit))
         raise InvalidInput(f"{path} is JSON but not a LoCoMo conversation")
-    return list(jsonl_batches(iter(lines), user_id))
+    return list(jsonl_batches(iter(lines), user_id, source=source, max_content_chars=limit))
