@@ -308,9 +308,69 @@ class Ingestor:
         rows = _Rows()
         turn_id_by_message = {**earlier_turn_ids, **{t.turn.message_id: t.id for t in turns}}
         self._turn_rows(rows, tenant_id, user_id, new_turns, actor)
-        fact_rows = self._fact_rows(rows, tenant_id, user_id, request, extraction, turn_id_by_message, actor)
+        said = {m["message_id"]: (m["event_at"], m["session_id"]) for m in rows.memories}
+        batch = (request.agent_id, request.metadata)
+        fact_rows = self._fact_rows(
+            rows, tenant_id, user_id, batch, extraction, turn_id_by_message, said, actor
+        )
         self._passage_rows(rows, tenant_id, user_id, new_turns, actor, self.passages)
+        digests = _plan_sessions(new_turns, stored_turns)
+        created = self._write(
+            session,
+            tenant_id,
+            user_id,
+            rows,
+            extraction,
+            digests,
+            turn_id_by_message,
+            fact_rows,
+            actor,
+            timings,
+        )
+        t0 = time.perf_counter()
+        if corrections:
+            cited = defaultdict(set)
+            for source in rows.sources:
+                cited[source["message_id"]].add(source["memory_id"])
+            replaced = [
+                (
+                    [turn_id_by_message[m] for m in correction.replaces],
+                    {
+                        memory_id: content
+                        for content, memory_id in fact_rows.items()
+                        if memory_id in cited[message_id]
+                    },
+                )
+                for message_id, correction in corrections.items()
+            ]
+            if corrected := supersede_corrected(session, tenant_id, user_id, replaced, actor):
+                created["corrected"] = corrected
+        timings["database"] += time.perf_counter() - t0
 
+        return AddResult(
+            memory_ids=[m["id"] for m in rows.memories],
+            created=dict(created),
+            duplicates=len(turns) - len(new_turns),
+            extractor=extraction.extractor or self.extractor.name,
+            notes=[*notes, *extraction.notes],
+            timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+        )
+
+    def _write(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        user_id: str,
+        rows: _Rows,
+        extraction: Extraction,
+        digests: Sequence[_SessionPlan],
+        turn_id_by_message: dict[str, uuid.UUID],
+        fact_rows: dict[str, uuid.UUID],
+        actor: str,
+        timings: dict[str, float],
+    ) -> dict[str, int]:
+        """Embed and store what a batch made (its rows, the sessions it touched, its graph), then
+        close what its new values replace. Returns what was made, by kind."""
         # Entities need the user's existing graph to merge with; read it before embedding.
         t0 = time.perf_counter()
         known_entities = self._known_entities(session, tenant_id, user_id)
@@ -319,7 +379,6 @@ class Ingestor:
         # One batched embedding call for everything this batch made, each distinct text once; the
         # session digests' vectors come from their turns' (lines of stored turns are most often
         # in the embedder's cache).
-        digests = _plan_sessions(new_turns, stored_turns)
         previous_lines = [m.pop("_previous_line", None) for m in rows.memories]
         own_texts = [m.pop("_embed") for m in rows.memories]
         entity_names = [e.name for e in extraction.entities]
@@ -375,32 +434,38 @@ class Ingestor:
         slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
         if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
             created["superseded"] = superseded
-        if corrections:
-            cited = defaultdict(set)
-            for source in rows.sources:
-                cited[source["message_id"]].add(source["memory_id"])
-            replaced = [
-                (
-                    [turn_id_by_message[m] for m in correction.replaces],
-                    {
-                        memory_id: content
-                        for content, memory_id in fact_rows.items()
-                        if memory_id in cited[message_id]
-                    },
-                )
-                for message_id, correction in corrections.items()
-            ]
-            if corrected := supersede_corrected(session, tenant_id, user_id, replaced, actor):
-                created["corrected"] = corrected
         timings["database"] += time.perf_counter() - t0
+        return created
 
-        return AddResult(
-            memory_ids=[m["id"] for m in rows.memories],
-            created=dict(created),
-            duplicates=len(turns) - len(new_turns),
-            extractor=extraction.extractor or self.extractor.name,
-            notes=[*notes, *extraction.notes],
-            timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
+    def reread(self, session: Session, turn: Memory, actor: str) -> dict[str, int]:
+        """After a message's text was edited, and what it stated before was forgotten
+        (`store.forget_statements`, `store.forget_mentions`): its facts, entities and relations as
+        ingest reads them from the new text, stored as ingest stores them. Returns what was made."""
+        said = Turn(
+            turn.message_id or "",
+            turn.role or "user",
+            turn.speaker or "",
+            turn.content,
+            local_time(turn.event_at, turn.utc_offset),
+            turn.session_id,
+        )
+        extraction = self.extractor.extract([said])
+        extraction.entities = name_sources(extraction.entities, [said])
+        rows = _Rows()
+        turn_ids = {said.message_id: turn.id}
+        fact_rows = self._fact_rows(
+            rows,
+            turn.tenant_id,
+            turn.user_id,
+            (turn.agent_id, turn.metadata_),
+            extraction,
+            turn_ids,
+            {said.message_id: (said.event_at, turn.session_id)},
+            actor,
+        )
+        timings: dict[str, float] = defaultdict(float)
+        return self._write(
+            session, turn.tenant_id, turn.user_id, rows, extraction, [], turn_ids, fact_rows, actor, timings
         )
 
     def rebuild_session(
@@ -494,14 +559,14 @@ class Ingestor:
         rows: _Rows,
         tenant_id: uuid.UUID,
         user_id: str,
-        request: AddRequest,
+        batch: tuple[str | None, dict[str, Any] | None],
         extraction: Extraction,
         turn_id_by_message: dict[str, uuid.UUID],
+        said: dict[str, tuple[datetime, str | None]],
         actor: str,
     ) -> dict[str, uuid.UUID]:
         """Semantic memories; returns fact content → id so relations can point at their fact."""
-        event_at_by_message = {m["message_id"]: m["event_at"] for m in rows.memories}
-        session_by_message = {m["message_id"]: m["session_id"] for m in rows.memories}
+        agent_id, metadata_of_batch = batch
         by_content: dict[str, uuid.UUID] = {}
         for fact in with_state_facts(extraction.facts):
             sources = tuple(s for s in fact.source_message_ids if s in turn_id_by_message)
@@ -511,14 +576,14 @@ class Ingestor:
             by_content[fact.content] = memory_id
             # Stated when its last source turn of this batch was said (a corrected fact also cites
             # the stored message it corrects).
-            stated_at: datetime = max(event_at_by_message[s] for s in sources if s in event_at_by_message)
+            stated_at: datetime = max(said[s][0] for s in sources if s in said)
             rows.memories.append(
                 {
                     "id": memory_id,
                     "tenant_id": tenant_id,
                     "user_id": user_id,
-                    "agent_id": request.agent_id,
-                    "session_id": session_by_message.get(sources[0]),
+                    "agent_id": agent_id,
+                    "session_id": said[sources[0]][1] if sources[0] in said else None,
                     "type": "semantic",
                     "kind": fact.kind,
                     "content": fact.content,
@@ -530,7 +595,7 @@ class Ingestor:
                     "valid_from": fact.valid_from or stated_at,
                     "importance": fact.importance,
                     "confidence": fact.confidence,
-                    "metadata_": (metadata := _fact_metadata(request.metadata, fact)),
+                    "metadata_": (metadata := _fact_metadata(metadata_of_batch, fact)),
                     "_embed": vector_text(fact.kind, fact.content, metadata),
                 }
             )

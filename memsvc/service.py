@@ -33,7 +33,7 @@ from memsvc.extraction.base import Extractor
 from memsvc.extraction.llm import LLMExtractor
 from memsvc.extraction.passages import PassageConfig
 from memsvc.ingest import Ingestor, content_hash, vector_text
-from memsvc.models import Job
+from memsvc.models import Job, Memory
 from memsvc.schemas import (
     AddRequest,
     AddResult,
@@ -538,19 +538,24 @@ class MemoryService:
             return store.user_history(session, ctx, user_id, run_id=run_id, limit=limit, cursor=cursor)
 
     def update(self, ctx: TenantContext, memory_id: uuid.UUID, patch: UpdateRequest) -> MemoryOut:
-        """Edit a memory; a turn whose content changes has its passages cut again from the new text
-        (`passages_store.recut_passages`), in the same transaction."""
+        """Edit a memory. A message whose text changes is read again, in the same transaction: its
+        passages are cut from the new text (`passages_store.recut_passages`), what it stated before
+        is forgotten and what it states now stored as ingest stores it, and its session's digest
+        is rebuilt."""
         if patch.content is not None and len(patch.content) > self.settings.max_content_chars:
             # The limit an add has: an edit is not a way around it.
             raise InvalidInput(
                 f"content has {len(patch.content)} characters; the limit is {self.settings.max_content_chars}"
             )
         with self.db.session() as session:
+            said = None
             if patch.content is not None:
                 # Re-cutting passages: an ingest or a backfill of the same user waits (same lock).
-                _user_lock(session, ctx.tenant_id, store.get_memory(session, ctx, memory_id).user_id or "")
+                current = store.get_memory(session, ctx, memory_id)
+                _user_lock(session, ctx.tenant_id, current.user_id or "")
+                said = current.content
             memory = store.update_memory(session, ctx, memory_id, patch)
-            if patch.content is not None:
+            if patch.content is not None and patch.content != said:
                 memory.content_hash = content_hash(patch.content)
                 memory.embedding = self.embedder.embed(
                     [vector_text(memory.kind, patch.content, memory.metadata_)]
@@ -558,12 +563,26 @@ class MemoryService:
                 passages_store.recut_passages(
                     session, memory, self.embedder, self.ingestor.passages, ctx.actor
                 )
+                if memory.kind == "turn":
+                    self._reread(session, ctx, memory)
             else:
                 # The feed's trigger watches the columns a vector index reads; cached corpora of
                 # every process also read metadata and pinned, so such an edit is put in the feed.
                 store.touch_feed(session, ctx.tenant_id, [memory.id])
             session.flush()
             return store.memory_out(memory, store.sources_of(session, [memory.id]).get(memory.id, []))
+
+    def _reread(self, session: Session, ctx: TenantContext, turn: Memory) -> None:
+        """An edited message: what it said before goes ("I live in Zagreb" no longer states that
+        the user lives there, and the city it had replaced holds again), then what it says now."""
+        user_id = turn.user_id or ""
+        forgotten = store.forget_statements(session, ctx, turn)
+        store.forget_mentions(session, ctx.tenant_id, turn.id)
+        session.flush()
+        consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, forgotten)
+        self.ingestor.reread(session, turn, ctx.actor)
+        if turn.session_id:
+            self.ingestor.rebuild_session(session, ctx.tenant_id, user_id, turn.session_id, ctx.actor)
 
     def delete(self, ctx: TenantContext, memory_id: uuid.UUID) -> None:
         """Delete a memory; what it superseded holds again unless another successor closes it."""

@@ -281,32 +281,45 @@ def stated_only_by(session: Session, tenant_id: uuid.UUID, turn_ids: Sequence[uu
 
 
 def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> list[uuid.UUID]:
-    """Delete a memory (its history stays); a turn's passages go with it, and so do the facts only
-    it stated ("forget that I said it"), each with its event; what other messages state too stays,
-    citing those messages only. Returns the ids deleted."""
+    """Delete a memory (its history stays); a turn's passages go with it, and what only it stated
+    (`forget_statements`). Returns the ids deleted."""
     memory = _load(session, ctx, memory_id, lock=True)
     turn = [memory.id] if memory.kind == "turn" else []
-    rows = [
-        *passages_of(session, ctx.tenant_id, turn, lock=True),
-        *stated_only_by(session, ctx.tenant_id, turn),
-        memory,
-    ]
+    forgotten = forget_statements(session, ctx, memory) if turn else []
+    rows = [*passages_of(session, ctx.tenant_id, turn, lock=True), memory]
     for row in rows:
         _record(session, ctx, row, "delete", snapshot(row), None)
-    gone = [row.id for row in rows]
-    if turn:
-        cited = session.execute(
-            delete(MemorySource)
-            .where(
-                MemorySource.tenant_id == ctx.tenant_id,
-                MemorySource.turn_id == memory.id,
-                MemorySource.memory_id.not_in(gone),
-            )
-            .returning(MemorySource.memory_id)
-        ).scalars()
-        touch_feed(session, ctx.tenant_id, list(cited))
     delete_rows(session, ctx.tenant_id, rows)
-    return gone
+    return [*forgotten, *(row.id for row in rows)]
+
+
+def forget_statements(session: Session, ctx: TenantContext, turn: Memory) -> list[uuid.UUID]:
+    """What a turn stated, forgotten ("forget that I said it", or its text was edited): the facts
+    only it stated are deleted, each with its event; what other messages state too stays, citing
+    those only. Returns the ids deleted."""
+    stated = stated_only_by(session, ctx.tenant_id, [turn.id])
+    for row in stated:
+        _record(session, ctx, row, "delete", snapshot(row), None)
+    delete_rows(session, ctx.tenant_id, stated)
+    cited = session.execute(
+        delete(MemorySource)
+        .where(
+            MemorySource.tenant_id == ctx.tenant_id,
+            MemorySource.turn_id == turn.id,
+            MemorySource.memory_id.in_(select(Memory.id).where(Memory.type == "semantic")),
+        )
+        .returning(MemorySource.memory_id)
+    ).scalars()
+    touch_feed(session, ctx.tenant_id, list(cited))
+    return [row.id for row in stated]
+
+
+def forget_mentions(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> None:
+    """A memory names no entity any more (its text is read again); entities nothing else names or
+    relates go."""
+    mentions = delete(EntityMention).where(EntityMention.memory_id == memory_id)
+    named = set(session.execute(mentions.returning(EntityMention.entity_id)).scalars())
+    _drop_unnamed_entities(session, tenant_id, named)
 
 
 _FEED_UPDATE = text(
@@ -334,6 +347,11 @@ def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) 
     for row in rows:
         session.delete(row)
     session.flush()
+    _drop_unnamed_entities(session, tenant_id, named)
+
+
+def _drop_unnamed_entities(session: Session, tenant_id: uuid.UUID, named: set[uuid.UUID]) -> None:
+    """Of the entities `named`, those no memory names and no relation links any more."""
     if not named:
         return
     kept = set(

@@ -1,0 +1,68 @@
+"""A message whose text is edited is read again: what it stated before is forgotten everywhere
+(facts, graph, digest, what it had replaced), what it states now is stored as ingest stores it
+(real PostgreSQL, real embedding model)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from memsvc.schemas import AddRequest, ContextRequest, Message, UpdateRequest
+
+T0 = datetime(2024, 2, 1, 12, tzinfo=UTC)
+
+
+def _add(service, ctx, user: str, said: list[tuple[str, str]]) -> None:  # type: ignore[no-untyped-def]
+    messages = [
+        Message(role="user", name="Ivo", content=text, id=message_id, created_at=T0 + timedelta(days=i))
+        for i, (message_id, text) in enumerate(said)
+    ]
+    request = AddRequest(user_id=user, session_id="s1", messages=messages)
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+    assert outcome.status == "succeeded", outcome.error
+
+
+def test_an_edited_message_states_what_it_says_now(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("a", "I live in Berlin."), ("b", "I live in Zagreb.")])
+    listed = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    turn = next(m for m in listed if m.kind == "turn" and m.source_message_ids == ["b"])
+    assert any("Zagreb" in m.content for m in listed if m.type == "semantic")
+
+    service.update(ctx, turn.id, UpdateRequest(content="I live in Split."))
+
+    listed = service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+    semantic = {m.content: m for m in listed if m.type == "semantic"}
+    assert not any("Zagreb" in content for content in semantic)
+    split = semantic["Ivo lives in Split"]
+    assert split.status == "active" and split.source_message_ids == ["b"]
+    berlin = semantic["Ivo lives in Berlin"]
+    assert (berlin.status, berlin.valid_to) == ("superseded", T0 + timedelta(days=1))
+    digest = next(m for m in listed if m.kind == "session")
+    assert "Split" in digest.content and "Zagreb" not in digest.content
+    graph = service.graph(ctx, user, entity=None, depth=1)
+    names = {node.name for node in graph.entities}
+    assert "Split" in names and "Zagreb" not in names
+    block = service.context(ctx, ContextRequest(query="Where does Ivo live?", user_id=user)).context
+    assert "Zagreb" not in block and "Ivo lives in Split" in block
+    # What it said before is in the history of what was forgotten.
+    ops = [e.op for e in service.history(ctx, turn.id)]
+    assert ops == ["create", "update"]
+
+
+def test_an_edit_that_takes_a_value_back_reopens_the_one_it_had_replaced(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("a", "I live in Berlin."), ("b", "I live in Zagreb.")])
+    turn = next(
+        m
+        for m in service.list(ctx, user, memory_type=None, limit=100, cursor=None).items
+        if m.kind == "turn" and m.source_message_ids == ["b"]
+    )
+    service.update(ctx, turn.id, UpdateRequest(content="I visited Zagreb for a weekend."))
+    semantic = {
+        m.content: m for m in service.list(ctx, user, memory_type="semantic", limit=100, cursor=None).items
+    }
+    assert semantic["Ivo lives in Berlin"].status == "active"
+    assert "Ivo lives in Zagreb" not in semantic
