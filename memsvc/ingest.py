@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -29,7 +30,7 @@ from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
-from memsvc.extraction.rules import name_sources
+from memsvc.extraction.rules import ends_in_abbreviation, name_sources
 from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
@@ -899,9 +900,16 @@ def session_digest(turns: Iterable[tuple[str, str]]) -> str:
     lines = []
     for i in digest_turns(items):
         speaker, text = items[i]
-        first = text.split(". ")[0].strip()
-        lines.append(f"{speaker}: {first[:160]}")
+        lines.append(f"{speaker}: {_first_sentence(text)[:160]}")
     return " | ".join(lines)
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first ". " that ends a sentence ("Dr. Patel" goes on)."""
+    for end in re.finditer(r"\. ", text):
+        if not ends_in_abbreviation(text[: end.start() + 1]):
+            return text[: end.start()].strip()
+    return text.strip()
 
 
 def is_instruction(kind: str, metadata: dict[str, Any] | None) -> bool:

@@ -817,13 +817,18 @@ def _statement_before_question(sentence: str) -> str | None:
     return statement
 
 
+def ends_in_abbreviation(text: str) -> bool:
+    """Whether a period that ends `text` belongs to a title or an abbreviation ("Dr.", "e.g.")."""
+    return _ABBREV_END.search(text) is not None
+
+
 def _sentences(text: str) -> list[str]:
     out: list[str] = []
     for piece in _SENTENCE_END.split(text):
         piece = piece.strip()
         if not piece:
             continue
-        if out and _ABBREV_END.search(out[-1]):
+        if out and ends_in_abbreviation(out[-1]):
             out[-1] = f"{out[-1]} {piece}"
         else:
             out.append(piece)
