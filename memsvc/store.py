@@ -183,7 +183,8 @@ def list_memories(
     until: datetime | None = None,
 ) -> MemoryList:
     """A user's memories, newest first, one page at a time; optionally only one status, and only
-    those that happened (`event_at`) in [since, until)."""
+    those that happened in [since, until): a message when it was said, a fact when it holds from
+    ("I went to the Getty on 8 May", said on 10 May, happened on 8 May)."""
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}")
     if memory_type not in (None, "episodic", "semantic"):
@@ -195,10 +196,11 @@ def list_memories(
         stmt = stmt.where(Memory.type == memory_type)
     if status:
         stmt = stmt.where(Memory.status == status)
+    happened = func.coalesce(Memory.valid_from, Memory.event_at)
     if since:
-        stmt = stmt.where(Memory.event_at >= since)
+        stmt = stmt.where(happened >= since)
     if until:
-        stmt = stmt.where(Memory.event_at < until)
+        stmt = stmt.where(happened < until)
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))

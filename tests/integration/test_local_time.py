@@ -4,7 +4,7 @@ the context block and a day's session read it (real PostgreSQL, real embedding m
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
 
@@ -80,3 +80,22 @@ def test_west_of_utc_one_evening_is_one_session(service, tenant) -> None:  # typ
     block = service.context(ctx, ContextRequest(query="Who is coming over?", user_id=user, max_tokens=800))
     for text in texts:
         assert _line(block.context, f"Bo: {text}").startswith("- [2024-05-09] ")
+
+
+def test_since_and_until_find_a_fact_by_when_it_happened(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"lt-{uuid.uuid4().hex[:6]}"
+    said_at = datetime(2024, 5, 10, 18, 0, tzinfo=CALIFORNIA)
+    message = Message(
+        role="user", name="Lia", id="g", content="Yesterday I went to the Getty museum.", created_at=said_at
+    )
+    _add(service, ctx, user, [message])
+
+    def listed(since: datetime, until: datetime) -> list[str]:
+        page = service.list(ctx, user, memory_type=None, limit=100, cursor=None, since=since, until=until)
+        return [m.content for m in page.items]
+
+    day = datetime(2024, 5, 9, tzinfo=UTC)
+    assert listed(day, day + timedelta(days=1)) == ["On 9 May 2024 Lia went to the Getty museum"]
+    said = listed(day + timedelta(days=1), day + timedelta(days=3))
+    assert "Yesterday I went to the Getty museum." in said and not any("Lia went" in c for c in said)
