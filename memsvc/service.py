@@ -601,6 +601,7 @@ class MemoryService:
                     with contextlib.suppress(NotFound):  # deleted by itself before
                         gone += store.delete_memory(session, ctx, emptied)
             consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, gone)
+            store.drop_graph_of_no_memories(session, ctx.tenant_id, user_id)
 
     def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:
         with self.db.session() as session:

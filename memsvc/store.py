@@ -352,6 +352,15 @@ def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) 
     _drop_unnamed_entities(session, tenant_id, named)
 
 
+def drop_graph_of_no_memories(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
+    """A user whose every memory is deleted has no graph either: the speaker's own entity is named
+    by no mention (`extraction.rules`), so it outlived the messages that named it."""
+    scope = (Memory.tenant_id == tenant_id, Memory.user_id == user_id)
+    if session.execute(select(Memory.id).where(*scope).limit(1)).first() is None:
+        session.execute(delete(Relation).where(Relation.tenant_id == tenant_id, Relation.user_id == user_id))
+        session.execute(delete(Entity).where(Entity.tenant_id == tenant_id, Entity.user_id == user_id))
+
+
 def _drop_unnamed_entities(session: Session, tenant_id: uuid.UUID, named: set[uuid.UUID]) -> None:
     """Of the entities `named`, those no memory names and no relation links any more."""
     if not named:

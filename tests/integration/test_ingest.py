@@ -199,10 +199,14 @@ def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> 
     [episode], sources = _memories(service, ctx, user, kind="session")
     assert "4411" not in episode.content and "cello" in episode.content
     assert sorted(sources[episode.id]) == ["f1", "f2"]
+    assert service.graph(ctx, user, entity=None, depth=1).entities  # "Pia", the cello, ...
     for text in said[1:]:
         service.delete(ctx, turns[text].id)
     assert _memories(service, ctx, user, kind="session")[0] == []  # no turn left, no episode
     assert [e.op for e in service.history(ctx, episode.id)] == ["create", "delete"]
+    # Nothing left of the user: no graph either (the speaker's own entity is named by no mention).
+    graph = service.graph(ctx, user, entity=None, depth=1)
+    assert (graph.entities, graph.relations) == ([], [])
 
 
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
