@@ -202,6 +202,39 @@ def _stopped(rest: str, subject: str) -> str | None:
     return None
 
 
+# A plan called off ("Sam cancelled Sam's trip to Tokyo", "Sam's wedding was called off", "Sam and
+# others called off the wedding"): the subject's plans that name what was called off end with it.
+_CANCELLED = re.compile(
+    r"^(?:\s+and others)?\s+(?:has\s+|had\s+)?(?:cancell?ed|called off)\s+(?P<x>.+)"
+    r"|^'s\s+(?P<y>.+?)\s+(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off)\b",
+    re.IGNORECASE,
+)
+# Words that say what kind of plan it was, not which one: "the Tokyo trip" is the plan that names Tokyo.
+_PLAN_WORDS = frozenset(tokenize("trip plan plans vacation holiday visit journey flight tour"))
+_SAME_PLAN = {"wed": "marri"}  # "called off the wedding" ends "getting married"
+
+
+def _plan_words(text: str) -> frozenset[str]:
+    return frozenset(_SAME_PLAN.get(word, word) for word in tokenize(text))
+
+
+def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
+    """The words a plan must hold to be the one a fact says was called off, if it says so."""
+    if not subject or not content.startswith(subject):
+        return None
+    match = _CANCELLED.match(content[len(subject) :].replace("’", "'"))
+    if match is None:
+        return None
+    said = _STATE_END.split(match.group("x") or match.group("y"), maxsplit=1)[0]
+    words = _plan_words(said) - _plan_words(subject) - _PLAN_WORDS
+    return words or None
+
+
+def names_plan(content: str, words: frozenset[str]) -> bool:
+    """Whether a plan holds every word of one called off (`cancelled_plan`)."""
+    return words <= _plan_words(content)
+
+
 def never_valid(valid_from: datetime | None, valid_to: datetime | None) -> bool:
     """Valid at no time: a fact a correction replaced ("Sorry, I meant Tuesday."). It is kept for
     its history and the list of memories, but no search returns it and no supersession plans it."""

@@ -37,6 +37,7 @@ from memsvc.consolidation import (
     in_exchange,
     merge_row,
     merged_fields,
+    names_plan,
     never_valid,
     plan_entity_merges,
     plan_forgetting,
@@ -354,6 +355,38 @@ def supersede_corrected(
     return apply_supersessions(session, tenant_id, user_id, plans, actor)
 
 
+def close_cancelled_plans(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    cancellations: Sequence[tuple[uuid.UUID, str, frozenset[str], datetime]],
+    actor: str,
+) -> int:
+    """After an ingest wrote facts that call a plan off ((fact id, subject, the words the plan
+    names, when it was said): `consolidation.cancelled_plan`): close the subject's plans stated
+    before it that name those words; each ends when it was called off. A plan's time is when it
+    was to happen, so one called off before then never held: it ends before it began, and no
+    search returns it (`consolidation.never_valid`)."""
+    plans = []
+    for fact_id, subject, words, said_at in cancellations:
+        stated = session.execute(
+            select(Memory.id, Memory.content).where(
+                Memory.tenant_id == tenant_id,
+                Memory.user_id == user_id,
+                Memory.subject == subject,
+                Memory.type == "semantic",
+                Memory.kind == "plan",
+                Memory.status == "active",
+                Memory.event_at <= said_at,
+                Memory.id != fact_id,
+            )
+        ).all()
+        for plan_id, content in stated:
+            if names_plan(content, words):
+                plans.append(Supersede(old_id=plan_id, new_id=fact_id, valid_to=said_at))
+    return apply_supersessions(session, tenant_id, user_id, plans, actor)
+
+
 # -- use statistics -----------------------------------------------------------------------------
 
 # Rows a consolidation run holds are skipped (SKIP LOCKED), never waited for: their counts stay
@@ -390,11 +423,13 @@ def record_uses(session: Session, counts: dict[uuid.UUID, int], at: datetime) ->
 
 # Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live
 # memory of the user (deleted, purged, archived). A corrected fact, valid at no time, stays closed.
+# Memories closed by a successor that is gone. A corrected fact (its validity ends where it began)
+# stays closed; a plan called off before its time (it ends before it began) holds again.
 _ORPHANED = text(
     """
     SELECT m.id FROM memories m
     WHERE m.tenant_id = :t AND m.user_id = :u AND m.status = 'superseded'
-      AND (m.valid_to IS NULL OR m.valid_from IS NULL OR m.valid_to > m.valid_from)
+      AND (m.valid_to IS NULL OR m.valid_from IS NULL OR m.valid_to <> m.valid_from)
       AND CASE WHEN CAST(:gone AS uuid[]) IS NULL THEN NOT EXISTS (
                  SELECT 1 FROM memories s WHERE s.id = m.superseded_by AND s.tenant_id = :t
                    AND s.user_id = :u AND s.status IN ('active', 'superseded'))

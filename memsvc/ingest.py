@@ -24,8 +24,13 @@ from sqlalchemy import REAL, cast, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from memsvc.consolidation import fact_slot, with_state_facts
-from memsvc.consolidation_store import supersede_at_ingest, supersede_corrected, tag_stopped_states
+from memsvc.consolidation import cancelled_plan, fact_slot, with_state_facts
+from memsvc.consolidation_store import (
+    close_cancelled_plans,
+    supersede_at_ingest,
+    supersede_corrected,
+    tag_stopped_states,
+)
 from memsvc.embedding import Embedder, Vector
 from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
@@ -435,6 +440,14 @@ class Ingestor:
         slots = {(m["subject"], m["attribute"]) for m in rows.memories if m.get("attribute")}
         if superseded := supersede_at_ingest(session, tenant_id, user_id, slots, actor):
             created["superseded"] = superseded
+        # "The Tokyo trip got cancelled" ends the plan to go to Tokyo.
+        cancellations = [
+            (m["id"], m["subject"], words, m["event_at"])
+            for m in rows.memories
+            if m["type"] == "semantic" and (words := cancelled_plan(m["content"], m.get("subject")))
+        ]
+        if cancelled := close_cancelled_plans(session, tenant_id, user_id, cancellations, actor):
+            created["cancelled"] = cancelled
         timings["database"] += time.perf_counter() - t0
         return created
 

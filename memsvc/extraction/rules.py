@@ -443,6 +443,7 @@ class _Batch:
             if instruction is not None:
                 self.instructions.append(instruction)
                 continue
+            sentence = _THE_CALLED_OFF.sub("My ", sentence, count=1)
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
             narrating = False
             for group in groups:
@@ -815,6 +816,15 @@ def _statement_before_question(sentence: str) -> str | None:
     if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
         return None
     return statement
+
+
+# "The Tokyo trip got cancelled": a plan called off, said by one who had it (as "my trip" would be).
+_THE_CALLED_OFF = re.compile(
+    r"^the (?=(?:[\w'-]+ ){0,3}?(?:trip|wedding|party|vacation|holiday|flight|visit|meeting|appointment"
+    r"|concert|dinner|reservation|tour|interview|class|lesson|surgery|ceremony|celebration|plans?) "
+    r"(?:to [\w' -]+? )?(?:was|got|has been|had been|is|were|have been) (?:cancell?ed|called off)\b)",
+    re.IGNORECASE,
+)
 
 
 def ends_in_abbreviation(text: str) -> bool:

@@ -18,10 +18,12 @@ from memsvc.consolidation import (
     Slot,
     SlotFact,
     Supersede,
+    cancelled_plan,
     close_to_earlier,
     fact_slot,
     is_small_talk,
     merge_row,
+    names_plan,
     plan_entity_merges,
     plan_forgetting,
     plan_merges,
@@ -407,3 +409,34 @@ def test_close_facts_that_each_have_a_word_of_their_own_stay_two() -> None:
 def test_state_slot(content: str, attribute: str, value: str | None) -> None:
     slot = state_slot(content, "Ann", attribute)
     assert (slot.value if slot else None) == value
+
+
+@pytest.mark.parametrize(
+    ("content", "ends", "stays"),
+    [
+        (
+            "Ann's Tokyo trip got cancelled",
+            "Ann is going to Tokyo in June 2024",
+            "Ann is going to Paris in June",
+        ),
+        (
+            "Ann cancelled Ann's trip to Tokyo",
+            "Ann is planning a trip to Tokyo",
+            "Ann is planning a trip to Rome",
+        ),
+        ("Ann and others called off the wedding", "Ann and others are getting married in August", None),
+        ("Ann's wedding was called off", "Ann is getting married in May", "Ann is going to Tokyo"),
+    ],
+)
+def test_a_plan_called_off_is_the_one_that_names_it(content: str, ends: str, stays: str | None) -> None:
+    words = cancelled_plan(content, "Ann")
+    assert words is not None and names_plan(ends, words)
+    assert stays is None or not names_plan(stays, words)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["Ann loves Tokyo", "Ann cancelled", "Ann's trip was cancelled", "Bob's trip to Tokyo was cancelled"],
+)
+def test_no_plan_is_called_off(content: str) -> None:
+    assert cancelled_plan(content, "Ann") is None

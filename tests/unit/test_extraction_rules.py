@@ -561,3 +561,15 @@ def test_a_partner_is_a_relation_in_the_graph(said: str, relation: tuple[str, st
 )
 def test_subjects_beside_the_speaker_and_lead_ins(said: str, facts: list[str]) -> None:
     assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == facts
+
+
+@pytest.mark.parametrize(
+    ("said", "facts"),
+    [
+        ("The Tokyo trip got cancelled.", ["Ann's Tokyo trip got cancelled"]),
+        ("The wedding was called off.", ["Ann's wedding was called off"]),
+        ("The game got cancelled last night.", []),  # not said to be the speaker's
+    ],
+)
+def test_a_plan_called_off_is_the_speakers(said: str, facts: list[str]) -> None:
+    assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == facts

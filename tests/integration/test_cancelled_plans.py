@@ -1,0 +1,62 @@
+"""A plan called off is no plan any more: "The Tokyo trip got cancelled" ends "Max is going to Tokyo
+in June" (real PostgreSQL, real embedding model)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
+
+T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def _add(service, ctx, user: str, message_id: str, text: str, day: int) -> None:  # type: ignore[no-untyped-def]
+    message = Message(
+        role="user", name="Max", content=text, id=message_id, created_at=T0 + timedelta(days=day)
+    )
+    outcome = service.run_ingest_job(service.submit_ingest(ctx, AddRequest(user_id=user, messages=[message])))
+    assert outcome.status == "succeeded", outcome.error
+
+
+def _semantic(service, ctx, user: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    items = service.list(ctx, user, memory_type="semantic", limit=100, cursor=None).items
+    return {m.content: m for m in items}
+
+
+def test_a_plan_called_off_is_closed_and_comes_back_when_the_cancellation_goes(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"cp-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, "p", "I'm going to Tokyo next month.", 0)
+    _add(service, ctx, user, "w", "We're getting married in August!", 1)
+    _add(service, ctx, user, "l", "I love Tokyo.", 2)
+    _add(service, ctx, user, "c", "The Tokyo trip got cancelled.", 5)
+    facts = _semantic(service, ctx, user)
+    tokyo = facts["Max is going to Tokyo in June 2024"]
+    # Called off before its time: it ends before it began (it never held).
+    assert tokyo.status == "superseded" and tokyo.valid_to == T0 + timedelta(days=5)
+    assert tokyo.valid_from is not None and tokyo.valid_to < tokyo.valid_from
+    assert facts["Max loves Tokyo"].status == "active"  # a taste is no plan
+    assert facts["Max and others are getting married in August"].status == "active"
+    results = service.search(ctx, SearchRequest(query="Is Max going to Tokyo?", user_id=user, limit=10))
+    assert not any(r.content == tokyo.content for r in results)
+    block = service.context(ctx, ContextRequest(query="What are Max's plans?", user_id=user)).context
+    assert "going to Tokyo in June" not in block and "Tokyo trip got cancelled" in block
+
+    _add(service, ctx, user, "x", "We called off the wedding.", 6)
+    assert (
+        _semantic(service, ctx, user)["Max and others are getting married in August"].status
+        == "superseded"
+    )
+
+    cancellation = next(
+        m for m in _semantic(service, ctx, user).values() if "Tokyo trip got cancelled" in m.content
+    )
+    turn = next(
+        m
+        for m in service.list(ctx, user, memory_type="episodic", limit=100, cursor=None).items
+        if m.kind == "turn" and m.source_message_ids == ["c"]
+    )
+    service.delete(ctx, turn.id)
+    assert cancellation.id not in {m.id for m in _semantic(service, ctx, user).values()}
+    assert _semantic(service, ctx, user)["Max is going to Tokyo in June 2024"].status == "active"
