@@ -45,8 +45,7 @@ def test_a_plan_called_off_is_closed_and_comes_back_when_the_cancellation_goes(s
 
     _add(service, ctx, user, "x", "We called off the wedding.", 6)
     assert (
-        _semantic(service, ctx, user)["Max and others are getting married in August"].status
-        == "superseded"
+        _semantic(service, ctx, user)["Max and others are getting married in August"].status == "superseded"
     )
 
     cancellation = next(
