@@ -298,20 +298,28 @@ def tag_stopped_states(
         if row.get("attribute") is None and row["kind"] in _STATE_KINDS:
             row["attribute"] = _state_stated(row["content"], row["subject"], states)
     for subject, attribute in sorted(stopping - known):
-        stored = session.execute(
-            select(Memory.id, Memory.content).where(
-                Memory.tenant_id == tenant_id,
-                Memory.user_id == user_id,
-                Memory.subject == subject,
-                Memory.type == "semantic",
-                Memory.status == "active",
-                Memory.attribute.is_(None),
-                Memory.kind.in_(_STATE_KINDS),
-            )
-        ).all()
+        stored = _said_of(
+            session, tenant_id, user_id, subject, Memory.attribute.is_(None), Memory.kind.in_(_STATE_KINDS)
+        )
         stating = [memory_id for memory_id, content in stored if _states(content, subject, attribute)]
         if stating:
             session.execute(update(Memory).where(Memory.id.in_(stating)).values(attribute=attribute))
+
+
+def _said_of(
+    session: Session, tenant_id: uuid.UUID, user_id: str, subject: str, *where: Any
+) -> Sequence[Any]:
+    """(id, content) of the subject's current semantic memories that meet `where`."""
+    return session.execute(
+        select(Memory.id, Memory.content).where(
+            Memory.tenant_id == tenant_id,
+            Memory.user_id == user_id,
+            Memory.subject == subject,
+            Memory.type == "semantic",
+            Memory.status == "active",
+            *where,
+        )
+    ).all()
 
 
 # What holds until it stops ("Sam drinks coffee every morning"); an event ("Sam tried coffee") does
@@ -369,18 +377,15 @@ def close_cancelled_plans(
     search returns it (`consolidation.never_valid`)."""
     plans = []
     for fact_id, subject, words, said_at in cancellations:
-        stated = session.execute(
-            select(Memory.id, Memory.content).where(
-                Memory.tenant_id == tenant_id,
-                Memory.user_id == user_id,
-                Memory.subject == subject,
-                Memory.type == "semantic",
-                Memory.kind == "plan",
-                Memory.status == "active",
-                Memory.event_at <= said_at,
-                Memory.id != fact_id,
-            )
-        ).all()
+        stated = _said_of(
+            session,
+            tenant_id,
+            user_id,
+            subject,
+            Memory.kind == "plan",
+            Memory.event_at <= said_at,
+            Memory.id != fact_id,
+        )
         for plan_id, content in stated:
             if names_plan(content, words):
                 plans.append(Supersede(old_id=plan_id, new_id=fact_id, valid_to=said_at))
