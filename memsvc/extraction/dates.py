@@ -13,6 +13,7 @@ said on 8 May 2023 is 1 June 2023 at month granularity; "last week" is the Monda
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ _TRIGGER = re.compile(
             rf"(?P<dmy>\b(?:on\s+)?(?:the\s+)?{_ORD}(?:\s+of)?\s+(?:{_MONTH}|{_MON_ABBR})(?:,?\s+{_YEAR})?)",
             rf"(?P<mdy>\b(?:on\s+)?(?:{_MONTH}|{_MON_ABBR})\s+{_ORD}\b(?:,?\s+{_YEAR}\b)?)",
             rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b{_PREP}\s+{_MONTH}\b)",
+            # "on the 20th" is a day of the month meant; "the 20th century", "my 20th birthday" are none.
+            r"(?P<nth>\bon\s+the\s+(?:[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b(?!\s+(?:of|century|anniversary|birthday)\b))",
+            r"(?P<season>\b(?:this\s+past|this\s+coming|last|this|next|coming)\s+(?:spring|summer|fall|autumn|winter)\b)",
             rf"(?P<year>\b{_PREP}\s+{_YEAR}\b(?!s))",
             rf"(?P<wd>\b(?:on\s+)?{_WD}\b(?!s))",
         ]
@@ -131,7 +135,7 @@ _TRIGGER_TEXT = (
     "morning afternoon evening monday tuesday wednesday thursday friday saturday sunday mon tue tues wed "
     "thu thur thurs fri sat sun january february march april may june july august september october "
     "november december jan feb mar apr jun jul aug sep sept oct nov dec christmas xmas thanksgiving "
-    "easter halloween valentine valentines independence fourth"
+    "easter halloween valentine valentines independence fourth st nd rd th spring summer fall autumn winter"
 )
 _TRIGGER_WORDS = frozenset(_TRIGGER_TEXT.split(" "))
 _WORD = re.compile(r"[a-z]+|(?:19|20)\d\d")
@@ -145,6 +149,7 @@ _FUTURE = re.compile(
     # wedding's this Saturday" (were both resolved to the days before they were said).
     r"|(?:'s|'re|\bis|\bare)\s+(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
     r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
+    r"|(?:'s|'re|\bis|\bare)\s+(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{1,2}(?:st|nd|rd|th)\b"
     # An action in the present progressive with a date is one planned: "I'm hiking this weekend",
     # "we're hosting at Christmas" (a state is not: "I'm still enjoying the book I got on Friday").
     r"|(?:'m|'re|\bam|\bare)\s+(?!(?:feel|think|lov|enjoy|miss|remember|wonder|read|still|really|just)\w*\b)"
@@ -299,6 +304,11 @@ def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved |
     s = " ".join(span.lower().split())
     if kind == "holiday":
         return _holiday(s, base, tense)
+    if kind == "nth":
+        return _day_of_month(base, int(re.sub(r"\D", "", s)), tense)
+    if kind == "season":
+        words = s.split()
+        return _season(base, words[-1], _MODES.get(" ".join(words[:-1]), "this"))
     if kind == "rel":
         return _resolve_rel(s, base, tense)
     if kind == "wkend":
@@ -402,6 +412,43 @@ def _weekend(base: datetime, mode: str, tense: Prefer, n: int, *, approximate: b
     else:
         sat = current or (previous if tense == "past" else upcoming)
     return _at(base, sat), "week", f"the weekend of {_day_label(sat)}", True, approximate
+
+
+def _day_of_month(base: datetime, day_of_month: int, tense: Prefer) -> _Resolved | None:
+    """ "On the 20th": the nearest 20th on the side of the sentence's tense (this month's if it is
+    still to come, else next month's; said of the past, the last one)."""
+    today = base.date()
+    month = date(today.year, today.month, 1)
+    step = relativedelta(months=1 if tense == "future" else -1)
+    for _ in range(3):  # a 31st may skip a month
+        with contextlib.suppress(ValueError):
+            d = month.replace(day=day_of_month)
+            if (d >= today) if tense == "future" else (d <= today):
+                return _at(base, d), "day", _day_label(d), True, False
+        month += step
+    return None
+
+
+# A season's first month (northern hemisphere); winter starts in the December before its year's end.
+_SEASONS = {"spring": 3, "summer": 6, "fall": 9, "autumn": 9, "winter": 12}
+
+
+def _season(base: datetime, name: str, mode: str) -> _Resolved:
+    """ "Last summer": the last one over; "next summer": the next one to start; "this summer": the
+    one under way or, if none, the one of this year to come (or, after it, just gone)."""
+    today = base.date()
+    starts = [date(y, _SEASONS[name], 1) for y in range(today.year - 2, today.year + 2)]
+    ends = [s + relativedelta(months=3) for s in starts]
+    if mode == "last":
+        start = max(s for s, e in zip(starts, ends, strict=True) if e <= today)
+    elif mode == "next":
+        start = min(s for s in starts if s > today)
+    else:
+        current = [s for s, e in zip(starts, ends, strict=True) if s <= today < e]
+        start = current[0] if current else min(starts, key=lambda s: abs((s - today).days))
+    season = "fall" if name == "autumn" else name
+    year = f"{start.year}/{start.year + 1 - 2000:02d}" if season == "winter" else str(start.year)
+    return _at(base, start), "month", f"{season} {year}", True, False
 
 
 _HOLIDAY_NAMES = (  # (words that start the name, how it is written, its day in a year)

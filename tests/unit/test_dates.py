@@ -73,6 +73,15 @@ CASES = [
     ("her birthday is August 13", MON_8_MAY, "August 13", date(2022, 8, 13), "day"),
     ("we moved in May 2022", MON_8_MAY, "in May 2022", date(2022, 5, 1), "month"),
     ("we met on 13 March 2021", MON_8_MAY, "on 13 March 2021", date(2021, 3, 13), "day"),
+    # A day of the month: the nearest on the side of the tense; a season: its first month.
+    ("I'm going to Paris on the 20th", MON_8_MAY, "on the 20th", date(2023, 5, 20), "day"),
+    ("My appointment is on the 5th", MON_8_MAY, "on the 5th", date(2023, 6, 5), "day"),
+    ("I got my results on the 2nd", MON_8_MAY, "on the 2nd", date(2023, 5, 2), "day"),
+    ("I went there on the 31st", MON_8_MAY, "on the 31st", date(2023, 3, 31), "day"),
+    ("Last summer I went to Greece", MON_8_MAY, "Last summer", date(2022, 6, 1), "month"),
+    ("Last summer I went to Greece", datetime(2023, 10, 2, tzinfo=UTC), "Last summer", date(2023, 6, 1), "month"),
+    ("This summer I'm going to Crete", MON_8_MAY, "This summer", date(2023, 6, 1), "month"),
+    ("Next winter we will ski", MON_8_MAY, "Next winter", date(2023, 12, 1), "month"),
 ]  # fmt: skip
 
 
@@ -99,6 +108,9 @@ def test_resolves(text: str, base: datetime, span: str, expected: date, granular
         "I run Monday through Wednesday",
         "See you soon!",
         "the week before my birthday",  # anchored to something we cannot date
+        "It happened in the 20th century",
+        "On the 20th anniversary of the band",
+        "I love the summer",
     ],
 )
 def test_no_date(text: str) -> None:

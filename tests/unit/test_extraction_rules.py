@@ -465,7 +465,7 @@ def test_a_name_beside_the_speaker_is_a_person_and_a_language_no_place(
     [
         ("I volunteer at St. Luke's Hospital every Monday.",
          "Ann volunteers at St. Luke's Hospital every Monday", [("St. Luke's Hospital", "place")]),
-        ("We hiked Mt. Rainier last summer.", "Ann and others hiked Mt. Rainier last summer",
+        ("We hiked Mt. Rainier last summer.", "Ann and others hiked Mt. Rainier in summer 2022",
          [("Mt. Rainier", "place")]),
         ("I met Mr. Johnson at the U.S. embassy.", "Ann met Mr. Johnson at the U.S. embassy",
          [("Mr. Johnson", "person")]),
