@@ -40,7 +40,7 @@ from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
-from memsvc.store import bulk_insert
+from memsvc.store import bulk_insert, stated_now, touch_feed
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +379,7 @@ class Ingestor:
         close what its new values replace. Returns what was made, by kind."""
         # Entities need the user's existing graph to merge with; read it before embedding.
         t0 = time.perf_counter()
+        restated = _onto_stated(session, tenant_id, user_id, rows, fact_rows)
         known_entities = self._known_entities(session, tenant_id, user_id)
         timings["database"] += time.perf_counter() - t0
 
@@ -420,6 +421,7 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         bulk_insert(session, MemorySource, rows.sources)
+        touch_feed(session, tenant_id, restated)  # they cite more messages now
         n_entities, n_relations = self._write_graph(
             session,
             tenant_id,
@@ -584,7 +586,17 @@ class Ingestor:
         by_content: dict[str, uuid.UUID] = {}
         for fact in with_state_facts(extraction.facts):
             sources = tuple(s for s in fact.source_message_ids if s in turn_id_by_message)
-            if not sources or fact.content in by_content:
+            if sources and fact.content in by_content:
+                # Said again in the batch: the one memory cites every message that says it.
+                stated_id = by_content[fact.content]
+                said_by = {r["message_id"] for r in rows.sources if r["memory_id"] == stated_id}
+                for message_id in sources:
+                    if message_id not in said_by and len(said_by) < RESTATED_MAX_SOURCES:
+                        said_by.add(message_id)
+                        turn_id = turn_id_by_message[message_id]
+                        rows.sources.append(_source(stated_id, message_id, turn_id, tenant_id, user_id))
+                continue
+            if not sources:
                 continue
             memory_id = derived_id(tenant_id, user_id, "fact", fact.kind, fact.content, *sorted(sources))
             by_content[fact.content] = memory_id
@@ -942,6 +954,40 @@ def _fact_metadata(batch: dict[str, Any] | None, fact: ExtractedFact) -> dict[st
     says what is an instruction (a batch tagged `applies_to` makes none of its facts one)."""
     metadata = {k: v for k, v in (batch or {}).items() if k != APPLIES_TO_KEY}
     return metadata | ({APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {})
+
+
+# A fact said again is one memory citing every message that says it, up to the messages a result
+# may come from and still name the turns that answer (more and it names none: the metric's rule,
+# shared/data/README.md); past that, a new memory.
+RESTATED_MAX_SOURCES = 5
+
+
+def _onto_stated(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    rows: _Rows,
+    fact_rows: dict[str, uuid.UUID],
+) -> list[uuid.UUID]:
+    """New facts the user's current memories already state word for word ("Zoe is allergic to
+    peanuts", said again a month later) are not stored again: their messages become sources of the
+    memory that states them. Returns the memories that got sources."""
+    new = {m["content_hash"]: m for m in rows.memories if m["type"] == "semantic"}
+    onto: dict[uuid.UUID, uuid.UUID] = {}
+    for digest, (stated_id, kind, cited) in stated_now(session, tenant_id, user_id, list(new)).items():
+        row = new[digest]
+        adding = sum(1 for r in rows.sources if r["memory_id"] == row["id"])
+        if row["kind"] == kind and row["id"] != stated_id and cited + adding <= RESTATED_MAX_SOURCES:
+            onto[row["id"]] = stated_id
+    if not onto:
+        return []
+    rows.memories = [m for m in rows.memories if m["id"] not in onto]
+    rows.history = [h for h in rows.history if h["memory_id"] not in onto]
+    for source in rows.sources:
+        source["memory_id"] = onto.get(source["memory_id"], source["memory_id"])
+    for content, memory_id in fact_rows.items():
+        fact_rows[content] = onto.get(memory_id, memory_id)
+    return sorted(set(onto.values()))
 
 
 def _source(

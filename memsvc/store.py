@@ -352,6 +352,28 @@ def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) 
     _drop_unnamed_entities(session, tenant_id, named)
 
 
+def stated_now(
+    session: Session, tenant_id: uuid.UUID, user_id: str, hashes: Sequence[str]
+) -> dict[str, tuple[uuid.UUID, str, int]]:
+    """The user's current semantic memories with these content hashes: hash → (id, kind, number of
+    messages that state it); of several with one hash, the one stated by the fewest."""
+    if not hashes:
+        return {}
+    cited = select(func.count()).where(MemorySource.memory_id == Memory.id).scalar_subquery()
+    rows = session.execute(
+        select(Memory.content_hash, Memory.id, Memory.kind, cited)
+        .where(
+            Memory.tenant_id == tenant_id,
+            Memory.user_id == user_id,
+            Memory.type == "semantic",
+            Memory.status == "active",
+            Memory.content_hash.in_(list(hashes)),
+        )
+        .order_by(cited.desc(), Memory.id)
+    ).all()
+    return {h: (memory_id, kind, n) for h, memory_id, kind, n in rows}
+
+
 def drop_graph_of_no_memories(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
     """A user whose every memory is deleted has no graph either: the speaker's own entity is named
     by no mention (`extraction.rules`), so it outlived the messages that named it."""

@@ -20,6 +20,11 @@ def _wait(client: MemoryClient, job_id: object, timeout_s: float = 60.0):  # typ
 
 def test_consolidate_job_through_the_queue(client: MemoryClient) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
+    # Near duplicates: said word for word, a fact would be one memory at ingest already.
+    said = {
+        "s1": "I love hiking in the mountains with my sister.",
+        "s2": "I really love hiking in the mountains with my sister.",
+    }
     for day, session in ((1, "s1"), (2, "s2")):
         client.add(
             [
@@ -28,7 +33,7 @@ def test_consolidate_job_through_the_queue(client: MemoryClient) -> None:
                     "name": "Ann",
                     "id": f"{session}-0",
                     "created_at": f"2024-01-0{day}T10:00:00Z",
-                    "content": "I love hiking in the mountains with my sister.",
+                    "content": said[session],
                 },
             ],
             user,

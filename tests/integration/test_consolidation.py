@@ -205,8 +205,16 @@ def test_consolidation_closes_states_stopped_before_stops_were_read(service, ten
 def test_near_duplicates_merge_with_provenance_and_history(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()
+    # Said word for word again, a fact is one memory at ingest (test_restated.py); nearly, two.
     _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0, "s1")
-    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=3), "s2")
+    _add(
+        service,
+        ctx,
+        user,
+        ["I really love hiking in the mountains with my sister."],
+        T0 + timedelta(days=3),
+        "s2",
+    )
     before = [m for m in _rows(service, ctx, user) if m.type == "semantic"]
     assert len(before) == 2
     report = service.consolidate(ctx.tenant_id, user, run_id=(run := uuid.uuid4()))
@@ -335,13 +343,28 @@ def _story(service, ctx, user: str) -> None:  # type: ignore[no-untyped-def]
         T0 + timedelta(days=1),
         "s2",
     )
-    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=5), "s3")
-    _add(service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=9), "s4")
+    # Near duplicates (word for word, a fact said again is one memory at ingest).
     _add(
         service,
         ctx,
         user,
-        ["Wow, congrats!", "I drive a Honda Civic.", "My favourite food is spicy ramen."],
+        ["I really love hiking in the mountains with my sister."],
+        T0 + timedelta(days=5),
+        "s3",
+    )
+    _add(
+        service,
+        ctx,
+        user,
+        ["I love hiking up in the mountains with my sister."],
+        T0 + timedelta(days=9),
+        "s4",
+    )
+    _add(
+        service,
+        ctx,
+        user,
+        ["Wow, congrats!", "I drive a Honda Civic.", "My favourite food is really spicy ramen."],
         T0 + timedelta(days=20),
         "s5",
     )
@@ -528,7 +551,12 @@ def test_search_counts_uses_in_the_background_and_forgetting_and_merging_use_the
         service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=90), "s2"
     )
     _add(
-        service, ctx, user, ["I love hiking in the mountains with my sister."], T0 + timedelta(days=93), "s3"
+        service,
+        ctx,
+        user,
+        ["I really love hiking in the mountains with my sister."],
+        T0 + timedelta(days=93),
+        "s3",
     )
     hiking = sorted((m for m in _rows(service, ctx, user) if m.type == "semantic"), key=lambda m: m.event_at)
     assert len(hiking) == 2
