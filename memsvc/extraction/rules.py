@@ -1076,16 +1076,18 @@ _STOP_VERBS = (
     r"|ending|signing|showing|listing|putting|translating|referring|assuming|bringing|being|citing"
 )
 _INSTRUCTION_ALWAYS = re.compile(
-    r"^(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
+    r"^(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
+    r"(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
     rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?"
     rf"|(?:you can )?stop (?:{_STOP_VERBS})\b.+?"
     rf"|(?:you )?(?:don't|do not|no) need to (?:{_ANSWER_VERBS})\b.+?)"
-    r"(?:,? (?:from now on|going forward|please))?[.!]*$",
+    r"(?:,? (?:from now on|going forward|please|now))?[.!]*$",
     re.IGNORECASE,
 )
 _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _FROM_NOW_ON = re.compile(
-    r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b|^(?:don't|do not)\b"
+    r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
+    r"|^(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*(?:please,? )?(?:don't|do not)\b"
     rf"|\bstop (?:{_STOP_VERBS})\b",
     re.I,
 )

@@ -497,7 +497,20 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
             "When Ann asks about anything: you don't need to answer in Spanish anymore.",
         ),
         ("You can stop using emojis.", "When Ann asks about anything: you can stop using emojis."),
+        (
+            "Please don't answer in Spanish anymore.",
+            "When Ann asks about anything: don't answer in Spanish anymore.",
+        ),
+        (
+            "OK, you can stop answering in Spanish now.",
+            "When Ann asks about anything: you can stop answering in Spanish.",
+        ),
+        (
+            "Actually, you don't need to answer in Spanish anymore.",
+            "When Ann asks about anything: you don't need to answer in Spanish anymore.",
+        ),
         ("Stop worrying about it.", None),
+        ("Don't worry about it.", None),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:

@@ -59,6 +59,11 @@ def test_content_or_query_with_nothing_visible_is_blank(invisible: str) -> None:
         SearchRequest(query=invisible, user_id="u")
     with pytest.raises(ValidationError, match="blank"):
         UpdateRequest(content=invisible)
+    with pytest.raises(ValidationError, match="blank") as raised:
+        AddRequest.model_validate(
+            {"user_id": "u", "messages": [{"role": "user", "content": "hi", "name": invisible}]}
+        )
+    assert raised.value.errors()[0]["loc"] == ("messages", 0, "name")
 
 
 def test_visible_text_around_invisible_characters_is_kept() -> None:
