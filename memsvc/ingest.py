@@ -59,6 +59,11 @@ _SESSION_UPSERT = (
     "event_end_at = EXCLUDED.event_end_at, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, "
     "updated_at = now()"
 )
+# A relation said again cites the new messages too.
+_RELATION_UPSERT = (
+    "(id) DO UPDATE SET source_message_ids = ARRAY(SELECT DISTINCT m FROM "
+    "unnest(relations.source_message_ids || EXCLUDED.source_message_ids) AS m ORDER BY m)"
+)
 _ENTITY_UPSERT = (
     "(id) DO UPDATE SET mention_count = entities.mention_count + EXCLUDED.mention_count, "
     "aliases = array_cat(entities.aliases, EXCLUDED.aliases), updated_at = now()"
@@ -765,7 +770,7 @@ class Ingestor:
                     "source_message_ids": sources,
                 }
             )
-        bulk_insert(session, Relation, relation_values, conflict="(id) DO NOTHING")
+        bulk_insert(session, Relation, relation_values, conflict=_RELATION_UPSERT)
         bulk_insert(
             session,
             EntityMention,

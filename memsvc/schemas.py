@@ -177,7 +177,9 @@ class Message(_Model):
 
     role: Literal["user", "assistant", "system", "tool"]
     content: NonBlankProse = Field(min_length=1)
-    name: NonBlankProse | None = Field(default=None, max_length=255, description="speaker's name, e.g. 'Caroline'")
+    name: NonBlankProse | None = Field(
+        default=None, max_length=255, description="speaker's name, e.g. 'Caroline'"
+    )
     id: Text | None = Field(default=None, min_length=1, max_length=255, description="client message id")
     created_at: UtcDatetime | None = Field(
         default=None, description="when it was said; without a timezone it is UTC; default: now"

@@ -313,7 +313,29 @@ def forget_statements(session: Session, ctx: TenantContext, turn: Memory) -> lis
         .returning(MemorySource.memory_id)
     ).scalars()
     touch_feed(session, ctx.tenant_id, list(cited))
+    if turn.message_id:
+        _unsay_relations(session, ctx.tenant_id, turn.user_id or "", turn.message_id)
     return [row.id for row in stated]
+
+
+def _unsay_relations(session: Session, tenant_id: uuid.UUID, user_id: str, message_id: str) -> None:
+    """The graph's relations no longer cite a message; one no other message states goes, and the
+    entities nothing else names or relates with it."""
+    cited = session.execute(
+        update(Relation)
+        .where(
+            Relation.tenant_id == tenant_id,
+            Relation.user_id == user_id,
+            Relation.source_message_ids.contains([message_id]),
+        )
+        .values(source_message_ids=func.array_remove(Relation.source_message_ids, message_id))
+        .returning(Relation.id, Relation.source_message_ids)
+    ).all()
+    if unsaid := [relation_id for relation_id, sources in cited if not sources]:
+        ends = session.execute(
+            delete(Relation).where(Relation.id.in_(unsaid)).returning(Relation.subject_id, Relation.object_id)
+        ).all()
+        _drop_unnamed_entities(session, tenant_id, {end for pair in ends for end in pair})
 
 
 def forget_mentions(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> None:

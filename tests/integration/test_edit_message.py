@@ -66,3 +66,26 @@ def test_an_edit_that_takes_a_value_back_reopens_the_one_it_had_replaced(service
     }
     assert semantic["Ivo lives in Berlin"].status == "active"
     assert "Ivo lives in Zagreb" not in semantic
+
+
+def test_a_relation_cites_every_message_that_says_it_and_none_that_is_gone(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("d1", "I live in Zagreb.")])
+    _add(service, ctx, user, [("d2", "I live in Zagreb.")])
+
+    def lives_in() -> list[list[str]]:
+        graph = service.graph(ctx, user, entity=None, depth=1)
+        return [sorted(r.source_message_ids) for r in graph.relations if r.object == "Zagreb"]
+
+    assert lives_in() == [["d1", "d2"]]
+    turns = {
+        m.source_message_ids[0]: m
+        for m in service.list(ctx, user, memory_type="episodic", limit=100, cursor=None).items
+        if m.kind == "turn"
+    }
+    service.update(ctx, turns["d1"].id, UpdateRequest(content="I love jazz."))
+    assert lives_in() == [["d2"]]  # still said by d2, no longer by d1
+    service.delete(ctx, turns["d2"].id)
+    assert lives_in() == []
+    assert "Zagreb" not in {e.name for e in service.graph(ctx, user, entity=None, depth=1).entities}
