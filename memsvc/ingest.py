@@ -415,10 +415,17 @@ class Ingestor:
         created: dict[str, int] = defaultdict(int)
         tag_stopped_states(session, tenant_id, user_id, rows.memories)
         # The rows' keys are ORM attribute names (`metadata_`), as bulk_insert takes them.
-        for (kind,) in bulk_insert(
-            session, Memory, rows.memories, conflict="(id) DO NOTHING", returning="kind"
+        inserted = set()
+        for memory_id, kind in bulk_insert(
+            session, Memory, rows.memories, conflict="(id) DO NOTHING", returning="id, kind"
         ):
+            inserted.add(memory_id)
             created[kind] += 1
+        # A row already there (a fact an edited message still states) was created before.
+        written = {m["id"] for m in rows.memories}
+        rows.history = [
+            h for h in rows.history if h["memory_id"] in inserted or h["memory_id"] not in written
+        ]
         timings["database"] += time.perf_counter() - t0
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
         t0 = time.perf_counter()
@@ -458,10 +465,8 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
         return created
 
-    def reread(self, session: Session, turn: Memory, actor: str) -> dict[str, int]:
-        """After a message's text was edited, and what it stated before was forgotten
-        (`store.forget_statements`, `store.forget_mentions`): its facts, entities and relations as
-        ingest reads them from the new text, stored as ingest stores them. Returns what was made."""
+    def read_again(self, turn: Memory) -> tuple[Turn, Extraction]:
+        """A stored message as ingest reads it (its text now, on the speaker's clock)."""
         said = Turn(
             turn.message_id or "",
             turn.role or "user",
@@ -472,6 +477,21 @@ class Ingestor:
         )
         extraction = self.extractor.extract([said])
         extraction.entities = name_sources(extraction.entities, [said])
+        return said, extraction
+
+    @staticmethod
+    def statements(extraction: Extraction) -> frozenset[str]:
+        """What a reading states, as the facts ingest stores read."""
+        return frozenset(fact.content for fact in with_state_facts(extraction.facts))
+
+    def reread(
+        self, session: Session, turn: Memory, reading: tuple[Turn, Extraction], actor: str
+    ) -> dict[str, int]:
+        """After a message's text was edited, and what it no longer states was forgotten
+        (`store.forget_statements`, `store.forget_mentions`): its facts, entities and relations as
+        ingest reads them from the new text (`read_again`), stored as ingest stores them; what it
+        still states is already there. Returns what was made."""
+        said, extraction = reading
         rows = _Rows()
         turn_ids = {said.message_id: turn.id}
         fact_rows = self._fact_rows(

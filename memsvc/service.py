@@ -576,11 +576,13 @@ class MemoryService:
         """An edited message: what it said before goes ("I live in Zagreb" no longer states that
         the user lives there, and the city it had replaced holds again), then what it says now."""
         user_id = turn.user_id or ""
-        forgotten = store.forget_statements(session, ctx, turn)
+        reading = self.ingestor.read_again(turn)
+        still = self.ingestor.statements(reading[1])
+        forgotten = store.forget_statements(session, ctx, turn, still=still)
         store.forget_mentions(session, ctx.tenant_id, turn.id)
         session.flush()
         consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, forgotten)
-        self.ingestor.reread(session, turn, ctx.actor)
+        self.ingestor.reread(session, turn, reading, ctx.actor)
         if turn.session_id:
             self.ingestor.rebuild_session(session, ctx.tenant_id, user_id, turn.session_id, ctx.actor)
 

@@ -295,11 +295,14 @@ def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) ->
     return [*forgotten, *(row.id for row in rows)]
 
 
-def forget_statements(session: Session, ctx: TenantContext, turn: Memory) -> list[uuid.UUID]:
+def forget_statements(
+    session: Session, ctx: TenantContext, turn: Memory, *, still: frozenset[str] = frozenset()
+) -> list[uuid.UUID]:
     """What a turn stated, forgotten ("forget that I said it", or its text was edited): the facts
     only it stated are deleted, each with its event; what other messages state too stays, citing
-    those only. Returns the ids deleted."""
-    stated = stated_only_by(session, ctx.tenant_id, [turn.id])
+    those only. What it `still` states after an edit (contents) stays as it is, pinned or not.
+    Returns the ids deleted."""
+    stated = [row for row in stated_only_by(session, ctx.tenant_id, [turn.id]) if row.content not in still]
     for row in stated:
         _record(session, ctx, row, "delete", snapshot(row), None)
     delete_rows(session, ctx.tenant_id, stated)
@@ -308,7 +311,9 @@ def forget_statements(session: Session, ctx: TenantContext, turn: Memory) -> lis
         .where(
             MemorySource.tenant_id == ctx.tenant_id,
             MemorySource.turn_id == turn.id,
-            MemorySource.memory_id.in_(select(Memory.id).where(Memory.type == "semantic")),
+            MemorySource.memory_id.in_(
+                select(Memory.id).where(Memory.type == "semantic", Memory.content.not_in(still))
+            ),
         )
         .returning(MemorySource.memory_id)
     ).scalars()

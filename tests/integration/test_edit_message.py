@@ -89,3 +89,24 @@ def test_a_relation_cites_every_message_that_says_it_and_none_that_is_gone(servi
     service.delete(ctx, turns["d2"].id)
     assert lives_in() == []
     assert "Zagreb" not in {e.name for e in service.graph(ctx, user, entity=None, depth=1).entities}
+
+
+def test_what_an_edited_message_still_states_keeps_its_pin_and_metadata(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("z", "I live in Zagreb.")])
+    (fact,) = [
+        m
+        for m in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+        if "Zagreb" in m.content
+    ]
+    service.update(ctx, fact.id, UpdateRequest(pinned=True, metadata={"verified": True}))
+    turn = next(
+        m
+        for m in service.list(ctx, user, memory_type="episodic", limit=50, cursor=None).items
+        if m.kind == "turn"
+    )
+    service.update(ctx, turn.id, UpdateRequest(content="I live in Zagreb!"))
+    kept = service.get(ctx, fact.id)
+    assert (kept.status, kept.pinned, kept.metadata) == ("active", True, {"verified": True})
+    assert [e.op for e in service.history(ctx, fact.id)] == ["create", "update"]
