@@ -429,12 +429,14 @@ def record_uses(session: Session, counts: dict[uuid.UUID, int], at: datetime) ->
 # Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live
 # memory of the user (deleted, purged, archived). A corrected fact, valid at no time, stays closed.
 # Memories closed by a successor that is gone. A corrected fact (its validity ends where it began)
-# stays closed; a plan called off before its time (it ends before it began) holds again.
+# stays closed, unless what goes is the correction itself (`corrected`); a plan called off before
+# its time (it ends before it began) holds again.
 _ORPHANED = text(
     """
     SELECT m.id FROM memories m
     WHERE m.tenant_id = :t AND m.user_id = :u AND m.status = 'superseded'
-      AND (m.valid_to IS NULL OR m.valid_from IS NULL OR m.valid_to <> m.valid_from)
+      AND (CAST(:corrected AS boolean) OR m.valid_to IS NULL OR m.valid_from IS NULL
+           OR m.valid_to <> m.valid_from)
       AND CASE WHEN CAST(:gone AS uuid[]) IS NULL THEN NOT EXISTS (
                  SELECT 1 FROM memories s WHERE s.id = m.superseded_by AND s.tenant_id = :t
                    AND s.user_id = :u AND s.status IN ('active', 'superseded'))
@@ -452,13 +454,18 @@ def reopen_predecessors(
     actor: str,
     gone: Sequence[uuid.UUID] | None = None,
     run_id: uuid.UUID | None = None,
+    *,
+    corrected: bool = False,
 ) -> int:
     """After the successors `gone` were deleted, purged or archived (None: look for any such), the
     memories they closed hold again: each is closed by the next different value that is still there,
     or, if none, re-opened (`status` active, `valid_to` cleared; a `reopen` history event). A turn
-    closed with its fact follows that fact. Call under the user's lock, in the removing transaction.
+    closed with its fact follows that fact. `corrected`: what went is what a message said, so the
+    facts its corrections closed hold again too ("Sorry, I meant Tuesday." deleted: Monday again).
+    Call under the user's lock, in the removing transaction.
     Returns how many memories were re-opened."""
-    orphans = list(session.execute(_ORPHANED, {"t": tenant_id, "u": user_id, "gone": gone}).scalars())
+    params = {"t": tenant_id, "u": user_id, "gone": gone, "corrected": corrected}
+    orphans = list(session.execute(_ORPHANED, params).scalars())
     if not orphans:
         return 0
     rows = list(session.execute(select(Memory).where(Memory.id.in_(orphans))).scalars())

@@ -32,7 +32,7 @@ from memsvc.consolidation_store import (
     tag_stopped_states,
 )
 from memsvc.embedding import Embedder, Vector
-from memsvc.extraction.base import ExtractedFact, Extraction, Extractor, Turn
+from memsvc.extraction.base import CORRECTS_KEY, ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import ends_in_abbreviation, name_sources
@@ -161,7 +161,8 @@ def _citing_originals(fact: ExtractedFact, corrections: dict[str, Correction]) -
     originals = [corrections[m].original for m in fact.source_message_ids if m in corrections]
     if not originals:
         return fact
-    return replace(fact, source_message_ids=tuple(dict.fromkeys([*fact.source_message_ids, *originals])))
+    cited = tuple(dict.fromkeys([*fact.source_message_ids, *originals]))
+    return replace(fact, source_message_ids=cited, corrects=tuple(dict.fromkeys(originals)))
 
 
 def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
@@ -977,7 +978,9 @@ def vector_text(kind: str, content: str, metadata: dict[str, Any] | None) -> str
 def _fact_metadata(batch: dict[str, Any] | None, fact: ExtractedFact) -> dict[str, Any]:
     """The batch's metadata, and the requests a standing instruction governs: only the extractor
     says what is an instruction (a batch tagged `applies_to` makes none of its facts one)."""
-    metadata = {k: v for k, v in (batch or {}).items() if k != APPLIES_TO_KEY}
+    metadata = {k: v for k, v in (batch or {}).items() if k not in (APPLIES_TO_KEY, CORRECTS_KEY)}
+    if fact.corrects:
+        metadata[CORRECTS_KEY] = list(fact.corrects)
     return metadata | ({APPLIES_TO_KEY: fact.applies_to} if fact.applies_to else {})
 
 

@@ -581,7 +581,9 @@ class MemoryService:
         forgotten = store.forget_statements(session, ctx, turn, still=still)
         store.forget_mentions(session, ctx.tenant_id, turn.id)
         session.flush()
-        consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, forgotten)
+        consolidation_store.reopen_predecessors(
+            session, ctx.tenant_id, user_id, ctx.actor, forgotten, corrected=True
+        )
         self.ingestor.reread(session, turn, reading, ctx.actor)
         if turn.session_id:
             self.ingestor.rebuild_session(session, ctx.tenant_id, user_id, turn.session_id, ctx.actor)
@@ -602,7 +604,9 @@ class MemoryService:
                 if emptied is not None:
                     with contextlib.suppress(NotFound):  # deleted by itself before
                         gone += store.delete_memory(session, ctx, emptied)
-            consolidation_store.reopen_predecessors(session, ctx.tenant_id, user_id, ctx.actor, gone)
+            consolidation_store.reopen_predecessors(
+                session, ctx.tenant_id, user_id, ctx.actor, gone, corrected=memory.kind == "turn"
+            )
             store.drop_graph_of_no_memories(session, ctx.tenant_id, user_id)
 
     def history(self, ctx: TenantContext, memory_id: uuid.UUID) -> builtins.list[HistoryEventOut]:

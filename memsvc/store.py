@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session, aliased, defer
 
 from memsvc.errors import InvalidInput, NotFound
+from memsvc.extraction.base import CORRECTS_KEY
 from memsvc.local_time import local_time
 from memsvc.models import Entity, EntityMention, HistoryEvent, Job, Memory, MemorySource, Relation
 from memsvc.schemas import (
@@ -302,7 +303,11 @@ def forget_statements(
     only it stated are deleted, each with its event; what other messages state too stays, citing
     those only. What it `still` states after an edit (contents) stays as it is, pinned or not.
     Returns the ids deleted."""
-    stated = [row for row in stated_only_by(session, ctx.tenant_id, [turn.id]) if row.content not in still]
+    stated = [
+        row
+        for row in [*stated_only_by(session, ctx.tenant_id, [turn.id]), *_corrected_by(session, ctx, turn)]
+        if row.content not in still
+    ]
     for row in stated:
         _record(session, ctx, row, "delete", snapshot(row), None)
     delete_rows(session, ctx.tenant_id, stated)
@@ -341,6 +346,30 @@ def _unsay_relations(session: Session, tenant_id: uuid.UUID, user_id: str, messa
             delete(Relation).where(Relation.id.in_(unsaid)).returning(Relation.subject_id, Relation.object_id)
         ).all()
         _drop_unnamed_entities(session, tenant_id, {end for pair in ends for end in pair})
+
+
+def _corrected_by(session: Session, ctx: TenantContext, turn: Memory) -> list[Memory]:
+    """The facts a correction ("Sorry, I meant Tuesday.") states: they cite the messages it corrects
+    too (`CORRECTS_KEY`), which did not say them."""
+    rows = session.execute(
+        select(Memory)
+        .join(MemorySource, MemorySource.memory_id == Memory.id)
+        .where(
+            MemorySource.turn_id == turn.id,
+            Memory.tenant_id == ctx.tenant_id,
+            Memory.type == "semantic",
+            Memory.metadata_.has_key(CORRECTS_KEY),
+        )
+        .with_for_update(of=Memory)
+    ).scalars()
+    candidates = list(dict.fromkeys(rows))
+    cited = sources_of(session, [row.id for row in candidates])
+    return [
+        row
+        for row in candidates
+        if turn.message_id not in row.metadata_[CORRECTS_KEY]
+        and set(cited.get(row.id, [])) - {turn.message_id} <= set(row.metadata_[CORRECTS_KEY])
+    ]
 
 
 def forget_mentions(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> None:

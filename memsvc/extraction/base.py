@@ -45,6 +45,12 @@ class ExtractedFact:
     # A standing instruction ("Always cite sources when I ask about history") applies to requests
     # about this ("history"): its vector is this text's, so the requests it governs find it.
     applies_to: str | None = None
+    # Read from a correction ("Sorry, I meant Tuesday."): the messages it corrects, which it cites
+    # though they did not say it (ingest sets it, and keeps it under `CORRECTS_KEY` in metadata).
+    corrects: tuple[str, ...] = ()
+
+
+CORRECTS_KEY = "corrects"
 
 
 def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str:

@@ -163,3 +163,27 @@ def test_deleting_the_corrected_message_leaves_the_fact_citing_the_correction_on
     assert found.source_message_ids == [f"{user}-1"]
     context = service.context(ctx, ContextRequest(query="When is Ann's exam?", user_id=user)).context
     assert f"{user}-0" not in context and f"(src: {user}-1)" in context
+
+
+def test_deleting_the_correction_brings_back_what_it_corrected(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My exam is on Monday."), ("Ann", "Sorry, I meant Tuesday.")])
+    facts = _facts(service, ctx, user)
+    tuesday = facts["Ann's exam is on 16 January 2024"]
+    assert tuesday.metadata_["corrects"] == [f"{user}-0"]
+    correction = next(
+        r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.source_message_ids == [f"{user}-1"] and r.kind == "turn"
+    )
+    service.delete(ctx, correction.id)
+    facts = _facts(service, ctx, user)
+    # The message it corrected never said Tuesday: that fact goes, and Monday holds again.
+    assert "Ann's exam is on 16 January 2024" not in facts
+    monday = facts["Ann's exam is on 15 January 2024"]
+    assert (monday.status, monday.valid_to) == ("active", None)
+    results = service.search(ctx, SearchRequest(query="When is Ann's exam?", user_id=user, limit=5))
+    assert any("15 January" in r.content for r in results) and not any(
+        "16 January" in r.content for r in results
+    )
