@@ -226,8 +226,10 @@ def update_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID, pa
         memory.metadata_ = patch.metadata
     if patch.pinned is not None:
         memory.pinned = patch.pinned
-    memory.updated_at = func.now()
-    _record(session, ctx, memory, "update", before, snapshot(memory))
+    after = snapshot(memory)
+    if after != before:  # an edit that changes nothing is no event
+        memory.updated_at = func.now()
+        _record(session, ctx, memory, "update", before, after)
     return memory
 
 

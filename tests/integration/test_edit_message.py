@@ -110,3 +110,16 @@ def test_what_an_edited_message_still_states_keeps_its_pin_and_metadata(service,
     kept = service.get(ctx, fact.id)
     assert (kept.status, kept.pinned, kept.metadata) == ("active", True, {"verified": True})
     assert [e.op for e in service.history(ctx, fact.id)] == ["create", "update"]
+
+
+def test_an_edit_that_changes_nothing_is_no_event(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("z", "I live in Zagreb.")])
+    turn = next(
+        m
+        for m in service.list(ctx, user, memory_type="episodic", limit=50, cursor=None).items
+        if m.kind == "turn"
+    )
+    service.update(ctx, turn.id, UpdateRequest(content="I live in Zagreb.", pinned=False))
+    assert [e.op for e in service.history(ctx, turn.id)] == ["create"]
