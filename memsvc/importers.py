@@ -40,9 +40,9 @@ def parse_locomo_time(text: str) -> datetime:
 
 def _problem(where: str, error: ErrorDetails, user_id: str, fields: dict[str, str]) -> str:
     """One line for one validation error, the field named as the file names it."""
-    loc = [str(part) for part in error["loc"] if part != "messages" and not isinstance(part, int)]
-    if loc == ["user_id"]:
+    if tuple(error["loc"]) == ("user_id",):
         return f"user id {user_id!r}: {error['msg']}"  # not the file's mistake: no place in it
+    loc = [str(part) for part in error["loc"] if part != "messages" and not isinstance(part, int)]
     field = ".".join(fields.get(part, part) for part in loc) or "message"
     return f"{where}: {field}: {error['msg']}"
 

@@ -84,6 +84,11 @@ def test_a_blank_user_id_is_named_as_such(tmp_path: Path) -> None:
     assert _error(path, " ").startswith("user id ' ': must be printable text, not blank")
 
 
+def test_a_user_id_in_a_line_is_that_line_s_unknown_field(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path, {"role": "user", "content": "hi", "user_id": "r8"})
+    assert _error(path) == f"{path}, line 1: user_id: Extra inputs are not permitted"
+
+
 def test_one_id_for_two_messages_is_refused_even_across_sessions(tmp_path: Path) -> None:
     """Ingest knows a message by its id: the second would silently not be stored."""
     path = _jsonl(
