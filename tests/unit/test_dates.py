@@ -79,7 +79,8 @@ CASES = [
     ("I got my results on the 2nd", MON_8_MAY, "on the 2nd", date(2023, 5, 2), "day"),
     ("I went there on the 31st", MON_8_MAY, "on the 31st", date(2023, 3, 31), "day"),
     ("Last summer I went to Greece", MON_8_MAY, "Last summer", date(2022, 6, 1), "month"),
-    ("Last summer I went to Greece", datetime(2023, 10, 2, tzinfo=UTC), "Last summer", date(2023, 6, 1), "month"),
+    ("Last summer I went to Greece", datetime(2023, 10, 2, tzinfo=UTC), "Last summer", date(2023, 6, 1),
+     "month"),
     ("This summer I'm going to Crete", MON_8_MAY, "This summer", date(2023, 6, 1), "month"),
     ("Next winter we will ski", MON_8_MAY, "Next winter", date(2023, 12, 1), "month"),
 ]  # fmt: skip
