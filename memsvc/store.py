@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -25,6 +25,7 @@ from sqlalchemy import (
     ColumnDefault,
     CursorResult,
     and_,
+    case,
     delete,
     func,
     or_,
@@ -198,10 +199,17 @@ def list_memories(
     if status:
         stmt = stmt.where(Memory.status == status)
     happened = func.coalesce(Memory.valid_from, Memory.event_at)
+    # A day said ("yesterday": its midnight in UTC, `extraction.dates`) is that calendar day, matched
+    # against the days of the window as its bounds' own offsets read them.
+    said_day = and_(
+        Memory.type == "semantic",
+        Memory.valid_from != Memory.event_at,
+        func.date_trunc("day", Memory.valid_from, "UTC") == Memory.valid_from,
+    )
     if since:
-        stmt = stmt.where(happened >= since)
+        stmt = stmt.where(case((said_day, Memory.valid_from >= _day_of(since)), else_=happened >= since))
     if until:
-        stmt = stmt.where(happened < until)
+        stmt = stmt.where(case((said_day, Memory.valid_from < _day_after(until)), else_=happened < until))
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))
@@ -408,6 +416,17 @@ def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) 
         session.delete(row)
     session.flush()
     _drop_unnamed_entities(session, tenant_id, named)
+
+
+def _day_of(at: datetime) -> datetime:
+    """The calendar day `at` falls on in its own offset, as a day said is stored: midnight UTC."""
+    return datetime.combine(at.date(), time(0), tzinfo=UTC)
+
+
+def _day_after(until: datetime) -> datetime:
+    """The first day a window that ends at `until` leaves out (its day, unless it has begun)."""
+    started = until.time() != time(0)
+    return _day_of(until) + timedelta(days=1 if started else 0)
 
 
 def stated_now(

@@ -99,3 +99,12 @@ def test_since_and_until_find_a_fact_by_when_it_happened(service, tenant) -> Non
     assert listed(day, day + timedelta(days=1)) == ["On 9 May 2024 Lia went to the Getty museum"]
     said = listed(day + timedelta(days=1), day + timedelta(days=3))
     assert "Yesterday I went to the Getty museum." in said and not any("Lia went" in c for c in said)
+    # A window given in the speaker's own offset reads the day said as that calendar day.
+    local_day = datetime(2024, 5, 9, tzinfo=CALIFORNIA)
+    assert "On 9 May 2024 Lia went to the Getty museum" in listed(local_day, local_day + timedelta(days=1))
+    assert "On 9 May 2024 Lia went to the Getty museum" not in listed(
+        local_day - timedelta(days=1), local_day
+    )
+    assert "On 9 May 2024 Lia went to the Getty museum" in listed(
+        local_day + timedelta(hours=20), local_day + timedelta(days=1)
+    )
