@@ -168,24 +168,22 @@ def jsonl_batches(
     source: str = "JSONL",
     max_content_chars: int | None = None,
 ) -> Iterator[AddRequest]:
+    """One `AddRequest` per run of lines of one session (at most `JSONL_BATCH`); a file with
+    mistakes is refused whole, naming each (`MAX_PROBLEMS` at most)."""
     check = _Checker(user_id, max_content_chars)
-    session: str | None = None
-    batch: list[Message] = []
+    read: list[tuple[Message, Any]] = []
+    problems: list[str] = []
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{source}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise InvalidInput(
-                f'{where}: a message is one JSON object per line, e.g. {{"role": "user", "content": "…"}}, '
-                f"not {line.strip()[:40]}"
-            )
-        line_session = record.pop("session_id", None)
-        message = check.message(where, record, line_session)
+        if line.strip():
+            try:
+                read.append(_jsonl_message(check, f"{source}, line {number}", line))
+            except InvalidInput as exc:
+                problems.append(str(exc))
+    if problems:
+        raise InvalidInput(_listed(problems))
+    session: Any = None
+    batch: list[Message] = []
+    for message, line_session in read:
         if batch and (line_session != session or len(batch) >= JSONL_BATCH):
             yield AddRequest(messages=batch, user_id=user_id, session_id=session)
             batch = []
@@ -193,6 +191,30 @@ def jsonl_batches(
         batch.append(message)
     if batch:
         yield AddRequest(messages=batch, user_id=user_id, session_id=session)
+
+
+MAX_PROBLEMS = 20  # a file's mistakes named at most; the rest are counted
+
+
+def _listed(problems: list[str]) -> str:
+    lines = list(dict.fromkeys(line for problem in problems for line in problem.split("\n")))
+    more = len(lines) - MAX_PROBLEMS
+    return "\n".join(lines[:MAX_PROBLEMS] + ([f"… and {more} more"] if more > 0 else []))
+
+
+def _jsonl_message(check: _Checker, where: str, line: str) -> tuple[Message, Any]:
+    """One line as the message it holds and its `session_id`."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise InvalidInput(
+            f'{where}: a message is one JSON object per line, e.g. {{"role": "user", "content": "…"}}, '
+            f"not {line.strip()[:40]}"
+        )
+    line_session = record.pop("session_id", None)
+    return check.message(where, record, line_session), line_session
 
 
 def read_batches(path: Path, user_id: str, *, max_content_chars: int | None = None) -> list[AddRequest]:

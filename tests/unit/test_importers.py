@@ -141,3 +141,16 @@ def test_a_locomo_conversation_reads_as_before() -> None:
     first = batches[0].messages[0]
     assert (first.id, first.name) == (data["session_1"][0]["dia_id"], data["session_1"][0]["speaker"])
     assert first.created_at is not None and first.created_at.isoformat() == "2023-05-08T13:56:00+00:00"
+
+
+def test_every_mistake_of_a_file_is_named(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path,
+        {"role": "user", "content": "fine"},
+        {"role": "robot", "content": "a"},
+        {"role": "user", "content": ""},
+    )
+    assert _error(path).splitlines() == [
+        f"{path}, line 2: role: Input should be 'user', 'assistant', 'system' or 'tool'",
+        f"{path}, line 3: content: String should have at least 1 character",
+    ]
