@@ -427,10 +427,9 @@ def record_uses(session: Session, counts: dict[uuid.UUID, int], at: datetime) ->
 # -- successors that went away ------------------------------------------------------------------
 
 # Superseded rows of a user whose successor is one of :gone, or (:gone is NULL) no longer a live
-# memory of the user (deleted, purged, archived). A corrected fact, valid at no time, stays closed.
-# Memories closed by a successor that is gone. A corrected fact (its validity ends where it began)
-# stays closed, unless what goes is the correction itself (`corrected`); a plan called off before
-# its time (it ends before it began) holds again.
+# memory of the user (deleted, purged, archived). A corrected fact (its validity ends where it
+# began) stays closed, unless what goes is the correction itself (`corrected`); a plan called off
+# before its time (it ends before it began) holds again.
 _ORPHANED = text(
     """
     SELECT m.id FROM memories m

@@ -423,10 +423,8 @@ class Ingestor:
             inserted.add(memory_id)
             created[kind] += 1
         # A row already there (a fact an edited message still states) was created before.
-        written = {m["id"] for m in rows.memories}
-        rows.history = [
-            h for h in rows.history if h["memory_id"] in inserted or h["memory_id"] not in written
-        ]
+        there = {m["id"] for m in rows.memories} - inserted
+        rows.history = [h for h in rows.history if h["memory_id"] not in there]
         timings["database"] += time.perf_counter() - t0
         # Session episodes grow as turns arrive: rebuild each touched session from all its turns.
         t0 = time.perf_counter()

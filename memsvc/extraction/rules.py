@@ -1075,8 +1075,10 @@ _STOP_VERBS = (
     r"|formatting|speaking|talking|mentioning|saying|asking|suggesting|recommending|explaining|starting"
     r"|ending|signing|showing|listing|putting|translating|referring|assuming|bringing|being|citing"
 )
+# What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
+_ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 _INSTRUCTION_ALWAYS = re.compile(
-    r"^(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
+    rf"^{_ORDER_LEAD}"
     r"(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
     rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?"
     rf"|(?:you can )?stop (?:{_STOP_VERBS})\b.+?"
@@ -1087,7 +1089,7 @@ _INSTRUCTION_ALWAYS = re.compile(
 _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _FROM_NOW_ON = re.compile(
     r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
-    r"|^(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*(?:please,? )?(?:don't|do not)\b"
+    rf"|^{_ORDER_LEAD}(?:please,? )?(?:don't|do not)\b"
     rf"|\bstop (?:{_STOP_VERBS})\b",
     re.I,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import pytest
 
@@ -31,22 +32,22 @@ def _lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().err.splitlines()
 
 
+def _log_under(var: ContextVar[str | None], value: str, message: str) -> None:
+    token = var.set(value)
+    try:
+        logging.getLogger("memsvc.test").info(message)
+    finally:
+        var.reset(token)
+
+
 def test_text_logs_show_the_id_only_when_there_is_one(
     restore_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logs.configure("text")
     log = logging.getLogger("memsvc.test")
     log.info("outside")
-    token = logs.request_id.set("req-1")
-    try:
-        log.info("inside")
-    finally:
-        logs.request_id.reset(token)
-    token = logs.job_id.set("job-1")
-    try:
-        log.info("in a job")
-    finally:
-        logs.job_id.reset(token)
+    _log_under(logs.request_id, "req-1", "inside")
+    _log_under(logs.job_id, "job-1", "in a job")
     outside, inside, job = _lines(capsys)
     assert outside.endswith(" INFO memsvc.test: outside") and "None" not in outside
     assert inside.endswith(" INFO memsvc.test [req-1]: inside")
@@ -57,11 +58,7 @@ def test_json_logs_still_carry_the_id(restore_logging: None, capsys: pytest.Capt
     logs.configure("json")
     log = logging.getLogger("memsvc.test")
     log.info("outside")
-    token = logs.request_id.set("req-2")
-    try:
-        log.info("inside")
-    finally:
-        logs.request_id.reset(token)
+    _log_under(logs.request_id, "req-2", "inside")
     outside, inside = map(json.loads, _lines(capsys))
     assert "request_id" not in outside and "ids" not in outside
     assert inside["request_id"] == "req-2" and inside["msg"] == "inside"
