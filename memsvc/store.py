@@ -313,11 +313,9 @@ def forget_statements(
     only it stated are deleted, each with its event; what other messages state too stays, citing
     those only. What it `still` states after an edit (contents) stays as it is, pinned or not.
     Returns the ids deleted."""
-    stated = [
-        row
-        for row in [*stated_only_by(session, ctx.tenant_id, [turn.id]), *_corrected_by(session, ctx, turn)]
-        if row.content not in still
-    ]
+    # A corrected fact whose corrected message is gone is stated only by the correction: both lists.
+    both = [*stated_only_by(session, ctx.tenant_id, [turn.id]), *_corrected_by(session, ctx, turn)]
+    stated = [row for row in dict.fromkeys(both) if row.content not in still]
     for row in stated:
         _record(session, ctx, row, "delete", snapshot(row), None)
     delete_rows(session, ctx.tenant_id, stated)

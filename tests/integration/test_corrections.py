@@ -187,3 +187,18 @@ def test_deleting_the_correction_brings_back_what_it_corrected(service, tenant) 
     assert any("15 January" in r.content for r in results) and not any(
         "16 January" in r.content for r in results
     )
+
+
+def test_a_correction_deleted_after_what_it_corrected_deletes_its_fact_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My exam is on Monday."), ("Ann", "Sorry, I meant Tuesday.")])
+    tuesday = _facts(service, ctx, user)["Ann's exam is on 16 January 2024"]
+    turns = {
+        r.source_message_ids[0]: r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.kind == "turn"
+    }
+    service.delete(ctx, turns[f"{user}-0"].id)  # Tuesday now cites the correction alone
+    service.delete(ctx, turns[f"{user}-1"].id)
+    assert [e.op for e in service.history(ctx, tuesday.id)] == ["create", "delete"]
