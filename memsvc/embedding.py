@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.machinery
+import importlib.util
 import itertools
 import json
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -29,6 +32,35 @@ if TYPE_CHECKING:
     from memsvc.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def unshadow_hub_kernels() -> None:
+    """Make `import kernels` the installed distribution of that name, not this checkout's kernels/.
+
+    transformers imports Hugging Face's `kernels` distribution when it is installed (a dependency of
+    transformers >= 5.25). A process started in a checkout (`python -m`, pytest) has the repository
+    root first on sys.path, where kernels/ (which memsvc imports only as memsvc.kernels) would be
+    found instead and transformers' import of it fails. An installed memsvc has no top-level kernels.
+    """
+    if "kernels" in sys.modules:
+        return
+    found = importlib.util.find_spec("kernels")
+    ours = (Path(__file__).parent / "kernels" / "__init__.py").resolve()
+    if found is None or found.origin is None or Path(found.origin).resolve() != ours:
+        return
+    checkout = ours.parent.parent
+    elsewhere = [entry for entry in sys.path if Path(entry or ".").resolve() != checkout]
+    hub = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    if hub is None or hub.loader is None:
+        return  # not installed: transformers finds no version for our kernels/ and does without
+    module = importlib.util.module_from_spec(hub)
+    sys.modules["kernels"] = module
+    try:
+        hub.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["kernels"]
+        raise
+
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Texts per forward pass when the setting is 0: sentence-transformers sorts texts by length, and on
@@ -205,6 +237,7 @@ class SentenceTransformerEmbedder:
         # Never reach for a model hub at run time: this service must start offline.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        unshadow_hub_kernels()
         from sentence_transformers import SentenceTransformer
 
         source = model_name

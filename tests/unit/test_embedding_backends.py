@@ -121,3 +121,31 @@ def test_an_export_that_does_not_load_is_made_again() -> None:
     assert again._model is not None  # exported again, not loaded from the broken export
     np.testing.assert_allclose(again.embed(TEXTS), expected, atol=1e-6)
     assert SentenceTransformerEmbedder(device="cpu", threads=1, backend="onnx-int8")._model is None
+
+
+def test_the_checkouts_kernels_directory_does_not_shadow_the_installed_kernels_distribution() -> None:
+    # transformers imports Hugging Face's `kernels` when it is installed; in a process started at
+    # the repository root (python -m, pytest) `import kernels` would find memsvc's kernels/ first.
+    import importlib.metadata
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the kernels distribution is not installed")
+    root = Path(__file__).resolve().parents[2]
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from memsvc.embedding import unshadow_hub_kernels as u; u();"
+            " import kernels; print(kernels.__file__)",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert not Path(found).resolve().is_relative_to(root / "kernels"), found
