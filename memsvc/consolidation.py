@@ -280,6 +280,32 @@ _STANCE_WORDS = frozenset(
 )
 
 
+# An instruction's language or the name it calls the user by is the thing it is about, whatever the
+# language or name: "From now on, answer in English" replaces "Please always answer in Spanish".
+_LANGUAGES = (
+    "english|spanish|french|german|italian|portuguese|dutch|swedish|norwegian|danish|finnish|polish"
+    "|czech|slovak|hungarian|romanian|bulgarian|croatian|serbian|russian|ukrainian|greek|turkish"
+    "|arabic|hebrew|persian|farsi|hindi|bengali|urdu|punjabi|tamil|chinese|mandarin|cantonese"
+    "|japanese|korean|vietnamese|thai|indonesian|malay|tagalog|filipino|swahili|catalan|basque|welsh"
+    "|irish|icelandic|estonian|latvian|lithuanian|slovenian"
+)
+_IN_A_LANGUAGE = re.compile(rf"\b(?:in|speak|speaking|to)\s+(?:{_LANGUAGES})\b", re.IGNORECASE)
+_NAMING_VERBS = r"(?:call|calling|address|addressing|refer to|referring to)"
+
+
+def _instruction_about(directive: str, who: str) -> str:
+    """What an instruction for every request is about: one replaces another about the same thing,
+    whatever it says of it ("stop answering in Spanish" and "never use emojis" end "always answer
+    in Spanish" and "always use emojis"; "always answer in Spanish" does not replace "never use
+    emojis"). The language answers are in and the name the user is called by are one thing each."""
+    if _IN_A_LANGUAGE.search(directive):
+        return "language"
+    naming = rf"^(?:(?:always|never|don't|do not|please|stop|you can stop)\s+)*{_NAMING_VERBS}\s+"
+    if re.match(naming + re.escape(who) + r"(?![\w'’])", directive, re.IGNORECASE):
+        return "name"
+    return " ".join(sorted(frozenset(tokenize(directive)) - _STANCE_WORDS))
+
+
 def fact_slot(content: str, subject: str | None) -> Slot | None:
     """The attribute of `subject` a fact states a value of, if it is one that has one current value
     (where they live, their job, employer, pet, car, partner, the instruction for some requests);
@@ -291,11 +317,7 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         topic = " ".join(instruction.group("topic").lower().split())
         directive = instruction.group("directive")
         if topic == EVERY_REQUEST:
-            # One for every request replaces another about the same thing, whatever it says of it:
-            # "stop answering in Spanish" and "never use emojis" end "always answer in Spanish" and
-            # "always use emojis"; "always answer in Spanish" does not replace "never use emojis".
-            about = sorted(frozenset(tokenize(directive)) - _STANCE_WORDS)
-            topic = f"{EVERY_REQUEST}: {' '.join(about)}"
+            topic = f"{EVERY_REQUEST}: {_instruction_about(directive, instruction.group('who'))}"
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:
         return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))

@@ -255,3 +255,28 @@ def test_an_instruction_taken_back_leaves_the_instructions(service, tenant) -> N
     assert "always answer in Spanish. (until 2024-03-18)" in block.context.split("## Instructions", 1)[1]
     earlier = ContextRequest(query="What should I cook?", user_id=user, as_of=START + timedelta(days=1))
     assert "always answer in Spanish" in service.context(ctx, earlier).context.split("## Facts")[0]
+
+
+def test_an_instruction_in_another_language_or_name_replaces_the_one_before(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    said = [
+        (START, "Please always answer in Spanish."),
+        (START + timedelta(minutes=1), "Call me Annie from now on."),
+        (START + timedelta(minutes=2), "Never use emojis."),
+        (START + timedelta(days=2), "From now on, answer in English."),
+        (START + timedelta(days=3), "Actually, please call me Ann from now on."),
+    ]
+    for i, (at, text) in enumerate(said):
+        request = AddRequest(
+            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
+        )
+        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+        assert outcome.status == "succeeded", outcome.error
+    block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
+    instructions = block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert instructions == [
+        "- [2024-03-15] When the user asks about anything: never use emojis. (src: t2)",
+        "- [2024-03-17] When the user asks about anything: answer in English. (src: t3)",
+        "- [2024-03-18] When the user asks about anything: call the user Ann. (src: t4)",
+    ]

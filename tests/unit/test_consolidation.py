@@ -68,11 +68,30 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         # One for every request is about what its words name, whatever it says of it.
         (
             "When Ann asks about anything: always answer in Spanish.",
-            ("instruction: anything: answer spanish", "always answer in spanish"),
+            ("instruction: anything: language", "always answer in spanish"),
         ),
         (
             "When Ann asks about anything: stop answering in Spanish.",
-            ("instruction: anything: answer spanish", "stop answering in spanish"),
+            ("instruction: anything: language", "stop answering in spanish"),
+        ),
+        # The language and the name are each one thing, whichever language or name it says.
+        (
+            "When Ann asks about anything: answer in English.",
+            ("instruction: anything: language", "answer in english"),
+        ),
+        ("When Ann asks about anything: speak French.", ("instruction: anything: language", "speak french")),
+        ("When Ann asks about anything: call Ann Annie.", ("instruction: anything: name", "call ann annie")),
+        (
+            "When the user asks about anything: don't call the user Annie.",
+            ("instruction: anything: name", "don't call the user annie"),
+        ),
+        (
+            "When the user asks about anything: call the user's dog Rex.",
+            ("instruction: anything: call dog rex user", "call the user's dog rex"),
+        ),
+        (
+            "When Ann asks about anything: always answer in English words of one syllable.",
+            ("instruction: anything: language", "always answer in english words of one syllable"),
         ),
         (
             "When Ann asks about anything: never use emojis.",
