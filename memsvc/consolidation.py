@@ -205,7 +205,8 @@ def _stopped(rest: str, subject: str) -> str | None:
 # A plan called off ("Sam cancelled Sam's trip to Tokyo", "Sam's wedding was called off", "Sam and
 # others called off the wedding"): the subject's plans that name what was called off end with it.
 _CANCELLED = re.compile(
-    r"^(?:\s+and others)?\s+(?:has\s+|had\s+)?(?:cancell?ed|called off)\s+(?P<x>.+)"
+    r"^(?:\s+and others)?\s+(?:(?:has|had|have|is|are)\s+)?(?:(?:had|have|has|decided|needed|chose) to\s+)?"
+    r"(?:cancel(?:l?ed|ling)?|call(?:ed|ing)? off)\s+(?P<x>.+)"
     r"|^'s\s+(?P<y>.+?)\s+(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off)\b",
     re.IGNORECASE,
 )
