@@ -130,22 +130,28 @@ class PreparedTurn:
     previous_line: str | None = None  # the turn before it in its session
 
 
-def _read_corrections(
-    new_turns: Sequence[PreparedTurn], stored: dict[str | None, list[_StoredTurn]]
-) -> tuple[list[Turn], dict[str, Correction], dict[str, uuid.UUID]]:
-    """The batch as the extractor reads it: a correction ("Sorry, I meant Tuesday.") as the message
-    it corrects, rewritten, under its own id (what was said stays stored as said). Also returns the
-    corrections by message id, and the turn ids of the stored messages they could correct."""
+@dataclass(slots=True)
+class Reading:
+    """Messages as the extractor read them: a correction ("Sorry, I meant Tuesday.") as the message
+    it corrects, rewritten, under its own id (what was said stays stored as said)."""
+
+    turns: list[Turn]
+    corrections: dict[str, Correction]  # by the correction's message id
+    earlier_turn_ids: dict[str, uuid.UUID]  # the stored messages they could correct
+    extraction: Extraction = field(default_factory=Extraction)
+
+
+def _read_corrections(turns: Sequence[Turn], stored: dict[str | None, list[_StoredTurn]]) -> Reading:
+    """`turns` read after the last messages `stored` before them in their sessions (`Reading`)."""
     earlier: list[Turn] = []
     turn_ids: dict[str, uuid.UUID] = {}
-    for session_id in dict.fromkeys(t.turn.session_id for t in new_turns):
+    for session_id in dict.fromkeys(t.session_id for t in turns):
         held = sorted(stored.get(session_id, ()), key=lambda s: -1 if s.position is None else s.position)
         for s in held[-LOOKBACK_MESSAGES:]:
             earlier.append(
                 Turn(s.message_id, s.role or "user", s.speaker or "", s.content, s.event_at, session_id)
             )
             turn_ids[s.message_id] = s.id
-    turns = [t.turn for t in new_turns]
     corrections = corrections_in(turns, earlier)
     read = [
         replace(corrections[t.message_id].corrected, message_id=t.message_id)
@@ -153,7 +159,7 @@ def _read_corrections(
         else t
         for t in turns
     ]
-    return read, corrections, turn_ids
+    return Reading(read, corrections, turn_ids)
 
 
 def _citing_originals(fact: ExtractedFact, corrections: dict[str, Correction]) -> ExtractedFact:
@@ -163,6 +169,33 @@ def _citing_originals(fact: ExtractedFact, corrections: dict[str, Correction]) -
         return fact
     cited = tuple(dict.fromkeys([*fact.source_message_ids, *originals]))
     return replace(fact, source_message_ids=cited, corrects=tuple(dict.fromkeys(originals)))
+
+
+def _close_corrected(
+    session: Session,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    corrections: dict[str, Correction],
+    rows: _Rows,
+    fact_rows: dict[str, uuid.UUID],
+    turn_id_by_message: dict[str, uuid.UUID],
+    actor: str,
+) -> int:
+    """After what corrections say was written: close the facts of the messages they correct, each
+    replaced by a fact read from its correction (`supersede_corrected`)."""
+    if not corrections:
+        return 0
+    cited = defaultdict(set)
+    for source in rows.sources:
+        cited[source["message_id"]].add(source["memory_id"])
+    replaced = [
+        (
+            [turn_id_by_message[m] for m in correction.replaces],
+            {fact_id: content for content, fact_id in fact_rows.items() if fact_id in cited[message_id]},
+        )
+        for message_id, correction in corrections.items()
+    ]
+    return supersede_corrected(session, tenant_id, user_id, replaced, actor)
 
 
 def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
@@ -309,16 +342,12 @@ class Ingestor:
         timings["database"] += time.perf_counter() - started
 
         t0 = time.perf_counter()
-        read, corrections, earlier_turn_ids = _read_corrections(new_turns, stored_turns)
-        extraction = self.extractor.extract(read)
-        # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
-        extraction.entities = name_sources(extraction.entities, [t.turn for t in new_turns])
-        # What a correction says is stated by it and by the message it corrects.
-        extraction.facts = [_citing_originals(fact, corrections) for fact in extraction.facts]
+        reading = self._read([t.turn for t in new_turns], stored_turns)
+        extraction = reading.extraction
         timings["extraction"] += time.perf_counter() - t0
 
         rows = _Rows()
-        turn_id_by_message = {**earlier_turn_ids, **{t.turn.message_id: t.id for t in turns}}
+        turn_id_by_message = {**reading.earlier_turn_ids, **{t.turn.message_id: t.id for t in turns}}
         self._turn_rows(rows, tenant_id, user_id, new_turns, actor)
         said = {m["message_id"]: (m["event_at"], m["session_id"]) for m in rows.memories}
         batch = (request.agent_id, request.metadata)
@@ -340,23 +369,10 @@ class Ingestor:
             timings,
         )
         t0 = time.perf_counter()
-        if corrections:
-            cited = defaultdict(set)
-            for source in rows.sources:
-                cited[source["message_id"]].add(source["memory_id"])
-            replaced = [
-                (
-                    [turn_id_by_message[m] for m in correction.replaces],
-                    {
-                        memory_id: content
-                        for content, memory_id in fact_rows.items()
-                        if memory_id in cited[message_id]
-                    },
-                )
-                for message_id, correction in corrections.items()
-            ]
-            if corrected := supersede_corrected(session, tenant_id, user_id, replaced, actor):
-                created["corrected"] = corrected
+        if corrected := _close_corrected(
+            session, tenant_id, user_id, reading.corrections, rows, fact_rows, turn_id_by_message, actor
+        ):
+            created["corrected"] = corrected
         timings["database"] += time.perf_counter() - t0
 
         return AddResult(
@@ -464,8 +480,20 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
         return created
 
-    def read_again(self, turn: Memory) -> tuple[Turn, Extraction]:
-        """A stored message as ingest reads it (its text now, on the speaker's clock)."""
+    def _read(self, turns: Sequence[Turn], stored: dict[str | None, list[_StoredTurn]]) -> Reading:
+        """`turns` as ingest reads them, after the messages `stored` before them (corrections)."""
+        reading = _read_corrections(turns, stored)
+        extraction = self.extractor.extract(reading.turns)
+        # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
+        extraction.entities = name_sources(extraction.entities, turns)
+        # What a correction says is stated by it and by the message it corrects.
+        extraction.facts = [_citing_originals(fact, reading.corrections) for fact in extraction.facts]
+        reading.extraction = extraction
+        return reading
+
+    def read_again(self, session: Session, turn: Memory) -> Reading:
+        """A stored message as ingest reads it: its text now, on the speaker's clock, after the
+        messages of its session before it (an edited correction corrects them again)."""
         said = Turn(
             turn.message_id or "",
             turn.role or "user",
@@ -474,39 +502,55 @@ class Ingestor:
             local_time(turn.event_at, turn.utc_offset),
             turn.session_id,
         )
-        extraction = self.extractor.extract([said])
-        extraction.entities = name_sources(extraction.entities, [said])
-        return said, extraction
+        stored = _session_turns(session, turn.tenant_id, turn.user_id, [turn.session_id])
+        before = [
+            s
+            for s in stored.get(turn.session_id, ())
+            if s.position is not None and turn.position is not None and s.position < turn.position
+        ]
+        return self._read([said], {turn.session_id: before})
 
     @staticmethod
-    def statements(extraction: Extraction) -> frozenset[str]:
+    def statements(reading: Reading) -> frozenset[str]:
         """What a reading states, as the facts ingest stores read."""
-        return frozenset(fact.content for fact in with_state_facts(extraction.facts))
+        return frozenset(fact.content for fact in with_state_facts(reading.extraction.facts))
 
-    def reread(
-        self, session: Session, turn: Memory, reading: tuple[Turn, Extraction], actor: str
-    ) -> dict[str, int]:
+    def reread(self, session: Session, turn: Memory, reading: Reading, actor: str) -> dict[str, int]:
         """After a message's text was edited, and what it no longer states was forgotten
         (`store.forget_statements`, `store.forget_mentions`): its facts, entities and relations as
         ingest reads them from the new text (`read_again`), stored as ingest stores them; what it
-        still states is already there. Returns what was made."""
-        said, extraction = reading
+        still states is already there; what it now corrects is closed. Returns what was made."""
+        (said,) = reading.turns
         rows = _Rows()
-        turn_ids = {said.message_id: turn.id}
+        turn_ids = {**reading.earlier_turn_ids, said.message_id: turn.id}
         fact_rows = self._fact_rows(
             rows,
             turn.tenant_id,
             turn.user_id,
             (turn.agent_id, turn.metadata_),
-            extraction,
+            reading.extraction,
             turn_ids,
             {said.message_id: (said.event_at, turn.session_id)},
             actor,
         )
         timings: dict[str, float] = defaultdict(float)
-        return self._write(
-            session, turn.tenant_id, turn.user_id, rows, extraction, [], turn_ids, fact_rows, actor, timings
+        created = self._write(
+            session,
+            turn.tenant_id,
+            turn.user_id,
+            rows,
+            reading.extraction,
+            [],
+            turn_ids,
+            fact_rows,
+            actor,
+            timings,
         )
+        if corrected := _close_corrected(
+            session, turn.tenant_id, turn.user_id, reading.corrections, rows, fact_rows, turn_ids, actor
+        ):
+            created["corrected"] = corrected
+        return created
 
     def rebuild_session(
         self, session: Session, tenant_id: uuid.UUID, user_id: str, session_id: str, actor: str

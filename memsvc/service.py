@@ -576,8 +576,8 @@ class MemoryService:
         """An edited message: what it said before goes ("I live in Zagreb" no longer states that
         the user lives there, and the city it had replaced holds again), then what it says now."""
         user_id = turn.user_id or ""
-        reading = self.ingestor.read_again(turn)
-        still = self.ingestor.statements(reading[1])
+        reading = self.ingestor.read_again(session, turn)
+        still = self.ingestor.statements(reading)
         forgotten = store.forget_statements(session, ctx, turn, still=still)
         store.forget_mentions(session, ctx.tenant_id, turn.id)
         session.flush()

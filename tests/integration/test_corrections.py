@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from memsvc.models import Memory, MemorySource
-from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest
+from memsvc.schemas import AddRequest, ContextRequest, Message, SearchRequest, UpdateRequest
 
 T0 = datetime(2024, 1, 10, 12, tzinfo=UTC)  # a Wednesday
 
@@ -202,3 +202,33 @@ def test_a_correction_deleted_after_what_it_corrected_deletes_its_fact_once(serv
     service.delete(ctx, turns[f"{user}-0"].id)  # Tuesday now cites the correction alone
     service.delete(ctx, turns[f"{user}-1"].id)
     assert [e.op for e in service.history(ctx, tuesday.id)] == ["create", "delete"]
+
+
+def test_a_correction_edited_to_another_value_corrects_to_that_value(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My exam is on Monday."), ("Ann", "Sorry, I meant Tuesday.")])
+    correction = next(
+        r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.source_message_ids == [f"{user}-1"] and r.kind == "turn"
+    )
+    service.update(ctx, correction.id, UpdateRequest(content="Sorry, I meant Wednesday."))
+    facts = _facts(service, ctx, user)
+    assert "Ann's exam is on 16 January 2024" not in facts  # Tuesday was never said now
+    wednesday = facts["Ann's exam is on 17 January 2024"]
+    assert (wednesday.status, wednesday.valid_to) == ("active", None)
+    assert wednesday.metadata_["corrects"] == [f"{user}-0"]
+    assert _sources(service, wednesday.id) == {f"{user}-0", f"{user}-1"}
+    monday = facts["Ann's exam is on 15 January 2024"]
+    assert monday.status == "superseded" and monday.valid_to == monday.valid_from
+    results = service.search(ctx, SearchRequest(query="When is Ann's exam?", user_id=user, limit=5))
+    assert any("17 January" in r.content for r in results)
+    assert not any("15 January" in r.content or "16 January" in r.content for r in results)
+
+    # Edited to no correction at all: Monday holds again.
+    service.update(ctx, correction.id, UpdateRequest(content="Wish me luck!"))
+    facts = _facts(service, ctx, user)
+    assert "Ann's exam is on 17 January 2024" not in facts
+    monday = facts["Ann's exam is on 15 January 2024"]
+    assert (monday.status, monday.valid_to) == ("active", None)
