@@ -92,47 +92,69 @@ def locomo_batches(
     source: str = "LoCoMo",
     max_content_chars: int | None = None,
 ) -> Iterator[AddRequest]:
-    """One `AddRequest` per LoCoMo session, in session order."""
+    """One `AddRequest` per LoCoMo session, in session order; a file with mistakes is refused
+    whole, naming each (`MAX_PROBLEMS` at most)."""
     check = _Checker(user_id, max_content_chars)
-    fields = {"content": "text", "name": "speaker", "id": "dia_id"}
     conversation = data.get("conversation", data)
     if not isinstance(conversation, dict):
         raise InvalidInput(
             f"{source}: conversation: an object of sessions, not {json.dumps(conversation)[:40]}"
         )
     numbers = sorted(int(m.group(1)) for key in conversation if (m := re.fullmatch(r"session_(\d+)", key)))
+    problems: list[str] = []
+    sessions = []
     for n in numbers:
         session = f"session_{n}"
-        turns, when = conversation[session], conversation.get(f"{session}_date_time")
-        example = "e.g. '1:56 pm on 8 May, 2023'"
-        if not isinstance(when, str):
-            raise InvalidInput(f"{source}: {session}_date_time: missing, the session's start ({example})")
         try:
-            start = parse_locomo_time(when)
-        except ValueError:
-            raise InvalidInput(f"{source}: {session}_date_time: {when!r} is not a time ({example})") from None
-        if not isinstance(turns, list):
-            raise InvalidInput(f"{source}: {session}: a list of turns, not {json.dumps(turns)[:40]}")
-        messages = []
-        for i, turn in enumerate(turns):
-            where = f"{source}, {session} turn {i + 1}"
-            if not isinstance(turn, dict):
-                raise InvalidInput(f"{where}: a turn is an object {{speaker, text, dia_id}}")
-            if missing := [key for key in ("speaker", "text", "dia_id") if key not in turn]:
-                raise InvalidInput(f"{where}: {', '.join(missing)}: missing")
-            text = turn["text"]
-            if turn.get("blip_caption") and isinstance(text, str):
-                text = f"{text} [photo: {turn['blip_caption']}]"
-            record = {
-                "role": "user",
-                "name": turn["speaker"],
-                "content": text,
-                "id": turn["dia_id"],
-                "created_at": start + timedelta(seconds=i),
-            }
-            messages.append(check.message(where, record, session, fields))
+            sessions.append((session, _locomo_session(check, source, session, conversation, problems)))
+        except InvalidInput as exc:  # the session as a whole: no time, or no list of turns
+            problems.append(str(exc))
+    if problems:
+        raise InvalidInput(_listed(problems))
+    for session, messages in sessions:
         if messages:
             yield AddRequest(messages=messages, user_id=user_id, session_id=session)
+
+
+def _locomo_session(
+    check: _Checker, source: str, session: str, conversation: dict[str, Any], problems: list[str]
+) -> list[Message]:
+    """A LoCoMo session's messages; each turn's mistakes are added to `problems`."""
+    turns, when = conversation[session], conversation.get(f"{session}_date_time")
+    example = "e.g. '1:56 pm on 8 May, 2023'"
+    if not isinstance(when, str):
+        raise InvalidInput(f"{source}: {session}_date_time: missing, the session's start ({example})")
+    try:
+        start = parse_locomo_time(when)
+    except ValueError:
+        raise InvalidInput(f"{source}: {session}_date_time: {when!r} is not a time ({example})") from None
+    if not isinstance(turns, list):
+        raise InvalidInput(f"{source}: {session}: a list of turns, not {json.dumps(turns)[:40]}")
+    fields = {"content": "text", "name": "speaker", "id": "dia_id"}
+    messages = []
+    for i, turn in enumerate(turns):
+        where = f"{source}, {session} turn {i + 1}"
+        if not isinstance(turn, dict):
+            problems.append(f"{where}: a turn is an object {{speaker, text, dia_id}}")
+            continue
+        if missing := [key for key in ("speaker", "text", "dia_id") if key not in turn]:
+            problems.append(f"{where}: {', '.join(missing)}: missing")
+            continue
+        text = turn["text"]
+        if turn.get("blip_caption") and isinstance(text, str):
+            text = f"{text} [photo: {turn['blip_caption']}]"
+        record = {
+            "role": "user",
+            "name": turn["speaker"],
+            "content": text,
+            "id": turn["dia_id"],
+            "created_at": start + timedelta(seconds=i),
+        }
+        try:
+            messages.append(check.message(where, record, session, fields))
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    return messages
 
 
 def beam_batches(batches: list[dict[str, Any]], user_id: str) -> Iterator[AddRequest]:

@@ -154,3 +154,27 @@ def test_every_mistake_of_a_file_is_named(tmp_path: Path) -> None:
         f"{path}, line 2: role: Input should be 'user', 'assistant', 'system' or 'tool'",
         f"{path}, line 3: content: String should have at least 1 character",
     ]
+
+
+def test_every_mistake_of_a_locomo_file_is_named(tmp_path: Path) -> None:
+    good = {"speaker": "A", "dia_id": "D1:1", "text": "hi"}
+    path = _locomo(
+        tmp_path,
+        {
+            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1": [
+                good,
+                {"speaker": "A", "dia_id": "D1:2"},
+                {"speaker": 7, "dia_id": "D1:3", "text": "x"},
+            ],
+            "session_2": [{"speaker": "B", "dia_id": "D2:1", "text": "hello"}],
+            "session_3_date_time": "1:56 pm on 9 May, 2023",
+            "session_3": [{"speaker": "B", "dia_id": "D1:1", "text": "not hi"}],
+        },
+    )
+    assert _error(path).splitlines() == [
+        f"{path}, session_1 turn 2: text: missing",
+        f"{path}, session_1 turn 3: speaker: Input should be a valid string",
+        f"{path}: session_2_date_time: missing, the session's start (e.g. '1:56 pm on 8 May, 2023')",
+        f"{path}, session_3 turn 1: dia_id: 'D1:1' is the id of another message ({path}, session_1 turn 1)",
+    ]
