@@ -81,7 +81,7 @@ _YEAR = r"(?:19|20)\d{2}"
 _PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
 # Holidays of a fixed or computable day. "New Year" needs its "'s" ("a new year of school" is none).
 _HOLIDAY = (
-    r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|thanksgiving(?:\s+day)?"
+    r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|nye|thanksgiving(?:\s+day)?"
     r"|easter(?:\s+sunday)?|halloween|valentine'?s'?\s+day|independence\s+day|(?:the\s+)?fourth\s+of\s+july)"
 )
 # A holiday is a date only with a word that points at one of them ("last Christmas", "at Easter",
@@ -134,7 +134,7 @@ _TRIGGER_TEXT = (
     "yesterday today tonight tomorrow ago day days week weeks weekend weekends month months year years night "
     "morning afternoon evening monday tuesday wednesday thursday friday saturday sunday mon tue tues wed "
     "thu thur thurs fri sat sun january february march april may june july august september october "
-    "november december jan feb mar apr jun jul aug sep sept oct nov dec christmas xmas thanksgiving "
+    "november december jan feb mar apr jun jul aug sep sept oct nov dec christmas xmas nye thanksgiving "
     "easter halloween valentine valentines independence fourth st nd rd th spring summer fall autumn winter"
 )
 _TRIGGER_WORDS = frozenset(_TRIGGER_TEXT.split(" "))
@@ -456,6 +456,7 @@ _HOLIDAY_NAMES = (  # (words that start the name, how it is written, its day in 
     ("christmas", "Christmas", lambda y: date(y, 12, 25)),
     ("xmas", "Christmas", lambda y: date(y, 12, 25)),
     ("new year", "New Year's Eve", lambda y: date(y, 12, 31)),  # only with "eve": see _holiday
+    ("nye", "New Year's Eve", lambda y: date(y, 12, 31)),
     ("thanksgiving", "Thanksgiving", lambda y: date(y, 11, 1) + relativedelta(weekday=TH(+4))),
     ("easter", "Easter", easter),
     ("halloween", "Halloween", lambda y: date(y, 10, 31)),

@@ -226,6 +226,8 @@ HOLIDAYS = [
      "I finished the quilt before Easter 2023.", date(2023, 4, 9)),
     ("We met on New Year's Eve.", MON_8_MAY,
      "We met on New Year's Eve 2022.", date(2022, 12, 31)),
+    ("We threw a party on NYE.", MON_8_MAY,
+     "We threw a party on New Year's Eve 2022.", date(2022, 12, 31)),
     ("On the Fourth of July we watched fireworks.", SAT_15_JUL,
      "On the Fourth of July 2023 we watched fireworks.", date(2023, 7, 4)),
     ("See you next Halloween!", datetime(2023, 10, 31, 20, 0, tzinfo=UTC),
