@@ -54,9 +54,12 @@ PASSAGE_KEY = "passage"  # a passage's metadata: {turn_id, index} of the message
 APPLIES_TO_KEY = "applies_to"
 # A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
 # new mentions and keeps the new spellings.
+# A session's episode is rebuilt from all its turns: its span too (an earlier turn sent late, the
+# first turn deleted).
 _SESSION_UPSERT = (
     "(id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash, "
-    "event_end_at = EXCLUDED.event_end_at, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, "
+    "event_at = EXCLUDED.event_at, event_end_at = EXCLUDED.event_end_at, utc_offset = EXCLUDED.utc_offset, "
+    "valid_from = EXCLUDED.valid_from, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, "
     "updated_at = now()"
 )
 # A relation said again cites the new messages too.

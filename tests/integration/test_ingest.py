@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,9 @@ def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> 
     [episode], sources = _memories(service, ctx, user, kind="session")
     assert "4411" not in episode.content and "cello" in episode.content
     assert sorted(sources[episode.id]) == ["f1", "f2"]
+    # Its span is the turns it has: it starts when the first one left was said.
+    assert episode.event_at == episode.valid_from == datetime(2025, 1, 10, 9, 1, tzinfo=UTC)
+    assert episode.event_end_at == datetime(2025, 1, 10, 9, 2, tzinfo=UTC)
     assert service.graph(ctx, user, entity=None, depth=1).entities  # "Pia", the cello, ...
     for text in said[1:]:
         service.delete(ctx, turns[text].id)
@@ -207,6 +210,19 @@ def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> 
     # Nothing left of the user: no graph either (the speaker's own entity is named by no mention).
     graph = service.graph(ctx, user, entity=None, depth=1)
     assert (graph.entities, graph.relations) == ([], [])
+
+
+def test_a_session_starts_at_its_earliest_turn_whatever_order_they_came_in(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"late-{uuid.uuid4().hex[:6]}"
+    tokyo = timezone(timedelta(hours=9))
+    for i, minute in ((1, 5), (0, 1)):  # the earlier message, from Tokyo, is sent last
+        when = datetime(2025, 1, 10, 9, minute, tzinfo=tokyo if i == 0 else UTC)
+        message = Message(role="user", name="Pia", content=f"Message {i}.", id=f"l{i}", created_at=when)
+        _ingest(service, ctx, AddRequest(user_id=user, session_id="one", messages=[message]))
+    [episode], _ = _memories(service, ctx, user, kind="session")
+    assert episode.event_at == datetime(2025, 1, 10, 9, 1, tzinfo=tokyo)
+    assert episode.utc_offset == 9 * 60 and episode.event_end_at == datetime(2025, 1, 10, 9, 5, tzinfo=UTC)
 
 
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
