@@ -52,10 +52,9 @@ ENTITY_MERGE_COSINE = 0.95
 PASSAGE_KEY = "passage"  # a passage's metadata: {turn_id, index} of the message it is part of
 # A standing instruction's metadata: the requests it governs ("history"), whose vector it has.
 APPLIES_TO_KEY = "applies_to"
-# A session episode is rebuilt from all its turns as they arrive; an entity met again counts the
-# new mentions and keeps the new spellings.
-# A session's episode is rebuilt from all its turns: its span too (an earlier turn sent late, the
-# first turn deleted).
+# A session episode is rebuilt from all its turns as they arrive, its span too (an earlier turn
+# sent late, its first turn deleted); an entity met again counts the new mentions and keeps the
+# new spellings.
 _SESSION_UPSERT = (
     "(id) DO UPDATE SET content = EXCLUDED.content, content_hash = EXCLUDED.content_hash, "
     "event_at = EXCLUDED.event_at, event_end_at = EXCLUDED.event_end_at, utc_offset = EXCLUDED.utc_offset, "
