@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -203,11 +203,18 @@ def _close_corrected(
 def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: datetime) -> list[PreparedTurn]:
     """Give every message its id, speaker, time and session; the same input always gives the same ids."""
     prepared = []
+    said: Counter[str] = Counter()
     for position, message in enumerate(request.messages):
         event_at = message.created_at or received_at
-        message_id = message.id or _server_message_id(request, message)
         # A day's session is the speaker's day: 17:00 and 18:00 in California are one session.
         session_id = request.session_id or f"auto-{event_at.date().isoformat()}"
+        if message.id is not None:
+            message_id = message.id
+        else:
+            message_id = _server_message_id(message, session_id)
+            said[message_id] += 1
+            if said[message_id] > 1:  # "ok" twice in one add: two messages
+                message_id = _server_message_id(message, session_id, said[message_id] - 1)
         turn = Turn(
             message_id=message_id,
             role=message.role,
@@ -228,12 +235,15 @@ def prepare_turns(tenant_id: uuid.UUID, request: AddRequest, received_at: dateti
     return prepared
 
 
-def _server_message_id(request: AddRequest, message: Message) -> str:
-    # Without a client id a message is known by what it says and when; with no time given,
-    # by what it says within its session, so a plain re-send is still recognised.
-    when = message.created_at.isoformat() if message.created_at else f"session:{request.session_id or ''}"
-    digest = hashlib.sha256("\x1f".join([message.role, message.name or "", message.content, when]).encode())
-    return "m_" + digest.hexdigest()[:24]
+def _server_message_id(message: Message, session_id: str, said_before_in_add: int = 0) -> str:
+    """Without a client id a message is known by what it says and when; with no time given, by
+    what it says within its session (a day's, without `session_id`), so that a plain re-send, or
+    a window of the conversation sent again, is recognised, and by how often the add said it
+    before."""
+    when = message.created_at.isoformat() if message.created_at else f"session:{session_id}"
+    again = [f"again:{said_before_in_add}"] if said_before_in_add else []
+    parts = [message.role, message.name or "", message.content, when, *again]
+    return "m_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
 @dataclass(slots=True)

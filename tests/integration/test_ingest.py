@@ -225,6 +225,21 @@ def test_a_session_starts_at_its_earliest_turn_whatever_order_they_came_in(servi
     assert episode.utc_offset == 9 * 60 and episode.event_end_at == datetime(2025, 1, 10, 9, 5, tzinfo=UTC)
 
 
+def test_a_reply_said_twice_without_ids_is_two_turns_and_a_resend_is_none(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"twice-{uuid.uuid4().hex[:6]}"
+    said = [("user", "Yes."), ("assistant", "Shall I book the table for two?"), ("user", "Yes.")]
+    request = AddRequest(user_id=user, messages=[Message(role=r, content=c) for r, c in said])
+    first = _ingest(service, ctx, request)
+    assert first.created["turn"] == 3 and first.duplicates == 0
+    turns, _ = _memories(service, ctx, user, kind="turn")
+    assert sorted(t.content for t in turns) == ["Shall I book the table for two?", "Yes.", "Yes."]
+    [episode], sources = _memories(service, ctx, user, kind="session")
+    assert len(sources[episode.id]) == 3  # the digest's turns are the stored ones
+    again = _ingest(service, ctx, request)
+    assert again.duplicates == 3 and not again.memory_ids
+
+
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
     """Its history was empty, and GET /v1/memories/{id}/history answered 404 for a stored memory;
     rebuilds as the session's turns arrive are derived from them, not events."""
