@@ -30,8 +30,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "memsvc's LangChain integration needs langchain-core: pip install 'memsvc-client[langchain]'"
     ) from exc
 
-# LangChain message types -> memsvc roles; anything else keeps its own role if memsvc has it.
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+# LangChain message types -> memsvc roles; anything else keeps its own role if memsvc has it. A
+# tool's result is not kept: the call it answers has no text to keep, and a result read back
+# without its call is a history a chat model refuses.
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 _PAGE = 500
 
 
@@ -70,11 +72,12 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
         return [_to_langchain(turn) for turn in turns]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Store messages of the conversation in one request. Messages without text are skipped."""
+        """Store messages of the conversation in one request. Messages without text (an AI
+        message that only calls tools) and tools' results are skipped."""
         now = datetime.now(UTC)
         batch = []
         for i, message in enumerate(messages):
-            if not message.text.strip():
+            if not message.text.strip() or message.type == "tool":
                 continue
             item: dict[str, Any] = {
                 "role": _ROLES.get(message.type, getattr(message, "role", "user")),
@@ -137,7 +140,7 @@ class MemsvcRetriever(BaseRetriever):
 def _to_langchain(turn: MemoryOut) -> BaseMessage:
     ids = turn.source_message_ids
     fields: dict[str, Any] = {"content": turn.content, "id": ids[0] if ids else str(turn.id)}
-    if turn.speaker:
+    if turn.speaker and turn.speaker != turn.role:  # a message sent without a name has its role
         fields["name"] = turn.speaker
     if turn.role == "user":
         return HumanMessage(**fields)

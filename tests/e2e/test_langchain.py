@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from memsvc.client import AsyncMemoryClient, MemoryClient
 from memsvc.integrations.langchain import MemsvcChatMessageHistory, MemsvcRetriever
@@ -27,6 +27,9 @@ def test_chat_history_round_trip(client: MemoryClient) -> None:
             HumanMessage("I moved to Lisbon last month.", name="Ann", id="m1"),
             AIMessage("How do you like Lisbon?", id="m2"),
             HumanMessage("   "),  # nothing to remember
+            # A tool call has no text, and its result is not kept without it.
+            AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Lisbon"}, "id": "c1"}]),
+            ToolMessage("21 °C and sunny", tool_call_id="c1"),
         ]
     )
     history.add_user_message("My cat Miso loves the balcony.")
@@ -41,6 +44,8 @@ def test_chat_history_round_trip(client: MemoryClient) -> None:
         "My cat Miso loves the balcony.",
     ]
     assert messages[1].name == "Ann" and messages[1].id == "m1" and messages[2].id == "m2"
+    # Sent without a name, a message reads back without one (not with its role as its name).
+    assert (messages[0].name, messages[2].name, messages[3].name) == (None, None, None)
     assert [m.text for m in other.messages] == ["I play the cello on Sundays."]
 
     # Re-sending messages with ids stores nothing new.
