@@ -62,8 +62,9 @@ class UseRecorder:
         try:
             with self.db.session() as session:
                 done = consolidation_store.record_uses(session, pending, at)
-        except Exception:  # the database away: keep the counts for the next flush
-            log.warning("could not write use counts; kept for the next flush", exc_info=True)
+        except Exception as exc:  # the database away: keep the counts for the next flush
+            # One line, not a traceback every flush while the database is down.
+            log.warning("could not write use counts (%s); kept for the next flush", exc)
             done = set()
         left = Counter({k: n for k, n in pending.items() if k not in done})
         if left:

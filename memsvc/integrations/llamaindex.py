@@ -10,6 +10,7 @@ A thin layer over `memsvc.client`; install with `pip install 'memsvc-client[llam
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -61,15 +62,25 @@ class MemsvcMemoryBlock(BaseMemoryBlock[str]):
         return answer.context
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
-        """Store messages in memsvc (those without text are skipped)."""
+        """Store messages in memsvc (those without text are skipped). `Memory` hands each message
+        over once, as it leaves the window: each is stored as said now, so that "Yes." said again
+        in a later flush is a message of its own, not a re-send of the first."""
+        now = datetime.now(UTC)
         batch = []
         session_id = self.session_id
-        for message in messages:
+        for i, message in enumerate(messages):
             # Memory.aput passes its own session id along in each message.
             session_id = message.additional_kwargs.get("session_id", session_id)
             if not (message.content or "").strip():
                 continue
-            batch.append({"role": _ROLES.get(message.role, "user"), "content": message.content})
+            batch.append(
+                {
+                    "role": _ROLES.get(message.role, "user"),
+                    "content": message.content,
+                    # One microsecond apart: the order they were said in.
+                    "created_at": now + timedelta(microseconds=i),
+                }
+            )
         if batch:
             await self.client.add(batch, self.user_id, session_id=session_id, wait=True)
 

@@ -36,9 +36,18 @@ async def test_block_stores_and_recalls(live_server: str, tenant: Any) -> None:
         )
         assert "Lisbon" in context
 
+        # "Yes." said again in a later flush is said again, not a re-send.
+        await block.aput([ChatMessage(role=MessageRole.USER, content="Yes.")])
+        await block.aput([ChatMessage(role=MessageRole.USER, content="Yes.")])
+
     with MemoryClient(live_server, key) as sync_client:
         turns = [m for m in sync_client.list("ann").items if m.kind == "turn"]
-        assert sorted((m.role, m.session_id) for m in turns) == [("assistant", "s1"), ("user", "s1")]
+        assert sorted((m.role, m.session_id) for m in turns) == [
+            ("assistant", "s1"),
+            ("user", "s1"),
+            ("user", "s1"),
+            ("user", "s1"),
+        ]
 
 
 async def test_inside_llamaindex_memory(live_server: str, tenant: Any) -> None:
