@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import os
 import random
 import time
@@ -164,6 +165,20 @@ def _raise_for(response: httpx.Response) -> None:
         raise error_for(response.status_code, body, _retry_after(response))
 
 
+def _as_json(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A request's JSON body as ASCII bytes: a lone surrogate travels as its escape and the server
+    answers a 422 naming its field (httpx's UTF-8 encoding raised a UnicodeEncodeError)."""
+    if "json" not in kwargs:
+        return kwargs
+    body = kwargs.pop("json")
+    try:
+        text = json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:  # NaN or Infinity, which JSON has no way to write
+        detail = f"a number is NaN or Infinity, which JSON cannot hold ({exc})"
+        raise error_for(422, {"title": "Invalid input", "detail": detail}) from None
+    return {**kwargs, "content": text.encode("ascii"), "headers": {"Content-Type": "application/json"}}
+
+
 def _failed(base_url: str, exc: httpx.TransportError) -> ConnectionFailed:
     if isinstance(exc, _NOT_SENT):
         return ConnectionFailed(f"cannot reach {base_url}: {exc}")
@@ -194,6 +209,7 @@ class MemoryClient(_Base):
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         retry = _Retry(method, path, kwargs.get("json"), self._retries)
+        kwargs = _as_json(kwargs)
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
@@ -325,6 +341,7 @@ class AsyncMemoryClient(_Base):
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         retry = _Retry(method, path, kwargs.get("json"), self._retries)
+        kwargs = _as_json(kwargs)
         while True:
             try:
                 response = await self._http.request(method, path, **kwargs)

@@ -54,3 +54,15 @@ def test_content_with_nothing_visible_is_422_naming_the_field(
     problem = response.json()
     assert "content" in str(problem) and "blank" in str(problem), problem
     assert httpx.get(f"{live_server}/v1/memories", params={"user_id": "u"}, headers=key).json()["items"] == []
+
+
+def test_the_sdk_sends_a_lone_surrogate_for_the_server_to_name_and_refuses_nan(client: MemoryClient) -> None:
+    from memsvc.client import BadRequest
+
+    with pytest.raises(BadRequest) as refused:  # was a UnicodeEncodeError from httpx
+        client.add([{"role": "user", "content": "bad \ud800 text"}], "unicode-sdk")
+    assert refused.value.status_code == 422 and "content" in str(refused.value)
+    with pytest.raises(BadRequest) as nan:
+        client.add([{"role": "user", "content": "fine"}], "unicode-sdk", metadata={"x": float("nan")})
+    assert nan.value.status_code == 422 and "nan" in str(nan.value).lower()
+    assert client.list("unicode-sdk").items == []
