@@ -401,6 +401,16 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _name(text: str) -> str:
+    """An argparse type for a tenant's or user's name: a blank one made a tenant named "" (and a
+    blank `--user-id` quietly became the file's name)."""
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a name with something printable in it, not {text!r}")
+    if len(text) > 255:
+        raise argparse.ArgumentTypeError("at most 255 characters")
+    return text
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: 0 made `--batch-size` store nothing and `--concurrency` fall back unsaid."""
     try:
@@ -441,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key (and the tenant if new); prints it once")
-    create.add_argument("--tenant", required=True, help="the tenant's name (made if new)")
+    create.add_argument("--tenant", type=_name, required=True, help="the tenant's name (made if new)")
     create.add_argument("--name", help="a label to tell keys apart (never secret)")
     create.add_argument(
         "--scope",
@@ -451,15 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=cmd_keys_create)
     klist = keys.add_parser("list", help="a tenant's keys: id, name, prefix, scopes, times (never a secret)")
-    klist.add_argument("--tenant", required=True, help="the tenant's name")
+    klist.add_argument("--tenant", type=_name, required=True, help="the tenant's name")
     klist.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="stop a key now")
     revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX", help="its id, its prefix (msk_…) or the key")
-    revoke.add_argument("--tenant", help="look for the key in this tenant only")
+    revoke.add_argument("--tenant", type=_name, help="look for the key in this tenant only")
     revoke.set_defaults(func=cmd_keys_revoke)
     rotate = keys.add_parser("rotate", help="a new key with the same name and scopes; prints it once")
     rotate.add_argument("key", metavar="KEY_ID_OR_PREFIX", help="its id, its prefix (msk_…) or the key")
-    rotate.add_argument("--tenant", help="look for the key in this tenant only")
+    rotate.add_argument("--tenant", type=_name, help="look for the key in this tenant only")
     rotate.add_argument(
         "--grace", type=int, default=0, metavar="SECONDS", help="the old key keeps working this long"
     )
@@ -467,21 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="ingest a LoCoMo conversation file or a JSONL of messages")
     imp.add_argument("file", help="a LoCoMo JSON file, or JSONL with one message per line")
-    imp.add_argument("--user-id", help="default: the file name without extension")
-    imp.add_argument("--tenant", default="default", help="made if new (default: default)")
+    imp.add_argument("--user-id", type=_name, help="default: the file name without extension")
+    imp.add_argument("--tenant", type=_name, default="default", help="made if new (default: default)")
     imp.set_defaults(func=cmd_import)
 
     cons = sub.add_parser("consolidate", help="supersede, merge, summarise and forget memories now")
-    cons.add_argument("--tenant", help="only this tenant's users (default: every tenant)")
-    cons.add_argument("--user", help="only this user (needs --tenant)")
+    cons.add_argument("--tenant", type=_name, help="only this tenant's users (default: every tenant)")
+    cons.add_argument("--user", type=_name, help="only this user (needs --tenant)")
     cons.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     cons.set_defaults(func=cmd_consolidate)
 
     back = sub.add_parser(
         "backfill-passages", help="cut long messages stored before passages existed into passages"
     )
-    back.add_argument("--tenant", help="only this tenant's users (default: every tenant)")
-    back.add_argument("--user", help="only this user (needs --tenant)")
+    back.add_argument("--tenant", type=_name, help="only this tenant's users (default: every tenant)")
+    back.add_argument("--user", type=_name, help="only this user (needs --tenant)")
     back.add_argument(
         "--batch-size", type=_positive_int, default=64, help="messages per transaction (default 64)"
     )

@@ -110,3 +110,26 @@ def test_keys_rotate(database_url: str, database, service) -> None:  # type: ign
     assert service.authenticate(new).scopes == {"write"}
     with pytest.raises(Unauthorized):
         service.authenticate(old)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("keys", "create", "--tenant", ""),
+        ("keys", "create", "--tenant", "   "),
+        ("keys", "list", "--tenant", "\t"),
+        ("import", "whatever.jsonl", "--user-id", " "),
+        ("consolidate", "--tenant", "t", "--user", ""),
+    ],
+)
+def test_a_blank_tenant_or_user_name_is_refused(database_url: str, database, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from memsvc.models import Tenant
+
+    with database.session() as session:
+        before = session.execute(select(func.count()).select_from(Tenant)).scalar_one()
+    done = _memsvc(database_url, *args)
+    assert done.returncode == 2 and "a name with something printable in it" in done.stderr, done.stderr
+    with database.session() as session:
+        assert session.execute(select(func.count()).select_from(Tenant)).scalar_one() == before
