@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 import uuid
@@ -152,24 +153,39 @@ def get_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) -> Me
     return memory_out(memory, sources_of(session, [memory.id]).get(memory.id, []))
 
 
-def _encode_cursor(created_at: datetime, memory_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), str(memory_id)]).encode()).decode()
+def _listing(*parts: object) -> str:
+    """What a cursor pages through: the listing and its filters (a cursor of another user's list,
+    or of the jobs, paged this one from an unrelated place, silently)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _encode_cursor(listing: str, created_at: datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(
+        json.dumps([created_at.isoformat(), str(row_id), listing]).encode()
+    ).decode()
 
 
 _FOREIGN_CURSOR = "cursor is not one this server issued"
+_OTHER_LISTING = (
+    "cursor is of another listing (another user, type, status, kind or time window): "
+    "page this one from its start"
+)
 _BIGINT_MAX = 2**63 - 1
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(cursor: str, listing: str) -> tuple[datetime, uuid.UUID]:
     try:
-        created_at, memory_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        created_at, row_id, of = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         at = datetime.fromisoformat(created_at)
         # A forged time PostgreSQL cannot hold (naive, or before year 1 in UTC) is the caller's error.
         if at.utcoffset() is None or not storable_time(at):
             raise ValueError(created_at)
-        return at, uuid.UUID(memory_id)
+        position = at, uuid.UUID(row_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(_FOREIGN_CURSOR) from exc
+    if of != listing:
+        raise InvalidInput(_OTHER_LISTING)
+    return position
 
 
 def list_memories(
@@ -210,8 +226,9 @@ def list_memories(
         stmt = stmt.where(case((said_day, Memory.valid_from >= _day_of(since)), else_=happened >= since))
     if until:
         stmt = stmt.where(case((said_day, Memory.valid_from < _day_after(until)), else_=happened < until))
+    listing = _listing("memories", ctx.tenant_id, user_id, memory_type, status, since, until)
     if cursor:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = _decode_cursor(cursor, listing)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))
     rows = list(
         session.execute(stmt.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1)).scalars()
@@ -220,7 +237,7 @@ def list_memories(
     sources = sources_of(session, [m.id for m in page])
     return MemoryList(
         items=[memory_out(m, sources.get(m.id, [])) for m in page],
-        next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+        next_cursor=_encode_cursor(listing, page[-1].created_at, page[-1].id) if more else None,
     )
 
 
@@ -536,19 +553,24 @@ def list_users(
     stmt = select(Memory.user_id, func.count(), func.max(Memory.created_at)).where(
         Memory.tenant_id == ctx.tenant_id
     )
+    listing = _listing("users", ctx.tenant_id)
     if cursor:
         try:
-            after = base64.urlsafe_b64decode(cursor.encode()).decode()
-        except (ValueError, UnicodeDecodeError) as exc:
+            after, of = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            if not isinstance(after, str) or "\x00" in after:  # no user id holds NUL
+                raise ValueError(after)
+        except (ValueError, TypeError) as exc:
             raise InvalidInput(_FOREIGN_CURSOR) from exc
-        if "\x00" in after:  # PostgreSQL text cannot hold NUL; no user id has one
-            raise InvalidInput(_FOREIGN_CURSOR)
+        if of != listing:
+            raise InvalidInput(_OTHER_LISTING)
         stmt = stmt.where(Memory.user_id > after)
     rows = session.execute(stmt.group_by(Memory.user_id).order_by(Memory.user_id).limit(limit + 1)).all()
     page = rows[:limit]
     return UserList(
         users=[UserOut(user_id=u, memories=n, last_created_at=last) for u, n, last in page],
-        next_cursor=base64.urlsafe_b64encode(page[-1][0].encode()).decode() if len(rows) > limit else None,
+        next_cursor=base64.urlsafe_b64encode(json.dumps([page[-1][0], listing]).encode()).decode()
+        if len(rows) > limit
+        else None,
     )
 
 
@@ -583,8 +605,9 @@ def list_jobs(
         stmt = stmt.where(Job.status == status)
     if kind:
         stmt = stmt.where(Job.kind == kind)
+    listing = _listing("jobs", ctx.tenant_id, user_id, status, kind)
     if cursor:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = _decode_cursor(cursor, listing)
         stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     rows = list(
         session.execute(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars()
@@ -592,7 +615,7 @@ def list_jobs(
     page = rows[:limit]
     return JobList(
         jobs=[job_out(j) for j in page],
-        next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None,
+        next_cursor=_encode_cursor(listing, page[-1].created_at, page[-1].id) if len(rows) > limit else None,
     )
 
 

@@ -266,7 +266,31 @@ def _forged(raw: bytes) -> str:
 
 
 def _forged_time(at: str) -> str:
-    return _forged(json.dumps([at, str(uuid.uuid4())]).encode())
+    return _forged(json.dumps([at, str(uuid.uuid4()), "listing"]).encode())
+
+
+def test_a_cursor_pages_only_the_listing_that_gave_it(live_server: str, tenant) -> None:  # type: ignore[no-untyped-def]
+    """A cursor of one user's list paged another's list from an unrelated place, silently."""
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    with MemoryClient(live_server, tenant[1]) as client:
+        for user in ("pages-a", "pages-b"):
+            said = [{"role": "user", "content": f"I like {x}."} for x in ("tea", "jazz", "chess", "rain")]
+            assert client.add(said, user, wait=True).status == "succeeded"
+        mine = client.list("pages-a", limit=2)
+        assert mine.next_cursor and client.list("pages-a", limit=2, cursor=mine.next_cursor).items
+        jobs = httpx.get(f"{live_server}/v1/jobs?limit=1", headers=auth).json()["next_cursor"]
+        users = httpx.get(f"{live_server}/v1/users?limit=1", headers=auth).json()["next_cursor"]
+    for path in (
+        f"/v1/memories?user_id=pages-b&limit=2&cursor={mine.next_cursor}",
+        f"/v1/memories?user_id=pages-a&type=semantic&limit=2&cursor={mine.next_cursor}",
+        f"/v1/memories?user_id=pages-a&cursor={jobs}",
+        f"/v1/jobs?user_id=pages-a&cursor={jobs}",
+        f"/v1/jobs?cursor={users}",
+        f"/v1/users?cursor={mine.next_cursor}",
+    ):
+        response = httpx.get(f"{live_server}{path}", headers=auth)
+        assert response.status_code == 422, (path, response.text)
+        assert "cursor" in response.json()["detail"], (path, response.text)
 
 
 def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
