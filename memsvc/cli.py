@@ -280,7 +280,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _tenant_scope(database: Database, args: argparse.Namespace) -> uuid.UUID | None:
-    """The tenant `--tenant` names (None: every tenant); `--user` needs one."""
+    """The tenant `--tenant` names (None: every tenant); `--user` needs one, and memories in it."""
     from sqlalchemy import select
 
     from memsvc.models import Tenant
@@ -293,6 +293,13 @@ def _tenant_scope(database: Database, args: argparse.Namespace) -> uuid.UUID | N
             raise MemsvcError(f"no tenant named {args.tenant!r}")
     if args.user and tenant_id is None:
         raise MemsvcError("--user needs --tenant (user ids are unique within a tenant)")
+    if args.user and tenant_id is not None:
+        from memsvc.store import has_memories
+
+        # A mistyped user id was "done" (1 user, 0 memories) and exited 0.
+        with database.session() as session:
+            if not has_memories(session, tenant_id, args.user):
+                raise MemsvcError(f"no memories of user {args.user!r} in tenant {args.tenant!r}")
     return tenant_id
 
 
@@ -304,13 +311,6 @@ def cmd_consolidate(args: argparse.Namespace, settings: Settings) -> None:
 
     database = open_database(settings)
     tenant_id = _tenant_scope(database, args)
-    if args.user and tenant_id is not None:
-        from memsvc.consolidation_store import users_to_consolidate
-
-        # A mistyped user id was "consolidated" (1 user, 0 memories) and exited 0.
-        with database.session() as session:
-            if (tenant_id, args.user) not in users_to_consolidate(session, tenant_id):
-                raise MemsvcError(f"no memories of user {args.user!r} in tenant {args.tenant!r}")
     service = MemoryService(settings, database)
     bar = tqdm(unit="user", desc="consolidate" + (" (dry run)" if args.dry_run else ""), file=sys.stderr)
 

@@ -411,8 +411,12 @@ class MemoryService:
         return report
 
     def submit_consolidate(self, ctx: TenantContext, request: ConsolidateRequest) -> uuid.UUID:
-        """Record a consolidation request (one user, or every user of the tenant); the queue runs it."""
+        """Record a consolidation request (one user, or every user of the tenant); the queue runs it.
+        A user with no memories is `NotFound` (a mistyped id "succeeded" with nothing done)."""
         with self.db.session() as session:
+            user_id = request.user_id
+            if user_id is not None and not store.has_memories(session, ctx.tenant_id, user_id):
+                raise NotFound(f"no memories of user {user_id!r}")
             job = Job(
                 tenant_id=ctx.tenant_id,
                 user_id=request.user_id,

@@ -545,6 +545,12 @@ def user_history(
     )
 
 
+def has_memories(session: Session, tenant_id: uuid.UUID, user_id: str) -> bool:
+    """Whether the user holds any memory in the tenant (one index probe)."""
+    stmt = select(Memory.id).where(Memory.tenant_id == tenant_id, Memory.user_id == user_id).limit(1)
+    return session.execute(stmt).first() is not None
+
+
 def list_users(
     session: Session, ctx: TenantContext, *, limit: int = 100, cursor: str | None = None
 ) -> UserList:

@@ -128,6 +128,8 @@ def test_consolidate_names_a_user_with_no_memories_and_fails(database_url: str, 
     assert typo.returncode == 2
     assert "no memories of user 'kin' in tenant 'cli-consolidate'" in typo.stderr
     assert "consolidation run" not in typo.stdout
+    backfill = _memsvc(database_url, "backfill-passages", "--tenant", "cli-consolidate", "--user", "kin")
+    assert backfill.returncode == 2 and "no memories of user 'kin'" in backfill.stderr  # exited 0
     done = _memsvc(database_url, "consolidate", "--tenant", "cli-consolidate", "--user", "kim", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "memories before" in done.stdout

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from memsvc.client import MemoryClient
 
 
@@ -68,8 +70,19 @@ def test_a_consolidate_request_without_a_body_covers_the_tenant(client: MemoryCl
 
 
 def test_the_queued_answer_names_the_user_it_was_asked_for(client: MemoryClient) -> None:
+    for user in ("ann", "bob"):
+        assert client.add([{"role": "user", "content": "I live in Porto."}], user, wait=True).result
     response = client._http.post("/v1/consolidate", json={"user_id": "ann"})
     assert response.status_code == 202, response.text
     assert response.json()["user_id"] == "ann"
     assert client.consolidate("bob").user_id == "bob"
     assert client.consolidate().user_id is None  # the tenant's run names no user
+
+
+def test_a_user_with_no_memories_is_404_not_a_run_that_did_nothing(client: MemoryClient) -> None:
+    from memsvc.client import NotFoundError
+
+    response = client._http.post("/v1/consolidate", json={"user_id": "no-such-user"})
+    assert response.status_code == 404 and "no memories of user 'no-such-user'" in response.text
+    with pytest.raises(NotFoundError):
+        client.consolidate("no-such-user")
