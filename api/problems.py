@@ -125,4 +125,8 @@ def install(app: FastAPI) -> None:
             cause = exc.__cause__
             reason = "nested too deeply" if isinstance(cause, RecursionError) else str(cause).split(";")[0]
             return _invalid_json(reason)
-        return problem(exc.status_code, str(exc.detail), code="http_error")
+        # No such route answers as no such memory does; the codes are the documented ones.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        answer = problem(exc.status_code, str(exc.detail), code=code)
+        answer.headers.update(exc.headers or {})  # a 405's `Allow`
+        return answer

@@ -14,13 +14,13 @@ from memsvc.schemas import ConsolidateRequest, JobOut, MemoryOut
 router = APIRouter(prefix="/v1", tags=["consolidation"], responses=problems.responses(401, 403, 422, 503))
 
 
-@router.post("/consolidate", status_code=202, response_model=JobOut, responses=problems.responses(400))
+@router.post("/consolidate", status_code=202, response_model=JobOut, responses=problems.responses(400, 404))
 def consolidate(
     service: Service, tenant: WriteTenant, request: Request, body: ConsolidateRequest | None = None
 ) -> JSONResponse:
     """Queue a consolidation run (supersede, merge, summarise, forget) of one user, or of every user
     of the tenant (no body, or no `user_id`); `GET /v1/jobs/{job_id}` follows it, and its result is
-    the run's report."""
+    the run's report. A user with no memories is a 404."""
     body = body or ConsolidateRequest()
     job_id = service.submit_consolidate(tenant, body)
     request.app.state.queue.defer_consolidate(job_id)

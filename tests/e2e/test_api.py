@@ -416,3 +416,13 @@ def test_the_sdk_has_what_rest_has_explain_as_of_status_since_until(live_server:
             assert (await aclient.list("sdk-pia", status="superseded")).items
 
     asyncio.run(the_async_client())
+
+
+def test_no_such_route_or_method_answers_a_documented_code(live_server: str, tenant) -> None:  # type: ignore[no-untyped-def]
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    missing = httpx.get(f"{live_server}/v1/nothing-here", headers=auth)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    wrong = httpx.put(f"{live_server}/v1/search", headers=auth, json={})
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+    assert wrong.headers["content-type"].startswith("application/problem+json")
