@@ -20,9 +20,10 @@ def list_keys(service: Service, tenant: AdminTenant) -> ApiKeyList:
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems.responses(400))
-def create_key(body: CreateKeyRequest, service: Service, tenant: AdminTenant) -> ApiKeyCreated:
-    """A new key; its secret (`key`) is in this answer only."""
-    return service.create_key(tenant, body)
+def create_key(service: Service, tenant: AdminTenant, body: CreateKeyRequest | None = None) -> ApiKeyCreated:
+    """A new key; its secret (`key`) is in this answer only. Every field is optional, and so is
+    the body (`curl -X POST` sends none)."""
+    return service.create_key(tenant, body or CreateKeyRequest())
 
 
 @router.post(

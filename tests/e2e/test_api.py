@@ -426,3 +426,13 @@ def test_no_such_route_or_method_answers_a_documented_code(live_server: str, ten
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
     assert "POST" in wrong.headers["allow"]
     assert wrong.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_key_is_made_from_a_post_without_a_body(live_server: str, database) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.tenants import create_api_key
+
+    with database.session() as session:
+        admin = create_api_key(session, f"t-{uuid.uuid4().hex[:12]}", "ops", scopes=["admin"])
+    made = httpx.post(f"{live_server}/v1/keys", headers={"Authorization": f"Bearer {admin}"})
+    assert made.status_code == 201, made.text  # was 422 "body: Field required"
+    assert made.json()["key"].startswith("msk_") and set(made.json()["scopes"]) == {"read", "write"}
