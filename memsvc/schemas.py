@@ -216,7 +216,7 @@ class SearchRequest(_Model):
     query: NonBlankProse = Field(min_length=1, max_length=4000)
     user_id: ScopeId = Field(min_length=1, max_length=255)
     limit: int = Field(default=10, ge=1, le=100)
-    types: list[MemoryType] | None = Field(default=None, min_length=1)
+    types: list[Literal["episodic", "semantic"]] | None = Field(default=None, min_length=1)
     as_of: UtcDatetime | None = Field(
         default=None, description="see the world as it was at this time; without a timezone it is UTC"
     )
@@ -229,14 +229,17 @@ class SearchRequest(_Model):
         "in its `metadata.explain`",
     )
 
-    @field_validator("types")
+    @field_validator("types", mode="before")
     @classmethod
-    def _searchable_types(cls, value: list[str] | None) -> list[str] | None:
-        # The graph is not ranked with memories; saying so beats an empty answer.
-        if value is not None and not set(value) <= {"episodic", "semantic"}:
+    def _searchable_types(cls, value: Any) -> Any:
+        # The graph is not ranked with memories; saying so beats an empty answer, or a list of
+        # the memory types that offered "entity" and "relation" and then refused them.
+        named = {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
+        if not named <= {"episodic", "semantic"}:
             raise PydanticCustomError(
                 "search_types",
-                "search ranks episodic and semantic memories; entities and relations are at GET /v1/graph",
+                "search ranks 'episodic' and 'semantic' memories; entities and relations are at "
+                "GET /v1/graph",
             )
         return value
 

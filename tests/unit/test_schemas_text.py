@@ -70,3 +70,12 @@ def test_visible_text_around_invisible_characters_is_kept() -> None:
     text = "co\u200bop \ufeffhi"
     request = AddRequest.model_validate({"user_id": "u", "messages": [{"role": "user", "content": text}]})
     assert request.messages[0].content == text
+
+
+@pytest.mark.parametrize("types", [["graph"], ["entity"], ["semantic", "relation"]])
+def test_search_types_other_than_memories_name_the_graph_route(types: list[str]) -> None:
+    # "graph" was refused with a list offering "entity" and "relation", which were then refused too.
+    with pytest.raises(ValidationError) as refused:
+        SearchRequest(query="x", user_id="u", types=types)
+    (error,) = refused.value.errors()
+    assert "GET /v1/graph" in error["msg"] and "'episodic' and 'semantic'" in error["msg"]
