@@ -388,7 +388,9 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
 
         return AddResult(
-            memory_ids=[m["id"] for m in rows.memories],
+            # The episodes of the sessions it added to are made (or rebuilt) by it too.
+            memory_ids=[m["id"] for m in rows.memories]
+            + [derived_id(tenant_id, user_id, "session", d.session_id) for d in digests],
             created=dict(created),
             duplicates=len(turns) - len(new_turns),
             extractor=extraction.extractor or self.extractor.name,

@@ -236,6 +236,7 @@ def test_a_reply_said_twice_without_ids_is_two_turns_and_a_resend_is_none(servic
     assert sorted(t.content for t in turns) == ["Shall I book the table for two?", "Yes.", "Yes."]
     [episode], sources = _memories(service, ctx, user, kind="session")
     assert len(sources[episode.id]) == 3  # the digest's turns are the stored ones
+    assert episode.id in first.memory_ids and {t.id for t in turns} <= set(first.memory_ids)
     again = _ingest(service, ctx, request)
     assert again.duplicates == 3 and not again.memory_ids
 
