@@ -411,6 +411,17 @@ def _name(text: str) -> str:
     return text
 
 
+def _port(text: str) -> int:
+    """An argparse type: 99999 got as far as the socket's bind, after PostgreSQL had started."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: 0 made `--batch-size` store nothing and `--concurrency` fall back unsaid."""
     try:
@@ -429,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="migrate, then serve the API with an in-process worker")
     serve.add_argument("--host", help="address to listen on (default MEMSVC_HOST, else 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default MEMSVC_PORT, else 8000)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default MEMSVC_PORT, else 8000)")
     serve.add_argument("--no-worker", action="store_true", help="serve only; run `memsvc worker` elsewhere")
     serve.set_defaults(func=cmd_serve)
 
@@ -502,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--url", help="the memsvc API (default: MEMSVC_URL, else http://127.0.0.1:8000)")
     mcp.add_argument("--user-id", help="the default user of every tool (default: MEMSVC_USER_ID)")
     mcp.add_argument("--host", default="127.0.0.1", help="http: the address to listen on")
-    mcp.add_argument("--port", type=int, default=8765, help="http: the port (the endpoint is /mcp)")
+    mcp.add_argument("--port", type=_port, default=8765, help="http: the port (the endpoint is /mcp)")
     mcp.set_defaults(func=cmd_mcp)
     return parser
 

@@ -10,6 +10,7 @@ MCP endpoint serves several tenants, each seeing only its own memories.
 
 import argparse
 import importlib.metadata
+import inspect
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
@@ -38,7 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 INSTRUCTIONS = """Long-term memory of conversations with a user (memsvc).
 Store what the user says that is worth remembering with add_memory; before answering a question
 that may depend on the past, call get_context (a ready block for your prompt) or search_memory
-(individual memories with scores and sources). Times are UTC. Memories belong to one user."""
+(individual memories with scores and sources). Times are ISO 8601 with the UTC offset they were
+said with (UTC where none was given). Memories belong to one user."""
 
 UserId = Annotated[
     str | None,
@@ -222,11 +224,15 @@ def build_server(
     (MEMSVC_URL, MEMSVC_API_KEY, the development key); `user_id` is the default user."""
     tools = MemoryTools(base_url, api_key, user_id)
     server: MCPServer = MCPServer("memsvc", version=_version(), instructions=INSTRUCTIONS)
-    server.add_tool(tools.add_memory, title="Remember a message")
-    server.add_tool(tools.search_memory, title="Search memory")
-    server.add_tool(tools.get_context, title="Memory context for a prompt")
-    server.add_tool(tools.list_memories, title="List memories")
-    server.add_tool(tools.delete_memory, title="Delete a memory")
+    for tool, title in (
+        (tools.add_memory, "Remember a message"),
+        (tools.search_memory, "Search memory"),
+        (tools.get_context, "Memory context for a prompt"),
+        (tools.list_memories, "List memories"),
+        (tools.delete_memory, "Delete a memory"),
+    ):
+        # The docstring without its source indentation, as a model reads it.
+        server.add_tool(tool, title=title, description=inspect.cleandoc(tool.__doc__ or ""))
     return server
 
 
@@ -256,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="http: the address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="http: the port (the endpoint is /mcp)")
     args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: a port is 1 to 65535, not {args.port}")
     run(
         "stdio" if args.transport == "stdio" else "streamable-http",
         base_url=args.url,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from memsvc.models import Memory
@@ -157,3 +158,11 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
             elif not isinstance(action, _HelpAction) and action.help is None and action.option_strings:
                 silent.append(f"{parser.prog} {action.option_strings[-1]}")
     assert not silent, silent
+
+
+@pytest.mark.parametrize("command", [("serve",), ("mcp", "--transport", "http")])
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_a_port_out_of_range_is_a_usage_error(database_url: str, command: tuple[str, ...], port: str) -> None:
+    done = _memsvc(database_url, *command, "--port", port)
+    assert done.returncode == 2 and "argument --port" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -58,6 +58,7 @@ async def exercise(client: Client, user: dict[str, str]) -> str:
     assert set(tools) == TOOLS
     for tool in tools.values():
         assert tool.description and len(tool.description) > 30, tool.name
+        assert "\n    " not in tool.description, tool.description  # no source indentation
         assert tool.input_schema["type"] == "object"
         for name, prop in tool.input_schema["properties"].items():
             assert prop.get("description"), f"{tool.name}.{name} has no description"
