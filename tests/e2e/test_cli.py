@@ -166,3 +166,10 @@ def test_a_port_out_of_range_is_a_usage_error(database_url: str, command: tuple[
     done = _memsvc(database_url, *command, "--port", port)
     assert done.returncode == 2 and "argument --port" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version(database_url: str) -> None:
+    from memsvc import __version__
+
+    done = _memsvc(database_url, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"memsvc {__version__}"
