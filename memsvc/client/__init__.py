@@ -13,6 +13,7 @@ from memsvc.client._errors import (
     MemsvcClientError,
     NotFoundError,
     Overloaded,
+    PermissionDenied,
     ServerError,
     ServiceUnavailable,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "MemsvcClientError",
     "NotFoundError",
     "Overloaded",
+    "PermissionDenied",
     "ServerError",
     "ServiceUnavailable",
 ]

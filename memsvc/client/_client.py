@@ -182,7 +182,8 @@ def _as_json(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _failed(base_url: str, exc: httpx.TransportError) -> ConnectionFailed:
     if isinstance(exc, _NOT_SENT):
         return ConnectionFailed(f"cannot reach {base_url}: {exc}")
-    return ConnectionFailed(f"no answer from {base_url}: {type(exc).__name__}: {exc}")
+    reason = str(exc) or ("no answer within the timeout" if isinstance(exc, httpx.TimeoutException) else "")
+    return ConnectionFailed(f"no answer from {base_url}: {type(exc).__name__}: {reason}")
 
 
 class _Base:

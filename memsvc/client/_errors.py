@@ -30,6 +30,10 @@ class AuthenticationError(BadRequest):
     """401: missing, unknown or revoked API key."""
 
 
+class PermissionDenied(BadRequest):
+    """403: the key is valid but lacks the scope the route needs (`problem["scope"]` names it)."""
+
+
 class NotFoundError(BadRequest):
     """404."""
 
@@ -61,6 +65,8 @@ def error_for(status_code: int, body: dict[str, Any], retry_after: float | None 
         return Overloaded(status_code, body, retry_after)
     if status_code == 401:
         return AuthenticationError(status_code, body)
+    if status_code == 403:
+        return PermissionDenied(status_code, body)
     if status_code == 404:
         return NotFoundError(status_code, body)
     if status_code < 500:

@@ -17,10 +17,12 @@ import pytest
 
 from memsvc.client import (
     AsyncMemoryClient,
+    BadRequest,
     ConnectionFailed,
     MemoryClient,
     NotFoundError,
     Overloaded,
+    PermissionDenied,
     ServerError,
     ServiceUnavailable,
     _client,
@@ -275,3 +277,20 @@ def test_messages_that_are_not_dicts_say_so_before_any_request(kind: str, messag
     with pytest.raises(TypeError, match=re.escape(says)):
         call(kind, script, "add", messages, "u")
     assert script.requests == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_timeout_says_so_and_a_missing_scope_is_permission_denied(kind: str, waits) -> None:
+    def silent(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("", request=request)  # httpx's own timeouts often say nothing
+
+    with pytest.raises(ConnectionFailed, match="ReadTimeout: no answer within the timeout"):
+        call(kind, silent, "search", "q", "u")
+
+    def forbidden(_: httpx.Request) -> httpx.Response:
+        problem = {"title": "forbidden", "status": 403, "detail": "lacks the 'write' scope", "scope": "write"}
+        return httpx.Response(403, json=problem)
+
+    with pytest.raises(PermissionDenied) as denied:
+        call(kind, forbidden, "add", [{"role": "user", "content": "hi"}], "u")
+    assert isinstance(denied.value, BadRequest) and denied.value.problem["scope"] == "write"
