@@ -61,7 +61,7 @@ def test_import_jsonl_with_progress_and_idempotence(database_url: str, database,
     first = _memsvc(database_url, "import", str(path), "--user-id", "importer", "--tenant", "cli-import")
     assert first.returncode == 0, first.stderr
     assert "3 msg" in first.stderr or "3/3" in first.stderr  # the progress bar
-    assert "0 messages already stored" in first.stdout
+    assert "3 messages stored, 0 already stored; made: " in first.stdout and "turn 3" in first.stdout
     with database.session() as session:
         turns = session.execute(
             select(func.count())
@@ -70,7 +70,7 @@ def test_import_jsonl_with_progress_and_idempotence(database_url: str, database,
         ).scalar_one()
     assert turns == 3
     again = _memsvc(database_url, "import", str(path), "--user-id", "importer", "--tenant", "cli-import")
-    assert again.returncode == 0 and "0 memories made, 3 messages already stored" in again.stdout
+    assert again.returncode == 0 and "0 messages stored, 3 already stored; made: nothing" in again.stdout
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"role": "user"}\n')

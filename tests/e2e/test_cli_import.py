@@ -91,12 +91,14 @@ def test_a_file_with_a_mistake_is_named_and_nothing_is_stored(  # type: ignore[n
     assert _turns(database, user_id) == 0
 
 
-def test_a_blank_user_id_is_refused(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("user_id", ["", " "])
+def test_a_blank_user_id_is_refused(database_url: str, tmp_path: Path, user_id: str) -> None:
+    # "" quietly became the file's name.
     path = tmp_path / "chat.jsonl"
     path.write_text(json.dumps(FINE) + "\n")
-    done = _import(database_url, path, " ")
+    done = _import(database_url, path, user_id)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "memsvc: user id ' ': must be printable text, not blank" in done.stderr
+    assert f"argument --user-id: a name with something printable in it, not {user_id!r}" in done.stderr
 
 
 def test_a_message_over_the_limit_late_in_the_file_stores_nothing(  # type: ignore[no-untyped-def]
@@ -126,5 +128,5 @@ def test_a_batch_refused_while_storing_says_how_many_were_imported(  # type: ign
     assert _turns(database, "half") == 2
     again = _import(database_url, path, "half")
     assert again.returncode == 0, again.stderr
-    assert "2 messages already stored" in again.stdout
+    assert "3 messages stored, 2 already stored" in again.stdout
     assert _turns(database, "half") == 5

@@ -118,7 +118,6 @@ def test_keys_rotate(database_url: str, database, service) -> None:  # type: ign
         ("keys", "create", "--tenant", ""),
         ("keys", "create", "--tenant", "   "),
         ("keys", "list", "--tenant", "\t"),
-        ("import", "whatever.jsonl", "--user-id", " "),
         ("consolidate", "--tenant", "t", "--user", ""),
     ],
 )
