@@ -123,20 +123,21 @@ def fill(conn: Any, tenant: Any, user: str, copies: int, sessions: tuple[int, in
     """Give `user` `copies` copies of the seed user's rows (of seed sessions in `sessions`)."""
     seed = "tenant_id = %(t)s AND user_id = %(seed)s"
     params = {"t": tenant, "seed": SEED, "user": user}
-    scope = ""
+    scope = {"memories": "", "memory_sources": "", "entity_mentions": ""}
     if sessions is not None:
         names = ", ".join(f"'session_{n}'" for n in range(*sessions))
-        scope = f" AND memory_id IN (SELECT id FROM memories WHERE {seed} AND session_id IN ({names}))"
-        memories_scope = f" AND session_id IN ({names})"
-    else:
-        memories_scope = ""
+        copied = f"SELECT id FROM memories WHERE {seed} AND session_id IN ({names})"
+        scope["memories"] = f" AND session_id IN ({names})"
+        scope["entity_mentions"] = f" AND memory_id IN ({copied})"
+        # A fact said again in a later session cites that session's turn too, which is not copied.
+        cited = f" AND (turn_id IS NULL OR turn_id IN ({copied}))"
+        scope["memory_sources"] = scope["entity_mentions"] + cited
     for table, overrides in GRAPH.items():
         conn.execute(copy_sql(conn, table, overrides, seed), params)
     for c in range(copies):
         params["sfx"] = f"/{user}/{c}"
         for table in ("memories", "memory_sources", "entity_mentions"):
-            where = seed + (memories_scope if table == "memories" else scope)
-            conn.execute(copy_sql(conn, table, COPIES[table], where), params)
+            conn.execute(copy_sql(conn, table, COPIES[table], seed + scope[table]), params)
     row = conn.execute("SELECT count(*) FROM memories WHERE tenant_id = %s AND user_id = %s", (tenant, user))
     return int(row.fetchone()[0])
 
