@@ -38,6 +38,19 @@ def _ingest(service, ctx, user: str, lines: list[tuple[str, str]] = LINES) -> No
     assert outcome.status == "succeeded", outcome.error
 
 
+def _say_one_by_one(service, ctx, user: str, said: list[tuple[datetime, str]]):  # type: ignore[no-untyped-def]
+    """Each message in an add of its own (ids t0, t1, ...); the context block for a question no
+    instruction is about, and the lines of its `## Instructions`."""
+    for i, (at, text) in enumerate(said):
+        request = AddRequest(
+            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
+        )
+        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
+        assert outcome.status == "succeeded", outcome.error
+    block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
+    return block, block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+
+
 def _search(service, ctx, user: str, query: str):  # type: ignore[no-untyped-def]
     return service.search(ctx, SearchRequest(query=query, user_id=user, limit=3))
 
@@ -239,14 +252,7 @@ def test_an_instruction_taken_back_leaves_the_instructions(service, tenant) -> N
         (START + timedelta(minutes=1), "Never use emojis."),
         (START + timedelta(days=3), "Please stop answering in Spanish."),
     ]
-    for i, (at, text) in enumerate(said):
-        request = AddRequest(
-            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
-        )
-        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
-        assert outcome.status == "succeeded", outcome.error
-    block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
-    instructions = block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    block, instructions = _say_one_by_one(service, ctx, user, said)
     assert instructions == [
         "- [2024-03-15] When the user asks about anything: never use emojis. (src: t1)",
         "- [2024-03-18] When the user asks about anything: stop answering in Spanish. (src: t2)",
@@ -267,14 +273,7 @@ def test_an_instruction_in_another_language_or_name_replaces_the_one_before(serv
         (START + timedelta(days=2), "From now on, answer in English."),
         (START + timedelta(days=3), "Actually, please call me Ann from now on."),
     ]
-    for i, (at, text) in enumerate(said):
-        request = AddRequest(
-            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
-        )
-        outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
-        assert outcome.status == "succeeded", outcome.error
-    block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
-    instructions = block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    _, instructions = _say_one_by_one(service, ctx, user, said)
     assert instructions == [
         "- [2024-03-15] When the user asks about anything: never use emojis. (src: t2)",
         "- [2024-03-17] When the user asks about anything: answer in English. (src: t3)",
