@@ -126,8 +126,13 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "employer",
-            rf"^\s+{_NOW}(?:no longer works|doesn't work|does not work|stopped working)"
-            rf"\s+(?:at|for)\s+(?P<v>.+)",
+            rf"^\s+{_NOW}(?:no longer works|doesn't work|does not work|stopped working"
+            rf"|(?:is|'s) no longer working)\s+(?:at|for)\s+(?P<v>.+)",
+        ),
+        # "I quit Acme", "I resigned from Acme": a name left is an employer ("quit smoking" is none).
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:quit|resigned from)\s+(?P<v>(?-i:[A-Z])[\w&'’.-]*(?:\s+(?-i:[A-Z])[\w&'’.-]*)*)",
         ),
         ("employer", rf"^\s+{_NOW}(?:was|got) (?:laid off|fired|let go)(?:\s+(?:from|by)\s+(?P<v>.+))?$"),
         (

@@ -113,6 +113,10 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann quit Ann's job at Acme", ("employer", "ended:acme")),
         ("Ann was laid off", ("employer", "ended:")),
         ("Ann no longer works at Acme", ("employer", "ended:acme")),
+        ("Ann quit Acme", ("employer", "ended:acme")),
+        ("Ann resigned from Acme Corp on 5 May 2023", ("employer", "ended:acme corp")),
+        ("Ann is no longer working at Acme", ("employer", "ended:acme")),
+        ("Ann quit smoking", ("state: smoke", "no")),  # a habit, not an employer
         ("Ann left the job fair early", None),
         ("Mia and Ann broke up", ("partner", "ended:mia")),
         ("Ann broke up with Tom last week", ("partner", "ended:tom")),
