@@ -316,3 +316,20 @@ def test_born_on_christmas_day_is_no_christmas_of_last_year() -> None:
     for content, said_from in facts:
         assert "2022" not in content and "2023" not in content, content
         assert said_from is None or said_from.date() != date(2022, 12, 25), said_from
+
+
+@pytest.mark.parametrize(
+    ("text", "month"),
+    [
+        ("My exam is in April.", date(2024, 4, 1)),  # was April 2023
+        ("My daughter starts kindergarten in September.", date(2024, 9, 1)),
+        ("My lease ends in February.", date(2025, 2, 1)),
+        ("The course begins in May.", date(2024, 5, 1)),
+        # Said in the past tense, the month is one gone by.
+        ("I moved to Boston in February.", date(2024, 2, 1)),
+        ("I finished the course in April.", date(2023, 4, 1)),
+    ],
+)
+def test_a_month_a_thing_is_in_or_starts_in_is_one_to_come(text: str, month: date) -> None:
+    (found,) = resolve_dates(text, datetime(2024, 3, 1, 10, tzinfo=UTC))
+    assert found.value.date() == month
