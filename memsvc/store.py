@@ -669,11 +669,12 @@ def graph(
             frontier = {n for edge in edges for n in edge} - entity_ids
             entity_ids |= frontier
     entities = list(session.execute(select(Entity).where(scope, Entity.id.in_(entity_ids))).scalars())
-    subject, obj = aliased(Entity), aliased(Entity)
+    subject, obj, fact = aliased(Entity), aliased(Entity), aliased(Memory)
     relations = session.execute(
-        select(Relation, subject.name, obj.name)
+        select(Relation, subject.name, obj.name, fact.valid_to)
         .join(subject, Relation.subject_id == subject.id)
         .join(obj, Relation.object_id == obj.id)
+        .outerjoin(fact, fact.id == Relation.memory_id)
         .where(relation_scope, Relation.subject_id.in_(entity_ids), Relation.object_id.in_(entity_ids))
     ).all()
     mention_sources = _entity_sources(session, [e.id for e in entities])
@@ -697,10 +698,12 @@ def graph(
                 object=o,
                 fact=r.fact,
                 valid_from=r.valid_from,
-                valid_to=r.valid_to,
+                # A relation holds while the fact it was read from does: "Ann lives_in Chicago"
+                # ends when "I live in Boston now" closes "Ann lives in Chicago".
+                valid_to=r.valid_to or fact_ended,
                 source_message_ids=list(r.source_message_ids or []),
             )
-            for r, s, o in relations
+            for r, s, o, fact_ended in relations
         ],
     )
 

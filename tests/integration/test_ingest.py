@@ -427,3 +427,24 @@ def test_llm_extractor_through_the_pipeline_and_its_fallback(settings, database,
         server.script(Reply(content="this is not json"))
         fallback = _ingest(service, ctx, request.model_copy(update={"user_id": "llm-fallback"}))
         assert fallback.extractor == "llm→rules" and fallback.notes and fallback.created["turn"] == 1
+
+
+def test_a_relation_ends_when_the_fact_it_was_read_from_is_replaced(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"moves-{uuid.uuid4().hex[:6]}"
+    for i, (text, month) in enumerate([("I live in Chicago.", 1), ("I live in Boston.", 6)]):
+        when = datetime(2024, month, 1, 10, tzinfo=UTC)
+        message = Message(role="user", name="Ann", content=text, id=f"r{i}", created_at=when)
+        _ingest(service, ctx, AddRequest(user_id=user, messages=[message]))
+    lives = {
+        r.object: r
+        for r in service.graph(ctx, user, entity="Ann", depth=1).relations
+        if r.predicate == "lives_in"
+    }
+    assert lives["Chicago"].valid_to == datetime(2024, 6, 1, 10, tzinfo=UTC)  # was open: two homes now
+    assert lives["Boston"].valid_to is None
+    # The move deleted, Chicago holds again, and so does its relation.
+    turn = next(t for t in _memories(service, ctx, user, kind="turn")[0] if t.message_id == "r1")
+    service.delete(ctx, turn.id)
+    lives = {r.object: r for r in service.graph(ctx, user, entity="Ann", depth=1).relations}
+    assert lives["Chicago"].valid_to is None and "Boston" not in lives
