@@ -40,7 +40,7 @@ from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
-from memsvc.store import bulk_insert, stated_now, touch_feed
+from memsvc.store import bulk_insert, stated_now, touch_feed, unsay_in_history
 
 log = logging.getLogger(__name__)
 
@@ -584,6 +584,8 @@ class Ingestor:
         rows = _Rows()
         _upsert_sessions(session, tenant_id, user_id, [plan], vector_of, rows, actor)
         bulk_insert(session, MemorySource, rows.sources)
+        # Its `create` quoted the turn deleted or edited: a digest's history is derived, not said.
+        unsay_in_history(session, tenant_id, [memory_id])
         return None
 
     # -- rows -----------------------------------------------------------------------------

@@ -255,7 +255,8 @@ class EntityMention(Base):
 
 
 class HistoryEvent(Base):
-    """Every change to a memory, by whom: never silent. Kept after the memory is deleted (not the user)."""
+    """Every change to a memory, by whom: never silent. Kept after the memory is deleted, without
+    what it said (`store.unsay_in_history`); erasing the user erases it."""
 
     __tablename__ = "history"
     __table_args__ = (

@@ -320,7 +320,29 @@ def delete_memory(session: Session, ctx: TenantContext, memory_id: uuid.UUID) ->
     for row in rows:
         _record(session, ctx, row, "delete", snapshot(row), None)
     delete_rows(session, ctx.tenant_id, rows)
-    return [*forgotten, *(row.id for row in rows)]
+    gone = [*forgotten, *(row.id for row in rows)]
+    unsay_in_history(session, ctx.tenant_id, gone)
+    return gone
+
+
+def unsay_in_history(session: Session, tenant_id: uuid.UUID, memory_ids: Sequence[uuid.UUID]) -> None:
+    """The history of these memories keeps what was done and when, not what they said: a message
+    deleted with a PIN in it stayed readable in its `create` and `delete` events (and a session
+    digest rebuilt without it, in the digest's `create`)."""
+    if memory_ids:
+        session.execute(_UNSAY_IN_HISTORY, {"t": tenant_id, "ids": list(memory_ids)})
+
+
+_UNSAY_IN_HISTORY = text(
+    """
+    UPDATE history
+    SET before = CASE WHEN jsonb_typeof(before) = 'object'
+                      THEN before - CAST('{content,metadata}' AS text[]) ELSE before END,
+        after = CASE WHEN jsonb_typeof(after) = 'object'
+                     THEN after - CAST('{content,metadata}' AS text[]) ELSE after END
+    WHERE tenant_id = :t AND memory_id = ANY(CAST(:ids AS uuid[]))
+    """
+)
 
 
 def forget_statements(

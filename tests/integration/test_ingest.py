@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from memsvc.importers import locomo_batches
 from memsvc.ingest import digest_turns, session_vector, turn_line
-from memsvc.models import Entity, EntityMention, Memory, MemorySource, Relation
+from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.schemas import AddRequest, Message
 from tests.unit.fake_openai import FakeOpenAI, Reply
 
@@ -198,6 +198,14 @@ def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> 
     service.delete(ctx, turns[said[0]].id)
     [episode], sources = _memories(service, ctx, user, kind="session")
     assert "4411" not in episode.content and "cello" in episode.content
+    # Its history keeps what was done and when, not what it said (the PIN was in both events).
+    events = service.history(ctx, turns[said[0]].id)
+    assert [e.op for e in events] == ["create", "delete"] and "4411" not in repr(events)
+    with service.db.session() as session:
+        kept = session.execute(
+            select(HistoryEvent.before, HistoryEvent.after).where(HistoryEvent.user_id == user)
+        )
+        assert "4411" not in repr(kept.all())
     assert sorted(sources[episode.id]) == ["f1", "f2"]
     # Its span is the turns it has: it starts when the first one left was said.
     assert episode.event_at == episode.valid_from == datetime(2025, 1, 10, 9, 1, tzinfo=UTC)
