@@ -303,7 +303,8 @@ _ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
 # Latin, Greek and Cyrillic letters by case, so that "Zoë", "Kraków" and "Łódź" are names as "Zoe" is.
 _UPPER = "A-Z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.isupper())
 _LOWER = "a-z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.islower())
-_NAME_WORD = f"[{_UPPER}][{_LOWER}]+"
+# "O'Brien", "D'Souza": the apostrophe after O or D is inside the name (they were "Brien", "Souza").
+_NAME_WORD = f"(?:[OD]['’](?=[{_UPPER}]))?[{_UPPER}][{_LOWER}]+"
 # A title before a name is part of it ("Dr. Patel", "Mt. Rainier", "St. Luke's Hospital").
 _PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
 _TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))

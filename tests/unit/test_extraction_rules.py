@@ -586,3 +586,17 @@ def test_subjects_beside_the_speaker_and_lead_ins(said: str, facts: list[str]) -
 )
 def test_a_plan_called_off_is_the_speakers(said: str, facts: list[str]) -> None:
     assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == facts
+
+
+def test_an_o_or_d_apostrophe_is_part_of_a_name() -> None:
+    # "O'Brien" was "Brien" (an "other"), "D'Souza" "Souza", "O’Connor" "Connor".
+    result = RulesExtractor().extract(
+        chat(
+            ("Maeve", "I met Liam O’Connor at O'Hare."),
+            ("Maeve", "My boss Conor O'Brien gave me the D'Souza account."),
+        )
+    )
+    names = {e.name for e in result.entities}
+    assert {"Liam O'Connor", "O'Hare", "Conor O'Brien", "D'Souza"} <= names
+    assert not names & {"Brien", "Souza", "Connor", "Hare"}
+    assert ("Maeve", "met", "Liam O'Connor") in {(r.subject, r.predicate, r.object) for r in result.relations}
