@@ -440,6 +440,8 @@ class _Batch:
                 if statement is None:
                     continue
                 sentence = statement
+            if _in_another_language(sentence):
+                continue
             instruction = _instruction(sentence, turn)
             if instruction is not None:
                 self.instructions.append(instruction)
@@ -1123,6 +1125,27 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
         importance=0.7,
         applies_to=topic,
     )
+
+
+# Function words of English, and of the languages most often mixed into English chats. The rules
+# read English: "Hola, me llamo Lucía y vivo en Sevilla" became "Hola, Lucía llamo Lucía y vivo en
+# Sevilla" ("me" read as the English pronoun). A sentence with two of the others and none of
+# English's states no fact here; its turn is still stored and searched.
+_ENGLISH_FUNCTION_WORDS = frozenset(
+    "i i'm i've i'd i'll my we our you your he she his her it its they their the is am are was were "
+    "be been have has had do did to of and for with that this at on not but so".split()
+)
+_OTHER_FUNCTION_WORDS = frozenset(
+    "y el la los las que de del al en es un una por para con porque pero muy le les et est je tu "
+    "nous vous avec pour dans une des du ich und der die das ist nicht mit ein eine auf sie wir il "
+    "di che non sono per una della o não com uma".split()
+)
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
+def _in_another_language(sentence: str) -> bool:
+    words = {w.lower().replace("’", "'") for w in _WORD.findall(sentence)}
+    return len(words & _OTHER_FUNCTION_WORDS) >= 2 and not words & _ENGLISH_FUNCTION_WORDS
 
 
 def _is_role_name(speaker: str) -> bool:

@@ -600,3 +600,19 @@ def test_an_o_or_d_apostrophe_is_part_of_a_name() -> None:
     assert {"Liam O'Connor", "O'Hare", "Conor O'Brien", "D'Souza"} <= names
     assert not names & {"Brien", "Souza", "Connor", "Hare"}
     assert ("Maeve", "met", "Liam O'Connor") in {(r.subject, r.predicate, r.object) for r in result.relations}
+
+
+@pytest.mark.parametrize(
+    ("said", "facts"),
+    [
+        # "me" is no English pronoun here: it was "Hola, Lucía llamo Lucía y vivo en Sevilla".
+        ("Hola, me llamo Lucía y vivo en Sevilla.", []),
+        ("Ayer fui al médico porque me duele la rodilla.", []),
+        ("Ich wohne in Berlin und arbeite bei Siemens.", []),
+        # English with foreign names or words in it is read as before.
+        ("I visited La Paz with my sister.", ["Lucía visited La Paz with Lucía's sister"]),
+        ("Got promoted today!", ["Lucía got promoted on 8 May 2023"]),
+    ],
+)
+def test_a_sentence_in_another_language_states_no_fact(said: str, facts: list[str]) -> None:
+    assert [f.content for f in RulesExtractor().extract(chat(("Lucía", said))).facts] == facts
