@@ -329,7 +329,10 @@ class Ingestor:
 
         # Which messages are new: re-sent ones are skipped before any work is done on them.
         ids = [t.id for t in turns]
-        existing = set(session.execute(select(Memory.id).where(Memory.id.in_(ids))).scalars())
+        stored = dict(session.execute(select(Memory.id, Memory.content).where(Memory.id.in_(ids))).all())
+        existing = set(stored)
+        # One id, other words: the stored message stands (an edit is a PATCH), and the add says so.
+        differing = [t.turn.message_id for t in turns if t.id in stored and stored[t.id] != t.turn.text]
         # A message whose turn was deleted or purged stays gone when the conversation is sent again.
         unseen = [i for i in ids if i not in existing]
         gone = (
@@ -347,6 +350,11 @@ class Ingestor:
         )
         new_turns = [t for t in turns if t.id not in existing and t.id not in gone]
         notes = [f"{len(gone)} message(s) deleted before, not stored again"] if gone else []
+        if differing:
+            notes.append(
+                f"{len(differing)} message(s) stored before with other text, kept as stored (edit one "
+                f"with PATCH /v1/memories/{{id}}): {', '.join(differing[:5])}"
+            )
         if not new_turns:
             timings["database"] += time.perf_counter() - started
             return AddResult(duplicates=len(turns), extractor=self.extractor.name, notes=notes)

@@ -456,3 +456,15 @@ def test_a_relation_ends_when_the_fact_it_was_read_from_is_replaced(service, ten
     service.delete(ctx, turn.id)
     lives = {r.object: r for r in service.graph(ctx, user, entity="Ann", depth=1).relations}
     assert lives["Chicago"].valid_to is None and "Boston" not in lives
+
+
+def test_a_known_id_with_other_words_keeps_the_stored_message_and_says_so(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"same-id-{uuid.uuid4().hex[:6]}"
+    for text in ("I live in Paris.", "I live in Rome."):
+        message = Message(role="user", name="Ann", content=text, id="m1")
+        result = _ingest(service, ctx, AddRequest(user_id=user, messages=[message]))
+    assert result.duplicates == 1 and not result.memory_ids
+    assert any("other text" in note and "m1" in note and "PATCH" in note for note in result.notes)
+    [turn], _ = _memories(service, ctx, user, kind="turn")
+    assert turn.content == "I live in Paris."
