@@ -775,7 +775,14 @@ class _Batch:
 # -- text helpers ---------------------------------------------------------------------------------
 
 
+# A fenced block of code (or a log, a traceback) is no prose: its words made entities ("None",
+# "Optional", "Proxy", a file path) and its lines facts. The message keeps it; the rules skip it.
+_CODE_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
+
+
 def _normalise(text: str) -> str:
+    if "```" in text or "~~~" in text:
+        text = _CODE_BLOCK.sub("\n", text)
     return text.replace("’", "'").replace("‘", "'").replace("`", "'")
 
 

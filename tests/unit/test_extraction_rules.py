@@ -616,3 +616,17 @@ def test_an_o_or_d_apostrophe_is_part_of_a_name() -> None:
 )
 def test_a_sentence_in_another_language_states_no_fact(said: str, facts: list[str]) -> None:
     assert [f.content for f in RulesExtractor().extract(chat(("Lucía", said))).facts] == facts
+
+
+def test_a_block_of_code_states_nothing_and_names_nothing() -> None:
+    said = (
+        "I'm getting this error in my Flask app:\n\n```\nTraceback (most recent call last):\n"
+        '  File "/home/sam/app.py", line 12, in <module>\n    db = Proxy(Config.DATABASE_URL)\n'
+        "TypeError: Either str or None expected, got Optional[int]\n```\n\n"
+        "My colleague Priya uses Django."
+    )
+    result = RulesExtractor().extract(chat(("Sam", said)))
+    names = {e.name for e in result.entities}
+    assert {"Priya", "Django", "Flask"} <= names  # the prose around it is read as before
+    assert not names & {"Proxy", "Config", "Either", "None", "Optional", "/home/sam/app.py"}
+    assert not any("Traceback" in f.content or "Proxy" in f.content for f in result.facts)
