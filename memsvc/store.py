@@ -369,10 +369,32 @@ def forget_statements(
         )
         .returning(MemorySource.memory_id)
     ).scalars()
-    touch_feed(session, ctx.tenant_id, list(cited))
+    cited_ids = list(cited)
+    if cited_ids:
+        # A fact dated by the turn that no longer states it is dated by its earliest other source:
+        # the context printed a deleted message's day.
+        session.execute(_REDATE, {"ids": cited_ids, "said": turn.event_at})
+    touch_feed(session, ctx.tenant_id, cited_ids)
     if turn.message_id:
         _unsay_relations(session, ctx.tenant_id, turn.user_id or "", turn.message_id)
     return [row.id for row in stated]
+
+
+_REDATE = text(
+    """
+    UPDATE memories m
+    SET valid_from = CASE WHEN m.valid_from = :said THEN first.event_at ELSE m.valid_from END,
+        event_at = CASE WHEN m.event_at = :said THEN first.event_at ELSE m.event_at END,
+        utc_offset = CASE WHEN m.event_at = :said THEN first.utc_offset ELSE m.utc_offset END
+    FROM (
+        SELECT DISTINCT ON (s.memory_id) s.memory_id, t.event_at, t.utc_offset
+        FROM memory_sources s JOIN memories t ON t.id = s.turn_id
+        WHERE s.memory_id = ANY(CAST(:ids AS uuid[]))
+        ORDER BY s.memory_id, t.event_at
+    ) first
+    WHERE m.id = first.memory_id AND (m.valid_from = :said OR m.event_at = :said)
+    """
+)
 
 
 def _unsay_relations(session: Session, tenant_id: uuid.UUID, user_id: str, message_id: str) -> None:

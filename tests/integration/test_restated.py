@@ -69,3 +69,22 @@ def test_a_value_said_again_after_another_is_a_new_memory(service, tenant) -> No
         _add(service, ctx, user, [(message_id, text)], day)
     berlin = sorted(_facts(service, ctx, user, "lives in Berlin"), key=lambda m: m.source_message_ids)
     assert [(m.source_message_ids, m.status) for m in berlin] == [(["a"], "superseded"), (["c"], "active")]
+
+
+def test_a_fact_whose_first_message_is_deleted_is_dated_by_the_next(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"rs-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("d4", "I'm allergic to cats.")], 0)
+    _add(service, ctx, user, [("d5", "I'm allergic to cats.")], 1)
+    (fact,) = _facts(service, ctx, user, "allergic to cats")
+    assert fact.valid_from == T0
+    turn = next(
+        m
+        for m in service.list(ctx, user, memory_type="episodic", limit=50, cursor=None).items
+        if m.kind == "turn" and m.source_message_ids == ["d4"]
+    )
+    service.delete(ctx, turn.id)
+    (fact,) = _facts(service, ctx, user, "allergic to cats")
+    # It was dated (and shown in the context as of) the day of the message that is gone.
+    assert fact.source_message_ids == ["d5"]
+    assert fact.valid_from == fact.event_at == T0 + timedelta(days=1)
