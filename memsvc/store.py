@@ -159,10 +159,9 @@ def _listing(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _encode_cursor(listing: str, created_at: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(
-        json.dumps([created_at.isoformat(), str(row_id), listing]).encode()
-    ).decode()
+def _encode_cursor(listing: str, *position: str) -> str:
+    """A page's end as a cursor: where the listing `listing` stopped (`_decode_cursor`)."""
+    return base64.urlsafe_b64encode(json.dumps([*position, listing]).encode()).decode()
 
 
 _FOREIGN_CURSOR = "cursor is not one this server issued"
@@ -173,19 +172,40 @@ _OTHER_LISTING = (
 _BIGINT_MAX = 2**63 - 1
 
 
-def _decode_cursor(cursor: str, listing: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(cursor: str, listing: str, size: int) -> list[str]:
+    """The `size` strings of a cursor of `listing`; another listing's cursor, or none this server
+    issued, is `InvalidInput`."""
     try:
-        created_at, row_id, of = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError as exc:
+        raise InvalidInput(_FOREIGN_CURSOR) from exc
+    # Strings only, and none holding NUL, which PostgreSQL text cannot.
+    if not isinstance(decoded, list) or len(decoded) != size + 1:
+        raise InvalidInput(_FOREIGN_CURSOR)
+    if not all(isinstance(part, str) and "\x00" not in part for part in decoded):
+        raise InvalidInput(_FOREIGN_CURSOR)
+    *position, of = decoded
+    if of != listing:
+        raise InvalidInput(_OTHER_LISTING)
+    return position
+
+
+def _cursor_after(listing: str, row: Memory | Job) -> str:
+    """The cursor of a newest-first listing that stopped at `row` (`_time_and_id`)."""
+    return _encode_cursor(listing, row.created_at.isoformat(), str(row.id))
+
+
+def _time_and_id(cursor: str, listing: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a newest-first listing stopped at."""
+    created_at, row_id = _decode_cursor(cursor, listing, 2)
+    try:
         at = datetime.fromisoformat(created_at)
         # A forged time PostgreSQL cannot hold (naive, or before year 1 in UTC) is the caller's error.
         if at.utcoffset() is None or not storable_time(at):
             raise ValueError(created_at)
-        position = at, uuid.UUID(row_id)
-    except (ValueError, TypeError) as exc:
+        return at, uuid.UUID(row_id)
+    except ValueError as exc:
         raise InvalidInput(_FOREIGN_CURSOR) from exc
-    if of != listing:
-        raise InvalidInput(_OTHER_LISTING)
-    return position
 
 
 def list_memories(
@@ -228,7 +248,7 @@ def list_memories(
         stmt = stmt.where(case((said_day, Memory.valid_from < _day_after(until)), else_=happened < until))
     listing = _listing("memories", ctx.tenant_id, user_id, memory_type, status, since, until)
     if cursor:
-        created_at, last_id = _decode_cursor(cursor, listing)
+        created_at, last_id = _time_and_id(cursor, listing)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))
     rows = list(
         session.execute(stmt.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1)).scalars()
@@ -237,7 +257,7 @@ def list_memories(
     sources = sources_of(session, [m.id for m in page])
     return MemoryList(
         items=[memory_out(m, sources.get(m.id, [])) for m in page],
-        next_cursor=_encode_cursor(listing, page[-1].created_at, page[-1].id) if more else None,
+        next_cursor=_cursor_after(listing, page[-1]) if more else None,
     )
 
 
@@ -513,8 +533,7 @@ def stated_now(
 def drop_graph_of_no_memories(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
     """A user whose every memory is deleted has no graph either: the speaker's own entity is named
     by no mention (`extraction.rules`), so it outlived the messages that named it."""
-    scope = (Memory.tenant_id == tenant_id, Memory.user_id == user_id)
-    if session.execute(select(Memory.id).where(*scope).limit(1)).first() is None:
+    if not has_memories(session, tenant_id, user_id):
         session.execute(delete(Relation).where(Relation.tenant_id == tenant_id, Relation.user_id == user_id))
         session.execute(delete(Entity).where(Entity.tenant_id == tenant_id, Entity.user_id == user_id))
 
@@ -605,22 +624,13 @@ def list_users(
     )
     listing = _listing("users", ctx.tenant_id)
     if cursor:
-        try:
-            after, of = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            if not isinstance(after, str) or "\x00" in after:  # no user id holds NUL
-                raise ValueError(after)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(_FOREIGN_CURSOR) from exc
-        if of != listing:
-            raise InvalidInput(_OTHER_LISTING)
+        (after,) = _decode_cursor(cursor, listing, 1)
         stmt = stmt.where(Memory.user_id > after)
     rows = session.execute(stmt.group_by(Memory.user_id).order_by(Memory.user_id).limit(limit + 1)).all()
     page = rows[:limit]
     return UserList(
         users=[UserOut(user_id=u, memories=n, last_created_at=last) for u, n, last in page],
-        next_cursor=base64.urlsafe_b64encode(json.dumps([page[-1][0], listing]).encode()).decode()
-        if len(rows) > limit
-        else None,
+        next_cursor=_encode_cursor(listing, page[-1][0]) if len(rows) > limit else None,
     )
 
 
@@ -657,7 +667,7 @@ def list_jobs(
         stmt = stmt.where(Job.kind == kind)
     listing = _listing("jobs", ctx.tenant_id, user_id, status, kind)
     if cursor:
-        created_at, last_id = _decode_cursor(cursor, listing)
+        created_at, last_id = _time_and_id(cursor, listing)
         stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     rows = list(
         session.execute(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).scalars()
@@ -665,7 +675,7 @@ def list_jobs(
     page = rows[:limit]
     return JobList(
         jobs=[job_out(j) for j in page],
-        next_cursor=_encode_cursor(listing, page[-1].created_at, page[-1].id) if len(rows) > limit else None,
+        next_cursor=_cursor_after(listing, page[-1]) if len(rows) > limit else None,
     )
 
 

@@ -266,8 +266,11 @@ def _forged(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _forged_time(at: str) -> str:
-    return _forged(json.dumps([at, str(uuid.uuid4()), "listing"]).encode())
+def _forged_time(at: str, *listing: object) -> str:
+    """A cursor of the listing `listing` names (`store._listing`), with a time of the caller's."""
+    from memsvc.store import _listing
+
+    return _forged(json.dumps([at, str(uuid.uuid4()), _listing(*listing)]).encode())
 
 
 def test_a_cursor_pages_only_the_listing_that_gave_it(live_server: str, tenant) -> None:  # type: ignore[no-untyped-def]
@@ -314,14 +317,22 @@ def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
         ("GET", "/v1/history?user_id=u&cursor=9223372036854775808", None),
         ("GET", "/v1/history?user_id=u&cursor=-5", None),
         ("GET", f"/v1/users?cursor={_forged(b'a' + bytes(1) + b'b')}", None),
-        ("GET", f"/v1/memories?user_id=u&cursor={_forged_time('0001-01-01T00:00:00+05:00')}", None),
-        ("GET", f"/v1/memories?user_id=u&cursor={_forged_time('2024-01-01T00:00:00')}", None),
-        ("GET", f"/v1/jobs?cursor={_forged_time('0001-01-01T00:00:00+05:00')}", None),
     ]
+    # Of the right listing, with a time PostgreSQL cannot hold.
+    memories = ("memories", tenant[0].tenant_id, "u", None, None, None, None)
+    jobs = ("jobs", tenant[0].tenant_id, None, None, None)
+    forged_times = [
+        f"/v1/memories?user_id=u&cursor={_forged_time('0001-01-01T00:00:00+05:00', *memories)}",
+        f"/v1/memories?user_id=u&cursor={_forged_time('2024-01-01T00:00:00', *memories)}",
+        f"/v1/jobs?cursor={_forged_time('0001-01-01T00:00:00+05:00', *jobs)}",
+    ]
+    cases += [("GET", path, None) for path in forged_times]
     for method, path, body in cases:
         response = httpx.request(method, f"{live_server}{path}", json=body, headers=auth)
         assert 400 <= response.status_code < 500, (method, path, response.status_code, response.text)
         assert response.headers["content-type"].startswith("application/problem+json"), (method, path)
+        if path in forged_times:
+            assert response.json()["detail"] == "cursor is not one this server issued", response.text
 
 
 def test_a_since_later_than_until_is_a_422_not_an_empty_page(live_server: str, tenant) -> None:
