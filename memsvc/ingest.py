@@ -377,24 +377,8 @@ class Ingestor:
         self._passage_rows(rows, tenant_id, user_id, new_turns, actor, self.passages)
         digests = _plan_sessions(new_turns, stored_turns)
         created = self._write(
-            session,
-            tenant_id,
-            user_id,
-            rows,
-            extraction,
-            digests,
-            turn_id_by_message,
-            fact_rows,
-            actor,
-            timings,
+            session, tenant_id, user_id, rows, reading, digests, turn_id_by_message, fact_rows, actor, timings
         )
-        t0 = time.perf_counter()
-        if corrected := _close_corrected(
-            session, tenant_id, user_id, reading.corrections, rows, fact_rows, turn_id_by_message, actor
-        ):
-            created["corrected"] = corrected
-        timings["database"] += time.perf_counter() - t0
-
         return AddResult(
             # The episodes of the sessions it added to are made (or rebuilt) by it too.
             memory_ids=[m["id"] for m in rows.memories]
@@ -412,7 +396,7 @@ class Ingestor:
         tenant_id: uuid.UUID,
         user_id: str,
         rows: _Rows,
-        extraction: Extraction,
+        reading: Reading,
         digests: Sequence[_SessionPlan],
         turn_id_by_message: dict[str, uuid.UUID],
         fact_rows: dict[str, uuid.UUID],
@@ -420,7 +404,9 @@ class Ingestor:
         timings: dict[str, float],
     ) -> dict[str, int]:
         """Embed and store what a batch made (its rows, the sessions it touched, its graph), then
-        close what its new values replace. Returns what was made, by kind."""
+        close what its new values replace, the plans it calls off and what it corrects. Returns
+        what was made, by kind."""
+        extraction = reading.extraction
         # Entities need the user's existing graph to merge with; read it before embedding.
         t0 = time.perf_counter()
         restated = _onto_stated(session, tenant_id, user_id, rows, fact_rows)
@@ -499,6 +485,10 @@ class Ingestor:
         ]
         if cancelled := close_cancelled_plans(session, tenant_id, user_id, cancellations, actor):
             created["cancelled"] = cancelled
+        if corrected := _close_corrected(
+            session, tenant_id, user_id, reading.corrections, rows, fact_rows, turn_id_by_message, actor
+        ):
+            created["corrected"] = corrected
         timings["database"] += time.perf_counter() - t0
         return created
 
@@ -556,23 +546,9 @@ class Ingestor:
             actor,
         )
         timings: dict[str, float] = defaultdict(float)
-        created = self._write(
-            session,
-            turn.tenant_id,
-            turn.user_id,
-            rows,
-            reading.extraction,
-            [],
-            turn_ids,
-            fact_rows,
-            actor,
-            timings,
+        return self._write(
+            session, turn.tenant_id, turn.user_id, rows, reading, [], turn_ids, fact_rows, actor, timings
         )
-        if corrected := _close_corrected(
-            session, turn.tenant_id, turn.user_id, reading.corrections, rows, fact_rows, turn_ids, actor
-        ):
-            created["corrected"] = corrected
-        return created
 
     def rebuild_session(
         self, session: Session, tenant_id: uuid.UUID, user_id: str, session_id: str, actor: str
