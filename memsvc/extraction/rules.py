@@ -1138,20 +1138,20 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
 # read English: "Hola, me llamo Lucía y vivo en Sevilla" became "Hola, Lucía llamo Lucía y vivo en
 # Sevilla" ("me" read as the English pronoun). A sentence with two of the others and none of
 # English's states no fact here; its turn is still stored and searched.
-_ENGLISH_FUNCTION_WORDS = frozenset(
+_ENGLISH_FUNCTION_WORDS = _words(
     "i i'm i've i'd i'll my we our you your he she his her it its they their the is am are was were "
-    "be been have has had do did to of and for with that this at on not but so".split()
+    "be been have has had do did to of and for with that this at on not but so"
 )
-_OTHER_FUNCTION_WORDS = frozenset(
+_OTHER_FUNCTION_WORDS = _words(
     "y el la los las que de del al en es un una por para con porque pero muy le les et est je tu "
     "nous vous avec pour dans une des du ich und der die das ist nicht mit ein eine auf sie wir il "
-    "di che non sono per una della o não com uma".split()
+    "di che non sono per della o não com uma"
 )
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # sentences come `_normalise`d: one apostrophe
 
 
 def _in_another_language(sentence: str) -> bool:
-    words = {w.lower().replace("’", "'") for w in _WORD.findall(sentence)}
+    words = {w.lower() for w in _WORD.findall(sentence)}
     return len(words & _OTHER_FUNCTION_WORDS) >= 2 and not words & _ENGLISH_FUNCTION_WORDS
 
 
