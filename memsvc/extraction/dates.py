@@ -152,7 +152,7 @@ _FUTURE = re.compile(
     r"|(?:'s|'re|\bis|\bare)\s+(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{1,2}(?:st|nd|rd|th)\b"
     # A month a thing "is in", or starts, ends or is due in, is one to come: "my exam is in April",
     # "my daughter starts kindergarten in September" (were the months before they were said).
-    r"|(?:'s|\bis|\bare|\bstarts?|\bbegins?|\bends?|\bopens?|\bcloses?|\bexpires?|\bis\s+due)\b"
+    r"|(?:'s|\bis|\bare|\bstarts?|\bbegins?|\bends?|\bopens?|\bcloses?|\bexpires?)\b"
     r"(?:\s+[\w'-]+){0,3}?\s+in\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b"
     # An action in the present progressive with a date is one planned: "I'm hiking this weekend",
     # "we're hosting at Christmas" (a state is not: "I'm still enjoying the book I got on Friday").
