@@ -171,6 +171,9 @@ _STOPPED_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"^\s+(?:is|are)\s+not\s+(?P<x>.+?)\s+any\s?more\b",
         r"^\s+no longer\s+(?P<x>.+)",
         r"^\s+(?:doesn't|does not|don't|do not)\s+(?P<x>.+?)\s+any\s?more\b",
+        # "Sam can't handle spicy food anymore": a taste that ended ("Sam loves spicy food").
+        r"^\s+(?:can't|cannot|can not)\s+(?:handle|stand|tolerate|take)\s+(?P<taste>.+?)\s+any\s?more\b",
+        r"^\s+(?:can't|cannot|can not)\s+(?P<x>.+?)\s+any\s?more\b",
         r"^\s+(?:has\s+)?(?:stopped|given up|gave up|quit)\s+(?:on\s+)?(?P<x>.+)",
         r"^\s+(?:has\s+)?switched\s+(?:away\s+)?from\s+(?P<x>.+?)\s+to\b",
         r"^\s+(?:has\s+)?(?:cancell?ed|called off)\s+(?P<x>.+)",
@@ -195,7 +198,8 @@ def _stopped(rest: str, subject: str) -> str | None:
     """The attribute of the state a fact says stopped (`rest` follows its subject), if it says so."""
     for pattern in _STOPPED_PATTERNS:
         if match := pattern.match(rest):
-            said = _STATE_END.split(match.group("x"), maxsplit=1)[0]
+            what = match.group("x") if "x" in pattern.groupindex else f"like {match.group('taste')}"
+            said = _STATE_END.split(what, maxsplit=1)[0]
             # "Sam cancelled Sam's trip to Japan": what stopped is the trip, not Sam.
             words = sorted(w for w in _state_words(said) - _state_words(subject) if not w.isdigit())
             attribute = STOPPED
@@ -354,6 +358,32 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     return None
 
 
+# What follows a job's title when the fact names where: "works as a barista at Blue Bottle" (a
+# name: "works as a nurse for three years" names none).
+_AT_EMPLOYER = r"\s+(?:at|for|with)\s+(?:the\s+)?(?P<e>(?-i:[A-Z]).+)"
+
+
+def job_employer(content: str, subject: str | None) -> str | None:
+    """The employer a job fact names ("Ann works as a barista at Blue Bottle" -> "Blue Bottle"):
+    the job ends when another employer begins, and the employer is a value of its own."""
+    slot = fact_slot(content, subject)
+    if slot is None or slot.attribute != "job":
+        return None
+    at = re.search(rf"\b{re.escape(slot.text)}{_AT_EMPLOYER}", content)
+    employer = _value_text(at.group("e")) if at else ""
+    return employer or None
+
+
+# Attributes one another's values end: a job said with its employer ends with that employer.
+_LINKED = {"job": "employer", "employer": "job"}
+
+
+def supersession_keys(keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (subject, attribute) pairs whose facts supersession must read to plan `keys`."""
+    keys = set(keys)
+    return keys | {(subject, _LINKED[a]) for subject, a in keys if a in _LINKED}
+
+
 def _value_text(said: str) -> str:
     written = _VALUE_END.split(said, maxsplit=1)[0]
     return " ".join(_ARTICLE.sub("", written.strip()).split()[:4])
@@ -429,11 +459,25 @@ def plan_supersessions(facts: Iterable[SlotFact]) -> list[Supersede]:
     groups: dict[tuple[str, str], list[SlotFact]] = defaultdict(list)
     for fact in facts:
         groups[(fact.subject.lower(), fact.attribute)].append(fact)
-    out = []
+
+    def order(f: SlotFact) -> tuple[Any, ...]:
+        return (f.valid_from, f.event_at, not f.plain, f.content, str(f.id))
+
     for group in groups.values():
-        group.sort(key=lambda f: (f.valid_from, f.event_at, not f.plain, f.content, str(f.id)))
+        group.sort(key=order)
+    out = []
+    for (subject, attribute), group in groups.items():
+        # A job said with its employer also ends when the employer does ("works as a barista at
+        # Blue Bottle", then "started a new job at Microsoft" or "quit the job at Blue Bottle").
+        employers = groups.get((subject, "employer"), []) if attribute == "job" else []
         for i, fact in enumerate(group):
             successor = next((g for g in group[i + 1 :] if _replaces(g, fact)), None)
+            employer = job_employer(fact.content, fact.subject) if employers else None
+            if employer is not None:
+                at = replace(fact, attribute="employer", value=employer.lower())
+                ended = next((g for g in employers if order(g) > order(fact) and _replaces(g, at)), None)
+                if ended is not None and (successor is None or order(ended) < order(successor)):
+                    successor = ended
             if successor is None:
                 continue
             valid_to = max(successor.valid_from, fact.valid_from)
@@ -456,11 +500,17 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
         slot = fact_slot(fact.content, fact.subject)
         if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
             continue
-        sentence = state_sentence(fact.subject, slot)
-        if sentence.lower() in seen:
-            continue
-        seen.add(sentence.lower())
-        out.append(replace(fact, content=sentence, kind="fact"))
+        plain = [state_sentence(fact.subject, slot)]
+        if (employer := job_employer(fact.content, fact.subject)) is not None:
+            # The job names where, so that it ends with that employer as the fact said does.
+            plain = [
+                f"{plain[0]} at {employer}",
+                state_sentence(fact.subject, Slot("employer", employer.lower(), employer)),
+            ]
+        for sentence in plain:
+            if sentence.lower() not in seen:
+                seen.add(sentence.lower())
+                out.append(replace(fact, content=sentence, kind="fact"))
     return out
 
 
@@ -666,6 +716,11 @@ class MergeRow:
     # Stemmed content words: close vectors merge only when one's words hold the other's, since a
     # fact that replaces a word ("keeps a kayak in her shed" / "keeps a violin ...") reads ≥ 0.95.
     words: frozenset[str] = frozenset()
+    # The attribute and value a fact states ("residence", "boston"): facts of one value said at
+    # different times merge when one's words hold the other's, however far apart their vectors
+    # ("Ann lives in Boston" and "Ann lives in Boston now"); a fact with a value never merges with
+    # one without.
+    value: tuple[str, str] | None = None
 
 
 def merge_row(
@@ -676,10 +731,15 @@ def merge_row(
     content_hash: str,
     valid_from: datetime | None,
     event_at: datetime,
+    attribute: str | None = None,
 ) -> MergeRow:
-    """A memory as merge planning reads it: an event merges only with events of its day."""
+    """A memory as merge planning reads it: an event merges only with events of its day, a fact
+    with an `attribute` only with facts of the same value."""
     day = (valid_from or event_at).date().isoformat() if kind == "event" else None
-    return MergeRow(memory_id, kind, subject, content_hash, day, event_at, frozenset(tokenize(content)))
+    slot = stored_slot(content, subject or "", attribute) if attribute else None
+    value = (slot.attribute, slot.value) if slot is not None else None
+    words = frozenset(tokenize(content))
+    return MergeRow(memory_id, kind, subject, content_hash, day, event_at, words, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,6 +766,7 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
     """Near-duplicate semantic memories (same subject and kind, cosine ≥ `threshold` or the same
     text, the same `must_match`: two events of different days stay two) merge into the earliest.
     Close vectors are not enough when each text has a word the other lacks: that is another fact.
+    Facts of an attribute's value are near when they state the same value (`MergeRow.value`).
 
     Greedy leader clustering in (event time, id) order: a row joins the first earlier leader it
     is close to, else leads. Merging changes neither order nor vectors of leaders, so planning
@@ -716,6 +777,7 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
         by_subject[(rows[i].subject or "").lower()].append(i)
     clusters: dict[int, list[int]] = {}
     for members in by_subject.values():
+        values = [rows[i].value for i in members]
         is_leader = np.zeros(len(members), dtype=np.bool_)
         leader_hash: dict[str, int] = {}
         for position, close in close_to_earlier(vectors[members], threshold):
@@ -723,11 +785,19 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
             row = rows[i]
             leader = leader_hash.get(row.content_hash)
             if leader is None:
-                for lp in np.flatnonzero(close & is_leader[:position]).tolist():
+                near = (
+                    close
+                    if row.value is None
+                    else np.array([v == row.value for v in values[:position]], bool)
+                )
+                for lp in np.flatnonzero(near & is_leader[:position]).tolist():
                     other = rows[members[lp]]
                     if (
                         other.kind == row.kind
                         and other.must_match == row.must_match
+                        and other.value == row.value
+                        # A value said again, not a fact beside its plain statement (`with_state_facts`).
+                        and (row.value is None or other.event_at != row.event_at)
                         and (other.words <= row.words or row.words <= other.words)
                     ):
                         leader = lp
@@ -932,5 +1002,6 @@ __all__ = [
     "plan_supersessions",
     "retention",
     "state_sentence",
+    "supersession_keys",
     "with_state_facts",
 ]

@@ -46,6 +46,7 @@ from memsvc.consolidation import (
     plan_supersessions,
     state_slot,
     stored_slot,
+    supersession_keys,
 )
 from memsvc.database import Database
 from memsvc.embedding import Embedder
@@ -265,6 +266,7 @@ def supersede_at_ingest(
     they replace (or, for a batch of older messages, close the new facts themselves)."""
     if not keys:
         return 0
+    keys = supersession_keys(keys)
     facts = [f for f in _slot_facts(session, tenant_id, user_id, keys) if (f.subject, f.attribute) in keys]
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
 
@@ -468,7 +470,7 @@ def reopen_predecessors(
     if not orphans:
         return 0
     rows = list(session.execute(select(Memory).where(Memory.id.in_(orphans))).scalars())
-    keys = {(r.subject or "", r.attribute) for r in rows if r.attribute}
+    keys = supersession_keys((r.subject or "", r.attribute) for r in rows if r.attribute)
     plans: dict[uuid.UUID, Supersede] = {}
     if keys:
         facts = _slot_facts(session, tenant_id, user_id, keys)
@@ -818,37 +820,35 @@ def consolidate_user(
             lock_user(session, tenant_id, user_id)
             report.reopened = reopen_predecessors(session, tenant_id, user_id, actor, None, run_id)
 
-    # 3. Near-duplicates (facts without an attribute: supersession owns those).
+    # 3. Near-duplicates; a fact with an attribute only with facts of its value (supersession
+    # orders the values), and not at all when it no longer reads as one.
+    attributed = attribute_of.get
     mergeable = [
-        r
+        (
+            r,
+            merge_row(
+                r.id, r.kind, r.subject, r.content, r.content_hash, r.valid_from, r.event_at, attributed(r.id)
+            ),
+        )
         for r in rows
-        if r.type == "semantic"
-        and r.kind in SEMANTIC_KINDS
-        and r.status == "active"
-        and attribute_of.get(r.id) is None
+        if r.type == "semantic" and r.kind in SEMANTIC_KINDS and r.status == "active"
     ]
+    mergeable = [(r, m) for r, m in mergeable if m.value is not None or attributed(r.id) is None]
     merges = []
     if mergeable:
         with database.session() as session:
             vector_rows = session.execute(
                 select(Memory.id, cast(Memory.embedding, ARRAY(REAL))).where(
-                    Memory.id.in_([r.id for r in mergeable])
+                    Memory.id.in_([r.id for r, _ in mergeable])
                 )
             ).all()
         vector_of = {i: v for i, v in vector_rows}
-        mergeable = [r for r in mergeable if vector_of.get(r.id) is not None]
-        vectors = np.asarray([vector_of[r.id] for r in mergeable], dtype=np.float32).reshape(
+        mergeable = [(r, m) for r, m in mergeable if vector_of.get(r.id) is not None]
+        vectors = np.asarray([vector_of[r.id] for r, _ in mergeable], dtype=np.float32).reshape(
             len(mergeable), -1
         )
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        merges = plan_merges(
-            [
-                merge_row(r.id, r.kind, r.subject, r.content, r.content_hash, r.valid_from, r.event_at)
-                for r in mergeable
-            ],
-            vectors,
-            config.merge_cosine,
-        )
+        merges = plan_merges([m for _, m in mergeable], vectors, config.merge_cosine)
     report.merged = sum(len(m.duplicate_ids) for m in merges)
     report.examples.extend(
         {

@@ -63,7 +63,7 @@ _PAST_FORMS = frozenset(_IRREGULAR_PAST.values()) | {
     "was", "were", "been", "gone", "done", "seen", "taken", "given", "eaten", "written", "known", "used",
 }  # fmt: skip
 _MODALS = _words(
-    "can could will would should might must may shall can't couldn't won't wouldn't shouldn't didn't "
+    "can cannot could will would should might must may shall can't couldn't won't wouldn't shouldn't didn't "
     "wasn't weren't haven't hadn't mustn't gotta used ought"
 )
 _ADVERBS = (

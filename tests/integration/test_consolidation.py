@@ -959,3 +959,58 @@ def test_a_state_that_stopped_closes_the_facts_that_state_it_and_a_return_closes
     assert first() == "Ann is vegetarian again"
     assert first(as_of=T0 + timedelta(days=45)) == "Ann is no longer vegetarian"
     assert first(as_of=T0 + timedelta(days=10)) == "Ann is vegetarian"
+
+
+def test_a_new_employer_ends_the_job_said_with_the_old_one_and_an_ended_taste_its_liking(
+    service, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    said = ["I work as a barista at Blue Bottle.", "I love spicy food.", "I enjoy jazz concerts."]
+    _add(service, ctx, user, said, T0, "s1")
+    _add(service, ctx, user, ["I'm a nurse."], T0 + timedelta(days=1), "s2")
+    later = [
+        "I started a new job at Microsoft.",
+        "I can't handle spicy food anymore.",
+        "I cannot stand jazz concerts anymore.",
+    ]
+    _add(service, ctx, user, later, T0 + timedelta(days=30), "s3")
+    rows = _rows(service, ctx, user)
+    microsoft = _fact(rows, "Ann started a new job at Microsoft")
+    for old in (
+        "Ann works as a barista at Blue Bottle",
+        "Ann's job: Ann works as a barista at Blue Bottle",
+        "Ann's employer: Ann works at Blue Bottle",
+    ):
+        closed = _fact(rows, old)
+        assert closed.status == "superseded" and closed.valid_to == microsoft.valid_from, old
+    assert _fact(rows, "Ann is a nurse").status == "active"  # names no employer
+    for old, new in (
+        ("Ann loves spicy food", "Ann can't handle spicy food anymore"),
+        ("Ann enjoys jazz concerts", "Ann cannot stand jazz concerts anymore"),
+    ):
+        assert _fact(rows, old).superseded_by == _fact(rows, new).id, old
+    # Deleting the new employer's message opens the job again.
+    turn = next(m for m in rows if m.kind == "turn" and m.content == "I started a new job at Microsoft.")
+    service.delete(ctx, turn.id)
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann works as a barista at Blue Bottle").status == "active"
+
+
+def test_a_value_said_again_in_other_words_is_merged_by_a_run(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I live in Boston."], T0, "s1")
+    _add(
+        service, ctx, user, ["I live in Boston now.", "I drive a Honda Civic."], T0 + timedelta(days=30), "s2"
+    )
+    report = service.consolidate(ctx.tenant_id, user, run_id=uuid.uuid4())
+    assert report.totals()["merged"] == 1
+    rows = _rows(service, ctx, user)
+    survivor, again = _fact(rows, "Ann lives in Boston"), _fact(rows, "Ann lives in Boston now")
+    assert survivor.status == "active" and again.status == "archived"
+    assert again.metadata_["merged_into"] == str(survivor.id)
+    assert sorted(service.get(ctx, survivor.id).source_message_ids) == ["s1-0", "s2-0"]
+    # A value said and stated plainly in one message stays two memories.
+    assert _fact(rows, "Ann drives a Honda Civic").status == "active"
+    assert _fact(rows, "Ann's car: Ann drives a Honda Civic").status == "active"

@@ -22,6 +22,7 @@ from memsvc.consolidation import (
     close_to_earlier,
     fact_slot,
     is_small_talk,
+    job_employer,
     merge_row,
     names_plan,
     plan_entity_merges,
@@ -32,6 +33,7 @@ from memsvc.consolidation import (
     retention,
     state_sentence,
     state_slot,
+    supersession_keys,
     with_state_facts,
 )
 from memsvc.extraction.base import ExtractedFact
@@ -235,6 +237,79 @@ def test_each_value_is_closed_by_the_next_different_one() -> None:
         for f in (denver, denver_again, boston, denver_back)
     ]
     assert plan_supersessions(applied) == []
+
+
+def test_a_job_said_with_its_employer_ends_when_another_employer_begins() -> None:
+    assert job_employer("Ann works as a barista at Blue Bottle in Oakland", "Ann") == "Blue Bottle"
+    assert job_employer("Ann works as a nurse for three years", "Ann") is None  # no name
+    assert job_employer("Ann works at Google", "Ann") is None  # an employer, not a job
+    said = ExtractedFact("Ann works as a barista at Blue Bottle", "fact", "Ann", ("m1",), T0)
+    assert [f.content for f in with_state_facts([said])] == [
+        "Ann works as a barista at Blue Bottle",
+        "Ann's job: Ann works as a barista at Blue Bottle",  # names where, to end with it
+        "Ann's employer: Ann works at Blue Bottle",
+    ]
+    assert supersession_keys({("Ann", "employer"), ("Bo", "car")}) == {
+        ("Ann", "employer"),
+        ("Ann", "job"),
+        ("Bo", "car"),
+    }
+
+    def fact(content: str, day: int) -> SlotFact:
+        slot = fact_slot(content, "Ann")
+        assert slot is not None
+        at = T0 + timedelta(days=day)
+        return SlotFact(
+            uuid.uuid4(), "Ann", slot.attribute, slot.value, at, at, "active", None, None, content
+        )
+
+    barista = fact("Ann works as a barista at Blue Bottle", 0)
+    microsoft = fact("Ann started a new job at Microsoft", 30)
+    plans = plan_supersessions([barista, microsoft])
+    assert [(p.old_id, p.new_id, p.valid_to) for p in plans] == [
+        (barista.id, microsoft.id, microsoft.valid_from)
+    ]
+    # No employer named: another employer ends nothing.
+    assert plan_supersessions([fact("Ann works as a nurse", 0), microsoft]) == []
+    # The same employer again ends nothing; one that ends ("quit the job at Blue Bottle") does.
+    assert plan_supersessions([barista, fact("Ann works at Blue Bottle", 10)]) == []
+    quit_ = fact("Ann quit her job at Blue Bottle", 10)
+    assert [p.new_id for p in plan_supersessions([barista, quit_])] == [quit_.id]
+    # A new job before the new employer: the job's own successor, the earlier of the two.
+    chef = fact("Ann works as a chef at Nopa", 20)
+    assert {p.old_id: p.new_id for p in plan_supersessions([barista, chef, microsoft])}[barista.id] == chef.id
+
+
+def test_a_value_said_again_in_other_words_merges_but_not_with_its_plain_statement() -> None:
+    far = np.asarray(
+        [_unit([1, 0, 0]), _unit([0, 1, 0]), _unit([0, 0, 1]), _unit([1, 1, 0])], dtype=np.float32
+    )
+    texts = [
+        ("Ann lives in Boston", 0),
+        ("Ann lives in Boston now", 30),
+        ("Ann moved to Boston", 30),  # a word of its own: another fact
+        ("Ann's car: Ann drives a Honda Civic", 30),
+    ]
+    rows = [
+        merge_row(uuid.uuid4(), "fact", "Ann", text, f"h{i}", None, T0 + timedelta(days=day), attribute)
+        for i, ((text, day), attribute) in enumerate(
+            zip(texts, ["residence", "residence", "residence", "car"], strict=True)
+        )
+    ]
+    assert rows[0].value == ("residence", "boston") and rows[3].value == ("car", "honda civic")
+    merges = plan_merges(rows, far, 0.95)
+    assert [(m.survivor_id, m.duplicate_ids) for m in merges] == [(rows[0].id, (rows[1].id,))]
+    # Said and stated plainly at one time (one message): two memories, as `with_state_facts` made them.
+    said = merge_row(uuid.uuid4(), "fact", "Ann", "Ann drives a Honda Civic", "h9", None, T0, "car")
+    plain = merge_row(
+        uuid.uuid4(), "fact", "Ann", "Ann's car: Ann drives a Honda Civic", "h8", None, T0, "car"
+    )
+    assert plan_merges([said, plain], far[[0, 0]], 0.95) == []
+    # A fact with a value never merges with one without, however close.
+    loose = merge_row(
+        uuid.uuid4(), "fact", "Ann", "Ann lives in Boston now", "h7", None, T0 + timedelta(days=1)
+    )
+    assert plan_merges([rows[0], loose], far[[0, 0]], 0.95) == []
 
 
 def test_small_talk() -> None:

@@ -243,9 +243,11 @@ def test_first_person_is_rewritten_with_verb_agreement() -> None:
             ("Caroline", "I'm a counselor and I have two kids."),
             ("Melanie", "I am so tired, my husband took me to the beach and I love it there."),
             ("Caroline", "I've been painting a lot lately."),
+            ("Melanie", "I cannot stand jazz concerts anymore."),
         )
     )
     contents = [f.content for f in result.facts]
+    assert "Melanie cannot stand jazz concerts anymore" in contents  # a modal, not "cannots"
     assert "Caroline is a counselor" in contents
     assert "Caroline has two kids" in contents
     assert "Melanie is so tired, Melanie's husband took Melanie to the beach" in contents
