@@ -11,6 +11,7 @@ MCP endpoint serves several tenants, each seeing only its own memories.
 import argparse
 import importlib.metadata
 import inspect
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
@@ -31,6 +32,7 @@ from memsvc.client import (
 try:
     from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import CallToolResult, TextContent
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "memsvc's MCP server needs the `mcp` package: pip install 'memsvc-client[mcp]'"
@@ -140,12 +142,19 @@ class MemoryTools:
             list[MemoryType] | None,
             Field(description="only these memory types (episodic: turns and sessions; semantic: facts)"),
         ] = None,
-    ) -> list[MemoryOut]:
+    ) -> Annotated[CallToolResult, list[MemoryOut]]:
         """Search the user's memories, best first: each with its text, score, type, dates and the
         ids of the messages it came from."""
         client = await self.client(ctx)
         kinds = list[str](types) if types else None
-        return await _call(client.search(query, self.user(user_id), limit=limit, types=kinds))
+        found = await _call(client.search(query, self.user(user_id), limit=limit, types=kinds))
+        items = [m.model_dump(mode="json") for m in found]
+        # A text block even for no result: a client that shows a model only the content would
+        # otherwise show it nothing at all, not "nothing found".
+        blocks = [TextContent(type="text", text=json.dumps(item, indent=2)) for item in items] or [
+            TextContent(type="text", text="(no memory matches this query)")
+        ]
+        return CallToolResult(content=blocks, structured_content={"result": items})
 
     async def get_context(
         self,

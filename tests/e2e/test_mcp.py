@@ -190,7 +190,10 @@ async def test_streamable_http_every_tool_with_the_callers_key(
 
     # Another tenant's key, through the same endpoint, sees none of it.
     async with http_client(mcp_http, other_key(database)) as stranger:
-        assert (await call(stranger, "search_memory", query="Lisbon", user_id="ann"))["result"] == []
+        empty = await stranger.call_tool("search_memory", {"query": "Lisbon", "user_id": "ann"})
+        assert not empty.is_error and empty.structured_content == {"result": []}
+        # A client that shows the model only the content still shows it that nothing matched.
+        assert [block.text for block in empty.content] == ["(no memory matches this query)"]  # type: ignore[union-attr]
         assert (await call(stranger, "list_memories", user_id="ann"))["items"] == []
         assert "not found" in await call_error(stranger, "delete_memory", memory_id=kept, user_id="ann")
 
