@@ -40,7 +40,7 @@ from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
-from memsvc.store import bulk_insert, stated_now, touch_feed, unsay_in_history
+from memsvc.store import bulk_insert, recount_mentions, stated_now, touch_feed, unsay_in_history
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ _RELATION_UPSERT = (
     "unnest(relations.source_message_ids || EXCLUDED.source_message_ids) AS m ORDER BY m)"
 )
 _ENTITY_UPSERT = (
-    "(id) DO UPDATE SET mention_count = entities.mention_count + EXCLUDED.mention_count, "
-    "aliases = array_cat(entities.aliases, EXCLUDED.aliases), updated_at = now()"
+    "(id) DO UPDATE SET aliases = array_cat(entities.aliases, EXCLUDED.aliases), updated_at = now()"
 )
 
 
@@ -795,7 +794,6 @@ class Ingestor:
             if entity.name != value["name"] and entity.name not in value["aliases"]:
                 value["aliases"].append(entity.name)
             value["aliases"].extend(a for a in entity.aliases if a not in value["aliases"])
-            value["mention_count"] += len(entity.source_message_ids)
             known_vectors.append((entity_id, entity.type, vector))
             mentions.update(
                 (entity_id, turn_id_by_message[m])
@@ -842,6 +840,7 @@ class Ingestor:
                 for e, m in sorted(mentions)
             ],
         )
+        recount_mentions(session, entity_values)
         return len(entity_values), len(relation_values)
 
 

@@ -466,6 +466,7 @@ def forget_mentions(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID
     relates go."""
     mentions = delete(EntityMention).where(EntityMention.memory_id == memory_id)
     named = set(session.execute(mentions.returning(EntityMention.entity_id)).scalars())
+    recount_mentions(session, named)
     _drop_unnamed_entities(session, tenant_id, named)
 
 
@@ -494,7 +495,21 @@ def delete_rows(session: Session, tenant_id: uuid.UUID, rows: Sequence[Memory]) 
     for row in rows:
         session.delete(row)
     session.flush()
+    recount_mentions(session, named)
     _drop_unnamed_entities(session, tenant_id, named)
+
+
+def recount_mentions(session: Session, entity_ids: Iterable[uuid.UUID]) -> None:
+    """Each entity's `mention_count` as the messages that name it now (its mentions): counted, not
+    added to, so a message read again after an edit, or deleted, counts once or not at all."""
+    if ids := sorted(set(entity_ids)):
+        mentions = (
+            select(func.count())
+            .where(EntityMention.entity_id == Entity.id)
+            .correlate(Entity)
+            .scalar_subquery()
+        )
+        session.execute(update(Entity).where(Entity.id.in_(ids)).values(mention_count=mentions))
 
 
 def _day_of(at: datetime) -> datetime:

@@ -123,3 +123,28 @@ def test_an_edit_that_changes_nothing_is_no_event(service, tenant) -> None:  # t
     )
     service.update(ctx, turn.id, UpdateRequest(content="I live in Zagreb.", pinned=False))
     assert [e.op for e in service.history(ctx, turn.id)] == ["create"]
+
+
+def test_an_entity_counts_the_messages_that_name_it_after_edits_and_deletes(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ed-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("a", "I love Riverside Park."), ("b", "We went to Riverside Park again.")])
+
+    def park() -> tuple[int, list[str]]:
+        node = next(
+            e for e in service.graph(ctx, user, entity=None, depth=1).entities if "Riverside" in e.name
+        )
+        return node.mention_count, node.source_message_ids
+
+    assert park() == (2, ["a", "b"])
+    turns = {
+        m.source_message_ids[0]: m
+        for m in service.list(ctx, user, memory_type="episodic", limit=100, cursor=None).items
+        if m.kind == "turn"
+    }
+    # Edited twice, still naming the park: still two messages (each edit had added one).
+    for words in ("I really love Riverside Park.", "I adore Riverside Park."):
+        service.update(ctx, turns["a"].id, UpdateRequest(content=words))
+    assert park() == (2, ["a", "b"])
+    service.delete(ctx, turns["b"].id)
+    assert park() == (1, ["a"])
