@@ -511,6 +511,7 @@ class MemoryService:
         status: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        session_id: str | None = None,
     ) -> MemoryList:
         with self.db.session() as session:
             return store.list_memories(
@@ -523,6 +524,7 @@ class MemoryService:
                 status=status,
                 since=since,
                 until=until,
+                session_id=session_id,
             )
 
     def users(self, ctx: TenantContext, *, limit: int = 100, cursor: str | None = None) -> UserList:

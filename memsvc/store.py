@@ -219,10 +219,12 @@ def list_memories(
     status: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    session_id: str | None = None,
 ) -> MemoryList:
-    """A user's memories, newest first, one page at a time; optionally only one status, and only
-    those that happened in [since, until): a message when it was said, a fact when it holds from
-    ("I went to the Getty on 8 May", said on 10 May, happened on 8 May)."""
+    """A user's memories, newest first, one page at a time; optionally only one status, one
+    session's (its messages, digest and what was read from them), and only those that happened in
+    [since, until): a message when it was said, a fact when it holds from ("I went to the Getty on
+    8 May", said on 10 May, happened on 8 May)."""
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}")
     if memory_type not in (None, "episodic", "semantic"):
@@ -234,6 +236,8 @@ def list_memories(
         stmt = stmt.where(Memory.type == memory_type)
     if status:
         stmt = stmt.where(Memory.status == status)
+    if session_id is not None:
+        stmt = stmt.where(Memory.session_id == session_id)
     happened = func.coalesce(Memory.valid_from, Memory.event_at)
     # A day said ("yesterday": its midnight in UTC, `extraction.dates`) is that calendar day, matched
     # against the days of the window as its bounds' own offsets read them.
@@ -246,7 +250,7 @@ def list_memories(
         stmt = stmt.where(case((said_day, Memory.valid_from >= _day_of(since)), else_=happened >= since))
     if until:
         stmt = stmt.where(case((said_day, Memory.valid_from < _day_after(until)), else_=happened < until))
-    listing = _listing("memories", ctx.tenant_id, user_id, memory_type, status, since, until)
+    listing = _listing("memories", ctx.tenant_id, user_id, memory_type, status, since, until, session_id)
     if cursor:
         created_at, last_id = _time_and_id(cursor, listing)
         stmt = stmt.where(tuple_(Memory.created_at, Memory.id) < tuple_(created_at, last_id))

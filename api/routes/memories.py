@@ -76,8 +76,12 @@ def list_memories(
     status: Annotated[Literal["active", "superseded", "archived"] | None, Query()] = None,
     since: Annotated[UtcDatetime | None, Query(description="happened at or after (event time)")] = None,
     until: Annotated[UtcDatetime | None, Query(description="happened before (event time)")] = None,
+    session_id: Annotated[
+        ScopeId | None, Query(min_length=1, max_length=255, description="only this session's memories")
+    ] = None,
 ) -> MemoryList:
-    """A user's memories, newest stored first; filter by type, status and when they happened."""
+    """A user's memories, newest stored first; filter by type, status, session and when they
+    happened."""
     if since is not None and until is not None and since > until:
         # Swapped bounds would answer an empty page, which reads as "nothing happened then".
         raise InvalidInput(
@@ -93,6 +97,7 @@ def list_memories(
         status=status,
         since=since,
         until=until,
+        session_id=session_id,
     )
 
 

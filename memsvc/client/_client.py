@@ -273,10 +273,19 @@ class MemoryClient(_Base):
         until: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        session_id: str | None = None,
     ) -> MemoryList:
-        """Newest stored first; `since`/`until` bound when they happened (event time)."""
+        """Newest stored first; `since`/`until` bound when they happened (event time), `session_id`
+        keeps one session's."""
         params = _body(
-            user_id=user_id, type=type, status=status, since=since, until=until, limit=limit, cursor=cursor
+            user_id=user_id,
+            type=type,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+            session_id=session_id,
         )
         return MemoryList.model_validate(self._request("GET", "/v1/memories", params=params).json())
 
@@ -409,10 +418,19 @@ class AsyncMemoryClient(_Base):
         until: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        session_id: str | None = None,
     ) -> MemoryList:
-        """Newest stored first; `since`/`until` bound when they happened (event time)."""
+        """Newest stored first; `since`/`until` bound when they happened (event time), `session_id`
+        keeps one session's."""
         params = _body(
-            user_id=user_id, type=type, status=status, since=since, until=until, limit=limit, cursor=cursor
+            user_id=user_id,
+            type=type,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+            session_id=session_id,
         )
         return MemoryList.model_validate((await self._request("GET", "/v1/memories", params=params)).json())
 

@@ -105,8 +105,10 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
     def _session_memories(self, memory_type: str | None) -> Iterator[MemoryOut]:
         cursor = None
         while True:
-            page = self.client.list(self.user_id, type=memory_type, limit=_PAGE, cursor=cursor)
-            yield from (m for m in page.items if m.session_id == self.session_id)
+            page = self.client.list(
+                self.user_id, type=memory_type, limit=_PAGE, cursor=cursor, session_id=self.session_id
+            )
+            yield from page.items
             if not (cursor := page.next_cursor):
                 return
 

@@ -417,6 +417,20 @@ def test_the_sdk_has_what_rest_has_explain_as_of_status_since_until(live_server:
         assert spring.items and all(
             m.event_at and m.event_at < datetime(2025, 3, 1, tzinfo=UTC) for m in spring.items
         )
+        # One session's memories, paged by the server (a page of 1 at a time).
+        message = {"role": "user", "name": "Pia", "content": "I got a dog named Rex."}
+        assert client.add([message], "sdk-pia", session_id="dogs", wait=True).status == "succeeded"
+        pages, cursor = [], None
+        while True:
+            page = client.list("sdk-pia", session_id="dogs", limit=1, cursor=cursor)
+            pages.append(page.items)
+            if not (cursor := page.next_cursor):
+                break
+        dogs = [m for items in pages for m in items]
+        assert len(dogs) >= 2 and all(len(items) == 1 for items in pages[:-1])
+        assert {m.session_id for m in dogs} == {"dogs"} and any("Rex" in m.content for m in dogs)
+        everything = client.list("sdk-pia", limit=500).items
+        assert {m.id for m in dogs} == {m.id for m in everything if m.session_id == "dogs"}
 
     async def the_async_client() -> None:
         async with AsyncMemoryClient(live_server, tenant[1]) as aclient:
@@ -426,6 +440,9 @@ def test_the_sdk_has_what_rest_has_explain_as_of_status_since_until(live_server:
             now = await aclient.context("Where does Pia live?", "sdk-pia")
             assert "Porto" in now.context
             assert (await aclient.list("sdk-pia", status="superseded")).items
+            assert {m.session_id for m in (await aclient.list("sdk-pia", session_id="dogs")).items} == {
+                "dogs"
+            }
 
     asyncio.run(the_async_client())
 
