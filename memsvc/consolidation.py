@@ -353,6 +353,9 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if match := pattern.match(rest):
             written = _value_text(match.group("v") or "")
             return Slot(attribute, ENDED + written.lower(), written)
+    if departed := _DEPARTED.match(rest):
+        written = _value_text(departed.group("v"))
+        return Slot(DEPARTURE, written.lower(), written)
     if stopped := _stopped(rest, subject):
         return Slot(stopped, "no", "no")
     return None
@@ -374,14 +377,21 @@ def job_employer(content: str, subject: str | None) -> str | None:
     return employer or None
 
 
-# Attributes one another's values end: a job said with its employer ends with that employer.
-_LINKED = {"job": "employer", "employer": "job"}
+# "Ann left Acme": an event that ends the employer it names, if Acme is one ("Ann left Paris" ends
+# nothing), and is never ended itself.
+DEPARTURE = "departure"
+_DEPARTED = re.compile(
+    r"^\s+(?:just\s+|finally\s+|recently\s+)*left\s+(?P<v>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z])[\w&'.-]*)*)"
+)
+# Attributes one another's values end: a job said with its employer ends with that employer, and
+# either with a departure from it.
+_LINKED = {"job": ("employer", DEPARTURE), "employer": ("job", DEPARTURE), DEPARTURE: ("employer", "job")}
 
 
 def supersession_keys(keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
     """The (subject, attribute) pairs whose facts supersession must read to plan `keys`."""
     keys = set(keys)
-    return keys | {(subject, _LINKED[a]) for subject, a in keys if a in _LINKED}
+    return keys | {(subject, linked) for subject, a in keys for linked in _LINKED.get(a, ())}
 
 
 def _value_text(said: str) -> str:
@@ -467,19 +477,26 @@ def plan_supersessions(facts: Iterable[SlotFact]) -> list[Supersede]:
         group.sort(key=order)
     out = []
     for (subject, attribute), group in groups.items():
-        # A job said with its employer also ends when the employer does ("works as a barista at
-        # Blue Bottle", then "started a new job at Microsoft" or "quit the job at Blue Bottle").
+        if attribute == DEPARTURE:
+            continue  # an event: it ends an employer, nothing ends it
+        # An employer also ends with a departure that names it ("Ann left Acme"), and a job said
+        # with its employer with either ("works as a barista at Blue Bottle", then "started a new
+        # job at Microsoft", "quit the job at Blue Bottle" or "left Blue Bottle").
+        departures = groups.get((subject, DEPARTURE), [])
         employers = groups.get((subject, "employer"), []) if attribute == "job" else []
         for i, fact in enumerate(group):
-            successor = next((g for g in group[i + 1 :] if _replaces(g, fact)), None)
-            employer = job_employer(fact.content, fact.subject) if employers else None
+            ends = [g for g in group[i + 1 :] if _replaces(g, fact)][:1]
+            employer = fact.value if attribute == "employer" else None
+            if attribute == "job" and (employers or departures):
+                employer = (job_employer(fact.content, fact.subject) or "").lower() or None
             if employer is not None:
-                at = replace(fact, attribute="employer", value=employer.lower())
-                ended = next((g for g in employers if order(g) > order(fact) and _replaces(g, at)), None)
-                if ended is not None and (successor is None or order(ended) < order(successor)):
-                    successor = ended
-            if successor is None:
+                at = replace(fact, attribute="employer", value=employer)
+                later = [g for g in (*employers, *departures) if order(g) > order(fact)]
+                ends += [g for g in later if g.attribute == DEPARTURE and g.value == employer][:1]
+                ends += [g for g in later if g.attribute == "employer" and _replaces(g, at)][:1]
+            if not ends:
                 continue
+            successor = min(ends, key=order)
             valid_to = max(successor.valid_from, fact.valid_from)
             if (
                 fact.status == "superseded"

@@ -990,6 +990,20 @@ def test_a_new_employer_ends_the_job_said_with_the_old_one_and_an_ended_taste_it
         ("Ann enjoys jazz concerts", "Ann cannot stand jazz concerts anymore"),
     ):
         assert _fact(rows, old).superseded_by == _fact(rows, new).id, old
+    # Leaving by name: the employer named ends; a place left ends nothing.
+    _add(
+        service,
+        ctx,
+        user,
+        ["I left Paris on Monday.", "I left Microsoft last week."],
+        T0 + timedelta(days=60),
+        "s4",
+    )
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's employer: Ann works at Microsoft").status == "superseded"
+    assert _fact(rows, "Ann started a new job at Microsoft").status == "superseded"
+    assert [m.status for m in rows if m.type == "semantic" and "Paris" in m.content] == ["active"]
+    assert _fact(rows, "Ann is a nurse").status == "active"
     # Deleting the new employer's message opens the job again.
     turn = next(m for m in rows if m.kind == "turn" and m.content == "I started a new job at Microsoft.")
     service.delete(ctx, turn.id)

@@ -143,6 +143,8 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann cancelled Ann's trip to Japan", ("state: japan trip", "no")),
         ("Ann canceled the gym membership in the week of 29 April 2024", ("state: gym membership", "no")),
         ("Ann is vegetarian", None),  # a state only has the attribute once its stop is known
+        ("Ann left Acme Corp in the week of 4 March 2024", ("departure", "acme corp")),
+        ("Ann left the party early", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
@@ -252,6 +254,7 @@ def test_a_job_said_with_its_employer_ends_when_another_employer_begins() -> Non
     assert supersession_keys({("Ann", "employer"), ("Bo", "car")}) == {
         ("Ann", "employer"),
         ("Ann", "job"),
+        ("Ann", "departure"),
         ("Bo", "car"),
     }
 
@@ -275,6 +278,11 @@ def test_a_job_said_with_its_employer_ends_when_another_employer_begins() -> Non
     assert plan_supersessions([barista, fact("Ann works at Blue Bottle", 10)]) == []
     quit_ = fact("Ann quit her job at Blue Bottle", 10)
     assert [p.new_id for p in plan_supersessions([barista, quit_])] == [quit_.id]
+    # Leaving by name ends the employer named, and the job said with it; never anything else.
+    works = fact("Ann works at Blue Bottle", 0)
+    left, paris = fact("Ann left Blue Bottle", 10), fact("Ann left Paris", 5)
+    plans = {p.old_id: p.new_id for p in plan_supersessions([works, barista, paris, left, microsoft])}
+    assert plans == {works.id: left.id, barista.id: left.id}  # no departure is ever closed
     # A new job before the new employer: the job's own successor, the earlier of the two.
     chef = fact("Ann works as a chef at Nopa", 20)
     assert {p.old_id: p.new_id for p in plan_supersessions([barista, chef, microsoft])}[barista.id] == chef.id
