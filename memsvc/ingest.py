@@ -32,7 +32,7 @@ from memsvc.consolidation_store import (
     tag_stopped_states,
 )
 from memsvc.embedding import Embedder, Vector
-from memsvc.extraction.base import CORRECTS_KEY, ExtractedFact, Extraction, Extractor, Turn
+from memsvc.extraction.base import CORRECTS_KEY, ExtractedEntity, ExtractedFact, Extraction, Extractor, Turn
 from memsvc.extraction.corrections import LOOKBACK_MESSAGES, Correction, corrections_in
 from memsvc.extraction.passages import Passage, PassageConfig, plan_passages
 from memsvc.extraction.rules import ends_in_abbreviation, name_sources
@@ -766,10 +766,14 @@ class Ingestor:
         entity_values: dict[uuid.UUID, dict[str, Any]] = {}
         id_by_name: dict[str, uuid.UUID] = {}
         mentions: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        first_names = _first_names(known, extraction.entities)
         for entity, vector in zip(extraction.entities, vectors, strict=True):
             key = normalize_name(entity.name)
             if not key:
                 continue
+            if entity.type == "other" and " " in key and key.split()[0] in first_names:
+                # "Jon Smith" where Jon is a person: a person too, so that the two can merge.
+                entity = replace(entity, type="person")
             entity_id = (
                 by_key.get(key)
                 or _closest(known_vectors, entity.type, vector)
@@ -842,6 +846,13 @@ class Ingestor:
         )
         recount_mentions(session, entity_values)
         return len(entity_values), len(relation_values)
+
+
+def _first_names(known: Sequence[Any], entities: Sequence[ExtractedEntity]) -> set[str]:
+    """The names of people (known or in this batch) that are one word: first names."""
+    named = [(row.normalized_name, row.entity_type) for row in known]
+    named += [(normalize_name(e.name), e.type) for e in entities]
+    return {key for key, kind in named if kind == "person" and key and " " not in key}
 
 
 def _keep_known_keys(rows: list[dict[str, Any]], known: list[Any]) -> list[dict[str, Any]]:

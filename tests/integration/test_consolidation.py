@@ -1028,3 +1028,23 @@ def test_a_value_said_again_in_other_words_is_merged_by_a_run(service, tenant) -
     # A value said and stated plainly in one message stays two memories.
     assert _fact(rows, "Ann drives a Honda Civic").status == "active"
     assert _fact(rows, "Ann's car: Ann drives a Honda Civic").status == "active"
+
+
+def test_a_full_name_of_a_person_known_by_first_name_is_a_person_and_merges(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My friend Jon is moving to Denver."], T0, "s1")
+    # Read alone, "Jon Smith" here is no person (no word around it says so); Jon is one.
+    _add(
+        service,
+        ctx,
+        user,
+        ["I had lunch with Jon Smith today.", "I watched Star Wars again."],
+        T0 + timedelta(days=1),
+        "s2",
+    )
+    types = {e.name: e.type for e in service.graph(ctx, user, entity=None, depth=1).entities}
+    assert types["Jon Smith"] == "person" and types["Star Wars"] != "person"
+    assert service.consolidate(ctx.tenant_id, user, run_id=uuid.uuid4()).totals()["entities_merged"] == 1
+    jons = [e for e in service.graph(ctx, user, entity=None, depth=1).entities if "Jon" in e.name]
+    assert len(jons) == 1 and sorted(jons[0].source_message_ids) == ["s1-0", "s2-0"]
