@@ -869,6 +869,18 @@ def entity_key(name: str) -> str:
     return " ".join(words)
 
 
+def people_by_first_name(rows: Sequence[EntityRow]) -> list[EntityRow]:
+    """The rows, a full name of no type in particular ("Jon Smith", read where nothing said who)
+    typed a person where its first name is a person's ("Jon"): as ingest types it once Jon is known."""
+    first = {key for row in rows if row.entity_type == "person" and " " not in (key := entity_key(row.name))}
+    return [
+        replace(row, entity_type="person")
+        if row.entity_type == "other" and len(words := entity_key(row.name).split()) > 1 and words[0] in first
+        else row
+        for row in rows
+    ]
+
+
 def plan_entity_merges(
     rows: Sequence[EntityRow], vectors: npt.NDArray[np.float32], threshold: float
 ) -> list[Merge]:
@@ -880,6 +892,7 @@ def plan_entity_merges(
     Leader clustering in (created_at, id) order, comparing a row with leaders only, by a leader's
     own name and vector, which a merge does not change (and the names a merge removes stay as
     aliases): planning again after a partial run gives the remaining merges."""
+    rows = people_by_first_name(rows)
     order = sorted(range(len(rows)), key=lambda i: (rows[i].created_at, str(rows[i].id)))
     by_type: dict[str, list[int]] = defaultdict(list)
     for i in order:

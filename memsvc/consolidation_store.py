@@ -52,7 +52,7 @@ from memsvc.database import Database
 from memsvc.embedding import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
-from memsvc.store import delete_rows, passages_of, stated_only_by, touch_feed
+from memsvc.store import delete_rows, passages_of, recount_mentions, stated_only_by, touch_feed
 
 log = logging.getLogger(__name__)
 
@@ -1265,7 +1265,8 @@ def _apply_entity_merge(
             if name != survivor.name and name not in aliases:
                 aliases.append(name)
     survivor.aliases = aliases
-    survivor.mention_count += sum(d.mention_count for d in duplicates)
+    if any(d.entity_type == "person" for d in duplicates):
+        survivor.entity_type = "person"  # a full name merged with the person it names
     froms = [e.valid_from for e in (survivor, *duplicates) if e.valid_from is not None]
     survivor.valid_from = min(froms) if froms else None
     survivor.updated_at = func.now()
@@ -1289,6 +1290,7 @@ def _apply_entity_merge(
     for duplicate in duplicates:
         session.delete(duplicate)  # its own mentions go with it (cascade); the survivor has copies
     session.flush()
+    recount_mentions(session, [survivor_id])  # a message naming both names is one mention
     mentioning = list(
         session.execute(
             select(EntityMention.memory_id).where(EntityMention.entity_id == survivor_id)

@@ -1048,3 +1048,24 @@ def test_a_full_name_of_a_person_known_by_first_name_is_a_person_and_merges(serv
     assert service.consolidate(ctx.tenant_id, user, run_id=uuid.uuid4()).totals()["entities_merged"] == 1
     jons = [e for e in service.graph(ctx, user, entity=None, depth=1).entities if "Jon" in e.name]
     assert len(jons) == 1 and sorted(jons[0].source_message_ids) == ["s1-0", "s2-0"]
+
+
+def test_a_full_name_read_before_its_person_was_known_merges_in_a_run(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I had lunch with Jon Smith today."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["My friend Jon is moving to Denver.", "Jon and Jon Smith, same guy."],
+        T0 + timedelta(days=1),
+        "s2",
+    )
+    types = {e.name: e.type for e in service.graph(ctx, user, entity=None, depth=1).entities}
+    assert types["Jon Smith"] == "other" and types["Jon"] == "person"  # stored before Jon was known
+    assert service.consolidate(ctx.tenant_id, user, run_id=uuid.uuid4()).totals()["entities_merged"] == 1
+    jons = [e for e in service.graph(ctx, user, entity=None, depth=1).entities if "Jon" in e.name]
+    assert [(e.name, e.type) for e in jons] == [("Jon Smith", "person")]
+    # Three messages name him; the one that names both names counts once.
+    assert sorted(jons[0].source_message_ids) == ["s1-0", "s2-0", "s2-1"] and jons[0].mention_count == 3

@@ -25,6 +25,7 @@ from memsvc.consolidation import (
     job_employer,
     merge_row,
     names_plan,
+    people_by_first_name,
     plan_entity_merges,
     plan_forgetting,
     plan_merges,
@@ -558,3 +559,17 @@ def test_a_plan_called_off_is_the_one_that_names_it(content: str, ends: str, sta
 )
 def test_no_plan_is_called_off(content: str) -> None:
     assert cancelled_plan(content, "Ann") is None
+
+
+def test_a_full_name_is_a_person_where_its_first_name_is_one() -> None:
+    def row(name: str, kind: str) -> EntityRow:
+        return EntityRow(uuid.uuid4(), name, kind, T0)
+
+    rows = [
+        row("Jon", "person"),
+        row("Jon Smith", "other"),
+        row("Star Wars", "other"),
+        row("Jon Bay", "place"),
+    ]
+    assert [r.entity_type for r in people_by_first_name(rows)] == ["person", "person", "other", "place"]
+    assert [r.entity_type for r in people_by_first_name(rows[1:])] == ["other", "other", "place"]
