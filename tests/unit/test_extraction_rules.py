@@ -632,3 +632,20 @@ def test_a_block_of_code_states_nothing_and_names_nothing() -> None:
     assert {"Priya", "Django", "Flask"} <= names  # the prose around it is read as before
     assert not names & {"Proxy", "Config", "Either", "None", "Optional", "/home/sam/app.py"}
     assert not any("Traceback" in f.content or "Proxy" in f.content for f in result.facts)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "I'm connecting with postgres://admin:hunter2@localhost:5432/app but it fails.",
+        "My PIN is 4821.",
+        "My API key is sk-abcdefghijklmnop1234, I rotate it monthly.",
+        "My password is hunter2 and I keep forgetting it.",
+    ],
+)
+def test_a_sentence_holding_a_credential_states_no_fact(said: str) -> None:
+    facts = [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts]
+    assert facts == []
+    # The rest of the message still does.
+    facts = [f.content for f in RulesExtractor().extract(chat(("Ann", f"I moved to Lisbon. {said}"))).facts]
+    assert facts == ["Ann moved to Lisbon"]
