@@ -17,6 +17,19 @@ FactKind = Literal["fact", "preference", "plan", "event"]
 EntityType = Literal["person", "place", "organization", "thing", "event", "other"]
 
 
+# A credential in a sentence ("connect with postgres://admin:hunter2@db:5432", "my PIN is 4821", an
+# API key): the message keeps it, but no fact quotes it into every context that fact reaches.
+SECRET = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@"
+    r"|\b(?:password|passwd|passcode|pin(?: code| number)?|api[ _-]?key|secret[ _-]?key|access[ _-]?token"
+    r"|auth[ _-]?token|bearer token|private key)\s*(?:is|was|:|=)\s*[\"'`]?[\w!@#$%^&*+/=.-]{3,}"
+    r"|\b(?:sk-[\w-]{16,}|sk_(?:live|test)_\w{16,}|gh[pousr]_\w{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[\w-]{10,}"
+    r"|AIza[\w-]{30,}|msk_[\w-]{16,})"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One message of a conversation, as ingest hands it to an extractor."""

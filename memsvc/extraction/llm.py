@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memsvc.extraction.base import (
+    SECRET,
     ExtractedEntity,
     ExtractedFact,
     ExtractedRelation,
@@ -450,8 +451,8 @@ class LLMExtractor:
                 dropped_invalid += 1
                 continue
             ids = valid_ids(f.source_message_ids)
-            if ids is None:
-                continue
+            if ids is None or SECRET.search(f.content):
+                continue  # a credential stays in its message, out of every context (`SECRET`)
             out.facts.append(
                 ExtractedFact(
                     content=f.content.strip(),

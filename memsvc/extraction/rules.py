@@ -25,6 +25,7 @@ from datetime import datetime
 from memsvc.extraction.base import (
     COUPLE,
     EVERY_REQUEST,
+    SECRET,
     EntityType,
     ExtractedEntity,
     ExtractedFact,
@@ -440,7 +441,7 @@ class _Batch:
                 if statement is None:
                     continue
                 sentence = statement
-            if _in_another_language(sentence) or _SECRET.search(sentence):
+            if _in_another_language(sentence) or SECRET.search(sentence):
                 continue
             instruction = _instruction(sentence, turn)
             if instruction is not None:
@@ -1148,19 +1149,6 @@ _OTHER_FUNCTION_WORDS = _words(
     "di che non sono per della o não com uma"
 )
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # sentences come `_normalise`d: one apostrophe
-
-
-# A credential in a sentence ("connect with postgres://admin:hunter2@db:5432", "my PIN is 4821", an
-# API key): the message keeps it, but no fact quotes it into every context that fact reaches.
-_SECRET = re.compile(
-    r"\b[a-z][a-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@"
-    r"|\b(?:password|passwd|passcode|pin(?: code| number)?|api[ _-]?key|secret[ _-]?key|access[ _-]?token"
-    r"|auth[ _-]?token|bearer token|private key)\s*(?:is|was|:|=)\s*[\"'`]?[\w!@#$%^&*+/=.-]{3,}"
-    r"|\b(?:sk-[\w-]{16,}|sk_(?:live|test)_\w{16,}|gh[pousr]_\w{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[\w-]{10,}"
-    r"|AIza[\w-]{30,}|msk_[\w-]{16,})"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----",
-    re.IGNORECASE,
-)
 
 
 def _in_another_language(sentence: str) -> bool:

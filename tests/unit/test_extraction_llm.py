@@ -160,6 +160,15 @@ def test_hallucinated_message_ids_are_dropped(server: FakeOpenAI) -> None:
     assert any("malformed" in n for n in result.notes)
 
 
+def test_a_fact_quoting_a_credential_is_dropped(server: FakeOpenAI) -> None:
+    answer = json.loads(json.dumps(GOOD))
+    kept = [f["content"] for f in answer["facts"]]
+    secret = {**answer["facts"][0], "content": "Caroline's database is postgres://admin:hunter2@db:5432/app"}
+    answer["facts"].append(secret)
+    server.script(Reply(content=answer))
+    assert [f.content for f in extractor(server).extract(TURNS).facts] == kept
+
+
 def test_relation_to_an_unlisted_entity_adds_that_entity(server: FakeOpenAI) -> None:
     answer = json.loads(json.dumps(GOOD))
     answer["entities"] = []
