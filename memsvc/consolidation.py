@@ -15,7 +15,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -794,20 +794,19 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
         by_subject[(rows[i].subject or "").lower()].append(i)
     clusters: dict[int, list[int]] = {}
     for members in by_subject.values():
-        values = [rows[i].value for i in members]
         is_leader = np.zeros(len(members), dtype=np.bool_)
         leader_hash: dict[str, int] = {}
+        leaders_of_value: dict[tuple[str, str], list[int]] = defaultdict(list)
         for position, close in close_to_earlier(vectors[members], threshold):
             i = members[position]
             row = rows[i]
             leader = leader_hash.get(row.content_hash)
             if leader is None:
-                near = (
-                    close
-                    if row.value is None
-                    else np.array([v == row.value for v in values[:position]], bool)
-                )
-                for lp in np.flatnonzero(near & is_leader[:position]).tolist():
+                if row.value is None:
+                    near = np.flatnonzero(close & is_leader[:position]).tolist()
+                else:
+                    near = leaders_of_value[row.value]
+                for lp in near:
                     other = rows[members[lp]]
                     if (
                         other.kind == row.kind
@@ -822,6 +821,8 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
             if leader is None:
                 is_leader[position] = True
                 leader_hash.setdefault(row.content_hash, position)
+                if row.value is not None:
+                    leaders_of_value[row.value].append(position)
                 clusters[i] = []
             else:
                 clusters[members[leader]].append(i)
@@ -869,13 +870,19 @@ def entity_key(name: str) -> str:
     return " ".join(words)
 
 
+def full_name_of_a_person(key: str, entity_type: str, first_names: Container[str]) -> bool:
+    """Whether a name of no type in particular ("Jon Smith", read where nothing said who) is a
+    person's full name: its first name is a person's ("Jon"), so the two can merge."""
+    words = key.split()
+    return entity_type == "other" and len(words) > 1 and words[0] in first_names
+
+
 def people_by_first_name(rows: Sequence[EntityRow]) -> list[EntityRow]:
-    """The rows, a full name of no type in particular ("Jon Smith", read where nothing said who)
-    typed a person where its first name is a person's ("Jon"): as ingest types it once Jon is known."""
+    """The rows, each full name of a person (`full_name_of_a_person`) typed a person."""
     first = {key for row in rows if row.entity_type == "person" and " " not in (key := entity_key(row.name))}
     return [
         replace(row, entity_type="person")
-        if row.entity_type == "other" and len(words := entity_key(row.name).split()) > 1 and words[0] in first
+        if full_name_of_a_person(entity_key(row.name), row.entity_type, first)
         else row
         for row in rows
     ]
@@ -1019,6 +1026,7 @@ __all__ = [
     "close_to_earlier",
     "entity_key",
     "fact_slot",
+    "full_name_of_a_person",
     "in_exchange",
     "is_small_talk",
     "judged_importance",

@@ -24,7 +24,7 @@ from sqlalchemy import REAL, cast, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from memsvc.consolidation import cancelled_plan, fact_slot, with_state_facts
+from memsvc.consolidation import cancelled_plan, fact_slot, full_name_of_a_person, with_state_facts
 from memsvc.consolidation_store import (
     close_cancelled_plans,
     supersede_at_ingest,
@@ -771,8 +771,7 @@ class Ingestor:
             key = normalize_name(entity.name)
             if not key:
                 continue
-            if entity.type == "other" and " " in key and key.split()[0] in first_names:
-                # "Jon Smith" where Jon is a person: a person too, so that the two can merge.
+            if full_name_of_a_person(key, entity.type, first_names):
                 entity = replace(entity, type="person")
             entity_id = (
                 by_key.get(key)
