@@ -316,7 +316,7 @@ _CAPITALISED = re.compile(
 # What may stand before a sentence's first word: quotes, brackets, and the list markers, numbers,
 # headings and emphasis of markdown ("- **Focus**: ...", "2. Research the company"): a capital
 # there is the sentence's, not a name's (BEAM's assistant answers made "Ensure", "If", "Be" entities).
-_SENTENCE_LEAD = re.compile(r"[\s\"'“(\[*_#>`~•\-–—]*(?:\d+[.)]|[a-z][.)])?[\s\"'“(\[*_#>`~•\-–—]*")
+_SENTENCE_LEAD = re.compile(r"[\s\"'“(\[*_#>`~•\-–—¡¿]*(?:\d+[.)]|[a-z][.)])?[\s\"'“(\[*_#>`~•\-–—¡¿]*")
 
 
 def _opens(sentence: str, start: int) -> bool:
@@ -1091,6 +1091,7 @@ _ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 _INSTRUCTION_ALWAYS = re.compile(
     rf"^{_ORDER_LEAD}"
     r"(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
+    r"(?:(?:you (?:can|may|should) |just )(?=(?:call|address) me\b))?"
     rf"(?P<directive>(?:(?:always|never|don't|do not)\s+)?(?:{_ANSWER_VERBS})\b.+?"
     rf"|(?:you can )?stop (?:{_STOP_VERBS})\b.+?"
     rf"|(?:you )?(?:don't|do not|no) need to (?:{_ANSWER_VERBS})\b.+?)"
@@ -1100,6 +1101,8 @@ _INSTRUCTION_ALWAYS = re.compile(
 _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _FROM_NOW_ON = re.compile(
     r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
+    # What to call someone holds until they say otherwise: "Call me Ann", "You can call me Annie".
+    r"|\b(?:call|address) me\b"
     rf"|^{_ORDER_LEAD}(?:please,? )?(?:don't|do not)\b"
     rf"|\bstop (?:{_STOP_VERBS})\b",
     re.I,
@@ -1146,7 +1149,10 @@ _ENGLISH_FUNCTION_WORDS = _words(
 _OTHER_FUNCTION_WORDS = _words(
     "y el la los las que de del al en es un una por para con porque pero muy le les et est je tu "
     "nous vous avec pour dans une des du ich und der die das ist nicht mit ein eine auf sie wir il "
-    "di che non sono per della o não com uma"
+    "di che non sono per della o não com uma "
+    # Pronouns and first-person verbs that open what people say of themselves ("Me llamo Lucía",
+    # "Je m'appelle Marie", "Ich heiße Jan"): English has none of them as a word of its own.
+    "me te se mi llamo soy estoy tengo m'appelle suis j'habite heiße wohne chiamo abito chamo moro"
 )
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # sentences come `_normalise`d: one apostrophe
 

@@ -488,6 +488,10 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
         ("Please always answer in Spanish.", "When Ann asks about anything: always answer in Spanish."),
         ("From now on, keep your answers short.", "When Ann asks about anything: keep your answers short."),
         ("Call me Annie from now on.", "When Ann asks about anything: call Ann Annie."),
+        # What to call someone stands until taken back, with no "from now on" ("Call Ann Ann" was a fact).
+        ("Call me Annie.", "When Ann asks about anything: call Ann Annie."),
+        ("You can call me Annie.", "When Ann asks about anything: call Ann Annie."),
+        ("My friends call me Annie.", "Ann's friends call Ann Annie"),
         ("Never mention my ex.", "When Ann asks about anything: never mention Ann's ex."),
         ("Always happy to help!", None),
         ("Use bullet points.", None),  # a request of the moment, not standing
@@ -611,6 +615,8 @@ def test_an_o_or_d_apostrophe_is_part_of_a_name() -> None:
         ("Hola, me llamo Lucía y vivo en Sevilla.", []),
         ("Ayer fui al médico porque me duele la rodilla.", []),
         ("Ich wohne in Berlin und arbeite bei Siemens.", []),
+        ("Me llamo Lucía.", []),  # was "Lucía llamo Lucía"
+        ("Je m'appelle Lucía et je suis étudiante.", []),
         # English with foreign names or words in it is read as before.
         ("I visited La Paz with my sister.", ["Lucía visited La Paz with Lucía's sister"]),
         ("Got promoted today!", ["Lucía got promoted on 8 May 2023"]),
@@ -618,6 +624,12 @@ def test_an_o_or_d_apostrophe_is_part_of_a_name() -> None:
 )
 def test_a_sentence_in_another_language_states_no_fact(said: str, facts: list[str]) -> None:
     assert [f.content for f in RulesExtractor().extract(chat(("Lucía", said))).facts] == facts
+
+
+def test_a_sentence_opening_with_inverted_marks_opens_at_its_first_word() -> None:
+    said = "¡Encantado de conocerte! ¿Qué tal? Vivo en Madrid con mi hermana Carmen."
+    names = {e.name for e in RulesExtractor().extract(chat(("Lucía", said))).entities}
+    assert {"Madrid", "Carmen"} <= names and not names & {"Encantado", "Qué"}
 
 
 def test_a_block_of_code_states_nothing_and_names_nothing() -> None:
