@@ -89,6 +89,13 @@ _FILLER_PHRASES = (
     "by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man", "just so you know",
     "just to let you know", "for the record", "for what it's worth", "to be honest", "fyi",
 )  # fmt: skip
+# Openers that are glue only when punctuation sets them off ("Wait, I moved to Rome" but "Wait
+# until Friday"; "Give me a minute, I…" states what follows, not a request).
+_SET_OFF_OPENER = re.compile(
+    r"(?:wait|listen|look|guess what|hold on|you know what|give me a (?:minute|sec|second)|news flash)"
+    r"\s*[,!:…]+\s*|(?:wait|listen|look|guess what|hold on)\s*[-–—]+\s*",
+    re.IGNORECASE,
+)
 _FIRST_WORD = re.compile(r"([A-Za-z']+)(?![-\w])(\s*[,!.…]+)?\s*")
 # A label before what the speaker says of themselves ("Big news: I got a new job", "Update: we
 # moved"): not part of the fact, and a fact that opens with it is not read as the change it states.
@@ -513,6 +520,8 @@ class _Batch:
             two = next((p for p in _FILLER_PHRASES if low.startswith(p)), None)
             if two is not None and (len(c) == len(two) or not c[len(two)].isalnum()):
                 c = c[len(two) :].lstrip(" ,!.…")
+            elif opener := _SET_OFF_OPENER.match(c):
+                c = c[opener.end() :]
             elif word.lower() in _FILLER_WORDS:
                 c = c[m.end() :]
             elif m.group(2) and self._is_vocative(word):

@@ -440,6 +440,16 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
 
 
 @pytest.mark.parametrize(
+    "said",
+    ["Wait, I moved to Rome.", "Guess what, I moved to Rome!", "Give me a minute, I moved to Rome.",
+     "Hold on - I moved to Rome.", "Listen, I moved to Rome."],
+)  # fmt: skip
+def test_an_opener_set_off_by_punctuation_is_not_part_of_the_fact(said: str) -> None:
+    # "Give me a minute, I moved to Rome." stated nothing; "Wait, …" kept "Wait," in the fact.
+    assert [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts] == ["Ann moved to Rome"]
+
+
+@pytest.mark.parametrize(
     ("said", "fact", "entity", "entity_type"),
     [
         ("Mia and I have been together for two years.", "Mia and Ann have been together for two years",
