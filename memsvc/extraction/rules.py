@@ -103,6 +103,11 @@ _LABEL = re.compile(
     r"[A-Za-z][A-Za-z']*(?:\s+[A-Za-z][A-Za-z']*){0,2}\s*:\s+(?=(?i:i|i'm|i've|we|we're|my|our)\b)"
 )
 _TRAILING_WORD = re.compile(r",\s*([A-Za-z]+)\s*[.!]*$")
+# Chat shorthand that ends a statement and is no part of it: "I hate crowded places tbh".
+_TRAILING_FILLER = re.compile(
+    r"(?:,?\s+(?:just\s+)?(?:tbh|btw|fyi|imo|imho|lol|lmao|haha+|by the way|just so you know))+\s*[.!]*$",
+    re.IGNORECASE,
+)
 _SPLIT_WORDS = re.compile(r"\s(?:and|but|so)\s", re.IGNORECASE)
 # Whole clauses that are conversational glue, not facts about anyone.
 _FILLER = re.compile(
@@ -534,6 +539,7 @@ class _Batch:
             m = _TRAILING_WORD.search(c)
             if m and self._is_vocative(m.group(1)):
                 c = c[: m.start()]  # "..., Mel!"
+        c = _TRAILING_FILLER.sub("", c)
         c = c.rstrip(" .!…,")
         if c and not c[-1].isalnum():
             c = _EMOJI_TAIL.sub("", c).rstrip(" .!…,")
@@ -790,10 +796,23 @@ class _Batch:
 _CODE_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
 
 
+# Contractions typed without their apostrophe ("i dont eat meat anymore" became "Tom donts eat
+# meat"); words that are also words without one ("ill", "id", "well", "shell") are left alone.
+_BARE_CONTRACTION = re.compile(
+    r"\b(?P<w>(?:do|does|did|ca|wo|is|are|was|were|have|has|had|could|should|would|must|need)n)t\b"
+    r"|\b(?P<i>[iI])(?P<r>m|ve)\b"
+)
+
+
+def _apostrophe(m: re.Match[str]) -> str:
+    return f"{m.group('w')}'t" if m.group("w") else f"{m.group('i')}'{m.group('r')}"
+
+
 def _normalise(text: str) -> str:
     if "```" in text or "~~~" in text:
         text = _CODE_BLOCK.sub("\n", text)
-    return text.replace("’", "'").replace("‘", "'").replace("`", "'")
+    text = text.replace("’", "'").replace("‘", "'").replace("`", "'")
+    return _BARE_CONTRACTION.sub(_apostrophe, text)
 
 
 # Where a run-on question starts asking ("…, so can you help me", "…, how can I", "… what do you
@@ -802,7 +821,8 @@ def _normalise(text: str) -> str:
 # recommended"), so they ask only before an auxiliary (", where should I start?").
 _AUXILIARY = r"(?:can|could|would|will|should|shall|do|does|did|is|are|was|were|have|has|may|might|am)"
 _ASKING = re.compile(
-    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:tips|ideas|advice|suggestions)\b"
+    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:\w+\s+)?(?:tips|ideas|advice|suggestions"
+    rf"|recommendations|thoughts)\b"
     rf"|(?:what|how|why)\b|(?:where|when|which|who|whom|whose)\s+{_AUXILIARY}\b"
     rf"|{_AUXILIARY}\s+(?:you|i|we|it|they|he|she|this|that|there|these|those|my|your|the|a|an)\b)",
     re.IGNORECASE,

@@ -671,3 +671,24 @@ def test_a_sentence_holding_a_credential_states_no_fact(said: str) -> None:
     # The rest of the message still does.
     facts = [f.content for f in RulesExtractor().extract(chat(("Ann", f"I moved to Lisbon. {said}"))).facts]
     assert facts == ["Ann moved to Lisbon"]
+
+
+@pytest.mark.parametrize(
+    ("said", "fact"),
+    [
+        ("i dont eat meat anymore btw", "Tom doesn't eat meat anymore"),  # was "Tom donts eat meat"
+        ("im moving to Denver next month", "Tom is moving to Denver in April 2024"),
+        ("I hate crowded places tbh.", "Tom hates crowded places"),
+        ("Oh and I'm allergic to shellfish, just fyi.", "Tom is allergic to shellfish"),
+        (
+            "My son Leo turns 5 next week, any gift ideas?",
+            "Tom's son Leo turns 5 in the week of 4 March 2024",
+        ),
+        ("I feel ill today.", "Tom feels ill on 1 March 2024"),  # "ill" is a word, not "I'll"
+    ],
+)
+def test_chat_shorthand_is_read_as_meant(said: str, fact: str) -> None:
+    turn = Turn(
+        message_id="m1", role="user", speaker="Tom", text=said, event_at=datetime(2024, 3, 1, 10, tzinfo=UTC)
+    )
+    assert [f.content for f in RulesExtractor().extract([turn]).facts] == [fact]
