@@ -90,10 +90,13 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"(?:bought|got|leased)\s+(?:an?\s+)?(?:new\s+)?(?:car,?\s+(?:an?\s+)?)?"
             rf"(?P<v>(?:{_CAR_BRANDS})\b.*)",
         ),
+        # A partner is someone named: "is seeing the doctor on Friday" or "is dating someone new"
+        # names none ("someone new, her name is Priya" does).
         (
             "partner",
             rf"^\s+{_NOW}(?:is dating|started dating|has been dating|is seeing|started seeing|married|got "
-            rf"married to|is married to|is engaged to|got engaged to|is in a relationship with)\s+(?P<v>.+)",
+            rf"married to|is married to|is engaged to|got engaged to|is in a relationship with)\s+"
+            rf"(?:someone(?: new)?,?\s+(?:her|his|their) name is\s+)?(?P<v>(?-i:[A-Z]).+)",
         ),
         (
             "partner",
@@ -108,6 +111,14 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
+# "Ann's favorite band is Radiohead": one favourite of a kind at a time, the kind its attribute
+# ("favorite foods are pizza and sushi" is a list, and lists grow).
+_FAVOURITE = re.compile(
+    r"^'s\s+(?:new\s+|current\s+|all-time\s+|absolute\s+)*favou?rite\s+(?P<what>[a-z][\w' -]{0,40}?)\s+"
+    r"is\s+(?:(?:now|really|definitely|probably|still|actually|totally|absolutely|honestly)\s+)*"
+    r"(?P<v>.+)",
+    re.IGNORECASE,
+)
 # The value of an attribute that ends with nothing in its place ("Ann quit her job at Acme",
 # "Ann sold her car", "Ann broke up with Tom"): `ENDED` + the value it names, or "" for whatever
 # value held. Values never hold ":" (`_VALUE_END` cuts there), so the prefix is unambiguous.
@@ -141,6 +152,12 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"(?:\s+(?:with|from)\s+(?P<v>.+)|{_PARTED_END})",
         ),
         ("partner", rf"^\s+{_NOW}divorced\s+(?P<v>.+)"),
+        # "Ann's ex-husband Leo is taking the kids": Leo is no longer the partner.
+        (
+            "partner",
+            r"^'s\s+ex[- ]?(?:husband|wife|boyfriend|girlfriend|partner|spouse|fiancee?)\s+"
+            r"(?P<v>(?-i:[A-Z])[\w'-]+)(?:\s|$)",
+        ),
         ("partner", rf"^\s+and\s+(?P<v>.+?)\s+(?:broke up|split up|separated|got divorced){_PARTED_END}"),
         (
             "car",
@@ -275,7 +292,9 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
 _VALUE_END = re.compile(
     r"\s+(?:in|on|since|last|this|from|after|before|because|with|when|and|but|for|at|during|until|as"
     r"|now|again|yesterday|today|recently|a few|two|three|several|about|these days|nowadays|currently"
-    r"|lately|right now|too|anymore|still)\b|[,.;:!?(]"
+    r"|lately|right now|too|anymore|still)\b|[,;:!?(]"
+    # A period ends a value, but not one of a title or an abbreviation ("St. Paul", "Mt. Sinai").
+    r"|(?<!\bSt)(?<!\bMt)(?<!\bFt)(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bJr)(?<!\bSr)(?<!\bMrs)\."
 )
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 
@@ -329,6 +348,10 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if topic == EVERY_REQUEST:
             topic = f"{EVERY_REQUEST}: {_instruction_about(directive, instruction.group('who'))}"
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
+    if (favourite := _FAVOURITE.match(content[len(subject) :])) and content.startswith(subject):
+        written = _value_text(favourite.group("v"))
+        what = " ".join(favourite.group("what").lower().split())
+        return Slot(f"favorite {what}"[:64], written.lower(), written) if written else None
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:
         return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))
     if (couple := COUPLE.match(content)) and couple.group("subject") == subject:
@@ -514,21 +537,34 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
     out = list(facts)
     seen = {f.content.lower() for f in facts}
     for fact in facts:
-        slot = fact_slot(fact.content, fact.subject)
-        if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
-            continue
-        plain = [state_sentence(fact.subject, slot)]
-        if (employer := job_employer(fact.content, fact.subject)) is not None:
-            # The job names where, so that it ends with that employer as the fact said does.
-            plain = [
-                f"{plain[0]} at {employer}",
-                state_sentence(fact.subject, Slot("employer", employer.lower(), employer)),
-            ]
-        for sentence in plain:
-            if sentence.lower() not in seen:
-                seen.add(sentence.lower())
-                out.append(replace(fact, content=sentence, kind="fact"))
+        for clause in _clauses(fact.content, fact.subject):
+            slot = fact_slot(clause, fact.subject)
+            if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
+                continue
+            plain = [state_sentence(fact.subject, slot)]
+            if (employer := job_employer(clause, fact.subject)) is not None:
+                # The job names where, so that it ends with that employer as the fact said does.
+                plain = [
+                    f"{plain[0]} at {employer}",
+                    state_sentence(fact.subject, Slot("employer", employer.lower(), employer)),
+                ]
+            for sentence in plain:
+                if sentence.lower() not in seen:
+                    seen.add(sentence.lower())
+                    out.append(replace(fact, content=sentence, kind="fact"))
     return out
+
+
+# Where a fact goes on to a second thing its subject did: "Ann quit Acme and started a new job at
+# Globex" holds "Ann started a new job at Globex" too.
+_AND_THEN = re.compile(r",?\s+and\s+(?:then\s+|now\s+|also\s+|just\s+)?(?=[a-z]+(?:ed|ing)?\s)")
+
+
+def _clauses(content: str, subject: str | None) -> list[str]:
+    """The fact, then each further clause of it as its subject's own statement."""
+    if not subject or not content.startswith(subject):
+        return [content]
+    return [content, *(f"{subject} {rest}" for rest in _AND_THEN.split(content)[1:])]
 
 
 # -- forgetting ---------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ _GENERIC_NP = _words(
     "month year this that these those everything anything nothing all lots fun home idea chance "
     "opportunity moment feeling reminder"
 )
+_SOMEONE = _words("someone somebody anyone anybody everyone everybody")
 _NP_DETERMINERS = _words(
     "such a an the some this that these those his her their its our your my one another any all every"
 )
@@ -220,7 +221,7 @@ _NP_STOP = _words(
     "and but or with for at in on to from by about of into onto over under after before since while "
     "when where which that who whom because so as like than it is was are were has had will would can "
     "could yesterday today tonight tomorrow last next this around during until with together again "
-    "recently too also there here and, i"
+    "recently too also there here and, i now anymore instead already yet lately"
 )
 _NON_VERB_START = _words(
     "go see get do make have be check visit meet watch try help find take buy play learn start talk hang "
@@ -581,7 +582,8 @@ class _Batch:
         )
 
     def _named_subject(self, clause: str) -> str | None:
-        m = re.match(rf"^({_NAME_WORD})(?:'s)?\s+[a-z]", clause)
+        # "Mia and I broke up" is the speaker's own news, said with Mia.
+        m = re.match(rf"^({_NAME_WORD})(?:'s)?\s+(?!(?:and|&)\s+(?:I|me)\b)[a-z]", clause)
         if m and m.group(1) in self.names and m.group(1) not in _PERSON_STOP:
             return m.group(1)
         return None
@@ -1264,8 +1266,8 @@ def _noun_phrase(rest: str) -> str | None:
     ):
         return None  # "loves running Jon's own studio" is a verb phrase, not a thing
     np = " ".join(words)
-    if np.lower() in _GENERIC_NP or np.lower() in _STOP:
-        return None
+    if np.lower() in _GENERIC_NP or np.lower() in _STOP or first_low in _SOMEONE:
+        return None  # "dating someone new" names no one
     return np
 
 

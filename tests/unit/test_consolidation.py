@@ -146,6 +146,14 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann is vegetarian", None),  # a state only has the attribute once its stop is known
         ("Ann left Acme Corp in the week of 4 March 2024", ("departure", "acme corp")),
         ("Ann left the party early", None),
+        ("Ann is seeing the doctor on 16 February 2024", None),  # no partner: not a name
+        ("Ann is dating someone new, her name is Priya", ("partner", "priya")),
+        ("Ann's ex-husband Leo is taking the kids", ("partner", "ended:leo")),
+        ("Ann lives in St. Louis", ("residence", "st. louis")),  # was "st"
+        ("Ann works at Mt. Sinai Hospital as a nurse", ("employer", "mt. sinai hospital")),
+        ("Ann's favorite band is Arctic Monkeys now", ("favorite band", "arctic monkeys")),
+        ("Ann's favourite food is really spicy ramen", ("favorite food", "spicy ramen")),
+        ("Ann's favorite foods are pizza and sushi", None),  # a list grows; one value does not end it
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
@@ -287,6 +295,16 @@ def test_a_job_said_with_its_employer_ends_when_another_employer_begins() -> Non
     # A new job before the new employer: the job's own successor, the earlier of the two.
     chef = fact("Ann works as a chef at Nopa", 20)
     assert {p.old_id: p.new_id for p in plan_supersessions([barista, chef, microsoft])}[barista.id] == chef.id
+
+
+def test_a_second_clause_states_its_own_value() -> None:
+    said = ExtractedFact("Ann quit Acme and started a new job at Globex", "event", "Ann", ("m1",), T0)
+    assert [f.content for f in with_state_facts([said])] == [
+        "Ann quit Acme and started a new job at Globex",  # ends Acme (`fact_slot`)
+        "Ann's employer: Ann works at Globex",
+    ]
+    plain = ExtractedFact("Ann likes cats and dogs", "preference", "Ann", ("m2",), T0)
+    assert with_state_facts([plain]) == [plain]
 
 
 def test_a_value_said_again_in_other_words_merges_but_not_with_its_plain_statement() -> None:

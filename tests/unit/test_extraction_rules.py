@@ -692,3 +692,33 @@ def test_chat_shorthand_is_read_as_meant(said: str, fact: str) -> None:
         message_id="m1", role="user", speaker="Tom", text=said, event_at=datetime(2024, 3, 1, 10, tzinfo=UTC)
     )
     assert [f.content for f in RulesExtractor().extract([turn]).facts] == [fact]
+
+
+def test_x_and_i_is_the_speaker_s_news_even_when_x_is_known() -> None:
+    turns = [
+        Turn(
+            message_id=f"m{i}",
+            role="user",
+            speaker="Lena",
+            text=t,
+            event_at=datetime(2024, 3, 1, 10, i, tzinfo=UTC),
+        )
+        for i, t in enumerate(["My girlfriend is Mia.", "Mia and I broke up.", "Mia is moving to Rome."])
+    ]
+    facts = [(f.subject, f.content) for f in RulesExtractor().extract(turns).facts]
+    # The breakup was Mia's (so it ended Mia's partner, not Lena's) once Mia was a known name.
+    assert ("Lena", "Mia and Lena broke up") in facts and ("Mia", "Mia is moving to Rome") in facts
+
+
+def test_a_relation_ends_at_its_object_s_name_and_someone_is_no_one() -> None:
+    def relations(said: str) -> list[tuple[str, str, str]]:
+        turn = Turn(
+            message_id="m1", role="user", speaker="Lena", text=said, event_at=datetime(2024, 3, 1, tzinfo=UTC)
+        )
+        result = RulesExtractor().extract([turn])
+        assert not {e.name for e in result.entities} & {"Priya now", "someone new", "Boston now"}
+        return [(r.subject, r.predicate, r.object) for r in result.relations]
+
+    assert relations("I'm dating Priya now.") == [("Lena", "dating", "Priya")]
+    assert relations("I moved to Boston now.") == [("Lena", "moved_to", "Boston")]
+    assert relations("i'm dating someone new, her name is Priya") == []
