@@ -1069,3 +1069,26 @@ def test_a_full_name_read_before_its_person_was_known_merges_in_a_run(service, t
     assert [(e.name, e.type) for e in jons] == [("Jon Smith", "person")]
     # Three messages name him; the one that names both names counts once.
     assert sorted(jons[0].source_message_ids) == ["s1-0", "s2-0", "s2-1"] and jons[0].mention_count == 3
+
+
+def test_partners_end_as_said_in_one_add_and_an_appointment_is_no_partner(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    # One add, so that "Mia" is a name the batch knows when "Mia and I broke up" is read.
+    _add(service, ctx, user, ["My girlfriend is Mia.", "Mia and I broke up."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["My boyfriend is Tom.", "I'm seeing the doctor on Friday."],
+        T0 + timedelta(days=30),
+        "s2",
+    )
+    _add(service, ctx, user, ["I live in St. Louis."], T0, "s3")
+    _add(service, ctx, user, ["I moved to St. Paul last week."], T0 + timedelta(days=40), "s4")
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's girlfriend is Mia").status == "superseded"
+    assert _fact(rows, "Ann's partner is Tom").status == "active"
+    assert not [m for m in rows if m.type == "semantic" and "partner is doctor" in m.content]
+    assert _fact(rows, "Ann lives in St. Louis").status == "superseded"
+    assert _fact(rows, "Ann lives in St. Paul").status == "active"
