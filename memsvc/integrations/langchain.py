@@ -30,10 +30,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "memsvc's LangChain integration needs langchain-core: pip install 'memsvc-client[langchain]'"
     ) from exc
 
-# LangChain message types -> memsvc roles; anything else keeps its own role if memsvc has it. A
+# LangChain message types -> memsvc roles; anything else keeps its own role if memsvc has it (`_role`). A
 # tool's result is not kept: the call it answers has no text to keep, and a result read back
 # without its call is a history a chat model refuses.
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+_MEMSVC_ROLES = frozenset(("user", "assistant", "system"))
+_RESULT_ROLES = frozenset(("tool", "function"))  # a call's result, not something a person said
 _PAGE = 500
 
 
@@ -77,10 +79,10 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
         now = datetime.now(UTC)
         batch = []
         for i, message in enumerate(messages):
-            if not message.text.strip() or message.type == "tool":
+            if not message.text.strip() or _RESULT_ROLES & {message.type, getattr(message, "role", None)}:
                 continue
             item: dict[str, Any] = {
-                "role": _ROLES.get(message.type, getattr(message, "role", "user")),
+                "role": _role(message),
                 "content": message.text,
                 # One microsecond apart, so the conversation reads back in the order it was sent.
                 "created_at": now + timedelta(microseconds=i),
@@ -96,9 +98,11 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
             )
 
     def clear(self) -> None:
-        """Delete every memory made from this conversation (turns, its session, its facts)."""
-        for memory in list(self._session_memories(None)):
-            # A turn takes the facts only it stated (and a session's last turn its digest) with it.
+        """Forget this conversation: its messages, and with them what only they said (a fact
+        another session states too stays, citing that session's message only)."""
+        for memory in [m for m in self._session_memories("episodic") if m.kind == "turn"]:
+            # A turn takes its passages, the facts only it stated and (the session's last turn) the
+            # digest with it; deleting a fact outright would take it from the sessions that state it.
             with contextlib.suppress(NotFoundError):
                 self.client.delete(memory.id)
 
@@ -137,6 +141,13 @@ class MemsvcRetriever(BaseRetriever):
             return await super()._aget_relevant_documents(query, run_manager=run_manager)
         hits = await self.async_client.search(query, self.user_id, limit=self.k, types=self.types)
         return [_document(m) for m in hits]
+
+
+def _role(message: BaseMessage) -> str:
+    """memsvc's role for a message: a generic ChatMessage's own role where memsvc has it ("user",
+    "assistant", "system"), any other (a custom role) the user's."""
+    role = _ROLES.get(message.type) or getattr(message, "role", "user")
+    return role if role in _MEMSVC_ROLES else "user"
 
 
 def _to_langchain(turn: MemoryOut) -> BaseMessage:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from memsvc.client import AsyncMemoryClient, MemoryClient
 from memsvc.integrations.langchain import MemsvcChatMessageHistory, MemsvcRetriever
@@ -57,6 +57,22 @@ def test_chat_history_round_trip(client: MemoryClient) -> None:
     remaining = client.list("ann", limit=500).items
     assert remaining and {m.session_id for m in remaining} == {"s2"}
     assert "Lisbon" not in client.context("Where does Ann live?", "ann").context
+
+
+def test_clearing_a_session_keeps_what_another_session_said_too(client: MemoryClient) -> None:
+    a = MemsvcChatMessageHistory("cy", "a", client=client)
+    b = MemsvcChatMessageHistory("cy", "b", client=client)
+    a.add_messages([HumanMessage("I work as a pharmacist in Graz.", name="Cy")])
+    b.add_messages([HumanMessage("I work as a pharmacist in Graz.", name="Cy"), AIMessage("Cool.")])
+    # A custom role is the user's; a function's result, like a tool's, is not kept.
+    b.add_messages([ChatMessage("I also teach yoga.", role="narrator"), ChatMessage("42", role="function")])
+    assert [m.text for m in b.messages] == ["I work as a pharmacist in Graz.", "Cool.", "I also teach yoga."]
+    a.clear()
+    assert a.messages == [] and len(b.messages) == 3
+    # The fact both sessions stated (one memory, first tagged with session a) stays, citing b's message.
+    facts = [m for m in client.list("cy", type="semantic", limit=100).items if "pharmacist" in m.content]
+    assert facts and all(m.source_message_ids and m.status == "active" for m in facts)
+    assert "pharmacist" in client.context("What is Cy's job?", "cy").context
 
 
 async def test_retriever_finds_what_another_session_said(live_server: str, tenant: Any) -> None:
