@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from memsvc.client import AsyncMemoryClient, MemoryClient, MemoryOut, NotFoundError
+from memsvc.integrations import message_parts, stamped
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -74,28 +75,22 @@ class MemsvcChatMessageHistory(BaseChatMessageHistory):
         return [_to_langchain(turn) for turn in turns]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Store messages of the conversation in one request. Messages without text (an AI
-        message that only calls tools) and tools' results are skipped."""
-        now = datetime.now(UTC)
-        batch = []
-        for i, message in enumerate(messages):
+        """Store messages of the conversation (in one request, up to a thousand). Messages without
+        text (an AI message that only calls tools) and tools' results are skipped; one longer than
+        a message may be is stored in parts (ids "<id>", "<id>#2", …)."""
+        batch: list[dict[str, Any]] = []
+        for message in messages:
             if not message.text.strip() or _RESULT_ROLES & {message.type, getattr(message, "role", None)}:
                 continue
-            item: dict[str, Any] = {
-                "role": _role(message),
-                "content": message.text,
-                # One microsecond apart, so the conversation reads back in the order it was sent.
-                "created_at": now + timedelta(microseconds=i),
-            }
-            if message.name:
-                item["name"] = message.name
-            if message.id:
-                item["id"] = message.id
-            batch.append(item)
-        if batch:
-            self.client.add(
-                batch, self.user_id, session_id=self.session_id, agent_id=self.agent_id, wait=True
-            )
+            for n, part in enumerate(message_parts(message.text), start=1):
+                item: dict[str, Any] = {"role": _role(message), "content": part}
+                if message.name:
+                    item["name"] = message.name
+                if message.id:
+                    item["id"] = message.id if n == 1 else f"{message.id}#{n}"
+                batch.append(item)
+        for add in stamped(batch, datetime.now(UTC)):
+            self.client.add(add, self.user_id, session_id=self.session_id, agent_id=self.agent_id, wait=True)
 
     def clear(self) -> None:
         """Forget this conversation: its messages, and with them what only they said (a fact

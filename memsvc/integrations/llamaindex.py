@@ -10,12 +10,13 @@ A thin layer over `memsvc.client`; install with `pip install 'memsvc-client[llam
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 
 from memsvc.client import AsyncMemoryClient
+from memsvc.integrations import QUERY_MAX_CHARS, message_parts, stamped
 
 try:
     from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -55,34 +56,28 @@ class MemsvcMemoryBlock(BaseMemoryBlock[str]):
     async def _aget(self, messages: list[ChatMessage] | None = None, **block_kwargs: Any) -> str:
         """memsvc's context for the latest user messages ('' when there are none)."""
         asked = [m.content for m in messages or [] if m.role == MessageRole.USER and m.content]
-        query = "\n".join(asked[-self.query_messages :]).strip()
+        # The latest words, within what a query may hold: a pasted document asks about its end.
+        query = "\n".join(asked[-self.query_messages :]).strip()[-QUERY_MAX_CHARS:].strip()
         if not query:
             return ""
         answer = await self.client.context(query, self.user_id, max_tokens=self.max_tokens)
         return answer.context
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
-        """Store messages in memsvc (those without text are skipped). `Memory` hands each message
-        over once, as it leaves the window: each is stored as said now, so that "Yes." said again
-        in a later flush is a message of its own, not a re-send of the first."""
-        now = datetime.now(UTC)
-        batch = []
+        """Store messages in memsvc (those without text are skipped; one longer than a message may
+        be is stored in parts). `Memory` hands each message over once, as it leaves the window:
+        each is stored as said now, so that "Yes." said again in a later flush is a message of its
+        own, not a re-send of the first."""
+        batch: list[dict[str, Any]] = []
         session_id = self.session_id
-        for i, message in enumerate(messages):
+        for message in messages:
             # Memory.aput passes its own session id along in each message.
             session_id = message.additional_kwargs.get("session_id", session_id)
-            if not (message.content or "").strip():
-                continue
-            batch.append(
-                {
-                    "role": _ROLES.get(message.role, "user"),
-                    "content": message.content,
-                    # One microsecond apart: the order they were said in.
-                    "created_at": now + timedelta(microseconds=i),
-                }
-            )
-        if batch:
-            await self.client.add(batch, self.user_id, session_id=session_id, wait=True)
+            if (message.content or "").strip():
+                role = _ROLES.get(message.role, "user")
+                batch += [{"role": role, "content": part} for part in message_parts(message.content or "")]
+        for add in stamped(batch, datetime.now(UTC)):
+            await self.client.add(add, self.user_id, session_id=session_id, wait=True)
 
 
 __all__ = ["MemsvcMemoryBlock"]

@@ -50,6 +50,31 @@ async def test_block_stores_and_recalls(live_server: str, tenant: Any) -> None:
         ]
 
 
+async def test_a_pasted_document_is_stored_in_parts_and_asks_with_its_end(
+    live_server: str, tenant: Any
+) -> None:
+    _, key = tenant
+    document = " ".join(f"word{i}" for i in range(6000)) + " I moved to Porto."  # ~45,000 characters
+    async with AsyncMemoryClient(live_server, key) as client:
+        block = MemsvcMemoryBlock(client=client, user_id="doc", session_id="d1")
+        # Refused whole (422), it had taken the short message beside it down too.
+        await block.aput(
+            [
+                ChatMessage(role=MessageRole.USER, content="short one"),
+                ChatMessage(role=MessageRole.USER, content=document),
+            ]
+        )
+        asked = document + " Where do I live now?"
+        assert "Porto" in await block.aget([ChatMessage(role=MessageRole.USER, content=asked)])
+    with MemoryClient(live_server, key) as sync_client:
+        turns = sorted(
+            (m for m in sync_client.list("doc", limit=500).items if m.kind == "turn"),
+            key=lambda m: m.event_at,
+        )
+        assert len(turns) == 3 and turns[0].content == "short one"
+        assert " ".join(t.content for t in turns[1:]) == document
+
+
 async def test_inside_llamaindex_memory(live_server: str, tenant: Any) -> None:
     _, key = tenant
     async with AsyncMemoryClient(live_server, key) as client:

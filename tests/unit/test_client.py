@@ -294,3 +294,17 @@ def test_a_timeout_says_so_and_a_missing_scope_is_permission_denied(kind: str, w
     with pytest.raises(PermissionDenied) as denied:
         call(kind, forbidden, "add", [{"role": "user", "content": "hi"}], "u")
     assert isinstance(denied.value, BadRequest) and denied.value.problem["scope"] == "write"
+
+
+def test_integrations_store_a_long_message_in_parts_in_order_and_in_adds_of_a_thousand() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from memsvc.integrations import message_parts, stamped
+
+    text = "a" * 10 + " " + "b" * 30
+    assert message_parts(text, limit=16) == ["a" * 10, "b" * 16, "b" * 14]  # a space if there is one
+    assert message_parts("", limit=16) == [] and message_parts("short", limit=16) == ["short"]
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    adds = list(stamped([{"content": str(i)} for i in range(2500)], now))
+    assert [len(add) for add in adds] == [1000, 1000, 500]
+    assert adds[2][-1]["created_at"] == now + timedelta(microseconds=2499)
