@@ -77,7 +77,10 @@ class SearchConfig:
     graph_boost: float = 0.5
     graph_damping: float = 0.85
     # A superseded fact, for a question about the present, ranks this much lower (in z units).
-    superseded_penalty: float = 2.0
+    # 2 let a closed turn ("I live in Zagreb.") with the speaker's and a place's boosts and its
+    # neighbour's share rank above the current fact ("Sam lives in Graz"), which gets neither
+    # boost; tune halves (LoCoMo, BEAM) equal at 2, 3 and 4 (BENCHMARKS.md, session 21).
+    superseded_penalty: float = 4.0
     # Rows that take part in the full ranking: the best by fused dense + BM25 (exact backend), or
     # the BM25 top added to the dense top-k (index backend). LoCoMo users (~1.5k rows) fit whole.
     pool_size: int = 400
