@@ -147,9 +147,17 @@ _FUTURE = re.compile(
     r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b"
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
     # wedding's this Saturday" (were both resolved to the days before they were said).
-    r"|(?:'s|'re|\bis|\bare)\s+(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
+    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
     r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
-    r"|(?:'s|'re|\bis|\bare)\s+(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{1,2}(?:st|nd|rd|th)\b"
+    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{1,2}(?:st|nd|rd|th)\b"
+    # ... and so is a date it "is on" ("my interview is on July 2nd", "rent is due on 1 June").
+    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:on|for|scheduled\s+for|set\s+for)\s+(?:the\s+)?"
+    r"(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?\b"
+    r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b)"
+    # A thing moved to a day is moved to one to come: "the dentist moved my appointment to Thursday".
+    r"|\b(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped)\b[^.!?]{0,40}?\s(?:to|until|till)\s+"
+    r"(?:next\s+|this\s+)?(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|the\s+\d{1,2}(?:st|nd|rd|th)"
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*)\b"
     # A month a thing "is in", or starts, ends or is due in, is one to come: "my exam is in April",
     # "my daughter starts kindergarten in September" (were the months before they were said).
     r"|(?:'s|\bis|\bare|\bstarts?|\bbegins?|\bends?|\bopens?|\bcloses?|\bexpires?)\b"
@@ -277,6 +285,9 @@ def valid_from(text: str, base: datetime) -> datetime | None:
     return d.value if d else None
 
 
+_PREPOSITION_BEFORE = re.compile(r"\b(?:to|until|till|by|from|since|before|after|for)\s+$", re.IGNORECASE)
+
+
 def rewrite_relative(text: str, dates: list[ResolvedDate]) -> str:
     """Put absolute dates in place of relative phrases, so the text stays true when read later.
 
@@ -288,7 +299,10 @@ def rewrite_relative(text: str, dates: list[ResolvedDate]) -> str:
         if not d.relative or d.start < pos:
             continue
         out.append(text[pos : d.start])
-        out.append(d.phrase)
+        phrase = d.phrase
+        if _PREPOSITION_BEFORE.search(text, 0, d.start) and phrase.startswith(("on ", "in ")):
+            phrase = phrase[3:]  # "moved it to Thursday": "to 21 March 2024", not "to on 21 March"
+        out.append(phrase)
         pos = d.end
     out.append(text[pos:])
     return "".join(out)

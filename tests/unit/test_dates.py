@@ -194,11 +194,33 @@ def test_a_date_past_the_years_a_request_may_carry_is_left_out(text: str, said: 
         ("My exam's Friday.", datetime(2023, 5, 10, tzinfo=UTC), date(2023, 5, 12)),
         ("The party was on Friday.", datetime(2023, 5, 10, tzinfo=UTC), date(2023, 5, 5)),
         ("I went hiking on Saturday.", datetime(2023, 5, 16, tzinfo=UTC), date(2023, 5, 13)),
+        # A date written without its year, and the day of the month a thing is due (QA, session 21:
+        # each was the one before it was said).
+        ("My interview is on July 2nd.", datetime(2024, 5, 15, tzinfo=UTC), date(2024, 7, 2)),
+        ("My interview is on 2 July.", datetime(2024, 5, 15, tzinfo=UTC), date(2024, 7, 2)),
+        ("My rent is due on the 1st.", datetime(2024, 5, 15, tzinfo=UTC), date(2024, 6, 1)),
+        ("My interview was on May 2nd.", datetime(2024, 5, 15, tzinfo=UTC), date(2024, 5, 2)),
+        (
+            "The dentist moved my appointment to Thursday.",
+            datetime(2024, 3, 16, tzinfo=UTC),
+            date(2024, 3, 21),
+        ),
     ],
 )
 def test_a_day_a_thing_is_on_is_one_to_come(text: str, said: datetime, day: date) -> None:
     # Present-tense schedules were read as past: "is this Saturday" became the Saturday before.
     assert [d.value.date() for d in resolve_dates(text, said)] == [day]
+
+
+def test_a_date_after_a_preposition_takes_no_second_one() -> None:
+    said = datetime(2024, 3, 16, tzinfo=UTC)
+    text = "The dentist moved my appointment to Thursday."
+    assert (
+        rewrite_relative(text, resolve_dates(text, said))
+        == "The dentist moved my appointment to 21 March 2024."
+    )
+    text = "I stayed until Friday."
+    assert rewrite_relative(text, resolve_dates(text, said)) == "I stayed until 15 March 2024."
 
 
 def test_a_year_ago_today_is_one_day() -> None:
