@@ -347,7 +347,11 @@ class Ingestor:
             if unseen
             else set()
         )
-        new_turns = [t for t in turns if t.id not in existing and t.id not in gone]
+        # A message sent twice in one add (its id twice, the same words) is one message too.
+        new_turns = list(
+            {t.id: t for t in reversed(turns) if t.id not in existing and t.id not in gone}.values()
+        )
+        new_turns.reverse()
         notes = [f"{len(gone)} message(s) deleted before, not stored again"] if gone else []
         if differing:
             notes.append(

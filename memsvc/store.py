@@ -612,9 +612,11 @@ def user_history(
     )
     if run_id is not None:
         stmt = stmt.where(HistoryEvent.run_id == run_id)
+    listing = _listing("history", ctx.tenant_id, user_id, run_id)
     if cursor:
+        (last,) = _decode_cursor(cursor, listing, 1)
         try:
-            before = int(cursor)
+            before = int(last)
         except ValueError as exc:
             raise InvalidInput(_FOREIGN_CURSOR) from exc
         if not 0 < before <= _BIGINT_MAX:  # event ids are positive bigints
@@ -622,8 +624,10 @@ def user_history(
         stmt = stmt.where(HistoryEvent.id < before)
     rows = list(session.execute(stmt.order_by(HistoryEvent.id.desc()).limit(limit + 1)).scalars())
     page = rows[:limit]
+    more = len(rows) > limit
     return HistoryPage(
-        events=[_history_out(r) for r in page], next_cursor=str(page[-1].id) if len(rows) > limit else None
+        events=[_history_out(r) for r in page],
+        next_cursor=_encode_cursor(listing, str(page[-1].id)) if more else None,
     )
 
 

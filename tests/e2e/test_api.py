@@ -284,7 +284,13 @@ def test_a_cursor_pages_only_the_listing_that_gave_it(live_server: str, tenant) 
         assert mine.next_cursor and client.list("pages-a", limit=2, cursor=mine.next_cursor).items
         jobs = httpx.get(f"{live_server}/v1/jobs?limit=1", headers=auth).json()["next_cursor"]
         users = httpx.get(f"{live_server}/v1/users?limit=1", headers=auth).json()["next_cursor"]
+        history = httpx.get(f"{live_server}/v1/history?user_id=pages-a&limit=1", headers=auth).json()
+        page = f"/v1/history?user_id=pages-a&limit=1&cursor={history['next_cursor']}"
+        assert httpx.get(f"{live_server}{page}", headers=auth).json()["events"]  # its own listing pages
     for path in (
+        f"/v1/history?user_id=pages-b&cursor={history['next_cursor']}",  # was a bare event id
+        f"/v1/history?user_id=pages-a&run_id={uuid.uuid4()}&cursor={history['next_cursor']}",
+        f"/v1/history?user_id=pages-a&cursor={mine.next_cursor}",
         f"/v1/memories?user_id=pages-b&limit=2&cursor={mine.next_cursor}",
         f"/v1/memories?user_id=pages-a&type=semantic&limit=2&cursor={mine.next_cursor}",
         f"/v1/memories?user_id=pages-a&cursor={jobs}",
@@ -319,7 +325,7 @@ def test_other_bad_inputs_are_4xx(live_server: str, tenant) -> None:
         ("GET", f"/v1/users?cursor={_forged(b'a' + bytes(1) + b'b')}", None),
     ]
     # Of the right listing, with a time PostgreSQL cannot hold.
-    memories = ("memories", tenant[0].tenant_id, "u", None, None, None, None)
+    memories = ("memories", tenant[0].tenant_id, "u", None, None, None, None, None)
     jobs = ("jobs", tenant[0].tenant_id, None, None, None)
     forged_times = [
         f"/v1/memories?user_id=u&cursor={_forged_time('0001-01-01T00:00:00+05:00', *memories)}",

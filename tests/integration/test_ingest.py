@@ -164,13 +164,19 @@ def test_a_deleted_message_stays_gone_when_the_conversation_is_sent_again(servic
         session_id="s",
         messages=[
             Message(
-                role="user", name="Ann", content="My PIN is 4411, keep it secret.", id="r1", created_at=when
+                role="user",
+                name="Ann",
+                content="My locker is number 4411, keep it secret.",
+                id="r1",
+                created_at=when,
             ),
             Message(role="user", name="Ann", content="I play the cello.", id="r2", created_at=when),
         ],
     )
     _ingest(service, ctx, request)
-    [turn], _ = _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")
+    [turn], _ = _memories(
+        service, ctx, user, kind="turn", content="My locker is number 4411, keep it secret."
+    )
     facts, _ = _memories(service, ctx, user, type="semantic")
     pin = [f for f in facts if "4411" in f.content]
     assert pin and any("cello" in f.content for f in facts)
@@ -181,7 +187,10 @@ def test_a_deleted_message_stays_gone_when_the_conversation_is_sent_again(servic
     assert all([e.op for e in service.history(ctx, f.id)] == ["create", "delete"] for f in pin)
     again = _ingest(service, ctx, request)
     assert again.duplicates == 2 and not again.created and again.notes
-    assert _memories(service, ctx, user, kind="turn", content="My PIN is 4411, keep it secret.")[0] == []
+    assert (
+        _memories(service, ctx, user, kind="turn", content="My locker is number 4411, keep it secret.")[0]
+        == []
+    )
 
 
 def test_deleting_a_turn_takes_it_out_of_its_session_digest(service, tenant) -> None:  # type: ignore[no-untyped-def]
@@ -247,6 +256,20 @@ def test_a_reply_said_twice_without_ids_is_two_turns_and_a_resend_is_none(servic
     assert episode.id in first.memory_ids and {t.id for t in turns} <= set(first.memory_ids)
     again = _ingest(service, ctx, request)
     assert again.duplicates == 3 and not again.memory_ids
+
+
+def test_a_message_sent_twice_in_one_add_is_one_message(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"twice-{uuid.uuid4().hex[:6]}"
+    bought = Message(role="user", name="Ann", id="d2", content="I bought a red car.")
+    request = AddRequest(
+        user_id=user, session_id="s", messages=[bought, bought, Message(role="assistant", content="Nice!")]
+    )
+    result = _ingest(service, ctx, request)
+    assert result.created["turn"] == 2 and result.duplicates == 1
+    assert len(result.memory_ids) == len(set(result.memory_ids))
+    [episode], _ = _memories(service, ctx, user, kind="session")
+    assert episode.content.count("red car") == 1  # quoted it twice
 
 
 def test_a_session_episode_has_a_create_event_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
