@@ -44,6 +44,7 @@ def test_consolidate_job_through_the_queue(client: MemoryClient) -> None:
         )
     queued = client.consolidate(user)
     assert queued.status == "queued" and queued.kind == "consolidate"
+    assert queued.created_at is not None and queued.updated_at is not None  # the whole job, as GET has it
     job = _wait(client, queued.job_id)
     assert job.status == "succeeded", job.error
     assert job.result is not None and job.result["totals"]["merged"] == 1
