@@ -13,7 +13,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
 from memsvc.client.models import (
@@ -166,6 +166,18 @@ NewScopeId = Annotated[ScopeId, AfterValidator(_printable)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 # A time without a timezone is UTC, as API.md says; one with an offset keeps it.
 UtcDatetime = Annotated[datetime, AfterValidator(_utc_if_naive)]
+# Optional strings with bounds carry them before their validators: a bound given with the field
+# (`X | None = Field(max_length=255)`) is checked after them, and pydantic words it as a list's
+# ("Value should have at most 255 items after validation").
+OptionalId = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_check_text)]
+OptionalNewScopeId = Annotated[OptionalId, AfterValidator(_printable)]
+OptionalName = Annotated[
+    str,
+    StringConstraints(max_length=255),
+    AfterValidator(_check_text),
+    AfterValidator(_nfc),
+    AfterValidator(_not_blank),
+]
 
 
 class _Model(BaseModel):
@@ -177,10 +189,8 @@ class Message(_Model):
 
     role: Literal["user", "assistant", "system", "tool"]
     content: NonBlankProse = Field(min_length=1)
-    name: NonBlankProse | None = Field(
-        default=None, max_length=255, description="speaker's name, e.g. 'Caroline'"
-    )
-    id: Text | None = Field(default=None, min_length=1, max_length=255, description="client message id")
+    name: OptionalName | None = Field(default=None, description="speaker's name, e.g. 'Caroline'")
+    id: OptionalId | None = Field(default=None, description="client message id")
     created_at: UtcDatetime | None = Field(
         default=None, description="when it was said; without a timezone it is UTC; default: now"
     )
@@ -189,8 +199,8 @@ class Message(_Model):
 class AddRequest(_Model):
     messages: list[Message] = Field(min_length=1)
     user_id: NewScopeId = Field(min_length=1, max_length=255)
-    agent_id: NewScopeId | None = Field(default=None, min_length=1, max_length=255)
-    session_id: NewScopeId | None = Field(default=None, min_length=1, max_length=255)
+    agent_id: OptionalNewScopeId | None = None
+    session_id: OptionalNewScopeId | None = None
     metadata: JsonObject | None = None
     wait: bool = False
 
@@ -269,13 +279,13 @@ class ContextRequest(_Model):
 
 
 class UpdateRequest(_Model):
-    content: NonBlankProse | None = Field(default=None, min_length=1)
+    content: NonBlankProse | None = None
     metadata: JsonObject | None = None
     pinned: bool | None = None
 
 
 class ConsolidateRequest(_Model):
-    user_id: ScopeId | None = Field(default=None, min_length=1, max_length=255)
+    user_id: OptionalId | None = None
 
 
 class CreateKeyRequest(_Model):

@@ -79,3 +79,21 @@ def test_search_types_other_than_memories_name_the_graph_route(types: list[str])
         SearchRequest(query="x", user_id="u", types=types)
     (error,) = refused.value.errors()
     assert "GET /v1/graph" in error["msg"] and "'episodic' and 'semantic'" in error["msg"]
+
+
+def test_an_optional_string_s_bound_is_worded_as_a_string_s() -> None:
+    from memsvc.schemas import ConsolidateRequest
+
+    with pytest.raises(ValidationError) as caught:
+        AddRequest(
+            user_id="u",
+            session_id="x" * 256,
+            agent_id="a" * 256,
+            messages=[{"role": "user", "content": "hi", "name": "y" * 256, "id": ""}],  # type: ignore[list-item]
+        )
+    messages = [e["msg"] for e in caught.value.errors()]
+    assert len(messages) == 4 and not any("items" in m for m in messages), messages  # "at most 255 items"
+    assert "String should have at most 255 characters" in messages
+    with pytest.raises(ValidationError) as caught:
+        ConsolidateRequest(user_id="u" * 256)
+    assert caught.value.errors()[0]["type"] == "string_too_long"
