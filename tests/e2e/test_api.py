@@ -461,6 +461,31 @@ def test_no_such_route_or_method_answers_a_documented_code(live_server: str, ten
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
     assert "POST" in wrong.headers["allow"]
     assert wrong.headers["content-type"].startswith("application/problem+json")
+    # Each says what was asked (its detail was null).
+    assert missing.json()["detail"].startswith("GET /v1/nothing-here: no such route")
+    assert wrong.json()["detail"] == "PUT /v1/search: not allowed here; allowed: POST"
+
+
+def test_a_body_of_another_media_type_is_415_and_one_too_large_413(live_server: str, tenant) -> None:  # type: ignore[no-untyped-def]
+    auth = {"Authorization": f"Bearer {tenant[1]}"}
+    body = json.dumps({"user_id": "u", "query": "where?"})
+    for media in ("text/plain", "application/x-www-form-urlencoded"):
+        answer = httpx.post(f"{live_server}/v1/search", headers={**auth, "content-type": media}, content=body)
+        assert answer.status_code == 415 and answer.json()["code"] == "unsupported_media_type", answer.text
+        assert "application/json" in answer.json()["detail"]
+    # Declared larger than any valid request: refused before a byte is read (none is sent here).
+    url = httpx.URL(live_server)
+    with socket.create_connection((url.host, url.port), timeout=10) as raw:
+        raw.sendall(
+            f"POST /v1/search HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: {auth['Authorization']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {10**10}\r\n\r\n".encode()
+        )
+        answer = b""
+        while not answer.endswith(b"}") and (chunk := raw.recv(65536)):  # the head, then the JSON body
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"application/problem+json" in head, head
+    assert json.loads(rest)["code"] == "payload_too_large"
 
 
 def test_a_key_is_made_from_a_post_without_a_body(live_server: str, database) -> None:  # type: ignore[no-untyped-def]
