@@ -83,7 +83,7 @@ _FILLER_WORDS = _words(
     "hey hi hello oh ooh wow woah whoa yeah yea yep yes yup no nope nah ok okay well so haha hahaha lol ah "
     "aw aww omg thanks cool great nice awesome sure totally definitely absolutely honestly actually btw "
     "anyway also plus and but hmm um uh true right exactly indeed man dude gosh ha hah yay woo phew ugh "
-    "wowza yikes"
+    "wowza yikes same"
 )
 _FILLER_PHRASES = (
     "by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man", "just so you know",
@@ -120,7 +120,10 @@ _FILLER = re.compile(
     r"(?:glad|happy|proud|sorry|thrilled|excited|thankful|grateful)\s*(?:too|as well)?$"
     r"|i\s+(?:love|like)\s+(?:it|that|this|those|them)\s*(?:too)?$"
     r"|i'll (?:let you know|keep you posted|talk to you)|talk (?:to you )?soon|take care|see you"
-    r"|good to (?:see|hear)|nice to (?:see|hear|meet)|sorry to hear|me too$|for (?:\w+ing|the|your|all)\b)",
+    r"|good to (?:see|hear)|nice to (?:see|hear|meet)|sorry to hear|me too$|for (?:\w+ing|the|your|all)\b"
+    # A greeting for a day: "Happy new year eve!", "Happy birthday!", "Happy Friday!"
+    r"|happy\s+(?:new\s+year(?:'s)?(?:\s+eve)?|birthday|holidays?|anniversary|thanksgiving|easter|halloween"
+    r"|hanukkah|diwali|valentine'?s?|mother'?s|father'?s|\w+day|new\s+year's)\b)",
     re.IGNORECASE,
 )
 # Compliments, reassurance and promises to stay in touch: said to the listener about the listener
@@ -207,7 +210,7 @@ _EVENT_HEADS = _words(
 _GENERIC_NP = _words(
     "it them one some something lot time thing things stuff place way bit kind part day week weekend "
     "month year this that these those everything anything nothing all lots fun home idea chance "
-    "opportunity moment feeling reminder"
+    "opportunity moment feeling reminder job"
 )
 _SOMEONE = _words("someone somebody anyone anybody everyone everybody")
 _NP_DETERMINERS = _words(
@@ -953,6 +956,9 @@ def _main_verb_is_past(text: str, subject: str) -> bool:
 
 
 def _third_singular(verb: str) -> str:
+    if "-" in verb:  # "co-parent", "re-watch": the last part is the verb
+        head, _, last = verb.rpartition("-")
+        return f"{head}-{_third_singular(last)}"
     v = verb.lower()
     special = {"have": "has", "do": "does", "go": "goes", "be": "is", "am": "is", "don't": "doesn't",
                "wanna": "wants to", "gotta": "has to"}  # fmt: skip
@@ -994,7 +1000,7 @@ _FP_REWRITE = re.compile(
     r"\b(?P<had>i'd)(?=\s+(?:been|had|gone|done|never|already|just|seen|made|taken|met|heard)\b)"
     r"|\b(?P<fixed>i'm|i am|i've|i have|i'll|i'd|i was|i don't|i do not|i wanna|i gotta|my|mine|myself"
     r"|me(?!-))\b"
-    rf"|\bi(?P<adv>(?:\s+(?:{_ADVERBS}))*)\s+(?P<verb>[a-z']+)|\bi\b",
+    rf"|\bi(?P<adv>(?:\s+(?:{_ADVERBS}))*)\s+(?P<verb>[a-z']+(?:-[a-z]+)*)|\bi\b",
     re.IGNORECASE,
 )
 _WE_FORMS = {

@@ -722,3 +722,26 @@ def test_a_relation_ends_at_its_object_s_name_and_someone_is_no_one() -> None:
     assert relations("I'm dating Priya now.") == [("Lena", "dating", "Priya")]
     assert relations("I moved to Boston now.") == [("Lena", "moved_to", "Boston")]
     assert relations("i'm dating someone new, her name is Priya") == []
+
+
+@pytest.mark.parametrize(
+    ("said", "facts"),
+    [
+        ("I co-own a bakery with my brother.", ["Eli co-owns a bakery with Eli's brother"]),  # "coes-own"
+        ("I re-watch Friends every winter.", ["Eli re-watches Friends every winter"]),  # "res-watch"
+        # A greeting for a day is no state of the speaker ("Eli is happy new year eve").
+        (
+            "Happy new year eve! I'm starting a new job next month at Sony.",
+            ["Eli is starting a new job in June 2024 at Sony"],
+        ),
+        ("lol same, I love that", []),  # "Same, Eli loves that"
+        ("I'm happy with my new job at Google.", ["Eli is happy with Eli's new job at Google"]),
+    ],
+)
+def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -> None:
+    turn = Turn(
+        message_id="m1", role="user", speaker="Eli", text=said, event_at=datetime(2024, 5, 15, tzinfo=UTC)
+    )
+    result = RulesExtractor().extract([turn])
+    assert [f.content for f in result.facts] == facts
+    assert "job" not in {e.name for e in result.entities}  # "a new job" names no thing
