@@ -102,13 +102,16 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "partner",
             r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+is\s+(?:called\s+|named\s+)?(?P<v>.+)",
         ),
-        # "Sam's girlfriend Mia", without "is": only a name follows.
-        (
-            "partner",
-            r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+"
-            r"(?P<v>(?-i:[A-Z])[\w'-]+)(?:\s|$)",
-        ),
     )
+)
+# "Sam's girlfriend Mia", without "is": a partner named on the way to saying something else ("Sam's
+# husband Leo works in finance", "Sam's boyfriend Tom and Sam have a dog"). The plain statement
+# ("Sam's partner is Leo") holds the partner (`with_state_facts`); the fact as said does not, so a
+# new partner does not end what else it says.
+_PARTNER_NAMED = re.compile(
+    r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+(?P<v>(?-i:[A-Z])[\w'-]+)"
+    r"(?P<rest>.*)$",
+    re.IGNORECASE,
 )
 
 # "Ann's favorite band is Radiohead": one favourite of a kind at a time, the kind its attribute
@@ -372,6 +375,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         value = written.lower()
         if value and value not in ("there", "here", "it", "him", "her", "them", "home", "one"):
             return Slot(attribute, value, written)
+    if (named := _PARTNER_NAMED.match(rest)) and not named.group("rest").strip(" .,!"):
+        return Slot("partner", named.group("v").lower(), named.group("v"))
     for attribute, pattern in _ENDING_PATTERNS:
         if match := pattern.match(rest):
             written = _value_text(match.group("v") or "")
@@ -538,7 +543,7 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
     seen = {f.content.lower() for f in facts}
     for fact in facts:
         for clause in _clauses(fact.content, fact.subject):
-            slot = fact_slot(clause, fact.subject)
+            slot = fact_slot(clause, fact.subject) or _partner_named(clause, fact.subject)
             if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
                 continue
             plain = [state_sentence(fact.subject, slot)]
@@ -558,6 +563,14 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
 # Where a fact goes on to a second thing its subject did: "Ann quit Acme and started a new job at
 # Globex" holds "Ann started a new job at Globex" too.
 _AND_THEN = re.compile(r",?\s+and\s+(?:then\s+|now\s+|also\s+|just\s+)?(?=[a-z]+(?:ed|ing)?\s)")
+
+
+def _partner_named(content: str, subject: str | None) -> Slot | None:
+    """The partner a fact names on the way (`_PARTNER_NAMED`), for its plain statement."""
+    if not subject or not content.startswith(subject):
+        return None
+    named = _PARTNER_NAMED.match(content[len(subject) :].replace("’", "'"))
+    return Slot("partner", named.group("v").lower(), named.group("v")) if named else None
 
 
 def _clauses(content: str, subject: str | None) -> list[str]:

@@ -1092,3 +1092,19 @@ def test_partners_end_as_said_in_one_add_and_an_appointment_is_no_partner(servic
     assert not [m for m in rows if m.type == "semantic" and "partner is doctor" in m.content]
     assert _fact(rows, "Ann lives in St. Louis").status == "superseded"
     assert _fact(rows, "Ann lives in St. Paul").status == "active"
+
+
+def test_a_new_partner_ends_the_partner_not_what_was_said_beside_them(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My boyfriend Tom and I have a dog named Biscuit."], T0, "s1")
+    _add(service, ctx, user, ["My husband Leo took the kids to the zoo."], T0 + timedelta(days=1), "s2")
+    _add(service, ctx, user, ["I'm dating Priya now."], T0 + timedelta(days=60), "s3")
+    rows = _rows(service, ctx, user)
+    priya = _fact(rows, "Ann's partner is Priya")
+    for old in ("Ann's partner is Tom", "Ann's partner is Leo"):
+        assert _fact(rows, old).status == "superseded", old
+    assert priya.status == "active"
+    # The dog, and a day at the zoo, are not closed with the partner (the dog fact was).
+    assert _fact(rows, "Ann's boyfriend Tom and Ann have a dog named Biscuit").status == "active"
+    assert [m.status for m in rows if m.type == "semantic" and "zoo" in m.content] == ["active"]
