@@ -20,16 +20,23 @@ from memsvc.extraction.base import Turn
 # A correction follows what it corrects closely: it looks back this many messages of its session.
 LOOKBACK_MESSAGES = 4
 
-_OPENER = r"(?:(?:sorry|oops|whoops|my bad|correction|actually|wait|typo|i'm sorry)\b[\s,:;!.…-]*)+"
+_OPENER = (
+    r"(?:(?:sorry|oops|whoops|my bad|correction|actually|wait(?:,?\s+no)?|no\s+wait|oh\s+no|typo|i'm sorry)"
+    r"\b[\s,:;!.…-]*)+"
+)
 _SAYS = (
     r"(?:i meant(?: to say)?|i mean|make that|that should be|it should be|should be|it's|it is|that's"
     r"|she's|he's|they're|it was)\s+"
 )
 _CORRECTION = re.compile(
-    rf"^\s*{_OPENER}(?P<says>{_SAYS})?(?:on\s+|at\s+|in\s+|the\s+)?(?P<new>[^,;!?]+?)"
-    r"(?:\s*,?\s*(?:and\s+)?not\s+(?:on\s+|at\s+|in\s+|the\s+)?(?P<old>[^,;.!?]+?))?\s*[.!…]*\s*$",
+    rf"^\s*{_OPENER}(?P<says>{_SAYS})?(?:on\s+|at\s+|in\s+|the\s+)?(?P<new>[^,;.!?]+?)"
+    r"(?:\s*[,.]?\s*(?:and\s+)?not\s+(?:on\s+|at\s+|in\s+|the\s+)?(?P<old>[^,;.!?]+?))?\s*[.!…]*\s*$",
     re.IGNORECASE,
 )
+# What may end a correction and is no part of it: "actually it's Friday, sorry", "Square, not
+# Stripe lol", "I meant Lola, Luna is my sister's cat" (after "I meant", a clause saying why).
+_TAIL = re.compile(r"(?:[\s,.]+(?:sorry|my bad|lol|lmao|haha+|oops|typo)\b)+[\s.!…]*$", re.IGNORECASE)
+_REASON = re.compile(r"^(?P<head>\s*\S.*?\bi\s+meant\s+[^,;.!?]+?)\s*,\s+(?!not\b)[^,;!?]+[.!…]*\s*$", re.I)
 
 _MONTH = (
     r"(?:january|february|march|april|may|june|july|august|september|october|november|december"
@@ -76,7 +83,8 @@ class Corrections:
         """Read one message: the correction it makes (the corrected message then stands for the
         original in what later corrections see), or None (it is then one of the messages seen)."""
         messages = self._sessions.setdefault(turn.session_id, [])
-        m = _CORRECTION.match(turn.text)
+        said = _TAIL.sub("", turn.text)
+        m = _CORRECTION.match(said) or ((r := _REASON.match(said)) and _CORRECTION.match(r.group("head")))
         if m is None or not (m.group("says") or m.group("old")):
             messages.append((turn, (turn.message_id,)))
             return None

@@ -31,6 +31,14 @@ def _turns(*said: str | tuple[str, str], session: str = "s") -> list[Turn]:
         ("The meeting is at 3pm.", "Correction: 4pm, not 3pm.", "The meeting is at 4pm."),
         ("My flight is on 12 May.", "Sorry, I meant 14 May.", "My flight is on 14 May."),
         ("I met Sarah in Paris.", "Sorry, I meant Rome, not Paris.", "I met Sarah in Rome."),
+        # As people type them (QA, session 21: each was kept as said, the old value current).
+        (
+            "My flight to Rome is on Thursday.",
+            "actually it's Friday, sorry",
+            "My flight to Rome is on Friday.",
+        ),
+        ("I work at Stripe.", "wait no, Square. not Stripe lol", "I work at Square."),
+        ("My cat's name is Luna.", "oops, I meant Lola, Luna is my sister's cat", "My cat's name is Lola."),
     ],
 )
 def test_a_correction_rewrites_what_it_corrects(original: str, correction: str, corrected: str) -> None:
@@ -47,6 +55,7 @@ def test_a_correction_rewrites_what_it_corrects(original: str, correction: str, 
         ("My exam is on Monday.", "Sorry, I meant Tuesday's fine."),  # not a value
         ("I'm sorry to hear that.", "I'm sorry, it's not my fault."),
         ("Actually, it's fine.",),
+        ("My exam is on Monday.", "No, wait, that is fine."),
         ("My exam is on Monday.", "Sorry, I meant Monday."),  # nothing changes
         (("Bob", "My party is on Friday."), "Sorry, I meant Saturday."),  # not the speaker's own
     ],
