@@ -328,10 +328,21 @@ class Ingestor:
 
         # Which messages are new: re-sent ones are skipped before any work is done on them.
         ids = [t.id for t in turns]
-        stored = dict(session.execute(select(Memory.id, Memory.content).where(Memory.id.in_(ids))).all())
+        stored = {
+            row.id: (row.content, row.session_id)
+            for row in session.execute(
+                select(Memory.id, Memory.content, Memory.session_id).where(Memory.id.in_(ids))
+            ).all()
+        }
         existing = set(stored)
-        # One id, other words: the stored message stands (an edit is a PATCH), and the add says so.
-        differing = [t.turn.message_id for t in turns if t.id in stored and stored[t.id] != t.turn.text]
+        # One id, other words: the stored message stands (an edit is a PATCH), and the add says so;
+        # so it does when the id comes again in another session (it stays in its own).
+        differing = [t.turn.message_id for t in turns if t.id in stored and stored[t.id][0] != t.turn.text]
+        elsewhere = [
+            t.turn.message_id
+            for t in turns
+            if t.id in stored and stored[t.id][0] == t.turn.text and stored[t.id][1] != t.turn.session_id
+        ]
         # A message whose turn was deleted or purged stays gone when the conversation is sent again.
         unseen = [i for i in ids if i not in existing]
         gone = (
@@ -357,6 +368,11 @@ class Ingestor:
             notes.append(
                 f"{len(differing)} message(s) stored before with other text, kept as stored (edit one "
                 f"with PATCH /v1/memories/{{id}}): {', '.join(differing[:5])}"
+            )
+        if elsewhere:
+            notes.append(
+                f"{len(elsewhere)} message(s) stored before in another session, kept there: "
+                f"{', '.join(elsewhere[:5])}"
             )
         if not new_turns:
             timings["database"] += time.perf_counter() - started

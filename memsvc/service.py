@@ -186,8 +186,8 @@ class MemoryService:
         for i, message in enumerate(request.messages):
             if len(message.content) > self.settings.max_content_chars:
                 raise InvalidInput(
-                    f"messages[{i}].content has {len(message.content)} characters; "
-                    f"the limit is {self.settings.max_content_chars}"
+                    f"messages[{i}].content has {len(message.content)} characters (counted after "
+                    f"Unicode NFC normalisation); the limit is {self.settings.max_content_chars}"
                 )
             if not message.content.strip():
                 raise InvalidInput(f"messages[{i}].content is blank")

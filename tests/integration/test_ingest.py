@@ -491,3 +491,17 @@ def test_a_known_id_with_other_words_keeps_the_stored_message_and_says_so(servic
     assert any("other text" in note and "m1" in note and "PATCH" in note for note in result.notes)
     [turn], _ = _memories(service, ctx, user, kind="turn")
     assert turn.content == "I live in Paris."
+
+
+def test_a_known_id_sent_in_another_session_stays_in_its_own_and_the_add_says_so(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"moved-id-{uuid.uuid4().hex[:6]}"
+    message = Message(role="user", name="Ann", content="I live in Paris.", id="m1")
+    for session_id in ("a", "b"):
+        result = _ingest(service, ctx, AddRequest(user_id=user, session_id=session_id, messages=[message]))
+    assert result.duplicates == 1 and not result.memory_ids
+    assert any("another session" in note and "m1" in note for note in result.notes), result.notes
+    [turn], _ = _memories(service, ctx, user, kind="turn")
+    assert turn.session_id == "a"
+    again = _ingest(service, ctx, AddRequest(user_id=user, session_id="a", messages=[message]))
+    assert again.duplicates == 1 and not again.notes  # a plain re-send says nothing
