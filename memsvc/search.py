@@ -573,7 +573,8 @@ def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool
             key in filters and getattr(row, key) != filters[key] for key in ("agent_id", "session_id", "kind")
         ):
             continue
-        if metadata and any(row.metadata.get(k) != v for k, v in metadata.items()):
+        # Each key present with that value: `{"topic": null}` is a stored null, not a missing key.
+        if metadata and any(k not in row.metadata or row.metadata[k] != v for k, v in metadata.items()):
             continue
         if as_of is not None and not _held_at(row, as_of):
             continue

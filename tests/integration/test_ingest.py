@@ -505,3 +505,23 @@ def test_a_known_id_sent_in_another_session_stays_in_its_own_and_the_add_says_so
     assert turn.session_id == "a"
     again = _ingest(service, ctx, AddRequest(user_id=user, session_id="a", messages=[message]))
     assert again.duplicates == 1 and not again.notes  # a plain re-send says nothing
+
+
+def test_a_metadata_filter_matches_a_key_present_with_that_value(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.schemas import SearchRequest
+
+    ctx, _ = tenant
+    user = f"meta-{uuid.uuid4().hex[:6]}"
+    for i, metadata in enumerate(({"topic": "travel"}, {"topic": None}, {})):
+        message = Message(role="user", name="Ann", content=f"I visited Lisbon, trip {i}.", id=f"t{i}")
+        _ingest(service, ctx, AddRequest(user_id=user, messages=[message], metadata=metadata or None))
+
+    def found(metadata: dict[str, object]) -> set[str]:
+        request = SearchRequest(
+            query="Lisbon", user_id=user, limit=50, filters={"metadata": metadata, "kind": "turn"}
+        )
+        return {r.source_message_ids[0] for r in service.search(ctx, request)}
+
+    assert found({"topic": "travel"}) == {"t0"}
+    assert found({"topic": None}) == {"t1"}  # a stored null, not a missing key
+    assert found({"missing": None}) == set()  # matched every memory
