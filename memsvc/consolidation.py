@@ -50,8 +50,8 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for attribute, pattern in (
         (
             "residence",
-            rf"^\s+(?:is\s+|has\s+|has been\s+)?{_NOW}(?:lives|living|moved|relocated|based|resides"
-            rf"|settled|settling)\s+(?:back\s+)?(?:in|to)\s+(?P<v>.+)",
+            rf"^\s+(?:is\s+|are\s+|has\s+|have\s+|has been\s+|have been\s+)?{_NOW}(?:lives|live|living|moved"
+            rf"|relocated|based|resides|settled|settling)\s+(?:back\s+)?(?:in|to)\s+(?P<v>.+)",
         ),
         ("residence", r"^'s\s+(?:new\s+)?(?:home|house|apartment|place)\s+is\s+in\s+(?P<v>.+)"),
         (
@@ -64,6 +64,12 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "employer",
             rf"^\s+{_NOW}(?:works|is working|started working|joined|began working"
             rf"|(?:got|started|took|landed|accepted) a (?:new )?job)\s+(?:at|for|with)\s+(?P<v>.+)",
+        ),
+        # "Kim started at Globex", "accepted an offer from Globex": a name ("joined Strava" is none).
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:started at|accepted an? (?:job )?offer from)\s+(?P<v>(?-i:[A-Z])[\w&'.-]*"
+            rf"(?:\s+(?-i:[A-Z])[\w&'.-]*)*)",
         ),
         (
             "pet",
@@ -96,11 +102,13 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "partner",
             rf"^\s+{_NOW}(?:is dating|started dating|has been dating|is seeing|started seeing|married|got "
             rf"married to|is married to|is engaged to|got engaged to|is in a relationship with)\s+"
-            rf"(?:someone(?: new)?,?\s+(?:her|his|their) name is\s+)?(?P<v>(?-i:[A-Z]).+)",
+            rf"(?:someone(?: new)?,?\s+(?:her|his|their) name is\s+"
+            rf"|(?:a|this)\s+(?:girl|guy|woman|man|lady|someone)\s+(?:named|called)\s+)?(?P<v>(?-i:[A-Z]).+)",
         ),
         (
             "partner",
-            r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+is\s+(?:called\s+|named\s+)?(?P<v>.+)",
+            r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|gf|bf|wife|husband|hubby|spouse|fiancee?)\s+is\s+"
+            r"(?:called\s+|named\s+)?(?P<v>.+)",
         ),
     )
 )
@@ -109,15 +117,16 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 # ("Sam's partner is Leo") holds the partner (`with_state_facts`); the fact as said does not, so a
 # new partner does not end what else it says.
 _PARTNER_NAMED = re.compile(
-    r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|wife|husband|spouse|fiancee?)\s+(?P<v>(?-i:[A-Z])[\w'-]+)"
-    r"(?P<rest>.*)$",
+    r"^'s\s+(?:new\s+)?(?:partner|girlfriend|boyfriend|gf|bf|wife|husband|hubby|spouse|fiancee?)\s+"
+    r"(?P<v>(?-i:[A-Z])[\w'-]+)(?P<rest>.*)$",
     re.IGNORECASE,
 )
 
 # "Ann's favorite band is Radiohead": one favourite of a kind at a time, the kind its attribute
 # ("favorite foods are pizza and sushi" is a list, and lists grow).
 _FAVOURITE = re.compile(
-    r"^'s\s+(?:new\s+|current\s+|all-time\s+|absolute\s+)*favou?rite\s+(?P<what>[a-z][\w' -]{0,40}?)\s+"
+    r"^'s\s+(?:new\s+|current\s+|all-time\s+|absolute\s+)*(?:favou?rite|fave|fav)\s+"
+    r"(?P<what>[a-z][\w' -]{0,40}?)\s+"
     r"is\s+(?:(?:now|really|definitely|probably|still|actually|totally|absolutely|honestly)\s+)*"
     r"(?P<v>.+)",
     re.IGNORECASE,
@@ -151,7 +160,7 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("employer", rf"^\s+{_NOW}(?:was|got) (?:laid off|fired|let go)(?:\s+(?:from|by)\s+(?P<v>.+))?$"),
         (
             "partner",
-            rf"^\s+{_NOW}(?:broke up|split up|separated|got divorced|is divorced)"
+            rf"^\s+{_NOW}(?:broke up|split up|split|separated|got divorced|(?:is|are) (?:getting )?divorced)"
             rf"(?:\s+(?:with|from)\s+(?P<v>.+)|{_PARTED_END})",
         ),
         ("partner", rf"^\s+{_NOW}divorced\s+(?P<v>.+)"),
@@ -161,7 +170,11 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"^'s\s+ex[- ]?(?:husband|wife|boyfriend|girlfriend|partner|spouse|fiancee?)\s+"
             r"(?P<v>(?-i:[A-Z])[\w'-]+)(?:\s|$)",
         ),
-        ("partner", rf"^\s+and\s+(?P<v>.+?)\s+(?:broke up|split up|separated|got divorced){_PARTED_END}"),
+        (
+            "partner",
+            rf"^\s+and\s+(?P<v>.+?)\s+(?:broke up|split up|split|separated|got divorced|are getting divorced)"
+            rf"{_PARTED_END}",
+        ),
         (
             "car",
             rf"^\s+{_NOW}(?:sold|totaled|totalled|wrecked|got rid of|gave away)\s+{_OWN}"
@@ -176,7 +189,9 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 # "Tom and Ann broke up": the other one named first.
 _PARTED = re.compile(
-    rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|separated|got divorced){_PARTED_END}", re.IGNORECASE
+    rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|split|separated|got divorced|are getting divorced)"
+    rf"{_PARTED_END}",
+    re.IGNORECASE,
 )
 # A habit or state that stopped, with no value in its place ("Sam is no longer vegetarian", "Sam
 # doesn't drink coffee anymore", "Sam stopped drinking coffee", "Sam switched from Python to Rust"):
@@ -297,7 +312,7 @@ _VALUE_END = re.compile(
     r"|now|again|yesterday|today|recently|a few|two|three|several|about|these days|nowadays|currently"
     r"|lately|right now|too|anymore|still)\b|[,;:!?(]"
     # A period ends a value, but not one of a title or an abbreviation ("St. Paul", "Mt. Sinai").
-    r"|(?<!\bSt)(?<!\bMt)(?<!\bFt)(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bJr)(?<!\bSr)(?<!\bMrs)\."
+    r"|(?<!\b[Ss]t)(?<!\b[Mm]t)(?<!\b[Ff]t)(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bJr)(?<!\bSr)(?<!\bMrs)\."
 )
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 

@@ -127,7 +127,11 @@ def _replaced(text: str, new: str, old: str) -> str | None:
             return None
     if not spans:
         return None
+    # "July 3rd, not the 2nd" of "on July 2nd": the month said again replaces the one there.
+    lead = new.rsplit(None, 1)[0] if " " in new.strip() else ""
     for start, end in reversed(spans):
+        if lead and text[:start].lower().endswith(lead.lower() + " "):
+            start -= len(lead) + 1
         text = text[:start] + new + text[end:]
     return text
 

@@ -285,7 +285,10 @@ def valid_from(text: str, base: datetime) -> datetime | None:
     return d.value if d else None
 
 
-_PREPOSITION_BEFORE = re.compile(r"\b(?:to|until|till|by|from|since|before|after|for)\s+$", re.IGNORECASE)
+_PREPOSITION_BEFORE = re.compile(
+    r"\b(?:to|until|till|by|from|since|before|after|for|on|in)\s+$", re.IGNORECASE
+)
+_YEAR_WRITTEN = re.compile(r"\b\d{4}\b|'\d\d\b")
 
 
 def rewrite_relative(text: str, dates: list[ResolvedDate]) -> str:
@@ -369,9 +372,13 @@ def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved |
         if stripped == phrase:
             break
         phrase = stripped
-    return _via_dateparser(
+    resolved = _via_dateparser(
         phrase, base, tense, relative=False, approximate=s.startswith(("early", "late", "mid"))
     )
+    if resolved is not None and resolved[1] == "day" and not _YEAR_WRITTEN.search(s):
+        # "on July 2nd" means a year, which the fact then says: "on 2 July 2024".
+        resolved = (*resolved[:3], True, resolved[4])
+    return resolved
 
 
 # The direction a modifier gives a day, weekend, month or holiday: "this past Friday" = "last

@@ -105,7 +105,8 @@ _LABEL = re.compile(
 _TRAILING_WORD = re.compile(r",\s*([A-Za-z]+)\s*[.!]*$")
 # Chat shorthand that ends a statement and is no part of it: "I hate crowded places tbh".
 _TRAILING_FILLER = re.compile(
-    r"(?:,?\s+(?:just\s+)?(?:tbh|btw|fyi|imo|imho|lol|lmao|haha+|by the way|just so you know))+\s*[.!]*$",
+    r"(?:,?\s+(?:just\s+)?(?:tbh|btw|fyi|imo|imho|lol|lmao|haha+|rn|atm|by the way|just so you know))+"
+    r"\s*[.!]*$",
     re.IGNORECASE,
 )
 _SPLIT_WORDS = re.compile(r"\s(?:and|but|so)\s", re.IGNORECASE)
@@ -121,6 +122,12 @@ _FILLER = re.compile(
     r"|i\s+(?:love|like)\s+(?:it|that|this|those|them)\s*(?:too)?$"
     r"|i'll (?:let you know|keep you posted|talk to you)|talk (?:to you )?soon|take care|see you"
     r"|good to (?:see|hear)|nice to (?:see|hear|meet)|sorry to hear|me too$|for (?:\w+ing|the|your|all)\b"
+    # How one feels this moment, and what one is unsure of or wonders ("I'm so bored", "I'm good
+    # thanks, bit tired", "I'm not sure what to do about my landlord"): nothing to remember.
+    r"|i(?:'m| am)\s+(?:(?:so|really|very|a bit|bit|kinda|pretty|super|just|not)\s+)*"
+    r"(?:good|fine|ok|okay|alright|tired|bored|sleepy|wrecked|exhausted|hungry|busy)\b"
+    r"(?:\s*(?:thanks|thank you|,|tbh|lol|haha|too|today|now|bit|a bit|tired|and|\s))*$"
+    r"|i(?:'m| am)\s+(?:(?:just|still|really|kinda)\s+)*(?:not sure|unsure|wondering|debating)\b"
     # A greeting for a day: "Happy new year eve!", "Happy birthday!", "Happy Friday!"
     r"|happy\s+(?:new\s+year(?:'s)?(?:\s+eve)?|birthday|holidays?|anniversary|thanksgiving|easter|halloween"
     r"|hanukkah|diwali|valentine'?s?|mother'?s|father'?s|\w+day|new\s+year's)\b)",
@@ -224,7 +231,7 @@ _NP_STOP = _words(
     "and but or with for at in on to from by about of into onto over under after before since while "
     "when where which that who whom because so as like than it is was are were has had will would can "
     "could yesterday today tonight tomorrow last next this around during until with together again "
-    "recently too also there here and, i now anymore instead already yet lately"
+    "recently too also there here and, i now anymore instead already yet lately rn atm"
 )
 _NON_VERB_START = _words(
     "go see get do make have be check visit meet watch try help find take buy play learn start talk hang "
@@ -274,7 +281,7 @@ _CAPTION_PREFIX = re.compile(
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')\]])\s+|\n+")
 _ABBREV_END = re.compile(
-    r"\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft|Jr|Sr|vs|etc|e\.g|i\.e|approx|U\.S|U\.K|a\.m|p\.m)\.$"
+    r"\b(?:Mr|Mrs|Ms|Dr|Prof|[Ss]t|[Mm]t|[Ff]t|Jr|Sr|vs|etc|e\.g|i\.e|approx|U\.S|U\.K|a\.m|p\.m)\.$"
 )
 # Clause boundaries: dashes, semicolons, and "and/but/so" when a new subject follows.
 _CLAUSE_SPLIT = re.compile(
@@ -288,9 +295,14 @@ _LAST_PHRASE = re.compile(r",|\band\b")
 def _one_subject(before: str, after: str) -> bool:
     """Whether "… and" joins a subject to the next clause's: a phrase of at most two words ("my
     teammates and I"), or someone of the speaker's named ("my girlfriend Anna and I")."""
+    if _PRONOUN_CLAUSE.match(before.strip()):
+        return False  # "I'm vegetarian and I drink coffee": two clauses of the speaker's
     return len(before.split()) < 3 or (
         _NAMED_KIN.match(before) is not None and after[:2].lower() in ("i ", "i'")
     )
+
+
+_PRONOUN_CLAUSE = re.compile(r"(?:i|i'm|i've|i'll|i'd|we|we're|we've|he|she|they|it)\s", re.IGNORECASE)
 
 
 _CONTINUATION = re.compile(
@@ -1246,7 +1258,7 @@ def _noun_phrase(rest: str) -> str | None:
     i = 0
     while i < len(tokens) and (
         tokens[i].lower() in _NP_DETERMINERS
-        or tokens[i].lower() in _NP_ADJ_SKIP
+        or tokens[i] in _NP_ADJ_SKIP  # lower case only: "New York" is a name, not a new York
         or tokens[i].endswith("'s")
         or tokens[i].lower() in ("of", "two", "three")
     ):

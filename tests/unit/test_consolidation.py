@@ -154,6 +154,17 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann's favorite band is Arctic Monkeys now", ("favorite band", "arctic monkeys")),
         ("Ann's favourite food is really spicy ramen", ("favorite food", "spicy ramen")),
         ("Ann's favorite foods are pizza and sushi", None),  # a list grows; one value does not end it
+        # As people say them (QA round 2, session 21).
+        ("Ann and others live in New York", ("residence", "new york")),
+        ("Ann and others are settled in São Paulo now", ("residence", "são paulo")),
+        ("Ann lives in st. louis", ("residence", "st. louis")),
+        ("Ann started at Google last month", ("employer", "google")),
+        ("Ann joined the gym", None),
+        ("Ann started seeing a girl named Hana", ("partner", "hana")),
+        ("Ann's gf is Sofia", ("partner", "sofia")),
+        ("Ann and others split in May 2023", ("partner", "ended:")),
+        ("Ann and others split the bill", None),
+        ("Ann's fave color is green now", ("favorite color", "green")),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:

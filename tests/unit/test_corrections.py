@@ -39,6 +39,11 @@ def _turns(*said: str | tuple[str, str], session: str = "s") -> list[Turn]:
         ),
         ("I work at Stripe.", "wait no, Square. not Stripe lol", "I work at Square."),
         ("My cat's name is Luna.", "oops, I meant Lola, Luna is my sister's cat", "My cat's name is Lola."),
+        (
+            "My sister's wedding is on July 2nd.",
+            "actually it's July 3rd, not the 2nd",
+            "My sister's wedding is on July 3rd.",
+        ),
     ],
 )
 def test_a_correction_rewrites_what_it_corrects(original: str, correction: str, corrected: str) -> None:

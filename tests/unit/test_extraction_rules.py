@@ -745,3 +745,39 @@ def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -
     result = RulesExtractor().extract([turn])
     assert [f.content for f in result.facts] == facts
     assert "job" not in {e.name for e in result.entities}  # "a new job" names no thing
+
+
+@pytest.mark.parametrize(
+    ("said", "facts"),
+    [
+        # Two statements of the speaker's are two facts, each agreeing ("Kim drink 3 coffees a day").
+        ("I'm vegetarian and I drink 3 coffees a day.", ["Kim is vegetarian", "Kim drinks 3 coffees a day"]),
+        ("my teammates and I were thrilled", ["Kim's teammates and Kim were thrilled"]),
+        # How one feels this moment, and what one wonders, are nothing to remember.
+        ("i'm good thanks, bit tired tbh", []),
+        ("I'm so bored lol", []),
+        ("I'm not sure what to do about my landlord", []),
+        ("I'm wondering if I should quit my job", []),
+        ("I'm busy with the move to Rome.", ["Kim is busy with the move to Rome"]),
+        # A day of the month written without its year is said with it.
+        ("My exam is on July 2nd.", ["Kim's exam is on 2 July 2024"]),
+    ],
+)
+def test_statements_as_people_chat(said: str, facts: list[str]) -> None:
+    turn = Turn(
+        message_id="m1", role="user", speaker="Kim", text=said, event_at=datetime(2024, 1, 10, tzinfo=UTC)
+    )
+    assert [f.content for f in RulesExtractor().extract([turn]).facts] == facts
+
+
+def test_new_york_is_one_place() -> None:
+    turn = Turn(
+        message_id="m1",
+        role="user",
+        speaker="Kim",
+        text="I live in New York",
+        event_at=datetime(2024, 1, 10, tzinfo=UTC),
+    )
+    result = RulesExtractor().extract([turn])
+    assert "York" not in {e.name for e in result.entities}  # "New" was skipped as an adjective
+    assert [(r.predicate, r.object) for r in result.relations] == [("lives_in", "New York")]
