@@ -11,10 +11,12 @@ from typing import Protocol
 from uuid import UUID
 
 from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memsvc import __version__, logs
 from memsvc.api import problems
 from memsvc.api.routes import consolidation, docs, health, keys, memories, search, ui, users
+from memsvc.config import Settings
 from memsvc.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from memsvc.schemas import JobOut
 from memsvc.service import MemoryService
@@ -33,6 +35,29 @@ class JobQueue(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def largest_body(settings: Settings) -> int:
+    """The most bytes a valid request can hold: an add of the most messages, each of the most
+    characters at four bytes each, with room for its other fields and metadata (64 KiB)."""
+    return settings.max_messages_per_request * (settings.max_content_chars * 4 + 4096) + 2**17
+
+
+class BodyLimit:
+    """A body declared larger than any valid request is a 413 before a byte of it is read (it was
+    read, parsed and then refused: a 100 MB query held ~500 MB of the server's memory)."""
+
+    def __init__(self, app: ASGIApp, service: MemoryService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"") if scope["type"] == "http" else b""
+        if declared.isdigit() and int(declared) > (limit := largest_body(self.service.settings)):
+            detail = f"the body is {int(declared)} bytes; a request may hold at most {limit}"
+            await problems.problem(413, "payload too large", detail, code="payload_too_large")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
@@ -57,6 +82,7 @@ def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:
     app.state.service = service
     app.state.queue = queue
     problems.install(app)
+    app.add_middleware(BodyLimit, service=service)
     for module in (memories, search, users, keys, health, ui, consolidation, docs):
         app.include_router(module.router)
 

@@ -96,6 +96,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and "json" not in media and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+            # A JSON body sent as text or a form: the media type, not the fields, is what is wrong.
+            detail = f"the body is {media}; send it as application/json"
+            return problem(415, "unsupported media type", detail, code="unsupported_media_type")
         for e in exc.errors():
             if e.get("type") == "json_invalid":  # the body did not parse: the client's syntax, not a field
                 if refused := await deps.refusal(request):  # parsed before the key was checked
@@ -127,6 +132,12 @@ def install(app: FastAPI) -> None:
             return _invalid_json(reason)
         # No such route answers as no such memory does; the codes are the documented ones.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        answer = problem(exc.status_code, str(exc.detail), code=code)
+        where = f"{request.method} {request.url.path}"
+        allowed = (exc.headers or {}).get("Allow")
+        detail = {
+            404: f"{where}: no such route (the API is at /v1/…; see /docs)",
+            405: f"{where}: not allowed here" + (f"; allowed: {allowed}" if allowed else ""),
+        }.get(exc.status_code)
+        answer = problem(exc.status_code, str(exc.detail), detail, code=code)
         answer.headers.update(exc.headers or {})  # a 405's `Allow`
         return answer

@@ -23,10 +23,10 @@ def consolidate(
     the run's report. A user with no memories is a 404."""
     body = body or ConsolidateRequest()
     job_id = service.submit_consolidate(tenant, body)
+    # The job as `GET /v1/jobs/{job_id}` answers it (its user, none for the tenant's run; its times).
+    queued = service.job(tenant, job_id)
     request.app.state.queue.defer_consolidate(job_id)
-    # The answer names the user, as `GET /v1/jobs/{job_id}` does; absent, the run is the tenant's.
-    out = JobOut(job_id=job_id, status="queued", kind="consolidate", user_id=body.user_id)
-    return JSONResponse(out.model_dump(mode="json", exclude_none=True), status_code=202)
+    return JSONResponse(queued.model_dump(mode="json"), status_code=202)
 
 
 @router.post(
