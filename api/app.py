@@ -52,10 +52,12 @@ class BodyLimit:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"") if scope["type"] == "http" else b""
+        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > (limit := largest_body(self.service.settings)):
             detail = f"the body is {int(declared)} bytes; a request may hold at most {limit}"
-            await problems.problem(413, "payload too large", detail, code="payload_too_large")(scope, receive, send)
+            answer = problems.problem(413, "payload too large", detail, code="payload_too_large")
+            await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

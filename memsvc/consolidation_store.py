@@ -344,25 +344,46 @@ def supersede_corrected(
     session: Session,
     tenant_id: uuid.UUID,
     user_id: str,
-    corrections: Sequence[tuple[Sequence[uuid.UUID], dict[uuid.UUID, str]]],
+    corrections: Sequence[tuple[Sequence[uuid.UUID], dict[uuid.UUID, str], datetime]],
     actor: str,
 ) -> int:
     """After an ingest wrote what corrections say ("Sorry, I meant Tuesday."): close the facts read
-    from the messages they correct. Each correction is (the turns it replaces, the facts read from
-    it by id and content); a replaced fact's successor is the corrected fact that shares the most
-    words with it. A corrected fact was never true: its validity ends where it began, so no search
-    returns it (`consolidation.never_valid`), while its history keeps what was said and when."""
+    from the messages they correct, and those messages' turns. Each correction is (the turns it
+    replaces, the facts read from it by id and content, when it was said); a replaced memory's
+    successor is the corrected fact that shares the most words with it. A corrected fact was never
+    true: its validity ends where it began, so no search returns it (`consolidation.never_valid`),
+    while its history keeps what was said and when. A corrected turn was said, and held until the
+    correction: for a question about now it ranks below what the correction says (it had ranked
+    above, "My team dinner is on Monday." over "… on 19 March")."""
     plans = []
-    for turns, corrected in corrections:
+    for turns, corrected, said_at in corrections:
         if not corrected:
             continue
+
         for old in stated_only_by(session, tenant_id, turns):
-            if old.status != "active" or old.id in corrected:
-                continue
-            words = set(old.content.lower().split())
-            new_id = max(corrected, key=lambda i: (len(words & set(corrected[i].lower().split())), str(i)))
-            plans.append(Supersede(old_id=old.id, new_id=new_id, valid_to=old.valid_from or old.event_at))
+            if old.status == "active" and old.id not in corrected:
+                valid_to = old.valid_from or old.event_at
+                plans.append(Supersede(old.id, _closest_fact(old.content, corrected), valid_to))
+        closed = select(Memory).where(
+            Memory.id.in_(list(turns)), Memory.tenant_id == tenant_id, Memory.status == "active"
+        )
+        for turn in session.execute(closed.with_for_update()).scalars():
+            before = _snapshot(turn)
+            turn.status, turn.superseded_by = "superseded", _closest_fact(turn.content, corrected)
+            turn.valid_to = said_at
+            turn.updated_at = func.now()
+            session.flush()
+            session.execute(
+                insert(HistoryEvent),
+                [_event(tenant_id, user_id, turn.id, "supersede", actor, None, before, _snapshot(turn))],
+            )
     return apply_supersessions(session, tenant_id, user_id, plans, actor)
+
+
+def _closest_fact(content: str, facts: dict[uuid.UUID, str]) -> uuid.UUID:
+    """Of `facts` (id → content), the one sharing the most words with `content` (ties by id)."""
+    words = set(content.lower().split())
+    return max(facts, key=lambda i: (len(words & set(facts[i].lower().split())), str(i)))
 
 
 def close_cancelled_plans(

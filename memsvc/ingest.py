@@ -189,10 +189,12 @@ def _close_corrected(
     cited = defaultdict(set)
     for source in rows.sources:
         cited[source["message_id"]].add(source["memory_id"])
+    said_at = {m["message_id"]: m["event_at"] for m in rows.memories if m.get("message_id")}
     replaced = [
         (
             [turn_id_by_message[m] for m in correction.replaces],
             {fact_id: content for content, fact_id in fact_rows.items() if fact_id in cited[message_id]},
+            said_at.get(message_id, correction.corrected.event_at),
         )
         for message_id, correction in corrections.items()
     ]

@@ -232,3 +232,34 @@ def test_a_correction_edited_to_another_value_corrects_to_that_value(service, te
     assert "Ann's exam is on 17 January 2024" not in facts
     monday = facts["Ann's exam is on 15 January 2024"]
     assert (monday.status, monday.valid_to) == ("active", None)
+
+
+def test_the_corrected_message_ranks_below_what_the_correction_says_until_it_goes(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, [("Ann", "My team dinner is on Monday."), ("Ann", "sorry, I meant Tuesday")])
+
+    def ranked() -> list[str]:
+        results = service.search(
+            ctx, SearchRequest(query="When is Ann's team dinner?", user_id=user, limit=5)
+        )
+        return [r.content for r in results]
+
+    turns = {
+        r.source_message_ids[0]: r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.kind == "turn"
+    }
+    said = turns[f"{user}-0"]
+    assert (said.status, said.valid_to) == ("superseded", T0 + timedelta(minutes=1))  # until corrected
+    order = ranked()
+    tuesday = next(i for i, c in enumerate(order) if "16 January 2024" in c)
+    monday = next((i for i, c in enumerate(order) if "on Monday" in c), len(order))
+    assert tuesday < monday, order  # the Monday turn had ranked first (QA, session 21)
+    service.delete(ctx, turns[f"{user}-1"].id)  # the correction goes: the message holds again
+    again = next(
+        r
+        for r in service.list(ctx, user, memory_type="episodic", limit=10, cursor=None).items
+        if r.id == said.id
+    )
+    assert (again.status, again.valid_to) == ("active", None)
