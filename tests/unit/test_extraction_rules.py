@@ -761,6 +761,9 @@ def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -
         ("I'm busy with the move to Rome.", ["Kim is busy with the move to Rome"]),
         # A day of the month written without its year is said with it.
         ("My exam is on July 2nd.", ["Kim's exam is on 2 July 2024"]),
+        # A sentence adverb before the statement (it stated nothing).
+        ("sadly our dog Rex died yesterday", ["Kim's dog Rex died on 9 January 2024"]),
+        ("Unfortunately I lost my job at Acme.", ["Kim lost Kim's job at Acme"]),
     ],
 )
 def test_statements_as_people_chat(said: str, facts: list[str]) -> None:
