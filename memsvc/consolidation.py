@@ -248,10 +248,17 @@ def _stopped(rest: str, subject: str) -> str | None:
 
 # A plan called off ("Sam cancelled Sam's trip to Tokyo", "Sam's wedding was called off", "Sam and
 # others called off the wedding"): the subject's plans that name what was called off end with it.
+_MOVED = r"(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped)"
 _CANCELLED = re.compile(
     r"^(?:\s+and others)?\s+(?:(?:has|had|have|is|are)\s+)?(?:(?:had|have|has|decided|needed|chose) to\s+)?"
     r"(?:cancel(?:l?ed|ling)?|call(?:ed|ing)? off)\s+(?P<x>.+)"
-    r"|^'s\s+(?P<y>.+?)\s+(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off)\b",
+    r"|^'s\s+(?P<y>.+?)\s+(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off)\b"
+    # A plan moved to another time ends the plan at the time before; the moving fact, dated by the
+    # new time, is the plan now ("Kim moved Kim's dentist appointment to 5 April 2024", "Kim's
+    # interview got pushed to 12 April 2024"). What is moved is named ("moved to Boston" is no plan).
+    rf"|^(?:\s+and others)?\s+(?:(?:has|had|have)\s+)?{_MOVED}\s+"
+    r"(?P<m>(?:the|my|our|his|her|their|\S+'s)\s+.+?)\s+(?:back\s+)?(?:to|until|till)\b"
+    rf"|^'s\s+(?P<n>.+?)\s+(?:was|got|has been|is)\s+{_MOVED}\b",
     re.IGNORECASE,
 )
 # Words that say what kind of plan it was, not which one: "the Tokyo trip" is the plan that names Tokyo.
@@ -264,13 +271,15 @@ def _plan_words(text: str) -> frozenset[str]:
 
 
 def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
-    """The words a plan must hold to be the one a fact says was called off, if it says so."""
+    """The words a plan must hold to be the one a fact says was called off (or moved to another
+    time), if it says so."""
     if not subject or not content.startswith(subject):
         return None
     match = _CANCELLED.match(content[len(subject) :].replace("’", "'"))
     if match is None:
         return None
-    said = _STATE_END.split(match.group("x") or match.group("y"), maxsplit=1)[0]
+    what = next(group for group in match.group("x", "y", "m", "n") if group)
+    said = _STATE_END.split(what, maxsplit=1)[0]
     words = _plan_words(said) - _plan_words(subject) - _PLAN_WORDS
     return words or None
 

@@ -59,3 +59,20 @@ def test_a_plan_called_off_is_closed_and_comes_back_when_the_cancellation_goes(s
     service.delete(ctx, turn.id)
     assert cancellation.id not in {m.id for m in _semantic(service, ctx, user).values()}
     assert _semantic(service, ctx, user)["Max is going to Tokyo in June 2024"].status == "active"
+
+
+def test_a_plan_moved_to_another_time_is_the_plan_at_that_time(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"mp-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, "a", "My dentist appointment is on the 9th.", 0)  # Thursday 9 May
+    _add(service, ctx, user, "i", "My job interview is on the 20th.", 0)
+    _add(service, ctx, user, "m", "I moved my dentist appointment to Friday.", 2)  # said on Friday 3 May
+    _add(service, ctx, user, "p", "My interview got pushed to May 24th.", 3)
+    facts = _semantic(service, ctx, user)
+    for old, new in (
+        ("Max's dentist appointment is on 9 May 2024", "Max moved Max's dentist appointment to 10 May 2024"),
+        ("Max's job interview is on 20 May 2024", "Max's interview got pushed to 24 May 2024"),
+    ):
+        assert facts[old].status == "superseded" and facts[new].status == "active", old
+    results = service.search(ctx, SearchRequest(query="When is Max's job interview?", user_id=user, limit=5))
+    assert not any("20 May" in r.content for r in results)  # the time it was moved from never held
