@@ -476,6 +476,8 @@ class _Batch:
                 self.instructions.append(instruction)
                 continue
             sentence = _THE_CALLED_OFF.sub("My ", sentence, count=1)
+            if _BARE_FAVOURITE.match(sentence):
+                sentence = f"My {sentence[0].lower()}{sentence[1:]}"
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
             narrating = False
             for group in groups:
@@ -882,6 +884,10 @@ _THE_CALLED_OFF = re.compile(
     r"(?:to [\w' -]+? )?(?:was|got|has been|had been|is|were|have been) (?:cancell?ed|called off)\b)",
     re.IGNORECASE,
 )
+
+
+# "fave color is green now", said without "my": the speaker's favourite.
+_BARE_FAVOURITE = re.compile(r"^(?=(?:fave|fav|favou?rite)\s+[\w-]+(?:\s+[\w-]+)?\s+is\b)", re.IGNORECASE)
 
 
 def ends_in_abbreviation(text: str) -> bool:

@@ -764,6 +764,8 @@ def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -
         # A sentence adverb before the statement (it stated nothing).
         ("sadly our dog Rex died yesterday", ["Kim's dog Rex died on 9 January 2024"]),
         ("Unfortunately I lost my job at Acme.", ["Kim lost Kim's job at Acme"]),
+        # A favourite said without "my" is the speaker's (it stated nothing).
+        ("Favorite movie is Dune tbh", ["Kim's favorite movie is Dune"]),
     ],
 )
 def test_statements_as_people_chat(said: str, facts: list[str]) -> None:
