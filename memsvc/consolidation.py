@@ -60,6 +60,15 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"(?:new )?job|started a (?:new )?job|is employed|began working)\s+as\s+(?:an?\s+)?(?P<v>.+)",
         ),
         ("job", r"^'s\s+(?:new\s+)?(?:job|position|role)\s+is\s+(?:an?\s+)?(?P<v>.+)"),
+        # "Kim is a teacher at Lincoln High": a title at a named employer is a job.
+        (
+            "job",
+            rf"^\s+{_NOW}(?:is|has been)\s+an?\s+"
+            r"(?!(?:\w+\s+)?(?:fan|regular|member|guest|customer|visitor|tourist|patient)\b)"
+            r"(?P<v>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}\s+(?:at|for)\s+(?-i:[A-Z]).*)",
+        ),
+        # A promotion is the job now: "Kim got promoted to vice principal".
+        ("job", rf"^\s+{_NOW}(?:got|was|has been|just got)\s+promoted\s+to\s+(?:be\s+)?(?:an?\s+)?(?P<v>.+)"),
         (
             "employer",
             rf"^\s+{_NOW}(?:works|is working|started working|joined|began working"

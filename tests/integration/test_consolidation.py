@@ -1108,3 +1108,14 @@ def test_a_new_partner_ends_the_partner_not_what_was_said_beside_them(service, t
     # The dog, and a day at the zoo, are not closed with the partner (the dog fact was).
     assert _fact(rows, "Ann's boyfriend Tom and Ann have a dog named Biscuit").status == "active"
     assert [m.status for m in rows if m.type == "semantic" and "zoo" in m.content] == ["active"]
+
+
+def test_a_promotion_is_the_job_now(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I'm a teacher at Lincoln High."], T0, "s1")
+    _add(service, ctx, user, ["I got promoted to vice principal!"], T0 + timedelta(days=90), "s2")
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's job: Ann works as a teacher at Lincoln High").status == "superseded"
+    assert _fact(rows, "Ann's job: Ann works as a vice principal").status == "active"
+    assert _fact(rows, "Ann's employer: Ann works at Lincoln High").status == "active"  # still there

@@ -165,6 +165,9 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann and others split in May 2023", ("partner", "ended:")),
         ("Ann and others split the bill", None),
         ("Ann's fave color is green now", ("favorite color", "green")),
+        ("Ann is a teacher at Lincoln High", ("job", "teacher")),
+        ("Ann is a big fan at Anfield", None),
+        ("Ann got promoted to vice principal", ("job", "vice principal")),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
