@@ -83,7 +83,7 @@ _FILLER_WORDS = _words(
     "hey hi hello oh ooh wow woah whoa yeah yea yep yes yup no nope nah ok okay well so haha hahaha lol ah "
     "aw aww omg thanks cool great nice awesome sure totally definitely absolutely honestly actually btw "
     "anyway also plus and but hmm um uh true right exactly indeed man dude gosh ha hah yay woo phew ugh "
-    "wowza yikes same sadly unfortunately fortunately luckily thankfully"
+    "wowza yikes same sadly unfortunately"
 )
 _FILLER_PHRASES = (
     "by the way", "thank you", "same here", "me too", "of course", "for sure", "oh man", "just so you know",
