@@ -1089,7 +1089,17 @@ def _third_person(text: str, speaker: str, other: str | None) -> str:
     # Fragments like "Caroline love the tattoo" get their verb agreement here.
     if text.startswith(speaker):
         text = _FRAGMENT_VERB.sub(lambda m: f"{m.group(1)} {_third_singular(m.group(2))}", text, count=1)
+        # "Kim lives in Austin and work at Dell": the second verb is the speaker's too (not after
+        # "to": "Kim wants to travel and see Rome").
+        second = _SECOND_VERB.match(text, len(speaker))
+        if second and " to " not in second.group("between"):
+            text = text[: second.start("v")] + _third_singular(second.group("v")) + text[second.end("v") :]
     return text
+
+
+_SECOND_VERB = re.compile(
+    rf" (?:\w+ )?\w+s\b(?P<between>[^,.;!?]*?) and (?P<v>{'|'.join(sorted(_COMMON_VERBS))})\b(?= )"
+)
 
 
 def _polish(text: str) -> str:

@@ -764,6 +764,9 @@ def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -
         # A sentence adverb before the statement (it stated nothing).
         ("sadly our dog Rex died yesterday", ["Kim's dog Rex died on 9 January 2024"]),
         ("Unfortunately I lost my job at Acme.", ["Kim lost Kim's job at Acme"]),
+        # The speaker's second verb agrees too, but not one after "to".
+        ("I live in Austin and work at Dell.", ["Kim lives in Austin and works at Dell"]),
+        ("I want to travel and see Rome.", ["Kim wants to travel and see Rome"]),
         # A favourite said without "my" is the speaker's (it stated nothing).
         ("Favorite movie is Dune tbh", ["Kim's favorite movie is Dune"]),
     ],
