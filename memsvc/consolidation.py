@@ -51,7 +51,7 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "residence",
             rf"^\s+(?:is\s+|are\s+|has\s+|have\s+|has been\s+|have been\s+)?{_NOW}(?:lives|live|living|moved"
-            rf"|relocated|based|resides|settled|settling)\s+(?:back\s+)?(?:in|to)\s+(?P<v>.+)",
+            rf"|relocated|based|resides|settled|settling)\s+(?:back\s+)?(?:in|to|at)\s+(?P<v>.+)",
         ),
         ("residence", r"^'s\s+(?:new\s+)?(?:home|house|apartment|place)\s+is\s+in\s+(?P<v>.+)"),
         (
@@ -131,6 +131,20 @@ _PARTNER_NAMED = re.compile(
     re.IGNORECASE,
 )
 
+# One amount of a kind at a time: "Jordan's rent is $1,650 a month", then "Jordan's landlord raised
+# the rent to $1,820" or "Jordan's rent is now $1,820"; "Dan's weight is 84 kg", then "Dan is down
+# to 81.5 kg" is not read (no kind named).
+_AMOUNT_KINDS = (
+    r"rent|salary|income|pay|budget|weight|mortgage|deadline|commute|bedtime|daily step goal|step goal"
+    r"|credit score|savings goal|goal weight|target weight|phone number|email address|address"
+)
+_AMOUNT = re.compile(
+    rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{_AMOUNT_KINDS})\s+is\s+"
+    r"(?:(?:now|currently|still|only|about|around|roughly)\s+)*(?P<v>.+)"
+    rf"|^(?:'s\s+\w+\s+|\s+)(?:(?:just|finally)\s+)?(?:raised|increased|bumped|cut|lowered|reduced|dropped|changed|upped)"
+    rf"\s+(?:(?:the|my|our|\S+'s)\s+)?(?P<what2>{_AMOUNT_KINDS})\s+(?:up\s+|down\s+)?to\s+(?P<v2>.+)",
+    re.IGNORECASE,
+)
 # "Ann's favorite band is Radiohead": one favourite of a kind at a time, the kind its attribute
 # ("favorite foods are pizza and sushi" is a list, and lists grow).
 _FAVOURITE = re.compile(
@@ -328,7 +342,7 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
 _VALUE_END = re.compile(
     r"\s+(?:in|on|since|last|this|from|after|before|because|with|when|and|but|for|at|during|until|as"
     r"|now|again|yesterday|today|recently|a few|two|three|several|about|these days|nowadays|currently"
-    r"|lately|right now|too|anymore|still)\b|[,;:!?(]"
+    r"|lately|right now|too|anymore|still|starting|beginning|effective)\b|,(?!\d{3}\b)|[;:!?(]"
     # A period ends a value, but not one of a title or an abbreviation ("St. Paul", "Mt. Sinai").
     r"|(?<!\b[Ss]t)(?<!\b[Mm]t)(?<!\b[Ff]t)(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bJr)(?<!\bSr)(?<!\bMrs)\."
 )
@@ -384,6 +398,10 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if topic == EVERY_REQUEST:
             topic = f"{EVERY_REQUEST}: {_instruction_about(directive, instruction.group('who'))}"
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
+    if content.startswith(subject) and (amount := _AMOUNT.match(content[len(subject) :].replace("’", "'"))):
+        written = _value_text(amount.group("v") or amount.group("v2"))
+        what = (amount.group("what") or amount.group("what2")).lower()
+        return Slot(what, written.lower(), written) if written else None
     if (favourite := _FAVOURITE.match(content[len(subject) :])) and content.startswith(subject):
         written = _value_text(favourite.group("v"))
         what = " ".join(favourite.group("what").lower().split())
@@ -484,7 +502,9 @@ def state_sentence(subject: str, slot: Slot) -> str:
     "Ann lives in Boston"): it answers "where does Ann live?" in the question's own words, so the
     current value, not a stale one that happens to share them, ranks first."""
     article = "an" if slot.text[:1].lower() in "aeiou" else "a"
-    return _STATE[slot.attribute].format(s=subject, v=slot.text, a=article)
+    sentence = _STATE[slot.attribute].format(s=subject, v=slot.text, a=article)
+    # A street address is lived at ("Ann lives at 220 Elm Street"), a place in.
+    return sentence.replace(" lives in ", " lives at ", 1) if slot.text[:1].isdigit() else sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,7 +630,11 @@ def _clauses(content: str, subject: str | None) -> list[str]:
     """The fact, then each further clause of it as its subject's own statement."""
     if not subject or not content.startswith(subject):
         return [content]
-    return [content, *(f"{subject} {rest}" for rest in _AND_THEN.split(content)[1:])]
+    clauses = [f"{subject} {rest}" for rest in _AND_THEN.split(content)[1:]]
+    # "Priya moved, Priya now lives at 220 Elm Street": a statement after a comma, said again.
+    again = re.finditer(rf",\s+{re.escape(subject)} ", content)
+    clauses += [content[m.end() - len(subject) - 1 :] for m in again]
+    return [content, *clauses]
 
 
 # -- forgetting ---------------------------------------------------------------------------------
@@ -620,7 +644,7 @@ _SMALL_TALK = re.compile(
     r"|congratulations|good luck|take care|you too|bye|see you|no problem|glad|happy for you|sounds good"
     r"|love (it|that)|so proud|proud of you|sweet|kind words|that's (great|awesome|amazing|cool)"
     r"|good (morning|afternoon|evening|night)|how are you|how's it going|hi|hello|hey|ok|okay|k|hmm+"
-    r"|you'?re welcome|good to know|got it)\b",
+    r"|you'?re welcome|good to know|got it|please do|will do|yes please|good idea|sure thing)\b",
     re.IGNORECASE,
 )
 # A word the speaker says of themselves: with any other word beside the thanks, a statement

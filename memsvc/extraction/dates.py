@@ -143,6 +143,8 @@ _WORD = re.compile(r"[a-z]+|(?:19|20)\d\d")
 _AMBIGUOUS_MONTH = re.compile(r"\b(?:may|march)\b")
 _FUTURE = re.compile(
     r"\b(?:will|going to|gonna|plan|plans|planning|next|tomorrow|tonight|upcoming|coming up|can't wait"
+    # A date one signed up for, a change starts on, or a thing one needs to do by is ahead.
+    r"|signed up|registered|booked|enrolled|starting|effective|need to|needs to|have to|has to"
     r"|cannot wait|looking forward|hope to|hoping to|want to|wanna|intend|about to|soon)\b|'ll\b"
     r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b"
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
@@ -205,7 +207,7 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
     for m in _TRIGGER.finditer(text):
         kind = m.lastgroup
         span = m.group(0)
-        if kind is None or _rejects_month(span) or (kind == "wd" and _in_day_range(text, m.start(), m.end())):
+        if kind is None or _rejects_month(span) or (kind == "wd" and _habitual_day(text, m.start(), m.end())):
             continue
         if kind in ("wd", "my", "holiday") and _EVERY.search(text, 0, m.start()):
             continue  # "every Monday", "each June": every one, not one
@@ -262,9 +264,20 @@ _RANGE_AFTER = re.compile(_TO + _ANY_DAY, re.IGNORECASE)  # right after the week
 _RANGE_BEFORE = re.compile(rf"{_ANY_DAY}{_TO}(?:on\s+)?$", re.IGNORECASE)  # up to it: "Monday to "
 
 
-def _in_day_range(text: str, start: int, end: int) -> bool:
-    """Whether the weekday at text[start:end] is an end of a range of weekdays."""
-    return _RANGE_AFTER.match(text, end) is not None or _RANGE_BEFORE.search(text, 0, start) is not None
+def _habitual_day(text: str, start: int, end: int) -> bool:
+    """Whether the weekday at text[start:end] names no one day: an end of a range ("Monday to
+    Friday"), a part of every one ("Tuesday mornings"), or one of three or more ("I can run
+    Tuesday, Thursday and Saturday mornings" became three dates in the week before)."""
+    return (
+        _RANGE_AFTER.match(text, end) is not None
+        or _RANGE_BEFORE.search(text, 0, start) is not None
+        or _PARTS_OF_DAYS.match(text, end) is not None
+        or len(set(_WEEKDAY_NAMES.findall(text.lower()))) >= 3
+    )
+
+
+_PARTS_OF_DAYS = re.compile(r"\s+(?:mornings|afternoons|evenings|nights)\b", re.IGNORECASE)
+_WEEKDAY_NAMES = re.compile(r"\b(mon|tues|wednes|thurs|fri|satur|sun)days?\b")
 
 
 def main_date(dates: list[ResolvedDate]) -> ResolvedDate | None:

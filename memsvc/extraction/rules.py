@@ -92,7 +92,8 @@ _FILLER_PHRASES = (
 # Openers that are glue only when punctuation sets them off ("Wait, I moved to Rome" but "Wait
 # until Friday"; "Give me a minute, I…" states what follows, not a request).
 _SET_OFF_OPENER = re.compile(
-    r"(?:wait|listen|look|guess what|hold on|you know what|give me a (?:minute|sec|second)|news flash)"
+    r"(?:wait|listen|look|guess what|hold on|you know what|give me a (?:minute|sec|second)|news flash"
+    r"|(?:big |good |bad |great |sad |some )?news|(?:quick |small )?update)"
     r"\s*[,!:…]+\s*|(?:wait|listen|look|guess what|hold on)\s*[-–—]+\s*",
     re.IGNORECASE,
 )
@@ -624,6 +625,8 @@ class _Batch:
         text = rewrite_relative(clause, dates)
         text = _third_person(text, speaker, other)
         text = _polish(text)
+        # "I'm Lucía, I work as a nurse": saying who one is states nothing ("Lucía is Lucía").
+        text = re.sub(rf"^{re.escape(speaker)} is {re.escape(speaker)}\b[,;]?\s*", "", text)
         kind = _kind(text, subject, date, turn.event_at)
         if not _has_content(text, subject):
             return None

@@ -1119,3 +1119,19 @@ def test_a_promotion_is_the_job_now(service, tenant) -> None:  # type: ignore[no
     assert _fact(rows, "Ann's job: Ann works as a teacher at Lincoln High").status == "superseded"
     assert _fact(rows, "Ann's job: Ann works as a vice principal").status == "active"
     assert _fact(rows, "Ann's employer: Ann works at Lincoln High").status == "active"  # still there
+
+
+def test_a_new_amount_or_address_replaces_the_old(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My rent is $1,650 a month.", "I live at 14 Birch Lane in Portland."], T0, "s1")
+    later = [
+        "Update: my landlord raised the rent to $1,820 starting April 1.",
+        "I moved, I now live at 220 Elm Street in Portland.",
+    ]
+    _add(service, ctx, user, later, T0 + timedelta(days=50), "s2")
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's rent is $1,650 a month").status == "superseded"
+    assert _fact(rows, "Ann lives at 14 Birch Lane in Portland").status == "superseded"
+    assert _fact(rows, "Ann lives at 220 Elm Street").status == "active"
+    assert [m.status for m in rows if m.type == "semantic" and "$1,820" in m.content] == ["active"]

@@ -168,6 +168,11 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann is a teacher at Lincoln High", ("job", "teacher")),
         ("Ann is a big fan at Anfield", None),
         ("Ann got promoted to vice principal", ("job", "vice principal")),
+        # One amount of a kind at a time (QA round 3).
+        ("Ann's rent is $1,650 a month", ("rent", "$1,650 a month")),
+        ("Ann's landlord raised the rent to $1,820 starting on 1 April 2024", ("rent", "$1,820")),
+        ("Ann raised Ann's budget to $8,000", ("budget", "$8,000")),
+        ("Ann lives at 14 Birch Lane in Portland", ("residence", "14 birch lane")),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:

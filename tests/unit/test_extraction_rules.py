@@ -764,6 +764,18 @@ def test_hyphenated_verbs_greetings_and_agreement(said: str, facts: list[str]) -
         # A sentence adverb before the statement (it stated nothing).
         ("sadly our dog Rex died yesterday", ["Kim's dog Rex died on 9 January 2024"]),
         ("Unfortunately I lost my job at Acme.", ["Kim lost Kim's job at Acme"]),
+        # Saying who one is states nothing ("Lucía is Lucía, Lucía works as a nurse").
+        ("I'm Kim, I work as a nurse at Hospital La Fe.", ["Kim works as a nurse at Hospital La Fe"]),
+        ("Bad news, my left knee hurts again.", ["Kim's left knee hurts again"]),
+        # A date one signed up for, or needs to meet, is ahead; a weekly routine is no date.
+        (
+            "I signed up for the Riverside Half Marathon on June 9.",
+            ["Kim signed up for the Riverside Half Marathon on 9 June 2024"],
+        ),
+        (
+            "I can run Tuesday, Thursday and Saturday mornings.",
+            ["Kim can run Tuesday, Thursday and Saturday mornings"],
+        ),
         # The speaker's second verb agrees too, but not one after "to".
         ("I live in Austin and work at Dell.", ["Kim lives in Austin and works at Dell"]),
         ("I want to travel and see Rome.", ["Kim wants to travel and see Rome"]),
