@@ -117,7 +117,8 @@ _TRIGGER = re.compile(
             r"(?P<wkend>\b(?:on|over|during|at)\s+the\s+weekend\b)",
             rf"(?P<dmy>\b(?:on\s+)?(?:the\s+)?{_ORD}(?:\s+of)?\s+(?:{_MONTH}|{_MON_ABBR})(?:,?\s+{_YEAR})?)",
             rf"(?P<mdy>\b(?:on\s+)?(?:{_MONTH}|{_MON_ABBR})\s+{_ORD}\b(?:,?\s+{_YEAR}\b)?)",
-            rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b{_PREP}\s+{_MONTH}\b)",
+            # "from October 10" is a day, not "from October" and a stray 10.
+            rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b{_PREP}\s+{_MONTH}\b(?!\s+{_ORD}\b))",
             # "on the 20th" is a day of the month meant; "the 20th century", "my 20th birthday" are none.
             r"(?P<nth>\bon\s+the\s+(?:[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b(?!\s+(?:of|century|anniversary|birthday)\b))",
             r"(?P<season>\b(?:this\s+past|this\s+coming|last|this|next|coming)\s+(?:spring|summer|fall|autumn|winter)\b)",

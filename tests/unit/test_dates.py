@@ -223,6 +223,14 @@ def test_a_date_after_a_preposition_takes_no_second_one() -> None:
     assert rewrite_relative(text, resolve_dates(text, said)) == "I stayed until 15 March 2024."
 
 
+def test_a_range_of_days_is_dated_by_its_start_and_both_ends_say_their_year() -> None:
+    said = datetime(2024, 6, 3, tzinfo=UTC)
+    text = "We are going to Japan from October 10 to October 24."
+    dates = resolve_dates(text, said)
+    assert [d.value.date() for d in dates] == [date(2024, 10, 10), date(2024, 10, 24)]  # "from October", "24"
+    assert rewrite_relative(text, dates) == "We are going to Japan from 10 October 2024 to 24 October 2024."
+
+
 def test_a_year_ago_today_is_one_day() -> None:
     said = datetime(2024, 3, 1, 9, tzinfo=UTC)
     text = "A year ago today I ran my first marathon, and yesterday I ran again."
