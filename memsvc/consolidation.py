@@ -210,6 +210,9 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
     )
 )
+_DIED_NAMED = re.compile(
+    r"^(?P<v>(?-i:[A-Z])[\w'-]+)\s+(?:has\s+|just\s+)?(?:passed away|died(?!\s+down)|was put down|ran away)\b"
+)
 # "Tom and Ann broke up": the other one named first.
 _PARTED = re.compile(
     rf"^(?P<v>.+?) and (?P<s>.+?) (?:broke up|split up|split|separated|got divorced|are getting divorced)"
@@ -406,6 +409,9 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         written = _value_text(favourite.group("v"))
         what = " ".join(favourite.group("what").lower().split())
         return Slot(f"favorite {what}"[:64], written.lower(), written) if written else None
+    if (died := _DIED_NAMED.match(content)) and died.group("v") != subject:
+        # "Tiger passed away", told by Mei: the end of Mei's pet of that name, if Mei has one.
+        return Slot("pet", ENDED + died.group("v").lower(), died.group("v"))
     if (parted := _PARTED.match(content)) and parted.group("s") == subject:
         return Slot("partner", ENDED + parted.group("v").lower(), parted.group("v"))
     if (couple := COUPLE.match(content)) and couple.group("subject") == subject:

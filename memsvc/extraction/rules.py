@@ -576,6 +576,9 @@ class _Batch:
         first = clause.split(maxsplit=1)[0].lower().rstrip(",!.")
         if first in _IMPERATIVE or _FILLER.match(clause) or _COMPLIMENT.search(clause):
             return None
+        if _DIED.match(clause):
+            # "Tiger passed away this morning": news the speaker tells, of someone theirs.
+            return speaker, "", 0.6
         named = self._named_subject(clause)
         if named:
             return named, "", 0.7
@@ -889,6 +892,10 @@ _THE_CALLED_OFF = re.compile(
 )
 
 
+# A death told by name ("Tiger passed away", "Grandpa Joe died last night").
+_DIED = re.compile(
+    rf"^(?:{_NAME_WORD}\s+){{1,2}}(?:has\s+|just\s+)?(?:passed away|died(?!\s+down)|was put down)\b"
+)
 # "fave color is green now", said without "my": the speaker's favourite.
 _BARE_FAVOURITE = re.compile(r"^(?=(?:fave|fav|favou?rite)\s+[\w-]+(?:\s+[\w-]+)?\s+is\b)", re.IGNORECASE)
 

@@ -1135,3 +1135,20 @@ def test_a_new_amount_or_address_replaces_the_old(service, tenant) -> None:  # t
     assert _fact(rows, "Ann lives at 14 Birch Lane in Portland").status == "superseded"
     assert _fact(rows, "Ann lives at 220 Elm Street").status == "active"
     assert [m.status for m in rows if m.type == "semantic" and "$1,820" in m.content] == ["active"]
+
+
+def test_a_pet_that_died_told_by_name_is_no_pet(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I have a cat named Tiger."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["Tiger passed away this morning.", "Rome died down after the festival."],
+        T0 + timedelta(days=30),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's pet is called Tiger").status == "superseded"
+    assert _fact(rows, "Tiger passed away on 9 February 2024").status == "active"

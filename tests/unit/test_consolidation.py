@@ -173,6 +173,8 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann's landlord raised the rent to $1,820 starting on 1 April 2024", ("rent", "$1,820")),
         ("Ann raised Ann's budget to $8,000", ("budget", "$8,000")),
         ("Ann lives at 14 Birch Lane in Portland", ("residence", "14 birch lane")),
+        # A death told by name ends the teller's pet of that name, if they have one.
+        ("Tiger passed away on 3 June 2024", ("pet", "ended:tiger")),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
