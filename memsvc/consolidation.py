@@ -401,14 +401,6 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         if topic == EVERY_REQUEST:
             topic = f"{EVERY_REQUEST}: {_instruction_about(directive, instruction.group('who'))}"
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
-    if content.startswith(subject) and (amount := _AMOUNT.match(content[len(subject) :].replace("’", "'"))):
-        written = _value_text(amount.group("v") or amount.group("v2"))
-        what = (amount.group("what") or amount.group("what2")).lower()
-        return Slot(what, written.lower(), written) if written else None
-    if (favourite := _FAVOURITE.match(content[len(subject) :])) and content.startswith(subject):
-        written = _value_text(favourite.group("v"))
-        what = " ".join(favourite.group("what").lower().split())
-        return Slot(f"favorite {what}"[:64], written.lower(), written) if written else None
     if (died := _DIED_NAMED.match(content)) and died.group("v") != subject:
         # "Tiger passed away", told by Mei: the end of Mei's pet of that name, if Mei has one.
         return Slot("pet", ENDED + died.group("v").lower(), died.group("v"))
@@ -419,6 +411,14 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     if not content.startswith(subject):
         return None
     rest = content[len(subject) :].replace("’", "'")
+    if amount := _AMOUNT.match(rest):
+        written = _value_text(amount.group("v") or amount.group("v2"))
+        what = (amount.group("what") or amount.group("what2")).lower()
+        return Slot(what, written.lower(), written) if written else None
+    if favourite := _FAVOURITE.match(rest):
+        written = _value_text(favourite.group("v"))
+        what = " ".join(favourite.group("what").lower().split())
+        return Slot(f"favorite {what}"[:64], written.lower(), written) if written else None
     if rest.startswith(" and others "):  # "we" in the speaker's words
         rest = rest[len(" and others") :]
     labelled = re.match(r"'s (?:job|car|employer|pet|partner): ", rest)  # a `state_sentence`

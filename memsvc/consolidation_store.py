@@ -355,29 +355,21 @@ def supersede_corrected(
     while its history keeps what was said and when. A corrected turn was said, and held until the
     correction: for a question about now it ranks below what the correction says (it had ranked
     above, "My team dinner is on Monday." over "… on 19 March")."""
-    plans = []
+    facts, turns_said = [], []
     for turns, corrected, said_at in corrections:
         if not corrected:
             continue
-
         for old in stated_only_by(session, tenant_id, turns):
             if old.status == "active" and old.id not in corrected:
                 valid_to = old.valid_from or old.event_at
-                plans.append(Supersede(old.id, _closest_fact(old.content, corrected), valid_to))
-        closed = select(Memory).where(
+                facts.append(Supersede(old.id, _closest_fact(old.content, corrected), valid_to))
+        said = select(Memory.id, Memory.content).where(
             Memory.id.in_(list(turns)), Memory.tenant_id == tenant_id, Memory.status == "active"
         )
-        for turn in session.execute(closed.with_for_update()).scalars():
-            before = _snapshot(turn)
-            turn.status, turn.superseded_by = "superseded", _closest_fact(turn.content, corrected)
-            turn.valid_to = said_at
-            turn.updated_at = func.now()
-            session.flush()
-            session.execute(
-                insert(HistoryEvent),
-                [_event(tenant_id, user_id, turn.id, "supersede", actor, None, before, _snapshot(turn))],
-            )
-    return apply_supersessions(session, tenant_id, user_id, plans, actor)
+        for turn_id, content in session.execute(said).all():
+            turns_said.append(Supersede(turn_id, _closest_fact(content, corrected), said_at))
+    apply_supersessions(session, tenant_id, user_id, turns_said, actor)
+    return apply_supersessions(session, tenant_id, user_id, facts, actor)  # the facts it closed
 
 
 def _closest_fact(content: str, facts: dict[uuid.UUID, str]) -> uuid.UUID:
