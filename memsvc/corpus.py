@@ -127,7 +127,8 @@ class UserCorpus:
         self._slot_of: dict[uuid.UUID, int] = {}
         self._session_turns: dict[str | None, list[int]] = {}  # turn slots of a session, in order
         self._speaker_turns: Counter[str] = Counter()
-        self._instructions: set[uuid.UUID] = set()  # live standing instructions (`ingest.is_instruction`)
+        # Live preferences, the standing instructions (`ingest.is_instruction`) among them.
+        self._preferences: set[uuid.UUID] = set()
         self._dead = 0
         self._archived_live = 0
         self._text_bytes = 0
@@ -192,9 +193,15 @@ class UserCorpus:
         i = bisect.bisect_right(turns, self._keys[slot], key=self._keys.__getitem__)
         return turns[i] if i < len(turns) else None
 
+    def preference_slots(self) -> list[int]:
+        """Slots of the user's preferences, standing instructions among them (few: a search scores
+        each), in canonical order."""
+        return sorted((self._slot_of[i] for i in self._preferences), key=self._keys.__getitem__)
+
     def instruction_slots(self) -> list[int]:
-        """Slots of the user's standing instructions (few: a search scores each), in canonical order."""
-        return sorted((self._slot_of[i] for i in self._instructions), key=self._keys.__getitem__)
+        """Slots of the user's standing instructions, in canonical order."""
+        rows = self.rows
+        return [s for s in self.preference_slots() if is_instruction(rows[s].kind, rows[s].metadata)]
 
     def mentions_of(self, memory_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
         slot = self._slot_of.get(memory_id)
@@ -371,13 +378,11 @@ class UserCorpus:
             self._slot_of[row.id] = slot
         elif self._slot_of.get(row.id) == slot:
             del self._slot_of[row.id]
-        if is_instruction(row.kind, row.metadata):
+        if row.kind == "preference":
             if sign > 0:
-                self._instructions.add(row.id)
-            elif (live := self._slot_of.get(row.id)) is None or not is_instruction(
-                self.rows[live].kind, self.rows[live].metadata
-            ):
-                self._instructions.discard(row.id)
+                self._preferences.add(row.id)
+            elif (live := self._slot_of.get(row.id)) is None or self.rows[live].kind != "preference":
+                self._preferences.discard(row.id)
         if row.kind == "turn" and row.speaker:
             self._speaker_turns[row.speaker] += sign
             if self._speaker_turns[row.speaker] <= 0:

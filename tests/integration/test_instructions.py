@@ -279,3 +279,50 @@ def test_an_instruction_in_another_language_or_name_replaces_the_one_before(serv
         "- [2024-03-17] When the user asks about anything: answer in English. (src: t3)",
         "- [2024-03-18] When the user asks about anything: call the user Ann. (src: t4)",
     ]
+
+
+def test_a_question_about_what_was_said_is_not_governed_by_an_instruction(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    # "What did you tell me…" asks what happened; the instruction governs how the next answer is
+    # given and states nothing that happened, so it takes no result slot.
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user)
+    recall = "What did you tell me about the odds of drawing two aces from a deck?"
+    request = "How likely is it that I draw two aces from a deck?"
+    for query, governed in ((recall, False), (request, True)):
+        explained = service.search(ctx, SearchRequest(query=query, user_id=user, limit=10, explain=True))
+        boosts = [r.metadata["explain"]["instruction"] for r in explained]
+        assert sorted(boosts)[-1] == (service.search_engine.config.instruction_boost if governed else 0), query
+    assert {"m6", "m7"} & set(_search(service, ctx, user, recall)[0].source_message_ids)
+
+
+PREFERENCE_LINES = [
+    ("user", "I'm learning probability for a quality-control job and started with the basics this week."),
+    ("assistant", "Great, probability is the share of outcomes that give the event."),
+    (
+        "user",
+        "For probability I prefer step-by-step explanations with concrete examples like coin tosses and dice"
+        " rolls.",
+    ),
+    ("assistant", "Noted, I will use coins and dice."),
+    ("user", "My quality-control team samples ten parts from every batch."),
+    ("assistant", "Sampling ten parts per batch is a common plan for small lots."),
+    ("user", "A deck of cards has 26 red and 26 black cards, my textbook says."),
+    ("assistant", "Yes, hearts and diamonds are red, spades and clubs are black."),
+]
+
+
+def test_a_stated_preference_governs_the_requests_it_bears_on(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _ingest(service, ctx, user, PREFERENCE_LINES)
+    request = "Can you walk me through how to find the probability of drawing a red card?"
+    explained = service.search(ctx, SearchRequest(query=request, user_id=user, limit=3, explain=True))
+    preferences = [r for r in explained if r.kind == "preference"]
+    assert [r.source_message_ids for r in preferences] == [["m2"]], [(r.kind, r.content) for r in explained]
+    assert preferences[0].metadata["explain"]["instruction"] == service.search_engine.config.instruction_boost
+
+    # Not a request for work: a question about what was said, or one about someone.
+    for question in ("What did I say about red cards?", "How many red cards does a deck have?"):
+        explained = service.search(ctx, SearchRequest(query=question, user_id=user, limit=10, explain=True))
+        assert not [r for r in explained if r.metadata["explain"].get("instruction")], question
