@@ -61,20 +61,20 @@ PAST_QUERY = re.compile(
     re.IGNORECASE,
 )
 # Questions about what was said or done in the conversation ("What did you recommend…", "Have I
-# ever…", "the order in which I brought up…", "a summary of how my project went", "How many…"),
-# not requests for new work: a standing instruction governs how the next answer is given, and
-# its vector (the requests it governs: "resume content style") is near every question on that
-# topic without stating anything that happened. BEAM tune half (issue 19): R@10 0.7048 -> 0.7107
-# (summarization 0.283 -> 0.303, temporal 0.964 -> 1.000, no ability lower); LoCoMo has no
-# instructions.
+# ever…", "the order in which I brought up…", "a summary of how my project went"), not requests
+# for new work ("What is the best way to…" and "How many servings…" can be either: not counted).
+# A standing instruction governs how the next answer is given, and its vector (the requests it
+# governs: "resume content style") is near every question on its topic without stating anything
+# that happened. BEAM tune half (issue 19): R@10 0.7048 -> 0.7107 (summarization 0.283 -> 0.303,
+# temporal 0.964 -> 1.000, no ability lower; the same with "how many…" and "what is my…" counted);
+# LoCoMo has no instructions.
 RECALL_QUERY = re.compile(
     r"\b(did|have|had) (i|you|we)\b"
     r"|\b(i|you|we) (brought up|mentioned|said|told|asked|shared|outlined|described|discussed"
     r"|recommended|suggested)\b"
     r"|\bour (conversations?|discussions?|chats?|sessions?)\b"
     r"|\b(across|throughout|over) (my|our|the|all) (\w+ )?(sessions|conversations|discussions)\b"
-    r"|\border in which\b|\bsummar(y|i[sz]e)\b|\bhow many\b|\bwhat (is|was|are|were) (my|the)\b"
-    r"|\bwhen (does|did|is|was|will) (my|i)\b",
+    r"|\border in which\b|\bsummar(y|i[sz]e)\b|\bwhat (was|were) (my|the)\b|\bwhen (did|was) (my|i)\b",
     re.IGNORECASE,
 )
 # A request for work from the assistant ("Can you walk me through…", "How should I format it?",
@@ -136,12 +136,14 @@ class SearchConfig:
     # prefers step-by-step explanations with concrete examples like coin tosses"): at most
     # `preference_limit` of them, ranked by cosine plus BM25 share (a preference is rarely worded
     # like the request: that one has cosine 0.08 to "how to find the probability of drawing a red
-    # card"), each scoring at least `preference_min_score`, rank `instruction_boost` higher. BEAM
+    # card"), each scoring at least `preference_min_score`, rank `preference_boost` higher. BEAM
     # tune half (issue 19): preference following 0.857 -> 1.000, all 0.7107 -> 0.7266, nothing
     # else moved (0 / 0.1: 1.000; 0.15-0.5: 0.929; two instead of three: the same); LoCoMo asks
-    # no requests. Boosted for every question, LoCoMo tune R@10 fell 0.8043 -> 0.7857.
+    # no requests. Boosted for every question, LoCoMo tune R@10 fell 0.8043 -> 0.7857. Boost 6:
+    # 0.929; 1-4: 0.857 (below the turns near the request).
     preference_limit: int = 3
     preference_min_score: float = 0.1
+    preference_boost: float = 8.0
 
 
 class SearchEngine:
@@ -231,14 +233,18 @@ def rank_corpus(
         return []
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
-    instructions = []
+    # The instructions and preferences that govern the request, each with its boost.
+    governing: dict[int, float] = {}
     if not RECALL_QUERY.search(request.query):
         current = request.as_of is None
-        instructions = _governing_instructions(corpus, eligible, query_vector, config, current=current)
         if REQUEST_QUERY.search(request.query):
-            instructions += _governing_preferences(
+            for slot in _governing_preferences(
                 corpus, eligible, query_vector, lexical_all, config, current=current
-            )
+            ):
+                governing[slot] = config.preference_boost
+        for slot in _governing_instructions(corpus, eligible, query_vector, config, current=current):
+            governing[slot] = config.instruction_boost
+    instructions = list(governing)
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
         pool = _with_survivors(corpus, pool, instructions)
@@ -301,8 +307,8 @@ def rank_corpus(
         )
     bonuses["place"] = _place_bonus(corpus, rows, request.query, config)
     bonuses["instruction"] = np.zeros(n)
-    for slot in instructions:
-        bonuses["instruction"][pool.index(slot)] = config.instruction_boost
+    for slot, boost in governing.items():
+        bonuses["instruction"][pool.index(slot)] = boost
     bonus = sum(bonuses.values(), np.zeros(n))
     ranking = replace(
         config.ranking,
@@ -550,7 +556,7 @@ def _governing_preferences(
 ) -> list[int]:
     """The slots of the user's stated preferences (not instructions: they name no requests) that
     best match a request, at most `SearchConfig.preference_limit`, by cosine plus BM25 share."""
-    if not config.instruction_boost or not config.preference_limit:
+    if not config.preference_boost or not config.preference_limit:
         return []
     live = _live(corpus, corpus.preference_slots(), current)
     slots = live[np.isin(live, eligible)] if len(live) else live
