@@ -85,7 +85,8 @@ RECALL_QUERY = re.compile(
 REQUEST_QUERY = re.compile(
     r"\b(can|could|would|will) you\b|\bwhat (would|do) you (suggest|recommend|think)\b"
     r"|\bhow (do|can|should|would|could|might) i\b|\bhelp me\b|\b(show|walk|tell|give) me\b"
-    r"|\bwhere (do you think|should) i\b"
+    r"|\bwhere (do you think|should) i\b|\bwhat should (i|we)\b"
+    r"|\bwhat(?:'s| is| are) (the )?(best|right|easiest|simplest) (ways?|approach(es)?|methods?)\b"
     r"|\bi'?m (planning|looking|trying|about|going|working|applying|updating)\b|\bi'?d like\b"
     r"|^(please )?(explain|show|help|suggest|recommend|write|create|give|list)\b",
     re.IGNORECASE,

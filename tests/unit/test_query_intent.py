@@ -1,0 +1,62 @@
+"""Which questions are about what was said (no instruction governs them) and which are requests for
+work (the user's stated preferences govern them too): `search.RECALL_QUERY`, `search.REQUEST_QUERY`."""
+
+from __future__ import annotations
+
+import pytest
+
+from memsvc.search import RECALL_QUERY, REQUEST_QUERY
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What did you recommend for weaving keywords into my resume?",
+        "How did you suggest I handle the rate limit?",
+        "Have I ever used Redis in this project?",
+        "Did we settle on a deadline for the first sprint?",
+        "Which libraries did I say I wanted to avoid?",
+        "Can you list the order in which I brought up different aspects of my app?",
+        "Can you give me a summary of how my budget tracker project has progressed?",
+        "What topics came up in our conversations about the move?",
+        "How many days off did I take across my sessions?",
+        "What was my score on the first quiz?",
+        "When did I finish the wireframe?",
+    ],
+)
+def test_questions_about_what_was_said_are_recall(question: str) -> None:
+    assert RECALL_QUERY.search(question), question
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        "Can you walk me through how to find the probability of drawing a red card?",
+        "How should I format my resume for a UK job?",
+        "What would you suggest for caching my API responses?",
+        "I'm planning to add user login to my Flask app. Which libraries should I use?",
+        "As I mentioned, I need a loading spinner. How do I add one?",
+        "Can you summarize these three methods for me?",
+        "What is the best way to organize my past jobs?",
+        "Help me set up a CI pipeline.",
+    ],
+)
+def test_requests_for_work_are_not_recall(request_: str) -> None:
+    assert not RECALL_QUERY.search(request_), request_
+    assert REQUEST_QUERY.search(request_), request_
+
+
+def test_a_question_about_history_is_not_about_the_conversation() -> None:
+    assert not RECALL_QUERY.search("What were the main causes of the First World War?")
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What does Melanie like to paint?",
+        "When did Caroline go to the LGBTQ support group?",
+        "Where is Jon from?",
+    ],
+)
+def test_questions_about_someone_are_no_requests(question: str) -> None:
+    assert not REQUEST_QUERY.search(question), question
