@@ -248,10 +248,9 @@ def rank_corpus(
                 governing[slot] = config.preference_boost
         for slot in _governing_instructions(corpus, eligible, query_vector, config, current=current):
             governing[slot] = config.instruction_boost
-    instructions = list(governing)
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
-        pool = _with_survivors(corpus, pool, instructions)
+        pool = _with_survivors(corpus, pool, list(governing))
         stats = corpus.dense_stats(query_vector)
         dense = _pool_dense(corpus, pool, scored, query_vector)
     else:
@@ -263,7 +262,7 @@ def rank_corpus(
         pool = _with_survivors(
             corpus,
             _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config),
-            instructions,
+            list(governing),
         )
         dense = by_slot[pool]
     lexical = lexical_all[pool]
@@ -511,11 +510,11 @@ def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[
     return list(dict.fromkeys(seeds))
 
 
-def _with_survivors(corpus: UserCorpus, pool: list[int], instructions: Sequence[int] = ()) -> list[int]:
+def _with_survivors(corpus: UserCorpus, pool: list[int], governing: Sequence[int] = ()) -> list[int]:
     """The pool with the memory each archived row of it was merged into (which now stands for
-    it) and the governing `instructions`, in canonical order."""
+    it) and the `governing` instructions and preferences, in canonical order."""
     slot_of = corpus.row_index()
-    extra = set(instructions)
+    extra = set(governing)
     for slot in pool:
         row = corpus.rows[slot]
         into = row.metadata.get("merged_into") if row.status == "archived" else None
