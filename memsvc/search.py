@@ -141,11 +141,11 @@ class SearchConfig:
     # like the request: that one has cosine 0.08 to "how to find the probability of drawing a red
     # card"), each scoring at least `preference_min_score`, rank `preference_boost` higher. BEAM
     # tune half (issue 19): preference following 0.857 -> 1.000, all 0.7107 -> 0.7266, nothing
-    # else moved (min score 0 / 0.1: 1.000; 0.15-0.5: 0.929; three as two, one 0.929: two, the
-    # fewest slots raised above the rest for that); LoCoMo asks no requests. Boosted for every
-    # question, LoCoMo tune R@10 fell 0.8043 -> 0.7857. Boost 6: 0.929; 1-4: 0.857 (below the
-    # turns near the request).
-    preference_limit: int = 2
+    # else moved (min score 0 / 0.1: 1.000; 0.15-0.5: 0.929; one: 0.929; two as three until
+    # questions asked mid-sentence no longer hid preferences: then two 0.929, three to five 1.000);
+    # LoCoMo asks no requests. Boosted for every question, LoCoMo tune R@10 fell 0.8043 -> 0.7857.
+    # Boost 6: 0.929; 1-4: 0.857 (below the turns near the request).
+    preference_limit: int = 3
     preference_min_score: float = 0.1
     preference_boost: float = 8.0
 

@@ -300,7 +300,7 @@ def valid_from(text: str, base: datetime) -> datetime | None:
 
 
 _PREPOSITION_BEFORE = re.compile(
-    r"\b(?:to|until|till|by|from|since|before|after|for|on|in)\s+$", re.IGNORECASE
+    r"\b(?:to|until|till|by|from|since|before|after|for|on|in|of|between|around|through)\s+$", re.IGNORECASE
 )
 _YEAR_WRITTEN = re.compile(r"\b\d{4}\b|'\d\d\b")
 
@@ -318,7 +318,8 @@ def rewrite_relative(text: str, dates: list[ResolvedDate]) -> str:
         out.append(text[pos : d.start])
         phrase = d.phrase
         if _PREPOSITION_BEFORE.search(text, 0, d.start) and phrase.startswith(("on ", "in ")):
-            phrase = phrase[3:]  # "moved it to Thursday": "to 21 March 2024", not "to on 21 March"
+            phrase = phrase[3:]  # "moved it to Thursday": "to 21 March 2024", not "to on 21 March";
+            # "a deadline of April 15": not "of on 15 April"
         out.append(phrase)
         pos = d.end
     out.append(text[pos:])

@@ -470,6 +470,8 @@ class _Batch:
                 if statement is None:
                     continue
                 sentence = statement
+            elif (asked := _ASKING_INVERTED.search(sentence)) is not None:
+                sentence = sentence[: asked.start()].strip(" ,;")
             if _in_another_language(sentence) or SECRET.search(sentence):
                 continue
             instruction = _instruction(sentence, turn)
@@ -854,6 +856,15 @@ _ASKING = re.compile(
 )
 
 
+# A question asked mid-sentence and not ended with its mark ("…, so I prefer minimal dependencies,
+# how can I keep my app small, considering the deadline."): an auxiliary before its subject, after a
+# comma or a joining word. Without the mark only that inversion tells it from a statement that
+# goes on with a wh-word ("…, and how we fixed it").
+_ASKING_INVERTED = re.compile(
+    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:(?:what|how|why|where|when|which)\s+"
+    rf"(?:\w+\s+)?)?{_AUXILIARY}\s+(?:you|i|we)\b",
+    re.IGNORECASE,
+)
 # Where the question starts when it asks from its first word.
 _ASKING_FIRST = re.compile(rf"(?:what|how|why|where|when|which|who|whom|whose|{_AUXILIARY})\b", re.IGNORECASE)
 # "…, but I'm not sure how to start" leads into the question: the statement ends before it.

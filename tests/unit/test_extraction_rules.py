@@ -801,3 +801,28 @@ def test_new_york_is_one_place() -> None:
     result = RulesExtractor().extract([turn])
     assert "York" not in {e.name for e in result.entities}  # "New" was skipped as an adjective
     assert [(r.predicate, r.object) for r in result.relations] == [("lives_in", "New York")]
+
+
+def test_a_question_asked_mid_sentence_without_its_mark_states_nothing() -> None:
+    said = RulesExtractor().extract(
+        chat(
+            (
+                "user",
+                "I'm trying to keep my app small, so I prefer minimal dependencies, how can I keep my Flask "
+                "app lean while adding every feature, considering the deadline.",
+            ),
+            ("user", "I told her what happened, and how we fixed it."),
+            ("user", "I finished the wireframe, and what a relief that was."),
+        )
+    )
+    facts = [(f.kind, f.content) for f in said.facts if f.source_message_ids == ("m1",)]
+    assert ("preference", "User prefers minimal dependencies") in facts
+    assert not [c for _, c in facts if "how can" in c or "Flask" in c], facts
+    # No auxiliary before its subject: a statement that goes on with a wh-word keeps it.
+    assert facts_from(said, "m2") == ["User told her what happened, and how user and others fixed it"]
+    assert any("wireframe" in c for c in facts_from(said, "m3"))
+
+
+def test_a_date_after_of_reads_without_a_second_preposition() -> None:
+    said = RulesExtractor().extract(chat(("user", "I have a deadline of April 15 for the MVP.")))
+    assert facts_from(said, "m1") == ["User has a deadline of 15 April 2023 for the MVP"]
