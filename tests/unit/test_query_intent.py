@@ -36,6 +36,7 @@ def test_questions_about_what_was_said_are_recall(question: str) -> None:
         "What would you suggest for caching my API responses?",
         "I'm planning to add user login to my Flask app. Which libraries should I use?",
         "As I mentioned, I need a loading spinner. How do I add one?",
+        "How should I apply the approach you suggested to my resume?",
         "Can you summarize these three methods for me?",
         "What is the best way to organize my past jobs?",
         "Help me set up a CI pipeline.",
