@@ -700,8 +700,12 @@ def build_results(
     groups: list[list[int]] = []
     group_of: dict[int, int] = {}
     slot: dict[tuple[str | int, int], int] = {}
-    covered: set[str] = set()
-    covered_by: dict[str, int] = {}  # message id -> the group that returns it
+    # Message id -> the group that returns it: `covered_by` any result, `worded_by` one that holds
+    # the message's words (a turn, a passage). A fact is dropped only when its message's words are
+    # returned: another fact from the same message ("Priya loves spicy food" beside "Priya is
+    # vegetarian") states something else.
+    covered_by: dict[str, int] = {}
+    worded_by: dict[str, int] = {}
     kept_tokens: list[frozenset[str]] = []
     used_words = 0
     for rank, i in enumerate(order):
@@ -731,14 +735,15 @@ def build_results(
                 groups[target].append(i)
                 group_of[i] = target
                 slot[key] = i
-                covered.update(c.source_message_ids)
                 covered_by.update(dict.fromkeys(c.source_message_ids, target))
+                worded_by.update(dict.fromkeys(c.source_message_ids, target))
                 if target < config.budget_results:
                     used_words += c.words
                 continue
-        if config.dedup_covered and c.source_message_ids and covered.issuperset(c.source_message_ids):
+        by = worded_by if c.kind == "fact" else covered_by
+        if config.dedup_covered and c.source_message_ids and by.keys() >= set(c.source_message_ids):
             if temporal and c.kind == "fact":
-                owners = {covered_by[s] for s in c.source_message_ids}
+                owners = {worded_by[s] for s in c.source_message_ids}
                 date = ABSOLUTE_DATE.search(c.content)
                 if date and len(owners) == 1:
                     owner = owners.pop()
@@ -761,8 +766,9 @@ def build_results(
         group_of[i] = len(groups)
         groups.append([i])
         kept_tokens.append(tokens)
-        covered.update(c.source_message_ids)
         covered_by.update(dict.fromkeys(c.source_message_ids, len(groups) - 1))
+        if c.kind in ("turn", "passage"):
+            worded_by.update(dict.fromkeys(c.source_message_ids, len(groups) - 1))
         if key is not None:
             slot[key] = i
         if len(groups) <= config.budget_results:

@@ -233,6 +233,21 @@ def test_dedup_drops_near_duplicates_and_covered_facts_and_excluded_kinds() -> N
     assert [r.id for r in build_results(cands, scores, keep)] == ["s1", "D1:0", "f1", "D1:4", "D1:8"]
 
 
+def test_a_fact_is_not_covered_by_another_fact_from_its_message() -> None:
+    # "I'm vegetarian and I love spicy food": the two facts state different things; only the
+    # message's own words (its turn) hold both.
+    spicy = Candidate(id="f1", content="Priya loves spicy food", kind="fact", source_message_ids=("D1:0",))
+    vegetarian = Candidate(id="f2", content="Priya is vegetarian", kind="fact", source_message_ids=("D1:0",))
+    cands = [spicy, vegetarian, turn(0, "I'm vegetarian and I love spicy food"), turn(8, "something else")]
+    scores = np.array([9.0, 3.0, 2.0, 1.0])
+    # The turn's message is returned by the facts before it (dropped, as before); the second fact
+    # is kept: the first does not state it.
+    assert [r.id for r in build_results(cands, scores, RankingConfig())] == ["f1", "f2", "D1:8"]
+    # A returned turn covers both facts.
+    worded = np.array([2.0, 1.5, 9.0, 1.0])
+    assert [r.id for r in build_results(cands, worded, RankingConfig())] == ["D1:0", "D1:8"]
+
+
 def test_a_when_question_keeps_the_date_a_covered_fact_spells_out_beside_its_turn() -> None:
     dated = Candidate(
         id="f1",
