@@ -135,17 +135,18 @@ class SearchConfig:
     instruction_min_cosine: float = 0.25
     instruction_limit: int = 3
     # A request for work (`REQUEST_QUERY`) is governed by the user's stated preferences too ("User
-    # prefers step-by-step explanations with concrete examples like coin tosses"): at most
-    # `preference_limit` of them, ranked by cosine plus BM25 share (a preference is rarely worded
-    # like the request: that one has cosine 0.08 to "how to find the probability of drawing a red
-    # card"), each scoring at least `preference_min_score`, rank `preference_boost` higher. BEAM
-    # tune half (issue 19): preference following 0.857 -> 1.000, all 0.7107 -> 0.7266, nothing
-    # else moved (min score 0 / 0.1: 1.000; 0.15-0.5: 0.929; one: 0.929; two as three until
-    # questions asked mid-sentence no longer hid preferences: then two 0.929, three to five 1.000);
-    # LoCoMo asks no requests. Boosted for every question, LoCoMo tune R@10 fell 0.8043 -> 0.7857.
-    # Boost 6: 0.929; 1-4: 0.857 (below the turns near the request).
+    # prefers step-by-step explanations with concrete examples like coin tosses"): the
+    # `preference_limit` nearest the request, each at cosine `preference_min_cosine` or more,
+    # rank `preference_boost` higher. BEAM tune half (issue 19): preference following 0.857 ->
+    # 0.929, all 0.7107 -> 0.7186 (0.15-0.25 alike; 0.3: 0.857). Below 0.15 the one more
+    # preference found (cosine 0.08 to "how to find the probability of drawing a red card", 0.1
+    # with its BM25 share) came with preferences unrelated to the request: MiniLM puts unrelated
+    # texts at 0.1-0.13 ("Tom prefers minimal dependencies" for a book on the Roman empire), and
+    # one common word ("work") lifted "prefers a formal tone for anything work related" for "How do
+    # vaccines work?". LoCoMo asks no requests; boosted for every question, its tune R@10 fell
+    # 0.8043 -> 0.7857. Boost 6: 0.929; 1-4: 0.857 (below the turns near the request).
     preference_limit: int = 3
-    preference_min_score: float = 0.1
+    preference_min_cosine: float = 0.2
     preference_boost: float = 8.0
 
 
@@ -241,9 +242,7 @@ def rank_corpus(
     if not RECALL_QUERY.search(request.query):
         current = request.as_of is None
         if REQUEST_QUERY.search(request.query):
-            for slot in _governing_preferences(
-                corpus, eligible, query_vector, lexical_all, config, current=current
-            ):
+            for slot in _governing_preferences(corpus, eligible, query_vector, config, current=current):
                 governing[slot] = config.preference_boost
         for slot in _governing_instructions(corpus, eligible, query_vector, config, current=current):
             governing[slot] = config.instruction_boost
@@ -538,40 +537,56 @@ def _governing_instructions(
     if not config.instruction_boost:
         return []
     live = _live_instructions(corpus, current)
-    # isin, not intersect1d: a handful of instructions against up to every slot (no sort of those).
-    slots = live[np.isin(live, eligible)] if len(live) else live
-    if not len(slots):
-        return []
-    cosines = _dot(corpus.vectors[slots], query_vector)
-    nearest = np.argsort(-cosines, kind="stable")[: config.instruction_limit]
-    return [int(slots[i]) for i in nearest if cosines[i] >= config.instruction_min_cosine]
+    limit, min_cosine = config.instruction_limit, config.instruction_min_cosine
+    return _nearest(corpus, eligible, live, query_vector, limit, min_cosine)
 
 
 def _governing_preferences(
     corpus: UserCorpus,
     eligible: Slots,
     query_vector: npt.NDArray[np.float32],
-    lexical_all: npt.NDArray[np.float64],
     config: SearchConfig,
     *,
     current: bool,
 ) -> list[int]:
-    """The slots of the user's stated preferences (not instructions: they name no requests) that
-    best match a request, at most `SearchConfig.preference_limit`, by cosine plus BM25 share."""
+    """The slots of the speakers' own stated preferences (not instructions, which name their
+    requests; not "Lena's friend Ann likes hiking") nearest a request, at most
+    `SearchConfig.preference_limit`, each near enough (`preference_min_cosine`)."""
     if not config.preference_boost or not config.preference_limit:
         return []
-    live = _live(corpus, corpus.preference_slots(), current)
-    slots = live[np.isin(live, eligible)] if len(live) else live
-    slots = np.asarray(
-        [s for s in slots.tolist() if not is_instruction(corpus.rows[s].kind, corpus.rows[s].metadata)],
-        dtype=np.int64,
+    someone_of = tuple(f"{name.lower()}'s " for name in corpus.speakers)  # "Lena's friend Ann likes…"
+    rows = corpus.rows
+    live = _live(
+        corpus,
+        [
+            s
+            for s in corpus.preference_slots()
+            if not is_instruction(rows[s].kind, rows[s].metadata)
+            and not rows[s].content.lower().startswith(someone_of)
+        ],
+        current,
     )
+    limit, min_cosine = config.preference_limit, config.preference_min_cosine
+    return _nearest(corpus, eligible, live, query_vector, limit, min_cosine)
+
+
+def _nearest(
+    corpus: UserCorpus,
+    eligible: Slots,
+    candidates: Slots,
+    query_vector: npt.NDArray[np.float32],
+    limit: int,
+    min_cosine: float,
+) -> list[int]:
+    """Of the candidate slots the request may see, the `limit` nearest the query, each at least
+    `min_cosine` from it."""
+    # isin, not intersect1d: a handful of candidates against up to every slot (no sort of those).
+    slots = candidates[np.isin(candidates, eligible)] if len(candidates) else candidates
     if not len(slots):
         return []
-    top = float(lexical_all.max()) if len(lexical_all) else 0.0
-    scores = _dot(corpus.vectors[slots], query_vector) + (lexical_all[slots] / top if top > 0 else 0.0)
-    best = np.argsort(-scores, kind="stable")[: config.preference_limit]
-    return [int(slots[i]) for i in best if scores[i] >= config.preference_min_score]
+    cosines = _dot(corpus.vectors[slots], query_vector)
+    nearest = np.argsort(-cosines, kind="stable")[:limit]
+    return [int(slots[i]) for i in nearest if cosines[i] >= min_cosine]
 
 
 def _live_instructions(corpus: UserCorpus, current: bool) -> Slots:

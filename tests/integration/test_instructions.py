@@ -298,18 +298,15 @@ def test_a_question_about_what_was_said_is_not_governed_by_an_instruction(servic
 
 
 PREFERENCE_LINES = [
-    ("user", "I'm learning probability for a quality-control job and started with the basics this week."),
-    ("assistant", "Great, probability is the share of outcomes that give the event."),
-    (
-        "user",
-        "For probability I prefer step-by-step explanations with concrete examples like coin tosses and dice"
-        " rolls.",
-    ),
-    ("assistant", "Noted, I will use coins and dice."),
-    ("user", "My quality-control team samples ten parts from every batch."),
-    ("assistant", "Sampling ten parts per batch is a common plan for small lots."),
-    ("user", "A deck of cards has 26 red and 26 black cards, my textbook says."),
-    ("assistant", "Yes, hearts and diamonds are red, spades and clubs are black."),
+    ("user", "I'm learning to cook this year and try a new dinner every week."),
+    ("assistant", "That's a great habit."),
+    ("user", "I prefer vegetarian recipes that take under 30 minutes."),
+    ("assistant", "Noted: quick vegetarian dishes."),
+    ("user", "My partner and I moved to Leeds in March."),
+    ("assistant", "Leeds has a lively food scene."),
+    ("user", "My friend Ann likes hiking in the Alps every summer."),
+    ("assistant", "The Alps are lovely in summer."),
+    ("user", "For my code I prefer minimal dependencies."),
 ]
 
 
@@ -317,13 +314,19 @@ def test_a_stated_preference_governs_the_requests_it_bears_on(service, tenant) -
     ctx, _ = tenant
     user = f"in-{uuid.uuid4().hex[:6]}"
     _ingest(service, ctx, user, PREFERENCE_LINES)
-    request = "Can you walk me through how to find the probability of drawing a red card?"
+    request = "Can you suggest a quick recipe for dinner tonight?"
     explained = service.search(ctx, SearchRequest(query=request, user_id=user, limit=3, explain=True))
     preferences = [r for r in explained if r.kind == "preference"]
     assert [r.source_message_ids for r in preferences] == [["m2"]], [(r.kind, r.content) for r in explained]
-    assert preferences[0].metadata["explain"]["instruction"] == service.search_engine.config.instruction_boost
+    assert preferences[0].metadata["explain"]["instruction"] == service.search_engine.config.preference_boost
+
+    # A request no preference bears on gets none (MiniLM puts unrelated texts at cosine ~0.1),
+    # nor does a friend's preference govern the user's requests.
+    for request in ("Can you recommend a good book about the Roman empire?", "Can you plan a hiking trip?"):
+        explained = service.search(ctx, SearchRequest(query=request, user_id=user, limit=10, explain=True))
+        assert not [r.content for r in explained if r.metadata["explain"].get("instruction")], request
 
     # Not a request for work: a question about what was said, or one about someone.
-    for question in ("What did I say about red cards?", "How many red cards does a deck have?"):
+    for question in ("What did I say about recipes?", "What does Ann like to do in summer?"):
         explained = service.search(ctx, SearchRequest(query=question, user_id=user, limit=10, explain=True))
         assert not [r for r in explained if r.metadata["explain"].get("instruction")], question
