@@ -71,7 +71,10 @@ PAST_QUERY = re.compile(
 # "how many…", "what is my…", "what were the…", "summary" or "<wh-word> … you suggested" counted);
 # LoCoMo has no instructions.
 RECALL_QUERY = re.compile(
-    r"\b(did|have|had) (i|you|we)\b"
+    r"\b(did|have|had) (i|you|we)\b(?! (got|any)\b)|\bdo you remember\b|\bremind me\b"
+    r"|\b(what|everything) (i|you|we) (discussed|talked about|covered|said|told me)\b"
+    r"|\b(what|which) (was|were) (the|that|your) ([\w-]+ ){0,4}(you|i|we) (recommended|suggested|mentioned"
+    r"|said|gave|shared|described)\b"
     r"|\bour (conversations?|discussions?|chats?|sessions?)\b"
     r"|\b(across|throughout|over) (my|our|the|all) (\w+ )?(sessions|conversations|discussions)\b"
     r"|\border in which\b|\bsummar(y|i[sz]e)\b[^?.!]*\b(how|what) (i|my|we|our)\b"
@@ -84,10 +87,12 @@ RECALL_QUERY = re.compile(
 REQUEST_QUERY = re.compile(
     r"\b(can|could|would|will) you\b|\bwhat (would|do) you (suggest|recommend|think)\b"
     r"|\bhow (do|can|should|would|could|might) i\b|\bhelp me\b|\b(show|walk|tell|give) me\b"
-    r"|\bwhere (do you think|should) i\b|\bwhat should (i|we)\b"
+    r"|\bwhere (do you think|should) i\b|\b(what|which \w+) should (i|we)\b|\bshould i\b|\bis it worth\b"
     r"|\bwhat(?:'s| is| are) (the )?(best|right|easiest|simplest) (ways?|approach(es)?|methods?)\b"
-    r"|\bi'?m (planning|looking|trying|about|going|working|applying|updating)\b|\bi'?d like\b"
-    r"|^(please )?(explain|show|help|suggest|recommend|write|create|give|list)\b",
+    r"|\bwhat(?:'s| is) a good\b|\bany (\w+ )?(ideas|tips|suggestions|advice|recommendations)\b"
+    r"|\bi'?m (planning|looking|trying|about|going|working|applying|updating)\b|\bi'?d like\b|\bi need\b"
+    r"|^((hi|hey|hello)\b\W*)?(please\W*)?(explain|show|help|suggest|recommend|write|create|give|list|draft"
+    r"|rewrite|translate|make|plan|compare|outline|find)\b",
     re.IGNORECASE,
 )
 _RANKING_KIND = {"turn": "turn", "passage": "passage", "session": "digest"}  # semantic: "fact"

@@ -22,6 +22,11 @@ from memsvc.search import RECALL_QUERY, REQUEST_QUERY
         "How many days off did I take across my sessions?",
         "What was my score on the first quiz?",
         "When did I finish the wireframe?",
+        "Do you remember what you told me about my essay?",
+        "Remind me which library you recommended for storage.",
+        "What was the essay structure you recommended?",
+        "Tell me what I said about my sister.",
+        "I'd like to know what we discussed about my move.",
     ],
 )
 def test_questions_about_what_was_said_are_recall(question: str) -> None:
@@ -40,6 +45,18 @@ def test_questions_about_what_was_said_are_recall(question: str) -> None:
         "Can you summarize these three methods for me?",
         "What is the best way to organize my past jobs?",
         "Help me set up a CI pipeline.",
+        "Have you got any tips for my essay introduction?",
+        "I need a recipe for tonight.",
+        "What's a good recipe for tonight?",
+        "Any ideas for dinner tonight?",
+        "Should I take the job at Klarna?",
+        "Which laptop should I buy?",
+        "Is it worth buying an e-bike for my commute?",
+        "Draft an email to my landlord about the boiler.",
+        "Rewrite my bio in a more formal tone.",
+        "Translate my bio into Spanish.",
+        "Hi! Explain how carbon pricing works.",
+        "Please, explain how tides work.",
     ],
 )
 def test_requests_for_work_are_not_recall(request_: str) -> None:
