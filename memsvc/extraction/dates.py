@@ -148,6 +148,11 @@ _FUTURE = re.compile(
     r"|signed up|registered|booked|enrolled|starting|effective|need to|needs to|have to|has to"
     r"|cannot wait|looking forward|hope to|hoping to|want to|wanna|intend|about to|soon)\b|'ll\b"
     r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b"
+    # A deadline or appointment one has is ahead: "I have a deadline of April 15", "I've got a
+    # dentist appointment on the 3rd" (were the days before they were said).
+    r"|\bdeadline\s+(?:is|of|on|by|for)\b"
+    r"|\b(?:have|has|'ve|got)\s+(?:a|an|my|the)\s+(?:[\w-]+\s+){0,2}"
+    r"(?:deadline|appointment|exam|interview|meeting|flight|surgery)\b"
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
     # wedding's this Saturday" (were both resolved to the days before they were said).
     r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"

@@ -369,6 +369,8 @@ _PLAN = re.compile(
 _PREFERENCE = re.compile(
     r"\b(?:loves|loved|likes|liked|enjoys|enjoyed|enjoying|adores|prefers|preferred|hates|hated"
     r"|favou?rite|fave|fav|can't stand|fan of|passionate about|fond of|keen on|obsessed with"
+    r"|would rather|would prefer|'d rather|'d prefer|(?:is|am|are) (?:a )?(?:vegetarian|vegan|pescatarian)"
+    r"|(?:doesn't|does not|don't|do not) eat"
     r"|and others (?:love|like|enjoy|prefer|hate))\b"
     r"|\b(?:am|is|are|been|really|so)\s+(?:into|loving)\b",
     re.IGNORECASE,
@@ -470,7 +472,8 @@ class _Batch:
                 if statement is None:
                     continue
                 sentence = statement
-            elif (asked := _ASKING_INVERTED.search(sentence)) is not None:
+            elif (asked := _ASKING_INVERTED.search(sentence)) and _instruction(sentence, turn) is None:
+                # An instruction ("When I ask about taxes, please always give the year") is kept whole.
                 sentence = sentence[: asked.start()].strip(" ,;")
             if _in_another_language(sentence) or SECRET.search(sentence):
                 continue
@@ -851,18 +854,23 @@ _ASKING = re.compile(
     rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:any\s+(?:\w+\s+)?(?:tips|ideas|advice|suggestions"
     rf"|recommendations|thoughts)\b"
     rf"|(?:what|how|why)\b|(?:where|when|which|who|whom|whose)\s+{_AUXILIARY}\b"
+    rf"|(?:which|what)\s+(?:[\w-]+\s+){{1,5}}{_AUXILIARY}\s+(?:you|i|we)\b"  # ", which route would you…"
     rf"|{_AUXILIARY}\s+(?:you|i|we|it|they|he|she|this|that|there|these|those|my|your|the|a|an)\b)",
     re.IGNORECASE,
 )
 
 
 # A question asked mid-sentence and not ended with its mark ("…, so I prefer minimal dependencies,
-# how can I keep my app small, considering the deadline."): an auxiliary before its subject, after a
-# comma or a joining word. Without the mark only that inversion tells it from a statement that
-# goes on with a wh-word ("…, and how we fixed it").
+# how can I keep my app small, considering the deadline.", "…, is it too late to open an IRA",
+# "…, any tips"), or a request to the assistant ("…, so please keep that in mind"), after a comma
+# or a joining word: an auxiliary before its subject, or the few openers that only ask. Without
+# the mark only these tell it from a statement that goes on with a wh-word ("…, and how we fixed
+# it").
 _ASKING_INVERTED = re.compile(
-    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:(?:what|how|why|where|when|which)\s+"
-    rf"(?:\w+\s+)?)?{_AUXILIARY}\s+(?:you|i|we)\b",
+    rf"(?:,\s*|\s+(?:and|but|so|or)\s+)(?:(?:and|but|so|or)\s+)?(?:(?:(?:what|how|why|where|when|which)\s+"
+    rf"(?:[\w-]+\s+){{0,4}})?{_AUXILIARY}\s+(?:you|i|we|it|this|that|there)\b|please\b"
+    rf"|any\s+(?:\w+\s+)?(?:tips|ideas|advice|suggestions|recommendations|thoughts)\b"
+    rf"|what(?:'s|\s+is)\s+(?:the|a)\s)",
     re.IGNORECASE,
 )
 # Where the question starts when it asks from its first word.
@@ -889,7 +897,7 @@ def _statement_before_question(sentence: str) -> str | None:
     if m is None:
         return None
     statement = _UNSURE.split(sentence[: m.start()], maxsplit=1)[0].strip(" ,;")
-    if len(statement.split()) < 3 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
+    if len(statement.split()) < 2 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
         return None
     return statement
 

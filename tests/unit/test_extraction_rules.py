@@ -818,11 +818,51 @@ def test_a_question_asked_mid_sentence_without_its_mark_states_nothing() -> None
     facts = [(f.kind, f.content) for f in said.facts if f.source_message_ids == ("m1",)]
     assert ("preference", "User prefers minimal dependencies") in facts
     assert not [c for _, c in facts if "how can" in c or "Flask" in c], facts
+    more = RulesExtractor().extract(
+        chat(
+            ("user", "I have a deadline of April 15 for my taxes, is it too late to open an IRA"),
+            ("user", "I'm vegan, which restaurants in Leeds would you recommend?"),
+            ("user", "I prefer cooking with cast iron, what's the best way to season a new pan"),
+            ("user", "My daughter Zoe starts kindergarten in September, any tips"),
+            ("user", "I'm allergic to peanuts, so please keep that in mind."),
+        )
+    )
+    assert facts_from(more, "m1") == ["User has a deadline of 15 April 2024 for user's taxes"]
+    assert facts_from(more, "m2") == ["User is vegan"]
+    assert facts_from(more, "m3") == ["User prefers cooking with cast iron"]
+    assert facts_from(more, "m4") == ["User's daughter Zoe starts kindergarten in September"]
+    assert facts_from(more, "m5") == ["User is allergic to peanuts"]
     # No auxiliary before its subject: a statement that goes on with a wh-word keeps it.
     assert facts_from(said, "m2") == ["User told her what happened, and how user and others fixed it"]
     assert any("wireframe" in c for c in facts_from(said, "m3"))
 
 
-def test_a_date_after_of_reads_without_a_second_preposition() -> None:
-    said = RulesExtractor().extract(chat(("user", "I have a deadline of April 15 for the MVP.")))
-    assert facts_from(said, "m1") == ["User has a deadline of 15 April 2023 for the MVP"]
+def test_a_deadline_one_has_is_ahead_and_reads_without_a_second_preposition() -> None:
+    # Said on 8 May 2023: the next 15 April, and "of 15 April", not "of on 15 April".
+    said = RulesExtractor().extract(
+        chat(
+            ("user", "I have a deadline of April 15 for the MVP."),
+            ("user", "I have a dentist appointment on April 15."),
+            ("user", "I had a meeting on March 3 with Bob."),
+        )
+    )
+    assert facts_from(said, "m1") == ["User has a deadline of 15 April 2024 for the MVP"]
+    assert facts_from(said, "m2") == ["User has a dentist appointment on 15 April 2024"]
+    assert facts_from(said, "m3") == ["User had a meeting on 3 March 2023 with Bob"]
+
+
+def test_what_one_would_rather_and_what_one_eats_are_preferences() -> None:
+    said = RulesExtractor().extract(
+        chat(
+            ("user", "I'd rather not cook anything that takes more than 30 minutes on weeknights."),
+            ("user", "I'd prefer to avoid flying."),
+            ("user", "I'm vegetarian."),
+            ("user", "I don't eat meat."),
+        )
+    )
+    assert [(f.kind, f.content) for f in said.facts] == [
+        ("preference", "User would rather not cook anything that takes more than 30 minutes on weeknights"),
+        ("preference", "User would prefer to avoid flying"),
+        ("preference", "User is vegetarian"),
+        ("preference", "User doesn't eat meat"),
+    ]
