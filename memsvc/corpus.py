@@ -105,6 +105,14 @@ class CorpusRow(NamedTuple):
         )
 
 
+def _is_preference(row: CorpusRow) -> bool:
+    return row.kind == "preference"
+
+
+def _is_instruction(row: CorpusRow) -> bool:
+    return is_instruction(row.kind, row.metadata)
+
+
 class UserCorpus:
     """One user's memories indexed for ranking, updated in place from changed rows.
 
@@ -127,8 +135,9 @@ class UserCorpus:
         self._slot_of: dict[uuid.UUID, int] = {}
         self._session_turns: dict[str | None, list[int]] = {}  # turn slots of a session, in order
         self._speaker_turns: Counter[str] = Counter()
-        # Live preferences, the standing instructions (`ingest.is_instruction`) among them.
+        # Live preferences, and the standing instructions (`ingest.is_instruction`) among them.
         self._preferences: set[uuid.UUID] = set()
+        self._instructions: set[uuid.UUID] = set()
         self._dead = 0
         self._archived_live = 0
         self._text_bytes = 0
@@ -199,9 +208,9 @@ class UserCorpus:
         return sorted((self._slot_of[i] for i in self._preferences), key=self._keys.__getitem__)
 
     def instruction_slots(self) -> list[int]:
-        """Slots of the user's standing instructions, in canonical order."""
-        rows = self.rows
-        return [s for s in self.preference_slots() if is_instruction(rows[s].kind, rows[s].metadata)]
+        """Slots of the user's standing instructions (fewer still: every search scores them), in
+        canonical order."""
+        return sorted((self._slot_of[i] for i in self._instructions), key=self._keys.__getitem__)
 
     def mentions_of(self, memory_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
         slot = self._slot_of.get(memory_id)
@@ -378,11 +387,12 @@ class UserCorpus:
             self._slot_of[row.id] = slot
         elif self._slot_of.get(row.id) == slot:
             del self._slot_of[row.id]
-        if row.kind == "preference":
-            if sign > 0:
-                self._preferences.add(row.id)
-            elif (live := self._slot_of.get(row.id)) is None or self.rows[live].kind != "preference":
-                self._preferences.discard(row.id)
+        for kept, holds in ((self._preferences, _is_preference), (self._instructions, _is_instruction)):
+            if holds(row):
+                if sign > 0:
+                    kept.add(row.id)
+                elif (live := self._slot_of.get(row.id)) is None or not holds(self.rows[live]):
+                    kept.discard(row.id)
         if row.kind == "turn" and row.speaker:
             self._speaker_turns[row.speaker] += sign
             if self._speaker_turns[row.speaker] <= 0:

@@ -187,7 +187,8 @@ def test_a_batch_tagged_applies_to_makes_no_instruction(service, tenant) -> None
     stored = service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
     assert stored and all(r.metadata.get("source") == "import" for r in stored)
     assert not [r for r in stored if "applies_to" in r.metadata]
-    query = SearchRequest(query="What music should I listen to?", user_id=user, explain=True)
+    # Not a request ("What music should I…?" is one: the user's preferences would govern it).
+    query = SearchRequest(query="What music do I like?", user_id=user, explain=True)
     explained = service.search(ctx, query)
     assert explained and all(r.metadata["explain"]["instruction"] == 0 for r in explained)
 
