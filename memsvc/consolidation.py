@@ -154,6 +154,14 @@ _FAVOURITE = re.compile(
     r"(?P<v>.+)",
     re.IGNORECASE,
 )
+# "Nina prefers tea over coffee in the mornings", later "… coffee over tea … now": of the two
+# things compared one is preferred at a time, the pair its attribute.
+_PREFERS_OVER = re.compile(
+    r"^\s+(?:(?:now|still|really|actually|definitely)\s+)*(?:prefers|would rather have)\s+"
+    r"(?P<v>[\w'-]+(?:\s+[\w'-]+)?)\s+(?:over|to|rather than|instead of)\s+(?P<other>[\w'-]+(?:\s+[\w'-]+)?)"
+    r"(?=$|[,.;]|\s+(?:in|on|at|for|when|during|these|now|nowadays|anymore|lately|every|most|because)\b)",
+    re.IGNORECASE,
+)
 # The value of an attribute that ends with nothing in its place ("Ann quit her job at Acme",
 # "Ann sold her car", "Ann broke up with Tom"): `ENDED` + the value it names, or "" for whatever
 # value held. Values never hold ":" (`_VALUE_END` cuts there), so the prefix is unambiguous.
@@ -296,9 +304,19 @@ def _plan_words(text: str) -> frozenset[str]:
     return frozenset(_SAME_PLAN.get(word, word) for word in tokenize(text))
 
 
+def as_written(subject: str | None, content: str) -> str | None:
+    """The subject as the fact writes it at its start: a speaker named "user" opens a sentence as
+    "User" ("User lives in Boston"), and the fact is still theirs."""
+    if not subject or content.startswith(subject):
+        return subject
+    opening = subject[:1].upper() + subject[1:]
+    return opening if content.startswith(opening) else subject
+
+
 def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     """The words a plan must hold to be the one a fact says was called off (or moved to another
     time), if it says so."""
+    subject = as_written(subject, content)
     if not subject or not content.startswith(subject):
         return None
     match = _CANCELLED.match(content[len(subject) :].replace("’", "'"))
@@ -335,6 +353,7 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
     slot = fact_slot(content, subject)
     if slot is not None:
         return slot if slot.attribute == attribute else None
+    subject = as_written(subject, content) or subject
     if not content.startswith(subject) or _NEGATED.search(content):
         return None
     words = frozenset(attribute[len(STOPPED) :].split())
@@ -392,6 +411,7 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     """The attribute of `subject` a fact states a value of, if it is one that has one current value
     (where they live, their job, employer, pet, car, partner, the instruction for some requests);
     None for anything else."""
+    subject = as_written(subject, content)
     if not subject:
         return None
     instruction = INSTRUCTION_SENTENCE.match(content)
@@ -415,6 +435,10 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         written = _value_text(amount.group("v") or amount.group("v2"))
         what = (amount.group("what") or amount.group("what2")).lower()
         return Slot(what, written.lower(), written) if written else None
+    if prefers := _PREFERS_OVER.match(rest):
+        chosen, other = (" ".join(prefers.group(g).lower().split()) for g in ("v", "other"))
+        pair = " or ".join(sorted((chosen, other)))
+        return Slot(f"prefers {pair}"[:64], chosen, prefers.group("v"))
     if favourite := _FAVOURITE.match(rest):
         written = _value_text(favourite.group("v"))
         what = " ".join(favourite.group("what").lower().split())
@@ -509,6 +533,7 @@ def state_sentence(subject: str, slot: Slot) -> str:
     current value, not a stale one that happens to share them, ranks first."""
     article = "an" if slot.text[:1].lower() in "aeiou" else "a"
     sentence = _STATE[slot.attribute].format(s=subject, v=slot.text, a=article)
+    sentence = sentence[:1].upper() + sentence[1:]  # "User lives in Boston" for a speaker "user"
     # A street address is lived at ("Ann lives at 220 Elm Street"), a place in.
     return sentence.replace(" lives in ", " lives at ", 1) if slot.text[:1].isdigit() else sentence
 
@@ -626,6 +651,7 @@ _AND_THEN = re.compile(r",?\s+and\s+(?:then\s+|now\s+|also\s+|just\s+)?(?=[a-z]+
 
 def _partner_named(content: str, subject: str | None) -> Slot | None:
     """The partner a fact names on the way (`_PARTNER_NAMED`), for its plain statement."""
+    subject = as_written(subject, content)
     if not subject or not content.startswith(subject):
         return None
     named = _PARTNER_NAMED.match(content[len(subject) :].replace("’", "'"))
@@ -634,6 +660,7 @@ def _partner_named(content: str, subject: str | None) -> Slot | None:
 
 def _clauses(content: str, subject: str | None) -> list[str]:
     """The fact, then each further clause of it as its subject's own statement."""
+    subject = as_written(subject, content)
     if not subject or not content.startswith(subject):
         return [content]
     clauses = [f"{subject} {rest}" for rest in _AND_THEN.split(content)[1:]]

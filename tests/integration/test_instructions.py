@@ -331,3 +331,34 @@ def test_a_stated_preference_governs_the_requests_it_bears_on(service, tenant) -
     for question in ("What did I say about recipes?", "What does Ann like to do in summer?"):
         explained = service.search(ctx, SearchRequest(query=question, user_id=user, limit=10, explain=True))
         assert not [r for r in explained if r.metadata["explain"].get("instruction")], question
+
+
+def test_a_preference_turned_round_replaces_the_old_one_for_requests(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    for i, (at, text) in enumerate(
+        [
+            (START, "I prefer tea over coffee in the mornings."),
+            (START + timedelta(days=60), "I prefer coffee over tea in the mornings now."),
+        ]
+    ):
+        request = AddRequest(
+            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
+        )
+        assert service.run_ingest_job(service.submit_ingest(ctx, request)).status == "succeeded"
+    stored = {
+        r.content: r.status
+        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    }
+    assert stored == {
+        "User prefers tea over coffee in the mornings": "superseded",
+        "User prefers coffee over tea in the mornings now": "active",
+    }, stored
+    explained = service.search(
+        ctx,
+        SearchRequest(
+            query="What would you suggest I drink in the morning?", user_id=user, limit=5, explain=True
+        ),
+    )
+    governing = [r.content for r in explained if r.metadata["explain"]["instruction"]]
+    assert governing == ["User prefers coffee over tea in the mornings now"], governing

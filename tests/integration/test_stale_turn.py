@@ -37,3 +37,23 @@ def test_the_current_home_outranks_the_turn_that_said_the_old_one(service, tenan
         assert stale.status == "superseded"
         # At a penalty of 2 z the two were 0.2-0.3 apart here, and the other way round for a QA user.
         assert current.score - stale.score >= 1.0, [(r.score, r.status, r.content) for r in results]
+
+
+def test_a_user_without_a_name_moves_too(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    # Messages with no `name` are the speaker "user", whose facts open with "User …": the new home
+    # replaces the old one as it does for a named speaker.
+    ctx, _ = tenant
+    user = f"anon-{uuid.uuid4().hex[:6]}"
+    for i, (at, text) in enumerate(
+        [(T0, "I live in Boston."), (T0 + timedelta(days=60), "I moved to Denver.")]
+    ):
+        request = AddRequest(
+            user_id=user, messages=[Message(role="user", content=text, id=f"a{i}", created_at=at)]
+        )
+        assert service.run_ingest_job(service.submit_ingest(ctx, request)).status == "succeeded"
+    stored = {
+        r.content: r.status
+        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    }
+    assert stored["User lives in Boston"] == "superseded", stored
+    assert stored["User lives in Denver"] == "active", stored

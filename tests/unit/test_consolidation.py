@@ -165,6 +165,10 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann and others split in May 2023", ("partner", "ended:")),
         ("Ann and others split the bill", None),
         ("Ann's fave color is green now", ("favorite color", "green")),
+        ("Ann prefers tea over coffee in the mornings", ("prefers coffee or tea", "tea")),
+        ("Ann prefers coffee over tea in the mornings now", ("prefers coffee or tea", "coffee")),
+        ("Ann now prefers dark mode to light mode", ("prefers dark mode or light mode", "dark mode")),
+        ("Ann prefers detailed proofs with diagrams", None),
         ("Ann is a teacher at Lincoln High", ("job", "teacher")),
         ("Ann is a big fan at Anfield", None),
         ("Ann got promoted to vice principal", ("job", "vice principal")),
@@ -612,3 +616,11 @@ def test_a_full_name_is_a_person_where_its_first_name_is_one() -> None:
     ]
     assert [r.entity_type for r in people_by_first_name(rows)] == ["person", "person", "other", "place"]
     assert [r.entity_type for r in people_by_first_name(rows[1:])] == ["other", "other", "place"]
+
+
+def test_a_speaker_named_in_lower_case_opens_its_facts_capitalised() -> None:
+    from memsvc.consolidation import fact_slot
+
+    assert fact_slot("User lives in Boston", "user") == fact_slot("User lives in Boston", "User")
+    assert fact_slot("User lives in Boston", "user") is not None
+    assert fact_slot("Userland lives in Boston", "user") is None
