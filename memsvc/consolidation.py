@@ -532,8 +532,9 @@ def state_sentence(subject: str, slot: Slot) -> str:
     "Ann lives in Boston"): it answers "where does Ann live?" in the question's own words, so the
     current value, not a stale one that happens to share them, ranks first."""
     article = "an" if slot.text[:1].lower() in "aeiou" else "a"
-    sentence = _STATE[slot.attribute].format(s=subject, v=slot.text, a=article)
-    sentence = sentence[:1].upper() + sentence[1:]  # "User lives in Boston" for a speaker "user"
+    # A speaker named "user" is written as a fact writes it: "User's job: User works as a nurse".
+    written = subject[:1].upper() + subject[1:]
+    sentence = _STATE[slot.attribute].format(s=written, v=slot.text, a=article)
     # A street address is lived at ("Ann lives at 220 Elm Street"), a place in.
     return sentence.replace(" lives in ", " lives at ", 1) if slot.text[:1].isdigit() else sentence
 
