@@ -106,7 +106,8 @@ class CorpusRow(NamedTuple):
 
 
 def _is_preference(row: CorpusRow) -> bool:
-    return row.kind == "preference"
+    """A stated preference that is no standing instruction (instructions name their requests)."""
+    return row.kind == "preference" and not is_instruction(row.kind, row.metadata)
 
 
 def _is_instruction(row: CorpusRow) -> bool:
@@ -135,7 +136,7 @@ class UserCorpus:
         self._slot_of: dict[uuid.UUID, int] = {}
         self._session_turns: dict[str | None, list[int]] = {}  # turn slots of a session, in order
         self._speaker_turns: Counter[str] = Counter()
-        # Live preferences, and the standing instructions (`ingest.is_instruction`) among them.
+        # Live stated preferences, and live standing instructions (`ingest.is_instruction`).
         self._preferences: set[uuid.UUID] = set()
         self._instructions: set[uuid.UUID] = set()
         self._dead = 0
@@ -203,7 +204,7 @@ class UserCorpus:
         return turns[i] if i < len(turns) else None
 
     def preference_slots(self) -> list[int]:
-        """Slots of the user's preferences, standing instructions among them (few: a search scores
+        """Slots of the user's stated preferences, instructions not among them (a request scores
         each), in canonical order."""
         return sorted((self._slot_of[i] for i in self._preferences), key=self._keys.__getitem__)
 

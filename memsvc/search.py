@@ -560,17 +560,8 @@ def _governing_preferences(
     if not config.preference_boost or not config.preference_limit:
         return []
     someone_of = tuple(f"{name.lower()}'s " for name in corpus.speakers)  # "Lena's friend Ann likes…"
-    rows = corpus.rows
-    live = _live(
-        corpus,
-        [
-            s
-            for s in corpus.preference_slots()
-            if not is_instruction(rows[s].kind, rows[s].metadata)
-            and not rows[s].content.lower().startswith(someone_of)
-        ],
-        current,
-    )
+    own = [s for s in corpus.preference_slots() if not corpus.rows[s].content.lower().startswith(someone_of)]
+    live = _live(corpus, own, current)
     limit, min_cosine = config.preference_limit, config.preference_min_cosine
     return _nearest(corpus, eligible, live, query_vector, limit, min_cosine)
 

@@ -38,15 +38,20 @@ def _ingest(service, ctx, user: str, lines: list[tuple[str, str]] = LINES) -> No
     assert outcome.status == "succeeded", outcome.error
 
 
-def _say_one_by_one(service, ctx, user: str, said: list[tuple[datetime, str]]):  # type: ignore[no-untyped-def]
-    """Each message in an add of its own (ids t0, t1, ...); the context block for a question no
-    instruction is about, and the lines of its `## Instructions`."""
+def _add_one_by_one(service, ctx, user: str, said: list[tuple[datetime, str]]) -> None:  # type: ignore[no-untyped-def]
+    """Each message in an add of its own (ids t0, t1, ...)."""
     for i, (at, text) in enumerate(said):
         request = AddRequest(
             user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
         )
         outcome = service.run_ingest_job(service.submit_ingest(ctx, request))
         assert outcome.status == "succeeded", outcome.error
+
+
+def _say_one_by_one(service, ctx, user: str, said: list[tuple[datetime, str]]):  # type: ignore[no-untyped-def]
+    """`_add_one_by_one`, then the context block for a question no instruction is about, and the
+    lines of its `## Instructions`."""
+    _add_one_by_one(service, ctx, user, said)
     block = service.context(ctx, ContextRequest(query="What should I cook?", user_id=user, max_tokens=400))
     return block, block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
 
@@ -336,16 +341,15 @@ def test_a_stated_preference_governs_the_requests_it_bears_on(service, tenant) -
 def test_a_preference_turned_round_replaces_the_old_one_for_requests(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = f"in-{uuid.uuid4().hex[:6]}"
-    for i, (at, text) in enumerate(
+    _add_one_by_one(
+        service,
+        ctx,
+        user,
         [
             (START, "I prefer tea over coffee in the mornings."),
             (START + timedelta(days=60), "I prefer coffee over tea in the mornings now."),
-        ]
-    ):
-        request = AddRequest(
-            user_id=user, messages=[Message(role="user", content=text, id=f"t{i}", created_at=at)]
-        )
-        assert service.run_ingest_job(service.submit_ingest(ctx, request)).status == "succeeded"
+        ],
+    )
     stored = {
         r.content: r.status
         for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
