@@ -11,7 +11,7 @@ from typing import Protocol
 from uuid import UUID
 
 from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memsvc import __version__, logs
 from memsvc.api import problems
@@ -44,22 +44,68 @@ def largest_body(settings: Settings) -> int:
 
 
 class BodyLimit:
-    """A body declared larger than any valid request is a 413 before a byte of it is read (it was
-    read, parsed and then refused: a 100 MB query held ~500 MB of the server's memory)."""
+    """A body larger than any valid request is a 413: one declared so before a byte of it is read
+    (it was read, parsed and then refused: a 100 MB query held ~500 MB of the server's memory),
+    one sent without a length (chunked) as soon as it passes the limit, so that neither is held
+    whole."""
 
     def __init__(self, app: ASGIApp, service: MemoryService) -> None:
         self.app = app
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > (limit := largest_body(self.service.settings)):
-            detail = f"the body is {int(declared)} bytes; a request may hold at most {limit}"
-            answer = problems.problem(413, "payload too large", detail, code="payload_too_large")
-            await answer(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = largest_body(self.service.settings)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is None:
+            # No length given: read the body here, up to the limit, and hand it on whole.
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    await self._refuse(
+                        f"the body passed {limit} bytes, the most a request may hold", scope, send
+                    )
+                    return
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(b"".join(chunks), receive)
+        elif declared.isdigit() and int(declared) > limit:
+            await self._refuse(
+                f"the body is {int(declared)} bytes; a request may hold at most {limit}", scope, send
+            )
             return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(detail: str, scope: Scope, send: Send) -> None:
+        answer = problems.problem(413, "payload too large", detail, code="payload_too_large")
+
+        async def nothing_more() -> Message:
+            return {"type": "http.disconnect"}
+
+        await answer(scope, nothing_more, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` as the whole request, then whatever the connection says."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 def create_app(service: MemoryService, queue: JobQueue) -> FastAPI:

@@ -486,6 +486,14 @@ def test_a_body_of_another_media_type_is_415_and_one_too_large_413(live_server: 
     head, _, rest = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413") and b"application/problem+json" in head, head
     assert json.loads(rest)["code"] == "payload_too_large"
+    # Sent in chunks without a length: read up to the limit, then handed to the route whole.
+    chunked = httpx.post(
+        f"{live_server}/v1/search",
+        headers={**auth, "content-type": "application/json"},
+        content=iter([body[:10].encode(), body[10:].encode()]),
+    )
+    assert chunked.request.headers.get("transfer-encoding") == "chunked"
+    assert chunked.status_code == 200, chunked.text
 
 
 def test_a_key_is_made_from_a_post_without_a_body(live_server: str, database) -> None:  # type: ignore[no-untyped-def]
