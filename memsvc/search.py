@@ -78,7 +78,11 @@ RECALL_QUERY = re.compile(
     r"|\bour (conversations?|discussions?|chats?|sessions?)\b"
     r"|\b(across|throughout|over) (my|our|the|all) (\w+ )?(sessions|conversations|discussions)\b"
     r"|\border in which\b|\bsummar(y|i[sz]e)\b[^?.!]*\b(how|what) (i|my|we|our)\b"
-    r"|\bwhat (was|were) my\b|\bwhen (did|was) (my|i)\b",
+    r"|\bwhat (was|were) my\b|\bwhen (did|was) (my|i)\b"
+    # "Could you tell me what Ann likes?" asks what is known, not for advice ("…what I should do",
+    # "…what the best way is").
+    r"|\btell me (what|where|when|who|which|whether|if) (?!(i|we) (should|could|can|might|need)\b)"
+    r"(?!(is|are|was|were|would be) (the|a|an) )(?!the (best|right|easiest|simplest)\b)",
     re.IGNORECASE,
 )
 # A request for work from the assistant ("Can you walk me through…", "How should I format it?",

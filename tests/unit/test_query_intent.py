@@ -27,6 +27,9 @@ from memsvc.search import RECALL_QUERY, REQUEST_QUERY
         "What was the essay structure you recommended?",
         "Tell me what I said about my sister.",
         "I'd like to know what we discussed about my move.",
+        "Could you tell me what Ann likes?",
+        "Can you tell me where my sister lives?",
+        "Could you tell me whether Priya is vegetarian?",
     ],
 )
 def test_questions_about_what_was_said_are_recall(question: str) -> None:
@@ -57,6 +60,9 @@ def test_questions_about_what_was_said_are_recall(question: str) -> None:
         "Translate my bio into Spanish.",
         "Hi! Explain how carbon pricing works.",
         "Please, explain how tides work.",
+        "Could you tell me what I should cook tonight?",
+        "Can you tell me what the best way to learn Python is?",
+        "Tell me what is a good name for a cat.",
     ],
 )
 def test_requests_for_work_are_not_recall(request_: str) -> None:
