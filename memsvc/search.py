@@ -46,6 +46,7 @@ from memsvc.ranking import (
     pass_to_survivors,
     pass_whole_message,
     propagate_neighbours,
+    query_config,
     query_focus,
     rank,
     tokenize,
@@ -355,6 +356,7 @@ def explain(
     what neighbouring turns passed on; plus the raw cosine and BM25. A merged result's breakdown is
     its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
+    config = query_config(config, analysis)
     zero = replace(
         config,
         dense_weight=0.0,

@@ -287,3 +287,40 @@ def test_a_message_the_encoder_reads_whole_lifts_its_best_passage(service, tenan
     finally:
         engine.config = default
     assert parts_alone["message"] == 0 and alone == pytest.approx(score - parts["message"], abs=2e-3)
+
+
+def test_a_question_about_what_the_assistant_said_finds_the_reply_to_its_topic(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pr-{uuid.uuid4().hex[:6]}"
+    lines = [
+        ("user", "My weather app calls the forecast API on every keystroke and I want to stop hammering it."),
+        (
+            "assistant",
+            "Wrap the call in a 300 ms debounce and keep the last twenty answers in a Map keyed by city.",
+        ),
+        ("user", "Thanks! Separately, I need a font for the forecast cards."),
+        ("assistant", "Inter at 16 px reads well on small screens; keep the temperature at 32 px bold."),
+    ]
+    _ingest(service, ctx, _chat(user, lines))
+    query = "What did you recommend so that my weather app stops hammering the forecast API?"
+
+    def first_result() -> list[str]:
+        results = service.search(
+            ctx, SearchRequest(query=query, user_id=user, explain=True, types=["episodic"])
+        )
+        for r in results:
+            parts = r.metadata["explain"]
+            total = sum(v for k, v in parts.items() if k not in ("cosine", "bm25"))
+            assert total == pytest.approx(r.score, abs=2e-3)  # the parts add up to the score
+        return results[0].source_message_ids
+
+    # The reply shares no word with the question; it inherits from the request before it and
+    # joins that request's result, first.
+    assert first_result() == ["m0", "m1"]
+    engine = service.search_engine
+    default = engine.config
+    engine.config = replace(default, ranking=replace(default.ranking, reply_from_request=0.0))
+    try:
+        assert first_result() == ["m0"]
+    finally:
+        engine.config = default
