@@ -38,7 +38,7 @@ import re
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Literal
@@ -140,13 +140,6 @@ class RankingConfig:
     # Share of the (non-negative) score of the *next* / *previous* turn a turn inherits (+0.025).
     propagate_from_next: float = 0.3
     propagate_from_prev: float = 0.0
-    # The share of the previous turn a turn inherits for a question about what the assistant said
-    # ("What did you recommend for weaving keywords into my resume?"): it asks for the reply to the
-    # user's message on that topic, whose words are the topic's, as a question inherits from its
-    # answer. BEAM tune half (issue 19; 3 of its questions ask so): information extraction 0.702
-    # -> 0.738, all 0.7166 -> 0.7206, the same at 0.2, 0.4 and 0.7 (0.2 for every question:
-    # 0.7168, preference following 0.929 -> 0.857); LoCoMo asks none.
-    reply_from_request: float = 0.4
     # Taken (in z units, times how far its importance is below 0.5, as a share of 0.5) from a
     # memory forgetting judges of little importance (small talk, a remark about the other speaker),
     # after propagation, so it still passes its score to the turn before it: such memories are
@@ -831,8 +824,8 @@ def rank(
     store and this module does not (graph proximity, supersession), in z units. Excluded kinds
     (digests, entities) still count in the score statistics but are never returned.
     """
+    config = config or RankingConfig()
     analysis = analyze_query(query, speakers)
-    config = query_config(config or RankingConfig(), analysis)
     scores = fuse_scores(candidates, analysis, config, dense_stats=dense_stats)
     if bonus is not None:
         scores = scores + bonus
@@ -843,14 +836,6 @@ def rank(
     scores = pass_to_survivors(candidates, scores)
     spread = config.order_spread and analysis.ordering
     return build_results(candidates, scores, config, temporal=analysis.temporal, spread=spread)
-
-
-def query_config(config: RankingConfig, analysis: QueryAnalysis) -> RankingConfig:
-    """The settings one query ranks with: a question about what the assistant said also passes
-    each turn a share of the turn before it (`reply_from_request`)."""
-    if analysis.role == "assistant" and config.reply_from_request > config.propagate_from_prev:
-        return replace(config, propagate_from_prev=config.reply_from_request)
-    return config
 
 
 def pass_to_survivors(candidates: Sequence[Candidate], scores: FloatArray) -> FloatArray:
@@ -908,7 +893,6 @@ __all__ = [
     "pass_to_survivors",
     "pass_whole_message",
     "propagate_neighbours",
-    "query_config",
     "query_role",
     "rank",
     "tokenize",

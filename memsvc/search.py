@@ -46,7 +46,6 @@ from memsvc.ranking import (
     pass_to_survivors,
     pass_whole_message,
     propagate_neighbours,
-    query_config,
     query_focus,
     rank,
     tokenize,
@@ -356,7 +355,6 @@ def explain(
     what neighbouring turns passed on; plus the raw cosine and BM25. A merged result's breakdown is
     its best-scoring turn's."""
     analysis = analyze_query(query, speakers)
-    config = query_config(config, analysis)
     zero = replace(
         config,
         dense_weight=0.0,

@@ -3,7 +3,6 @@ questions about the order of things."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -151,35 +150,3 @@ def test_query_focus_leaves_a_question_with_nothing_to_drop(query: str) -> None:
 )
 def test_place_query(query: str, asks: bool) -> None:
     assert bool(PLACE_QUERY.search(query)) is asks
-
-
-def test_a_question_about_what_the_assistant_said_lifts_the_reply_to_the_request_on_its_topic() -> None:
-    def turn(key: str, role: str, dense: float, session: str, position: int) -> Candidate:
-        return Candidate(
-            id=key,
-            content=f"{key} text",
-            speaker=role,
-            role=role,
-            session=session,
-            position=position,
-            source_message_ids=(key,),
-            dense=dense,
-        )
-
-    candidates = [
-        turn("request", "user", 0.9, "s1", 0),  # "How should I cache the API responses?"
-        turn("reply", "assistant", 0.3, "s1", 1),  # the answer, worded as code and steps
-        turn("other", "assistant", 0.45, "s2", 0),  # an answer on something else
-    ]
-    config = RankingConfig(merge_max_turns=1, reply_from_request=0.4)
-    asked = "What did you recommend for caching the API responses?"
-    assert analyze_query(asked).role == "assistant"
-
-    def order(query: str, cfg: RankingConfig) -> list[str]:
-        return [r.id for r in rank(candidates, query, config=cfg, dense_stats=(0.0, 0.1))]
-
-    assert order(asked, config).index("reply") < order(asked, config).index("other")
-    off = replace(config, reply_from_request=0.0)
-    assert order(asked, off).index("reply") > order(asked, off).index("other")
-    # A question about what the user said passes nothing back.
-    assert order("How did I want to cache the API responses?", config) == ["request", "other", "reply"]
