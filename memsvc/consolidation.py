@@ -357,7 +357,21 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
     if not content.startswith(subject) or _NEGATED.search(content):
         return None
     words = frozenset(attribute[len(STOPPED) :].split())
-    return Slot(attribute, "yes", "yes") if words <= _state_words(content[len(subject) :]) else None
+    rest = content[len(subject) :]
+    if words <= _state_words(rest):
+        return Slot(attribute, "yes", "yes")
+    # "Sam is back on coffee" resumes "Sam stopped drinking coffee": what it is back on is part of
+    # what stopped, the verb left unsaid.
+    resumed = _RESUMED.match(rest.replace("’", "'"))
+    back = _state_words(_STATE_END.split(resumed.group("x"), maxsplit=1)[0]) if resumed else frozenset()
+    return Slot(attribute, "yes", "yes") if back and back <= words else None
+
+
+_RESUMED = re.compile(
+    r"^\s+(?:(?:is|are|am|'s|'m)\s+)?(?:back\s+(?:on|to|into)|(?:has\s+)?(?:resumed|returned\s+to"
+    r"|gone\s+back\s+to|went\s+back\s+to|got\s+back\s+(?:on|to|into)))\s+(?P<x>.+)",
+    re.IGNORECASE,
+)
 
 
 # Where a value ends: a time phrase, a clause, punctuation.

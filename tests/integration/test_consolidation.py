@@ -961,6 +961,17 @@ def test_a_state_that_stopped_closes_the_facts_that_state_it_and_a_return_closes
     assert first(as_of=T0 + timedelta(days=10)) == "Ann is vegetarian"
 
 
+def test_back_on_what_stopped_closes_the_stop(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I stopped drinking coffee."], T0, "s1")
+    _add(service, ctx, user, ["I'm back on coffee."], T0 + timedelta(days=30), "s2")
+    rows = _rows(service, ctx, user)
+    back = _fact(rows, "Ann is back on coffee")
+    assert _fact(rows, "Ann stopped drinking coffee").superseded_by == back.id
+    assert back.status == "active"
+
+
 def test_a_new_employer_ends_the_job_said_with_the_old_one_and_an_ended_taste_its_liking(
     service, tenant
 ) -> None:  # type: ignore[no-untyped-def]

@@ -547,6 +547,10 @@ def test_close_facts_that_each_have_a_word_of_their_own_stay_two() -> None:
     [
         ("Ann is vegetarian", "state: vegetarian", "yes"),
         ("Ann is vegetarian again", "state: vegetarian", "yes"),
+        ("Ann is back on coffee", "state: coffe drink", "yes"),  # the verb left unsaid
+        ("Ann went back to coffee after a month", "state: coffe drink", "yes"),
+        ("Ann is back on the road", "state: coffe drink", None),
+        ("Ann is back on decaf coffee", "state: coffe drink", None),  # decaf did not stop
         ("Ann drinks coffee every morning", "state: coffe drink", "yes"),
         ("Ann loves jazz", "state: jazz like", "yes"),  # "loves" says what "likes" does
         ("Ann has a gym membership at FitLife", "state: gym membership", "yes"),
