@@ -681,12 +681,15 @@ def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool
 def _held_at(row: CorpusRow, as_of: datetime) -> bool:
     """Whether a row is part of the world as of `as_of`: a fact that held then, whenever it was told
     ("I moved to Boston last week", said on 10 June, holds from 3 June: a search as of 5 June finds
-    it, and the old city it closed on 3 June no longer); a message said by then, until it went out
-    of date with its fact."""
+    it, and the old city it closed on 3 June no longer), a plan made by then; a message said by then,
+    until it went out of date with its fact."""
     if row.valid_to is not None and row.valid_to <= as_of:
         return False
     if row.type == "semantic":
-        return (row.valid_from or row.event_at) <= as_of
+        held_from = row.valid_from or row.event_at
+        # A plan is held from when it was made ("I'm going to Tokyo in June", said in March, is
+        # the plan by April), not from the date it is for.
+        return (min(held_from, row.event_at) if row.kind == "plan" else held_from) <= as_of
     return row.event_at <= as_of and (row.valid_from is None or row.valid_from <= as_of)
 
 

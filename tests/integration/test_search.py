@@ -401,3 +401,27 @@ def test_a_token_is_a_chinese_or_japanese_character_not_a_run_of_them() -> None:
     assert count_tokens("我们明天去北京看长城然后吃烤鸭") == 15
     assert count_tokens("東京タワーに行きました") == 11
     assert count_tokens("Hello, world!") == 4
+
+
+def test_a_plan_is_held_from_when_it_was_made_not_from_its_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"plan-{uuid.uuid4().hex[:6]}"
+    said = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    _ingest(service, ctx, _say(user, "I'm going to Tokyo in June.", said, "m0"))
+
+    def plans(as_of: datetime) -> list[str]:
+        query = SearchRequest(
+            query="What are my travel plans?", user_id=user, types=["semantic"], as_of=as_of
+        )
+        return [r.content for r in service.search(ctx, query) if r.kind == "plan"]
+
+    assert plans(datetime(2024, 4, 1, tzinfo=UTC)) == ["Ann is going to Tokyo in June"]  # made, not yet due
+    assert plans(datetime(2024, 7, 1, tzinfo=UTC)) == ["Ann is going to Tokyo in June"]
+    assert plans(datetime(2024, 2, 1, tzinfo=UTC)) == []  # not yet said
+    context = service.context(
+        ctx,
+        ContextRequest(
+            query="What are my travel plans?", user_id=user, as_of=datetime(2024, 4, 1, tzinfo=UTC)
+        ),
+    )
+    assert "Ann is going to Tokyo in June" in context.context
