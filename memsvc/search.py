@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -194,10 +194,11 @@ class SearchEngine:
         keep_covered: bool,
         with_entities: bool = False,
         with_standing: bool = False,
-    ) -> tuple[list[MemoryOut], list[tuple[str, list[str]]]]:
+    ) -> tuple[list[MemoryOut], list[tuple[str, list[str]]], set[uuid.UUID]]:
         """Results, and (`with_entities`) the entities they mention, read under one hold of the
         corpus; `with_standing`: the user's instructions for every request first, whatever the
-        query."""
+        query, and the ids of the instructions that govern the request (those and the ones nearest
+        it)."""
         # The query is embedded before the corpus is synced and held: a sync in flight for this
         # user (after a write) overlaps the embedding instead of adding to it.
         focus = query_focus(request.query)
@@ -208,15 +209,19 @@ class SearchEngine:
             query_vector, hits = self.dense(focus, partition)
         with self.corpora.reading(session, ctx.tenant_id, request.user_id) as corpus:
             if not len(corpus):
-                return [], []
+                return [], [], set()
             results = rank_corpus(
                 corpus, request, query_vector, self.config, dense_hits=hits, keep_covered=keep_covered
             )
+            governs: set[uuid.UUID] = set()
             if with_standing:
                 standing = _standing_instructions(corpus, request)
                 shown = {item.id for item in standing}
                 results = [*standing, *(item for item in results if item.id not in shown)]
-            return results, related_entities(corpus, results) if with_entities else []
+                eligible = _eligible(corpus, request, with_archived=self.config.archived_in_scoring)
+                nearest = _governing(corpus, eligible, request, query_vector.astype(np.float32), self.config)
+                governs = shown | {corpus.rows[slot].id for slot in nearest}
+            return results, related_entities(corpus, results) if with_entities else [], governs
 
     def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
         """A prompt-ready block under `max_tokens`: current facts, then events in time order, then
@@ -224,10 +229,10 @@ class SearchEngine:
         search = SearchRequest(
             query=request.query, user_id=request.user_id, limit=CONTEXT_CANDIDATES, as_of=request.as_of
         )
-        results, entities = self._search(
+        results, entities, governs = self._search(
             session, ctx, search, keep_covered=True, with_entities=True, with_standing=True
         )
-        return assemble_context(results, request.max_tokens, entities, as_of=request.as_of)
+        return assemble_context(results, request.max_tokens, entities, as_of=request.as_of, governs=governs)
 
 
 def rank_corpus(
@@ -246,15 +251,7 @@ def rank_corpus(
         return []
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
-    # The instructions and preferences that govern the request, each with its boost.
-    governing: dict[int, float] = {}
-    if not RECALL_QUERY.search(request.query):
-        current = request.as_of is None
-        if REQUEST_QUERY.search(request.query):
-            for slot in _governing_preferences(corpus, eligible, query_vector, config, current=current):
-                governing[slot] = config.preference_boost
-        for slot in _governing_instructions(corpus, eligible, query_vector, config, current=current):
-            governing[slot] = config.instruction_boost
+    governing = _governing(corpus, eligible, request, query_vector, config)
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
         pool = _with_survivors(corpus, pool, list(governing))
@@ -531,6 +528,27 @@ def _with_survivors(corpus: UserCorpus, pool: list[int], governing: Sequence[int
     if not extra.difference(pool):
         return pool
     return sorted(extra.union(pool), key=corpus.sort_key)
+
+
+def _governing(
+    corpus: UserCorpus,
+    eligible: Slots,
+    request: SearchRequest,
+    query_vector: npt.NDArray[np.float32],
+    config: SearchConfig,
+) -> dict[int, float]:
+    """The slots of the instructions and preferences that govern the request, each with its boost:
+    none for a question about what was said; for a request for work, the user's stated preferences
+    nearest it too."""
+    governing: dict[int, float] = {}
+    if not RECALL_QUERY.search(request.query):
+        current = request.as_of is None
+        if REQUEST_QUERY.search(request.query):
+            for slot in _governing_preferences(corpus, eligible, query_vector, config, current=current):
+                governing[slot] = config.preference_boost
+        for slot in _governing_instructions(corpus, eligible, query_vector, config, current=current):
+            governing[slot] = config.instruction_boost
+    return governing
 
 
 def _governing_instructions(
@@ -820,11 +838,14 @@ def assemble_context(
     entities: Sequence[tuple[str, list[str]]] = (),
     *,
     as_of: datetime | None = None,
+    governs: Collection[uuid.UUID] | None = None,
 ) -> ContextResponse:
     """Fill the budget best-first, then lay out the user's standing instructions, facts, events
     in time order, and the entities they mention with whatever budget is left. `as_of` a past
     time, the block is the world as it stood then: the instructions in force then stand, and no
-    line tells when a fact stopped holding after it."""
+    line tells when a fact stopped holding after it. Given the ids of the instructions that
+    `governs` the request, one for other requests ("When the user asks about resumes: …" beside a
+    dinner recipe) is listed with the facts, not as an instruction to follow."""
     header_instructions, header_facts, header_events = (
         "## Instructions",
         "## Facts",
@@ -844,7 +865,11 @@ def assemble_context(
 
     def standing(item: MemoryOut) -> bool:
         # An instruction a newer one replaced is history, a fact like any other.
-        return is_instruction(item.kind or "", item.metadata) and _in_force(item, as_of)
+        return (
+            is_instruction(item.kind or "", item.metadata)
+            and _in_force(item, as_of)
+            and (governs is None or item.id in governs)
+        )
 
     instructions = [(i, line) for i, line in chosen if standing(i)]
     facts = [(i, line) for i, line in chosen if i.type == "semantic" and not standing(i)]

@@ -366,3 +366,32 @@ def test_a_preference_turned_round_replaces_the_old_one_for_requests(service, te
     )
     governing = [r.content for r in explained if r.metadata["explain"]["instruction"]]
     assert governing == ["User prefers coffee over tea in the mornings now"], governing
+
+
+def test_an_instruction_for_other_requests_is_listed_with_the_facts_not_as_one_to_follow(
+    service, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _add_one_by_one(
+        service,
+        ctx,
+        user,
+        [
+            (START, "Please always answer in Spanish."),
+            (START + timedelta(minutes=1), "Never suggest recipes with mushrooms when I ask about dinner."),
+            (START + timedelta(minutes=2), "Always include code comments when I ask about Python scripts."),
+            (START + timedelta(minutes=3), "I love cooking Thai food on weekends."),
+        ],
+    )
+    block = service.context(
+        ctx, ContextRequest(query="Can you suggest a quick dinner recipe?", user_id=user, max_tokens=400)
+    )
+    instructions, facts = (
+        block.context.split(f"## {header}\n", 1)[1].split("\n\n", 1)[0]
+        for header in ("Instructions", "Facts")
+    )
+    assert "always answer in Spanish" in instructions  # every request's
+    assert "never suggest recipes with mushrooms" in instructions  # this request's
+    # Among the candidates of a small memory, but for other requests: a fact about the user.
+    assert "code comments" not in instructions and "code comments" in facts
