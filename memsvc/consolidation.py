@@ -676,7 +676,9 @@ def _partner_named(content: str, subject: str | None) -> Slot | None:
 def _clauses(content: str, subject: str | None) -> list[str]:
     """The fact, then each further clause of it as its subject's own statement."""
     subject = as_written(subject, content)
-    if not subject or not content.startswith(subject):
+    # Only where the subject does the first thing: in "Fay's sister lives in Rome and works at
+    # Fiat" the sister works there, not Fay.
+    if not subject or not content.startswith(f"{subject} "):
         return [content]
     clauses = [f"{subject} {rest}" for rest in _AND_THEN.split(content)[1:]]
     # "Priya moved, Priya now lives at 220 Elm Street": a statement after a comma, said again.

@@ -1163,3 +1163,14 @@ def test_a_pet_that_died_told_by_name_is_no_pet(service, tenant) -> None:  # typ
     rows = _rows(service, ctx, user)
     assert _fact(rows, "Ann's pet is called Tiger").status == "superseded"
     assert _fact(rows, "Tiger passed away on 9 February 2024").status == "active"
+
+
+def test_what_a_relative_does_leaves_the_users_own_facts_alone(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I live in Paris. I work at Renault as an engineer."], T0, "s1")
+    _add(service, ctx, user, ["My sister lives in Rome and works at Fiat."], T0 + timedelta(days=1), "s2")
+    rows = _rows(service, ctx, user)
+    active = {m.content for m in rows if m.type == "semantic" and m.status == "active"}
+    assert not any("Ann works at Fiat" in c or "employer: Ann works at Fiat" in c for c in active), active
+    assert all(m.status == "active" for m in rows if m.type == "semantic" and "Renault" in m.content)

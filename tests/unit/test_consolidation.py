@@ -220,6 +220,11 @@ def test_state_sentences_restate_changes_plainly() -> None:
     out = with_state_facts([moved, lives])
     assert [f.content for f in out] == ["Ann moved to Boston", "Ann lives in Denver", "Ann lives in Boston"]
     assert out[2].source_message_ids == ("m1",) and out[2].valid_from == T0 and out[2].kind == "fact"
+    # What someone of the subject's does is not the subject's: no job at Fiat for Fay.
+    sister = ExtractedFact("Fay's sister lives in Rome and works at Fiat", "fact", "Fay", ("m3",), T0)
+    assert with_state_facts([sister]) == [sister]
+    quit_ = ExtractedFact("Fay quit Renault and started a new job at Fiat", "event", "Fay", ("m4",), T0)
+    assert "Fay's employer: Fay works at Fiat" in [f.content for f in with_state_facts([quit_])]
 
 
 def _slot_fact(value: str, day: int, **kw: object) -> SlotFact:
