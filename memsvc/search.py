@@ -297,7 +297,7 @@ def rank_corpus(
             role=row.role if row.kind in _MESSAGE_KINDS else None,
             episode=row.session_id if row.kind != "session" else None,
             returnable=row.status != "archived"
-            and not row.never_valid
+            and (not row.never_valid or (request.as_of is not None and _called_off_plan(row)))
             and not (whole and row.kind == "passage")
             and not (row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut),
             importance=_importance(corpus, slot, speakers),
@@ -709,6 +709,18 @@ def _held_at(row: CorpusRow, as_of: datetime) -> bool:
         # the plan by April), not from the date it is for.
         return (min(held_from, row.event_at) if row.kind == "plan" else held_from) <= as_of
     return row.event_at <= as_of and (row.valid_from is None or row.valid_from <= as_of)
+
+
+def _called_off_plan(row: CorpusRow) -> bool:
+    """A plan called off before its time: it never happened (no search about now returns it), but
+    it was the plan from when it was made until it was called off, and a search as of a time
+    between finds it. A corrected plan (its validity ending where it began) was never the plan."""
+    return (
+        row.kind == "plan"
+        and row.valid_from is not None
+        and row.valid_to is not None
+        and row.valid_to < row.valid_from
+    )
 
 
 def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) -> MemoryOut:

@@ -425,3 +425,14 @@ def test_a_plan_is_held_from_when_it_was_made_not_from_its_date(service, tenant)
         ),
     )
     assert "Ann is going to Tokyo in June" in context.context
+
+    # Called off in April, before its time: it never happened, but it was the plan until then.
+    _ingest(
+        service, ctx, _say(user, "I cancelled my Tokyo trip.", datetime(2024, 4, 20, 12, tzinfo=UTC), "m1")
+    )
+    assert plans(datetime(2024, 4, 1, tzinfo=UTC)) == ["Ann is going to Tokyo in June"]
+    assert plans(datetime(2024, 5, 1, tzinfo=UTC)) == plans(datetime(2024, 7, 1, tzinfo=UTC)) == []
+    now = service.search(
+        ctx, SearchRequest(query="What are my travel plans?", user_id=user, types=["semantic"])
+    )
+    assert "Ann is going to Tokyo in June" not in [r.content for r in now]
