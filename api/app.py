@@ -18,7 +18,7 @@ from memsvc.api import problems
 from memsvc.api.routes import consolidation, docs, health, keys, memories, search, ui, users
 from memsvc.config import Settings
 from memsvc.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from memsvc.schemas import JobOut
+from memsvc.schemas import MAX_JSON_BYTES, JobOut
 from memsvc.service import MemoryService
 from memsvc.tenants import TenantContext
 
@@ -37,10 +37,17 @@ class JobQueue(Protocol):
     async def stop(self) -> None: ...
 
 
+# Bytes one character may take in a JSON body: an emoji written as an escaped surrogate pair
+# ("\ud83d\ude00", as Python's `json` and `requests` send it by default) takes 12.
+JSON_BYTES_PER_CHARACTER = 12
+
+
 def largest_body(settings: Settings) -> int:
-    """The most bytes a valid request can hold: an add of the most messages, each of the most
-    characters at four bytes each, with room for its other fields and metadata (64 KiB)."""
-    return settings.max_messages_per_request * (settings.max_content_chars * 4 + 4096) + 2**17
+    """The most bytes a valid request can hold, written compactly but every character escaped: an
+    add of the most messages, each of the most characters, with room for each message's name and
+    id, and for the add's metadata (at most 64 KiB as compact UTF-8 JSON, three times that escaped)."""
+    per_message = (settings.max_content_chars + 2 * 255) * JSON_BYTES_PER_CHARACTER + 1024
+    return settings.max_messages_per_request * per_message + 3 * MAX_JSON_BYTES + 2**16
 
 
 class BodyLimit:

@@ -53,3 +53,18 @@ def test_a_chunked_body_past_the_limit_is_413_and_one_within_it_arrives_whole() 
             assert (await client.get("/")).json() == {"bytes": 0}
 
     asyncio.run(run())
+
+
+def test_the_largest_valid_add_fits_the_limit_with_every_character_escaped() -> None:
+    import json
+
+    from memsvc.schemas import MAX_JSON_BYTES, AddRequest
+
+    settings = SimpleNamespace(max_messages_per_request=2, max_content_chars=100)
+    emoji = "\U0001f600"  # 4 bytes in UTF-8, 12 written as "\ud83d\ude00"
+    message = {"role": "user", "content": emoji * 100, "name": emoji * 255, "id": emoji * 255}
+    metadata = {"k": emoji * ((MAX_JSON_BYTES - 16) // 4)}
+    body = {"user_id": emoji * 255, "messages": [message, {**message, "id": "x"}], "metadata": metadata}
+    AddRequest.model_validate(body)  # valid (the content limit is the service's, checked there)
+    escaped = json.dumps(body)  # ensure_ascii: Python's and requests' default
+    assert len(escaped) <= largest_body(settings) < 2 * len(escaped)  # type: ignore[arg-type]
