@@ -688,12 +688,25 @@ def _eligible(corpus: UserCorpus, request: SearchRequest, *, with_archived: bool
         ):
             continue
         # Each key present with that value: `{"topic": null}` is a stored null, not a missing key.
-        if metadata and any(k not in row.metadata or row.metadata[k] != v for k, v in metadata.items()):
+        if metadata and any(
+            k not in row.metadata or not _same_json(row.metadata[k], v) for k, v in metadata.items()
+        ):
             continue
         if as_of is not None and not _held_at(row, as_of):
             continue
         out.append(i)
     return np.asarray(out, dtype=np.int64)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: `true` is not `1` (a Python bool is an int), `1` is `1.0`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _held_at(row: CorpusRow, as_of: datetime) -> bool:

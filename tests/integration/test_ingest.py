@@ -512,7 +512,7 @@ def test_a_metadata_filter_matches_a_key_present_with_that_value(service, tenant
 
     ctx, _ = tenant
     user = f"meta-{uuid.uuid4().hex[:6]}"
-    for i, metadata in enumerate(({"topic": "travel"}, {"topic": None}, {})):
+    for i, metadata in enumerate(({"topic": "travel", "n": 1}, {"topic": None, "n": True}, {})):
         message = Message(role="user", name="Ann", content=f"I visited Lisbon, trip {i}.", id=f"t{i}")
         _ingest(service, ctx, AddRequest(user_id=user, messages=[message], metadata=metadata or None))
 
@@ -525,3 +525,6 @@ def test_a_metadata_filter_matches_a_key_present_with_that_value(service, tenant
     assert found({"topic": "travel"}) == {"t0"}
     assert found({"topic": None}) == {"t1"}  # a stored null, not a missing key
     assert found({"missing": None}) == set()  # matched every memory
+    # JSON's true is not 1 (in Python it is), nor 1 true; 1 is 1.0.
+    assert found({"n": True}) == {"t1"}
+    assert found({"n": 1}) == found({"n": 1.0}) == {"t0"}
