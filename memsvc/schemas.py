@@ -13,7 +13,15 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from memsvc.client.models import (
@@ -202,7 +210,7 @@ class AddRequest(_Model):
     agent_id: OptionalNewScopeId | None = None
     session_id: OptionalNewScopeId | None = None
     metadata: JsonObject | None = None
-    wait: bool = False
+    wait: StrictBool = False  # JSON true or false: "yes" and 1 are no answer
 
     @field_validator("messages")
     @classmethod
@@ -233,7 +241,7 @@ class SearchRequest(_Model):
     filters: JsonObject | None = Field(
         default=None, description="agent_id, session_id, kind, metadata (exact match of keys)"
     )
-    explain: bool = Field(
+    explain: StrictBool = Field(
         default=False,
         description="put each result's score, signal by signal (dense, keyword, graph, time, ...), "
         "in its `metadata.explain`",
@@ -281,7 +289,7 @@ class ContextRequest(_Model):
 class UpdateRequest(_Model):
     content: NonBlankProse | None = None
     metadata: JsonObject | None = None
-    pinned: bool | None = None
+    pinned: StrictBool | None = None
 
 
 class ConsolidateRequest(_Model):

@@ -187,6 +187,13 @@ def test_bad_text_in_an_update_is_422_and_changes_nothing(
     _assert_problem(
         _send(live_server, tenant[1], "PATCH", f"/v1/memories/{memory_id}", too_long), 422, "content"
     )
+    # JSON's true or false, not what Python would read as one ("yes", 1, "true").
+    for truthy in ("yes", 1, "true"):
+        _assert_problem(
+            _send(live_server, tenant[1], "PATCH", f"/v1/memories/{memory_id}", {"pinned": truthy}),
+            422,
+            "pinned",
+        )
     assert client.get(memory_id) == before
     assert [e.op for e in client.history(memory_id)] == ["create"]
 
