@@ -86,7 +86,11 @@ def internal_error(exc: BaseException) -> JSONResponse:
 
 def _memsvc_problem(exc: MemsvcError) -> JSONResponse:
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
-    return problem(status, exc.code.replace("_", " "), exc.detail, code=exc.code, **exc.extra)
+    extra = exc.extra
+    if isinstance(exc, InvalidInput) and "errors" not in extra:
+        # Every 422 has `errors`; a rule about no one field (`InvalidInput.at` names one) has no loc.
+        extra = {**extra, "errors": [{"loc": [], "msg": exc.detail, "type": "value_error"}]}
+    return problem(status, exc.code.replace("_", " "), exc.detail, code=exc.code, **extra)
 
 
 def install(app: FastAPI) -> None:

@@ -21,6 +21,12 @@ class InvalidInput(MemsvcError):
 
     code = "invalid_input"
 
+    @classmethod
+    def at(cls, loc: tuple[str | int, ...], detail: str, kind: str = "value_error") -> InvalidInput:
+        """One field's error, named as a request's validation names its fields (`errors: [{loc,
+        msg, type}]`), with `detail` as the whole problem's."""
+        return cls(detail, errors=[{"loc": ["body", *loc], "msg": detail, "type": kind}])
+
 
 class NotFound(MemsvcError):
     """No such memory, job or user in the caller's tenant (also when it exists in another tenant)."""

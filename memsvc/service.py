@@ -182,15 +182,18 @@ class MemoryService:
 
     def _check_add(self, request: AddRequest) -> None:
         if len(request.messages) > self.settings.max_messages_per_request:
-            raise InvalidInput(f"at most {self.settings.max_messages_per_request} messages per request")
+            detail = f"at most {self.settings.max_messages_per_request} messages per request"
+            raise InvalidInput.at(("messages",), detail, "too_long")
         for i, message in enumerate(request.messages):
             if len(message.content) > self.settings.max_content_chars:
-                raise InvalidInput(
+                raise InvalidInput.at(
+                    ("messages", i, "content"),
                     f"messages[{i}].content has {len(message.content)} characters (counted after "
-                    f"Unicode NFC normalisation); the limit is {self.settings.max_content_chars}"
+                    f"Unicode NFC normalisation); the limit is {self.settings.max_content_chars}",
+                    "string_too_long",
                 )
             if not message.content.strip():
-                raise InvalidInput(f"messages[{i}].content is blank")
+                raise InvalidInput.at(("messages", i, "content"), f"messages[{i}].content is blank")
 
     def submit_ingest(self, ctx: TenantContext, request: AddRequest) -> uuid.UUID:
         """Validate and durably record an ingest request; the queue runs it. Returns the job id."""
@@ -550,8 +553,11 @@ class MemoryService:
         is rebuilt."""
         if patch.content is not None and len(patch.content) > self.settings.max_content_chars:
             # The limit an add has: an edit is not a way around it.
-            raise InvalidInput(
-                f"content has {len(patch.content)} characters; the limit is {self.settings.max_content_chars}"
+            raise InvalidInput.at(
+                ("content",),
+                f"content has {len(patch.content)} characters; "
+                f"the limit is {self.settings.max_content_chars}",
+                "string_too_long",
             )
         with self.db.session() as session:
             said = None

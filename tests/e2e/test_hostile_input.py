@@ -69,6 +69,8 @@ def _assert_problem(response: httpx.Response, status: int, *fragments: str) -> d
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
     assert problem["status"] == status
+    if status == 422:  # every 422 names its fields (loc [] for a rule about the whole request)
+        assert problem["errors"] and all({"loc", "msg", "type"} <= set(e) for e in problem["errors"])
     text = (problem["detail"] or "") + json.dumps(problem.get("errors"))
     for fragment in fragments:
         assert fragment in text, (fragment, problem)
@@ -184,9 +186,10 @@ def test_bad_text_in_an_update_is_422_and_changes_nothing(
         "blank",
     )
     too_long = {"content": "x" * (service.settings.max_content_chars + 1)}  # the limit an add has
-    _assert_problem(
+    problem = _assert_problem(
         _send(live_server, tenant[1], "PATCH", f"/v1/memories/{memory_id}", too_long), 422, "content"
     )
+    assert problem["errors"][0]["loc"] == ["body", "content"]
     # JSON's true or false, not what Python would read as one ("yes", 1, "true").
     for truthy in ("yes", 1, "true"):
         _assert_problem(
@@ -546,3 +549,19 @@ def test_an_id_stored_before_the_printable_rule_can_still_be_read_and_erased(
     assert listed.status_code == 200 and listed.json()["items"]
     assert _send(live_server, key, "DELETE", f"/v1/users/{quote(old, safe='')}").status_code == 204
     assert _user_rows(sql, ctx.tenant_id, old) == 0
+
+
+def test_an_add_past_the_service_limits_is_422_naming_the_field(live_server, tenant, service) -> None:  # type: ignore[no-untyped-def]
+    long = _add_body()
+    long["messages"][0]["content"] = "x" * (service.settings.max_content_chars + 1)
+    problem = _assert_problem(_send(live_server, tenant[1], "POST", "/v1/memories", long), 422, "limit")
+    assert problem["errors"][0]["loc"] == ["body", "messages", 0, "content"]
+    many = _add_body()
+    many["messages"] = [
+        {"role": "user", "content": f"message {i}"}
+        for i in range(service.settings.max_messages_per_request + 1)
+    ]
+    problem = _assert_problem(
+        _send(live_server, tenant[1], "POST", "/v1/memories", many), 422, "messages per"
+    )
+    assert problem["errors"][0]["loc"] == ["body", "messages"]
