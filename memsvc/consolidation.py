@@ -286,7 +286,8 @@ _MOVED = r"(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped)"
 _CANCELLED = re.compile(
     r"^(?:\s+and others)?\s+(?:(?:has|had|have|is|are)\s+)?(?:(?:had|have|has|decided|needed|chose) to\s+)?"
     r"(?:cancel(?:l?ed|ling)?|call(?:ed|ing)? off)\s+(?P<x>.+)"
-    r"|^'s\s+(?P<y>.+?)\s+(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off)\b"
+    r"|^'s\s+(?P<y>.+?)\s+(?:(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off"
+    r"|scrapped)|fell through|has fallen through)\b"
     # A plan moved to another time ends the plan at the time before; the moving fact, dated by the
     # new time, is the plan now ("Kim moved Kim's dentist appointment to 5 April 2024", "Kim's
     # interview got pushed to 12 April 2024"). What is moved is named ("moved to Boston" is no plan).

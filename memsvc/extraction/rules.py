@@ -1089,13 +1089,16 @@ def _third_person(text: str, speaker: str, other: str | None) -> str:
     text = _FP_REWRITE.sub(first_person, text)
     low = text.lower()
     if "we" in low or "our" in low or "us" in low:
-        # "We" is the speaker and people we cannot name; "our" reads as theirs once "we" is rewritten.
+        # "We" is the speaker and people we cannot name; "our" reads as theirs after "we" is
+        # rewritten, as the speaker's before it ("Our move fell through, we're staying": not
+        # "Their move").
         has_we = bool(_HAS_WE.search(text))
 
         def first_plural(m: re.Match[str]) -> str:
             word = m.group(0).lower()
             if word in ("our", "ours"):
-                return ("their" if word == "our" else "theirs") if has_we else f"{speaker}'s"
+                we_before = bool(_HAS_WE.search(text, 0, m.start()))
+                return ("their" if word == "our" else "theirs") if we_before else f"{speaker}'s"
             if word == "us":
                 return "them" if has_we else speaker
             return _WE_FORMS[word].replace("S", speaker)

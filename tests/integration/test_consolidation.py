@@ -1174,3 +1174,21 @@ def test_what_a_relative_does_leaves_the_users_own_facts_alone(service, tenant) 
     active = {m.content for m in rows if m.type == "semantic" and m.status == "active"}
     assert not any("Ann works at Fiat" in c or "employer: Ann works at Fiat" in c for c in active), active
     assert all(m.status == "active" for m in rows if m.type == "semantic" and "Renault" in m.content)
+
+
+def test_a_plan_that_fell_through_is_called_off(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I'm moving to Berlin in June."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["Our Berlin move fell through, we're staying in Paris."],
+        T0 + timedelta(days=20),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    plan = next(m for m in rows if m.kind == "plan" and "Berlin" in m.content)
+    fell = _fact(rows, "Ann's Berlin move fell through, Ann and others are staying in Paris")
+    assert plan.status == "superseded" and plan.superseded_by == fell.id

@@ -542,6 +542,12 @@ def test_an_instruction_without_requests_named_governs_every_request(said: str, 
         ("Yesterday, we went hiking.", "On 7 May 2023, Ann and others went hiking"),
         ("On Friday we went hiking.", "On 5 May 2023 Ann and others went hiking"),
         ("Then we went hiking.", "Then Ann and others went hiking"),
+        # "our" before any "we" is the speaker's, after it theirs.
+        (
+            "Our Berlin move fell through, we're staying in Paris.",
+            "Ann's Berlin move fell through, Ann and others are staying in Paris",
+        ),
+        ("Then we sold our old car.", "Then Ann and others sold their old car"),
     ],
 )
 def test_we_after_a_time_or_a_link_word_is_the_speaker(said: str, fact: str) -> None:
