@@ -1192,3 +1192,21 @@ def test_a_plan_that_fell_through_is_called_off(service, tenant) -> None:  # typ
     plan = next(m for m in rows if m.kind == "plan" and "Berlin" in m.content)
     fell = _fact(rows, "Ann's Berlin move fell through, Ann and others are staying in Paris")
     assert plan.status == "superseded" and plan.superseded_by == fell.id
+
+
+def test_joining_a_company_as_a_title_is_the_job_now(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I work as an engineer at Google."], T0, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["I quit my job at Google and joined Stripe as a product manager."],
+        T0 + timedelta(days=30),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann's job: Ann works as a product manager at Stripe").status == "active"
+    assert _fact(rows, "Ann's employer: Ann works at Stripe").status == "active"
+    assert _fact(rows, "Ann works as an engineer at Google").status == "superseded"

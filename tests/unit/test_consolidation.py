@@ -160,6 +160,8 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann lives in st. louis", ("residence", "st. louis")),
         ("Ann started at Google last month", ("employer", "google")),
         ("Ann joined the gym", None),
+        ("Ann joined Stripe as a product manager", ("job", "product manager")),
+        ("Ann joined the gym as a member", None),
         ("Ann started seeing a girl named Hana", ("partner", "hana")),
         ("Ann's gf is Sofia", ("partner", "sofia")),
         ("Ann and others split in May 2023", ("partner", "ended:")),
@@ -225,6 +227,13 @@ def test_state_sentences_restate_changes_plainly() -> None:
     assert with_state_facts([sister]) == [sister]
     quit_ = ExtractedFact("Fay quit Renault and started a new job at Fiat", "event", "Fay", ("m4",), T0)
     assert "Fay's employer: Fay works at Fiat" in [f.content for f in with_state_facts([quit_])]
+    joined = ExtractedFact(
+        "Fay quit Fay's job at Google and joined Stripe as a product manager", "event", "Fay", ("m5",), T0
+    )
+    assert [f.content for f in with_state_facts([joined])][1:] == [
+        "Fay's job: Fay works as a product manager at Stripe",
+        "Fay's employer: Fay works at Stripe",
+    ]
 
 
 def _slot_fact(value: str, day: int, **kw: object) -> SlotFact:
