@@ -300,6 +300,13 @@ _CANCELLED = re.compile(
     rf"|^'s\s+(?P<n>.+?)\s+(?:was|got|has been|is)\s+{_MOVED}\b",
     re.IGNORECASE,
 )
+# A plan someone else moved for the subject: "They moved Kim's appointment to Friday", "The clinic
+# rescheduled Kim's appointment for Monday".
+_MOVED_FOR = re.compile(
+    rf"^(?:they|someone|somebody|the\s+\w+|(?-i:[A-Z])\w+)\s+(?:(?:has|had|have)\s+)?{_MOVED}\s+"
+    r"(?P<s>.+?)'s\s+(?P<m>.+?)\s+(?:back\s+)?(?:to|until|till|for)\b",
+    re.IGNORECASE,
+)
 # Words that say what kind of plan it was, not which one: "the Tokyo trip" is the plan that names Tokyo.
 _PLAN_WORDS = frozenset(tokenize("trip plan plans vacation holiday visit journey flight tour"))
 _SAME_PLAN = {"wed": "marri"}  # "called off the wedding" ends "getting married"
@@ -322,12 +329,18 @@ def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     """The words a plan must hold to be the one a fact says was called off (or moved to another
     time), if it says so."""
     subject = as_written(subject, content)
-    if not subject or not content.startswith(subject):
+    if not subject:
         return None
-    match = _CANCELLED.match(content[len(subject) :].replace("’", "'"))
-    if match is None:
+    if not content.startswith(subject):
+        # "They moved Kim's dentist appointment to 4 April 2024": moved for the subject.
+        by_others = _MOVED_FOR.match(content.replace("’", "'"))
+        if by_others is None or by_others.group("s") != subject:
+            return None
+        what = by_others.group("m")
+    elif (match := _CANCELLED.match(content[len(subject) :].replace("’", "'"))) is None:
         return None
-    what = next(group for group in match.group("x", "y", "m", "n") if group)
+    else:
+        what = next(group for group in match.group("x", "y", "m", "n") if group)
     said = _STATE_END.split(what, maxsplit=1)[0]
     words = _plan_words(said) - _plan_words(subject) - _PLAN_WORDS
     return words or None

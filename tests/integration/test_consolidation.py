@@ -1210,3 +1210,22 @@ def test_joining_a_company_as_a_title_is_the_job_now(service, tenant) -> None:  
     assert _fact(rows, "Ann's job: Ann works as a product manager at Stripe").status == "active"
     assert _fact(rows, "Ann's employer: Ann works at Stripe").status == "active"
     assert _fact(rows, "Ann works as an engineer at Google").status == "superseded"
+
+
+def test_an_appointment_someone_else_moved_replaces_the_old_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    said = datetime(2024, 3, 10, tzinfo=UTC)
+    _add(service, ctx, user, ["My dentist appointment is on the 5th."], said, "s1")
+    _add(
+        service,
+        ctx,
+        user,
+        ["They moved my dentist appointment to Thursday."],
+        datetime(2024, 4, 3, tzinfo=UTC),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    moved = _fact(rows, "They moved Ann's dentist appointment to 4 April 2024")
+    old = _fact(rows, "Ann's dentist appointment is on 5 April 2024")
+    assert old.status == "superseded" and old.superseded_by == moved.id and moved.status == "active"

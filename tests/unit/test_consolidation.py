@@ -601,6 +601,12 @@ def test_state_slot(content: str, attribute: str, value: str | None) -> None:
         ("Ann and others had to call off the wedding", "Ann is getting married in May", None),
         # Fallen through, scrapped ("is off" is not: "Ann's mood is off today").
         ("Ann's Berlin move fell through", "Ann is moving to Berlin in June", "Ann is moving to Paris"),
+        # Moved by someone else for Ann.
+        (
+            "They moved Ann's dentist appointment to 4 April 2024",
+            "Ann's dentist appointment is on 5 April 2024",
+            "Ann is going to Tokyo in June",
+        ),
         ("Ann's trip to Rome was scrapped", "Ann is flying to Rome on Friday", "Ann is flying to Oslo"),
     ],
 )
@@ -620,6 +626,8 @@ def test_a_plan_called_off_is_the_one_that_names_it(content: str, ends: str, sta
         "Ann might cancel the Tokyo trip",  # not called off yet
         "Ann cancels the gym class on Mondays",
         "Ann's mood is off today",
+        "They moved Bob's dentist appointment to Friday",
+        "They moved to Boston",
     ],
 )
 def test_no_plan_is_called_off(content: str) -> None:
