@@ -1162,11 +1162,6 @@ _INSTRUCTION_AFTER = re.compile(
     r" (?P<about>about|for) (?P<topic>[^,;]+?)[.!]*$",
     re.IGNORECASE,
 )
-_INSTRUCTION_BEFORE = re.compile(
-    r"^when(?:ever)? i ask(?: you)? (?P<about>about|for) (?P<topic>[^,;]+?), (?:please,? )?"
-    r"(?P<directive>(?:always|never|don't|do not)\b.+?)[.!]*$",
-    re.IGNORECASE,
-)
 
 
 # One for every request: an order to the assistant about how it answers ("Please always answer in
@@ -1185,6 +1180,21 @@ _STOP_VERBS = (
 )
 # What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
 _ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
+# "When I ask about resumes, always use bullet points", and a change of it ("Actually, when I ask
+# about resumes, use numbered lists instead"): after the requests named, any order to answer so.
+_INSTRUCTION_BEFORE = re.compile(
+    rf"^{_ORDER_LEAD}when(?:ever)? i ask(?: you)? (?P<about>about|for) (?P<topic>[^,;]+?), (?:please,? )?"
+    rf"(?P<directive>(?:(?:always|never|don't|do not)\b|(?:{_ANSWER_VERBS})\b|stop (?:{_STOP_VERBS})\b).+?)"
+    r"[.!]*$",
+    re.IGNORECASE,
+)
+# An order for every request that names its requests at its end: "Stop using bullet points for my
+# resume questions" is for resume questions.
+_FOR_REQUESTS = re.compile(
+    r"\s+(?:for|in|on|with|when answering)\s+(?:my\s+|the\s+)?(?P<topic>[\w'’ -]+?)\s+"
+    r"(?:questions|requests|queries)$",
+    re.IGNORECASE,
+)
 _INSTRUCTION_ALWAYS = re.compile(
     rf"^{_ORDER_LEAD}"
     r"(?:please,? )?(?:(?:from now on|going forward|in (?:the )?future),? )?(?:please,? )?"
@@ -1218,6 +1228,8 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
         )
     elif (always := _INSTRUCTION_ALWAYS.match(sentence)) and _FROM_NOW_ON.search(sentence):
         about, topic, directive = "about", EVERY_REQUEST, always.group("directive").strip()
+        if scoped := _FOR_REQUESTS.search(directive):
+            topic, directive = scoped.group("topic").strip(), directive[: scoped.start()]
     else:
         return None
     who = "the user" if _is_role_name(turn.speaker) else turn.speaker

@@ -395,3 +395,34 @@ def test_an_instruction_for_other_requests_is_listed_with_the_facts_not_as_one_t
     assert "never suggest recipes with mushrooms" in instructions  # this request's
     # Among the candidates of a small memory, but for other requests: a fact about the user.
     assert "code comments" not in instructions and "code comments" in facts
+
+
+def test_a_changed_instruction_replaces_the_old_one_for_its_requests(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _add_one_by_one(
+        service,
+        ctx,
+        user,
+        [
+            (START, "When I ask about resumes, always use bullet points."),
+            (
+                START + timedelta(days=5),
+                "Actually, when I ask about resumes, use numbered lists instead of bullet points.",
+            ),
+            (START + timedelta(days=6), "Stop using emojis for my resume questions."),
+        ],
+    )
+    stored = {
+        r.content: r.status
+        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    }
+    assert stored["When the user asks about resumes: always use bullet points."] == "superseded"
+    assert (
+        stored["When the user asks about resumes: use numbered lists instead of bullet points."] == "active"
+    )
+    # Named at its end, it is for those requests, not every one.
+    block = service.context(
+        ctx, ContextRequest(query="What should I cook tonight?", user_id=user, max_tokens=400)
+    )
+    assert "emojis" not in block.context.split("## Facts", 1)[0]

@@ -527,13 +527,25 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
         ),
         ("Stop worrying about it.", None),
         ("Don't worry about it.", None),
+        # Its requests named at its end: for those requests only.
+        (
+            "Stop using bullet points for my resume questions.",
+            "When Ann asks about resume: stop using bullet points.",
+        ),
+        # Named first, then any order to answer so (a change of an instruction).
+        (
+            "Actually, when I ask about resumes, use numbered lists instead of bullet points.",
+            "When Ann asks about resumes: use numbered lists instead of bullet points.",
+        ),
+        ("When I ask about dinner, I like quick ideas.", "When Ann asks about dinner, Ann likes quick ideas"),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
     result = RulesExtractor().extract(chat(("Ann", said)))
     assert [f.content for f in result.facts] == ([fact] if fact else [])
-    if fact and fact.startswith("When"):
-        assert result.facts[0].kind == "preference" and result.facts[0].applies_to == "anything"
+    if fact and fact.startswith("When Ann asks about ") and ":" in fact:
+        topic = fact[len("When Ann asks about ") : fact.index(":")]
+        assert result.facts[0].kind == "preference" and result.facts[0].applies_to == topic
 
 
 @pytest.mark.parametrize(
