@@ -1206,6 +1206,7 @@ _INSTRUCTION_ALWAYS = re.compile(
     re.IGNORECASE,
 )
 _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
+_I_VERB = re.compile(r"\bI ([a-z]+)\b")
 _FROM_NOW_ON = re.compile(
     r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
     # What to call someone holds until they say otherwise: "Call me Ann", "You can call me Annie".
@@ -1233,8 +1234,10 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
     else:
         return None
     who = "the user" if _is_role_name(turn.speaker) else turn.speaker
-    # "Call me Annie" is about the speaker, "your answers" about the assistant.
+    # "Call me Annie" is about the speaker, "your answers" about the assistant; "unless I say
+    # otherwise" is the speaker's word.
     directive = _ME.sub(lambda m: f"{who}'s" if m.group(0).lower() == "my" else who, directive)
+    directive = _I_VERB.sub(lambda m: f"{who} {_third_singular(m.group(1))}", directive)
     return ExtractedFact(
         content=instruction_sentence(who, about, topic, directive),
         kind="preference",

@@ -538,6 +538,10 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
             "When Ann asks about resumes: use numbered lists instead of bullet points.",
         ),
         ("When I ask about dinner, I like quick ideas.", "When Ann asks about dinner, Ann likes quick ideas"),
+        (
+            "When I ask for code, use Python unless I say otherwise.",
+            "When Ann asks for code: use Python unless Ann says otherwise.",
+        ),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
