@@ -902,11 +902,13 @@ def _statement_before_question(sentence: str) -> str | None:
     return statement
 
 
-# "The Tokyo trip got cancelled": a plan called off, said by one who had it (as "my trip" would be).
+# "The Tokyo trip got cancelled", "The Berlin move fell through": a plan called off, said by one
+# who had it (as "my trip" would be).
 _THE_CALLED_OFF = re.compile(
     r"^the (?=(?:[\w'-]+ ){0,3}?(?:trip|wedding|party|vacation|holiday|flight|visit|meeting|appointment"
-    r"|concert|dinner|reservation|tour|interview|class|lesson|surgery|ceremony|celebration|plans?) "
-    r"(?:to [\w' -]+? )?(?:was|got|has been|had been|is|were|have been) (?:cancell?ed|called off)\b)",
+    r"|concert|dinner|reservation|tour|interview|class|lesson|surgery|ceremony|celebration|move|plans?) "
+    r"(?:to [\w' -]+? )?(?:(?:was|got|has been|had been|is|were|have been) (?:cancell?ed|called off|scrapped)"
+    r"|fell through|has fallen through)\b)",
     re.IGNORECASE,
 )
 

@@ -619,6 +619,8 @@ def test_subjects_beside_the_speaker_and_lead_ins(said: str, facts: list[str]) -
     [
         ("The Tokyo trip got cancelled.", ["Ann's Tokyo trip got cancelled"]),
         ("The wedding was called off.", ["Ann's wedding was called off"]),
+        ("The Berlin move fell through.", ["Ann's Berlin move fell through"]),
+        ("The deal fell through.", []),  # no plan named
         ("The game got cancelled last night.", []),  # not said to be the speaker's
     ],
 )
