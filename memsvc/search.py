@@ -210,7 +210,7 @@ class SearchEngine:
         with self.corpora.reading(session, ctx.tenant_id, request.user_id) as corpus:
             if not len(corpus):
                 return [], [], set()
-            results = rank_corpus(
+            results, governing = _ranked(
                 corpus, request, query_vector, self.config, dense_hits=hits, keep_covered=keep_covered
             )
             governs: set[uuid.UUID] = set()
@@ -218,9 +218,7 @@ class SearchEngine:
                 standing = _standing_instructions(corpus, request)
                 shown = {item.id for item in standing}
                 results = [*standing, *(item for item in results if item.id not in shown)]
-                eligible = _eligible(corpus, request, with_archived=self.config.archived_in_scoring)
-                nearest = _governing(corpus, eligible, request, query_vector.astype(np.float32), self.config)
-                governs = shown | {corpus.rows[slot].id for slot in nearest}
+                governs = shown | {corpus.rows[slot].id for slot in governing}
             return results, related_entities(corpus, results) if with_entities else [], governs
 
     def context(self, session: Session, ctx: TenantContext, request: ContextRequest) -> ContextResponse:
@@ -246,9 +244,23 @@ def rank_corpus(
 ) -> list[MemoryOut]:
     """Rank a user's corpus for one query (the part of search after the I/O): the rows the request
     may see, the pool worth ranking, the graph and supersession bonuses, then `ranking.rank`."""
+    return _ranked(corpus, request, query_vector, config, dense_hits=dense_hits, keep_covered=keep_covered)[0]
+
+
+def _ranked(
+    corpus: UserCorpus,
+    request: SearchRequest,
+    query_vector: npt.NDArray[np.float32],
+    config: SearchConfig,
+    *,
+    dense_hits: Sequence[DenseHit] | None = None,
+    keep_covered: bool = False,
+) -> tuple[list[MemoryOut], dict[int, float]]:
+    """`rank_corpus`'s results, and the slots of the instructions and preferences that governed
+    the request (`_governing`)."""
     eligible = _eligible(corpus, request, with_archived=config.archived_in_scoring)
     if not len(eligible):
-        return []
+        return [], {}
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
     governing = _governing(corpus, eligible, request, query_vector, config)
@@ -334,7 +346,7 @@ def rank_corpus(
         signals = explain(results, candidates, request.query, speakers, ranking, stats, bonuses)
         for item, explained in zip(out, signals, strict=True):
             item.metadata = {**item.metadata, "explain": explained}
-    return out
+    return out, governing
 
 
 def explain(
