@@ -42,8 +42,9 @@ _CAR_BRANDS = (
     "audi|bmw|chevrolet|chevy|ford|honda|hyundai|jeep|kia|mazda|mercedes|mini|nissan|porsche|"
     "subaru|tesla|toyota|volkswagen|vw|volvo|lexus|fiat|renault|peugeot|skoda|rivian"
 )
-# A name of one or more capitalised words ("Stripe", "Blue Bottle").
-_ORG_NAME = r"(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z])[\w&'.-]*)*"
+# Where a job was joined, a name of one or more capitalised words: "joined Stripe as", "started
+# at Blue Bottle as".
+_JOINED_AS = r"(?:joined|started at)\s+(?P<e>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z])[\w&'.-]*)*)\s+as\b"
 _NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
 # February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
@@ -70,7 +71,7 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"(?P<v>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}\s+(?:at|for)\s+(?-i:[A-Z]).*)",
         ),
         # "Kim joined Stripe as a product manager": a title at a named employer joined.
-        ("job", rf"^\s+{_NOW}(?:joined|started at)\s+{_ORG_NAME}\s+as\s+(?:an?\s+)?(?P<v>.+)"),
+        ("job", rf"^\s+{_NOW}{_JOINED_AS}\s+(?:an?\s+)?(?P<v>.+)"),
         # A promotion is the job now: "Kim got promoted to vice principal".
         ("job", rf"^\s+{_NOW}(?:got|was|has been|just got)\s+promoted\s+to\s+(?:be\s+)?(?:an?\s+)?(?P<v>.+)"),
         (
@@ -505,8 +506,7 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
 # What follows a job's title when the fact names where: "works as a barista at Blue Bottle" (a
 # name: "works as a nurse for three years" names none).
 _AT_EMPLOYER = r"\s+(?:at|for|with)\s+(?:the\s+)?(?P<e>(?-i:[A-Z]).+)"
-# Where a job was joined: "joined Stripe as a product manager".
-_JOINED_EMPLOYER = re.compile(rf"\b(?:joined|started at)\s+(?P<e>{_ORG_NAME})\s+as\b")
+_JOINED_EMPLOYER = re.compile(rf"\b{_JOINED_AS}")
 
 
 def job_employer(content: str, subject: str | None) -> str | None:
