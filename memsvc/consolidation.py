@@ -332,13 +332,14 @@ def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     subject = as_written(subject, content)
     if not subject:
         return None
+    text = content.replace("’", "'")
     if not content.startswith(subject):
         # "They moved Kim's dentist appointment to 4 April 2024": moved for the subject.
-        by_others = _MOVED_FOR.match(content.replace("’", "'"))
+        by_others = _MOVED_FOR.match(text)
         if by_others is None or by_others.group("s") != subject:
             return None
         what = by_others.group("m")
-    elif (match := _CANCELLED.match(content[len(subject) :].replace("’", "'"))) is None:
+    elif (match := _CANCELLED.match(text[len(subject) :])) is None:
         return None
     else:
         what = next(group for group in match.group("x", "y", "m", "n") if group)
