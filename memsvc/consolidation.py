@@ -676,10 +676,21 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
                     state_sentence(fact.subject, Slot("employer", employer.lower(), employer)),
                 ]
             for sentence in plain:
+                # "Ann lives in Portland now" is its own plain statement: a second would be a duplicate.
+                if _without_now(sentence) == _without_now(clause):
+                    continue
                 if sentence.lower() not in seen:
                     seen.add(sentence.lower())
                     out.append(replace(fact, content=sentence, kind="fact"))
     return out
+
+
+# Words that say a value holds now, and nothing more ("Ann now lives in Portland these days").
+_NOW = re.compile(r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE)
+
+
+def _without_now(text: str) -> str:
+    return " ".join(_NOW.sub(" ", text.replace(",", " ")).lower().rstrip(" .!").split())
 
 
 # Where a fact goes on to a second thing its subject did: "Ann quit Acme and started a new job at
@@ -917,6 +928,11 @@ class MergeRow:
     # ("Ann lives in Boston" and "Ann lives in Boston now"); a fact with a value never merges with
     # one without.
     value: tuple[str, str] | None = None
+    # Memories a person took back out of this one (restored after a run merged them): kept apart.
+    apart: frozenset[uuid.UUID] = frozenset()
+
+    def may_join(self, other: MergeRow) -> bool:
+        return other.id not in self.apart and self.id not in other.apart
 
 
 def merge_row(
@@ -928,14 +944,15 @@ def merge_row(
     valid_from: datetime | None,
     event_at: datetime,
     attribute: str | None = None,
+    apart: Iterable[uuid.UUID] = (),
 ) -> MergeRow:
     """A memory as merge planning reads it: an event merges only with events of its day, a fact
-    with an `attribute` only with facts of the same value."""
+    with an `attribute` only with facts of the same value, none with one it is kept `apart` from."""
     day = (valid_from or event_at).date().isoformat() if kind == "event" else None
     slot = stored_slot(content, subject or "", attribute) if attribute else None
     value = (slot.attribute, slot.value) if slot is not None else None
     words = frozenset(tokenize(content))
-    return MergeRow(memory_id, kind, subject, content_hash, day, event_at, words, value)
+    return MergeRow(memory_id, kind, subject, content_hash, day, event_at, words, value, frozenset(apart))
 
 
 @dataclass(frozen=True, slots=True)
@@ -980,6 +997,8 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
             i = members[position]
             row = rows[i]
             leader = leader_hash.get(row.content_hash)
+            if leader is not None and not row.may_join(rows[members[leader]]):
+                leader = None
             if leader is None:
                 if row.value is None:
                     near = np.flatnonzero(close & is_leader[:position]).tolist()
@@ -994,6 +1013,7 @@ def plan_merges(rows: Sequence[MergeRow], vectors: npt.NDArray[np.float32], thre
                         # A value said again, not a fact beside its plain statement (`with_state_facts`).
                         and (row.value is None or other.event_at != row.event_at)
                         and (other.words <= row.words or row.words <= other.words)
+                        and row.may_join(other)
                     ):
                         leader = lp
                         break

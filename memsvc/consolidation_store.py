@@ -840,7 +840,15 @@ def consolidate_user(
         (
             r,
             merge_row(
-                r.id, r.kind, r.subject, r.content, r.content_hash, r.valid_from, r.event_at, attributed(r.id)
+                r.id,
+                r.kind,
+                r.subject,
+                r.content,
+                r.content_hash,
+                r.valid_from,
+                r.event_at,
+                attributed(r.id),
+                apart=[uuid.UUID(i) for i in (r.metadata_ or {}).get(KEPT_APART, [])],
             ),
         )
         for r in rows
@@ -1517,6 +1525,10 @@ def _insert_summary(
     )
 
 
+# The metadata key of the memories a restored one was merged into (`restore`).
+KEPT_APART = "kept_apart_from"
+
+
 def restore(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID, actor: str) -> bool:
     """Bring an archived memory back into search; a restore counts as a use, so the next run does
     not archive it again at once. False if it is not archived.
@@ -1551,6 +1563,11 @@ def restore(session: Session, tenant_id: uuid.UUID, memory_id: uuid.UUID, actor:
         if p.status == "archived"
     ]
     events = []
+    if into := (memory.metadata_ or {}).get("merged_into"):
+        # Taken back out of what a run merged it into: its own memory again, and the next run
+        # leaves the two apart rather than merging them once more.
+        metadata = {k: v for k, v in memory.metadata_.items() if k != "merged_into"}
+        memory.metadata_ = metadata | {KEPT_APART: sorted({*metadata.get(KEPT_APART, []), into})}
     for row in (memory, *parts):
         before = _snapshot(row)
         row.status, row.archived_at, row.superseded_by = "active", None, None

@@ -234,6 +234,14 @@ def test_near_duplicates_merge_with_provenance_and_history(service, tenant) -> N
     )
     assert [r.id for r in found if r.type == "semantic"] == [survivor.id]
 
+    # Restored, the duplicate is its own memory again, and the next run leaves the two apart.
+    restored = service.restore(ctx, duplicate.id)
+    assert restored.status == "active" and "merged_into" not in restored.metadata
+    assert restored.metadata["kept_apart_from"] == [str(survivor.id)]
+    assert service.consolidate(ctx.tenant_id, user).totals()["merged"] == 0
+    statuses = {m.id: m.status for m in _rows(service, ctx, user)}
+    assert statuses[survivor.id] == statuses[duplicate.id] == "active"
+
 
 def test_forgetting_archives_small_talk_keeps_pins_honours_ttl_and_purges(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant

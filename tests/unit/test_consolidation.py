@@ -222,6 +222,10 @@ def test_state_sentences_restate_changes_plainly() -> None:
     out = with_state_facts([moved, lives])
     assert [f.content for f in out] == ["Ann moved to Boston", "Ann lives in Denver", "Ann lives in Boston"]
     assert out[2].source_message_ids == ("m1",) and out[2].valid_from == T0 and out[2].kind == "fact"
+    # A value said plainly, but for a word that it holds now, is its own plain statement.
+    for said in ("Ann lives in Portland now", "Ann now lives in Portland", "Ann currently lives in Portland"):
+        now = ExtractedFact(said, "fact", "Ann", ("m6",), T0)
+        assert with_state_facts([now]) == [now]
     # What someone of the subject's does is not the subject's: no job at Fiat for Fay.
     sister = ExtractedFact("Fay's sister lives in Rome and works at Fiat", "fact", "Fay", ("m3",), T0)
     assert with_state_facts([sister]) == [sister]
