@@ -686,11 +686,11 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
 
 
 # Words that say a value holds now, and nothing more ("Ann now lives in Portland these days").
-_NOW = re.compile(r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE)
+_HOLDS_NOW = re.compile(r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE)
 
 
 def _without_now(text: str) -> str:
-    return " ".join(_NOW.sub(" ", text.replace(",", " ")).lower().rstrip(" .!").split())
+    return " ".join(_HOLDS_NOW.sub(" ", text.replace(",", " ")).lower().rstrip(" .!").split())
 
 
 # Where a fact goes on to a second thing its subject did: "Ann quit Acme and started a new job at
