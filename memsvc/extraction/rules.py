@@ -1299,6 +1299,8 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
     """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
     the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
     out: list[tuple[str, str, EntityType]] = []
+    # A speaker without a name ("user") opens a fact capitalised: "User works at Google".
+    subject = subject[:1].upper() + subject[1:] if text.startswith(subject[:1].upper()) else subject
     couple = COUPLE.match(text)
     if couple and couple.group("subject") == subject:
         out.append((_COUPLE_PREDICATE[couple.group("state").lower()], couple.group("other"), "person"))

@@ -189,6 +189,18 @@ def test_a_speaker_named_nowhere_is_kept_for_its_relations_without_sources() -> 
     assert "Bob" not in entities  # named nowhere and in no relation
 
 
+def test_a_speaker_without_a_name_has_relations_as_a_named_one_does() -> None:
+    # The facts of a speaker named "user" open "User …": their relations were read for "user …".
+    result = RulesExtractor().extract(
+        [
+            Turn("m1", "user", "user", "I work at Google in Madrid.", AT),
+            Turn("m2", "user", "user", "I moved to Lisbon last year.", AT),
+        ]
+    )
+    relations = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert {("user", "works_at", "Google"), ("user", "moved_to", "Lisbon")} <= relations
+
+
 def test_name_sources_corrects_any_extractor_s_sources() -> None:
     turns = chat(
         ("Ann", "The Dr. Smith's clinic opened."),
