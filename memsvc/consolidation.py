@@ -686,7 +686,9 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
 
 
 # Words that say a value holds now, and nothing more ("Ann now lives in Portland these days").
-_HOLDS_NOW = re.compile(r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE)
+_HOLDS_NOW = re.compile(
+    r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE
+)
 
 
 def _without_now(text: str) -> str:
