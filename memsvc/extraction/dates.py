@@ -227,6 +227,8 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
             continue
         value, granularity, label, relative, approximate = resolved
         says = _holiday_phrase(span, label) if kind == "holiday" else None
+        if kind == "my" and relative:  # a month without its year, said as said: "since March 2023"
+            says = f"{span} {value.year}"
         found.append(
             ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate, says)
         )
@@ -395,8 +397,9 @@ def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved |
     resolved = _via_dateparser(
         phrase, base, tense, relative=False, approximate=s.startswith(("early", "late", "mid"))
     )
-    if resolved is not None and resolved[1] == "day" and not _YEAR_WRITTEN.search(s):
-        # "on July 2nd" means a year, which the fact then says: "on 2 July 2024".
+    if resolved is not None and resolved[1] in ("day", "month") and not _YEAR_WRITTEN.search(s):
+        # "on July 2nd" and "in June" mean a year, which the fact then says: "on 2 July 2024",
+        # "in June 2024" (read months later, a bare month could be any year's).
         resolved = (*resolved[:3], True, resolved[4])
     return resolved
 

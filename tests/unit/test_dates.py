@@ -135,6 +135,17 @@ def test_a_day_is_the_speaker_s_calendar_day_stored_at_midnight_utc() -> None:
     assert d.value == datetime(2024, 5, 9, tzinfo=UTC) and d.label == "9 May 2024"
 
 
+def test_a_month_without_its_year_is_written_with_the_year_it_means() -> None:
+    # Read a year later, "in June" could be any June: the fact says which.
+    for said, written in [
+        ("I'm going to Tokyo in June", "I'm going to Tokyo in June 2023"),
+        ("I started a new job in January", "I started a new job in January 2023"),
+        ("I was born in May 1990", "I was born in May 1990"),
+    ]:
+        assert rewrite_relative(said, resolve_dates(said, THU_25_MAY)) == written
+    assert resolve_dates("I go camping every June", THU_25_MAY) == []
+
+
 def test_labels_and_rewrite() -> None:
     text = "I ran a race last Saturday and we go camping next month, since 2016 too"
     dates = resolve_dates(text, THU_25_MAY)
