@@ -1238,7 +1238,10 @@ def _instruction(sentence: str, turn: Turn) -> ExtractedFact | None:
     who = "the user" if _is_role_name(turn.speaker) else turn.speaker
     # "Call me Annie" is about the speaker, "your answers" about the assistant; "unless I say
     # otherwise" is the speaker's word.
-    directive = _ME.sub(lambda m: f"{who}'s" if m.group(0).lower() == "my" else who, directive)
+    directive, topic = (
+        _ME.sub(lambda m: f"{who}'s" if m.group(0).lower() == "my" else who, text)
+        for text in (directive, topic)
+    )
     directive = _I_VERB.sub(lambda m: f"{who} {_third_singular(m.group(1))}", directive)
     return ExtractedFact(
         content=instruction_sentence(who, about, topic, directive),

@@ -550,6 +550,11 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
             "When Ann asks about resumes: use numbered lists instead of bullet points.",
         ),
         ("When I ask about dinner, I like quick ideas.", "When Ann asks about dinner, Ann likes quick ideas"),
+        # The requests are the speaker's: "my resume" is Ann's, not the reader's.
+        (
+            "When I ask about my resume, always use bullet points.",
+            "When Ann asks about Ann's resume: always use bullet points.",
+        ),
         (
             "When I ask for code, use Python unless I say otherwise.",
             "When Ann asks for code: use Python unless Ann says otherwise.",
