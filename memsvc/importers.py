@@ -47,6 +47,10 @@ def _problem(where: str, error: ErrorDetails, user_id: str, fields: dict[str, st
     return f"{where}: {field}: {error['msg']}"
 
 
+def _id_taken(where: str, fields: dict[str, str], message_id: str, first: str) -> str:
+    return f"{where}: {fields.get('id', 'id')}: {message_id!r} is the id of another message ({first})"
+
+
 class _Checker:
     """Validates a file's messages one by one, as they will be sent, so every error has a place."""
 
@@ -65,6 +69,10 @@ class _Checker:
             )
         except ValidationError as exc:
             problems = dict.fromkeys(_problem(where, e, self.user_id, fields) for e in exc.errors())
+            # An id already taken is a mistake of its own, named now rather than after the others.
+            taken = self.ids.get(record.get("id")) if isinstance(record.get("id"), str) else None
+            if taken is not None:
+                problems[_id_taken(where, fields, record["id"], taken[0])] = None
             raise InvalidInput("\n".join(problems)) from None
         message = request.messages[0]
         content = fields.get("content", "content")
@@ -78,10 +86,7 @@ class _Checker:
         if message.id is not None:
             first, earlier = self.ids.setdefault(message.id, (where, message))
             if earlier != message:
-                id_field = fields.get("id", "id")
-                raise InvalidInput(
-                    f"{where}: {id_field}: {message.id!r} is the id of another message ({first})"
-                )
+                raise InvalidInput(_id_taken(where, fields, message.id, first))
         return message
 
 

@@ -356,6 +356,35 @@ def _opens(sentence: str, start: int) -> bool:
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
 _KIN_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({_KIN})\s+(?:named\s+|called\s+)?({_NAME_WORD})\b")
 _NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+({_NAME_WORD})\b")
+# "My sister Lena is a doctor. She lives in Rome.": the second sentence is about Lena, and read
+# alone it stated nothing (no one's "She"). A sentence opening "She"/"He" right after one that
+# names exactly one someone of the speaker's of that gender (or either) is about them.
+_MY_KIN = re.compile(rf"\b[Mm]y\s+((?:{_KIN})(?:\s+(?:named\s+|called\s+)?{_NAME_WORD})?)\b")
+_HER_KIN = _words("sister mom mother wife daughter girlfriend aunt grandma grandmother")
+_HIS_KIN = _words("brother dad father husband son boyfriend uncle grandpa grandfather")
+_OPENING_PRONOUN = re.compile(r"^(?P<pronoun>She|He)(?P<rest>(?:'s|\s+[a-z]))")
+
+
+def _about_referent(sentence: str, referent: str | None) -> str:
+    """`sentence` with an opening "She"/"He" put as the `referent` ("my sister Lena") it stands for."""
+    opening = _OPENING_PRONOUN.match(sentence) if referent else None
+    if referent is None or opening is None:
+        return sentence
+    kin = referent.split()[0].lower()
+    if kin in (_HIS_KIN if opening.group("pronoun") == "She" else _HER_KIN):
+        return sentence
+    rest = sentence[opening.start("rest") :]
+    if rest.startswith("'s"):  # "Lena's 40" reads as Lena's something: "is" or "has" in full
+        rest = (" has" if re.match(r"'s\s+(?:been|got|gotten)\b", rest) else " is") + rest[2:]
+    return f"My {referent}{rest}"
+
+
+def _referent(sentence: str) -> str | None:
+    """The one someone of the speaker's a sentence names ("my sister Lena"), if just one."""
+    named = _MY_KIN.findall(sentence)
+    return named[0] if len(named) == 1 else None
+
+
 _EMOJI_TAIL = re.compile(r"[\s:;)(<3^_\-\u2600-\u27bf\U0001f000-\U0001faff]+$")
 _PLAN = re.compile(
     r"\b(?:going to|gonna|will|plan|plans|planning|planned to|want to|wanna|wants to|hope to|hoping to"
@@ -463,7 +492,10 @@ class _Batch:
         # adoption agencies") or follows their own statement; after a reaction it is mostly about the
         # other person ("Wow! Taking in kids in need - you're so kind").
         opening = True
-        for sentence in sentences:
+        referent = None
+        for said in sentences:
+            sentence = _about_referent(said, referent)
+            referent = _referent(sentence)
             if sentence.endswith("?"):
                 # A question states no fact, but what the speaker says before asking it does: "I'm
                 # building a budget app, and I prefer minimal dependencies, so can you help me…?"

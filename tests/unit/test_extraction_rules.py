@@ -201,6 +201,16 @@ def test_a_speaker_without_a_name_has_relations_as_a_named_one_does() -> None:
     assert {("user", "works_at", "Google"), ("user", "moved_to", "Lisbon")} <= relations
 
 
+def test_she_or_he_after_someone_of_the_speaker_s_is_them() -> None:
+    said = "My sister Lena is a doctor. She lives in Rome. She's 40. He said hi."
+    facts = [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts]
+    assert "Ann's sister Lena lives in Rome" in facts and "Ann's sister Lena is 40" in facts
+    assert not any("said hi" in f for f in facts)  # "He" is not a sister
+    # Two of them named: "She" is not told apart.
+    two = "My brother Tom and my sister Ana came. She stayed."
+    assert not any("stayed" in f.content for f in RulesExtractor().extract(chat(("Ann", two))).facts)
+
+
 def test_name_sources_corrects_any_extractor_s_sources() -> None:
     turns = chat(
         ("Ann", "The Dr. Smith's clinic opened."),

@@ -97,6 +97,13 @@ def test_one_id_for_two_messages_is_refused_even_across_sessions(tmp_path: Path)
         {"role": "user", "content": "b", "id": "m1", "session_id": "s2"},
     )
     assert _error(path) == f"{path}, line 2: id: 'm1' is the id of another message ({path}, line 1)"
+    # With another mistake in the same line, both are named.
+    both = _jsonl(
+        tmp_path, {"role": "user", "content": "a", "id": "m1"}, {"role": "bot", "content": "b", "id": "m1"}
+    )
+    problems = _error(both).splitlines()
+    assert len(problems) == 2 and problems[0].startswith(f"{both}, line 2: role: ")
+    assert problems[1] == f"{both}, line 2: id: 'm1' is the id of another message ({both}, line 1)"
 
 
 def test_a_message_over_the_length_limit_is_named_before_anything_is_sent(tmp_path: Path) -> None:
