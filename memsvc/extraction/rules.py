@@ -641,8 +641,11 @@ class _Batch:
 
     def _named_subject(self, clause: str) -> str | None:
         # "Mia and I broke up" is the speaker's own news, said with Mia.
-        m = re.match(rf"^({_NAME_WORD})(?:'s)?\s+(?!(?:and|&)\s+(?:I|me)\b)[a-z]", clause)
-        if m and m.group(1) in self.names and m.group(1) not in _PERSON_STOP:
+        # "Jon Smith got promoted", Jon being known: news of Jon Smith (a run merges the two names).
+        m = re.match(
+            rf"^(({_NAME_WORD})(?:\s+{_NAME_WORD})?)(?:'s)?\s+(?!(?:and|&)\s+(?:I|me)\b)[a-z]", clause
+        )
+        if m and m.group(2) in self.names and m.group(2) not in _PERSON_STOP:
             return m.group(1)
         return None
 
@@ -1330,6 +1333,10 @@ _REL_PATTERN = re.compile(
 _AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|finally|and|then))*\s*$", re.I)
 
 
+# "got married", "got promoted", "got sick": a change of state, not a thing got.
+_GOT_A_STATE = re.compile(r"[a-z]+(?:ed|en)|sick|better|worse|home|lost|ready|back|busy|tired|hurt|stuck")
+
+
 def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str, EntityType]]:
     """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
     the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
@@ -1349,7 +1356,7 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
             continue
         predicate = _REL_VERBS[m.group("verb")]
         obj = _noun_phrase(m.group("rest"))
-        if obj is None:
+        if obj is None or (predicate == "got" and _GOT_A_STATE.fullmatch(obj)):
             continue
         out.append((predicate, obj, _np_type(obj, predicate, names)))
     return out

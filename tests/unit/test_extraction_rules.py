@@ -211,6 +211,20 @@ def test_she_or_he_after_someone_of_the_speaker_s_is_them() -> None:
     assert not any("stayed" in f.content for f in RulesExtractor().extract(chat(("Ann", two))).facts)
 
 
+def test_a_known_person_said_with_a_full_name_is_news_and_a_change_of_state_no_thing() -> None:
+    result = RulesExtractor().extract(
+        chat(("Ann", "My friend Jon is great."), ("Ann", "Jon Smith just got promoted."))
+    )
+    assert [f.content for f in result.facts if f.source_message_ids == ("m2",)] == [
+        "Jon Smith just got promoted"
+    ]
+    assert "promoted" not in {e.name for e in result.entities}  # "got promoted" got no thing
+    assert ("Ann", "got", "bike") in {
+        (r.subject, r.predicate, r.object)
+        for r in RulesExtractor().extract(chat(("Ann", "I got a new bike and got sick."))).relations
+    }
+
+
 def test_name_sources_corrects_any_extractor_s_sources() -> None:
     turns = chat(
         ("Ann", "The Dr. Smith's clinic opened."),
