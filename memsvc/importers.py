@@ -70,9 +70,10 @@ class _Checker:
         except ValidationError as exc:
             problems = dict.fromkeys(_problem(where, e, self.user_id, fields) for e in exc.errors())
             # An id already taken is a mistake of its own, named now rather than after the others.
-            taken = self.ids.get(record.get("id")) if isinstance(record.get("id"), str) else None
-            if taken is not None:
-                problems[_id_taken(where, fields, record["id"], taken[0])] = None
+            given = record.get("id")
+            taken = self.ids.get(given) if isinstance(given, str) else None
+            if isinstance(given, str) and taken is not None:
+                problems[_id_taken(where, fields, given, taken[0])] = None
             raise InvalidInput("\n".join(problems)) from None
         message = request.messages[0]
         content = fields.get("content", "content")
