@@ -802,6 +802,17 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+# An assistant's opening courtesies ("Certainly!", "Great question!") tell a model nothing: a
+# context line leaves them out (the memory keeps its words).
+_PLEASANTRIES = re.compile(
+    r"(^|assistant: )(?:(?:(?:certainly|sure|of course|absolutely|definitely|no problem|great|excellent"
+    r"|(?:great|good|excellent) (?:question|idea|choice))"
+    r"|(?:(?:great|good|nice) (?:job|work)|well done|i'?d be (?:happy|glad) to help|i'?m (?:happy|glad) to"
+    r" help|happy to help)[^.!?\n/]{0,50})[.!]+\s+)+",
+    re.IGNORECASE,
+)
+
+
 def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
     # Days on the speaker's calendar: `event_at` comes in the speaker's offset.
     zone = item.event_at.tzinfo if item.event_at else None
@@ -809,6 +820,8 @@ def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
     stamp = f"[{day.isoformat()}] " if day else ""
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
+    if item.role == "assistant" or item.kind == "excerpt":
+        body = _PLEASANTRIES.sub(r"\1", body)
     # A fact a newer one replaced says so, or a model reads two current home towns; as of a past
     # time, only an end that had come by then.
     ended = item.valid_to if item.type == "semantic" else None

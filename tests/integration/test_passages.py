@@ -115,6 +115,14 @@ def test_the_context_block_says_who_said_what(service, tenant) -> None:  # type:
     assert any("] user: " in line and "(src: m0)" in line for line in lines)
     passage_items = [i for i in block.items if i.kind == "passage"]
     assert passage_items and all(i.role == "assistant" for i in passage_items)
+    # The assistant's opening courtesy is left out of its line; the memory keeps it.
+    opening = service.context(
+        ctx, ContextRequest(query="What are the parts of a fast dashboard?", user_id=user, max_tokens=400)
+    )
+    line = next(line for line in opening.context.splitlines() if "There are several parts" in line)
+    assert "] assistant: There are several parts" in line
+    first = next(i for i in opening.items if "There are several parts" in i.content)
+    assert first.content.startswith("Great question! ")
 
 
 def test_a_question_about_what_i_said_prefers_the_users_messages(service, tenant) -> None:  # type: ignore[no-untyped-def]
