@@ -40,7 +40,14 @@ from memsvc.local_time import local_time, utc_offset_of
 from memsvc.models import Entity, EntityMention, HistoryEvent, Memory, MemorySource, Relation
 from memsvc.ranking import CONTEXT_MAX_WORDS
 from memsvc.schemas import AddRequest, AddResult, Message
-from memsvc.store import bulk_insert, recount_mentions, stated_now, touch_feed, unsay_in_history
+from memsvc.store import (
+    bulk_insert,
+    hold_from_earlier,
+    recount_mentions,
+    stated_now,
+    touch_feed,
+    unsay_in_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +437,7 @@ class Ingestor:
         extraction = reading.extraction
         # Entities need the user's existing graph to merge with; read it before embedding.
         t0 = time.perf_counter()
-        restated = _onto_stated(session, tenant_id, user_id, rows, fact_rows)
+        restated = _onto_stated(session, tenant_id, user_id, rows, fact_rows, actor)
         known_entities = self._known_entities(session, tenant_id, user_id)
         timings["database"] += time.perf_counter() - t0
 
@@ -1069,10 +1076,12 @@ def _onto_stated(
     user_id: str,
     rows: _Rows,
     fact_rows: dict[str, uuid.UUID],
+    actor: str,
 ) -> list[uuid.UUID]:
     """New facts the user's current memories already state word for word ("Zoe is allergic to
     peanuts", said again a month later) are not stored again: their messages become sources of the
-    memory that states them. Returns the memories that got sources."""
+    memory that states them, which holds from the earliest of them. Returns the memories that got
+    sources."""
     new = {m["content_hash"]: m for m in rows.memories if m["type"] == "semantic"}
     onto: dict[uuid.UUID, uuid.UUID] = {}
     for digest, (stated_id, kind, cited) in stated_now(session, tenant_id, user_id, list(new)).items():
@@ -1082,6 +1091,12 @@ def _onto_stated(
             onto[row["id"]] = stated_id
     if not onto:
         return []
+    earliest: dict[uuid.UUID, datetime] = {}
+    for m in rows.memories:
+        if m["id"] in onto and m.get("valid_from") is not None:
+            stated_id = onto[m["id"]]
+            earliest[stated_id] = min(m["valid_from"], earliest.get(stated_id, m["valid_from"]))
+    hold_from_earlier(session, tenant_id, user_id, earliest, actor)
     rows.memories = [m for m in rows.memories if m["id"] not in onto]
     rows.history = [h for h in rows.history if h["memory_id"] not in onto]
     for source in rows.sources:

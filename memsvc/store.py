@@ -549,6 +549,52 @@ def stated_now(
     return {h: (memory_id, kind, n) for h, memory_id, kind, n in rows}
 
 
+def hold_from_earlier(
+    session: Session, tenant_id: uuid.UUID, user_id: str, earliest: dict[uuid.UUID, datetime], actor: str
+) -> int:
+    """Facts said again in messages older than the one that first stated them (older history sent
+    later) hold from then: their `valid_from` moves back, recorded in history, unless another value
+    of their attribute began in between (the older message is of a time the fact does not cover).
+    Returns how many moved."""
+    moved = 0
+    for memory_id, said_at in sorted(earliest.items()):
+        memory = session.get(Memory, memory_id, with_for_update=True, populate_existing=True)
+        if memory is None or memory.valid_from is None or said_at >= memory.valid_from:
+            continue
+        if (
+            memory.attribute is not None
+            and session.execute(
+                select(Memory.id)
+                .where(
+                    Memory.tenant_id == tenant_id,
+                    Memory.user_id == user_id,
+                    Memory.subject == memory.subject,
+                    Memory.attribute == memory.attribute,
+                    Memory.id != memory.id,
+                    Memory.valid_from >= said_at,
+                    Memory.valid_from < memory.valid_from,
+                )
+                .limit(1)
+            ).first()
+        ):
+            continue
+        before = {"valid_from": memory.valid_from.isoformat()}
+        memory.valid_from, memory.updated_at = said_at, func.now()
+        session.add(
+            HistoryEvent(
+                tenant_id=tenant_id,
+                user_id=user_id,
+                memory_id=memory.id,
+                op="update",
+                actor=actor,
+                before=before,
+                after={"valid_from": said_at.isoformat()},
+            )
+        )
+        moved += 1
+    return moved
+
+
 def drop_graph_of_no_memories(session: Session, tenant_id: uuid.UUID, user_id: str) -> None:
     """A user whose every memory is deleted has no graph either: the speaker's own entity is named
     by no mention (`extraction.rules`), so it outlived the messages that named it."""

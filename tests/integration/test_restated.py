@@ -88,3 +88,20 @@ def test_a_fact_whose_first_message_is_deleted_is_dated_by_the_next(service, ten
     # It was dated (and shown in the context as of) the day of the message that is gone.
     assert fact.source_message_ids == ["d5"]
     assert fact.valid_from == fact.event_at == T0 + timedelta(days=1)
+
+
+def test_a_fact_said_again_in_older_history_sent_later_holds_from_then(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"rs-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, [("new", "I'm allergic to peanuts."), ("home", "I live in Berlin.")], 40)
+    # Older history imported afterwards: a month before, the same words.
+    _add(service, ctx, user, [("old", "I'm allergic to peanuts.")], 10)
+    (fact,) = _facts(service, ctx, user, "allergic to peanuts")
+    assert fact.valid_from == T0 + timedelta(days=10) and sorted(fact.source_message_ids) == ["new", "old"]
+    change = service.history(ctx, fact.id)[-1]
+    assert change.op == "update" and change.after == {"valid_from": (T0 + timedelta(days=10)).isoformat()}
+    # Not past another value of its attribute: Berlin did not hold while Paris did.
+    _add(service, ctx, user, [("paris", "I live in Paris.")], 20)
+    _add(service, ctx, user, [("older", "I live in Berlin.")], 5)
+    (berlin,) = [m for m in _facts(service, ctx, user, "lives in Berlin") if m.status == "active"]
+    assert berlin.valid_from == T0 + timedelta(days=40, minutes=1)
