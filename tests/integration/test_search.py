@@ -416,8 +416,9 @@ def test_a_plan_is_held_from_when_it_was_made_not_from_its_date(service, tenant)
         )
         return [r.content for r in service.search(ctx, query) if r.kind == "plan"]
 
-    assert plans(datetime(2024, 4, 1, tzinfo=UTC)) == ["Ann is going to Tokyo in June 2024"]  # made, not yet due
-    assert plans(datetime(2024, 7, 1, tzinfo=UTC)) == ["Ann is going to Tokyo in June 2024"]
+    tokyo = ["Ann is going to Tokyo in June 2024"]
+    assert plans(datetime(2024, 4, 1, tzinfo=UTC)) == tokyo  # made, not yet due
+    assert plans(datetime(2024, 7, 1, tzinfo=UTC)) == tokyo
     assert plans(datetime(2024, 2, 1, tzinfo=UTC)) == []  # not yet said
     context = service.context(
         ctx,
