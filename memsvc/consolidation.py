@@ -441,6 +441,24 @@ def _instruction_about(directive: str, who: str) -> str:
     return " ".join(sorted(frozenset(tokenize(directive)) - _STANCE_WORDS))
 
 
+def instruction_topic(topic: str, who: str) -> str:
+    """The requests an instruction governs as one key, however they were named: "my resume",
+    "Ann's resume" and "resumes" are one topic (stemmed words, the asker's own name left out)."""
+    asker = set(tokenize(who))
+    return " ".join(w for w in tokenize(topic.replace("’", "'")) if w not in asker) or topic
+
+
+# Verbs any directive may use: "use emojis" and "use numbered lists" are about different things.
+_DIRECTIVE_VERBS = frozenset(
+    tokenize("use give keep make write answer reply respond include add put show start end provide try be")
+)
+
+
+def _aspect(directive: str) -> frozenset[str]:
+    """What a directive is about: its words once stances and common verbs are set aside."""
+    return frozenset(tokenize(directive)) - _STANCE_WORDS - _DIRECTIVE_VERBS
+
+
 def fact_slot(content: str, subject: str | None) -> Slot | None:
     """The attribute of `subject` a fact states a value of, if it is one that has one current value
     (where they live, their job, employer, pet, car, partner, the instruction for some requests);
@@ -454,6 +472,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         directive = instruction.group("directive")
         if topic == EVERY_REQUEST:
             topic = f"{EVERY_REQUEST}: {_instruction_about(directive, instruction.group('who'))}"
+        else:
+            topic = instruction_topic(topic, instruction.group("who"))
         return Slot((INSTRUCTION_ATTRIBUTE + topic)[:64], directive.lower(), directive)
     if (died := _DIED_NAMED.match(content)) and died.group("v") != subject:
         # "Tiger passed away", told by Mei: the end of Mei's pet of that name, if Mei has one.
@@ -550,6 +570,13 @@ def _replaces(later: SlotFact, earlier: SlotFact) -> bool:
     end of the one `earlier` states (an end that names another value ends that one, not this)."""
     if later.value.startswith(ENDED):
         return not earlier.value.startswith(ENDED) and later.value[len(ENDED) :] in ("", earlier.value)
+    if later.attribute.startswith(INSTRUCTION_ATTRIBUTE) and not later.attribute.startswith(
+        INSTRUCTION_ATTRIBUTE + EVERY_REQUEST
+    ):
+        # Instructions for the same requests on different things both stand ("use numbered lists"
+        # and "stop using emojis" for resume questions); one on the same thing replaces the other
+        # ("use numbered lists instead of bullet points" after "always use bullet points").
+        return later.value != earlier.value and bool(_aspect(later.value) & _aspect(earlier.value))
     return later.value != earlier.value
 
 

@@ -1194,9 +1194,11 @@ _CONTENT_WORD = re.compile(r"[a-z][a-z'+&-]*")
 # A standing instruction with the requests it governs: "Always cite sources when I ask about
 # history", "Never use jargon whenever I ask for explanations", "When I ask about taxes, always
 # give the year". Only the conditional form: "Always happy to help!" is small talk, not an order.
+# What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
+_ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 _INSTRUCTION_AFTER = re.compile(
-    r"^(?:please,? )?(?P<directive>(?:always|never|don't|do not)\b.+?),? when(?:ever)? i ask(?: you)?"
-    r" (?P<about>about|for) (?P<topic>[^,;]+?)[.!]*$",
+    rf"^{_ORDER_LEAD}(?:please,? )?(?P<directive>(?:always|never|don't|do not)\b.+?),?"
+    r" when(?:ever)? i ask(?: you)? (?P<about>about|for) (?P<topic>[^,;]+?)[.!]*$",
     re.IGNORECASE,
 )
 
@@ -1215,8 +1217,6 @@ _STOP_VERBS = (
     r"|formatting|speaking|talking|mentioning|saying|asking|suggesting|recommending|explaining|starting"
     r"|ending|signing|showing|listing|putting|translating|referring|assuming|bringing|being|citing"
 )
-# What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
-_ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 # "When I ask about resumes, always use bullet points", and a change of it ("Actually, when I ask
 # about resumes, use numbered lists instead"): after the requests named, any order to answer so.
 _INSTRUCTION_BEFORE = re.compile(

@@ -397,6 +397,33 @@ def test_an_instruction_for_other_requests_is_listed_with_the_facts_not_as_one_t
     assert "code comments" not in instructions and "code comments" in facts
 
 
+def test_an_instruction_taken_back_for_its_requests_however_named_is_replaced(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"in-{uuid.uuid4().hex[:6]}"
+    _add_one_by_one(
+        service,
+        ctx,
+        user,
+        [
+            (START, "When I ask about resumes, use numbered lists."),
+            (START + timedelta(days=1), "Also, always use emojis when I ask about my resume."),
+            (START + timedelta(days=2), "Stop using emojis for my resume questions."),
+        ],
+    )
+    stored = {
+        r.content: r.status
+        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    }
+    assert stored == {
+        "When the user asks about resumes: use numbered lists.": "active",  # another thing
+        "When the user asks about the user's resume: always use emojis.": "superseded",
+        "When the user asks about resume: stop using emojis.": "active",
+    }
+    block = service.context(ctx, ContextRequest(query="Can you improve my resume?", user_id=user))
+    instructions = block.context.split("## Facts", 1)[0]
+    assert "stop using emojis" in instructions and "always use emojis" not in instructions
+
+
 def test_a_changed_instruction_replaces_the_old_one_for_its_requests(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = f"in-{uuid.uuid4().hex[:6]}"

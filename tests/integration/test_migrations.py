@@ -7,6 +7,7 @@ from sqlalchemy.engine import make_url
 
 from memsvc import migrate
 from memsvc.database import libpq_url
+from memsvc.models import EMBEDDING_DIM
 
 
 def _tables(url: str) -> set[str]:
@@ -50,3 +51,38 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
 
     migrate.upgrade(url)
     assert tables == _tables(url)
+
+
+def test_instructions_stored_before_0011_are_keyed_by_their_topic_however_named(database_url: str) -> None:
+    name = "memsvc_migration_0011"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url, "0010")
+    stored = [
+        ("When Ann asks about my resume: always use emojis.", "instruction: my resume"),
+        ("When Ann asks about anything: answer in Spanish.", "instruction: anything: language"),
+        ("Ann lives in Boston", "residence"),
+    ]
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        tenant = conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id"
+        ).fetchone()
+        assert tenant is not None
+        for content, attribute in stored:
+            conn.execute(
+                "INSERT INTO memories (id, tenant_id, user_id, type, kind, content, content_hash,"
+                " event_at, embedding, subject, attribute, importance, confidence, access_count, pinned,"
+                " status, metadata) VALUES (gen_random_uuid(), %s, 'u', 'semantic', 'fact', %s, md5(%s),"
+                " now(), array_fill(0.1, ARRAY[%s])::halfvec, 'Ann', %s, 0.5, 0.9, 0, false, 'active', '{}')",
+                (tenant[0], content, content, EMBEDDING_DIM, attribute),
+            )
+    migrate.upgrade(url)
+    with psycopg.connect(libpq_url(url)) as conn:
+        keys = dict(conn.execute("SELECT content, attribute FROM memories").fetchall())
+    assert keys == {
+        "When Ann asks about my resume: always use emojis.": "instruction: resum",
+        "When Ann asks about anything: answer in Spanish.": "instruction: anything: language",
+        "Ann lives in Boston": "residence",
+    }

@@ -65,8 +65,12 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann will move to Paris next year", None),
         ("Ann wants to live in Paris", None),
         ("Bob lives in Denver", None),  # not about the subject given
-        ("When Ann asks about Taxes: always give the year.", ("instruction: taxes", "always give the year")),
-        ("When Ann asks for  recipes: never use cups.", ("instruction: recipes", "never use cups")),
+        ("When Ann asks about Taxes: always give the year.", ("instruction: tax", "always give the year")),
+        ("When Ann asks for  recipes: never use cups.", ("instruction: recip", "never use cups")),
+        # The same requests however named: "my resume", "Ann's resume", "resumes".
+        ("When Ann asks about my resume: use bullets.", ("instruction: resum", "use bullets")),
+        ("When Ann asks about Ann's resume: use bullets.", ("instruction: resum", "use bullets")),
+        ("When Ann asks about resumes: use bullets.", ("instruction: resum", "use bullets")),
         ("When Bob asks about taxes: always give the year.", None),
         # One for every request is about what its words name, whatever it says of it.
         (
@@ -210,6 +214,30 @@ def test_an_instruction_has_no_plain_statement_and_the_next_one_supersedes_it() 
         )
     ]
     assert plan_supersessions(facts) == [Supersede(uuid.UUID(int=0), uuid.UUID(int=1), later)]
+
+
+def test_an_instruction_replaces_only_one_for_its_requests_on_the_same_thing() -> None:
+    said = [
+        ("When Ann asks about resumes: always use bullet points.", 0),
+        ("When Ann asks about my resume: always use emojis.", 1),
+        ("When Ann asks about resumes: use numbered lists instead of bullet points.", 2),
+        ("When Ann asks about resume: stop using emojis.", 3),
+    ]
+    facts = []
+    for i, (content, day) in enumerate(said):
+        slot = fact_slot(content, "Ann")
+        assert slot is not None and slot.attribute == "instruction: resum"
+        at = T0 + timedelta(days=day)
+        facts.append(
+            SlotFact(
+                uuid.UUID(int=i), "Ann", slot.attribute, slot.value, at, at, "active", None, None, content
+            )
+        )
+    # Bullets by numbered lists, emojis by their stop; the lists and the stop stand together.
+    assert plan_supersessions(facts) == [
+        Supersede(uuid.UUID(int=0), uuid.UUID(int=2), T0 + timedelta(days=2)),
+        Supersede(uuid.UUID(int=1), uuid.UUID(int=3), T0 + timedelta(days=3)),
+    ]
 
 
 def test_state_sentences_restate_changes_plainly() -> None:
