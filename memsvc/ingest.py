@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -43,6 +43,7 @@ from memsvc.schemas import AddRequest, AddResult, Message
 from memsvc.store import (
     bulk_insert,
     hold_from_earlier,
+    known_people,
     recount_mentions,
     stated_now,
     touch_feed,
@@ -390,7 +391,9 @@ class Ingestor:
         timings["database"] += time.perf_counter() - started
 
         t0 = time.perf_counter()
-        reading = self._read([t.turn for t in new_turns], stored_turns)
+        reading = self._read(
+            [t.turn for t in new_turns], stored_turns, known_people(session, tenant_id, user_id)
+        )
         extraction = reading.extraction
         timings["extraction"] += time.perf_counter() - t0
 
@@ -520,10 +523,13 @@ class Ingestor:
         timings["database"] += time.perf_counter() - t0
         return created
 
-    def _read(self, turns: Sequence[Turn], stored: dict[str | None, list[_StoredTurn]]) -> Reading:
-        """`turns` as ingest reads them, after the messages `stored` before them (corrections)."""
+    def _read(
+        self, turns: Sequence[Turn], stored: dict[str | None, list[_StoredTurn]], people: Collection[str]
+    ) -> Reading:
+        """`turns` as ingest reads them, after the messages `stored` before them (corrections),
+        knowing the user's `people`."""
         reading = _read_corrections(turns, stored)
-        extraction = self.extractor.extract(reading.turns)
+        extraction = self.extractor.extract(reading.turns, known_people=people)
         # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
         extraction.entities = name_sources(extraction.entities, turns)
         # What a correction says is stated by it and by the message it corrects.
@@ -548,7 +554,9 @@ class Ingestor:
             for s in stored.get(turn.session_id, ())
             if s.position is not None and turn.position is not None and s.position < turn.position
         ]
-        return self._read([said], {turn.session_id: before})
+        return self._read(
+            [said], {turn.session_id: before}, known_people(session, turn.tenant_id, turn.user_id)
+        )
 
     @staticmethod
     def statements(reading: Reading) -> frozenset[str]:

@@ -549,6 +549,17 @@ def stated_now(
     return {h: (memory_id, kind, n) for h, memory_id, kind, n in rows}
 
 
+def known_people(session: Session, tenant_id: uuid.UUID, user_id: str) -> list[str]:
+    """The names of the people in the user's graph."""
+    return list(
+        session.execute(
+            select(Entity.name).where(
+                Entity.tenant_id == tenant_id, Entity.user_id == user_id, Entity.entity_type == "person"
+            )
+        ).scalars()
+    )
+
+
 def hold_from_earlier(
     session: Session, tenant_id: uuid.UUID, user_id: str, earliest: dict[uuid.UUID, datetime], actor: str
 ) -> int:

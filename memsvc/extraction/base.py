@@ -8,7 +8,7 @@ database nor the embedding model, so ingest can run them anywhere and test them 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -123,4 +123,7 @@ class Extractor(Protocol):
 
     name: str
 
-    def extract(self, turns: Sequence[Turn]) -> Extraction: ...
+    def extract(self, turns: Sequence[Turn], *, known_people: Collection[str] = ()) -> Extraction:
+        """`known_people`: the names of people the user's memories know already (the graph's), so
+        that "Jon is getting married" said in a later add is news of Jon."""
+        ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
@@ -276,7 +276,7 @@ class LLMExtractor:
         """Close the HTTP connection pool."""
         self._client.close()
 
-    def extract(self, turns: Sequence[Turn]) -> Extraction:
+    def extract(self, turns: Sequence[Turn], *, known_people: Collection[str] = ()) -> Extraction:
         """Extract with the model; on repeated failure, extract with the fallback and say why in `notes`."""
         if not turns:
             return Extraction(extractor=self.name)
@@ -288,7 +288,7 @@ class LLMExtractor:
         log.warning(
             "LLM extraction failed after %d attempt(s): %s; using %s", attempts, reason, self.fallback.name
         )
-        result = self.fallback.extract(turns)
+        result = self.fallback.extract(turns, known_people=known_people)
         result.extractor = f"{self.name}→{self.fallback.name}"
         result.notes.append(f"llm extraction failed after {attempts} attempt(s): {reason}")
         return result

@@ -18,7 +18,7 @@ with a date phrase pay for date parsing (see `dates.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -438,15 +438,15 @@ class RulesExtractor:
 
     name = "rules"
 
-    def extract(self, turns: Sequence[Turn]) -> Extraction:
+    def extract(self, turns: Sequence[Turn], *, known_people: Collection[str] = ()) -> Extraction:
         """Extract facts, entities and relations from a batch of turns (in time order)."""
-        return _Batch(turns).run()
+        return _Batch(turns, known_people).run()
 
 
 class _Batch:
     """The state of one `extract` call: who speaks, which names are known, what was found so far."""
 
-    def __init__(self, turns: Sequence[Turn]) -> None:
+    def __init__(self, turns: Sequence[Turn], known_people: Collection[str] = ()) -> None:
         self.turns = [t for t in turns if t.role not in ("system", "tool")]
         speakers = list(dict.fromkeys(t.speaker for t in self.turns))
         self.speakers = set(speakers)
@@ -456,6 +456,12 @@ class _Batch:
         )
         self.vocatives = {s.lower() for s in speakers} | _VOCATIVE_WORDS
         self.names: set[str] = set(self.speakers)
+        # People of earlier adds, known by first name too ("Jon" of "Jon Smith").
+        self.names |= {
+            first
+            for name in known_people
+            if (first := name.split()[0])[:1].isupper() and first not in _PERSON_STOP
+        }
         self.entities: dict[str, _EntityAcc] = {}
         self.statements: list[_Statement] = []
         self.instructions: list[ExtractedFact] = []

@@ -528,3 +528,31 @@ def test_a_metadata_filter_matches_a_key_present_with_that_value(service, tenant
     # JSON's true is not 1 (in Python it is), nor 1 true; 1 is 1.0.
     assert found({"n": True}) == {"t1"}
     assert found({"n": 1}) == found({"n": 1.0}) == {"t0"}
+
+
+def test_news_of_a_person_known_from_an_earlier_add_is_stored(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"kp-{uuid.uuid4().hex[:6]}"
+    said = ["My friend Jon is a pilot.", "My boss Mark Lee is strict.", "Jon is getting married in May."]
+    for day, text in enumerate(said):
+        message = Message(
+            role="user",
+            name="Ann",
+            content=text,
+            id=f"m{day}",
+            created_at=datetime(2024, 3, 10 + day, tzinfo=UTC),
+        )
+        _ingest(service, ctx, AddRequest(user_id=user, messages=[message]))
+    _ingest(
+        service,
+        ctx,
+        AddRequest(
+            user_id=user,
+            messages=[Message(role="user", name="Ann", content="Mark is moving to London in July.", id="m3")],
+        ),
+    )
+    memories, sources = _memories(service, ctx, user, type="semantic")
+    stated = {m.content: sources[m.id] for m in memories}
+    # A name opening a sentence counts as one when the user's graph knows the person (by first name).
+    assert stated["Jon is getting married in May 2024"] == ["m2"]
+    assert any(content.startswith("Mark is moving to London") for content in stated)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -36,11 +36,11 @@ class FailsOnce:
         self.trigger = trigger
         self.failed = False
 
-    def extract(self, turns: Sequence[Turn]) -> Extraction:
+    def extract(self, turns: Sequence[Turn], *, known_people: Collection[str] = ()) -> Extraction:
         if not self.failed and any(t.message_id == self.trigger for t in turns):
             self.failed = True
             raise RuntimeError("transient extraction failure")
-        return self.rules.extract(turns)
+        return self.rules.extract(turns, known_people=known_people)
 
 
 def _batch(user_id: str, job: int) -> AddRequest:
