@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memsvc.extraction.base import COUPLE, EVERY_REQUEST, INSTRUCTION_SENTENCE, ExtractedFact
+from memsvc.extraction.base import (
+    COUPLE,
+    EVERY_REQUEST,
+    INSTRUCTION_SENTENCE,
+    KIN,
+    PLAN_NOUNS,
+    ExtractedFact,
+)
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -293,6 +300,11 @@ _CANCELLED = re.compile(
     r"(?:cancel(?:l?ed|ling)?|call(?:ed|ing)? off)\s+(?P<x>.+)"
     r"|^'s\s+(?P<y>.+?)\s+(?:(?:was|got|has been|had been|is|were|have been)\s+(?:cancell?ed|called off"
     r"|scrapped)|fell through|has fallen through)\b"
+    # "Ann's party is off" ("Ann's mood is off today" calls nothing off).
+    rf"|^'s\s+(?P<o>(?:[\w'-]+\s+){{0,3}}?(?:{PLAN_NOUNS}))\s+(?:is|are|was)\s+off\b"
+    # "Ann is not flying to Tokyo after all", "Ann and others are no longer going to Lisbon".
+    r"|^(?:\s+and others)?\s+(?:is|are|am)\s+(?:no longer\s+(?P<g>\w+ing\b.+)"
+    r"|not\s+(?P<h>\w+ing\b.+?)\s+(?:after all|anymore|any more)\b)"
     # A plan moved to another time ends the plan at the time before; the moving fact, dated by the
     # new time, is the plan now ("Kim moved Kim's dentist appointment to 5 April 2024", "Kim's
     # interview got pushed to 12 April 2024"). What is moved is named ("moved to Boston" is no plan).
@@ -342,15 +354,23 @@ def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     elif (match := _CANCELLED.match(text[len(subject) :])) is None:
         return None
     else:
-        what = next(group for group in match.group("x", "y", "m", "n") if group)
+        what = next(group for group in match.group("x", "y", "m", "n", "o", "g", "h") if group)
     said = _STATE_END.split(what, maxsplit=1)[0]
     words = _plan_words(said) - _plan_words(subject) - _PLAN_WORDS
     return words or None
 
 
-def names_plan(content: str, words: frozenset[str]) -> bool:
-    """Whether a plan holds every word of one called off (`cancelled_plan`)."""
-    return words <= _plan_words(content)
+def names_plan(content: str, words: frozenset[str], subject: str | None = None) -> bool:
+    """Whether a plan holds every word of one called off (`cancelled_plan`), and, where it is the
+    plan of someone of the `subject`'s ("Ann's friend Jon is getting married"), names them too: "Ann's
+    wedding got postponed" is not Jon's."""
+    written = as_written(subject, content)
+    theirs = (
+        re.match(rf"{re.escape(written)}'s\s+(?:{KIN})\b(?:\s+[A-Z][\w'-]*)?", content) if written else None
+    )
+    return words <= _plan_words(content) and (
+        theirs is None or bool(_plan_words(theirs.group(0)[len(written or "") :]) & words)
+    )
 
 
 def never_valid(valid_from: datetime | None, valid_to: datetime | None) -> bool:

@@ -402,7 +402,7 @@ def close_cancelled_plans(
             Memory.id != fact_id,
         )
         for plan_id, content in stated:
-            if names_plan(content, words):
+            if names_plan(content, words, subject):
                 plans.append(Supersede(old_id=plan_id, new_id=fact_id, valid_to=said_at))
     return apply_supersessions(session, tenant_id, user_id, plans, actor)
 

@@ -72,6 +72,20 @@ def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str
     return f"When {who} asks {asks} {topic}: {directive[0].lower()}{directive[1:]}."
 
 
+# Someone (or a pet) of a speaker's: "my sister", "Ann's boss", "my dog Rex".
+KIN = (
+    r"friend|best friend|sister|brother|mom|mother|dad|father|husband|wife|partner|son|daughter|boyfriend"
+    r"|girlfriend|cousin|aunt|uncle|grandma|grandmother|grandpa|grandfather|boss|colleague|coworker"
+    r"|co-worker|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
+    r"|bird|hamster|fish|snake"
+)
+
+# What a plan is called when it is called off ("The party is off", "the Tokyo trip got cancelled").
+PLAN_NOUNS = (
+    r"trip|wedding|party|vacation|holiday|flight|visit|meeting|appointment|concert|dinner|reservation"
+    r"|tour|interview|class|lesson|surgery|ceremony|celebration|move|plans?"
+)
+
 # The topic of a standing instruction for every request ("Always answer in Spanish"): the
 # context block carries it whatever the question.
 EVERY_REQUEST = "anything"

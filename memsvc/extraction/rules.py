@@ -25,6 +25,8 @@ from datetime import datetime
 from memsvc.extraction.base import (
     COUPLE,
     EVERY_REQUEST,
+    KIN,
+    PLAN_NOUNS,
     SECRET,
     EntityType,
     ExtractedEntity,
@@ -188,15 +190,9 @@ _PERSON_STOP = _words(
     "Good Sorry Aww Omg Ooh Woah Whoa Yep Yup Nope Btw Also Plus And But"
 )
 _VOCATIVE_WORDS = _words("buddy dude man girl friend pal mate bro sis guys everyone")
-_KIN = (
-    r"friend|best friend|sister|brother|mom|mother|dad|father|husband|wife|partner|son|daughter|boyfriend"
-    r"|girlfriend|cousin|aunt|uncle|grandma|grandmother|grandpa|grandfather|boss|colleague|coworker"
-    r"|co-worker|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
-    r"|bird|hamster|fish|snake"
-)
 # "my girlfriend Anna", "my best friend Tom": someone of the speaker's, named.
 _NAMED_KIN = re.compile(
-    rf"^\s*(?:my|our)\s+(?:new\s+|old\s+|little\s+|big\s+)?(?:{_KIN})\s+(?-i:[A-Z])[\w'-]+\s*$", re.I
+    rf"^\s*(?:my|our)\s+(?:new\s+|old\s+|little\s+|big\s+)?(?:{KIN})\s+(?-i:[A-Z])[\w'-]+\s*$", re.I
 )
 _ANIMALS = _words("dog cat puppy kitten pet bunny rabbit horse turtle bird hamster fish snake")
 _PLACE_HEADS = _words(
@@ -354,12 +350,12 @@ def _opens(sentence: str, start: int) -> bool:
 
 
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
-_KIN_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({_KIN})\s+(?:named\s+|called\s+)?({_NAME_WORD})\b")
-_NAMED = re.compile(rf"\b(?:a|an|the)\s+({_KIN})\s+(?:named|called)\s+({_NAME_WORD})\b")
+_KIN_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({KIN})\s+(?:named\s+|called\s+)?({_NAME_WORD})\b")
+_NAMED = re.compile(rf"\b(?:a|an|the)\s+({KIN})\s+(?:named|called)\s+({_NAME_WORD})\b")
 # "My sister Lena is a doctor. She lives in Rome.": the second sentence is about Lena, and read
 # alone it stated nothing (no one's "She"). A sentence opening "She"/"He" right after one that
 # names exactly one someone of the speaker's of that gender (or either) is about them.
-_MY_KIN = re.compile(rf"\b[Mm]y\s+((?:{_KIN})(?:\s+(?:named\s+|called\s+)?{_NAME_WORD})?)\b")
+_MY_KIN = re.compile(rf"\b[Mm]y\s+((?:{KIN})(?:\s+(?:named\s+|called\s+)?{_NAME_WORD})?)\b")
 _HER_KIN = _words("sister mom mother wife daughter girlfriend aunt grandma grandmother")
 _HIS_KIN = _words("brother dad father husband son boyfriend uncle grandpa grandfather")
 _OPENING_PRONOUN = re.compile(r"^(?P<pronoun>She|He)(?P<rest>(?:'s|\s+[a-z]))")
@@ -946,10 +942,9 @@ def _statement_before_question(sentence: str) -> str | None:
 # "The Tokyo trip got cancelled", "The Berlin move fell through": a plan called off, said by one
 # who had it (as "my trip" would be).
 _THE_CALLED_OFF = re.compile(
-    r"^the (?=(?:[\w'-]+ ){0,3}?(?:trip|wedding|party|vacation|holiday|flight|visit|meeting|appointment"
-    r"|concert|dinner|reservation|tour|interview|class|lesson|surgery|ceremony|celebration|move|plans?) "
+    rf"^the (?=(?:[\w'-]+ ){{0,3}}?(?:{PLAN_NOUNS}) "
     r"(?:to [\w' -]+? )?(?:(?:was|got|has been|had been|is|were|have been) (?:cancell?ed|called off|scrapped)"
-    r"|fell through|has fallen through)\b)",
+    r"|(?:is|are|was) off|fell through|has fallen through)\b)",
     re.IGNORECASE,
 )
 
@@ -1418,7 +1413,7 @@ def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
 
 
 _PERSON_CONTEXT = re.compile(
-    rf"\b(?:{_KIN}|named|called|dating|dated|married|marry|marrying|engaged\s+to|divorced|kissed|hugged"
+    rf"\b(?:{KIN}|named|called|dating|dated|married|marry|marrying|engaged\s+to|divorced|kissed|hugged"
     r"|texted|met|meet|meeting|(?:hang|hung|hanging)\s+out\s+with|broke\s+up\s+with|(?:me|i)\s+(?:and|&)"
     r"|(?:live|lives|lived|living)\s+with)\s*$"
 )

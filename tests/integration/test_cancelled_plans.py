@@ -75,3 +75,19 @@ def test_a_plan_moved_to_another_time_is_the_plan_at_that_time(service, tenant) 
         assert facts[old].status == "superseded" and facts[new].status == "active", old
     results = service.search(ctx, SearchRequest(query="When is Max's job interview?", user_id=user, limit=5))
     assert not any("20 May" in r.content for r in results)  # the time it was moved from never held
+
+
+def test_a_plan_taken_back_in_the_negative_ends_and_a_friends_plan_is_not_ones_own(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"cp-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, "t", "I'm flying to Tokyo next month.", 0)
+    _add(service, ctx, user, "j", "My friend Jon is getting married next month.", 1)
+    _add(service, ctx, user, "p", "I'm hosting a party on Saturday.", 2)
+    _add(service, ctx, user, "n", "I'm not flying to Tokyo after all.", 3)
+    _add(service, ctx, user, "w", "My wedding got postponed to September.", 4)
+    _add(service, ctx, user, "o", "The party is off.", 5)
+    facts = _semantic(service, ctx, user)
+    assert facts["Max is flying to Tokyo in June 2024"].status == "superseded"
+    assert facts["Max's friend Jon is getting married in June 2024"].status == "active"
+    party = next(m for m in facts.values() if m.content.startswith("Max is hosting a party"))
+    assert party.status == "superseded"
