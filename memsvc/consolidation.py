@@ -73,7 +73,7 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # "Kim is a teacher at Lincoln High": a title at a named employer is a job.
         (
             "job",
-            rf"^\s+{_NOW}(?:is|has been)\s+an?\s+"
+            rf"^\s+{_NOW}(?:is|has been)\s+{_NOW}an?\s+"
             r"(?!(?:\w+\s+)?(?:fan|regular|member|guest|customer|visitor|tourist|patient)\b)"
             r"(?P<v>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}\s+(?:at|for)\s+(?-i:[A-Z]).*)",
         ),

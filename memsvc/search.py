@@ -824,7 +824,9 @@ def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
         body = _PLEASANTRIES.sub(r"\1", body)
     # A fact a newer one replaced says so, or a model reads two current home towns; as of a past
     # time, only an end that had come by then.
-    ended = item.valid_to if item.type == "semantic" else None
+    # An event happened when it did: a later value ("adopted Biscuit" after "Milo passed away")
+    # ends the state it left, not the event, so it gets no "(until …)".
+    ended = item.valid_to if item.type == "semantic" and item.kind != "event" else None
     if ended and as_of is not None and ended > as_of:
         ended = None
     until = f" (until {said_day(ended, zone).isoformat()})" if ended else ""

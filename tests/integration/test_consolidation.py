@@ -1171,6 +1171,11 @@ def test_a_pet_that_died_told_by_name_is_no_pet(service, tenant) -> None:  # typ
     rows = _rows(service, ctx, user)
     assert _fact(rows, "Ann's pet is called Tiger").status == "superseded"
     assert _fact(rows, "Tiger passed away on 9 February 2024").status == "active"
+    # A new pet ends the petless state the death left, but the death happened: no "(until …)".
+    _add(service, ctx, user, ["I adopted a puppy named Biscuit."], T0 + timedelta(days=60), "s3")
+    block = service.context(ctx, ContextRequest(query="Did Ann's cat Tiger die?", user_id=user)).context
+    died = next(line for line in block.splitlines() if "Tiger passed away" in line and "src:" in line)
+    assert "(until" not in died
 
 
 def test_what_a_relative_does_leaves_the_users_own_facts_alone(service, tenant) -> None:  # type: ignore[no-untyped-def]

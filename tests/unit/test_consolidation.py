@@ -176,6 +176,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann now prefers dark mode to light mode", ("prefers dark mode or light mode", "dark mode")),
         ("Ann prefers detailed proofs with diagrams", None),
         ("Ann is a teacher at Lincoln High", ("job", "teacher")),
+        ("Ann is now a software engineer at Amazon", ("job", "software engineer")),
         ("Ann is a big fan at Anfield", None),
         ("Ann got promoted to vice principal", ("job", "vice principal")),
         # One amount of a kind at a time (QA round 3).
