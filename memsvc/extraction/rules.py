@@ -478,23 +478,31 @@ class _Batch:
             if not _is_role_name(speaker):
                 self._add_entity(speaker, "person")
         previous: tuple[Turn, list[str]] | None = None
-        for turn, (sentences, captions) in zip(self.turns, split, strict=True):
+        # Whom a speaker's last turn ended on ("my sister Lena"), and at which turn: "She moved to
+        # Berlin" in their next message (after at most one reply) is about her.
+        referents: dict[str, tuple[int, str | None]] = {}
+        for index, (turn, (sentences, captions)) in enumerate(zip(self.turns, split, strict=True)):
             if not _is_unnamed_assistant(turn):
                 if previous is not None and previous[0].speaker != turn.speaker and sentences:
                     self._answer(previous[0], previous[1], turn, sentences[0])
-                self._turn(turn, sentences)
+                last, referent = referents.get(turn.speaker, (-9, None))
+                referents[turn.speaker] = (
+                    index,
+                    self._turn(turn, sentences, referent if index - last <= 2 else None),
+                )
                 for caption in captions:
                     self._photo(turn, caption)
             self._mentions(sentences)
             previous = (turn, sentences)
         return self._finish()
 
-    def _turn(self, turn: Turn, sentences: list[str]) -> None:
+    def _turn(self, turn: Turn, sentences: list[str], referent: str | None = None) -> str | None:
+        """Read a turn's sentences (`referent`: whom an opening "She"/"He" stands for); returns whom
+        its last sentence named."""
         # A subjectless "-ing" clause is the speaker's own news when it opens the turn ("Researching
         # adoption agencies") or follows their own statement; after a reaction it is mostly about the
         # other person ("Wow! Taking in kids in need - you're so kind").
         opening = True
-        referent = None
         for said in sentences:
             sentence = _about_referent(said, referent)
             referent = _referent(sentence)
@@ -526,6 +534,7 @@ class _Batch:
                     self._add_statement(stmt)
                     narrating = narrating or stmt.subject == turn.speaker
             opening = narrating or (opening and not had_content)
+        return referent
 
     # -- sentences and clauses --------------------------------------------------------------------
 
@@ -673,7 +682,7 @@ class _Batch:
         # "I'm Lucía, I work as a nurse": saying who one is states nothing ("Lucía is Lucía").
         text = re.sub(rf"^{re.escape(speaker)} is {re.escape(speaker)}\b[,;]?\s*", "", text)
         kind = _kind(text, subject, date, turn.event_at)
-        if not _has_content(text, subject):
+        if not _has_content(text, subject) or _only_a_reaction(text, subject):
             return None
         if date is not None:
             valid_from: datetime | None = date.value
@@ -1190,13 +1199,31 @@ def _has_content(text: str, subject: str) -> bool:
 
 
 _CONTENT_WORD = re.compile(r"[a-z][a-z'+&-]*")
+# A reply to what was just said, about "it" or "that" and nothing more: "That is great, I love it!",
+# "I think that's a great idea.", "Sounds good, I'll try that tomorrow." state no fact of their own.
+_DEICTIC = re.compile(r"\b(?:that|this)\b", re.IGNORECASE)  # "Ann loved it" after its trip stays
+_REACTION_WORDS = _words(
+    "love loves loved like likes liked enjoy enjoys think thinks thought try tries tried agree agrees "
+    "sound sounds good great nice cool awesome amazing perfect fun idea ideas plan definitely totally "
+    "really will give shot do does did check out look looks into "
+    "january february march april may june july august september october november december "
+    "monday tuesday wednesday thursday friday saturday sunday today tomorrow tonight later soon"
+)
 
 
+def _only_a_reaction(text: str, subject: str) -> bool:
+    if not _DEICTIC.search(text):
+        return False
+    subject_words = set(subject.lower().split())
+    words = {w.removesuffix("'s") for w in _CONTENT_WORD.findall(text.lower())}
+    return words - _STOP - subject_words - {"it", "that", "this", "others"} <= _REACTION_WORDS
+
+
+# What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
+_ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 # A standing instruction with the requests it governs: "Always cite sources when I ask about
 # history", "Never use jargon whenever I ask for explanations", "When I ask about taxes, always
 # give the year". Only the conditional form: "Always happy to help!" is small talk, not an order.
-# What may open an order without being part of it: "OK, you can stop…", "Actually, please…".
-_ORDER_LEAD = r"(?:(?:ok|okay|alright|actually|also|so|and|oh|hey),? )*"
 _INSTRUCTION_AFTER = re.compile(
     rf"^{_ORDER_LEAD}(?:please,? )?(?P<directive>(?:always|never|don't|do not)\b.+?),?"
     r" when(?:ever)? i ask(?: you)? (?P<about>about|for) (?P<topic>[^,;]+?)[.!]*$",

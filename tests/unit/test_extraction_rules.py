@@ -206,6 +206,11 @@ def test_she_or_he_after_someone_of_the_speaker_s_is_them() -> None:
     facts = [f.content for f in RulesExtractor().extract(chat(("Ann", said))).facts]
     assert "Ann's sister Lena lives in Rome" in facts and "Ann's sister Lena is 40" in facts
     assert not any("said hi" in f for f in facts)  # "He" is not a sister
+    # In the speaker's next message, after a reply, too.
+    apart = RulesExtractor().extract(
+        chat(("Ann", "My sister Lena is a doctor."), ("Bob", "Nice!"), ("Ann", "She moved to Berlin."))
+    )
+    assert "Ann's sister Lena moved to Berlin" in [f.content for f in apart.facts]
     # Two of them named: "She" is not told apart.
     two = "My brother Tom and my sister Ana came. She stayed."
     assert not any("stayed" in f.content for f in RulesExtractor().extract(chat(("Ann", two))).facts)
@@ -223,6 +228,17 @@ def test_a_known_person_said_with_a_full_name_is_news_and_a_change_of_state_no_t
         (r.subject, r.predicate, r.object)
         for r in RulesExtractor().extract(chat(("Ann", "I got a new bike and got sick."))).relations
     }
+
+
+def test_a_reply_about_that_and_nothing_more_states_no_fact() -> None:
+    said = [
+        "That is great, I love it!",
+        "I think that's a great idea.",
+        "Sounds good, I'll try that tomorrow.",
+        "I love that song by Adele.",
+    ]
+    facts = [f.content for f in RulesExtractor().extract(chat(*(("Ann", s) for s in said))).facts]
+    assert facts == ["Ann loves that song by Adele"]
 
 
 def test_name_sources_corrects_any_extractor_s_sources() -> None:
