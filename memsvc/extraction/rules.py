@@ -312,7 +312,7 @@ _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b(?!-)"
 # "Last Christmas we got engaged", "Then we went hiking" (as the first word, `_WE_START`).
 _WE_AFTER_LEAD = re.compile(
     r"^(?:(?:and\s+)?then|so|later|afterwards|after\s+that|recently|finally|eventually|yesterday|today"
-    r"|tonight|(?:last|this|next)\s+\w+|(?:on|at|in|over)\s+(?:the\s+)?\w+(?:\s+\d+)?|\w+\s+\w+\s+ago)"
+    r"|tonight|(?:last|this|next|every|each)\s+\w+|(?:on|at|in|over)\s+(?:the\s+)?\w+(?:\s+\d+)?|\w+\s+\w+\s+ago)"
     r",?\s+(?:we|we're|we've|we'll|we'd)\b",
     re.IGNORECASE,
 )

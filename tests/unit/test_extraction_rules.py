@@ -230,6 +230,11 @@ def test_a_known_person_said_with_a_full_name_is_news_and_a_change_of_state_no_t
     }
 
 
+def test_a_habit_said_with_we_after_when_it_recurs_is_a_fact() -> None:
+    result = RulesExtractor().extract(chat(("Ann", "Every June we rent a cabin at Lake Tahoe.")))
+    assert [f.content for f in result.facts] == ["Every June Ann and others rent a cabin at Lake Tahoe"]
+
+
 def test_a_reply_about_that_and_nothing_more_states_no_fact() -> None:
     said = [
         "That is great, I love it!",
