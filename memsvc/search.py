@@ -813,7 +813,13 @@ _PLEASANTRIES = re.compile(
 )
 
 
-def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
+# A passage repeats the last sentences of the one before it (so an answer cut in two is whole in
+# one); in a context block that holds both, a sentence of a message is written once.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _line(item: MemoryOut, as_of: datetime | None = None, written: set[str] | None = None) -> str:
+    """`written`: the sentences of the item's message that lines before it hold."""
     # Days on the speaker's calendar: `event_at` comes in the speaker's offset.
     zone = item.event_at.tzinfo if item.event_at else None
     day = _shown_day(item)
@@ -822,6 +828,9 @@ def _line(item: MemoryOut, as_of: datetime | None = None) -> str:
     body = item.content.replace("\n", " / ")
     if item.role == "assistant" or item.kind == "excerpt":
         body = _PLEASANTRIES.sub(r"\1", body)
+    if item.kind == "passage" and written is not None:
+        sentences = _SENTENCE_END.split(body)
+        body = " ".join(s for s in sentences if s not in written) or body
     # A fact a newer one replaced says so, or a model reads two current home towns; as of a past
     # time, only an end that had come by then.
     # An event happened when it did: a later value ("adopted Biscuit" after "Milo passed away")
@@ -907,13 +916,17 @@ def assemble_context(
     budget = max_tokens - headers - 3
     chosen: list[tuple[MemoryOut, str]] = []
     used = 0
+    written: dict[str, set[str]] = {}  # message id -> its sentences the lines hold
     for item in results:
-        line = _line(item, as_of)
+        said = written.setdefault(item.source_message_ids[0], set()) if item.source_message_ids else None
+        line = _line(item, as_of, said)
         cost = count_tokens(line) + 1
         if used + cost > budget:
             continue
         chosen.append((item, line))
         used += cost
+        if said is not None and item.kind == "passage":
+            said.update(_SENTENCE_END.split(item.content.replace("\n", " / ")))
 
     def standing(item: MemoryOut) -> bool:
         # An instruction a newer one replaced is history, a fact like any other.

@@ -3,6 +3,7 @@ apart in search results and the context block (real PostgreSQL, real embedding m
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,38 @@ def test_the_context_block_says_who_said_what(service, tenant) -> None:  # type:
     assert "] assistant: There are several parts" in line
     first = next(i for i in opening.items if "There are several parts" in i.content)
     assert first.content.startswith("Great question! ")
+
+
+def test_a_context_block_writes_a_sentence_of_a_message_once(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pc-{uuid.uuid4().hex[:6]}"
+    # One paragraph: its passages are cut between sentences, each repeating the end of the last.
+    steps = " ".join(
+        f"Step {n}: tune the marathon plan's {topic} carefully, week by week, and note how your legs feel."
+        for n, topic in enumerate(
+            ["long runs", "tempo runs", "rest days", "hill repeats", "easy runs", "strides", "tapering",
+             "fuelling", "hydration", "sleep", "shoes", "race pace"],
+            1,
+        )
+    )  # fmt: skip
+    _ingest(
+        service, ctx, _chat(user, [("user", "How should I train for the marathon?"), ("assistant", steps)])
+    )
+    block = service.context(
+        ctx,
+        ContextRequest(
+            query="How should I tune my marathon plan week by week?", user_id=user, max_tokens=2000
+        ),
+    )
+    passages = [i for i in block.items if i.kind == "passage"]
+    assert len(passages) >= 2  # a context block keeps the passages that overlap
+    said = [
+        sentence
+        for line in block.context.splitlines()
+        if "(src: m1)" in line
+        for sentence in re.split(r"(?<=[.!?])\s+", line.split("assistant: ", 1)[-1].rsplit(" (src:", 1)[0])
+    ]
+    assert len(said) == len(set(said))
 
 
 def test_a_question_about_what_i_said_prefers_the_users_messages(service, tenant) -> None:  # type: ignore[no-untyped-def]
