@@ -675,6 +675,9 @@ class _Batch:
             clause = prefix + clause[0].lower() + clause[1:]
         tense = tense_of(clause)
         dates = resolve_dates(clause, turn.event_at, prefer=tense)
+        if _ANNUAL.search(clause):
+            # "My birthday is on October 3rd" is every year's: no year is added, and it is no plan.
+            dates = [d for d in dates if not _A_DAY_OF_THE_YEAR.search(d.span)]
         date = main_date(dates)
         text = rewrite_relative(clause, dates)
         text = _third_person(text, speaker, other)
@@ -1019,6 +1022,16 @@ def _fragment_prefix(clause: str, gerund_ok: bool) -> str | None:
             return None  # "Networking plays a big role": the -ing word is the subject
         return "S is "
     return None
+
+
+# A date that comes every year ("my birthday is on October 3rd", "our anniversary is in June").
+_ANNUAL = re.compile(r"\b(?:birthday|anniversary|name day|nameday)\s+(?:is|falls)\b", re.IGNORECASE)
+_A_DAY_OF_THE_YEAR = re.compile(
+    r"^(?:on\s+|in\s+)?(?:the\s+)?(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?)?"
+    r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
+    r"(?:\s+\d{1,2}(?:st|nd|rd|th)?)?$",
+    re.IGNORECASE,
+)
 
 
 def _kind(text: str, subject: str, date: ResolvedDate | None, at: datetime) -> FactKind:

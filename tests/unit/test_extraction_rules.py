@@ -230,6 +230,16 @@ def test_a_known_person_said_with_a_full_name_is_news_and_a_change_of_state_no_t
     }
 
 
+def test_a_birthday_is_every_year_s_and_a_party_on_it_a_plan() -> None:
+    result = RulesExtractor().extract(
+        chat(("Ann", "My birthday is on October 3rd."), ("Ann", "My birthday party is on October 3rd."))
+    )
+    assert [(f.content, f.kind) for f in result.facts] == [
+        ("Ann's birthday is on October 3rd", "fact"),
+        ("Ann's birthday party is on 3 October 2023", "plan"),
+    ]
+
+
 def test_a_habit_said_with_we_after_when_it_recurs_is_a_fact() -> None:
     result = RulesExtractor().extract(chat(("Ann", "Every June we rent a cabin at Lake Tahoe.")))
     assert [f.content for f in result.facts] == ["Every June Ann and others rent a cabin at Lake Tahoe"]
