@@ -366,10 +366,12 @@ def names_plan(content: str, words: frozenset[str], subject: str | None = None) 
     wedding got postponed" is not Jon's."""
     written = as_written(subject, content)
     theirs = (
-        re.match(rf"{re.escape(written)}'s\s+(?:{KIN})\b(?:\s+[A-Z][\w'-]*)?", content) if written else None
+        re.match(rf"{re.escape(written)}'s\s+(?P<who>(?:{KIN})\b(?:\s+[A-Z][\w'-]*)?)", content)
+        if written
+        else None
     )
     return words <= _plan_words(content) and (
-        theirs is None or bool(_plan_words(theirs.group(0)[len(written or "") :]) & words)
+        theirs is None or bool(_plan_words(theirs.group("who")) & words)
     )
 
 
