@@ -456,7 +456,7 @@ class _Batch:
         self.names |= {
             first
             for name in known_people
-            if (first := name.split()[0])[:1].isupper() and first not in _PERSON_STOP
+            if (first := (name.split() or [""])[0])[:1].isupper() and first not in _PERSON_STOP
         }
         self.entities: dict[str, _EntityAcc] = {}
         self.statements: list[_Statement] = []
