@@ -62,6 +62,24 @@ def sql(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         yield conn
 
 
+@pytest.fixture
+def empty_database_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of the test's own on the session's server, empty (migrations from scratch);
+    dropped after the test."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from memsvc.database import libpq_url
+
+    name = f"memsvc_{request.node.name}"[:63].lower()
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     from memsvc.embedding import get_embedder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import psycopg
-from sqlalchemy.engine import make_url
 
 from memsvc import migrate
 from memsvc.database import libpq_url
@@ -16,13 +15,8 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def test_upgrade_downgrade_upgrade(database_url: str) -> None:
-    name = "memsvc_migration_check"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-
+def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
+    url = empty_database_url
     migrate.upgrade(url)
     tables = _tables(url)
     assert {
@@ -53,12 +47,10 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     assert tables == _tables(url)
 
 
-def test_instructions_stored_before_0011_are_keyed_by_their_topic_however_named(database_url: str) -> None:
-    name = "memsvc_migration_0011"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+def test_instructions_stored_before_0011_are_keyed_by_topic_however_named(
+    empty_database_url: str,
+) -> None:
+    url = empty_database_url
     migrate.upgrade(url, "0010")
     stored = [
         ("When Ann asks about my resume: always use emojis.", "instruction: my resume"),

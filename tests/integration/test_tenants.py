@@ -9,7 +9,6 @@ import uuid
 import psycopg
 import pytest
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from memsvc import migrate
@@ -215,12 +214,8 @@ def test_database_refuses_unknown_scopes(database) -> None:  # type: ignore[no-u
             session.execute(update(ApiKey).where(ApiKey.id == created.id).values(scopes=bad))
 
 
-def test_keys_made_before_scopes_get_all_of_them(database_url: str) -> None:
-    name = "memsvc_scopes_migration"
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+def test_keys_made_before_scopes_get_all_of_them(empty_database_url: str) -> None:
+    url = empty_database_url
     migrate.upgrade(url, "0002")
     tenant_id, key_id = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
@@ -245,5 +240,3 @@ def test_keys_made_before_scopes_get_all_of_them(database_url: str) -> None:
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'api_keys'"
         ).fetchall()
         assert ("scopes",) not in columns
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}"')
