@@ -56,6 +56,14 @@ def _say_one_by_one(service, ctx, user: str, said: list[tuple[datetime, str]]): 
     return block, block.context.split("## Instructions\n", 1)[1].split("\n\n", 1)[0].splitlines()
 
 
+def _statuses(service, ctx, user: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The user's semantic memories: content -> status."""
+    return {
+        r.content: r.status
+        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
+    }
+
+
 def _search(service, ctx, user: str, query: str):  # type: ignore[no-untyped-def]
     return service.search(ctx, SearchRequest(query=query, user_id=user, limit=3))
 
@@ -350,10 +358,7 @@ def test_a_preference_turned_round_replaces_the_old_one_for_requests(service, te
             (START + timedelta(days=60), "I prefer coffee over tea in the mornings now."),
         ],
     )
-    stored = {
-        r.content: r.status
-        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
-    }
+    stored = _statuses(service, ctx, user)
     assert stored == {
         "User prefers tea over coffee in the mornings": "superseded",
         "User prefers coffee over tea in the mornings now": "active",
@@ -410,10 +415,7 @@ def test_an_instruction_taken_back_for_its_requests_however_named_is_replaced(se
             (START + timedelta(days=2), "Stop using emojis for my resume questions."),
         ],
     )
-    stored = {
-        r.content: r.status
-        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
-    }
+    stored = _statuses(service, ctx, user)
     assert stored == {
         "When the user asks about resumes: use numbered lists.": "active",  # another thing
         "When the user asks about the user's resume: always use emojis.": "superseded",
@@ -440,10 +442,7 @@ def test_a_changed_instruction_replaces_the_old_one_for_its_requests(service, te
             (START + timedelta(days=6), "Stop using emojis for my resume questions."),
         ],
     )
-    stored = {
-        r.content: r.status
-        for r in service.list(ctx, user, memory_type="semantic", limit=50, cursor=None).items
-    }
+    stored = _statuses(service, ctx, user)
     assert stored["When the user asks about resumes: always use bullet points."] == "superseded"
     assert (
         stored["When the user asks about resumes: use numbered lists instead of bullet points."] == "active"
