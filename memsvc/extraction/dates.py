@@ -72,9 +72,11 @@ _NUM = (
     r"(?:\d{1,2}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty"
     r"|a\s+few|few|a\s+couple(?:\s+of)?|couple(?:\s+of)?|several)"
 )
-_WD = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+MONTH_NAMES = "january february march april may june july august september october november december"
+WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday"
+_WD = rf"(?:{'|'.join(WEEKDAY_NAMES.split())})"
 _WD_ABBR = r"(?:mon|tues|tue|wed|thurs|thur|thu|fri|sat|sun)\b\.?"
-_MONTH = r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
+_MONTH = rf"(?:{'|'.join(MONTH_NAMES.split())})"
 _MON_ABBR = r"(?:jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\b\.?"
 _ORD = r"\d{1,2}(?:st|nd|rd|th)?"
 _YEAR = r"(?:19|20)\d{2}"
@@ -179,8 +181,7 @@ _FUTURE = re.compile(
 
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 _RD_WEEKDAYS = (MO, TU, WE, TH, FR, SA, SU)
-_MONTH_NAMES = "january february march april may june july august september october november december"
-_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES.split(" "))}
+_MONTHS = {m: i + 1 for i, m in enumerate(MONTH_NAMES.split())}
 _VAGUE_NUM = re.compile(r"\b(?:a\s+few|few|several)\b", re.IGNORECASE)
 _COUPLE = re.compile(r"\b(?:a\s+)?couple(?:\s+of)?\b", re.IGNORECASE)
 _LEADING_PREP = re.compile(rf"^(?:{_PREP}|on|the)\s+", re.IGNORECASE)

@@ -37,7 +37,15 @@ from memsvc.extraction.base import (
     Turn,
     instruction_sentence,
 )
-from memsvc.extraction.dates import ResolvedDate, main_date, resolve_dates, rewrite_relative, tense_of
+from memsvc.extraction.dates import (
+    MONTH_NAMES,
+    WEEKDAY_NAMES,
+    ResolvedDate,
+    main_date,
+    resolve_dates,
+    rewrite_relative,
+    tense_of,
+)
 
 __all__ = ["RulesExtractor"]
 
@@ -1028,7 +1036,7 @@ def _fragment_prefix(clause: str, gerund_ok: bool) -> str | None:
 _ANNUAL = re.compile(r"\b(?:birthday|anniversary|name day|nameday)\s+(?:is|falls)\b", re.IGNORECASE)
 _A_DAY_OF_THE_YEAR = re.compile(
     r"^(?:on\s+|in\s+)?(?:the\s+)?(?:\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?)?"
-    r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
+    rf"(?:{'|'.join(MONTH_NAMES.split())})"
     r"(?:\s+\d{1,2}(?:st|nd|rd|th)?)?$",
     re.IGNORECASE,
 )
@@ -1218,9 +1226,8 @@ _DEICTIC = re.compile(r"\b(?:that|this)\b", re.IGNORECASE)  # "Ann loved it" aft
 _REACTION_WORDS = _words(
     "love loves loved like likes liked enjoy enjoys think thinks thought try tries tried agree agrees "
     "sound sounds good great nice cool awesome amazing perfect fun idea ideas plan definitely totally "
-    "really will give shot do does did check out look looks into "
-    "january february march april may june july august september october november december "
-    "monday tuesday wednesday thursday friday saturday sunday today tomorrow tonight later soon"
+    f"really will give shot do does did check out look looks into {MONTH_NAMES} {WEEKDAY_NAMES} "
+    "today tomorrow tonight later soon"
 )
 
 
