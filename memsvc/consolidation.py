@@ -30,6 +30,7 @@ from memsvc.extraction.base import (
     KIN,
     PLAN_NOUNS,
     ExtractedFact,
+    as_written,
 )
 from memsvc.ranking import tokenize
 
@@ -327,15 +328,6 @@ _SAME_PLAN = {"wed": "marri"}  # "called off the wedding" ends "getting married"
 
 def _plan_words(text: str) -> frozenset[str]:
     return frozenset(_SAME_PLAN.get(word, word) for word in tokenize(text))
-
-
-def as_written(subject: str | None, content: str) -> str | None:
-    """The subject as the fact writes it at its start: a speaker named "user" opens a sentence as
-    "User" ("User lives in Boston"), and the fact is still theirs."""
-    if not subject or content.startswith(subject):
-        return subject
-    opening = subject[:1].upper() + subject[1:]
-    return opening if content.startswith(opening) else subject
 
 
 def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:

@@ -72,6 +72,15 @@ def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str
     return f"When {who} asks {asks} {topic}: {directive[0].lower()}{directive[1:]}."
 
 
+def as_written(subject: str | None, content: str) -> str | None:
+    """The subject as the fact writes it at its start: a speaker named "user" opens a sentence as
+    "User" ("User lives in Boston"), and the fact is still theirs."""
+    if not subject or content.startswith(subject):
+        return subject
+    opening = subject[:1].upper() + subject[1:]
+    return opening if content.startswith(opening) else subject
+
+
 # Someone (or a pet) of a speaker's: "my sister", "Ann's boss", "my dog Rex".
 KIN = (
     r"friend|best friend|sister|brother|mom|mother|dad|father|husband|wife|partner|son|daughter|boyfriend"

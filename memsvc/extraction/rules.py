@@ -35,6 +35,7 @@ from memsvc.extraction.base import (
     Extraction,
     FactKind,
     Turn,
+    as_written,
     instruction_sentence,
 )
 from memsvc.extraction.dates import (
@@ -1389,8 +1390,7 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
     """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
     the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
     out: list[tuple[str, str, EntityType]] = []
-    # A speaker without a name ("user") opens a fact capitalised: "User works at Google".
-    subject = subject[:1].upper() + subject[1:] if text.startswith(subject[:1].upper()) else subject
+    subject = as_written(subject, text) or subject  # "User works at Google", the speaker "user"
     couple = COUPLE.match(text)
     if couple and couple.group("subject") == subject:
         out.append((_COUPLE_PREDICATE[couple.group("state").lower()], couple.group("other"), "person"))
