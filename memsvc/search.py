@@ -819,7 +819,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def _line(item: MemoryOut, as_of: datetime | None = None, written: set[str] | None = None) -> str:
-    """`written`: the sentences of the item's message that lines before it hold."""
+    """`written` (a passage's): the sentences of its message that lines before it hold."""
     # Days on the speaker's calendar: `event_at` comes in the speaker's offset.
     zone = item.event_at.tzinfo if item.event_at else None
     day = _shown_day(item)
@@ -828,7 +828,7 @@ def _line(item: MemoryOut, as_of: datetime | None = None, written: set[str] | No
     body = item.content.replace("\n", " / ")
     if item.role == "assistant" or item.kind == "excerpt":
         body = _PLEASANTRIES.sub(r"\1", body)
-    if item.kind == "passage" and written is not None:
+    if written is not None:
         sentences = _SENTENCE_END.split(body)
         body = " ".join(s for s in sentences if s not in written) or body
     # A fact a newer one replaced says so, or a model reads two current home towns; as of a past
@@ -918,14 +918,15 @@ def assemble_context(
     used = 0
     written: dict[str, set[str]] = {}  # message id -> its sentences the lines hold
     for item in results:
-        said = written.setdefault(item.source_message_ids[0], set()) if item.source_message_ids else None
+        passage = item.kind == "passage" and bool(item.source_message_ids)
+        said = written.setdefault(item.source_message_ids[0], set()) if passage else None
         line = _line(item, as_of, said)
         cost = count_tokens(line) + 1
         if used + cost > budget:
             continue
         chosen.append((item, line))
         used += cost
-        if said is not None and item.kind == "passage":
+        if said is not None:
             said.update(_SENTENCE_END.split(item.content.replace("\n", " / ")))
 
     def standing(item: MemoryOut) -> bool:
