@@ -352,7 +352,7 @@ def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     return words or None
 
 
-def names_plan(content: str, words: frozenset[str], subject: str | None = None) -> bool:
+def names_plan(content: str, words: frozenset[str], subject: str | None) -> bool:
     """Whether a plan holds every word of one called off (`cancelled_plan`), and, where it is the
     plan of someone of the `subject`'s ("Ann's friend Jon is getting married"), names them too: "Ann's
     wedding got postponed" is not Jon's."""
