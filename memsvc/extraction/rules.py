@@ -223,7 +223,7 @@ _EVENT_HEADS = _words(
 _GENERIC_NP = _words(
     "it them one some something lot time thing things stuff place way bit kind part day week weekend "
     "month year this that these those everything anything nothing all lots fun home idea chance "
-    "opportunity moment feeling reminder job"
+    "opportunity moment feeling reminder job morning afternoon evening night"
 )
 _SOMEONE = _words("someone somebody anyone anybody everyone everybody")
 _NP_DETERMINERS = _words(
@@ -237,7 +237,7 @@ _NP_STOP = _words(
     "and but or with for at in on to from by about of into onto over under after before since while "
     "when where which that who whom because so as like than it is was are were has had will would can "
     "could yesterday today tonight tomorrow last next this around during until with together again "
-    "recently too also there here and, i now anymore instead already yet lately rn atm"
+    "recently too also there here and, i now anymore instead already yet lately rn atm most every"
 )
 _NON_VERB_START = _words(
     "go see get do make have be check visit meet watch try help find take buy play learn start talk hang "
@@ -262,7 +262,8 @@ _REL_VERBS: dict[str, str] = {
     "volunteered at": "volunteers_at", "studies": "studies", "studied": "studies", "is studying": "studies",
     "watched": "watched", "met": "met", "learned": "learning", "is learning": "learning", "won": "won",
     "lost": "lost", "is from": "from", "comes from": "from", "teaches": "teaches", "taught": "teaches",
-    "ran": "ran", "runs": "runs", "took": "took", "participated in": "participated_in",
+    "teaches at": "works_at", "taught at": "works_at", "ran": "ran", "runs": "runs", "took": "took",
+    "participated in": "participated_in",
     "finished": "finished", "owns": "owns", "got": "got", "received": "received", "found": "found",
     "is dating": "dating", "has been dating": "dating", "started dating": "dating", "married": "married",
     "is married to": "married", "got married to": "married", "is engaged to": "engaged_to",
@@ -769,17 +770,16 @@ class _Batch:
             self._add_entity(stmt.subject, "person")
         elif stmt.subject in self.names:
             self._add_entity(stmt.subject, "other")
+        named = _someone_named(stmt.text, stmt.subject)
         for predicate, obj, etype in _relations(stmt.text, stmt.subject, self.names):
-            self._add_entity(obj, etype)
+            if any(obj.lower().startswith(kin) for _, kin, _ in named):
+                continue  # "has a dog named Rex": the one named is the entity, not "dog named Rex"
+            # Where one works is an employer, whatever "at" before its name first suggested.
+            self._add_entity(obj, etype, sure=predicate == "works_at")
             self.relations.append((stmt.subject, predicate, obj, stmt))
-        for kin, name in _KIN_NAME.findall(stmt.text) + _NAMED.findall(stmt.text):
-            if name in _PERSON_STOP:
-                continue
-            kin = kin.lower()
+        for owner, kin, name in named:
             self._add_entity(name, "other" if kin in _ANIMALS else "person", sure=True)
-            self.relations.append(
-                (stmt.subject, "has_" + kin.replace(" ", "_").replace("-", "_"), name, stmt)
-            )
+            self.relations.append((owner, "has_" + kin.replace(" ", "_").replace("-", "_"), name, stmt))
 
     # -- entities -----------------------------------------------------------------------------------
 
@@ -1386,6 +1386,21 @@ _AUX_ADV_CHAIN = re.compile(rf"^(?:\s*(?:{_ADVERBS}|has|had|have|just|also|final
 _GOT_A_STATE = re.compile(r"[a-z]+(?:ed|en)|sick|better|worse|home|lost|ready|back|busy|tired|hurt|stuck")
 
 
+def _someone_named(text: str, subject: str) -> list[tuple[str, str, str]]:
+    """(owner, kin, name) for each someone named in a fact: "Ann's sister Lena" is Ann's; "a son
+    named Max" is of the last someone named before it ("Ann's sister Lena has a son named Max":
+    Lena's son), else of the subject."""
+    found: list[tuple[int, str, str, str]] = []
+    for m in _KIN_NAME.finditer(text):
+        whose = m.group(0).split()[0]
+        owner = subject if whose.lower() == "my" else whose.removesuffix("'s")
+        found.append((m.start(), owner, m.group(1).lower(), m.group(2)))
+    for m in _NAMED.finditer(text):
+        before = [name for start, _, _, name in found if start < m.start()]
+        found.append((m.start(), before[-1] if before else subject, m.group(1).lower(), m.group(2)))
+    return [(owner, kin, name) for _, owner, kin, name in sorted(found) if name not in _PERSON_STOP]
+
+
 def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str, EntityType]]:
     """(predicate, object, object type) for each "subject VERB object" in a rewritten fact, and
     the couple a fact names ("Mia and Ann got married": Ann married Mia)."""
@@ -1448,9 +1463,11 @@ def _noun_phrase(rest: str) -> str | None:
 
 def _np_type(np: str, predicate: str, names: set[str]) -> EntityType:
     head = np.split()[-1].lower()
+    if predicate == "works_at":
+        return "organization"
     if np in names or predicate in _REL_PERSON:
         return "person" if predicate in _REL_PERSON else "place" if predicate in _REL_PLACE else "other"
-    if head in _ORG_HEADS or predicate == "works_at":
+    if head in _ORG_HEADS:
         return "organization"
     if head in _EVENT_HEADS:
         return "event"

@@ -410,6 +410,39 @@ def test_named_people_and_pets() -> None:
     assert ("Ann", "has_dog", "Oliver") in triples
 
 
+def test_someone_named_is_one_entity_and_belongs_to_whoever_has_them() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I have a dog named Rex."),
+            ("Bob", "Cute!"),
+            ("Ann", "My sister Lena has a son named Max."),
+        )
+    )
+    names = {e.name for e in result.entities}
+    assert "Rex" in names and not any("named" in name for name in names)
+    triples = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert ("Ann", "has_dog", "Rex") in triples
+    assert not any(r.object.startswith("dog") for r in result.relations)
+    assert ("Ann", "has_sister", "Lena") in triples
+    assert ("Lena", "has_son", "Max") in triples and ("Ann", "has_son", "Max") not in triples
+
+
+def test_where_one_works_or_teaches_is_an_employer_and_home_is_none() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I work at Amazon."),
+            ("Ann", "Amazon is in Seattle."),
+            ("Bob", "I teach at Lincoln High."),
+            ("Ann", "I work at home most days and run every morning."),
+        )
+    )
+    entities = {e.name: e.type for e in result.entities}
+    assert entities["Amazon"] == "organization" and entities["Lincoln High"] == "organization"
+    triples = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert ("Ann", "works_at", "Amazon") in triples and ("Bob", "works_at", "Lincoln High") in triples
+    assert not any(r.object.startswith(("home", "morning")) for r in result.relations)
+
+
 def test_names_with_letters_beyond_ascii_are_names() -> None:
     result = RulesExtractor().extract(
         chat(
