@@ -368,6 +368,8 @@ _NAMED = re.compile(rf"\b(?:a|an|the)\s+({KIN})\s+(?:named|called)\s+({_NAME_WOR
 _MY_KIN = re.compile(rf"\b[Mm]y\s+((?:{KIN})(?:\s+(?:named\s+|called\s+)?{_NAME_WORD})?)\b")
 _HER_KIN = _words("sister mom mother wife daughter girlfriend aunt grandma grandmother")
 _HIS_KIN = _words("brother dad father husband son boyfriend uncle grandpa grandfather")
+# "I have a dog named Rex", "We adopted a cat called Mochi": someone the speaker has, named.
+_SPEAKER_HAS = re.compile(r"^(?:I|We)\s+(?:(?:just|recently|finally)\s+)?(?:have|had|got|adopted|rescued)\b")
 _OPENING_PRONOUN = re.compile(r"^(?P<pronoun>She|He)(?P<rest>(?:'s|\s+[a-z]))")
 
 
@@ -386,8 +388,11 @@ def _about_referent(sentence: str, referent: str | None) -> str:
 
 
 def _referent(sentence: str) -> str | None:
-    """The one someone of the speaker's a sentence names ("my sister Lena"), if just one."""
+    """The one someone of the speaker's a sentence names ("my sister Lena", "I have a dog named
+    Rex"), if just one."""
     named = _MY_KIN.findall(sentence)
+    if not named and _SPEAKER_HAS.match(sentence):
+        named = [f"{kin} {name}" for kin, name in _NAMED.findall(sentence)]
     return named[0] if len(named) == 1 else None
 
 

@@ -211,6 +211,10 @@ def test_she_or_he_after_someone_of_the_speaker_s_is_them() -> None:
         chat(("Ann", "My sister Lena is a doctor."), ("Bob", "Nice!"), ("Ann", "She moved to Berlin."))
     )
     assert "Ann's sister Lena moved to Berlin" in [f.content for f in apart.facts]
+    # Someone the speaker has, named ("a dog named Rex"), too; someone they met is not theirs.
+    pets = "I have a dog named Rex. He is 3. I met a guy named Tom. He is funny."
+    facts = [f.content for f in RulesExtractor().extract(chat(("Ann", pets))).facts]
+    assert "Ann's dog Rex is 3" in facts and not any("funny" in f for f in facts)
     # Two of them named: "She" is not told apart.
     two = "My brother Tom and my sister Ana came. She stayed."
     assert not any("stayed" in f.content for f in RulesExtractor().extract(chat(("Ann", two))).facts)
