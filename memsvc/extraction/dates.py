@@ -81,6 +81,10 @@ _MON_ABBR = r"(?:jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\b\.?"
 _ORD = r"\d{1,2}(?:st|nd|rd|th)?"
 _YEAR = r"(?:19|20)\d{2}"
 _PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
+# "postponed to September": a month a thing was moved to ("to" alone is too often no date's).
+_MOVED_TO = (
+    r"(?:(?<=postponed\s)|(?<=rescheduled\s)|(?<=moved\s)|(?<=pushed\s)|(?<=pushed\sback\s)|(?<=delayed\s))to"
+)
 # Holidays of a fixed or computable day. "New Year" needs its "'s" ("a new year of school" is none).
 _HOLIDAY = (
     r"(?:christmas(?:\s+(?:eve|day))?|xmas|new\s+year'?s'?(?:\s+(?:eve|day))?|nye|thanksgiving(?:\s+day)?"
@@ -120,7 +124,7 @@ _TRIGGER = re.compile(
             rf"(?P<dmy>\b(?:on\s+)?(?:the\s+)?{_ORD}(?:\s+of)?\s+(?:{_MONTH}|{_MON_ABBR})(?:,?\s+{_YEAR})?)",
             rf"(?P<mdy>\b(?:on\s+)?(?:{_MONTH}|{_MON_ABBR})\s+{_ORD}\b(?:,?\s+{_YEAR}\b)?)",
             # "from October 10" is a day, not "from October" and a stray 10.
-            rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b{_PREP}\s+{_MONTH}\b(?!\s+{_ORD}\b))",
+            rf"(?P<my>\b(?:{_PREP}\s+)?{_MONTH},?\s+{_YEAR}\b|\b(?:{_PREP}|{_MOVED_TO})\s+{_MONTH}\b(?!\s+{_ORD}\b|['’]s))",
             # "on the 20th" is a day of the month meant; "the 20th century", "my 20th birthday" are none.
             r"(?P<nth>\bon\s+the\s+(?:[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b(?!\s+(?:of|century|anniversary|birthday)\b))",
             r"(?P<season>\b(?:this\s+past|this\s+coming|last|this|next|coming)\s+(?:spring|summer|fall|autumn|winter)\b)",
@@ -184,7 +188,7 @@ _RD_WEEKDAYS = (MO, TU, WE, TH, FR, SA, SU)
 _MONTHS = {m: i + 1 for i, m in enumerate(MONTH_NAMES.split())}
 _VAGUE_NUM = re.compile(r"\b(?:a\s+few|few|several)\b", re.IGNORECASE)
 _COUPLE = re.compile(r"\b(?:a\s+)?couple(?:\s+of)?\b", re.IGNORECASE)
-_LEADING_PREP = re.compile(rf"^(?:{_PREP}|on|the)\s+", re.IGNORECASE)
+_LEADING_PREP = re.compile(rf"^(?:{_PREP}|on|the|to)\s+", re.IGNORECASE)
 _NUM_WORDS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,

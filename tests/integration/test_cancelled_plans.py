@@ -91,3 +91,7 @@ def test_a_plan_taken_back_in_the_negative_ends_and_a_friends_plan_is_not_ones_o
     assert facts["Max's friend Jon is getting married in June 2024"].status == "active"
     party = next(m for m in facts.values() if m.content.startswith("Max is hosting a party"))
     assert party.status == "superseded"
+    # The wedding moved is a plan at its new time, written with its year.
+    wedding = facts["Max's wedding got postponed to September 2024"]
+    assert wedding.kind == "plan" and wedding.status == "active"
+    assert wedding.valid_from == datetime(2024, 9, 1, tzinfo=UTC)

@@ -374,3 +374,19 @@ def test_born_on_christmas_day_is_no_christmas_of_last_year() -> None:
 def test_a_month_a_thing_is_in_or_starts_in_is_one_to_come(text: str, month: date) -> None:
     (found,) = resolve_dates(text, datetime(2024, 3, 1, 10, tzinfo=UTC))
     assert found.value.date() == month
+
+
+@pytest.mark.parametrize(
+    ("text", "month"),
+    [
+        ("My wedding got postponed to September.", date(2024, 9, 1)),
+        ("The launch was pushed back to November.", date(2024, 11, 1)),
+        ("My interview was rescheduled to April.", date(2024, 4, 1)),
+        ("She moved to May's flat.", None),  # a name's, not a month's
+        ("I went back to May's house.", None),
+        ("I'm going to March with them.", None),  # "to" alone is no date's
+    ],
+)
+def test_a_month_a_thing_was_moved_to_is_its_new_date(text: str, month: date | None) -> None:
+    found = resolve_dates(text, datetime(2024, 3, 1, 10, tzinfo=UTC))
+    assert [d.value.date() for d in found] == ([month] if month else [])
