@@ -606,6 +606,9 @@ def _via_dateparser(
         label = f"the week of {_day_label(d)}"
     elif granularity == "month":
         d = d.replace(day=1)
+        this_month_next_year = (d.year, d.month) == (base.year + 1, base.month)
+        if tense == "future" and not relative and this_month_next_year and not _YEAR_WRITTEN.search(phrase):
+            d = d.replace(year=base.year)  # "in January" said on 20 January is later this month
         label = f"{d:%B %Y}"
     elif granularity == "year":
         d = d.replace(month=1, day=1)

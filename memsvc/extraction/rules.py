@@ -1051,7 +1051,10 @@ _A_DAY_OF_THE_YEAR = re.compile(
 def _kind(text: str, subject: str, date: ResolvedDate | None, at: datetime) -> FactKind:
     """Plan, preference, event or fact, from a rewritten third-person sentence and its date."""
     future_date = date is not None and date.value.date() > at.date()
-    past_date = date is not None and date.value.date() < at.date()
+    # "in January" said on 20 January holds now: a plan if the sentence says one, not a past.
+    month_start = at.date().replace(day=1)
+    this_month = date is not None and date.granularity == "month" and date.value.date() == month_start
+    past_date = date is not None and date.value.date() < at.date() and not this_month
     if future_date or (_PLAN.search(text) and not past_date):
         return "plan"
     if _PREFERENCE.search(text):

@@ -390,3 +390,15 @@ def test_a_month_a_thing_is_in_or_starts_in_is_one_to_come(text: str, month: dat
 def test_a_month_a_thing_was_moved_to_is_its_new_date(text: str, month: date | None) -> None:
     found = resolve_dates(text, datetime(2024, 3, 1, 10, tzinfo=UTC))
     assert [d.value.date() for d in found] == ([month] if month else [])
+
+
+def test_the_month_one_is_in_said_of_the_future_is_this_one() -> None:
+    said = datetime(2024, 1, 20, 10, tzinfo=UTC)
+    for text, month in (
+        ("My exam is in January.", date(2024, 1, 1)),
+        ("My lease ends in January 2025.", date(2025, 1, 1)),
+        ("I'll go next January.", date(2025, 1, 1)),
+    ):
+        assert [d.value.date() for d in resolve_dates(text, said)] == [month], text
+    plan = RulesExtractor().extract([Turn("m1", "user", "Ann", "I'm going to Rome in January.", said)])
+    assert [(f.content, f.kind) for f in plan.facts] == [("Ann is going to Rome in January 2024", "plan")]
