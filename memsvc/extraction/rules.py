@@ -1074,9 +1074,13 @@ def _main_verb_is_past(text: str, subject: str) -> bool:
     if m is None:
         return False
     word = m.group(1).lower()
-    if word in ("was", "were", "had", "felt", "thought", "knew", "need", "feed", "used"):
+    if word in ("was", "were", "had", "felt", "thought", "knew", "used") or word in _PRESENT_IN_ED:
         return False
     return word in _PAST_FORMS or word.endswith("ed")
+
+
+# Verbs whose present ends in "ed": "I need" is no past ("Ann need to walk less" was written).
+_PRESENT_IN_ED = _words("need feed bleed breed heed speed seed proceed succeed exceed embed shred")
 
 
 def _third_singular(verb: str) -> str:
@@ -1088,7 +1092,7 @@ def _third_singular(verb: str) -> str:
                "wanna": "wants to", "gotta": "has to"}  # fmt: skip
     if v in special:
         return special[v]
-    if not v.isalpha() or v in _MODALS or v in _PAST_FORMS or v.endswith("ed"):
+    if not v.isalpha() or v in _MODALS or v in _PAST_FORMS or (v.endswith("ed") and v not in _PRESENT_IN_ED):
         return verb
     if v.endswith(("s", "sh", "ch", "x", "z", "o")):
         return verb + "es"

@@ -999,3 +999,9 @@ def test_what_one_would_rather_and_what_one_eats_are_preferences() -> None:
         ("preference", "User is vegetarian"),
         ("preference", "User doesn't eat meat"),
     ]
+
+
+def test_a_present_verb_ending_in_ed_is_written_in_the_third_person() -> None:
+    said = chat(("Ann", "My surgery is soon, so I need to walk less."), ("Ann", "I feed the cats daily."))
+    facts = {f.content: f.kind for f in RulesExtractor().extract(said).facts}
+    assert facts["Ann needs to walk less"] == "fact" and facts["Ann feeds the cats daily"] == "fact"
