@@ -215,6 +215,9 @@ class SearchEngine:
             )
             governs: set[uuid.UUID] = set()
             if with_standing:
+                # A context block holds what is worth telling a model: not "thanks!" or "ok cool",
+                # which only fill the budget left when little else matches.
+                results = [item for item in results if not _small_talk(corpus, item)]
                 standing = _standing_instructions(corpus, request)
                 shown = {item.id for item in standing}
                 results = [*standing, *(item for item in results if item.id not in shown)]
@@ -651,6 +654,12 @@ def _standing_instructions(corpus: UserCorpus, request: SearchRequest) -> list[M
     return [_row_out(row, request.user_id, 0.0, row.source_message_ids) for row in rows]
 
 
+def _small_talk(corpus: UserCorpus, item: MemoryOut) -> bool:
+    """Whether a result is one row that search ranks lower as small talk (`_importance`)."""
+    slot = corpus.row_index().get(item.id)
+    return slot is not None and _importance(corpus, slot, corpus.speakers) < corpus.rows[slot].importance
+
+
 def _importance(corpus: UserCorpus, slot: int, speakers: tuple[str, ...]) -> float:
     """The row's importance as consolidation's forgetting judges it (`judged_importance`), with
     the turns around it from the corpus. Pinned rows, digests and summaries are never forgotten:
@@ -812,6 +821,19 @@ _PLEASANTRIES = re.compile(
     re.IGNORECASE,
 )
 
+# Nor does an assistant's saying it is an AI ("I am an AI language model, so I can't book anything,
+# but I can suggest…"): the sentence goes, or its part before "but".
+_AI_DISCLAIMER = re.compile(
+    r"(^|(?<=[.!?]\s)|assistant: )(?:as an ai\b|i(?:'m| am) (?:just |only )?an ai\b)[^.!?\n]*?"
+    r"(?:,?\s+but\s+(?P<next>\w)|[.!?]+(?:\s+|$))",
+    re.IGNORECASE,
+)
+
+
+def _without_courtesies(body: str) -> str:
+    body = _PLEASANTRIES.sub(r"\1", body)
+    return _AI_DISCLAIMER.sub(lambda m: m.group(1) + (m.group("next") or "").upper(), body)
+
 
 # A passage repeats the last sentences of the one before it (so an answer cut in two is whole in
 # one); in a context block that holds both, a sentence of a message is written once.
@@ -827,7 +849,7 @@ def _line(item: MemoryOut, as_of: datetime | None = None, written: set[str] | No
     who = _who(item) if item.kind in _MESSAGE_KINDS else ""
     body = item.content.replace("\n", " / ")
     if item.role == "assistant" or item.kind == "excerpt":
-        body = _PLEASANTRIES.sub(r"\1", body)
+        body = _without_courtesies(body)
     if written is not None:
         sentences = _SENTENCE_END.split(body)
         body = " ".join(s for s in sentences if s not in written) or body

@@ -438,3 +438,28 @@ def test_a_plan_is_held_from_when_it_was_made_not_from_its_date(service, tenant)
         ctx, SearchRequest(query="What are my travel plans?", user_id=user, types=["semantic"])
     )
     assert "Ann is going to Tokyo in June 2024" not in [r.content for r in now]
+
+
+def test_a_context_block_leaves_small_talk_out_with_budget_to_spare(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"st-{uuid.uuid4().hex[:6]}"
+    said = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    chat = [
+        ("user", "I'm vegetarian, so food might be tricky in Japan."),
+        ("assistant", "Kyoto has many temple restaurants that are fully vegetarian."),
+        ("user", "thanks!"),
+        ("user", "ok cool"),
+        ("user", "Should I book the rail pass?"),
+        ("assistant", "Yes, the rail pass pays off for your route."),
+    ]
+    messages = [
+        Message(role=role, content=text, id=f"m{i}", created_at=said.replace(minute=i))
+        for i, (role, text) in enumerate(chat)
+    ]
+    _ingest(service, ctx, AddRequest(messages=messages, user_id=user, session_id="s"))
+    block = service.context(ctx, ContextRequest(query="What do I eat?", user_id=user, max_tokens=2000))
+    assert "vegetarian" in block.context
+    assert "thanks!" not in block.context and "ok cool" not in block.context
+    # Search still finds them when asked for, below everything else.
+    found = service.search(ctx, SearchRequest(query="thanks", user_id=user, limit=20))
+    assert any(r.content == "thanks!" for r in found)
