@@ -345,6 +345,8 @@ _NAME_WORD = f"(?:[OD]['’](?=[{_UPPER}]))?[{_UPPER}][{_LOWER}]+"
 _PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
 _TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))
 _TITLE = rf"(?:{'|'.join(sorted(_TITLE_WORDS))})\.\s+"
+# An acronym right before a name is part of it ("JR Pass", "AWS Lambda").
+_ACRONYM_BEFORE = re.compile(r"\b([A-Z]{2,5})\s+$")
 _CAPITALISED = re.compile(
     rf"\b(?:{_TITLE})?{_NAME_WORD}(?:[-'][{_UPPER}]?[{_LOWER}]+)?(?:\s+{_NAME_WORD})*\b"
 )
@@ -809,6 +811,10 @@ class _Batch:
                 if not words:
                     continue
                 name = " ".join(words)
+                if len(words) == len(m.group(0).split()) and (
+                    acronym := _ACRONYM_BEFORE.search(sentence, 0, m.start())
+                ):
+                    name = f"{acronym.group(1)} {name}"  # "the JR Pass" is no "Pass"
                 after = sentence[m.end() : m.end() + 8]
                 start_of_sentence = _opens(sentence, m.start()) and len(words) == len(m.group(0).split())
                 # At a sentence's start a capital says nothing, unless a title or "and I" does.

@@ -1005,3 +1005,9 @@ def test_a_present_verb_ending_in_ed_is_written_in_the_third_person() -> None:
     said = chat(("Ann", "My surgery is soon, so I need to walk less."), ("Ann", "I feed the cats daily."))
     facts = {f.content: f.kind for f in RulesExtractor().extract(said).facts}
     assert facts["Ann needs to walk less"] == "fact" and facts["Ann feeds the cats daily"] == "fact"
+
+
+def test_an_acronym_before_a_name_is_part_of_it() -> None:
+    result = RulesExtractor().extract(chat(("Bot", "Consider the JR Pass for trains; AWS Lambda works too.")))
+    names = {e.name for e in result.entities}
+    assert {"JR Pass", "AWS Lambda"} <= names and not {"Pass", "Lambda"} & names
