@@ -345,6 +345,7 @@ _NAME_WORD = f"(?:[OD]['’](?=[{_UPPER}]))?[{_UPPER}][{_LOWER}]+"
 _PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
 _TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))
 _TITLE = rf"(?:{'|'.join(sorted(_TITLE_WORDS))})\.\s+"
+_OPENING_PREPOSITIONS = _words("In At From To Near Around Outside Inside")
 # An acronym right before a name is part of it ("JR Pass", "AWS Lambda").
 _ACRONYM_BEFORE = re.compile(r"\b([A-Z]{2,5})\s+$")
 _CAPITALISED = re.compile(
@@ -804,24 +805,31 @@ class _Batch:
         """Named things a turn mentions, even in a question: people, places, organisations, titles."""
         for sentence in sentences:
             for m in _CAPITALISED.finditer(sentence):
-                name = m.group(0)
-                words = name.split()
-                while words and words[0] in _PERSON_STOP:
-                    words.pop(0)
+                words = m.group(0).split()
+                stop = 0
+                while stop < len(words) and words[stop] in _PERSON_STOP:
+                    stop += 1
+                words = words[stop:]
+                # "In Tokyo, look for…": the "In" is no part of the name, and says what it is.
+                preposition = (
+                    words.pop(0) + " " if len(words) > 1 and words[0] in _OPENING_PREPOSITIONS else ""
+                )
                 if not words:
                     continue
                 name = " ".join(words)
-                if len(words) == len(m.group(0).split()) and (
-                    acronym := _ACRONYM_BEFORE.search(sentence, 0, m.start())
+                if (
+                    not stop
+                    and not preposition
+                    and (acronym := _ACRONYM_BEFORE.search(sentence, 0, m.start()))
                 ):
                     name = f"{acronym.group(1)} {name}"  # "the JR Pass" is no "Pass"
                 after = sentence[m.end() : m.end() + 8]
-                start_of_sentence = _opens(sentence, m.start()) and len(words) == len(m.group(0).split())
+                start_of_sentence = _opens(sentence, m.start()) and not stop
                 # At a sentence's start a capital says nothing, unless a title or "and I" does.
                 named = name in self.names or name.startswith(_PERSON_TITLES) or _PERSON_AFTER.match(after)
                 if start_of_sentence and not named:
                     continue
-                before = sentence[max(0, m.start() - 24) : m.start()].lower()
+                before = (sentence[max(0, m.start() - 24) : m.start()] + preposition).lower()
                 self._add_entity(name, _name_type(name, before, after, self.names, self.speakers))
             for title in _QUOTED.findall(sentence) if '"' in sentence or "“" in sentence else ():
                 if len(title.split()) <= 8:

@@ -1011,3 +1011,10 @@ def test_an_acronym_before_a_name_is_part_of_it() -> None:
     result = RulesExtractor().extract(chat(("Bot", "Consider the JR Pass for trains; AWS Lambda works too.")))
     names = {e.name for e in result.entities}
     assert {"JR Pass", "AWS Lambda"} <= names and not {"Pass", "Lambda"} & names
+
+
+def test_a_name_after_an_opening_preposition_is_what_the_preposition_says() -> None:
+    said = "Osaka and Kyoto are lovely. In Kyoto, eat at temples. In Summary, go in May."
+    entities = {e.name: e.type for e in RulesExtractor().extract(chat(("Bot", said))).entities}
+    assert entities["Kyoto"] == "place" and "In Kyoto" not in entities
+    assert "Summary" not in entities  # at a sentence's start, a name no other sentence knows is none
