@@ -311,7 +311,7 @@ _CANCELLED = re.compile(
     # interview got pushed to 12 April 2024"). What is moved is named ("moved to Boston" is no plan).
     rf"|^(?:\s+and others)?\s+(?:(?:has|had|have)\s+)?{_MOVED}\s+"
     r"(?P<m>(?:the|my|our|his|her|their|\S+'s)\s+.+?)\s+(?:back\s+)?(?:to|until|till)\b"
-    rf"|^'s\s+(?P<n>.+?)\s+(?:was|got|has been|is)\s+{_MOVED}\b",
+    rf"|^'s\s+(?P<n>.+?)\s+(?:(?:was|got|has been|is)\s+{_MOVED}|slipped)\b",
     re.IGNORECASE,
 )
 # A plan someone else moved for the subject: "They moved Kim's appointment to Friday", "The clinic

@@ -83,7 +83,8 @@ _YEAR = r"(?:19|20)\d{2}"
 _PREP = r"(?:in|since|during|until|till|by|from|of|back\s+in|around|circa|early|late|mid-?)"
 # "postponed to September": a month a thing was moved to ("to" alone is too often no date's).
 _MOVED_TO = (
-    r"(?:(?<=postponed\s)|(?<=rescheduled\s)|(?<=moved\s)|(?<=pushed\s)|(?<=pushed\sback\s)|(?<=delayed\s))to"
+    r"(?:(?<=postponed\s)|(?<=rescheduled\s)|(?<=moved\s)|(?<=pushed\s)|(?<=pushed\sback\s)"
+    r"|(?<=delayed\s)|(?<=slipped\s))to"
 )
 # Holidays of a fixed or computable day. "New Year" needs its "'s" ("a new year of school" is none).
 _HOLIDAY = (
@@ -169,7 +170,7 @@ _FUTURE = re.compile(
     r"(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?\b"
     r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b)"
     # A thing moved to a day is moved to one to come: "the dentist moved my appointment to Thursday".
-    r"|\b(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped)\b[^.!?]{0,40}?\s(?:to|until|till)\s+"
+    r"|\b(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped|slipped)\b[^.!?]{0,40}?\s(?:to|until|till)\s+"
     r"(?:next\s+|this\s+)?(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|the\s+\d{1,2}(?:st|nd|rd|th)"
     r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*)\b"
     # A month a thing "is in", or starts, ends or is due in, is one to come: "my exam is in April",

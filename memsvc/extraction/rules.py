@@ -42,6 +42,7 @@ from memsvc.extraction.dates import (
     MONTH_NAMES,
     WEEKDAY_NAMES,
     ResolvedDate,
+    has_trigger,
     main_date,
     resolve_dates,
     rewrite_relative,
@@ -316,6 +317,15 @@ _CONTINUATION = re.compile(
     r"^(?:it|it's|that|that's|this|which|they|they're|there|he|she|these|those|who|as|because|'cause)\b",
     re.IGNORECASE,
 )
+# A dated thing of one's schedule the user speaks of as "the" one ("The v2 launch is next Friday",
+# "the billing migration deadline got pushed to May 3"): theirs, as "my" would say.
+_THE_DATED_THING = re.compile(
+    r"^(?P<lead>(?:(?:good|bad|great) news|update|fyi|btw|also|oh|so|and|but|ugh|heads up)[,:!]?\s+)?"
+    rf"the\s+(?=(?:[\w'-]+\s+){{0,4}}?(?:{PLAN_NOUNS}|deadline|launch|release|review|exam|demo|presentation"
+    r"|sprint|kickoff|due date|standup|offsite|checkup|check-up|shift|recital)\s+"
+    r"(?:is|got|has been|slipped|was\s+(?:moved|pushed|postponed|delayed|rescheduled|bumped))\b)",
+    re.IGNORECASE,
+)
 _FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'll|i'd|my)\b", re.IGNORECASE)
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b(?!-)", re.IGNORECASE)
 # "we" after when or what came before it: "Yesterday we got engaged", "On Friday we went hiking",
@@ -542,6 +552,8 @@ class _Batch:
                 self.instructions.append(instruction)
                 continue
             sentence = _THE_CALLED_OFF.sub("My ", sentence, count=1)
+            if turn.role == "user" and has_trigger(sentence):
+                sentence = _THE_DATED_THING.sub(r"\g<lead>my ", sentence, count=1)
             if _BARE_FAVOURITE.match(sentence):
                 sentence = f"My {sentence[0].lower()}{sentence[1:]}"
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)

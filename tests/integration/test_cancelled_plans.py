@@ -95,3 +95,28 @@ def test_a_plan_taken_back_in_the_negative_ends_and_a_friends_plan_is_not_ones_o
     wedding = facts["Max's wedding got postponed to September 2024"]
     assert wedding.kind == "plan" and wedding.status == "active"
     assert wedding.valid_from == datetime(2024, 9, 1, tzinfo=UTC)
+
+
+def test_a_date_that_slipped_or_was_pushed_is_the_plan_at_its_new_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"sl-{uuid.uuid4().hex[:6]}"
+    _add(service, ctx, user, "l", "Our v2 launch is on May 15.", 0)  # said on Wednesday 1 May
+    _add(service, ctx, user, "d", "My deadline for the billing migration is June 14.", 0)
+    _add(service, ctx, user, "s", "Our v2 launch slipped to May 22.", 6)
+    _add(service, ctx, user, "p", "Good news, the billing migration deadline got pushed to June 28.", 7)
+    _add(service, ctx, user, "r", "The security review is on Friday.", 8)  # said on Thursday
+    _add(service, ctx, user, "w", "The party was amazing yesterday.", 9)  # no plan, nor "Max's party"
+    facts = _semantic(service, ctx, user)
+    for old, new in (
+        ("Max's v2 launch is on 15 May 2024", "Max's v2 launch slipped to 22 May 2024"),
+        (
+            "Max's deadline for the billing migration is on 14 June 2024",
+            "Max's billing migration deadline got pushed to 28 June 2024",
+        ),
+    ):
+        assert facts[old].status == "superseded" and facts[new].status == "active", old
+        assert facts[new].kind == "plan" and facts[new].valid_from is not None
+        assert facts[new].valid_from.date() > T0.date(), new  # the date to come, not last year's
+    review = [m for content, m in facts.items() if content.startswith("Max's security review")]
+    assert [(m.content, m.kind) for m in review] == [("Max's security review is on 10 May 2024", "plan")]
+    assert not any("party" in content for content in facts)
