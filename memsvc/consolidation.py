@@ -32,6 +32,7 @@ from memsvc.extraction.base import (
     ExtractedFact,
     as_written,
 )
+from memsvc.extraction.dates import MONTH_NAMES
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -56,6 +57,17 @@ _JOINED_AS = r"(?:joined|started at)\s+(?P<e>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z
 _NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
 # February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
+# A named tool, language or platform used at a version: "is on Python 3.11", "use Postgres 15 and
+# FastAPI", "upgraded to Node 20", "migrated from Postgres 15 to 16", "runs React v18.2".
+_VERSION_USED = re.compile(
+    r"^\s+(?:(?:is|are|has|have|just)\s+)*(?:now\s+)?(?:"
+    r"(?:on|using|uses|use|running|runs|run|upgraded\s+to|updated\s+to|migrated\s+to|moved\s+to|switched\s+to"
+    rf"|upgraded|updated)\s+(?:the\s+)?(?!(?:{'|'.join(MONTH_NAMES.split())})\b)"
+    r"(?P<name>(?-i:[A-Z])[\w.+#-]*)\s+v?(?P<v>\d+(?:\.\d+){0,2})\b"
+    r"|(?:upgraded|updated|migrated|moved|switched)\s+(?:[\w-]+\s+){0,2}?from\s+(?P<from>(?-i:[A-Z])[\w.+#-]*)"
+    r"\s+v?\d+(?:\.\d+){0,2}\s+to\s+(?:(?P=from)\s+)?v?(?P<to>\d+(?:\.\d+){0,2})\b)",
+    re.IGNORECASE,
+)
 _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (attribute, re.compile(pattern, re.IGNORECASE))
     for attribute, pattern in (
@@ -516,6 +528,13 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     labelled = re.match(r"'s (?:job|car|employer|pet|partner): ", rest)  # a `state_sentence`
     if labelled and rest[labelled.end() :].startswith(subject):
         rest = rest[labelled.end() + len(subject) :]
+    if version := _VERSION_USED.match(rest):
+        # "Ann is on Python 3.11", then "Ann upgraded to Python 3.12": one version of a tool at a time.
+        name, number = (
+            version.group("name") or version.group("from"),
+            version.group("v") or version.group("to"),
+        )
+        return Slot(f"version of {name.lower()}"[:64], number, f"{name} {number}")
     for attribute, pattern in _SLOT_PATTERNS:
         match = pattern.match(rest)
         if match is None:

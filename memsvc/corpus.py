@@ -76,6 +76,7 @@ class CorpusRow(NamedTuple):
     entity_ids: tuple[uuid.UUID, ...]  # the entities it mentions
     importance: float = 0.5  # as stored; search ranks by consolidation's judgement of it
     utc_offset: int | None = None  # minutes east of UTC its time was given with (`local_time`)
+    superseded_by: uuid.UUID | None = None  # the memory that replaced it (status "superseded")
 
     @property
     def key(self) -> str:
@@ -449,7 +450,7 @@ class UserCorpus:
 # 2 unused bytes, big-endian float16s): ~4x fewer bytes than float4[] text, and no parsing.
 _COLUMNS = """m.id, m.type, m.kind, m.content, m.speaker, m.role, m.agent_id, m.session_id, m.position,
     m.event_at, m.valid_from, m.valid_to, m.status, m.pinned, m.created_at, m.metadata, m.importance,
-    m.utc_offset"""
+    m.utc_offset, m.superseded_by"""
 _VECTOR = "halfvec_send(m.embedding)"
 _SOURCES_OF = (
     "ARRAY(SELECT s.message_id FROM memory_sources s WHERE s.memory_id = m.id ORDER BY s.message_id)"
@@ -534,17 +535,17 @@ def _rows(
     """Rows from `_ROWS` records, or from `_LOAD` records and the user's provenance and mentions."""
     if sources is None or mentions is None:
         rows = [
-            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[18]), tuple(r[19]), r[16], r[17]))
+            CorpusRow._make((*r[:15], r[15] or _NO_METADATA, tuple(r[19]), tuple(r[20]), *r[16:19]))
             for r in records
         ]
     else:
         rows = [
             CorpusRow._make(
-                (*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ()), r[16], r[17])
+                (*r[:15], r[15] or _NO_METADATA, sources.get(r[0], ()), mentions.get(r[0], ()), *r[16:19])
             )
             for r in records
         ]
-    return rows, _decode_vectors([r[20] for r in records])
+    return rows, _decode_vectors([r[21] for r in records])
 
 
 def _grouped(pairs: Iterable[tuple[uuid.UUID, Any]]) -> dict[uuid.UUID, tuple[Any, ...]]:

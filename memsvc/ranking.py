@@ -92,6 +92,9 @@ class Candidate:
     # The id of the memory this one was merged into (a consolidation run archived it): the
     # survivor stands for it, so it ranks at least where this one would (`pass_to_survivors`).
     merged_into: str | None = None
+    # The id of the memory that replaced this one, where a question about now should find that
+    # one first: it ranks above this one (`pass_to_successors`).
+    superseded_by: str | None = None
 
     @property
     def words(self) -> int:
@@ -834,6 +837,7 @@ def rank(
     if config.low_importance_penalty:
         scores = scores - config.low_importance_penalty * importance_deficit(candidates)
     scores = pass_to_survivors(candidates, scores)
+    scores = pass_to_successors(candidates, scores)
     spread = config.order_spread and analysis.ordering
     return build_results(candidates, scores, config, temporal=analysis.temporal, spread=spread)
 
@@ -850,6 +854,26 @@ def pass_to_survivors(candidates: Sequence[Candidate], scores: FloatArray) -> Fl
         if j is not None and scores[i] > out[j]:
             out = out.copy() if out is scores else out
             out[j] = scores[i]
+    return out
+
+
+def pass_to_successors(candidates: Sequence[Candidate], scores: FloatArray) -> FloatArray:
+    """Each memory that replaced another ranks above it: "We switched from Flask to FastAPI" above
+    "Our backend is written in Flask" for "What framework does our backend use?", whose words only
+    the old one shares. Along a chain (Boston, then Denver, then Austin) the latest ends on top."""
+    if not any(c.superseded_by for c in candidates):
+        return scores
+    index = {c.id: i for i, c in enumerate(candidates)}
+    steps = [(i, index[c.superseded_by]) for i, c in enumerate(candidates) if c.superseded_by in index]
+    out = scores.copy()
+    for _ in range(len(steps)):  # a chain of n replacements settles in n passes
+        raised = False
+        for old, new in steps:
+            if out[old] >= out[new]:
+                out[new] = out[old] + 1e-3
+                raised = True
+        if not raised:
+            break
     return out
 
 

@@ -267,9 +267,11 @@ def _ranked(
     query_vector = query_vector.astype(np.float32)
     lexical_all = corpus.bm25.score(request.query)
     governing = _governing(corpus, eligible, request, query_vector, config)
+    # A question about now wants current values: what replaced a memory ranks above it.
+    about_now = request.as_of is None and not PAST_QUERY.search(request.query)
     if dense_hits is not None:
         pool, scored = _pool(corpus, eligible, dense_hits, lexical_all, config.pool_size)
-        pool = _with_survivors(corpus, pool, list(governing))
+        pool = _with_survivors(corpus, pool, list(governing), eligible if about_now else None)
         stats = corpus.dense_stats(query_vector)
         dense = _pool_dense(corpus, pool, scored, query_vector)
     else:
@@ -282,6 +284,7 @@ def _ranked(
             corpus,
             _best_pool(corpus, eligible, dense_all, lexical_all[eligible], stats, config),
             list(governing),
+            eligible if about_now else None,
         )
         dense = by_slot[pool]
     lexical = lexical_all[pool]
@@ -317,13 +320,14 @@ def _ranked(
             and not (row.kind == "turn" and row.source_message_ids and row.source_message_ids[0] in cut),
             importance=_importance(corpus, slot, speakers),
             merged_into=row.metadata.get("merged_into") if row.status == "archived" else None,
+            superseded_by=str(row.superseded_by) if about_now and row.status == "superseded" else None,
         )
         for slot, row, d, lx in zip(pool, rows, dense, lexical, strict=True)
     ]
     named = analyze_query(request.query, speakers).named_speakers
     n = len(rows)
     bonuses = {"graph": _graph_bonus(corpus, rows, request.query, named, config), "superseded": np.zeros(n)}
-    if request.as_of is None and not PAST_QUERY.search(request.query):
+    if about_now:
         bonuses["superseded"] = -config.superseded_penalty * np.fromiter(
             (row.status == "superseded" for row in rows), dtype=np.float64, count=n
         )
@@ -529,17 +533,27 @@ def _named_entities(query: str, corpus: UserCorpus, speakers: set[str]) -> list[
     return list(dict.fromkeys(seeds))
 
 
-def _with_survivors(corpus: UserCorpus, pool: list[int], governing: Sequence[int] = ()) -> list[int]:
+def _with_survivors(
+    corpus: UserCorpus, pool: list[int], governing: Sequence[int] = (), successors_of: Slots | None = None
+) -> list[int]:
     """The pool with the memory each archived row of it was merged into (which now stands for
-    it) and the `governing` instructions and preferences, in canonical order."""
+    it), the `governing` instructions and preferences, and, given the eligible rows
+    (`successors_of`), the eligible memory that replaced each superseded row of it, in canonical
+    order."""
     slot_of = corpus.row_index()
     extra = set(governing)
+    eligible = set(successors_of.tolist()) if successors_of is not None else set()
     for slot in pool:
         row = corpus.rows[slot]
         into = row.metadata.get("merged_into") if row.status == "archived" else None
         survivor = slot_of.get(uuid.UUID(into)) if isinstance(into, str) else None
         if survivor is not None and corpus.rows[survivor].status != "archived":
             extra.add(survivor)
+        successor = (
+            slot_of.get(row.superseded_by) if row.superseded_by and row.status == "superseded" else None
+        )
+        if successor is not None and successor in eligible:
+            extra.add(successor)
     if not extra.difference(pool):
         return pool
     return sorted(extra.union(pool), key=corpus.sort_key)

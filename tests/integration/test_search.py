@@ -463,3 +463,28 @@ def test_a_context_block_leaves_small_talk_out_with_budget_to_spare(service, ten
     # Search still finds them when asked for, below everything else.
     found = service.search(ctx, SearchRequest(query="thanks", user_id=user, limit=20))
     assert any(r.content == "thanks!" for r in found)
+
+
+def test_what_replaced_a_memory_ranks_above_it_for_a_question_about_now(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"sv-{uuid.uuid4().hex[:6]}"
+    said = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    for i, text in enumerate(
+        [
+            "Our backend is written in Flask.",
+            "I'm on Python 3.11.",
+            "We switched from Flask to FastAPI.",
+            "I upgraded to Python 3.12 yesterday.",
+        ]
+    ):
+        _ingest(service, ctx, _say(user, text, said.replace(day=1 + 10 * i), f"m{i}"))
+    assert _fact(service, ctx, user, "Python 3.11").status == "superseded"
+
+    def top(query: str, **past: datetime) -> str:
+        return service.search(ctx, SearchRequest(query=query, user_id=user, limit=5, **past))[0].content
+
+    # The old turn shares the question's words ("backend"); what replaced it comes first anyway.
+    assert "FastAPI" in top("What web framework does our backend use?")
+    assert "3.12" in top("What Python version am I on?")
+    # Asked about the past, the old value answers.
+    assert "3.11" in top("What Python version was I on?", as_of=said.replace(day=20))

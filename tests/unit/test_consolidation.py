@@ -186,6 +186,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann lives at 14 Birch Lane in Portland", ("residence", "14 birch lane")),
         # A death told by name ends the teller's pet of that name, if they have one.
         ("Tiger passed away on 3 June 2024", ("pet", "ended:tiger")),
+        # One version of a tool at a time.
+        ("Ann is on Python 3.11", ("version of python", "3.11")),
+        ("Ann upgraded to Python 3.12 on 31 March 2024", ("version of python", "3.12")),
+        ("Ann and others use Postgres 15 and FastAPI", ("version of postgres", "15")),
+        ("Ann and others migrated from Postgres 15 to 16", ("version of postgres", "16")),
+        ("Ann upgraded the app from React 17 to React 18", ("version of react", "18")),
+        ("Ann has 2 kids", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:

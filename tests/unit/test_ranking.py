@@ -16,6 +16,7 @@ from memsvc.ranking import (
     fuse_scores,
     has_temporal_expression,
     importance_deficit,
+    pass_to_successors,
     pass_to_survivors,
     pass_whole_message,
     propagate_neighbours,
@@ -430,3 +431,16 @@ def test_the_top_results_do_not_depend_on_how_many_were_asked_for() -> None:
     five = rank(cands, "q", config=replace(config, max_results=5))
     assert [m.id for m in two[0].members] == ["D1:0", "D1:1"]
     assert [[m.id for m in r.members] for r in two] == [[m.id for m in r.members] for r in five[:2]]
+
+
+def test_a_memory_that_replaced_another_ranks_above_it_along_a_chain() -> None:
+    boston = Candidate(id="b", content="Ann lives in Boston", kind="fact", superseded_by="d")
+    denver = Candidate(id="d", content="Ann lives in Denver", kind="fact", superseded_by="a")
+    austin = Candidate(id="a", content="Ann lives in Austin", kind="fact")
+    other = Candidate(id="o", content="Ann likes tea", kind="fact")
+    scores = np.array([0.9, 0.5, 0.1, 0.7])
+    out = pass_to_successors([boston, denver, austin, other], scores)
+    assert out[2] > out[1] > out[0] == 0.9 and out[3] == 0.7
+    assert scores.tolist() == [0.9, 0.5, 0.1, 0.7]  # the input is left as it was
+    # A successor outside the candidates changes nothing.
+    assert pass_to_successors([boston, other], np.array([0.9, 0.7])).tolist() == [0.9, 0.7]
