@@ -464,7 +464,29 @@ def _instruction_about(directive: str, who: str) -> str:
     naming = rf"^(?:(?:always|never|don't|do not|please|stop|you can stop)\s+)*{_NAMING_VERBS}\s+"
     if re.match(naming + re.escape(who) + r"(?![\w'’])", directive, re.IGNORECASE):
         return "name"
+    for aspect, pattern in _ANSWER_ASPECTS:
+        if pattern.search(directive):
+            return aspect
     return " ".join(sorted(frozenset(tokenize(directive)) - _STANCE_WORDS))
+
+
+# What an answer's shape is, one instruction at a time each: "answer in full paragraphs" ends
+# "always answer in bullet points"; "explain the approach first, then show the code" ends "code
+# first and explanation after".
+_SEQUENCE = r"(?:first|then|before|after|last)"
+_PART_OF_ANSWER = r"(?:code|explanation|explain|example|summary|steps)"
+_ANSWER_ASPECTS = tuple(
+    (aspect, re.compile(pattern, re.IGNORECASE))
+    for aspect, pattern in (
+        ("order", rf"\b{_SEQUENCE}\b.*\b{_PART_OF_ANSWER}\b|\b{_PART_OF_ANSWER}\b.*\b{_SEQUENCE}\b"),
+        ("format", r"\b(?:bullet|bullets|bullet points?|lists?|numbered|paragraphs?|tables?|prose|markdown"
+         r"|headings?|headers?)\b"),
+        ("length", r"\b(?:short|shorter|brief|briefer|concise|succinct|terse|long|longer|detailed|verbose"
+         r"|length|lengthy|\d+\s+words|one sentence|few sentences)\b"),
+        ("emoji", r"\bemojis?\b"),
+        ("tone", r"\b(?:formal|informal|casual|friendly|professional|tone)\b"),
+    )
+)  # fmt: skip
 
 
 def instruction_topic(topic: str, who: str) -> str:

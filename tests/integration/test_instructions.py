@@ -295,6 +295,25 @@ def test_an_instruction_in_another_language_or_name_replaces_the_one_before(serv
     ]
 
 
+def test_an_instruction_on_the_same_part_of_an_answer_replaces_the_one_before(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"ia-{uuid.uuid4().hex[:6]}"
+    said = [
+        (START, "From now on, always answer with code first and explanation after."),
+        (START + timedelta(minutes=1), "Always answer in bullet points."),
+        (START + timedelta(minutes=2), "Never use emojis."),
+        (START + timedelta(days=2), "Actually, from now on explain the approach first, then show the code."),
+        (START + timedelta(days=3), "Answer in full paragraphs from now on."),
+    ]
+    _, instructions = _say_one_by_one(service, ctx, user, said)
+    assert instructions == [
+        "- [2024-03-15] When the user asks about anything: never use emojis. (src: t2)",
+        "- [2024-03-17] When the user asks about anything: explain the approach first, then show the code."
+        " (src: t3)",
+        "- [2024-03-18] When the user asks about anything: answer in full paragraphs. (src: t4)",
+    ]
+
+
 def test_a_question_about_what_was_said_is_not_governed_by_an_instruction(service, tenant) -> None:  # type: ignore[no-untyped-def]
     # "What did you tell me…" asks what happened; the instruction governs how the next answer is
     # given and states nothing that happened, so it takes no result slot.

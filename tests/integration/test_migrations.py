@@ -47,16 +47,10 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     assert tables == _tables(url)
 
 
-def test_instructions_stored_before_0011_are_keyed_by_topic_however_named(
-    empty_database_url: str,
-) -> None:
-    url = empty_database_url
-    migrate.upgrade(url, "0010")
-    stored = [
-        ("When Ann asks about my resume: always use emojis.", "instruction: my resume"),
-        ("When Ann asks about anything: answer in Spanish.", "instruction: anything: language"),
-        ("Ann lives in Boston", "residence"),
-    ]
+def _keys_after_upgrade(url: str, revision: str, stored: list[tuple[str, str]]) -> dict[str, str]:
+    """The `attribute` of each of Ann's facts (content, attribute) stored at `revision`, once the
+    database is upgraded to the head."""
+    migrate.upgrade(url, revision)
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         tenant = conn.execute(
             "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id"
@@ -72,9 +66,37 @@ def test_instructions_stored_before_0011_are_keyed_by_topic_however_named(
             )
     migrate.upgrade(url)
     with psycopg.connect(libpq_url(url)) as conn:
-        keys = dict(conn.execute("SELECT content, attribute FROM memories").fetchall())
-    assert keys == {
+        return dict(conn.execute("SELECT content, attribute FROM memories").fetchall())
+
+
+def test_instructions_stored_before_0011_are_keyed_by_topic_however_named(
+    empty_database_url: str,
+) -> None:
+    stored = [
+        ("When Ann asks about my resume: always use emojis.", "instruction: my resume"),
+        ("When Ann asks about anything: answer in Spanish.", "instruction: anything: language"),
+        ("Ann lives in Boston", "residence"),
+    ]
+    assert _keys_after_upgrade(empty_database_url, "0010", stored) == {
         "When Ann asks about my resume: always use emojis.": "instruction: resum",
         "When Ann asks about anything: answer in Spanish.": "instruction: anything: language",
         "Ann lives in Boston": "residence",
+    }
+
+
+def test_instructions_for_every_request_stored_before_0012_are_keyed_by_what_they_shape(
+    empty_database_url: str,
+) -> None:
+    stored = [
+        (
+            "When Ann asks about anything: always answer in bullet points.",
+            "instruction: anything: answer bullet point",
+        ),
+        ("When Ann asks about anything: answer in Spanish.", "instruction: anything: language"),
+        ("When Ann asks about anything: mention the weather.", "instruction: anything: mention weather"),
+    ]
+    assert _keys_after_upgrade(empty_database_url, "0011", stored) == {
+        "When Ann asks about anything: always answer in bullet points.": "instruction: anything: format",
+        "When Ann asks about anything: answer in Spanish.": "instruction: anything: language",
+        "When Ann asks about anything: mention the weather.": "instruction: anything: mention weather",
     }

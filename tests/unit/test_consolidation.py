@@ -102,8 +102,22 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ),
         (
             "When Ann asks about anything: never use emojis.",
-            ("instruction: anything: emoji use", "never use emojis"),
+            ("instruction: anything: emoji", "never use emojis"),
         ),
+        # The shape of answers, one instruction at a time for each part of it.
+        (
+            "When Ann asks about anything: always answer with code first and explanation after.",
+            ("instruction: anything: order", "always answer with code first and explanation after"),
+        ),
+        (
+            "When Ann asks about anything: explain the approach first, then show the code.",
+            ("instruction: anything: order", "explain the approach first, then show the code"),
+        ),
+        (
+            "When Ann asks about anything: answer in full paragraphs.",
+            ("instruction: anything: format", "answer in full paragraphs"),
+        ),
+        ("When Ann asks about anything: keep it short.", ("instruction: anything: length", "keep it short")),
         ("Ann just started a new job at Globex", ("employer", "globex")),
         ("Ann's girlfriend Mia", ("partner", "mia")),
         ("Ann's girlfriend loves hiking", None),
