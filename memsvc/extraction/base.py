@@ -85,7 +85,8 @@ def as_written(subject: str | None, content: str) -> str | None:
 KIN = (
     r"friend|best friend|sister|brother|mom|mother|dad|father|husband|wife|partner|son|daughter|boyfriend"
     r"|girlfriend|cousin|aunt|uncle|grandma|grandmother|grandpa|grandfather|boss|colleague|coworker"
-    r"|co-worker|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
+    r"|co-worker|teammate|manager|roommate|flatmate|landlord|landlady|classmate|cofounder|co-founder|coach"
+    r"|tutor|therapist|neighbor|neighbour|mentor|teacher|dog|cat|puppy|kitten|pet|bunny|rabbit|horse|turtle"
     r"|bird|hamster|fish|snake"
 )
 

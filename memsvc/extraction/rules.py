@@ -374,6 +374,7 @@ def _opens(sentence: str, start: int) -> bool:
 
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
 _KIN_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({KIN})\s+(?:named\s+|called\s+)?({_NAME_WORD})\b")
+_KIN_IS_NAME = re.compile(rf"\b(?:my|{_NAME_WORD}'s)\s+({KIN})\s+is\s+({_NAME_WORD})(?:\s*[.!,]|\s*$)")
 _NAMED = re.compile(rf"\b(?:a|an|the)\s+({KIN})\s+(?:named|called)\s+({_NAME_WORD})\b")
 # "My sister Lena is a doctor. She lives in Rome.": the second sentence is about Lena, and read
 # alone it stated nothing (no one's "She"). A sentence opening "She"/"He" right after one that
@@ -1433,6 +1434,8 @@ def _someone_named(text: str, subject: str) -> list[tuple[str, str, str]]:
         whose = m.group(0).split()[0]
         owner = subject if whose.lower() == "my" else whose.removesuffix("'s")
         found.append((m.start(), owner, m.group(1).lower(), m.group(2)))
+    for m in _KIN_IS_NAME.finditer(text):  # "Ann's manager is Dana"
+        found.append((m.start(), subject, m.group(1).lower(), m.group(2)))
     for m in _NAMED.finditer(text):
         before = [name for start, _, _, name in found if start < m.start()]
         found.append((m.start(), before[-1] if before else subject, m.group(1).lower(), m.group(2)))

@@ -1018,3 +1018,19 @@ def test_a_name_after_an_opening_preposition_is_what_the_preposition_says() -> N
     entities = {e.name: e.type for e in RulesExtractor().extract(chat(("Bot", said))).entities}
     assert entities["Kyoto"] == "place" and "In Kyoto" not in entities
     assert "Summary" not in entities  # at a sentence's start, a name no other sentence knows is none
+
+
+def test_people_of_ones_work_and_home_are_someone_of_the_speakers() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "My manager is Dana. My teammate Priya owns the billing service. My roommate Leo cooks.")
+        )
+    )
+    triples = {(r.subject, r.predicate, r.object) for r in result.relations}
+    assert {
+        ("Ann", "has_manager", "Dana"),
+        ("Ann", "has_teammate", "Priya"),
+        ("Ann", "has_roommate", "Leo"),
+    } <= triples
+    assert {e.name: e.type for e in result.entities}["Dana"] == "person"
+    assert "Ann's teammate Priya owns the billing service" in [f.content for f in result.facts]
