@@ -53,6 +53,7 @@ _KINDS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?<![\w:.,])\d+(?:[.,]\d+)?(?![\w:])"),
     _NAME,
 )
+_AMOUNT = re.compile(r"\d+(?:[.,]\d+)?\s*(?P<unit>[a-z%]+)", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?…]\s+|\n)\W*$")
 
 
@@ -115,6 +116,10 @@ def _replaced(text: str, new: str, old: str) -> str | None:
         spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(old)}(?!\w)", text, re.IGNORECASE)]
     else:
         pattern = _kind_of(new)
+        if pattern is None and (amount := _AMOUNT.fullmatch(new)):
+            # "I meant 6 nodes": the number of nodes said before ("runs on 4 nodes").
+            unit = re.escape(amount.group("unit").lower().removesuffix("s"))
+            pattern = re.compile(rf"(?<![\w.,])\d+(?:[.,]\d+)?\s*{unit}s?\b", re.IGNORECASE)
         if pattern is None:
             return None
         spans = [

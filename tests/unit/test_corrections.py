@@ -44,6 +44,12 @@ def _turns(*said: str | tuple[str, str], session: str = "s") -> list[Turn]:
             "actually it's July 3rd, not the 2nd",
             "My sister's wedding is on July 3rd.",
         ),
+        # A number with its unit replaces the number of that unit.
+        (
+            "Our staging cluster runs on 4 nodes.",
+            "Sorry, I meant 6 nodes.",
+            "Our staging cluster runs on 6 nodes.",
+        ),
     ],
 )
 def test_a_correction_rewrites_what_it_corrects(original: str, correction: str, corrected: str) -> None:
@@ -63,6 +69,8 @@ def test_a_correction_rewrites_what_it_corrects(original: str, correction: str, 
         ("My exam is on Monday.", "No, wait, that is fine."),
         ("My exam is on Monday.", "Sorry, I meant Monday."),  # nothing changes
         (("Bob", "My party is on Friday."), "Sorry, I meant Saturday."),  # not the speaker's own
+        ("I ran 5 km and swam 2 km.", "Sorry, I meant 7 km."),  # two of that unit
+        ("I have 2 cats.", "Sorry, I meant 3 dogs."),  # no number of that unit
     ],
 )
 def test_what_corrects_nothing_changes_nothing(said: tuple[str | tuple[str, str], ...]) -> None:
