@@ -162,10 +162,13 @@ _PARTNER_NAMED = re.compile(
 _AMOUNT_KINDS = (
     r"rent|salary|income|pay|budget|weight|mortgage|deadline|commute|bedtime|daily step goal|step goal"
     r"|credit score|savings goal|goal weight|target weight|phone number|email address|address"
+    r"|test coverage|code coverage|uptime|error rate|headcount|team size"
 )
 _AMOUNT = re.compile(
-    rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{_AMOUNT_KINDS})\s+is\s+"
-    r"(?:(?:now|currently|still|only|about|around|roughly)\s+)*(?P<v>.+)"
+    rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{_AMOUNT_KINDS})\s+"
+    r"(?:is|(?:went|is|was)\s+(?:up|down)\s+to|(?:rose|grew|dropped|fell|increased|decreased|jumped|improved"
+    r"|climbed)\s+to)\s+"
+    r"(?:(?:now|currently|still|only|about|around|roughly|at)\s+)*(?P<v>.+)"
     rf"|^(?:'s\s+\w+\s+|\s+)(?:(?:just|finally)\s+)?(?:raised|increased|bumped|cut|lowered|reduced|dropped|changed|upped)"
     rf"\s+(?:(?:the|my|our|\S+'s)\s+)?(?P<what2>{_AMOUNT_KINDS})\s+(?:up\s+|down\s+)?to\s+(?P<v2>.+)",
     re.IGNORECASE,
@@ -181,10 +184,13 @@ _FAVOURITE = re.compile(
 )
 # "Nina prefers tea over coffee in the mornings", later "… coffee over tea … now": of the two
 # things compared one is preferred at a time, the pair its attribute.
+# What may follow the two things compared ("prefers spaces over tabs now"): no part of either.
+_AFTER_THE_CHOICE = r"(?:in|on|at|for|when|during|these|now|nowadays|anymore|lately|every|most|because)"
+_NOT_AFTER = rf"(?!{_AFTER_THE_CHOICE}\b)"
 _PREFERS_OVER = re.compile(
     r"^\s+(?:(?:now|still|really|actually|definitely)\s+)*(?:prefers|would rather have)\s+"
-    r"(?P<v>[\w'-]+(?:\s+[\w'-]+)?)\s+(?:over|to|rather than|instead of)\s+(?P<other>[\w'-]+(?:\s+[\w'-]+)?)"
-    r"(?=$|[,.;]|\s+(?:in|on|at|for|when|during|these|now|nowadays|anymore|lately|every|most|because)\b)",
+    rf"(?P<v>[\w'-]+(?:\s+{_NOT_AFTER}[\w'-]+)?)\s+(?:over|to|rather than|instead of)\s+"
+    rf"(?P<other>[\w'-]+(?:\s+{_NOT_AFTER}[\w'-]+)?)(?=$|[,.;]|\s+{_AFTER_THE_CHOICE}\b)",
     re.IGNORECASE,
 )
 # The value of an attribute that ends with nothing in its place ("Ann quit her job at Acme",

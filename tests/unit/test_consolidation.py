@@ -207,6 +207,10 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann and others migrated from Postgres 15 to 16", ("version of postgres", "16")),
         ("Ann upgraded the app from React 17 to React 18", ("version of react", "18")),
         ("Ann has 2 kids", None),
+        # A number that goes up or down is one at a time; what follows a choice is no part of it.
+        ("Ann's test coverage is at 60% right now", ("test coverage", "60%")),
+        ("Ann's test coverage went up to 85%", ("test coverage", "85%")),
+        ("Ann prefers spaces over tabs now", ("prefers spaces or tabs", "spaces")),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
