@@ -350,12 +350,21 @@ _ANSWER_NO = re.compile(r"^(?:no|nope|nah|not really|not yet)\b", re.IGNORECASE)
 _UPPER = "A-Z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.isupper())
 _LOWER = "a-z" + "".join(c for c in map(chr, range(0xC0, 0x530)) if c.islower())
 # "O'Brien", "D'Souza": the apostrophe after O or D is inside the name (they were "Brien", "Souza").
-_NAME_WORD = f"(?:[OD]['’](?=[{_UPPER}]))?[{_UPPER}][{_LOWER}]+"
+# "GitHub", "FastAPI", "McDonald": capitals inside a name are part of it.
+_NAME_WORD = f"(?:[OD]['’](?=[{_UPPER}]))?[{_UPPER}][{_LOWER}]+(?:[{_UPPER}]+[{_LOWER}]*)*"
 # A title before a name is part of it ("Dr. Patel", "Mt. Rainier", "St. Luke's Hospital").
 _PERSON_TITLES = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.")
 _TITLE_WORDS = frozenset(("Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Ft"))
 _TITLE = rf"(?:{'|'.join(sorted(_TITLE_WORDS))})\.\s+"
 _OPENING_PREPOSITIONS = _words("In At From To Near Around Outside Inside")
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def _without_code(sentence: str) -> str:
+    """The sentence with inline code blanked out (same length): "`pool_pre_ping=True`" names nothing."""
+    return _INLINE_CODE.sub(lambda m: " " * len(m.group(0)), sentence) if "`" in sentence else sentence
+
+
 # An acronym right before a name is part of it ("JR Pass", "AWS Lambda").
 _ACRONYM_BEFORE = re.compile(r"\b([A-Z]{2,5})\s+$")
 _CAPITALISED = re.compile(
@@ -806,7 +815,7 @@ class _Batch:
 
     def _collect_names(self, sentences: list[str]) -> None:
         """Capitalised words not at the start of a sentence are name candidates for the whole batch."""
-        for sentence in sentences:
+        for sentence in map(_without_code, sentences):
             for m in _CAPITALISED.finditer(sentence):
                 if _opens(sentence, m.start()):
                     continue
@@ -816,7 +825,7 @@ class _Batch:
 
     def _mentions(self, sentences: list[str]) -> None:
         """Named things a turn mentions, even in a question: people, places, organisations, titles."""
-        for sentence in sentences:
+        for sentence in map(_without_code, sentences):
             for m in _CAPITALISED.finditer(sentence):
                 words = m.group(0).split()
                 stop = 0
@@ -924,6 +933,9 @@ _BARE_CONTRACTION = re.compile(
 )
 
 
+_BACKTICK_APOSTROPHE = re.compile(r"(?<=[^\W_])`(?=(?:t|s|m|re|ve|ll|d)\b)")
+
+
 def _apostrophe(m: re.Match[str]) -> str:
     return f"{m.group('w')}'t" if m.group("w") else f"{m.group('i')}'{m.group('r')}"
 
@@ -931,7 +943,9 @@ def _apostrophe(m: re.Match[str]) -> str:
 def _normalise(text: str) -> str:
     if "```" in text or "~~~" in text:
         text = _CODE_BLOCK.sub("\n", text)
-    text = text.replace("’", "'").replace("‘", "'").replace("`", "'")
+    text = text.replace("’", "'").replace("‘", "'")
+    if "`" in text:  # "don`t" is an apostrophe typed so; "`pool_pre_ping=True`" is code (`_without_code`)
+        text = _BACKTICK_APOSTROPHE.sub("'", text)
     return _BARE_CONTRACTION.sub(_apostrophe, text)
 
 
@@ -1531,7 +1545,10 @@ _TECH_NAMES = _words(
     "html css react vue angular svelte django flask rails docker kubernetes linux windows macos ios android "
     "excel photoshop figma unity blender matlab tableau notion slack"
 )
-_ORG_CONTEXT = re.compile(r"\b(?:job|work|works|worked|working|intern|internship)\s+(?:at|for)\s*$")
+_ORG_CONTEXT = re.compile(
+    r"\b(?:job|work|works|worked|working|intern|internship|employed|engineer|developer|designer|manager"
+    r"|analyst|scientist|consultant|researcher|director)\s+(?:at|for)\s*$"
+)
 _PLACE_CONTEXT = re.compile(
     r"(?:country|city|town|state),?\s*$|\b(?:in|to|from|at|visited|visit|near|around|across)\s*$"
 )

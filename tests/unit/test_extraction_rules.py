@@ -1034,3 +1034,18 @@ def test_people_of_ones_work_and_home_are_someone_of_the_speakers() -> None:
     } <= triples
     assert {e.name: e.type for e in result.entities}["Dana"] == "person"
     assert "Ann's teammate Priya owns the billing service" in [f.content for f in result.facts]
+
+
+def test_names_with_inner_capitals_are_whole_and_inline_code_names_nothing() -> None:
+    result = RulesExtractor().extract(
+        chat(
+            ("Ann", "I work as a backend engineer at Stripe."),
+            ("Bot", "Run the checks on GitHub Actions, and set `pool_pre_ping=True` with PostgreSQL."),
+            ("Ann", "I don`t use McDonald's wifi."),
+        )
+    )
+    entities = {e.name: e.type for e in result.entities}
+    assert {"GitHub Actions", "PostgreSQL", "McDonald"} <= set(entities)
+    assert not {"Actions", "True", "Hub", "Donald"} & set(entities)
+    assert entities["Stripe"] == "organization"
+    assert "Ann doesn't use McDonald's wifi" in [f.content for f in result.facts]
