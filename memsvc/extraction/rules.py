@@ -561,7 +561,7 @@ class _Batch:
             if instruction is not None:
                 self.instructions.append(instruction)
                 continue
-            sentence = _THE_CALLED_OFF.sub("My ", sentence, count=1)
+            sentence = _LABEL.sub("", _THE_CALLED_OFF.sub("My ", sentence, count=1), count=1)
             if turn.role == "user" and has_trigger(sentence):
                 sentence = _THE_DATED_THING.sub(r"\g<lead>my ", sentence, count=1)
             if _BARE_FAVOURITE.match(sentence):
@@ -725,7 +725,11 @@ class _Batch:
         # "I'm Lucía, I work as a nurse": saying who one is states nothing ("Lucía is Lucía").
         text = re.sub(rf"^{re.escape(speaker)} is {re.escape(speaker)}\b[,;]?\s*", "", text)
         kind = _kind(text, subject, date, turn.event_at)
-        if not _has_content(text, subject) or _only_a_reaction(text, subject):
+        if (
+            not _has_content(text, subject)
+            or _only_a_reaction(text, subject)
+            or _an_intention_of_it(text, subject)
+        ):
             return None
         if date is not None:
             valid_from: datetime | None = date.value
@@ -1004,6 +1008,13 @@ def _statement_before_question(sentence: str) -> str | None:
     if len(statement.split()) < 2 or _ASKING_FIRST.match(statement) or _LEAD_IN.search(statement):
         return None
     return statement
+
+
+# A label before what the speaker says ("Some context about my project: I'm building an invoicing
+# API", "Quick update: we moved"): no part of the statement.
+_LABEL = re.compile(
+    r"^[^:.!?]{1,40}:\s+(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|my|our)\b)", re.IGNORECASE
+)
 
 
 # "The Tokyo trip got cancelled", "The Berlin move fell through": a plan called off, said by one
@@ -1291,6 +1302,21 @@ def _only_a_reaction(text: str, subject: str) -> bool:
     subject_words = set(subject.lower().split())
     words = {w.removesuffix("'s") for w in _CONTENT_WORD.findall(text.lower())}
     return words - _STOP - subject_words - {"it", "that", "this", "others"} <= _REACTION_WORDS
+
+
+# An intention about "it" and nothing more ("Ann wants to get it up", "Ann needs to fix it"): what
+# "it" is was said before, and the fact alone tells nothing. A date keeps it ("will do it on Friday").
+_INTENTION_OF_IT = re.compile(
+    r"^\s+(?:wants|needs|has|have|is going|are going|is gonna|plans|hopes|would like|'d like|will|can|should"
+    r"|must|might|may)\s+(?:to\s+)?(?:[\w'-]+\s+){0,2}(?:it|them|that|this)"
+    r"(?:\s+(?:up|out|down|off|back|done|again|first|soon|later|now|working))?\s*[.!]*$",
+    re.IGNORECASE,
+)
+
+
+def _an_intention_of_it(text: str, subject: str) -> bool:
+    written = as_written(subject, text)
+    return bool(written) and text.startswith(written) and bool(_INTENTION_OF_IT.match(text[len(written) :]))
 
 
 # What may open an order without being part of it: "OK, you can stop…", "Actually, please…".

@@ -1049,3 +1049,16 @@ def test_names_with_inner_capitals_are_whole_and_inline_code_names_nothing() -> 
     assert not {"Actions", "True", "Hub", "Donald"} & set(entities)
     assert entities["Stripe"] == "organization"
     assert "Ann doesn't use McDonald's wifi" in [f.content for f in result.facts]
+
+
+def test_a_label_before_a_statement_and_an_intention_about_it_alone_state_nothing_more() -> None:
+    said = chat(
+        ("Ann", "Hi! Some context about my project: I'm building an invoicing API."),
+        ("Ann", "Our test coverage is at 60% right now and I want to get it up."),
+        ("Ann", "I need to fix the roof. I need to fix it. I'll do it tomorrow."),
+    )
+    facts = [f.content for f in RulesExtractor().extract(said).facts]
+    assert "Ann is building an invoicing API" in facts and not any("context" in f for f in facts)
+    assert not any(f.endswith(("get it up", "fix it")) for f in facts)
+    assert "Ann needs to fix the roof" in facts
+    assert any(f.startswith("Ann will do it on") for f in facts)  # with its day it says when
