@@ -116,6 +116,8 @@ _TRIGGER = re.compile(
             # Anchored ones ("the week before my birthday") are left alone: their anchor is unknown.
             r"(?P<before>\bthe\s+(?:day|week|weekend|month|year)\s+before\s+last\b"
             r"|\bthe\s+(?:day|week|weekend|month|year)\s+before\b(?=\s*(?:[.,;:!?)\-–—]|$|and\b|but\b|so\b)))",
+            # "by the end of the month": its last day, said as "the end of March 2024".
+            r"(?P<endof>\b(?:the\s+)?end\s+of\s+(?:the|this|next)\s+(?:week|month|year)\b)",
             r"(?P<deictic>\bthe\s+day\s+before\s+yesterday\b|\bthe\s+day\s+after\s+tomorrow\b|\byesterday\b"
             r"|\btoday\b|\btonight\b|\btomorrow\b|\blast\s+night\b|\bthis\s+(?:morning|afternoon|evening)\b)",
             r"(?P<rel>(?<!\bthe\s)\b(?:this\s+past|this\s+coming|the\s+past|the\s+coming|the\s+following|past|last"
@@ -235,6 +237,8 @@ def resolve_dates(text: str, base: datetime, *, prefer: Prefer | None = None) ->
         says = _holiday_phrase(span, label) if kind == "holiday" else None
         if kind == "my" and relative:  # a month without its year, said as said: "since March 2023"
             says = f"{span} {value.year}"
+        if kind == "endof":
+            says = f"the end of {_period_label(value, span.split()[-1])}"
         found.append(
             ResolvedDate(span, m.start(), m.end(), value, granularity, label, relative, approximate, says)
         )
@@ -355,6 +359,8 @@ def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved |
         return _holiday(s, base, tense)
     if kind == "nth":
         return _day_of_month(base, int(re.sub(r"\D", "", s)), tense)
+    if kind == "endof":
+        return _end_of(base, s.split()[-2] == "next", s.split()[-1])
     if kind == "season":
         words = s.split()
         return _season(base, words[-1], _MODES.get(" ".join(words[:-1]), "this"))
@@ -431,6 +437,26 @@ def _resolve_rel(s: str, base: datetime, tense: Prefer) -> _Resolved | None:
     if unit in _MONTHS:
         return _named_month(base, _MONTHS[unit], mode)
     return _via_dateparser(f"{mode} {unit}", base, tense, relative=True, shift=True)
+
+
+def _end_of(base: datetime, next_one: bool, unit: str) -> _Resolved:
+    """The last day of this (or the next) week, month or year."""
+    day = base.date()
+    if unit == "week":
+        last = day + timedelta(days=6 - day.weekday() + (7 if next_one else 0))
+    elif unit == "month":
+        first_after = day.replace(day=1) + relativedelta(months=2 if next_one else 1)
+        last = first_after - timedelta(days=1)
+    else:
+        last = date(day.year + (1 if next_one else 0), 12, 31)
+    return _at(base, last), "day", _day_label(last), True, False
+
+
+def _period_label(value: datetime, unit: str) -> str:
+    """The week, month or year a day ends: "the week of 4 March 2024", "March 2024", "2024"."""
+    if unit == "week":
+        return f"the week of {_day_label(value.date() - timedelta(days=6))}"
+    return f"{value:%B %Y}" if unit == "month" else str(value.year)
 
 
 def _weekday(base: datetime, name: str, mode: str, tense: Prefer) -> _Resolved:

@@ -402,3 +402,20 @@ def test_the_month_one_is_in_said_of_the_future_is_this_one() -> None:
         assert [d.value.date() for d in resolve_dates(text, said)] == [month], text
     plan = RulesExtractor().extract([Turn("m1", "user", "Ann", "I'm going to Rome in January.", said)])
     assert [(f.content, f.kind) for f in plan.facts] == [("Ann is going to Rome in January 2024", "plan")]
+
+
+@pytest.mark.parametrize(
+    ("text", "day", "written"),
+    [
+        ("I need the docs done by the end of the month.", date(2024, 3, 31), "by the end of March 2024."),
+        ("Ship it by end of next month.", date(2024, 4, 30), "by the end of April 2024."),
+        ("We close at the end of the week.", date(2024, 3, 10), "the end of the week of 4 March 2024."),
+        ("I'll be done by the end of the year.", date(2024, 12, 31), "by the end of 2024."),
+    ],
+)
+def test_the_end_of_a_month_week_or_year_is_its_last_day(text: str, day: date, written: str) -> None:
+    said = datetime(2024, 3, 6, 10, tzinfo=UTC)  # a Wednesday
+    found = resolve_dates(text, said)
+    assert [d.value.date() for d in found] == [day]
+    assert rewrite_relative(text, found).endswith(written)
+    assert resolve_dates("At the end of the day, it works.", said) == []
