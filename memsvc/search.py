@@ -929,6 +929,14 @@ def related_entities(corpus: UserCorpus, results: Sequence[MemoryOut]) -> list[t
     return out
 
 
+_STATE_LABEL = re.compile(r"^[^:]{1,60}?'s \w+: ")  # "Ann's job: " (`consolidation.state_sentence`)
+_FACT_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def _fact_words(content: str) -> frozenset[str]:
+    return frozenset(_FACT_WORD.findall(_STATE_LABEL.sub("", content).lower()))
+
+
 def assemble_context(
     results: Sequence[MemoryOut],
     max_tokens: int,
@@ -953,7 +961,15 @@ def assemble_context(
     chosen: list[tuple[MemoryOut, str]] = []
     used = 0
     written: dict[str, set[str]] = {}  # message id -> its sentences the lines hold
+    stated: list[tuple[frozenset[str], frozenset[str]]] = []  # (sources, words) of the facts chosen
     for item in results:
+        if item.type == "semantic":
+            # "Ann's employer: Ann works at Stripe" says nothing "Ann works as an engineer at
+            # Stripe", from the same message, has not said: one line is enough.
+            sources, words = frozenset(item.source_message_ids), _fact_words(item.content)
+            if any(sources == s and words <= w for s, w in stated):
+                continue
+            stated.append((sources, words))
         passage = item.kind == "passage" and bool(item.source_message_ids)
         said = written.setdefault(item.source_message_ids[0], set()) if passage else None
         line = _line(item, as_of, said)
