@@ -1502,7 +1502,10 @@ def _relations(text: str, subject: str, names: set[str]) -> list[tuple[str, str,
         obj = _noun_phrase(m.group("rest"))
         if obj is None or (predicate == "got" and _GOT_A_STATE.fullmatch(obj)):
             continue
-        out.append((predicate, obj, _np_type(obj, predicate, names)))
+        etype = _np_type(obj, predicate, names)
+        if predicate == "joined" and re.match(rf"{re.escape(obj)}\s+as\s", m.group("rest")):
+            etype = "organization"  # "joined Vercel as a staff engineer": an employer
+        out.append((predicate, obj, etype))
     return out
 
 

@@ -438,10 +438,12 @@ def test_where_one_works_or_teaches_is_an_employer_and_home_is_none() -> None:
             ("Ann", "Amazon is in Seattle."),
             ("Bob", "I teach at Lincoln High."),
             ("Ann", "I work at home most days and run every morning."),
+            ("Bob", "I joined Vercel as a staff engineer."),
         )
     )
     entities = {e.name: e.type for e in result.entities}
     assert entities["Amazon"] == "organization" and entities["Lincoln High"] == "organization"
+    assert entities["Vercel"] == "organization"
     triples = {(r.subject, r.predicate, r.object) for r in result.relations}
     assert ("Ann", "works_at", "Amazon") in triples and ("Bob", "works_at", "Lincoln High") in triples
     assert not any(r.object.startswith(("home", "morning")) for r in result.relations)
