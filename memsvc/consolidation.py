@@ -32,7 +32,7 @@ from memsvc.extraction.base import (
     ExtractedFact,
     as_written,
 )
-from memsvc.extraction.dates import MONTH_NAMES
+from memsvc.extraction.dates import MONTH_NAMES, WEEKDAY_NAMES
 from memsvc.ranking import tokenize
 
 # -- supersession -------------------------------------------------------------------------------
@@ -314,6 +314,7 @@ def _stopped(rest: str, subject: str) -> str | None:
 # A plan called off ("Sam cancelled Sam's trip to Tokyo", "Sam's wedding was called off", "Sam and
 # others called off the wedding"): the subject's plans that name what was called off end with it.
 _MOVED = r"(?:moved|pushed(?:\s+back)?|postponed|rescheduled|delayed|bumped)"
+_A_DAY = rf"(?:{'|'.join(MONTH_NAMES.split())}|{'|'.join(WEEKDAY_NAMES.split())})\b"
 _CANCELLED = re.compile(
     r"^(?:\s+and others)?\s+(?:(?:has|had|have|is|are)\s+)?(?:(?:had|have|has|decided|needed|chose) to\s+)?"
     r"(?:cancel(?:l?ed|ling)?|call(?:ed|ing)? off)\s+(?P<x>.+)"
@@ -329,7 +330,9 @@ _CANCELLED = re.compile(
     # interview got pushed to 12 April 2024"). What is moved is named ("moved to Boston" is no plan).
     rf"|^(?:\s+and others)?\s+(?:(?:has|had|have)\s+)?{_MOVED}\s+"
     r"(?P<m>(?:the|my|our|his|her|their|\S+'s)\s+.+?)\s+(?:back\s+)?(?:to|until|till)\b"
-    rf"|^'s\s+(?P<n>.+?)\s+(?:(?:was|got|has been|is)\s+{_MOVED}|slipped)\b",
+    rf"|^'s\s+(?P<n>.+?)\s+(?:(?:was|got|has been|is)\s+{_MOVED}|slipped)\b"
+    # "Ann's surgery is now on 3 September 2025": the plan at its new time.
+    rf"|^'s\s+(?P<w>.+?)\s+(?:is|are)\s+now\s+(?:on|scheduled\s+for|set\s+for)\s+(?=\d|{_A_DAY})",
     re.IGNORECASE,
 )
 # A plan someone else moved for the subject: "They moved Kim's appointment to Friday", "The clinic
@@ -364,7 +367,7 @@ def cancelled_plan(content: str, subject: str | None) -> frozenset[str] | None:
     elif (match := _CANCELLED.match(text[len(subject) :])) is None:
         return None
     else:
-        what = next(group for group in match.group("x", "y", "m", "n", "o", "g", "h") if group)
+        what = next(group for group in match.group("x", "y", "m", "n", "o", "g", "h", "w") if group)
     said = _STATE_END.split(what, maxsplit=1)[0]
     words = _plan_words(said) - _plan_words(subject) - _PLAN_WORDS
     return words or None

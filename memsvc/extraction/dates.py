@@ -151,6 +151,10 @@ _TRIGGER_WORDS = frozenset(_TRIGGER_TEXT.split(" "))
 _WORD = re.compile(r"[a-z]+|(?:19|20)\d\d")
 # "may" the verb and "march" the verb are months only when capitalised.
 _AMBIGUOUS_MONTH = re.compile(r"\b(?:may|march)\b")
+_IS_ON = (
+    r"(?:(?:'s|'re|\bis|\bare)\s+(?:now\s+)?|\b(?:starts?|begins?|ends?|opens?|closes?|expires?)\b"
+    r"(?:\s+(?!on\b)[\w'-]+){0,3}?\s+)(?:due\s+)?"
+)
 _FUTURE = re.compile(
     r"\b(?:will|going to|gonna|plan|plans|planning|next|tomorrow|tonight|upcoming|coming up|can't wait"
     # A date one signed up for, a change starts on, or a thing one needs to do by is ahead.
@@ -164,11 +168,13 @@ _FUTURE = re.compile(
     r"(?:deadline|appointment|exam|interview|meeting|flight|surgery)\b"
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
     # wedding's this Saturday" (were both resolved to the days before they were said).
-    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
+    # So is one it "is now on", or starts or ends on ("My flight is now on May 2nd", "I start my new
+    # job on March 1st", "my lease ends on April 30").
+    rf"|{_IS_ON}(?:(?:on|this|for|scheduled\s+for|set\s+for)\s+)?"
     r"(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
-    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{1,2}(?:st|nd|rd|th)\b"
+    rf"|{_IS_ON}(?:on|for|scheduled\s+for|set\s+for)\s+the\s+\d{{1,2}}(?:st|nd|rd|th)\b"
     # ... and so is a date it "is on" ("my interview is on July 2nd", "rent is due on 1 June").
-    r"|(?:'s|'re|\bis|\bare)\s+(?:due\s+)?(?:on|for|scheduled\s+for|set\s+for)\s+(?:the\s+)?"
+    rf"|{_IS_ON}(?:on|for|scheduled\s+for|set\s+for)\s+(?:the\s+)?"
     r"(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?\b"
     r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b)"
     # A thing moved to a day is moved to one to come: "the dentist moved my appointment to Thursday".
@@ -349,8 +355,14 @@ _Resolved = tuple[datetime, Granularity, str, bool, bool]
 
 
 def _rejects_month(span: str) -> bool:
-    # "I may go" is not May; a real month in chat is capitalised often enough to rely on it.
-    return any(not span[m.start()].isupper() for m in _AMBIGUOUS_MONTH.finditer(span.lower()))
+    # "I may go" is not May; a month in lower case is one after a preposition ("in march", "since
+    # may") or before a day ("may 12"), where no verb stands.
+    return any(
+        not span[m.start()].isupper()
+        and not _LEADING_PREP.match(span)
+        and not re.match(r"\s+\d", span[m.end() :])
+        for m in _AMBIGUOUS_MONTH.finditer(span.lower())
+    )
 
 
 def _resolve(kind: str, span: str, base: datetime, tense: Prefer) -> _Resolved | None:
@@ -628,14 +640,18 @@ def _via_dateparser(
             return None
         d, parsed_granularity = parsed[0].date(), parsed[1]
     granularity = granularity or parsed_granularity
+    if tense == "future" and not relative and granularity in ("day", "month") and d.year == base.year + 1:
+        # "in January" said on 20 January is later this month, "on March 1st" said on 1 March today:
+        # dateparser's future starts tomorrow, or next month.
+        now = base.date()
+        this_one = (d.month, d.day) == (now.month, now.day) if granularity == "day" else d.month == now.month
+        if this_one and not _YEAR_WRITTEN.search(phrase):
+            d = d.replace(year=base.year)
     if granularity == "week":
         d -= timedelta(days=d.weekday())
         label = f"the week of {_day_label(d)}"
     elif granularity == "month":
         d = d.replace(day=1)
-        this_month_next_year = (d.year, d.month) == (base.year + 1, base.month)
-        if tense == "future" and not relative and this_month_next_year and not _YEAR_WRITTEN.search(phrase):
-            d = d.replace(year=base.year)  # "in January" said on 20 January is later this month
         label = f"{d:%B %Y}"
     elif granularity == "year":
         d = d.replace(month=1, day=1)

@@ -106,8 +106,11 @@ def test_a_date_that_slipped_or_was_pushed_is_the_plan_at_its_new_date(service, 
     _add(service, ctx, user, "p", "Good news, the billing migration deadline got pushed to June 28.", 7)
     _add(service, ctx, user, "r", "The security review is on Friday.", 8)  # said on Thursday
     _add(service, ctx, user, "w", "The party was amazing yesterday.", 9)  # no plan, nor "Max's party"
+    _add(service, ctx, user, "a", "My surgery is on August 14.", 0)
+    _add(service, ctx, user, "b", "My surgery is now on September 3rd.", 10)
     facts = _semantic(service, ctx, user)
     for old, new in (
+        ("Max's surgery is on 14 August 2024", "Max's surgery is now on 3 September 2024"),
         ("Max's v2 launch is on 15 May 2024", "Max's v2 launch slipped to 22 May 2024"),
         (
             "Max's deadline for the billing migration is on 14 June 2024",

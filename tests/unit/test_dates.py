@@ -419,3 +419,27 @@ def test_the_end_of_a_month_week_or_year_is_its_last_day(text: str, day: date, w
     assert [d.value.date() for d in found] == [day]
     assert rewrite_relative(text, found).endswith(written)
     assert resolve_dates("At the end of the day, it works.", said) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        # Said on Wednesday 18 December 2024: a day a thing starts, ends or is now on is one to come.
+        ("I start my new job on March 1st.", date(2025, 3, 1)),
+        ("My new job starts on March 1st.", date(2025, 3, 1)),
+        ("my lease ends on April 30", date(2025, 4, 30)),
+        ("My flight is now on May 2nd.", date(2025, 5, 2)),
+        ("my son Leo starts school on sept 4th", date(2025, 9, 4)),
+        ("My lease ended on April 30.", date(2024, 4, 30)),  # said in the past tense: gone by
+        ("I'm seeing the dentist on December 18th.", date(2024, 12, 18)),  # today, not next year's
+        # A month in lower case after a preposition or before a day is the month; "I may go" is no May.
+        ("we're going to italy in march", date(2025, 3, 1)),
+        ("booked flights to lisbon for may 12-19", date(2025, 5, 12)),
+        ("I may go to the gym", None),
+    ],
+)
+def test_a_day_to_come_said_in_the_present_is_next_years_and_today_is_today(
+    text: str, day: date | None
+) -> None:
+    found = resolve_dates(text, datetime(2024, 12, 18, 9, tzinfo=UTC))
+    assert [d.value.date() for d in found] == ([day] if day else [])
