@@ -39,7 +39,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal
 
@@ -170,6 +170,9 @@ class RankingConfig:
     # and budget 330 -> 450 then give R@10 0.798 with 324 words (0.7 / 0.8 / 0.9: 0.791 / 0.798 /
     # 0.795 at budget 450).
     merge_min_share: float = 0.85
+    # Adjacent turns said further apart than this are not one exchange: a session sent with months
+    # between its messages showed a change under the date of what came before it.
+    merge_max_gap: timedelta = timedelta(hours=12)
     # Near-duplicate removal: drop a result whose token set overlaps a kept one at least this much.
     dedup_jaccard: float = 0.9
     # Drop a fact whose source turns are all already returned (and vice versa): it adds words only.
@@ -798,7 +801,14 @@ def _answer_together(
 ) -> bool:
     """Whether `turn` may join the result of the adjacent `neighbour`, whose best turn scores
     `lead`: it answers the query too (scores at least `merge_min_share` of `lead`), or one of the
-    two asks and the other speaker answers right after it."""
+    two asks and the other speaker answers right after it, and they were said within
+    `merge_max_gap` of each other."""
+    if (
+        turn.event_time
+        and neighbour.event_time
+        and abs(turn.event_time - neighbour.event_time) > config.merge_max_gap
+    ):
+        return False
     if score >= config.merge_min_share * lead:
         return True
     if turn.position is None or neighbour.position is None:

@@ -1315,7 +1315,7 @@ _INTENTION_OF_IT = re.compile(
 
 
 def _an_intention_of_it(text: str, subject: str) -> bool:
-    written = as_written(subject, text)
+    written = as_written(subject, text) or ""
     return bool(written) and text.startswith(written) and bool(_INTENTION_OF_IT.match(text[len(written) :]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -444,3 +445,19 @@ def test_a_memory_that_replaced_another_ranks_above_it_along_a_chain() -> None:
     assert scores.tolist() == [0.9, 0.5, 0.1, 0.7]  # the input is left as it was
     # A successor outside the candidates changes nothing.
     assert pass_to_successors([boston, other], np.array([0.9, 0.7])).tolist() == [0.9, 0.7]
+
+
+def test_turns_said_far_apart_are_not_one_exchange() -> None:
+    said = datetime(2024, 1, 5, 9, tzinfo=UTC)
+    cands = [
+        replace(turn(0, "I'm vegetarian.", speaker="Ann"), event_time=said),
+        replace(
+            turn(1, "I started eating meat again.", speaker="Ann"), event_time=said + timedelta(days=120)
+        ),
+        replace(
+            turn(2, "Nice, what did you have?", speaker="Bob"),
+            event_time=said + timedelta(days=120, minutes=1),
+        ),
+    ]
+    results = build_results(cands, np.array([5.0, 4.9, 4.8]), RankingConfig())
+    assert [r.source_message_ids for r in results] == [("D1:0",), ("D1:1", "D1:2")]
