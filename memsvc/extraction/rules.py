@@ -1013,7 +1013,11 @@ def _statement_before_question(sentence: str) -> str | None:
 # A label before what the speaker says ("Some context about my project: I'm building an invoicing
 # API", "Quick update: we moved"): no part of the statement.
 _LABEL = re.compile(
-    r"^[^:.!?]{1,40}:\s+(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|my|our)\b)", re.IGNORECASE
+    r"^(?:(?:some|a bit of|quick|small|little|big|just an?|an?)\s+)?"
+    r"(?:context|background|update|news|note|fyi|heads up|progress|status|info|recap|summary|tl;?dr|ps"
+    r"|p\.s\.)\b[^:.!?]{0,30}:\s+"
+    r"(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|my|our)\b)",
+    re.IGNORECASE,
 )
 
 
@@ -1308,7 +1312,7 @@ def _only_a_reaction(text: str, subject: str) -> bool:
 # "it" is was said before, and the fact alone tells nothing. A date keeps it ("will do it on Friday").
 _INTENTION_OF_IT = re.compile(
     r"^\s+(?:wants|needs|has|have|is going|are going|is gonna|plans|hopes|would like|'d like|will|can|should"
-    r"|must|might|may)\s+(?:to\s+)?(?:[\w'-]+\s+){0,2}(?:it|them|that|this)"
+    r"|must|might|may)\s+(?:to\s+)?(?:(?!enjoy|love|like|hate|miss)[\w'-]+\s+){0,2}it"
     r"(?:\s+(?:up|out|down|off|back|done|again|first|soon|later|now|working))?\s*[.!]*$",
     re.IGNORECASE,
 )

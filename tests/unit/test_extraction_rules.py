@@ -1068,3 +1068,12 @@ def test_a_label_before_a_statement_and_an_intention_about_it_alone_state_nothin
         [Turn("m1", "user", "Ann", "I'll do it tomorrow.", datetime(2024, 3, 6, tzinfo=UTC))]
     )
     assert [f.content for f in dated.facts] == ["Ann will do it on 7 March 2024"]
+
+
+def test_a_statement_before_a_colon_is_no_label() -> None:
+    said = chat(
+        ("Ann", "My writing is going well: I'm in the middle of a fantasy novel. I will enjoy writing them.")
+    )
+    facts = [f.content for f in RulesExtractor().extract(said).facts]
+    assert any(f.startswith("Ann's writing is going well") for f in facts)
+    assert "Ann will enjoy writing them" in facts  # a taste, not an intention about "it"
