@@ -57,6 +57,8 @@ _JOINED_AS = r"(?:joined|started at)\s+(?P<e>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z
 _NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
 # February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
+# Someone of the subject's, named: "'s sister Emma lives in Chicago" (after the subject).
+_KIN_NAMED = re.compile(rf"^'s\s+(?P<kin>{KIN})\s+(?P<said>(?P<name>(?-i:[A-Z])[\w'-]+)\s+.+)", re.IGNORECASE)
 # A named tool, language or platform used at a version: "is on Python 3.11", "use Postgres 15 and
 # FastAPI", "upgraded to Node 20", "migrated from Postgres 15 to 16", "runs React v18.2".
 _VERSION_USED = re.compile(
@@ -559,6 +561,13 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
     labelled = re.match(r"'s (?:job|car|employer|pet|partner): ", rest)  # a `state_sentence`
     if labelled and rest[labelled.end() :].startswith(subject):
         rest = rest[labelled.end() + len(subject) :]
+    theirs = _KIN_NAMED.match(rest)
+    kin_slot = fact_slot(theirs.group("said"), theirs.group("name")) if theirs else None
+    if theirs and kin_slot and kin_slot.attribute in _STATE:
+        # "Ann's sister Emma lives in Chicago", then "Ann's sister Emma moved to Denver": one
+        # residence of Emma's at a time, kept among Ann's facts.
+        who = f"{theirs.group('kin').lower()} {theirs.group('name').lower()}"
+        return Slot(f"{who}: {kin_slot.attribute}"[:64], kin_slot.value, kin_slot.text)
     if version := _VERSION_USED.match(rest):
         # "Ann is on Python 3.11", then "Ann upgraded to Python 3.12": one version of a tool at a time.
         name, number = (

@@ -211,6 +211,11 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann's test coverage is at 60% right now", ("test coverage", "60%")),
         ("Ann's test coverage went up to 85%", ("test coverage", "85%")),
         ("Ann prefers spaces over tabs now", ("prefers spaces or tabs", "spaces")),
+        # Someone of the subject's, named, has one value at a time too, kept among the subject's facts.
+        ("Ann's sister Emma lives in Chicago", ("sister emma: residence", "chicago")),
+        ("Ann's sister Emma lives in Denver now", ("sister emma: residence", "denver")),
+        ("Ann's brother Tom works as an electrician", ("brother tom: job", "electrician")),
+        ("Ann's friend Jon is getting married", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
