@@ -933,8 +933,11 @@ _STATE_LABEL = re.compile(r"^[^:]{1,60}?'s \w+: ")  # "Ann's job: " (`consolidat
 _FACT_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
+_FOR_NOW = frozenset({"now", "currently", "nowadays", "still"})  # "Ann works at Microsoft now" says no more
+
+
 def _fact_words(content: str) -> frozenset[str]:
-    return frozenset(_FACT_WORD.findall(_STATE_LABEL.sub("", content).lower()))
+    return frozenset(_FACT_WORD.findall(_STATE_LABEL.sub("", content).lower())) - _FOR_NOW
 
 
 def assemble_context(

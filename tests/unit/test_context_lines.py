@@ -59,6 +59,8 @@ def test_a_fact_a_line_from_its_message_already_says_is_written_once() -> None:
             _fact("Ann works as a backend engineer at Stripe", "m1"),
             _fact("Ann works at Stripe", "m2"),  # said again in another message: its own line
             _fact("Ann's manager is Dana", "m1"),
+            _fact("Ann's employer: Ann works at Microsoft", "m3"),
+            _fact("Ann works at Microsoft now", "m3"),
         ],
         max_tokens=500,
     )
@@ -66,4 +68,5 @@ def test_a_fact_a_line_from_its_message_already_says_is_written_once() -> None:
         "Ann's job: Ann works as a backend engineer at Stripe",
         "Ann works at Stripe",
         "Ann's manager is Dana",
+        "Ann's employer: Ann works at Microsoft",
     ]
