@@ -542,18 +542,18 @@ def _with_survivors(
     order."""
     slot_of = corpus.row_index()
     extra = set(governing)
-    eligible = set(successors_of.tolist()) if successors_of is not None else set()
+    successors = []
     for slot in pool:
         row = corpus.rows[slot]
         into = row.metadata.get("merged_into") if row.status == "archived" else None
         survivor = slot_of.get(uuid.UUID(into)) if isinstance(into, str) else None
         if survivor is not None and corpus.rows[survivor].status != "archived":
             extra.add(survivor)
-        successor = (
-            slot_of.get(row.superseded_by) if row.superseded_by and row.status == "superseded" else None
-        )
-        if successor is not None and successor in eligible:
-            extra.add(successor)
+        if successors_of is not None and row.status == "superseded" and row.superseded_by in slot_of:
+            successors.append(slot_of[row.superseded_by])
+    if successors and successors_of is not None:  # the few looked up among the eligible, not a set of all
+        found = np.asarray(successors, dtype=np.int64)
+        extra.update(found[np.isin(found, successors_of)].tolist())
     if not extra.difference(pool):
         return pool
     return sorted(extra.union(pool), key=corpus.sort_key)
