@@ -55,8 +55,6 @@ _CAR_BRANDS = (
 # at Blue Bottle as".
 _JOINED_AS = r"(?:joined|started at)\s+(?P<e>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z])[\w&'.-]*)*)\s+as\b"
 _NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
-# Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
-# February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
 # Someone of the subject's, named: "'s sister Emma lives in Chicago" (after the subject).
 _KIN_NAMED = re.compile(rf"^'s\s+(?P<kin>{KIN})\s+(?P<said>(?P<name>(?-i:[A-Z])[\w'-]+)\s+.+)", re.IGNORECASE)
 # A named tool, language or platform used at a version: "is on Python 3.11", "use Postgres 15 and
@@ -70,6 +68,8 @@ _VERSION_USED = re.compile(
     r"\s+v?\d+(?:\.\d+){0,2}\s+to\s+(?:(?P=from)\s+)?v?(?P<to>\d+(?:\.\d+){0,2})\b)",
     re.IGNORECASE,
 )
+# Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
+# February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
 _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (attribute, re.compile(pattern, re.IGNORECASE))
     for attribute, pattern in (
@@ -184,11 +184,11 @@ _FAVOURITE = re.compile(
     r"(?P<v>.+)",
     re.IGNORECASE,
 )
-# "Nina prefers tea over coffee in the mornings", later "… coffee over tea … now": of the two
-# things compared one is preferred at a time, the pair its attribute.
 # What may follow the two things compared ("prefers spaces over tabs now"): no part of either.
 _AFTER_THE_CHOICE = r"(?:in|on|at|for|when|during|these|now|nowadays|anymore|lately|every|most|because)"
 _NOT_AFTER = rf"(?!{_AFTER_THE_CHOICE}\b)"
+# "Nina prefers tea over coffee in the mornings", later "… coffee over tea … now": of the two
+# things compared one is preferred at a time, the pair its attribute.
 _PREFERS_OVER = re.compile(
     r"^\s+(?:(?:now|still|really|actually|definitely)\s+)*(?:prefers|would rather have)\s+"
     rf"(?P<v>[\w'-]+(?:\s+{_NOT_AFTER}[\w'-]+)?)\s+(?:over|to|rather than|instead of)\s+"
