@@ -1474,12 +1474,10 @@ def _someone_named(text: str, subject: str) -> list[tuple[str, str, str]]:
     named Max" is of the last someone named before it ("Ann's sister Lena has a son named Max":
     Lena's son), else of the subject."""
     found: list[tuple[int, str, str, str]] = []
-    for m in _KIN_NAME.finditer(text):
+    for m in (*_KIN_NAME.finditer(text), *_KIN_IS_NAME.finditer(text)):  # "Ann's manager is Dana" too
         whose = m.group(0).split()[0]
         owner = subject if whose.lower() == "my" else whose.removesuffix("'s")
         found.append((m.start(), owner, m.group(1).lower(), m.group(2)))
-    for m in _KIN_IS_NAME.finditer(text):  # "Ann's manager is Dana"
-        found.append((m.start(), subject, m.group(1).lower(), m.group(2)))
     for m in _NAMED.finditer(text):
         before = [name for start, _, _, name in found if start < m.start()]
         found.append((m.start(), before[-1] if before else subject, m.group(1).lower(), m.group(2)))
