@@ -68,6 +68,13 @@ _VERSION_USED = re.compile(
     r"\s+v?\d+(?:\.\d+){0,2}\s+to\s+(?:(?P=from)\s+)?v?(?P<to>\d+(?:\.\d+){0,2})\b)",
     re.IGNORECASE,
 )
+# A medicine taken at a dose: "takes 10mg of lisinopril", "is on lisinopril 20mg now".
+_UNIT = r"\d+(?:\.\d+)?\s?(?:mg|mcg|µg|g|ml|iu|units?)"
+_DOSE = re.compile(
+    r"^\s+(?:(?:is|are)\s+)?(?:now\s+|still\s+)?(?:takes|take|taking|on)\s+"
+    rf"(?:(?P<n1>{_UNIT})\s+of\s+(?P<d1>[a-z][\w-]+)|(?P<d2>[a-z][\w-]+)\s+(?P<n2>{_UNIT}))\b",
+    re.IGNORECASE,
+)
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
 # February 2024" → " moved to Boston in February 2024"). One attribute per fact: first match wins.
 _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -270,7 +277,7 @@ _STOPPED_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(pattern, re.IGNORECASE)
     for pattern in (
         r"^\s+(?:is|are)\s+no longer\s+(?P<x>.+)",
-        r"^\s+(?:is|are)\s+not\s+(?P<x>.+?)\s+any\s?more\b",
+        r"^\s+(?:is|are)\s+not\s+(?P<x>.+?)\s+(?:any\s?more|after\s+all)\b",
         r"^\s+no longer\s+(?P<x>.+)",
         r"^\s+(?:doesn't|does not|don't|do not)\s+(?P<x>.+?)\s+any\s?more\b",
         # "Sam can't handle spicy food anymore": a taste that ended ("Sam loves spicy food").
@@ -568,6 +575,9 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         # residence of Emma's at a time, kept among Ann's facts.
         who = f"{theirs.group('kin').lower()} {theirs.group('name').lower()}"
         return Slot(f"{who}: {kin_slot.attribute}"[:64], kin_slot.value, kin_slot.text)
+    if dose := _DOSE.match(rest):
+        medicine, taken = dose.group("d1") or dose.group("d2"), dose.group("n1") or dose.group("n2")
+        return Slot(f"dose of {medicine.lower()}"[:64], taken.lower().replace(" ", ""), taken)
     if version := _VERSION_USED.match(rest):
         # "Ann is on Python 3.11", then "Ann upgraded to Python 3.12": one version of a tool at a time.
         name, number = (

@@ -106,7 +106,9 @@ _FILLER_PHRASES = (
 _SET_OFF_OPENER = re.compile(
     r"(?:wait|listen|look|guess what|hold on|you know what|give me a (?:minute|sec|second)|news flash"
     r"|(?:big |good |bad |great |sad |some )?news|(?:quick |small )?update)"
-    r"\s*[,!:…]+\s*|(?:wait|listen|look|guess what|hold on)\s*[-–—]+\s*",
+    r"\s*[,!:…]+\s*|(?:wait|listen|look|guess what|hold on)\s*[-–—]+\s*"
+    # "turns out I'm not allergic after all": what was learnt, without the news of learning it.
+    r"|(?:so\s+)?(?:it\s+)?turn(?:s|ed)\s+out(?:\s+that)?\s+(?=(?:i|i'm|we|we're|my|our)\b)",
     re.IGNORECASE,
 )
 _FIRST_WORD = re.compile(r"([A-Za-z']+)(?![-\w])(\s*[,!.…]+)?\s*")

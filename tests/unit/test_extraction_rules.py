@@ -1077,3 +1077,10 @@ def test_a_statement_before_a_colon_is_no_label() -> None:
     facts = [f.content for f in RulesExtractor().extract(said).facts]
     assert any(f.startswith("Ann's writing is going well") for f in facts)
     assert "Ann will enjoy writing them" in facts  # a taste, not an intention about "it"
+
+
+def test_turns_out_is_the_news_of_learning_and_no_part_of_the_fact() -> None:
+    said = chat(("Ann", "turns out I'm not allergic to penicillin after all!"))
+    assert [f.content for f in RulesExtractor().extract(said).facts] == [
+        "Ann is not allergic to penicillin after all"
+    ]
