@@ -798,7 +798,8 @@ def test_an_llm_proposes_add_update_delete_noop_applied_with_history(
     second = {
         "facts": [
             _llm_fact("Ann likes jazz and blues", "b2-0"),
-            _llm_fact("Ann is not allergic to peanuts after all", "b2-0"),
+            # worded so that no rule ends the allergy first: the delete must be the model's
+            _llm_fact("Ann's peanut allergy test was a false positive", "b2-0"),
             _llm_fact("Ann enjoys jazz music", "b2-0"),
             _llm_fact("Ann is learning Spanish", "b2-0"),
         ]
@@ -861,7 +862,7 @@ def test_an_llm_proposes_add_update_delete_noop_applied_with_history(
                             name="Ann",
                             id="b2-0",
                             created_at=T0 + timedelta(days=1),
-                            content="Jazz and blues! Not allergic to peanuts after all. Learning Spanish.",
+                            content="Jazz and blues! The peanut test was a false positive. Learning Spanish.",
                         )
                     ],
                 ),
@@ -895,7 +896,7 @@ def test_an_llm_proposes_add_update_delete_noop_applied_with_history(
         assert "Ann is allergic to peanuts" not in rows
         last = service.history(ctx, peanuts.id)[-1]
         assert last.op == "delete" and last.actor == "llm" and last.after["reason"] == "the test was wrong"
-        assert rows["Ann is not allergic to peanuts after all"].status == "active"
+        assert rows["Ann's peanut allergy test was a false positive"].status == "active"
         assert rows["Ann is learning Spanish"].status == "active"
         assert rows["Ann plays tennis on Sundays"].status == "active"  # f4's second answer was ignored
 
