@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memsvc.extraction.base import (
+    AMOUNT_KINDS,
     COUPLE,
     EVERY_REQUEST,
     INSTRUCTION_SENTENCE,
@@ -68,11 +69,15 @@ _VERSION_USED = re.compile(
     r"\s+v?\d+(?:\.\d+){0,2}\s+to\s+(?:(?P=from)\s+)?v?(?P<to>\d+(?:\.\d+){0,2})\b)",
     re.IGNORECASE,
 )
-# A medicine taken at a dose: "takes 10mg of lisinopril", "is on lisinopril 20mg now".
+# A medicine taken at a dose: "takes 10mg of lisinopril", "is on lisinopril 20mg now", "'s doctor
+# upped Ann's lisinopril to 20mg".
 _UNIT = r"\d+(?:\.\d+)?\s?(?:mg|mcg|µg|g|ml|iu|units?)"
 _DOSE = re.compile(
     r"^\s+(?:(?:is|are)\s+)?(?:now\s+|still\s+)?(?:takes|take|taking|on)\s+"
-    rf"(?:(?P<n1>{_UNIT})\s+of\s+(?P<d1>[a-z][\w-]+)|(?P<d2>[a-z][\w-]+)\s+(?P<n2>{_UNIT}))\b",
+    rf"(?:(?P<n1>{_UNIT})\s+of\s+(?P<d1>[a-z][\w-]+)|(?P<d2>[a-z][\w-]+)\s+(?P<n2>{_UNIT}))\b"
+    r"|^(?:'s\s+\w+\s+|\s+)(?:just\s+)?(?:upped|raised|increased|bumped|lowered|reduced|cut|changed)\s+"
+    rf"(?:\S+'s\s+|the\s+)?(?:dose\s+of\s+|dosage\s+of\s+)?(?P<d3>[a-z][\w-]+)\s+(?:dose\s+|dosage\s+)?"
+    rf"(?:up\s+|down\s+)?to\s+(?P<n3>{_UNIT})\b",
     re.IGNORECASE,
 )
 # Patterns over what follows the subject's name in an extracted fact ("Ann moved to Boston in
@@ -168,18 +173,13 @@ _PARTNER_NAMED = re.compile(
 # One amount of a kind at a time: "Jordan's rent is $1,650 a month", then "Jordan's landlord raised
 # the rent to $1,820" or "Jordan's rent is now $1,820"; "Dan's weight is 84 kg", then "Dan is down
 # to 81.5 kg" is not read (no kind named).
-_AMOUNT_KINDS = (
-    r"rent|salary|income|pay|budget|weight|mortgage|deadline|commute|bedtime|daily step goal|step goal"
-    r"|credit score|savings goal|goal weight|target weight|phone number|email address|address"
-    r"|test coverage|code coverage|uptime|error rate|headcount|team size"
-)
 _AMOUNT = re.compile(
-    rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{_AMOUNT_KINDS})\s+"
+    rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{AMOUNT_KINDS})\s+"
     r"(?:is|(?:went|is|was)\s+(?:up|down)\s+to|(?:rose|grew|dropped|fell|increased|decreased|jumped|improved"
     r"|climbed)\s+to)\s+"
     r"(?:(?:now|currently|still|only|about|around|roughly|at)\s+)*(?P<v>.+)"
     rf"|^(?:'s\s+\w+\s+|\s+)(?:(?:just|finally)\s+)?(?:raised|increased|bumped|cut|lowered|reduced|dropped|changed|upped)"
-    rf"\s+(?:(?:the|my|our|\S+'s)\s+)?(?P<what2>{_AMOUNT_KINDS})\s+(?:up\s+|down\s+)?to\s+(?P<v2>.+)",
+    rf"\s+(?:(?:the|my|our|\S+'s)\s+)?(?P<what2>{AMOUNT_KINDS})\s+(?:up\s+|down\s+)?to\s+(?P<v2>.+)",
     re.IGNORECASE,
 )
 # "Ann's favorite band is Radiohead": one favourite of a kind at a time, the kind its attribute
@@ -283,6 +283,9 @@ _STOPPED_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # "Sam can't handle spicy food anymore": a taste that ended ("Sam loves spicy food").
         r"^\s+(?:can't|cannot|can not)\s+(?:handle|stand|tolerate|take)\s+(?P<taste>.+?)\s+any\s?more\b",
         r"^\s+(?:can't|cannot|can not)\s+(?P<x>.+?)\s+any\s?more\b",
+        # "Sam hates running", later "Sam loves running now": a taste is liked or not, one at a time.
+        r"^\s+(?:(?:now|really|actually|honestly|kinda|kind of)\s+)*"
+        r"(?:hates|dislikes|detests|despises|loathes)\s+(?P<taste>.+)",
         r"^\s+(?:has\s+)?(?:stopped|given up|gave up|quit)\s+(?:on\s+)?(?P<x>.+)",
         r"^\s+(?:has\s+)?switched\s+(?:away\s+)?from\s+(?P<x>.+?)\s+to\b",
         r"^\s+(?:has\s+)?(?:cancell?ed|called off)\s+(?P<x>.+)",
@@ -311,6 +314,8 @@ def _stopped(rest: str, subject: str) -> str | None:
             said = _STATE_END.split(what, maxsplit=1)[0]
             # "Sam cancelled Sam's trip to Japan": what stopped is the trip, not Sam.
             words = sorted(w for w in _state_words(said) - _state_words(subject) if not w.isdigit())
+            if words == ["like"]:  # "Sam hates it when people are late": a taste of nothing named
+                return None
             attribute = STOPPED
             for word in words:  # whole words within the column's 64 characters
                 if len(attribute) + len(word) + 1 > 64:
@@ -576,7 +581,8 @@ def fact_slot(content: str, subject: str | None) -> Slot | None:
         who = f"{theirs.group('kin').lower()} {theirs.group('name').lower()}"
         return Slot(f"{who}: {kin_slot.attribute}"[:64], kin_slot.value, kin_slot.text)
     if dose := _DOSE.match(rest):
-        medicine, taken = dose.group("d1") or dose.group("d2"), dose.group("n1") or dose.group("n2")
+        medicine = dose.group("d1") or dose.group("d2") or dose.group("d3")
+        taken = dose.group("n1") or dose.group("n2") or dose.group("n3")
         return Slot(f"dose of {medicine.lower()}"[:64], taken.lower().replace(" ", ""), taken)
     if version := _VERSION_USED.match(rest):
         # "Ann is on Python 3.11", then "Ann upgraded to Python 3.12": one version of a tool at a time.

@@ -96,6 +96,13 @@ PLAN_NOUNS = (
     r"|tour|interview|class|lesson|surgery|ceremony|celebration|move|plans?"
 )
 
+# Amounts one has one of at a time ("rent", "salary", "test coverage"): a new one replaces the old.
+AMOUNT_KINDS = (
+    r"rent|salary|income|pay|budget|weight|mortgage|deadline|commute|bedtime|daily step goal|step goal"
+    r"|credit score|savings goal|goal weight|target weight|phone number|email address|address"
+    r"|test coverage|code coverage|uptime|error rate|headcount|team size"
+)
+
 # The topic of a standing instruction for every request ("Always answer in Spanish"): the
 # context block carries it whatever the question.
 EVERY_REQUEST = "anything"

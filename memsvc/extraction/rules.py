@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from memsvc.extraction.base import (
+    AMOUNT_KINDS,
     COUPLE,
     EVERY_REQUEST,
     KIN,
@@ -566,7 +567,9 @@ class _Batch:
             sentence = _LABEL.sub("", _THE_CALLED_OFF.sub("My ", sentence, count=1), count=1)
             if turn.role == "user" and has_trigger(sentence):
                 sentence = _THE_DATED_THING.sub(r"\g<lead>my ", sentence, count=1)
-            if _BARE_FAVOURITE.match(sentence):
+            if _BARE_FAVOURITE.match(sentence) or (
+                turn.role == "user" and _BARE_AMOUNT_START.match(sentence)
+            ):
                 sentence = f"My {sentence[0].lower()}{sentence[1:]}"
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
             narrating = False
@@ -1012,13 +1015,22 @@ def _statement_before_question(sentence: str) -> str | None:
     return statement
 
 
+# "Rent went up to 1650", "Salary is now 65k", said by the user without "my": an amount of theirs
+# (the amount follows; "Rent is crazy in NYC, 3000 for a studio" is about rent anywhere).
+_BARE_AMOUNT = (
+    rf"(?:(?:monthly|annual|yearly|new|current)\s+)?(?:{AMOUNT_KINDS})\s+"
+    r"(?:is|went|was|rose|grew|dropped|fell|increased|decreased|jumped|improved|climbed)"
+    r"(?:\s+(?:now|currently|still|only|about|around|roughly|at|up|down|to|finally))*\s+[$£€~]?\d"
+)
+_BARE_AMOUNT_START = re.compile(rf"^(?={_BARE_AMOUNT})", re.IGNORECASE)
+
 # A label before what the speaker says ("Some context about my project: I'm building an invoicing
 # API", "Quick update: we moved"): no part of the statement.
 _LABEL = re.compile(
     r"^(?:(?:some|a bit of|quick|small|little|big|just an?|an?)\s+)?"
     r"(?:context|background|update|news|note|fyi|heads up|progress|status|info|recap|summary|tl;?dr|ps"
     r"|p\.s\.)\b[^:.!?]{0,30}:\s+"
-    r"(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|my|our)\b)",
+    rf"(?=(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|my|our)\b|{_BARE_AMOUNT})",
     re.IGNORECASE,
 )
 

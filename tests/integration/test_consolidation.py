@@ -1157,6 +1157,52 @@ def test_a_new_amount_or_address_replaces_the_old(service, tenant) -> None:  # t
     assert [m.status for m in rows if m.type == "semantic" and "$1,820" in m.content] == ["active"]
 
 
+def test_an_amount_said_without_my_or_changed_by_someone_else_replaces_the_old(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    first = ["My rent is 1500 a month.", "My salary is 60k.", "I take 10mg of lisinopril."]
+    _add(service, ctx, user, first, T0, "s1")
+    later = ["Rent went up to 1650.", "Salary is now 65k.", "My doctor upped my lisinopril to 20mg."]
+    _add(service, ctx, user, later, T0 + timedelta(days=30), "s2")
+    rows = _rows(service, ctx, user)
+    for old, new in (
+        ("Ann's rent is 1500 a month", "Ann's rent went up to 1650"),
+        ("Ann's salary is 60k", "Ann's salary is now 65k"),
+        ("Ann takes 10mg of lisinopril", "Ann's doctor upped Ann's lisinopril to 20mg"),
+    ):
+        assert _fact(rows, old).superseded_by == _fact(rows, new).id, old
+        assert _fact(rows, new).status == "active"
+
+
+def test_a_taste_turned_round_ends_the_old_one_either_way(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(
+        service,
+        ctx,
+        user,
+        ["I hate running.", "I love cilantro.", "I hate it when people are late."],
+        T0,
+        "s1",
+    )
+    _add(
+        service,
+        ctx,
+        user,
+        ["I love running now.", "Honestly I hate cilantro now.", "I love it when plans work out."],
+        T0 + timedelta(days=30),
+        "s2",
+    )
+    rows = _rows(service, ctx, user)
+    for old, new in (
+        ("Ann hates running", "Ann loves running now"),
+        ("Ann loves cilantro", "Ann hates cilantro now"),
+    ):
+        assert _fact(rows, old).superseded_by == _fact(rows, new).id, old
+        assert _fact(rows, new).status == "active"
+    assert _fact(rows, "Ann hates it when people are late").status == "active"  # names no taste
+
+
 def test_a_pet_that_died_told_by_name_is_no_pet(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()

@@ -220,6 +220,14 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         # A medicine at one dose at a time; a state taken back "after all" ends.
         ("Ann takes 10mg of lisinopril every morning", ("dose of lisinopril", "10mg")),
         ("Ann is on metformin 1000 mg now", ("dose of metformin", "1000mg")),
+        ("Ann's doctor upped Ann's lisinopril to 20mg", ("dose of lisinopril", "20mg")),
+        ("Ann's doctor lowered the dose of metformin to 500 mg", ("dose of metformin", "500mg")),
+        ("Ann's doctor upped Ann's step goal to 9000", ("step goal", "9000")),
+        # A taste disliked is the taste's stop: "Ann loves running now" states it again.
+        ("Ann hates running", ("state: like run", "no")),
+        ("Ann really dislikes cilantro on tacos", ("state: cilantro like taco", "no")),
+        ("Ann hates it when people are late", None),
+        ("Ann can't stand it anymore", None),
     ],
 )
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:

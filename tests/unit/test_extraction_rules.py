@@ -545,6 +545,26 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
     assert facts_from(result, "m3") == ["Sam's favorite foods: pizza, pasta and sushi"]
 
 
+def test_an_amount_the_user_states_without_my_is_theirs() -> None:
+    turns = [
+        *chat(
+            ("Sam", "Rent went up to 1650."),
+            ("Sam", "Progress: test coverage is now 85%."),
+            ("Sam", "Salary is now $65k."),
+            ("Sam", "Rent is crazy in NYC, 3000 for a studio."),
+        ),
+        Turn("a", "assistant", "Bot", "Uptime is 99.9% for most providers.", AT),
+    ]
+    result = RulesExtractor().extract(turns)
+    assert [facts_from(result, m) for m in ("m1", "m2", "m3", "m4", "a")] == [
+        ["Sam's rent went up to 1650"],
+        ["Sam's test coverage is now 85%"],
+        ["Sam's salary is now $65k"],
+        [],
+        [],
+    ]
+
+
 @pytest.mark.parametrize(
     "said",
     ["Wait, I moved to Rome.", "Guess what, I moved to Rome!", "Give me a minute, I moved to Rome.",
