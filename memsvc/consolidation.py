@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memsvc.extraction.base import (
+    AGE,
     AMOUNT_KINDS,
     COUPLE,
     EVERY_REQUEST,
@@ -137,6 +138,19 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"(?P<v>(?:{_CAR_BRANDS})\b.*)",
         ),
         ("car", r"^'s\s+(?:new\s+)?car\s+is\s+(?:an?\s+)?(?P<v>.+)"),
+        (
+            # "traded the Civic for a Tesla Model 3", "traded in my Honda for a Kia Niro".
+            "car",
+            rf"^\s+{_NOW}traded\s+(?:in\s+)?[^,.;]+?\s+for\s+(?:an?\s+)?(?:new\s+)?"
+            rf"(?P<v>(?:{_CAR_BRANDS})\b.*)",
+        ),
+        ("age", rf"^\s+{_NOW}{AGE.replace('?P<age>', '?P<v>')}"),
+        (
+            # "weighs 80 kg", then "is down to 76 kg now" ("'s weight is 84 kg" is an amount).
+            "weight",
+            rf"^\s+{_NOW}(?:weighs|(?:is|got|went|'s)\s+(?:down|up)\s+to|dropped\s+to|is\s+at)\s+"
+            r"(?P<v>\d+(?:\.\d+)?\s?(?:kg|kgs|kilos|lbs?|pounds|stone))\b",
+        ),
         (
             # "sold the Honda Civic and bought a Tesla Model 3": the car bought is the one now.
             "car",

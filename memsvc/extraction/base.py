@@ -103,6 +103,13 @@ AMOUNT_KINDS = (
     r"|test coverage|code coverage|uptime|error rate|headcount|team size"
 )
 
+# One's age said as a number alone, after the subject: "is 34", "just turned 35 today" (not "is 5
+# minutes away").
+AGE = (
+    r"(?:is|turned|has turned)\s+(?P<age>\d{1,3})(?:\s+(?:years?\s+old|yo))?"
+    r"(?=\s*$|\s*[,.;!?]|\s+(?:on|in|today|yesterday|this|last|now)\b)"
+)
+
 # The topic of a standing instruction for every request ("Always answer in Spanish"): the
 # context block carries it whatever the question.
 EVERY_REQUEST = "anything"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from memsvc.extraction.base import (
+    AGE,
     AMOUNT_KINDS,
     COUPLE,
     EVERY_REQUEST,
@@ -731,7 +732,7 @@ class _Batch:
         text = re.sub(rf"^{re.escape(speaker)} is {re.escape(speaker)}\b[,;]?\s*", "", text)
         kind = _kind(text, subject, date, turn.event_at)
         if (
-            not _has_content(text, subject)
+            not (_has_content(text, subject) or _AGE_STATED.match(text[len(subject) :]))
             or _only_a_reaction(text, subject)
             or _an_intention_of_it(text, subject)
         ):
@@ -1290,6 +1291,10 @@ def _polish(text: str) -> str:
     text = re.sub(r"\s+([,.!?])", r"\1", text)
     text = text.rstrip(" .!…,")
     return text[:1].upper() + text[1:] if text else text
+
+
+# "User is 34": an age, though it says it with a number alone.
+_AGE_STATED = re.compile(rf"^\s+(?:(?:just|recently|now)\s+)*{AGE}")
 
 
 def _has_content(text: str, subject: str) -> bool:

@@ -1174,6 +1174,22 @@ def test_an_amount_said_without_my_or_changed_by_someone_else_replaces_the_old(s
         assert _fact(rows, new).status == "active"
 
 
+def test_an_age_a_weight_and_a_car_traded_in_replace_the_old(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I'm 34.", "I weigh 80 kg.", "I drive a Honda Civic."], T0, "s1")
+    later = ["I'm 35 now.", "I'm down to 76 kg now.", "I traded the Civic for a Tesla Model 3."]
+    _add(service, ctx, user, later, T0 + timedelta(days=40), "s2")
+    rows = _rows(service, ctx, user)
+    for old, new in (
+        ("Ann is 34", "Ann is 35 now"),
+        ("Ann weighs 80 kg", "Ann is down to 76 kg now"),
+        ("Ann drives a Honda Civic", "Ann traded the Civic for a Tesla Model 3"),
+    ):
+        assert _fact(rows, old).status == "superseded", old
+        assert _fact(rows, new).status == "active"
+
+
 def test_a_taste_turned_round_ends_the_old_one_either_way(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()

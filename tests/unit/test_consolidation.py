@@ -223,6 +223,15 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann's doctor upped Ann's lisinopril to 20mg", ("dose of lisinopril", "20mg")),
         ("Ann's doctor lowered the dose of metformin to 500 mg", ("dose of metformin", "500mg")),
         ("Ann's doctor upped Ann's step goal to 9000", ("step goal", "9000")),
+        # An age, a weight, a car traded for another: one at a time.
+        ("Ann is 34", ("age", "34")),
+        ("Ann is 34 years old", ("age", "34")),
+        ("Ann just turned 35 on 10 April 2024", ("age", "35")),
+        ("Ann is 5 minutes away", None),
+        ("Ann weighs 80 kg", ("weight", "80 kg")),
+        ("Ann is down to 76 kg now", ("weight", "76 kg")),
+        ("Ann is down to 3 coffees a day", None),
+        ("Ann traded the Civic for a Tesla Model 3", ("car", "tesla model 3")),
         # A taste disliked is the taste's stop: "Ann loves running now" states it again.
         ("Ann hates running", ("state: like run", "no")),
         ("Ann really dislikes cilantro on tacos", ("state: cilantro like taco", "no")),

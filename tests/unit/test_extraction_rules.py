@@ -545,6 +545,18 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
     assert facts_from(result, "m3") == ["Sam's favorite foods: pizza, pasta and sushi"]
 
 
+def test_an_age_said_with_a_number_alone_is_a_fact() -> None:
+    result = RulesExtractor().extract(
+        chat(("Sam", "I'm 34."), ("Sam", "I just turned 35!"), ("Sam", "It is 5."), ("Sam", "We are 4."))
+    )
+    assert [facts_from(result, m) for m in ("m1", "m2", "m3", "m4")] == [
+        ["Sam is 34"],
+        ["Sam just turned 35"],
+        [],
+        [],
+    ]
+
+
 def test_an_amount_the_user_states_without_my_is_theirs() -> None:
     turns = [
         *chat(
