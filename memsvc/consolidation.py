@@ -815,6 +815,52 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
     return out
 
 
+# An attribute of someone of a subject's, named (`fact_slot`): "sister emma: residence".
+_KIN_ATTRIBUTE = re.compile(rf"^(?P<kin>{KIN}) (?P<name>[^:]+): ", re.IGNORECASE)
+
+
+def kin_named(keys: Iterable[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Each name someone of a subject's is known by, lower-case, with (that subject, the kin word),
+    from (subject, attribute) pairs: Ann's "sister emma: residence" gives {"emma": ("Ann",
+    "sister")}. A name that two people's, or two kin of one, share is left out: whose it is cannot
+    be told."""
+    owners: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for subject, attribute in keys:
+        if said := _KIN_ATTRIBUTE.match(attribute):
+            owners[said.group("name").lower()].add((subject, said.group("kin").lower()))
+    return {name: next(iter(found)) for name, found in owners.items() if len(found) == 1}
+
+
+def with_kin_statements(
+    facts: Sequence[ExtractedFact], stored_keys: Iterable[tuple[str, str]] = ()
+) -> list[ExtractedFact]:
+    """The extracted facts, each that gives someone of a subject's, named on their own, a value
+    ("Emma moved to Denver", Emma being Ann's sister) followed by the same said as the subject's
+    ("Ann's sister Emma moved to Denver"): that replaces what the subject's facts said of them
+    ("Ann's sister Emma lives in Chicago"), which is kept among the subject's (`fact_slot`).
+    `stored_keys`: the (subject, attribute) pairs of the user's stored facts about such people."""
+    said = [
+        (f.subject, slot.attribute) for f in facts if f.subject and (slot := fact_slot(f.content, f.subject))
+    ]
+    kin = kin_named([*stored_keys, *said])
+    out = list(facts)
+    seen = {f.content.lower() for f in facts}
+    for fact in facts:
+        owner = kin.get((fact.subject or "").lower())
+        if owner is None or owner[0] == fact.subject:
+            continue
+        whose, kin_word = owner
+        for clause in _clauses(fact.content, fact.subject):
+            slot = fact_slot(clause, fact.subject)
+            if slot is None or slot.attribute not in _STATE or not clause.startswith(f"{fact.subject} "):
+                continue
+            sentence = f"{whose[:1].upper()}{whose[1:]}'s {kin_word} {clause}"
+            if sentence.lower() not in seen:
+                seen.add(sentence.lower())
+                out.append(replace(fact, content=sentence, subject=whose, kind="fact"))
+    return out
+
+
 # Words that say a value holds now, and nothing more ("Ann now lives in Portland these days").
 _HOLDS_NOW = re.compile(
     r"\b(?:now|currently|nowadays|these days|at the moment|at present|still)\b", re.IGNORECASE

@@ -271,6 +271,22 @@ def supersede_at_ingest(
     return apply_supersessions(session, tenant_id, user_id, plan_supersessions(facts), actor)
 
 
+def kin_keys(session: Session, tenant_id: uuid.UUID, user_id: str) -> list[tuple[str, str]]:
+    """The (subject, attribute) pairs of the user's facts about someone of a subject's, named
+    ("sister emma: residence"; see `consolidation.kin_named`), current or not."""
+    rows = session.execute(
+        select(Memory.subject, Memory.attribute)
+        .where(
+            Memory.tenant_id == tenant_id,
+            Memory.user_id == user_id,
+            Memory.subject.is_not(None),
+            Memory.attribute.like("%: %"),
+        )
+        .distinct()
+    ).all()
+    return [(subject or "", attribute or "") for subject, attribute in rows]
+
+
 def tag_stopped_states(
     session: Session, tenant_id: uuid.UUID, user_id: str, new_rows: Sequence[dict[str, Any]]
 ) -> None:

@@ -24,9 +24,16 @@ from sqlalchemy import REAL, cast, delete, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from memsvc.consolidation import cancelled_plan, fact_slot, full_name_of_a_person, with_state_facts
+from memsvc.consolidation import (
+    cancelled_plan,
+    fact_slot,
+    full_name_of_a_person,
+    with_kin_statements,
+    with_state_facts,
+)
 from memsvc.consolidation_store import (
     close_cancelled_plans,
+    kin_keys,
     supersede_at_ingest,
     supersede_corrected,
     tag_stopped_states,
@@ -392,7 +399,10 @@ class Ingestor:
 
         t0 = time.perf_counter()
         reading = self._read(
-            [t.turn for t in new_turns], stored_turns, known_people(session, tenant_id, user_id)
+            [t.turn for t in new_turns],
+            stored_turns,
+            known_people(session, tenant_id, user_id),
+            kin_keys(session, tenant_id, user_id),
         )
         extraction = reading.extraction
         timings["extraction"] += time.perf_counter() - t0
@@ -524,16 +534,21 @@ class Ingestor:
         return created
 
     def _read(
-        self, turns: Sequence[Turn], stored: dict[str | None, list[_StoredTurn]], people: Collection[str]
+        self,
+        turns: Sequence[Turn],
+        stored: dict[str | None, list[_StoredTurn]],
+        people: Collection[str],
+        kin: Sequence[tuple[str, str]],
     ) -> Reading:
         """`turns` as ingest reads them, after the messages `stored` before them (corrections),
-        knowing the user's `people`."""
+        knowing the user's `people` and the facts that say whose someone is (`kin_keys`)."""
         reading = _read_corrections(turns, stored)
         extraction = self.extractor.extract(reading.turns, known_people=people)
         # An entity's sources are the messages that name it, whatever an extractor (an LLM) cited.
         extraction.entities = name_sources(extraction.entities, turns)
         # What a correction says is stated by it and by the message it corrects.
-        extraction.facts = [_citing_originals(fact, reading.corrections) for fact in extraction.facts]
+        facts = [_citing_originals(fact, reading.corrections) for fact in extraction.facts]
+        extraction.facts = with_kin_statements(facts, kin)
         reading.extraction = extraction
         return reading
 
@@ -555,7 +570,10 @@ class Ingestor:
             if s.position is not None and turn.position is not None and s.position < turn.position
         ]
         return self._read(
-            [said], {turn.session_id: before}, known_people(session, turn.tenant_id, turn.user_id)
+            [said],
+            {turn.session_id: before},
+            known_people(session, turn.tenant_id, turn.user_id),
+            kin_keys(session, turn.tenant_id, turn.user_id),
         )
 
     @staticmethod

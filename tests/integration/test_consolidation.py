@@ -1190,6 +1190,17 @@ def test_an_age_a_weight_and_a_car_traded_in_replace_the_old(service, tenant) ->
         assert _fact(rows, new).status == "active"
 
 
+def test_someone_of_the_user_s_named_alone_later_replaces_their_value(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My sister Emma lives in Chicago.", "My friend Jon lives in Oslo."], T0, "s1")
+    _add(service, ctx, user, ["Emma moved to Denver.", "Jo moved to Rome."], T0 + timedelta(days=20), "s2")
+    rows = _rows(service, ctx, user)
+    chicago = _fact(rows, "Ann's sister Emma lives in Chicago")
+    assert chicago.superseded_by == _fact(rows, "Ann's sister Emma moved to Denver").id
+    assert _fact(rows, "Ann's friend Jon lives in Oslo").status == "active"  # Jo is no Jon
+
+
 def test_a_taste_turned_round_ends_the_old_one_either_way(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()

@@ -23,6 +23,7 @@ from memsvc.consolidation import (
     fact_slot,
     is_small_talk,
     job_employer,
+    kin_named,
     merge_row,
     names_plan,
     people_by_first_name,
@@ -35,6 +36,7 @@ from memsvc.consolidation import (
     state_sentence,
     state_slot,
     supersession_keys,
+    with_kin_statements,
     with_state_facts,
 )
 from memsvc.extraction.base import ExtractedFact
@@ -242,6 +244,30 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
     slot = fact_slot(content, "Ann")
     assert (None if slot is None else (slot.attribute, slot.value)) == expected
+
+
+def test_someone_of_the_subject_s_named_on_their_own_is_the_subject_s_too() -> None:
+    stored = [("Ann", "sister emma: residence"), ("Ann", "residence"), ("Ann", "instruction: anything")]
+    assert kin_named(stored) == {"emma": ("Ann", "sister")}
+    # Two people of that name: whose "Emma" is cannot be told.
+    assert kin_named([*stored, ("Ann", "friend emma: job")]) == {}
+    moved = ExtractedFact("Emma moved to Denver and works at Fiat", "event", "Emma", ("m2",), T0)
+    out = with_kin_statements([moved], stored)
+    assert [(f.content, f.subject, f.kind) for f in out[1:]] == [
+        ("Ann's sister Emma moved to Denver and works at Fiat", "Ann", "fact"),
+        ("Ann's sister Emma works at Fiat", "Ann", "fact"),
+    ]
+    assert fact_slot(out[1].content, "Ann") == Slot("sister emma: residence", "denver", "Denver")
+    assert all(f.source_message_ids == ("m2",) and f.valid_from == T0 for f in out)
+    # Known in the same batch; what is no value of an attribute, or about someone else, is left.
+    said = ExtractedFact("User's sister Emma lives in Chicago", "fact", "user", ("m1",), T0)
+    later = ExtractedFact("Emma lives in Denver now", "fact", "Emma", ("m3",), T0)
+    assert [f.content for f in with_kin_statements([said, later])][2:] == [
+        "User's sister Emma lives in Denver now"
+    ]
+    likes = ExtractedFact("Emma loves jazz", "fact", "Emma", ("m4",), T0)
+    jon = ExtractedFact("Jon moved to Denver", "event", "Jon", ("m5",), T0)
+    assert with_kin_statements([likes, jon], stored) == [likes, jon]
 
 
 def test_an_instruction_has_no_plain_statement_and_the_next_one_supersedes_it() -> None:
