@@ -463,7 +463,8 @@ _VALUE_END = re.compile(
     r"|now|again|yesterday|today|recently|a few|two|three|several|about|these days|nowadays|currently"
     r"|lately|right now|too|anymore|still|starting|beginning|effective)\b|,(?!\d{3}\b)|[;:!?(]"
     # A period ends a value, but not one of a title or an abbreviation ("St. Paul", "Mt. Sinai").
-    r"|(?<!\b[Ss]t)(?<!\b[Mm]t)(?<!\b[Ff]t)(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bJr)(?<!\bSr)(?<!\bMrs)\."
+    r"|(?<!\b[Ss]t)(?<!\b[Mm]t)(?<!\b[Ff]t)(?<!\b[Dd]r)(?<!\b[Mm]r)(?<!\b[Mm]s)(?<!\bJr)(?<!\bSr)(?<!\b[Mm]rs)"
+    r"(?<!\b[A-Z])\."  # nor of an initial ("J.P. Morgan")
 )
 _ARTICLE = re.compile(r"^(?:the|a|an|my|his|her|their|our)\s+", re.IGNORECASE)
 

@@ -162,10 +162,13 @@ _FUTURE = re.compile(
     r"|cannot wait|looking forward|hope to|hoping to|want to|wanna|intend|about to|soon)\b|'ll\b"
     r"|(?:'m|'re|\bam|\bare|\bis)\s+going\b"
     # A deadline or appointment one has is ahead: "I have a deadline of April 15", "I've got a
-    # dentist appointment on the 3rd" (were the days before they were said).
+    # dentist appointment on the 3rd", "i have a concert on april 10" (were the days before they
+    # were said).
     r"|\bdeadline\s+(?:is|of|on|by|for)\b"
     r"|\b(?:have|has|'ve|got)\s+(?:a|an|my|the)\s+(?:[\w-]+\s+){0,2}"
-    r"(?:deadline|appointment|exam|interview|meeting|flight|surgery)\b"
+    r"(?:deadline|appointment|exam|interview|meeting|flight|surgery|concert|conference|game|match"
+    r"|recital|wedding|party|trip|dinner|date|class|lesson|presentation|race|marathon|show|gig"
+    r"|check-?up|procedure|hearing|vacation|reservation|call|visit|ceremony|tournament|event)\b"
     # A day a thing "is" on, in the present tense, is one to come: "my exam is on Friday", "the
     # wedding's this Saturday" (were both resolved to the days before they were said).
     # So is one it "is now on", or starts or ends on ("My flight is now on May 2nd", "I start my new

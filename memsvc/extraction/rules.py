@@ -293,7 +293,8 @@ _CAPTION_PREFIX = re.compile(
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')\]])\s+|\n+")
 _ABBREV_END = re.compile(
-    r"\b(?:Mr|Mrs|Ms|Dr|Prof|[Ss]t|[Mm]t|[Ff]t|Jr|Sr|vs|etc|e\.g|i\.e|approx|U\.S|U\.K|a\.m|p\.m)\.$"
+    r"\b(?:(?i:Mr|Mrs|Ms|Dr|Prof)|[Ss]t|[Mm]t|[Ff]t|Jr|Sr|vs|etc|e\.g|i\.e|approx|U\.S|U\.K|a\.m|p\.m)\.$"
+    r"|\b[A-Z]\.[A-Z]\.$"  # initials: "J.P. Morgan"
 )
 # Clause boundaries: dashes, semicolons, and "and/but/so" when a new subject follows.
 _CLAUSE_SPLIT = re.compile(
@@ -548,7 +549,10 @@ class _Batch:
         for said in sentences:
             sentence = _about_referent(said, referent)
             referent = _referent(sentence)
-            if sentence.endswith("?"):
+            if remember := _REMEMBER_THAT.match(sentence):
+                sentence = sentence[remember.end() :].rstrip("?").rstrip()
+                sentence = sentence[:1].upper() + sentence[1:]
+            if sentence.endswith("?") or _ASKED_UNMARKED.match(sentence):
                 # A question states no fact, but what the speaker says before asking it does: "I'm
                 # building a budget app, and I prefer minimal dependencies, so can you help me…?"
                 statement = _statement_before_question(sentence)
@@ -985,6 +989,25 @@ _ASKING_INVERTED = re.compile(
     rf"(?:[\w-]+\s+){{0,4}})?{_AUXILIARY}\s+(?:you|i|we|it|this|that|there)\b|please\b"
     rf"|any\s+(?:\w+\s+)?(?:tips|ideas|advice|suggestions|recommendations|thoughts)\b"
     rf"|what(?:'s|\s+is)\s+(?:the|a)\s)",
+    re.IGNORECASE,
+)
+# A question typed without its mark, asking from its first word: "how do i make sourdough
+# starter", "should i buy a heat pump or a furnace", "can you help me write an email" (not "What I
+# love is hiking": the auxiliary comes before its subject).
+_ASKED_UNMARKED = re.compile(
+    r"^(?:(?:so|ok|okay|hey|hi|and|but|also|btw|quick question|hmm+)[,:!.]*\s+)*"
+    rf"(?:(?:what|how|why|where|when|which|who)(?:\s+[\w-]+)?\s+{_AUXILIARY}(?:n't)?\s+"
+    r"(?:you|i|we|it|they|there|he|she|my|your|the|a|an|this|that|these|those)\b"
+    rf"|{_AUXILIARY}(?:n't)?\s+(?:you|i|we|it|they|there|he|she)\b"
+    r"|(?:what|how|where|who)'s\s+(?:a|an|the|my|your|it|that|this|up|going)\b)",
+    re.IGNORECASE,
+)
+# Asked to be remembered: "remember that i'm colorblind", "please remember I'm allergic to cats",
+# "can you keep in mind that my son is 4?" state what follows ("remember to buy milk" does not).
+_REMEMBER_THAT = re.compile(
+    r"^(?:(?:please|pls|plz|hey|also|and|oh|btw|ok|okay)[,!]*\s+)*(?:(?:can|could|would|will)\s+you\s+)?"
+    r"(?:please\s+)?(?:remember|note|keep in mind|don't forget|do not forget|make a note)(?:\s+that)?[,:]?\s+"
+    r"(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
     re.IGNORECASE,
 )
 # Where the question starts when it asks from its first word.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from memsvc.consolidation import Slot, fact_slot
 from memsvc.extraction import ExtractedEntity, Extraction, RulesExtractor, Turn
 from memsvc.extraction.rules import name_sources
 
@@ -1011,11 +1012,66 @@ def test_a_deadline_one_has_is_ahead_and_reads_without_a_second_preposition() ->
             ("user", "I have a deadline of April 15 for the MVP."),
             ("user", "I have a dentist appointment on April 15."),
             ("user", "I had a meeting on March 3 with Bob."),
+            ("user", "i have a concert on april 10"),
         )
     )
     assert facts_from(said, "m1") == ["User has a deadline of 15 April 2024 for the MVP"]
     assert facts_from(said, "m2") == ["User has a dentist appointment on 15 April 2024"]
     assert facts_from(said, "m3") == ["User had a meeting on 3 March 2023 with Bob"]
+    assert [(f.kind, f.content) for f in said.facts if f.source_message_ids == ("m4",)] == [
+        ("plan", "User has a concert on 10 April 2024")
+    ]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "how do i make sourdough starter",
+        "what should i cook for dinner tonight",
+        "can you help me write an email to my landlord",
+        "should i buy a heat pump or a furnace",
+        "ok so which gym should I join",
+        "what's a good gift for my wife",
+    ],
+)
+def test_a_question_typed_without_its_mark_states_nothing(said: str) -> None:
+    assert RulesExtractor().extract(chat(("user", said))).facts == []
+
+
+def test_a_statement_that_opens_with_a_wh_word_is_no_question() -> None:
+    said = RulesExtractor().extract(
+        chat(("Sam", "What I love is hiking."), ("Sam", "When I was 10 we moved."))
+    )
+    assert facts_from(said, "m1") == ["What Sam loves is hiking"]
+    assert facts_from(said, "m2")
+
+
+def test_what_one_asks_to_be_remembered_is_stated() -> None:
+    said = RulesExtractor().extract(
+        chat(
+            ("Sam", "remember that i'm colorblind"),
+            ("Sam", "please remember I'm allergic to cats"),
+            ("Sam", "Can you keep in mind that my son is 4?"),
+            ("Sam", "remember to buy milk"),
+        )
+    )
+    assert [facts_from(said, m) for m in ("m1", "m2", "m3", "m4")] == [
+        ["Sam is colorblind"],
+        ["Sam is allergic to cats"],
+        ["Sam's son is 4"],
+        [],
+    ]
+
+
+def test_initials_and_a_lower_case_title_end_no_sentence() -> None:
+    said = RulesExtractor().extract(
+        chat(("Sam", "i work for J.P. Morgan in NYC"), ("Sam", "my therapist is dr. klein"))
+    )
+    assert facts_from(said, "m1") == ["Sam works for J.P. Morgan in NYC"]
+    assert facts_from(said, "m2") == ["Sam's therapist is dr. klein"]
+    assert fact_slot("Sam works for J.P. Morgan in NYC", "Sam") == Slot(
+        "employer", "j.p. morgan", "J.P. Morgan"
+    )
 
 
 def test_what_one_would_rather_and_what_one_eats_are_preferences() -> None:
