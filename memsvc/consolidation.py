@@ -59,14 +59,22 @@ _JOINED_AS = r"(?:joined|started at)\s+(?P<e>(?-i:[A-Z])[\w&'.-]*(?:\s+(?-i:[A-Z
 _NOW = r"(?:(?:now|just|recently|finally|officially|currently|also|still)\s+)*"
 # Someone of the subject's, named: "'s sister Emma lives in Chicago" (after the subject).
 _KIN_NAMED = re.compile(rf"^'s\s+(?P<kin>{KIN})\s+(?P<said>(?P<name>(?-i:[A-Z])[\w'-]+)\s+.+)", re.IGNORECASE)
+# A tool's name: capitalised, or one typed in lower case that names nothing else ("python 3.12";
+# "on day 3" names no tool).
+_TOOL_NAME = (
+    r"(?:(?-i:[A-Z])[\w.+#-]*|(?:python|node|nodejs|java|postgres|postgresql|mysql|react|vue|angular|django"
+    r"|flask|rails|ruby|php|typescript|kotlin|swift|scala|ubuntu|debian|fedora|macos|ios|android|windows"
+    r"|kubernetes|docker|terraform|elasticsearch|redis|mongodb|nextjs|next\.js|laravel|spring|dotnet"
+    r"|\.net|golang|rust|gcc|clang|llvm|cuda|pytorch|tensorflow|numpy|pandas|iphone|pixel)(?![\w.+#-]))"
+)
 # A named tool, language or platform used at a version: "is on Python 3.11", "use Postgres 15 and
 # FastAPI", "upgraded to Node 20", "migrated from Postgres 15 to 16", "runs React v18.2".
 _VERSION_USED = re.compile(
-    r"^\s+(?:(?:is|are|has|have|just)\s+)*(?:now\s+)?(?:"
+    rf"^\s+(?:(?:is|are|has|have)\s+)*{_NOW}(?:"
     r"(?:on|using|uses|use|running|runs|run|upgraded\s+to|updated\s+to|migrated\s+to|moved\s+to|switched\s+to"
     rf"|upgraded|updated)\s+(?:the\s+)?(?!(?:{'|'.join(MONTH_NAMES.split())})\b)"
-    r"(?P<name>(?-i:[A-Z])[\w.+#-]*)\s+v?(?P<v>\d+(?:\.\d+){0,2})\b"
-    r"|(?:upgraded|updated|migrated|moved|switched)\s+(?:[\w-]+\s+){0,2}?from\s+(?P<from>(?-i:[A-Z])[\w.+#-]*)"
+    rf"(?P<name>{_TOOL_NAME})\s+v?(?P<v>\d+(?:\.\d+){{0,2}})\b"
+    rf"|(?:upgraded|updated|migrated|moved|switched)\s+(?:[\w-]+\s+){{0,2}}?from\s+(?P<from>{_TOOL_NAME})"
     r"\s+v?\d+(?:\.\d+){0,2}\s+to\s+(?:(?P=from)\s+)?v?(?P<to>\d+(?:\.\d+){0,2})\b)",
     re.IGNORECASE,
 )
@@ -146,6 +154,12 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("age", rf"^\s+{_NOW}{AGE.replace('?P<age>', '?P<v>')}"),
         (
+            # "makes 95k now", "earns $60,000 a year" (not "makes 5 cookies").
+            "salary",
+            rf"^\s+{_NOW}(?:makes|earns|is making|is earning|gets paid)\s+(?:about\s+|around\s+)?"
+            r"(?P<v>[$£€]\d[\d,.]*k?|\d[\d,.]*\s?(?:k|grand)\b|\d[\d,.]*(?=\s+(?:a|an|per)\s+(?:year|month|hour)))",
+        ),
+        (
             # "weighs 80 kg", then "is down to 76 kg now" ("'s weight is 84 kg" is an amount).
             "weight",
             rf"^\s+{_NOW}(?:weighs|(?:is|got|went|'s)\s+(?:down|up)\s+to|dropped\s+to|is\s+at)\s+"
@@ -200,7 +214,7 @@ _AMOUNT = re.compile(
 # ("favorite foods are pizza and sushi" is a list, and lists grow).
 _FAVOURITE = re.compile(
     r"^'s\s+(?:new\s+|current\s+|all-time\s+|absolute\s+)*(?:favou?rite|fave|fav)\s+"
-    r"(?P<what>[a-z][\w' -]{0,40}?)\s+"
+    r"(?P<what>[a-z][\w' -]{0,40}?)\s+(?:(?:these days|nowadays|right now|at the moment|lately|now)\s+)?"
     r"is\s+(?:(?:now|really|definitely|probably|still|actually|totally|absolutely|honestly)\s+)*"
     r"(?P<v>.+)",
     re.IGNORECASE,

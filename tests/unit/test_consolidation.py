@@ -225,6 +225,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann's doctor upped Ann's lisinopril to 20mg", ("dose of lisinopril", "20mg")),
         ("Ann's doctor lowered the dose of metformin to 500 mg", ("dose of metformin", "500mg")),
         ("Ann's doctor upped Ann's step goal to 9000", ("step goal", "9000")),
+        # Typed in lower case, or with the time between the kind and its value (QA, session 26).
+        ("Ann finally upgraded to python 3.12", ("version of python", "3.12")),
+        ("Ann is on day 3 of Ann's diet", None),
+        ("Ann's favorite band these days is the national", ("favorite band", "national")),
+        ("Ann makes 95k now", ("salary", "95k")),
+        ("Ann earns $60,000 a year", ("salary", "$60,000")),
+        ("Ann makes 5 cookies a day", None),
         # An age, a weight, a car traded for another: one at a time.
         ("Ann is 34", ("age", "34")),
         ("Ann is 34 years old", ("age", "34")),
