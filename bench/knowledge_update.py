@@ -111,7 +111,8 @@ FIRST = {
 CHANGE = {
     "residence": ["I moved to {v}.", "We just relocated to {v}.", "I'm now living in {v}."],
     "job": ["I started a new job as a {v}.", "I got a job as a {v}.", "I work as a {v} now."],
-    "pet": ["We adopted a dog named {v}.", "We adopted a new dog named {v}."],
+    # A new pet joins the old one unless that one is gone: say so, as people do.
+    "pet": ["{old} passed away. We adopted a dog named {v}.", "{old} died. We adopted a new dog named {v}."],
     "car": ["I bought a {v}.", "I just bought a {v}."],
     "partner": ["I started dating {v}.", "My new partner is {v}."],
 }
@@ -194,10 +195,10 @@ def generate(
             change_weeks = sorted(rng.sample(range(4, weeks - 2), len(values) - 1))
             timeline.changes[attribute] = [(start, values[0])]
             statements[rng.randint(0, 2)].append(rng.choice(FIRST[attribute]).format(v=values[0]))
-            for week, value in zip(change_weeks, values[1:], strict=True):
+            for week, old, value in zip(change_weeks, values, values[1:], strict=False):
                 when = start + timedelta(weeks=week)
                 timeline.changes[attribute].append((when, value))
-                statements[week].append(rng.choice(CHANGE[attribute]).format(v=value))
+                statements[week].append(rng.choice(CHANGE[attribute]).format(v=value, old=old))
         sessions = []
         for week in range(weeks):
             when = start + timedelta(weeks=week, days=rng.randint(0, 3), hours=rng.randint(9, 20))

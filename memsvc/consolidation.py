@@ -683,11 +683,23 @@ def _value_text(said: str) -> str:
     return " ".join(_ARTICLE.sub("", written.strip()).split()[:4])
 
 
+def is_an_end(content: str, subject: str, attribute: str | None) -> bool:
+    """Whether a stored fact states the end of a value ("Rex died", "Ann quit her job"): past news
+    that keeps no message current once what else it said is replaced."""
+    slot = stored_slot(content, subject, attribute) if attribute else None
+    return slot is not None and slot.value.startswith(ENDED)
+
+
 def _replaces(later: SlotFact, earlier: SlotFact) -> bool:
     """Whether `later` is a different value of the attribute than `earlier`: a new value, or the
-    end of the one `earlier` states (an end that names another value ends that one, not this)."""
+    end of the one `earlier` states (an end that names another value ends that one, not this);
+    pets are kept together, and end only."""
     if later.value.startswith(ENDED):
         return not earlier.value.startswith(ENDED) and later.value[len(ENDED) :] in ("", earlier.value)
+    if later.attribute == "pet" or later.attribute.endswith(": pet"):
+        # A new pet joins the ones one has ("we adopted a dog named Biscuit" beside the cat Miso):
+        # only an end ("Miso died") closes one.
+        return False
     if later.attribute.startswith(INSTRUCTION_ATTRIBUTE) and not later.attribute.startswith(
         INSTRUCTION_ATTRIBUTE + EVERY_REQUEST
     ):

@@ -35,6 +35,7 @@ from memsvc.consolidation import (
     Supersede,
     fact_slot,
     in_exchange,
+    is_an_end,
     merge_row,
     merged_fields,
     names_plan,
@@ -214,7 +215,7 @@ def apply_supersessions(
         # The turn that said it ("I live in Denver.") goes out of date with it, unless it says
         # something else still true: otherwise it outranks the current value for questions about now.
         # A turn closed with the fact before (a value between the two came in later) moves with it.
-        for turn in session.execute(_STALE_TURNS, {"fact": old.id, "t": tenant_id}).scalars():
+        for turn in _stale_turns(session, tenant_id, old.id):
             memory = session.get(Memory, turn, with_for_update=True)
             if memory is None:
                 continue
@@ -239,24 +240,37 @@ def apply_supersessions(
     return done
 
 
-# Source turns of a fact that state no other fact still active, and the passages of those turns
-# (a long message's parts are closed with it).
-_STALE_TURNS = text(
+# Each source turn of a fact, with the facts of that turn still active (none: NULLs).
+_TURN_FACTS = text(
     """
-    WITH stale AS (
-        SELECT DISTINCT s.turn_id FROM memory_sources s
-        WHERE s.memory_id = :fact AND s.tenant_id = :t AND s.turn_id IS NOT NULL
-          AND NOT EXISTS (
-            SELECT 1 FROM memory_sources o JOIN memories m ON m.id = o.memory_id
-            WHERE o.turn_id = s.turn_id AND m.type = 'semantic' AND m.status = 'active'
-          )
-    )
-    SELECT turn_id FROM stale
-    UNION ALL
-    SELECT p.memory_id FROM memory_sources p JOIN memories pm ON pm.id = p.memory_id
-    WHERE p.turn_id IN (SELECT turn_id FROM stale) AND p.tenant_id = :t AND pm.kind = 'passage'
+    SELECT s.turn_id, m.content, m.subject, m.attribute
+    FROM memory_sources s
+    JOIN memory_sources o ON o.turn_id = s.turn_id AND o.tenant_id = s.tenant_id
+    LEFT JOIN memories m ON m.id = o.memory_id AND m.type = 'semantic' AND m.status = 'active'
+    WHERE s.memory_id = :fact AND s.tenant_id = :t AND s.turn_id IS NOT NULL
     """
 )
+
+
+def _stale_turns(session: Session, tenant_id: uuid.UUID, fact_id: uuid.UUID) -> list[uuid.UUID]:
+    """Source turns of a fact that state no other fact still active but ends ("Rex died. We
+    adopted Bruno." is out of date once Bruno is gone: the death is past news), and the passages of
+    those turns (a long message's parts are closed with it)."""
+    current: dict[uuid.UUID, bool] = {}
+    for turn_id, content, subject, attribute in session.execute(
+        _TURN_FACTS, {"fact": fact_id, "t": tenant_id}
+    ):
+        states = content is not None and not is_an_end(content, subject or "", attribute)
+        current[turn_id] = current.get(turn_id, False) or states
+    stale = [turn for turn, states in current.items() if not states]
+    if not stale:
+        return []
+    passages = session.execute(
+        select(MemorySource.memory_id)
+        .join(Memory, Memory.id == MemorySource.memory_id)
+        .where(MemorySource.turn_id.in_(stale), MemorySource.tenant_id == tenant_id, Memory.kind == "passage")
+    ).scalars()
+    return [*stale, *passages]
 
 
 def supersede_at_ingest(

@@ -158,19 +158,20 @@ def test_consolidation_supersedes_facts_stored_before_it_existed(service, tenant
     ctx, _ = tenant
     user = _user()
     _add(service, ctx, user, ["My dog is called Rex."], T0, "s1")
-    _add(service, ctx, user, ["We adopted a dog named Max."], T0 + timedelta(days=60), "s2")
+    _add(service, ctx, user, ["Rex passed away. We adopted a dog named Max."], T0 + timedelta(days=60), "s2")
     # As if stored by a version without attributes.
     with service.db.session() as session:
         for m in session.execute(select(Memory).where(Memory.user_id == user)).scalars():
             m.attribute, m.status, m.superseded_by, m.valid_to = None, "active", None, None
     report = service.consolidate(ctx.tenant_id, user)
     # Each statement and its plain form ("Ann's pet is called Rex") get their attribute back.
-    assert report.totals()["superseded"] == 2 and report.totals()["attributes"] == 4
+    assert report.totals()["superseded"] == 2 and report.totals()["attributes"] == 5
     rows = _rows(service, ctx, user)
-    max_plain = _fact(rows, "Ann's pet is called Max").id
+    died = _fact(rows, "Rex passed away").id
     assert _fact(rows, "Ann and others adopted a dog named Max").status == "active"
-    assert _fact(rows, "Ann's dog is called Rex").superseded_by == max_plain
-    assert _fact(rows, "Ann's pet is called Rex").superseded_by == max_plain
+    assert _fact(rows, "Ann's pet is called Max").status == "active"
+    assert _fact(rows, "Ann's dog is called Rex").superseded_by == died
+    assert _fact(rows, "Ann's pet is called Rex").superseded_by == died
     again = service.consolidate(ctx.tenant_id, user)
     assert again.totals()["superseded"] == again.totals()["merged"] == 0
 
@@ -1199,6 +1200,37 @@ def test_someone_of_the_user_s_named_alone_later_replaces_their_value(service, t
     chicago = _fact(rows, "Ann's sister Emma lives in Chicago")
     assert chicago.superseded_by == _fact(rows, "Ann's sister Emma moved to Denver").id
     assert _fact(rows, "Ann's friend Jon lives in Oslo").status == "active"  # Jo is no Jon
+
+
+def test_a_new_pet_joins_the_one_the_user_has(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I have a cat named Miso."], T0, "s1")
+    _add(service, ctx, user, ["We adopted a dog named Biscuit today!"], T0 + timedelta(days=90), "s2")
+    rows = _rows(service, ctx, user)
+    for pet in ("Ann's pet is called Miso", "Ann has a cat named Miso", "Ann's pet is called Biscuit"):
+        assert _fact(rows, pet).status == "active", pet
+
+
+def test_a_turn_whose_news_is_past_but_an_end_goes_out_of_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["My dog is called Rex."], T0, "s1")
+    _add(service, ctx, user, ["Rex died. We adopted a dog named Bruno."], T0 + timedelta(days=30), "s2")
+    turn = next(m for m in _rows(service, ctx, user) if m.kind == "turn" and "Bruno" in m.content)
+    assert turn.status == "active"  # Bruno is the dog now
+    _add(
+        service,
+        ctx,
+        user,
+        ["Bruno passed away. We adopted a dog named Pepper."],
+        T0 + timedelta(days=90),
+        "s3",
+    )
+    rows = _rows(service, ctx, user)
+    assert next(m for m in rows if m.id == turn.id).status == "superseded"  # "Rex died" is past news
+    assert _fact(rows, "Rex died").status == "active"  # it happened
+    assert _fact(rows, "Ann's pet is called Pepper").status == "active"
 
 
 def test_a_taste_turned_round_ends_the_old_one_either_way(service, tenant) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from memsvc.consolidation import (
     cancelled_plan,
     close_to_earlier,
     fact_slot,
+    is_an_end,
     is_small_talk,
     job_employer,
     kin_named,
@@ -251,6 +252,12 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
     slot = fact_slot(content, "Ann")
     assert (None if slot is None else (slot.attribute, slot.value)) == expected
+
+
+def test_an_end_is_told_from_a_value() -> None:
+    assert is_an_end("Rex died", "Ann", "pet") and is_an_end("Ann quit her job", "Ann", "employer")
+    assert not is_an_end("Ann's pet is called Rex", "Ann", "pet")
+    assert not is_an_end("Rex died", "Ann", None)
 
 
 def test_someone_of_the_subject_s_named_on_their_own_is_the_subject_s_too() -> None:
