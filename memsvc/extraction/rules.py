@@ -399,10 +399,18 @@ _HIS_KIN = _words("brother dad father husband son boyfriend uncle grandpa grandf
 # "I have a dog named Rex", "We adopted a cat called Mochi": someone the speaker has, named.
 _SPEAKER_HAS = re.compile(r"^(?:I|We)\s+(?:(?:just|recently|finally)\s+)?(?:have|had|got|adopted|rescued)\b")
 _OPENING_PRONOUN = re.compile(r"^(?P<pronoun>She|He)(?P<rest>(?:'s|\s+[a-z]))")
+# "Her name is Pepper" after "I adopted a cat": the cat's name.
+_OPENING_NAME = re.compile(r"^(?P<pronoun>her|his|its)\s+(?P<rest>name\s+is\b.*)", re.IGNORECASE)
+# An animal of the speaker's not yet named: "I adopted a cat", "we just got a new puppy".
+_AN_ANIMAL = re.compile(rf"\b(?:a|an)\s+(?:new\s+|little\s+|second\s+)?({'|'.join(sorted(_ANIMALS))})\b")
 
 
 def _about_referent(sentence: str, referent: str | None) -> str:
     """`sentence` with an opening "She"/"He" put as the `referent` ("my sister Lena") it stands for."""
+    if referent is not None and (named := _OPENING_NAME.match(sentence)):
+        kin = referent.split()[0].lower()
+        if kin not in (_HIS_KIN if named.group("pronoun").lower() == "her" else _HER_KIN):
+            return f"My {referent}'s {named.group('rest')}"
     opening = _OPENING_PRONOUN.match(sentence) if referent else None
     if referent is None or opening is None:
         return sentence
@@ -420,7 +428,7 @@ def _referent(sentence: str) -> str | None:
     Rex"), if just one."""
     named = _MY_KIN.findall(sentence)
     if not named and _SPEAKER_HAS.match(sentence):
-        named = [f"{kin} {name}" for kin, name in _NAMED.findall(sentence)]
+        named = [f"{kin} {name}" for kin, name in _NAMED.findall(sentence)] or _AN_ANIMAL.findall(sentence)
     return named[0] if len(named) == 1 else None
 
 

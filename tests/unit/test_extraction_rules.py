@@ -546,6 +546,20 @@ def test_a_label_before_a_statement_is_not_part_of_the_fact() -> None:
     assert facts_from(result, "m3") == ["Sam's favorite foods: pizza, pasta and sushi"]
 
 
+def test_her_name_after_an_animal_of_the_speaker_s_names_it() -> None:
+    said = RulesExtractor().extract(
+        chat(
+            ("Sam", "I adopted a cat. Her name is Pepper and she's 2."),
+            ("Sam", "We just got a new puppy! His name is Biscuit."),
+            ("Sam", "I got a new car. Her name is Betty."),
+        )
+    )
+    assert facts_from(said, "m1") == ["Sam adopted a cat", "Sam's cat's name is Pepper, and she's 2"]
+    assert fact_slot(facts_from(said, "m1")[1], "Sam") == Slot("pet", "pepper", "Pepper")
+    assert facts_from(said, "m2")[1] == "Sam's puppy's name is Biscuit"
+    assert facts_from(said, "m3") == ["Sam got a new car"]  # a car is no one to name
+
+
 def test_an_age_said_with_a_number_alone_is_a_fact() -> None:
     result = RulesExtractor().extract(
         chat(("Sam", "I'm 34."), ("Sam", "I just turned 35!"), ("Sam", "It is 5."), ("Sam", "We are 4."))
