@@ -838,7 +838,14 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
                     continue
                 if sentence.lower() not in seen:
                     seen.add(sentence.lower())
-                    out.append(replace(fact, content=sentence, kind="fact"))
+                    # A partner named in a plan ("my boyfriend Jake and I are going to Italy in
+                    # June") is one now, not from the trip's date.
+                    now = fact.kind == "plan" and slot.attribute == "partner"
+                    out.append(
+                        replace(
+                            fact, content=sentence, kind="fact", valid_from=None if now else fact.valid_from
+                        )
+                    )
     return out
 
 

@@ -346,6 +346,17 @@ def test_state_sentences_restate_changes_plainly() -> None:
     for said in ("Ann lives in Portland now", "Ann now lives in Portland", "Ann currently lives in Portland"):
         now = ExtractedFact(said, "fact", "Ann", ("m6",), T0)
         assert with_state_facts([now]) == [now]
+    # A partner named in a plan is one now: the plain statement takes the time it was said.
+    trip = ExtractedFact(
+        "Ann's boyfriend Jake and Ann are going to Italy in June 2024",
+        "plan",
+        "Ann",
+        ("m7",),
+        T0 + timedelta(days=150),
+    )
+    assert [(f.content, f.valid_from) for f in with_state_facts([trip])][1:] == [
+        ("Ann's partner is Jake", None)
+    ]
     # What someone of the subject's does is not the subject's: no job at Fiat for Fay.
     sister = ExtractedFact("Fay's sister lives in Rome and works at Fiat", "fact", "Fay", ("m3",), T0)
     assert with_state_facts([sister]) == [sister]
