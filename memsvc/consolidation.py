@@ -101,6 +101,12 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("residence", r"^'s\s+(?:new\s+)?(?:home|house|apartment|place)\s+is\s+in\s+(?P<v>.+)"),
         (
+            # "just moved into a new place in cambridge", "moved into our new house in Leeds".
+            "residence",
+            rf"^\s+(?:and others\s+)?{_NOW}moved\s+into\s+(?:a|an|the|our|my|\S+'s)\s+(?:new\s+)?"
+            r"(?:place|apartment|flat|house|home|condo|studio)\s+in\s+(?P<v>.+)",
+        ),
+        (
             "job",
             rf"^\s+{_NOW}(?:works|is working|has been working|started working|got a (?:new )?job|took a "
             rf"(?:new )?job|started a (?:new )?job|is employed|began working)\s+as\s+(?:an?\s+)?(?P<v>.+)",
@@ -257,6 +263,12 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"^\s+{_NOW}(?:quit|resigned from)\s+(?P<v>(?-i:[A-Z])[\w&'’.-]*(?:\s+(?-i:[A-Z])[\w&'’.-]*)*)",
         ),
         ("employer", rf"^\s+{_NOW}(?:was|got) (?:laid off|fired|let go)(?:\s+(?:from|by)\s+(?P<v>.+))?$"),
+        # "I retired last Friday", "retired from Deloitte" ("retired the old laptop" ends no job).
+        (
+            "employer",
+            rf"^\s+{_NOW}(?:has\s+)?retired(?:\s+from\s+(?P<v>(?-i:[A-Z]).+)|(?=[,.;!?]|\s+(?:in|on|last|this"
+            r"|yesterday|today|recently|after|at)\b|$))",
+        ),
         (
             "partner",
             rf"^\s+{_NOW}(?:broke up|split up|split|separated|got divorced|(?:is|are) (?:getting )?divorced)"

@@ -233,6 +233,10 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann makes 95k now", ("salary", "95k")),
         ("Ann earns $60,000 a year", ("salary", "$60,000")),
         ("Ann makes 5 cookies a day", None),
+        ("Ann just moved into a new place in cambridge, loving it", ("residence", "cambridge")),
+        ("Ann retired on 26 April 2024", ("employer", "ended:")),
+        ("Ann retired from Deloitte", ("employer", "ended:deloitte")),
+        ("Ann retired the old laptop", None),
         # An age, a weight, a car traded for another: one at a time.
         ("Ann is 34", ("age", "34")),
         ("Ann is 34 years old", ("age", "34")),
