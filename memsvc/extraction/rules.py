@@ -560,6 +560,11 @@ class _Batch:
             if remember := _REMEMBER_THAT.match(sentence):
                 sentence = sentence[remember.end() :].rstrip("?").rstrip()
                 sentence = sentence[:1].upper() + sentence[1:]
+            if (asked_order := _ASKED_ORDER.match(sentence)) and (
+                order := _instruction(sentence[asked_order.end() :].rstrip(" ?"), turn)
+            ):
+                self.instructions.append(order)
+                continue
             if sentence.endswith("?") or _ASKED_UNMARKED.match(sentence):
                 # A question states no fact, but what the speaker says before asking it does: "I'm
                 # building a budget app, and I prefer minimal dependencies, so can you help me…?"
@@ -1018,6 +1023,12 @@ _REMEMBER_THAT = re.compile(
     r"(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
     re.IGNORECASE,
 )
+# An order asked as a question: "can you call me Sam from now on?", "could you please keep your
+# answers short?" (what follows is read as the order).
+_ASKED_ORDER = re.compile(
+    r"^(?:(?:hey|hi|ok|okay|so|also|and)[,!]*\s+)*(?:can|could|would|will)\s+you\s+(?:please\s+)?",
+    re.IGNORECASE,
+)
 # Where the question starts when it asks from its first word.
 _ASKING_FIRST = re.compile(rf"(?:what|how|why|where|when|which|who|whom|whose|{_AUXILIARY})\b", re.IGNORECASE)
 # "…, but I'm not sure how to start" leads into the question: the statement ends before it.
@@ -1428,6 +1439,9 @@ _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _I_VERB = re.compile(r"\bI ([a-z]+)\b")
 _FROM_NOW_ON = re.compile(
     r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
+    # How the assistant answers at all: "keep your answers short", "be more concise".
+    r"|\byour (?:answers|responses|replies)\b"
+    r"|^(?:please,? )?be (?:more |a bit more |less )?(?:concise|brief|direct)\b"
     # What to call someone holds until they say otherwise: "Call me Ann", "You can call me Annie".
     r"|\b(?:call|address) me\b"
     rf"|^{_ORDER_LEAD}(?:please,? )?(?:don't|do not)\b"

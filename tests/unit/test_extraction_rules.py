@@ -700,6 +700,13 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
             "When I ask for code, use Python unless I say otherwise.",
             "When Ann asks for code: use Python unless Ann says otherwise.",
         ),
+        # How answers are at all is standing; an order asked as a question is an order.
+        ("keep your answers short", "When Ann asks about anything: keep your answers short."),
+        ("please be more concise", "When Ann asks about anything: be more concise."),
+        ("hey can you call me Sam from now on?", "When Ann asks about anything: call Ann Sam."),
+        ("Could you always answer in Spanish?", "When Ann asks about anything: always answer in Spanish."),
+        ("Can you use Python for this?", None),
+        ("Can you help me with my resume?", None),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
