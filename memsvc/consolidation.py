@@ -838,6 +838,13 @@ def with_state_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
             if slot is None or slot.attribute not in _STATE or slot.value.startswith(ENDED):
                 continue
             plain = [state_sentence(fact.subject, slot)]
+            if slot.attribute == "pet":
+                # "has a dog named Rex and a cat named Luna": Luna is a pet too, and stays one
+                # when Rex dies and the fact that names both is closed.
+                plain += [
+                    state_sentence(fact.subject, Slot("pet", n.lower(), n))
+                    for n in _MORE_PETS.findall(clause)
+                ]
             if (employer := job_employer(clause, fact.subject)) is not None:
                 # The job names where, so that it ends with that employer as the fact said does.
                 plain = [
@@ -905,6 +912,14 @@ def with_kin_statements(
                 seen.add(sentence.lower())
                 out.append(replace(fact, content=sentence, subject=whose, kind="fact"))
     return out
+
+
+# Further pets named after the first: "… a dog named Rex and a cat named Luna".
+_MORE_PETS = re.compile(
+    r"\b(?:and|,)\s+(?:a|an|our|my|\S+'s)\s+(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)"
+    r"\s+(?:named|called)\s+((?-i:[A-Z])[\w'-]+)",
+    re.IGNORECASE,
+)
 
 
 # Words that say a value holds now, and nothing more ("Ann now lives in Portland these days").

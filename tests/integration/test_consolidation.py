@@ -1212,6 +1212,16 @@ def test_a_new_pet_joins_the_one_the_user_has(service, tenant) -> None:  # type:
         assert _fact(rows, pet).status == "active", pet
 
 
+def test_a_pet_named_beside_one_that_died_stays_a_pet(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = _user()
+    _add(service, ctx, user, ["I have a dog named Rex and a cat named Luna."], T0, "s1")
+    _add(service, ctx, user, ["Rex passed away."], T0 + timedelta(days=200), "s2")
+    rows = _rows(service, ctx, user)
+    assert _fact(rows, "Ann has a dog named Rex and a cat named Luna").status == "superseded"
+    assert _fact(rows, "Ann's pet is called Luna").status == "active"
+
+
 def test_a_turn_whose_news_is_past_but_an_end_goes_out_of_date(service, tenant) -> None:  # type: ignore[no-untyped-def]
     ctx, _ = tenant
     user = _user()
