@@ -206,7 +206,7 @@ _PARTNER_NAMED = re.compile(
 
 # One amount of a kind at a time: "Jordan's rent is $1,650 a month", then "Jordan's landlord raised
 # the rent to $1,820" or "Jordan's rent is now $1,820"; "Dan's weight is 84 kg", then "Dan is down
-# to 81.5 kg" is not read (no kind named).
+# to 81.5 kg" (the unit names the kind: the `weight` slot pattern).
 _AMOUNT = re.compile(
     rf"^'s\s+(?:monthly\s+|annual\s+|yearly\s+|new\s+|current\s+)?(?P<what>{AMOUNT_KINDS})\s+"
     r"(?:is|(?:went|is|was)\s+(?:up|down)\s+to|(?:rose|grew|dropped|fell|increased|decreased|jumped|improved"
