@@ -103,8 +103,10 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             # "just moved into a new place in cambridge", "moved into our new house in Leeds".
             "residence",
+            # ("… in March", "… in town", "… in the same neighborhood" name no place).
             rf"^\s+(?:and others\s+)?{_NOW}moved\s+into\s+(?:a|an|the|our|my|\S+'s)\s+(?:new\s+)?"
-            r"(?:place|apartment|flat|house|home|condo|studio)\s+in\s+(?P<v>.+)",
+            r"(?:place|apartment|flat|house|home|condo|studio)\s+in\s+"
+            rf"(?!(?:{'|'.join(MONTH_NAMES.split())}|town|the|a|an|my|our|his|her|their|this|that|same)\b)(?P<v>.+)",
         ),
         (
             "job",
@@ -160,10 +162,13 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("age", rf"^\s+{_NOW}{AGE.replace('?P<age>', '?P<v>')}"),
         (
-            # "makes 95k now", "earns $60,000 a year" (not "makes 5 cookies").
+            # "makes 95k now", "earns $60,000 a year" (not "makes 5 cookies", nor "$500 a month from my
+            # Etsy shop", "20 an hour at my side gig": a salary is a year's).
             "salary",
             rf"^\s+{_NOW}(?:makes|earns|is making|is earning|gets paid)\s+(?:about\s+|around\s+)?"
-            r"(?P<v>[$£€]\d[\d,.]*k?|\d[\d,.]*\s?(?:k|grand)\b|\d[\d,.]*(?=\s+(?:a|an|per)\s+(?:year|month|hour)))",
+            r"(?P<v>[$£€]?\d[\d,.]*\s?(?:k|grand)\b|[$£€]\d[\d,.]*(?!\s*(?:k|grand)\b))"
+            r"(?!\s+(?:a|an|per)\s+(?:month|week|day|hour)\b)"
+            r"(?![^,.;]*\b(?:from|side|tutoring|freelanc\w*|extra|selling|on the side)\b)",
         ),
         (
             # "weighs 80 kg", then "is down to 76 kg now" ("'s weight is 84 kg" is an amount).
@@ -267,7 +272,7 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "employer",
             rf"^\s+{_NOW}(?:has\s+)?retired(?:\s+from\s+(?P<v>(?-i:[A-Z]).+)|(?=[,.;!?]|\s+(?:in|on|last|this"
-            r"|yesterday|today|recently|after|at)\b|$))",
+            r"|yesterday|today|recently)\b|$))",
         ),
         (
             "partner",
@@ -467,6 +472,16 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
         return None
     words = frozenset(attribute[len(STOPPED) :].split())
     rest = content[len(subject) :]
+    if "like" in words:
+        # A taste is stated as itself, whole: "Sam loves running now" states the liking "Sam
+        # hates running" stopped; "Sam loves running shoes", "loves mornings when it's sunny" or
+        # "Sam's husband loves spicy food" state another.
+        taste = _TASTE_STATED.match(rest)
+        return (
+            Slot(attribute, "yes", "yes")
+            if taste and _state_words(taste.group("t")) | {"like"} == words
+            else None
+        )
     if words <= _state_words(rest):
         return Slot(attribute, "yes", "yes")
     # "Sam is back on coffee" resumes "Sam stopped drinking coffee": what it is back on is part of
@@ -476,6 +491,12 @@ def state_slot(content: str, subject: str, attribute: str) -> Slot | None:
     return Slot(attribute, "yes", "yes") if back and back <= words else None
 
 
+_TASTE_STATED = re.compile(
+    r"^\s+(?:(?:now|really|actually|still|honestly|totally|absolutely|truly|just)\s+)*"
+    r"(?:loves|likes|enjoys|adores|is into|is a fan of)\s+(?P<t>.+?)"
+    r"(?:\s+(?:now|again|these days|nowadays|after all|lately|anymore|a lot|so much))*\s*[.!]*$",
+    re.IGNORECASE,
+)
 _RESUMED = re.compile(
     r"^\s+(?:(?:is|are|am|'s|'m)\s+)?(?:back\s+(?:on|to|into)|(?:has\s+)?(?:resumed|returned\s+to"
     r"|gone\s+back\s+to|went\s+back\s+to|got\s+back\s+(?:on|to|into)))\s+(?P<x>.+)",

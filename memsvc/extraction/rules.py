@@ -407,10 +407,9 @@ _AN_ANIMAL = re.compile(rf"\b(?:a|an)\s+(?:new\s+|little\s+|second\s+)?({'|'.joi
 
 def _about_referent(sentence: str, referent: str | None) -> str:
     """`sentence` with an opening "She"/"He" put as the `referent` ("my sister Lena") it stands for."""
-    if referent is not None and (named := _OPENING_NAME.match(sentence)):
-        kin = referent.split()[0].lower()
-        if kin not in (_HIS_KIN if named.group("pronoun").lower() == "her" else _HER_KIN):
-            return f"My {referent}'s {named.group('rest')}"
+    if referent is not None and referent in _ANIMALS and (named := _OPENING_NAME.match(sentence)):
+        # An animal not yet named ("My sister adopted a cat. Her name is…" may name the sister).
+        return f"My {referent}'s {named.group('rest')}"
     opening = _OPENING_PRONOUN.match(sentence) if referent else None
     if referent is None or opening is None:
         return sentence
@@ -555,17 +554,26 @@ class _Batch:
         # other person ("Wow! Taking in kids in need - you're so kind").
         opening = True
         for said in sentences:
+            if said_so := (_REMEMBER_THAT.match(said) or _FRAMED_STATEMENT.match(said)):
+                said = said[said_so.end() :].rstrip("?").rstrip()
+                said = said[:1].upper() + said[1:]
             sentence = _about_referent(said, referent)
             referent = _referent(sentence)
-            if remember := _REMEMBER_THAT.match(sentence):
-                sentence = sentence[remember.end() :].rstrip("?").rstrip()
-                sentence = sentence[:1].upper() + sentence[1:]
-            if (asked_order := _ASKED_ORDER.match(sentence)) and (
-                order := _instruction(sentence[asked_order.end() :].rstrip(" ?"), turn)
+            if (
+                (asked_order := _ASKED_ORDER.match(sentence))
+                and _STANDING.search(sentence)
+                and (order := _instruction(sentence[asked_order.end() :].rstrip(" ?"), turn))
             ):
                 self.instructions.append(order)
                 continue
-            if sentence.endswith("?") or _ASKED_UNMARKED.match(sentence):
+            if not sentence.endswith("?") and _ASKED_UNMARKED.match(sentence):
+                after = _STATEMENT_AFTER.search(sentence)
+                if after is None:
+                    opening = False
+                    continue
+                sentence = sentence[after.end() :]
+                sentence = sentence[:1].upper() + sentence[1:]
+            if sentence.endswith("?"):
                 # A question states no fact, but what the speaker says before asking it does: "I'm
                 # building a budget app, and I prefer minimal dependencies, so can you help me…?"
                 statement = _statement_before_question(sentence)
@@ -1015,6 +1023,21 @@ _ASKED_UNMARKED = re.compile(
     r"|(?:what|how|where|who)'s\s+(?:a|an|the|my|your|it|that|this|up|going)\b)",
     re.IGNORECASE,
 )
+# A statement after an unmarked question, set off by a comma: "what should i cook tonight, i'm
+# allergic to peanuts", "how lucky am I, I got engaged last night!".
+_STATEMENT_AFTER = re.compile(
+    r",\s+(?:(?:and|but|so|because|cause|since)\s+)?(?=(?:i|i'm|i've|i'd|i'll|my|we|we're|we've|our)\b)",
+    re.IGNORECASE,
+)
+# What frames a statement as a question: "did you know I got a dog", "is it weird that I love
+# opera", "would you believe I ran a marathon" state what follows.
+_FRAMED_STATEMENT = re.compile(
+    r"^(?:(?:so|ok|okay|hey|oh|and|btw)[,!]*\s+)*(?:did you know|did i (?:ever )?tell you|would you believe"
+    r"|guess what|is it (?:weird|normal|bad|ok|okay|strange|crazy|silly|wrong) (?:that|if)"
+    r"|does it matter (?:that|if))"
+    r"(?:\s+that)?[,:]?\s+(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
+    re.IGNORECASE,
+)
 # Asked to be remembered: "remember that i'm colorblind", "please remember I'm allergic to cats",
 # "can you keep in mind that my son is 4?" state what follows ("remember to buy milk" does not).
 _REMEMBER_THAT = re.compile(
@@ -1023,8 +1046,9 @@ _REMEMBER_THAT = re.compile(
     r"(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
     re.IGNORECASE,
 )
-# An order asked as a question: "can you call me Sam from now on?", "could you please keep your
-# answers short?" (what follows is read as the order).
+# An order asked as a question, when it says it stands: "can you call me Sam from now on?", "could
+# you always answer in Spanish?" (not "can you call me tomorrow?").
+_STANDING = re.compile(r"\b(?:from now on|going forward|always|never|any\s?more|in (?:the )?future)\b", re.I)
 _ASKED_ORDER = re.compile(
     r"^(?:(?:hey|hi|ok|okay|so|also|and)[,!]*\s+)*(?:can|could|would|will)\s+you\s+(?:please\s+)?",
     re.IGNORECASE,
@@ -1439,9 +1463,11 @@ _ME = re.compile(r"\b(?:me|my|myself)\b", re.IGNORECASE)
 _I_VERB = re.compile(r"\bI ([a-z]+)\b")
 _FROM_NOW_ON = re.compile(
     r"\b(?:from now on|going forward|in (?:the )?future|always|never|need to)\b"
-    # How the assistant answers at all: "keep your answers short", "be more concise".
-    r"|\byour (?:answers|responses|replies)\b"
-    r"|^(?:please,? )?be (?:more |a bit more |less )?(?:concise|brief|direct)\b"
+    # How the assistant answers at all, said as nothing more: "keep your answers short", "please be
+    # more concise" ("be more concise in this email" is for the email).
+    r"|^(?:please,? )?(?:keep|make) your (?:answers|responses|replies) (?:short|shorter|brief|briefer|concise"
+    r"|simple|simpler)(?:,? please)?[.!]*$"
+    r"|^(?:please,? )?be (?:more |a bit more )?(?:concise|brief|direct)(?:,? please)?[.!]*$"
     # What to call someone holds until they say otherwise: "Call me Ann", "You can call me Annie".
     r"|\b(?:call|address) me\b"
     rf"|^{_ORDER_LEAD}(?:please,? )?(?:don't|do not)\b"

@@ -237,6 +237,12 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
         ("Ann retired on 26 April 2024", ("employer", "ended:")),
         ("Ann retired from Deloitte", ("employer", "ended:deloitte")),
         ("Ann retired the old laptop", None),
+        ("Ann retired at 50 from teaching and now Ann works part-time at Google", None),
+        ("Ann moved into a new place in March 2024, finally unpacked", None),
+        ("Ann just moved into a new place in town", None),
+        ("Ann makes 20 an hour at Ann's side gig", None),
+        ("Ann earns $500 a month from Ann's Etsy shop", None),
+        ("Ann makes 120k a year", ("salary", "120k")),
         # An age, a weight, a car traded for another: one at a time.
         ("Ann is 34", ("age", "34")),
         ("Ann is 34 years old", ("age", "34")),
@@ -256,6 +262,20 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def test_fact_slot(content: str, expected: tuple[str, str] | None) -> None:
     slot = fact_slot(content, "Ann")
     assert (None if slot is None else (slot.attribute, slot.value)) == expected
+
+
+def test_a_taste_is_stated_whole_and_as_the_subject_s_own() -> None:
+    stop = fact_slot("Ann hates running", "Ann")
+    assert stop is not None and stop.value == "no"
+    for said, states in (
+        ("Ann loves running now", True),
+        ("Ann really enjoys running again", True),
+        ("Ann loves running shoes", False),
+        ("Ann loves running when it's sunny out", False),
+        ("Ann's husband loves running", False),
+    ):
+        slot = state_slot(said, "Ann", stop.attribute)
+        assert (slot is not None and slot.value == "yes") == states, said
 
 
 def test_an_end_is_told_from_a_value() -> None:

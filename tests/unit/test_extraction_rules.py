@@ -552,8 +552,10 @@ def test_her_name_after_an_animal_of_the_speaker_s_names_it() -> None:
             ("Sam", "I adopted a cat. Her name is Pepper and she's 2."),
             ("Sam", "We just got a new puppy! His name is Biscuit."),
             ("Sam", "I got a new car. Her name is Betty."),
+            ("Sam", "My sister adopted a cat. Her name is Pepper."),
         )
     )
+    assert facts_from(said, "m4") == ["Sam's sister adopted a cat"]  # whose name is said is unclear
     assert facts_from(said, "m1") == ["Sam adopted a cat", "Sam's cat's name is Pepper, and she's 2"]
     assert fact_slot(facts_from(said, "m1")[1], "Sam") == Slot("pet", "pepper", "Pepper")
     assert facts_from(said, "m2")[1] == "Sam's puppy's name is Biscuit"
@@ -707,6 +709,11 @@ def test_a_title_is_part_of_the_name_and_ends_no_sentence(
         ("Could you always answer in Spanish?", "When Ann asks about anything: always answer in Spanish."),
         ("Can you use Python for this?", None),
         ("Can you help me with my resume?", None),
+        # Asked once: for a day, a taxi, an email, today.
+        ("can you call me tomorrow?", None),
+        ("Can you call me a taxi?", None),
+        ("be more concise in this email", None),
+        ("keep your answers short today, I'm on my phone", None),
     ],
 )
 def test_an_instruction_without_requests_named_governs_every_request(said: str, fact: str | None) -> None:
@@ -1065,6 +1072,27 @@ def test_a_statement_that_opens_with_a_wh_word_is_no_question() -> None:
     )
     assert facts_from(said, "m1") == ["What Sam loves is hiking"]
     assert facts_from(said, "m2")
+
+
+def test_what_an_unmarked_question_frames_or_is_followed_by_is_stated() -> None:
+    said = RulesExtractor().extract(
+        chat(
+            ("user", "what should i cook tonight, i'm allergic to peanuts"),
+            ("user", "can you recommend a restaurant near me, i live in brooklyn and i'm vegan"),
+            ("user", "how lucky am I, I got engaged last night!"),
+            ("user", "Did I tell you I'm pregnant"),
+            ("user", "is it normal that my 3 year old son Leo still naps"),
+            ("user", "Did you know I got a dog. His name is Max."),
+        )
+    )
+    assert [facts_from(said, f"m{i}") for i in range(1, 7)] == [
+        ["User is allergic to peanuts"],
+        ["User lives in brooklyn", "User is vegan"],
+        ["User got engaged on 7 May 2023"],
+        ["User is pregnant"],
+        ["User's 3 year old son Leo still naps"],
+        ["User got a dog", "User's dog's name is Max"],
+    ]
 
 
 def test_what_one_asks_to_be_remembered_is_stated() -> None:
