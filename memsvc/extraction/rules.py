@@ -597,6 +597,8 @@ class _Batch:
                 turn.role == "user" and _BARE_AMOUNT_START.match(sentence)
             ):
                 sentence = f"My {sentence[0].lower()}{sentence[1:]}"
+            elif _SUBJECTLESS_AM.match(sentence):
+                sentence = f"I {sentence[0].lower()}{sentence[1:]}"
             groups, had_content = self._clause_groups(sentence, turn.speaker, opening)
             narrating = False
             for group in groups:
@@ -1116,6 +1118,8 @@ _THE_CALLED_OFF = re.compile(
 _DIED = re.compile(
     rf"^(?:{_NAME_WORD}\s+){{1,2}}(?:has\s+|just\s+)?(?:passed away|died(?!\s+down)|was put down)\b"
 )
+# "am moving to Denver in June", said without "I": only the speaker is "am".
+_SUBJECTLESS_AM = re.compile(r"^am\s+(?!(?:i|you|we|they|he|she|it)\b)", re.IGNORECASE)
 # "fave color is green now", said without "my": the speaker's favourite.
 _BARE_FAVOURITE = re.compile(r"^(?=(?:fave|fav|favou?rite)\s+[\w-]+(?:\s+[\w-]+)?\s+is\b)", re.IGNORECASE)
 

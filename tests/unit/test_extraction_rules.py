@@ -1095,6 +1095,13 @@ def test_what_an_unmarked_question_frames_or_is_followed_by_is_stated() -> None:
     ]
 
 
+def test_am_without_i_is_the_speaker() -> None:
+    said = RulesExtractor().extract(
+        chat(("user", "am moving to Denver in June"), ("user", "am i the only one who hates mornings"))
+    )
+    assert [(f.kind, f.content) for f in said.facts] == [("plan", "User is moving to Denver in June 2023")]
+
+
 def test_what_one_asks_to_be_remembered_is_stated() -> None:
     said = RulesExtractor().extract(
         chat(
