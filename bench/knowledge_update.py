@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def generate(
             change_weeks = sorted(rng.sample(range(4, weeks - 2), len(values) - 1))
             timeline.changes[attribute] = [(start, values[0])]
             statements[rng.randint(0, 2)].append(rng.choice(FIRST[attribute]).format(v=values[0]))
-            for week, old, value in zip(change_weeks, values, values[1:], strict=False):
+            for week, (old, value) in zip(change_weeks, pairwise(values), strict=True):
                 when = start + timedelta(weeks=week)
                 timeline.changes[attribute].append((when, value))
                 statements[week].append(rng.choice(CHANGE[attribute]).format(v=value, old=old))

@@ -33,6 +33,7 @@ from memsvc.extraction.base import (
     PLAN_NOUNS,
     ExtractedFact,
     as_written,
+    capitalised,
 )
 from memsvc.extraction.dates import MONTH_NAMES, WEEKDAY_NAMES
 from memsvc.ranking import tokenize
@@ -49,6 +50,8 @@ class Slot:
     text: str = ""  # as written ("Boston", "Honda Civic")
 
 
+# What a pet is called: "a dog named Rex", "Ann's cat Tiger died".
+_PET_WORDS = r"dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet"
 _CAR_BRANDS = (
     "audi|bmw|chevrolet|chevy|ford|honda|hyundai|jeep|kia|mazda|mercedes|mini|nissan|porsche|"
     "subaru|tesla|toyota|volkswagen|vw|volvo|lexus|fiat|renault|peugeot|skoda|rivian"
@@ -140,7 +143,7 @@ _SLOT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "pet",
             rf"^\s+{_NOW}(?:has|got|adopted|bought|rescued|brought home)\s+"
             rf"(?:an?\s+)?(?:new\s+)?"
-            rf"(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)(?:\s+\w+)?\s+(?:named|called)\s+(?P<v>.+)",
+            rf"(?:{_PET_WORDS})(?:\s+\w+)?\s+(?:named|called)\s+(?P<v>.+)",
         ),
         (
             "pet",
@@ -298,7 +301,7 @@ _ENDING_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "pet",
-            r"^'s\s+(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)\s+(?P<v>(?-i:[A-Z])[\w'-]+)?\s*"
+            rf"^'s\s+(?:{_PET_WORDS})\s+(?P<v>(?-i:[A-Z])[\w'-]+)?\s*"
             r"(?:died|passed away|ran away)",
         ),
     )
@@ -760,8 +763,7 @@ def state_sentence(subject: str, slot: Slot) -> str:
     current value, not a stale one that happens to share them, ranks first."""
     article = "an" if slot.text[:1].lower() in "aeiou" else "a"
     # A speaker named "user" is written as a fact writes it: "User's job: User works as a nurse".
-    written = subject[:1].upper() + subject[1:]
-    sentence = _STATE[slot.attribute].format(s=written, v=slot.text, a=article)
+    sentence = _STATE[slot.attribute].format(s=capitalised(subject), v=slot.text, a=article)
     # A street address is lived at ("Ann lives at 220 Elm Street"), a place in.
     return sentence.replace(" lives in ", " lives at ", 1) if slot.text[:1].isdigit() else sentence
 
@@ -928,7 +930,7 @@ def with_kin_statements(
             slot = fact_slot(clause, fact.subject)
             if slot is None or slot.attribute not in _STATE or not clause.startswith(f"{fact.subject} "):
                 continue
-            sentence = f"{whose[:1].upper()}{whose[1:]}'s {kin_word} {clause}"
+            sentence = f"{capitalised(whose)}'s {kin_word} {clause}"
             if sentence.lower() not in seen:
                 seen.add(sentence.lower())
                 out.append(replace(fact, content=sentence, subject=whose, kind="fact"))
@@ -937,7 +939,7 @@ def with_kin_statements(
 
 # Further pets named after the first: "… a dog named Rex and a cat named Luna".
 _MORE_PETS = re.compile(
-    r"\b(?:and|,)\s+(?:a|an|our|my|\S+'s)\s+(?:dog|cat|puppy|kitten|rabbit|bunny|parrot|hamster|pet)"
+    rf"\b(?:and|,)\s+(?:a|an|our|my|\S+'s)\s+(?:{_PET_WORDS})"
     r"\s+(?:named|called)\s+((?-i:[A-Z])[\w'-]+)",
     re.IGNORECASE,
 )

@@ -72,12 +72,17 @@ def instruction_sentence(who: str, asks: str, topic: str, directive: str) -> str
     return f"When {who} asks {asks} {topic}: {directive[0].lower()}{directive[1:]}."
 
 
+def capitalised(text: str) -> str:
+    """`text` opening with a capital letter, as a sentence does ("user" → "User")."""
+    return text[:1].upper() + text[1:]
+
+
 def as_written(subject: str | None, content: str) -> str | None:
     """The subject as the fact writes it at its start: a speaker named "user" opens a sentence as
     "User" ("User lives in Boston"), and the fact is still theirs."""
     if not subject or content.startswith(subject):
         return subject
-    opening = subject[:1].upper() + subject[1:]
+    opening = capitalised(subject)
     return opening if content.startswith(opening) else subject
 
 

@@ -38,6 +38,7 @@ from memsvc.extraction.base import (
     FactKind,
     Turn,
     as_written,
+    capitalised,
     instruction_sentence,
 )
 from memsvc.extraction.dates import (
@@ -555,8 +556,7 @@ class _Batch:
         opening = True
         for said in sentences:
             if said_so := (_REMEMBER_THAT.match(said) or _FRAMED_STATEMENT.match(said)):
-                said = said[said_so.end() :].rstrip("?").rstrip()
-                said = said[:1].upper() + said[1:]
+                said = capitalised(said[said_so.end() :].rstrip("?").rstrip())
             sentence = _about_referent(said, referent)
             referent = _referent(sentence)
             if (
@@ -571,8 +571,7 @@ class _Batch:
                 if after is None:
                     opening = False
                     continue
-                sentence = sentence[after.end() :]
-                sentence = sentence[:1].upper() + sentence[1:]
+                sentence = capitalised(sentence[after.end() :])
             if sentence.endswith("?"):
                 # A question states no fact, but what the speaker says before asking it does: "I'm
                 # building a budget app, and I prefer minimal dependencies, so can you help me…?"
@@ -1031,13 +1030,15 @@ _STATEMENT_AFTER = re.compile(
     r",\s+(?:(?:and|but|so|because|cause|since)\s+)?(?=(?:i|i'm|i've|i'd|i'll|my|we|we're|we've|our)\b)",
     re.IGNORECASE,
 )
+# What follows a framing that leaves the speaker's statement whole: it opens with I/my/we.
+_SPEAKER_AHEAD = r"(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)"
 # What frames a statement as a question: "did you know I got a dog", "is it weird that I love
 # opera", "would you believe I ran a marathon" state what follows.
 _FRAMED_STATEMENT = re.compile(
     r"^(?:(?:so|ok|okay|hey|oh|and|btw)[,!]*\s+)*(?:did you know|did i (?:ever )?tell you|would you believe"
     r"|guess what|is it (?:weird|normal|bad|ok|okay|strange|crazy|silly|wrong) (?:that|if)"
     r"|does it matter (?:that|if))"
-    r"(?:\s+that)?[,:]?\s+(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
+    rf"(?:\s+that)?[,:]?\s+{_SPEAKER_AHEAD}",
     re.IGNORECASE,
 )
 # Asked to be remembered: "remember that i'm colorblind", "please remember I'm allergic to cats",
@@ -1045,7 +1046,7 @@ _FRAMED_STATEMENT = re.compile(
 _REMEMBER_THAT = re.compile(
     r"^(?:(?:please|pls|plz|hey|also|and|oh|btw|ok|okay)[,!]*\s+)*(?:(?:can|could|would|will)\s+you\s+)?"
     r"(?:please\s+)?(?:remember|note|keep in mind|don't forget|do not forget|make a note)(?:\s+that)?[,:]?\s+"
-    r"(?=(?:i|i'm|i've|i'd|my|we|we're|we've|our)\b)",
+    rf"{_SPEAKER_AHEAD}",
     re.IGNORECASE,
 )
 # An order asked as a question, when it says it stands: "can you call me Sam from now on?", "could
@@ -1360,7 +1361,7 @@ def _polish(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip(" ,;:-–—")
     text = re.sub(r"\s+([,.!?])", r"\1", text)
     text = text.rstrip(" .!…,")
-    return text[:1].upper() + text[1:] if text else text
+    return capitalised(text)
 
 
 # "User is 34": an age, though it says it with a number alone.
