@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Collection, Sequence
+from itertools import pairwise
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -776,8 +777,19 @@ def _result_out(result: RankedResult, rows: dict[str, CorpusRow], user_id: str) 
     first = members[0]
     if len(members) == 1:
         return _row_out(first, user_id, result.score, result.source_message_ids)
-    # Adjacent turns merged into one excerpt: one slot, provenance still exact.
-    content = "\n".join(m.line for m in members)
+    # Turns merged into one excerpt: one slot, provenance still exact. Where a turn was left out
+    # between two (a question about the order of things joins a speaker's turns across the
+    # replies), "…" says so.
+    lines = [members[0].line]
+    for before, member in pairwise(members):
+        if (
+            before.position is not None
+            and member.position is not None
+            and member.position > before.position + 1
+        ):
+            lines.append("…")
+        lines.append(member.line)
+    content = "\n".join(lines)
     metadata = {"memory_ids": [str(m.id) for m in members]}
     return _row_out(first, user_id, result.score, result.source_message_ids, content, "excerpt", metadata)
 

@@ -328,3 +328,40 @@ def test_a_message_the_encoder_reads_whole_lifts_its_best_passage(service, tenan
     finally:
         engine.config = default
     assert parts_alone["message"] == 0 and alone == pytest.approx(score - parts["message"], abs=2e-3)
+
+
+def _reply(topic: str) -> str:
+    """A long answer (cut into passages) about `topic`."""
+    return " ".join(
+        f"Here is step {n} for the {topic}: keep the code in its own module, test it with a few "
+        f"sample rows, and check the numbers by hand before you ship it."
+        for n in range(1, 5)
+    )
+
+
+def test_an_order_question_gets_my_messages_of_a_thread_as_one_excerpt(service, tenant) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = tenant
+    user = f"pa-{uuid.uuid4().hex[:6]}"
+    lines = [
+        ("user", "For my budget tracker dashboard I want to add a monthly spending chart first."),
+        ("assistant", _reply("monthly spending chart")),
+        ("user", "For my budget tracker dashboard I also want to add a spending category pie chart."),
+        ("assistant", _reply("category pie chart")),
+        ("user", "For my budget tracker dashboard I then want to add a savings goal progress bar."),
+        ("assistant", _reply("savings goal progress bar")),
+    ]
+    _ingest(service, ctx, _chat(user, lines))
+    question = "In what order did I bring up the features of my budget tracker dashboard?"
+    results = service.search(ctx, SearchRequest(query=question, user_id=user, limit=10))
+    top = results[0]
+    # The user's messages together, the answers between them left out and marked, each cited.
+    assert top.kind == "excerpt"
+    assert len(top.source_message_ids) >= 2
+    assert set(top.source_message_ids) <= {"m0", "m2", "m4"}
+    assert "\n…\n" in top.content
+    assert "progress bar" in top.content or "pie chart" in top.content
+    # Another question about the same messages keeps each of them a result of its own.
+    plain = service.search(
+        ctx, SearchRequest(query="Which dashboard features did I want?", user_id=user, limit=10)
+    )
+    assert all(len(r.source_message_ids) == 1 for r in plain)

@@ -3,6 +3,7 @@ questions about the order of things."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -96,6 +97,56 @@ def test_an_order_question_about_what_i_brought_up_prefers_my_messages_more() ->
     # Another question: the boost of 1 does not lift the user's message over a much closer answer.
     assert rank(both, "What did I decide?", config=config)[0].id == "a"
     assert rank(both, "In what order did I bring these up?", config=config)[0].id == "u"
+
+
+def _thread(*turns: tuple[str, str, float]) -> list[Candidate]:
+    """Turns of one session at positions 0, 1, 2…: (id, role, dense)."""
+    return [
+        Candidate(
+            id=key,
+            content=f"{key} text",
+            kind="turn",
+            speaker=role,
+            role=role,
+            session="s1",
+            position=position,
+            episode="s1",
+            source_message_ids=(key,),
+            dense=dense,
+            event_time=datetime(2024, 3, 15, tzinfo=UTC),
+        )
+        for position, (key, role, dense) in enumerate(turns)
+    ]
+
+
+def test_an_order_question_gets_my_messages_of_a_thread_together_without_the_answers_between() -> None:
+    config = RankingConfig(propagate_from_next=0.0, role_boost=0.0, order_role_boost=0.0)
+    candidates = _thread(
+        ("u0", "user", 0.90),
+        ("a1", "assistant", 0.10),
+        ("u2", "user", 0.88),
+        ("a3", "assistant", 0.12),
+        ("u4", "user", 0.05),  # answers nothing: stays out
+        ("x5", "user", 0.0),
+    )
+    question = "In what order did I bring up the features?"
+    results = rank(candidates, question, config=config)
+    assert [m.id for m in results[0].members] == ["u0", "u2"]
+    assert results[0].source_message_ids == ("u0", "u2")
+    # Another question keeps each message a result of its own.
+    plain = rank(candidates, "Which features did I bring up?", config=config)
+    assert [[m.id for m in r.members] for r in plain][:2] == [["u0"], ["u2"]]
+    # Off, an order question does the same.
+    off = rank(candidates, question, config=replace(config, order_joins_thread=False))
+    assert [[m.id for m in r.members] for r in off][:2] == [["u0"], ["u2"]]
+
+
+def test_a_thread_joins_only_the_same_speakers_turns() -> None:
+    config = RankingConfig(propagate_from_next=0.0, role_boost=0.0, order_role_boost=0.0)
+    # Two people: the turn two positions away is the other speaker's.
+    candidates = _thread(("u0", "user", 0.90), ("u1", "user", 0.0), ("a2", "assistant", 0.88))
+    results = rank(candidates, "In what order did we bring these up?", config=config)
+    assert all(len(r.members) == 1 for r in results)
 
 
 @pytest.mark.parametrize(
