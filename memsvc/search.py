@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Collection, Sequence
-from itertools import pairwise
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import networkx as nx
