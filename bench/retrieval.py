@@ -302,6 +302,8 @@ def run(
     baseline_embedder = configured_embedder(service.settings, shared=False)
     names = ("memsvc", "dense", "bm25")
     systems: dict[str, dict[str, Scores]] = defaultdict(lambda: {n: Scores() for n in names})
+    # The same per half ("beam/report"): a run of both halves reports each against its baselines.
+    halves: dict[str, dict[str, Scores]] = defaultdict(lambda: {n: Scores() for n in names})
     per_conversation: dict[str, dict[str, Any]] = {}
     ingest: dict[str, dict[str, float]] = defaultdict(lambda: {"messages": 0, "words": 0, "seconds": 0.0})
     for conv in conversations:
@@ -323,6 +325,7 @@ def run(
         bm25 = PlainBM25([m.content for m in messages])
         baseline = [([m.id or ""], result_words(m.name or m.role, "turn", m.content)) for m in messages]
         mine = Scores()
+        half = halves[f"{conv.set}/{half_of(conv)}"]
         for q in conv.questions:
             t0 = time.perf_counter()
             results = service.search(ctx, SearchRequest(query=q.text, user_id=user, limit=max(KS)))
@@ -332,32 +335,37 @@ def run(
             # batch, and int8 vectors depend on their batch (LoCoMo report R@10 0.8030 vs 0.7986).
             qv = service.embedder.embed([q.text])[0]
             ours = [(r.source_message_ids, result_words(r.speaker, r.kind, r.content)) for r in results]
-            for scores in (systems[conv.set]["memsvc"], mine):
+            for scores in (systems[conv.set]["memsvc"], half["memsvc"], mine):
                 scores.add(q.category, q.evidence, ours, conv.session_of)
                 scores.latency_ms.append(elapsed)
             for name, ranking in (("dense", raw_vectors @ qv), ("bm25", bm25.scores(q.text))):
                 order = np.argsort(-ranking, kind="stable")[: max(KS)]
-                systems[conv.set][name].add(
-                    q.category, q.evidence, [baseline[i] for i in order], conv.session_of
-                )
+                for scores in (systems[conv.set][name], half[name]):
+                    scores.add(q.category, q.evidence, [baseline[i] for i in order], conv.session_of)
         per_conversation[f"{conv.set}/{conv.name}"] = mine.summary()
         if progress is not None:
-            progress(_report(systems, per_conversation, ingest))
+            progress(_report(systems, halves, per_conversation, ingest))
         print(
             f"{conv.set} {conv.name}: R@10 {per_conversation[f'{conv.set}/{conv.name}']['recall@10']:.3f}",
             file=sys.stderr,
         )
     service.close()
-    return _report(systems, per_conversation, ingest)
+    return _report(systems, halves, per_conversation, ingest)
+
+
+def half_of(conv: Conversation) -> str:
+    return next(h for h, names in SPLIT[conv.set].items() if conv.name in names)
 
 
 def _report(
     systems: Mapping[str, Mapping[str, Scores]],
+    halves: Mapping[str, Mapping[str, Scores]],
     per_conversation: dict[str, dict[str, Any]],
     ingest: Mapping[str, Mapping[str, float]],
 ) -> dict[str, Any]:
     return {
         "sets": {s: {n: sc.summary() for n, sc in by.items()} for s, by in systems.items()},
+        "halves": {h: {n: sc.summary() for n, sc in by.items()} for h, by in halves.items()},
         "per_conversation": per_conversation,
         "ingest": {
             s: {**v, "messages_per_s": v["messages"] / v["seconds"] if v["seconds"] else math.nan}
@@ -413,6 +421,24 @@ def print_report(report: dict[str, Any]) -> None:
                     ]
                 )
     print_table(headers, rows)
+    print()
+    # Each half against its baselines: what the goals are read on.
+    print_table(
+        ["half", "system", "n", "R@10", "words@10", "R@350w", "R@10 - dense"],
+        [
+            [
+                half,
+                system,
+                v["questions"],
+                v["recall@10"],
+                round(v["words@10"]),
+                v[f"recall@{WORD_BUDGET}w"],
+                v["recall@10"] - by["dense"]["recall@10"],
+            ]
+            for half, by in report["halves"].items()
+            for system, v in by.items()
+        ],
+    )
     print()
     print_table(
         ["set", "search p50 ms", "p95 ms", "ingest messages", "ingest s", "messages/s"],

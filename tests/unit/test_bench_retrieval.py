@@ -6,11 +6,13 @@ import pytest
 
 from bench.retrieval import (
     SPLIT,
+    Conversation,
     Scores,
     beam_evidence,
     covered,
     covered_within,
     evidence_turns,
+    half_of,
     session_hit,
 )
 
@@ -76,3 +78,11 @@ def test_the_split_is_disjoint_and_whole() -> None:
         assert not set(halves["tune"]) & set(halves["report"])
     assert len(SPLIT["locomo"]["tune"]) + len(SPLIT["locomo"]["report"]) == 8
     assert sorted(SPLIT["beam"]["tune"] + SPLIT["beam"]["report"], key=int) == [str(i) for i in range(1, 15)]
+
+
+def test_each_conversation_is_reported_with_its_half() -> None:
+    assert half_of(Conversation("beam", "3", [], [])) == "tune"
+    assert half_of(Conversation("beam", "9", [], [])) == "report"
+    assert half_of(Conversation("locomo", "conv-43", [], [])) == "report"
+    with pytest.raises(StopIteration):
+        half_of(Conversation("beam", "99", [], []))
