@@ -209,9 +209,10 @@ def test_context_never_exceeds_its_budget(service, tenant, max_tokens: int) -> N
     if max_tokens >= 1000:
         headers = [line for line in response.context.splitlines() if line.startswith("## ")]
         assert headers == ["## Facts", "## Events (oldest first)", "## Related entities"]
-        # Each entity cites messages that name it (a speaker's own turns do not, unless they do).
+        # Each entity cites messages that name it (a speaker's own turns do not, unless they do); a
+        # shared photo's caption is part of its message ("a painting of a woman…").
         said = {
-            t["dia_id"]: t["text"].lower()
+            t["dia_id"]: f"{t['text']} {t.get('blip_caption') or ''}".lower()
             for key, turns in json.loads(LOCOMO.read_text()).items()
             if key.startswith("session_") and isinstance(turns, list)
             for t in turns
