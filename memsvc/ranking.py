@@ -832,11 +832,7 @@ def _answer_together(
     `lead`: it answers the query too (scores at least `merge_min_share` of `lead`), or one of the
     two asks and the other speaker answers right after it, and they were said within
     `merge_max_gap` of each other."""
-    if (
-        turn.event_time
-        and neighbour.event_time
-        and abs(turn.event_time - neighbour.event_time) > config.merge_max_gap
-    ):
+    if _said_apart(turn, neighbour, config):
         return False
     if score >= config.merge_min_share * lead:
         return True
@@ -854,12 +850,13 @@ def _same_thread(turn: Candidate, other: Candidate, score: float, lead: float, c
         other.kind == "turn"
         and other.speaker == turn.speaker
         and score >= config.merge_min_share * lead
-        and not (
-            turn.event_time
-            and other.event_time
-            and abs(turn.event_time - other.event_time) > config.merge_max_gap
-        )
+        and not _said_apart(turn, other, config)
     )
+
+
+def _said_apart(a: Candidate, b: Candidate, config: RankingConfig) -> bool:
+    """Two turns said further apart than `merge_max_gap`: not one exchange."""
+    return bool(a.event_time and b.event_time and abs(a.event_time - b.event_time) > config.merge_max_gap)
 
 
 def rank(
